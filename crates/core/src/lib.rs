@@ -1,0 +1,8 @@
+//! Drover's shared domain types, with no I/O: where objects live in the store
+//! and how generated names look. Every other crate may depend on this one.
+
+pub mod keys;
+pub mod names;
+
+/// Drover's version, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,294 @@
+//! Drover's versioned object store: the role etcd plays for Kubernetes.
+//!
+//! Every write gets a global, monotonically increasing *revision*, which the
+//! resource API exposes as an object's `resourceVersion`. Updates are
+//! compare-and-swap on it, `watch(prefix, from)` streams every change after a
+//! revision in order, and compaction drops history so that a watch from a
+//! compacted revision fails with [`StoreError::TooOld`] (HTTP 410 upstream).
+//!
+//! # Layout
+//! - [`Store`]: the handle everyone uses; cheap to clone. It owns a
+//!   [`Backend`] and a watch hub.
+//! - [`Backend`]: the one trait a datastore implements (get, list, create,
+//!   update, delete, changes-since, compact).
+//! - `sql`: the backend over SQL, in two dialects: SQLite in WAL mode (the
+//!   embedded default, `sqlite://DIR/state.db`) and PostgreSQL (`postgres://…`,
+//!   for HA, with LISTEN/NOTIFY waking watchers in other processes).
+//! - `watch`: one pump per store reads new log rows once and fans them out to
+//!   every watcher; a watcher first catches up from the log, then follows the
+//!   pump, so it sees each change exactly once and in order.
+//!
+//! # Data flow of a write
+//! ```text
+//! update(key, value, expected_rev)
+//!   └─ BEGIN; revision = meta.revision + 1 (row lock serialises writers)
+//!      check the key's latest log row against expected_rev
+//!      INSERT log row (revision, key, value, …); NOTIFY (PostgreSQL); COMMIT
+//!   └─ wake the pump ─▶ broadcast ─▶ watchers whose prefix matches
+//! ```
+//! Because writers are serialised on the revision counter and commit in
+//! revision order, "every row with revision > R" never has a hole that a later
+//! commit could fill.
+
+mod error;
+mod keys;
+mod sql;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+pub use error::StoreError;
+pub use keys::{prefix_end, validate_key};
+
+/// A store revision: the value of the global write counter after a write.
+pub type Revision = i64;
+
+/// Result type of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One stored object as of some revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The object's key, e.g. `/registry/management.drover.io/clusters/c-abcde`.
+    pub key: String,
+    /// The object's bytes (JSON for everything Drover stores).
+    pub value: Bytes,
+    /// The revision at which the object was created.
+    pub create_revision: Revision,
+    /// The revision of the object's latest change (its `resourceVersion`).
+    pub mod_revision: Revision,
+}
+
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The key was created.
+    Added,
+    /// The key was updated.
+    Modified,
+    /// The key was deleted; the event carries its last value.
+    Deleted,
+}
+
+/// One change, as delivered by [`Store::watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Kind of change.
+    pub kind: EventType,
+    /// The object after the change (for a deletion: its last value, with
+    /// `mod_revision` set to the revision of the deletion).
+    pub kv: KeyValue,
+}
+
+impl Event {
+    /// The revision at which this change happened.
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Only keys starting with this prefix.
+    pub prefix: String,
+    /// Only keys strictly after this one (for `continue`).
+    pub start_after: Option<String>,
+    /// At most this many items.
+    pub limit: Option<usize>,
+    /// List the state as of this revision (must not be compacted); `None`
+    /// means the current revision.
+    pub revision: Option<Revision>,
+}
+
+/// The answer to a list.
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    /// Items in key order.
+    pub items: Vec<KeyValue>,
+    /// The revision the list is consistent at.
+    pub revision: Revision,
+    /// Whether more items follow the last one returned.
+    pub more: bool,
+}
+
+/// The revisions a store is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revisions {
+    /// The latest revision written.
+    pub current: Revision,
+    /// History at or below this revision may be gone.
+    pub compacted: Revision,
+}
+
+/// The operations a datastore implements. Everything above the store (the
+/// resource API, controllers) goes through [`Store`], never a backend.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for health reports and logs (`sqlite`, `postgres`).
+    fn name(&self) -> &'static str;
+    /// The current and compacted revisions.
+    fn revisions(&self) -> BoxFuture<'_, Result<Revisions>>;
+    /// The latest value of `key`, if it exists.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>>>;
+    /// Keys under a prefix at one consistent revision.
+    fn list<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<ListResult>>;
+    /// Create `key`; fails with [`StoreError::AlreadyExists`] if it exists.
+    fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, Result<KeyValue>>;
+    /// Replace `key` if its latest revision is `expected`.
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        expected: Revision,
+    ) -> BoxFuture<'a, Result<KeyValue>>;
+    /// Delete `key`, if `expected` is given only at that revision. Returns the
+    /// last value, with `mod_revision` set to the deletion's revision.
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<Revision>,
+    ) -> BoxFuture<'a, Result<KeyValue>>;
+    /// Up to `limit` changes under `prefix` with revision > `after`, in order.
+    fn changes_since<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Revision,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Event>>>;
+    /// Drop history so that only the last `keep` revisions remain watchable.
+    /// Returns the new compacted revision.
+    fn compact(&self, keep: i64) -> BoxFuture<'_, Result<Revision>>;
+    /// Resolves each time something may have been written (by this process or,
+    /// where the backend can tell, by another one).
+    fn wait_for_change(&self) -> BoxFuture<'_, ()>;
+    /// How often the watch pump polls even without a wake-up.
+    fn poll_interval(&self) -> Duration;
+    /// Close connections.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long to wait for a database connection before giving up.
+    pub connect_timeout: Duration,
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 16,
+        }
+    }
+}
+
+/// A handle to the versioned store. Cheap to clone; all clones share one
+/// connection pool and one watch pump.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    hub: Arc<watch::Hub>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open the datastore named by `url`: `sqlite://PATH` or `postgres://…`
+    /// (also `postgresql://…`). Creates the schema if needed.
+    pub async fn open(url: &str, opts: StoreOptions) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(sql::SqlBackend::open(url, &opts).await?);
+        Ok(Self::from_backend(backend).await?)
+    }
+
+    /// Wrap an already opened backend.
+    pub async fn from_backend(backend: Arc<dyn Backend>) -> Result<Self> {
+        let start = backend.revisions().await?.current;
+        let hub = watch::Hub::start(backend.clone(), start);
+        Ok(Self { backend, hub })
+    }
+
+    /// The backend's short name (`sqlite`, `postgres`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The current and compacted revisions; also a cheap health check.
+    pub async fn revisions(&self) -> Result<Revisions> {
+        self.backend.revisions().await
+    }
+
+    /// The latest value of `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        validate_key(key)?;
+        self.backend.get(key).await
+    }
+
+    /// Keys under a prefix at one consistent revision, with limit/continue.
+    pub async fn list(&self, opts: &ListOptions) -> Result<ListResult> {
+        self.backend.list(opts).await
+    }
+
+    /// Create `key` with `value`; [`StoreError::AlreadyExists`] if it exists.
+    pub async fn create(&self, key: &str, value: impl Into<Bytes>) -> Result<KeyValue> {
+        validate_key(key)?;
+        let kv = self.backend.create(key, value.into()).await?;
+        self.hub.written();
+        Ok(kv)
+    }
+
+    /// Replace `key` if its `mod_revision` is still `expected`; otherwise
+    /// [`StoreError::Conflict`] (or [`StoreError::NotFound`]).
+    pub async fn update(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: Revision,
+    ) -> Result<KeyValue> {
+        validate_key(key)?;
+        let kv = self.backend.update(key, value.into(), expected).await?;
+        self.hub.written();
+        Ok(kv)
+    }
+
+    /// Delete `key` (only at revision `expected`, if given).
+    pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
+        validate_key(key)?;
+        let kv = self.backend.delete(key, expected).await?;
+        self.hub.written();
+        Ok(kv)
+    }
+
+    /// Every change under `prefix` with a revision greater than `after`,
+    /// in order, each exactly once; then every later change as it happens.
+    /// Fails with [`StoreError::TooOld`] when `after` was compacted away.
+    pub fn watch(&self, prefix: &str, after: Revision) -> BoxStream<'static, Result<Event>> {
+        self.hub
+            .watch(self.backend.clone(), prefix.to_owned(), after)
+    }
+
+    /// Keep only the last `keep` revisions of history; returns the compacted
+    /// revision.
+    pub async fn compact(&self, keep: i64) -> Result<Revision> {
+        self.backend.compact(keep).await
+    }
+
+    /// Stop the watch pump and close connections.
+    pub async fn close(&self) {
+        self.hub.stop();
+        self.backend.close().await;
+    }
+}

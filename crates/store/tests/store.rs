@@ -1,0 +1,491 @@
+//! The store's contract, run against every backend: SQLite always, and
+//! PostgreSQL when `DROVER_TEST_POSTGRES_URL` is set (otherwise those tests
+//! are reported as ignored, with the reason).
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Fixture;
+use drover_store::{Event, EventType, ListOptions, Store, StoreError, StoreOptions};
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+/// Generates `sqlite::NAME` and `postgres::NAME` for each case.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::common::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(drover_pg), ignore = "DROVER_TEST_POSTGRES_URL is unset: PostgreSQL not tested")]
+                async fn $name() {
+                    super::$name(super::common::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    create_get_update_delete,
+    bad_keys_are_refused,
+    list_pages_at_one_revision,
+    concurrent_compare_and_swap_loses_nothing,
+    watch_sees_every_change_once_in_order,
+    watch_from_the_past_catches_up_then_follows,
+    compaction_makes_old_revisions_too_old,
+    watch_sees_writes_from_another_process,
+    killed_writer_leaves_only_whole_objects,
+);
+
+async fn create_get_update_delete(f: Fixture) {
+    let s = &f.store;
+    let a = s.create("/t/a", "one").await.unwrap();
+    assert_eq!(a.create_revision, a.mod_revision);
+    assert!(matches!(
+        s.create("/t/a", "dup").await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+
+    let got = s.get("/t/a").await.unwrap().unwrap();
+    assert_eq!(got, a);
+
+    let b = s.update("/t/a", "two", a.mod_revision).await.unwrap();
+    assert!(b.mod_revision > a.mod_revision);
+    assert_eq!(b.create_revision, a.create_revision);
+    match s.update("/t/a", "stale", a.mod_revision).await {
+        Err(StoreError::Conflict {
+            current, expected, ..
+        }) => {
+            assert_eq!(current, b.mod_revision);
+            assert_eq!(expected, a.mod_revision);
+        }
+        other => panic!("stale update: {other:?}"),
+    }
+    assert_eq!(&s.get("/t/a").await.unwrap().unwrap().value[..], b"two");
+
+    assert!(matches!(
+        s.delete("/t/a", Some(a.mod_revision)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let gone = s.delete("/t/a", Some(b.mod_revision)).await.unwrap();
+    assert_eq!(&gone.value[..], b"two", "delete returns the last value");
+    assert!(gone.mod_revision > b.mod_revision);
+    assert_eq!(s.get("/t/a").await.unwrap(), None);
+    assert!(matches!(
+        s.update("/t/a", "x", gone.mod_revision).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete("/t/a", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let again = s.create("/t/a", "three").await.unwrap();
+    assert_eq!(
+        again.create_revision, again.mod_revision,
+        "a re-created key starts afresh"
+    );
+    assert_eq!(s.revisions().await.unwrap().current, again.mod_revision);
+}
+
+async fn bad_keys_are_refused(f: Fixture) {
+    let s = &f.store;
+    let before = s.revisions().await.unwrap();
+    for key in ["", "has space", "ünïcode", "nul\0"] {
+        assert!(
+            matches!(s.create(key, "v").await, Err(StoreError::InvalidKey(_))),
+            "{key:?}"
+        );
+    }
+    assert_eq!(s.revisions().await.unwrap(), before, "nothing was written");
+}
+
+async fn list_pages_at_one_revision(f: Fixture) {
+    let s = &f.store;
+    for i in 0..25 {
+        s.create(&format!("/l/a/{i:02}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    s.create("/l/b/00", "other prefix").await.unwrap();
+    s.create("/l/a", "not under /l/a/").await.unwrap();
+
+    let page = |after: Option<String>, revision| ListOptions {
+        prefix: "/l/a/".into(),
+        start_after: after,
+        limit: Some(10),
+        revision,
+    };
+    let p1 = s.list(&page(None, None)).await.unwrap();
+    assert_eq!(p1.items.len(), 10);
+    assert!(p1.more);
+    assert_eq!(p1.items[0].key, "/l/a/00");
+
+    // Changes after the first page must not show in later pages.
+    let k24 = s.get("/l/a/24").await.unwrap().unwrap();
+    s.update("/l/a/24", "changed", k24.mod_revision)
+        .await
+        .unwrap();
+    s.delete("/l/a/15", None).await.unwrap();
+    s.create("/l/a/99", "new").await.unwrap();
+
+    let p2 = s
+        .list(&page(Some(p1.items[9].key.clone()), Some(p1.revision)))
+        .await
+        .unwrap();
+    let p3 = s
+        .list(&page(Some(p2.items[9].key.clone()), Some(p1.revision)))
+        .await
+        .unwrap();
+    assert!(p2.more);
+    assert!(!p3.more);
+    assert_eq!(p2.revision, p1.revision);
+    let keys: Vec<_> = p1
+        .items
+        .iter()
+        .chain(&p2.items)
+        .chain(&p3.items)
+        .map(|kv| kv.key.clone())
+        .collect();
+    let expected: Vec<_> = (0..25).map(|i| format!("/l/a/{i:02}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(&p3.items.last().unwrap().value[..], b"v24");
+
+    let now = s
+        .list(&ListOptions {
+            prefix: "/l/a/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(now.items.len(), 25);
+    assert!(now.items.iter().all(|kv| kv.key != "/l/a/15"));
+    assert!(now.revision > p1.revision);
+}
+
+async fn concurrent_compare_and_swap_loses_nothing(f: Fixture) {
+    const WRITERS: usize = 16;
+    const INCREMENTS: usize = 20;
+    let store = f.store.clone();
+    store.create("/cas/counter", "0").await.unwrap();
+    let wins = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = store.clone();
+        let wins = wins.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < INCREMENTS {
+                let cur = store.get("/cas/counter").await.unwrap().unwrap();
+                let n: u64 = std::str::from_utf8(&cur.value).unwrap().parse().unwrap();
+                match store
+                    .update("/cas/counter", (n + 1).to_string(), cur.mod_revision)
+                    .await
+                {
+                    Ok(kv) => {
+                        wins.lock().await.push((kv.mod_revision, n + 1));
+                        done += 1;
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("update failed: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = (WRITERS * INCREMENTS) as u64;
+    let last = store.get("/cas/counter").await.unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&last.value).unwrap(),
+        total.to_string(),
+        "an update was lost"
+    );
+    let mut wins = wins.lock().await.clone();
+    let revisions: HashSet<_> = wins.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        revisions.len(),
+        wins.len(),
+        "two writers won the same revision"
+    );
+    wins.sort();
+    let values: Vec<_> = wins.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        values,
+        (1..=total).collect::<Vec<_>>(),
+        "winners in revision order count 1..N"
+    );
+}
+
+/// Collect `n` events from a watch, failing after a few seconds.
+async fn take(
+    watch: &mut futures::stream::BoxStream<'static, drover_store::Result<Event>>,
+    n: usize,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+        match next {
+            Ok(Some(Ok(e))) => out.push(e),
+            Ok(Some(Err(e))) => panic!("watch failed after {} events: {e}", out.len()),
+            Ok(None) => panic!("watch ended after {} events", out.len()),
+            Err(_) => panic!("timed out with {} of {n} events", out.len()),
+        }
+    }
+    out
+}
+
+/// Nothing more arrives within a short while.
+async fn assert_quiet(
+    watch: &mut futures::stream::BoxStream<'static, drover_store::Result<Event>>,
+) {
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(700), watch.next()).await {
+        panic!("unexpected extra event {e:?}");
+    }
+}
+
+async fn watch_sees_every_change_once_in_order(f: Fixture) {
+    let s = f.store.clone();
+    let start = s.revisions().await.unwrap().current;
+    let mut w = s.watch("/w/", start);
+    // Writers under and outside the prefix, concurrently.
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let key = format!("/w/{t}/{i}");
+                let kv = s.create(&key, "a").await.unwrap();
+                s.update(&key, "b", kv.mod_revision).await.unwrap();
+                s.create(&format!("/x/{t}/{i}"), "elsewhere").await.unwrap();
+                if i % 5 == 0 {
+                    s.delete(&key, None).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected_n = 4 * (25 * 2 + 5);
+    let events = take(&mut w, expected_n).await;
+    assert_quiet(&mut w).await;
+    let revs: Vec<_> = events.iter().map(|e| e.revision()).collect();
+    assert!(
+        revs.windows(2).all(|p| p[0] < p[1]),
+        "events out of order or repeated"
+    );
+    assert!(events.iter().all(|e| e.kv.key.starts_with("/w/")));
+    // The watch agrees with the log read back independently.
+    let mut replay = s.watch("/w/", start);
+    let again = take(&mut replay, expected_n).await;
+    assert_eq!(events, again);
+    let kinds = |k| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(
+        (
+            kinds(EventType::Added),
+            kinds(EventType::Modified),
+            kinds(EventType::Deleted)
+        ),
+        (100, 100, 20)
+    );
+    let deleted = events
+        .iter()
+        .find(|e| e.kind == EventType::Deleted)
+        .unwrap();
+    assert_eq!(
+        &deleted.kv.value[..],
+        b"b",
+        "a deletion carries the last value"
+    );
+}
+
+async fn watch_from_the_past_catches_up_then_follows(f: Fixture) {
+    let s = &f.store;
+    let first = s.create("/p/0", "0").await.unwrap();
+    for i in 1..600 {
+        s.create(&format!("/p/{i}"), "v").await.unwrap();
+    }
+    // From the revision of the first write: 599 past events, then live ones.
+    let mut w = s.watch("/p/", first.mod_revision);
+    let past = take(&mut w, 599).await;
+    assert_eq!(past[0].kv.key, "/p/1");
+    let live = s.create("/p/live", "now").await.unwrap();
+    let next = take(&mut w, 1).await;
+    assert_eq!(next[0].kv, live);
+    assert_quiet(&mut w).await;
+}
+
+async fn compaction_makes_old_revisions_too_old(f: Fixture) {
+    let s = &f.store;
+    let a = s.create("/c/a", "1").await.unwrap();
+    let a2 = s.update("/c/a", "2", a.mod_revision).await.unwrap();
+    s.create("/c/b", "b").await.unwrap();
+    s.delete("/c/b", None).await.unwrap();
+    let a3 = s.update("/c/a", "3", a2.mod_revision).await.unwrap();
+    let current = s.revisions().await.unwrap().current;
+
+    let compacted = s.compact(1).await.unwrap();
+    assert_eq!(compacted, current - 1);
+    assert_eq!(
+        s.compact(1).await.unwrap(),
+        compacted,
+        "compaction is idempotent"
+    );
+
+    let mut old = s.watch("/c/", a.mod_revision);
+    match tokio::time::timeout(Duration::from_secs(5), old.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(StoreError::TooOld {
+            requested,
+            compacted: c,
+        })) => {
+            assert_eq!(requested, a.mod_revision);
+            assert_eq!(c, compacted);
+        }
+        other => panic!("expected TooOld, got {other:?}"),
+    }
+    let old_list = ListOptions {
+        prefix: "/c/".into(),
+        revision: Some(a2.mod_revision),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.list(&old_list).await,
+        Err(StoreError::TooOld { .. })
+    ));
+
+    // The present is intact, and watching from the compacted revision works.
+    let now = s
+        .list(&ListOptions {
+            prefix: "/c/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(now.items, vec![a3.clone()]);
+    let mut w = s.watch("/c/", compacted);
+    assert_eq!(take(&mut w, 1).await[0].kv, a3);
+}
+
+/// Helper process for the cross-process tests. Modes:
+/// `write N`: write N objects `/xp/{i}` then exit; `loop`: write forever
+/// (until killed), printing each committed revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for the cross-process tests; they run it"]
+async fn child_writer() {
+    let url = std::env::var("DROVER_CHILD_URL").expect("run by the cross-process tests");
+    let mode = std::env::var("DROVER_CHILD_MODE").unwrap();
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    if let Some(n) = mode.strip_prefix("write ") {
+        for i in 0..n.parse::<usize>().unwrap() {
+            store
+                .create(&format!("/xp/{i:04}"), format!("from child {i}"))
+                .await
+                .unwrap();
+        }
+    } else {
+        let mut i = 0u64;
+        loop {
+            let payload = "x".repeat(1000 + (i as usize * 7919) % 200_000);
+            let value = serde_json::json!({ "seq": i, "len": payload.len(), "payload": payload });
+            let key = format!("/crash/{}", i % 50);
+            let kv = match store.get(&key).await.unwrap() {
+                Some(cur) => store
+                    .update(&key, value.to_string(), cur.mod_revision)
+                    .await
+                    .unwrap(),
+                None => store.create(&key, value.to_string()).await.unwrap(),
+            };
+            println!("committed {}", kv.mod_revision);
+            i += 1;
+        }
+    }
+    store.close().await;
+}
+
+async fn watch_sees_writes_from_another_process(f: Fixture) {
+    let start = f.store.revisions().await.unwrap().current;
+    let mut w = f.store.watch("/xp/", start);
+    let mut child = common::spawn_child(
+        "child_writer",
+        &[
+            ("DROVER_CHILD_URL", &f.url),
+            ("DROVER_CHILD_MODE", "write 40"),
+        ],
+    );
+    let events = take(&mut w, 40).await;
+    assert!(child.wait().unwrap().success());
+    let keys: Vec<_> = events.iter().map(|e| e.kv.key.clone()).collect();
+    assert_eq!(
+        keys,
+        (0..40).map(|i| format!("/xp/{i:04}")).collect::<Vec<_>>()
+    );
+    assert!(events.iter().all(|e| e.kind == EventType::Added));
+    assert_quiet(&mut w).await;
+}
+
+async fn killed_writer_leaves_only_whole_objects(f: Fixture) {
+    let url = f.url.clone();
+    f.store.close().await;
+    drop(f.store);
+    let mut child = common::spawn_child(
+        "child_writer",
+        &[("DROVER_CHILD_URL", &url), ("DROVER_CHILD_MODE", "loop")],
+    );
+    // Kill it mid-stream once it has committed a good number of writes.
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut last_committed = 0i64;
+    let mut lines = stdout.lines();
+    while last_committed < 150 {
+        let line = lines.next().expect("child stopped writing").unwrap();
+        if let Some(rev) = line.strip_prefix("committed ") {
+            last_committed = rev.parse().unwrap();
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = Store::open(&url, StoreOptions::default())
+        .await
+        .expect("the store reopens cleanly");
+    let revs = store.revisions().await.unwrap();
+    assert!(revs.current >= last_committed, "a committed write was lost");
+    let all = store
+        .list(&ListOptions {
+            prefix: "/crash/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 50);
+    for kv in &all.items {
+        let v: serde_json::Value = serde_json::from_slice(&kv.value).expect("a torn object");
+        assert_eq!(
+            v["payload"].as_str().unwrap().len() as u64,
+            v["len"].as_u64().unwrap()
+        );
+        assert!(kv.mod_revision <= revs.current);
+    }
+    // And it takes writes again.
+    let kv = store.get("/crash/0").await.unwrap().unwrap();
+    store
+        .update("/crash/0", "{}", kv.mod_revision)
+        .await
+        .unwrap();
+}
