@@ -6,3 +6,4 @@ pub mod names;
 
 /// Drover's version, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod meta;

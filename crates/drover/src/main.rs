@@ -1,1 +1,129 @@
-fn main() {}
+//! `drover`: one binary for the management server and, as they land, the
+//! agent, the simulator, the demo and the command-line client.
+//!
+//! This file only parses flags, sets up logging and signals, and runs the
+//! chosen command; each command's work lives in its crate.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Kubernetes multi-cluster management",
+    propagate_version = true
+)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, global = true, env = "DROVER_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the management server.
+    ///
+    /// Example: drover server --data-dir ./drover-data --listen 127.0.0.1:8443
+    Server(drover_server::ServerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // One TLS implementation for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let signals = Signals::register()?;
+        match cli.command {
+            Command::Server(args) => drover_server::run(args, signals.shutdown())
+                .await
+                .map_err(Into::into),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Our errors already carry their cause in the message: one line.
+            eprintln!("drover: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr. The level comes from `DROVER_LOG` (or `RUST_LOG`),
+/// default `info`.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("DROVER_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = EnvFilter::try_new(format!("{filter},sqlx=warn,hyper=warn,rustls=warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// SIGTERM and SIGINT, registered when the process starts so that a signal
+/// arriving during start-up is not lost to the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Resolves on the first signal; a second one ends the process at once,
+    /// without waiting for the drain.
+    async fn shutdown(mut self) {
+        self.next().await;
+        tracing::info!("shutting down; a second signal stops at once");
+        tokio::spawn(async move {
+            self.next().await;
+            eprintln!("drover: second signal: stopping now");
+            std::process::exit(130);
+        });
+    }
+}

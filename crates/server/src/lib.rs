@@ -1,1 +1,101 @@
-//! placeholder
+//! The Drover management server (`drover server`).
+//!
+//! # Layout
+//! - [`args`]: the flags of `drover server`, each also read from `DROVER_*`.
+//! - `tls`: the server's CA and serving certificate — generated once and kept
+//!   in the datastore, so restarts and replicas serve the same CA — or the
+//!   operator's own files.
+//! - `routes`: the HTTP surface (`/ping`, `/healthz`, `/cacerts`, `/metrics`).
+//! - `metrics`: Prometheus counters and latency histograms per route.
+//! - `serve`: the TLS accept loop with graceful, bounded shutdown.
+//!
+//! # Start-up
+//! ```text
+//! run(args, shutdown)
+//!   ├─ bind listener                   fails fast: address in use, nothing written
+//!   ├─ Store::open(datastore)          fails fast: scheme, connection, data dir
+//!   ├─ tls::load(...)                  CA + serving cert (store or files)
+//!   ├─ auth::bootstrap::ensure_admin   first start only
+//!   └─ serve until shutdown, drain in-flight requests (bounded), close store
+//! ```
+
+pub mod args;
+mod error;
+mod metrics;
+mod routes;
+mod serve;
+mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use drover_auth::bootstrap::{self, Bootstrap};
+use drover_store::{Store, StoreOptions};
+
+pub use args::ServerArgs;
+pub use error::ServerError;
+
+/// What every request handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// The datastore.
+    pub store: Store,
+    /// The CA certificate served at `/cacerts` (empty with a public CA).
+    pub ca_pem: String,
+    /// Request metrics.
+    pub metrics: metrics::Metrics,
+}
+
+/// Run the server until `shutdown` resolves, then drain and close.
+pub async fn run(
+    args: ServerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    // Bind first: a taken port fails before anything is written.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+
+    let datastore = args.datastore_url();
+    tracing::info!(datastore = %args::redact_url(&datastore), "opening datastore");
+    let store = Store::open(&datastore, StoreOptions::default()).await?;
+
+    let server_url = args.server_url();
+    let tls = tls::load(&args, &store, &server_url).await?;
+
+    let given = std::env::var("DROVER_BOOTSTRAP_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    match bootstrap::ensure_admin(&store, given.as_deref()).await? {
+        Bootstrap::Existing => {}
+        Bootstrap::CreatedWithGivenPassword => {
+            tracing::info!("created user admin with the password from DROVER_BOOTSTRAP_PASSWORD");
+        }
+        Bootstrap::CreatedWithGeneratedPassword(password) => {
+            // Straight to stderr, never through the log pipeline.
+            eprintln!(
+                "\nDrover created the user \"admin\". Its password, shown only this once:\n\n    {password}\n"
+            );
+        }
+    }
+
+    tracing::info!(%local, url = %server_url, backend = store.backend_name(), "drover server listening");
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        ca_pem: tls.ca_pem,
+        metrics: metrics::Metrics::new(),
+    });
+    let app = routes::router(state);
+    serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
+    store.close().await;
+    tracing::info!("drover server stopped");
+    Ok(())
+}

@@ -139,6 +139,11 @@ pub trait Backend: Send + Sync + 'static {
     fn list<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<ListResult>>;
     /// Create `key`; fails with [`StoreError::AlreadyExists`] if it exists.
     fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, Result<KeyValue>>;
+    /// Create every key, in one transaction: all or none.
+    fn create_all<'a>(
+        &'a self,
+        items: &'a [(String, Bytes)],
+    ) -> BoxFuture<'a, Result<Vec<KeyValue>>>;
     /// Replace `key` if its latest revision is `expected`.
     fn update<'a>(
         &'a self,
@@ -211,7 +216,7 @@ impl Store {
     /// (also `postgresql://…`). Creates the schema if needed.
     pub async fn open(url: &str, opts: StoreOptions) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(sql::SqlBackend::open(url, &opts).await?);
-        Ok(Self::from_backend(backend).await?)
+        Self::from_backend(backend).await
     }
 
     /// Wrap an already opened backend.
@@ -248,6 +253,25 @@ impl Store {
         let kv = self.backend.create(key, value.into()).await?;
         self.hub.written();
         Ok(kv)
+    }
+
+    /// Create every key in one transaction, all or none; fails with
+    /// [`StoreError::AlreadyExists`] (naming the key) if any exists.
+    pub async fn create_all<K, V>(&self, items: &[(K, V)]) -> Result<Vec<KeyValue>>
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let items: Vec<(String, Bytes)> = items
+            .iter()
+            .map(|(k, v)| {
+                validate_key(k.as_ref())?;
+                Ok((k.as_ref().to_owned(), Bytes::copy_from_slice(v.as_ref())))
+            })
+            .collect::<Result<_>>()?;
+        let kvs = self.backend.create_all(&items).await?;
+        self.hub.written();
+        Ok(kvs)
     }
 
     /// Replace `key` if its `mod_revision` is still `expected`; otherwise

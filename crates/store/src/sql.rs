@@ -213,92 +213,31 @@ impl SqlBackend {
         })
     }
 
-    /// One write: bump the revision, check the key's latest row, append a row.
+    /// One write: see [`Self::write_all`].
     async fn write(&self, key: &str, op: Write) -> Result<KeyValue> {
+        let mut kvs = self.write_all(&[(key, op)]).await?;
+        Ok(kvs.remove(0))
+    }
+
+    /// Writes in one transaction, all or none: for each, bump the revision,
+    /// check the key's latest row, append a row.
+    async fn write_all(&self, ops: &[(&str, Write)]) -> Result<Vec<KeyValue>> {
         let _local = match self.dialect {
             Dialect::Sqlite => Some(self.write_lock.lock().await),
             Dialect::Postgres => None,
         };
         let mut tx = self.pool.begin().await?;
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE drover_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let latest = sqlx::query(
-            "SELECT revision, deleted, create_revision, value FROM drover_log
-             WHERE key = $1 ORDER BY revision DESC LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| -> Result<Option<LatestRow>> {
-            let deleted: i64 = row.try_get("deleted")?;
-            Ok((deleted == 0).then_some(LatestRow {
-                revision: row.try_get("revision")?,
-                create_revision: row.try_get("create_revision")?,
-                value: row.try_get("value")?,
-            }))
-        })
-        .transpose()?
-        .flatten();
-
-        let check = |expected: Revision, live: &LatestRow| {
-            if live.revision == expected {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict {
-                    key: key.to_owned(),
-                    expected,
-                    current: live.revision,
-                })
-            }
-        };
-        let not_found = || StoreError::NotFound(key.to_owned());
-        let (created, deleted, create_revision, value) = match op {
-            Write::Create(value) => {
-                if latest.is_some() {
-                    return Err(StoreError::AlreadyExists(key.to_owned()));
-                }
-                (1, 0, revision, value)
-            }
-            Write::Update(value, expected) => {
-                let live = latest.ok_or_else(not_found)?;
-                check(expected, &live)?;
-                (0, 0, live.create_revision, value)
-            }
-            Write::Delete(expected) => {
-                let live = latest.ok_or_else(not_found)?;
-                if let Some(expected) = expected {
-                    check(expected, &live)?;
-                }
-                (0, 1, live.create_revision, Bytes::from(live.value))
-            }
-        };
-        sqlx::query(
-            "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(revision)
-        .bind(key)
-        .bind(created as i64)
-        .bind(deleted as i64)
-        .bind(create_revision)
-        .bind(&value[..])
-        .execute(&mut *tx)
-        .await?;
+        let mut done = Vec::with_capacity(ops.len());
+        for (key, op) in ops {
+            done.push(write_one(&mut tx, key, op).await?);
+        }
         if self.dialect == Dialect::Postgres {
             // Delivered to listeners when (and only if) the transaction commits.
             tx.execute(format!("NOTIFY {NOTIFY_CHANNEL}").as_str())
                 .await?;
         }
         tx.commit().await?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision,
-            mod_revision: revision,
-        })
+        Ok(done)
     }
 
     async fn list_at(&self, opts: &ListOptions, revision: Revision) -> Result<ListResult> {
@@ -338,6 +277,87 @@ impl SqlBackend {
             more,
         })
     }
+}
+
+/// One write inside a transaction.
+async fn write_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &str,
+    op: &Write,
+) -> Result<KeyValue> {
+    let revision: i64 = sqlx::query_scalar(
+        "UPDATE drover_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let latest = sqlx::query(
+        "SELECT revision, deleted, create_revision, value FROM drover_log
+         WHERE key = $1 ORDER BY revision DESC LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|row| -> Result<Option<LatestRow>> {
+        let deleted: i64 = row.try_get("deleted")?;
+        Ok((deleted == 0).then_some(LatestRow {
+            revision: row.try_get("revision")?,
+            create_revision: row.try_get("create_revision")?,
+            value: row.try_get("value")?,
+        }))
+    })
+    .transpose()?
+    .flatten();
+
+    let check = |expected: Revision, live: &LatestRow| {
+        if live.revision == expected {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: live.revision,
+            })
+        }
+    };
+    let not_found = || StoreError::NotFound(key.to_owned());
+    let (created, deleted, create_revision, value) = match op {
+        Write::Create(value) => {
+            if latest.is_some() {
+                return Err(StoreError::AlreadyExists(key.to_owned()));
+            }
+            (1, 0, revision, value.clone())
+        }
+        Write::Update(value, expected) => {
+            let live = latest.ok_or_else(not_found)?;
+            check(*expected, &live)?;
+            (0, 0, live.create_revision, value.clone())
+        }
+        Write::Delete(expected) => {
+            let live = latest.ok_or_else(not_found)?;
+            if let Some(expected) = expected {
+                check(*expected, &live)?;
+            }
+            (0, 1, live.create_revision, Bytes::from(live.value))
+        }
+    };
+    sqlx::query(
+        "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(revision)
+    .bind(key)
+    .bind(created as i64)
+    .bind(deleted as i64)
+    .bind(create_revision)
+    .bind(&value[..])
+    .execute(&mut **tx)
+    .await?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value,
+        create_revision,
+        mod_revision: revision,
+    })
 }
 
 /// Fail early, with the directory's name, when the data directory is not
@@ -482,6 +502,19 @@ impl Backend for SqlBackend {
 
     fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, Result<KeyValue>> {
         Box::pin(self.write(key, Write::Create(value)))
+    }
+
+    fn create_all<'a>(
+        &'a self,
+        items: &'a [(String, Bytes)],
+    ) -> BoxFuture<'a, Result<Vec<KeyValue>>> {
+        Box::pin(async move {
+            let ops: Vec<_> = items
+                .iter()
+                .map(|(k, v)| (k.as_str(), Write::Create(v.clone())))
+                .collect();
+            self.write_all(&ops).await
+        })
     }
 
     fn update<'a>(

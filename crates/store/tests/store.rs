@@ -47,6 +47,7 @@ store_tests!(
     compaction_makes_old_revisions_too_old,
     watch_sees_writes_from_another_process,
     killed_writer_leaves_only_whole_objects,
+    create_all_is_all_or_nothing,
 );
 
 async fn create_get_update_delete(f: Fixture) {
@@ -488,4 +489,27 @@ async fn killed_writer_leaves_only_whole_objects(f: Fixture) {
         .update("/crash/0", "{}", kv.mod_revision)
         .await
         .unwrap();
+}
+
+async fn create_all_is_all_or_nothing(f: Fixture) {
+    let s = &f.store;
+    s.create("/b/exists", "x").await.unwrap();
+    let before = s.revisions().await.unwrap();
+    let err = s
+        .create_all(&[("/b/new1", "1"), ("/b/exists", "2"), ("/b/new2", "3")])
+        .await;
+    assert!(matches!(err, Err(StoreError::AlreadyExists(k)) if k == "/b/exists"));
+    assert_eq!(
+        s.revisions().await.unwrap(),
+        before,
+        "a failed batch writes nothing"
+    );
+    assert_eq!(s.get("/b/new1").await.unwrap(), None);
+    let kvs = s
+        .create_all(&[("/b/new1", "1"), ("/b/new2", "2")])
+        .await
+        .unwrap();
+    assert_eq!(kvs.len(), 2);
+    assert_eq!(kvs[1].mod_revision, kvs[0].mod_revision + 1);
+    assert_eq!(&s.get("/b/new2").await.unwrap().unwrap().value[..], b"2");
 }

@@ -1,0 +1,137 @@
+//! The flags of `drover server` (DESIGN.md), each also read from the
+//! `DROVER_*` environment variable of the same name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `drover server` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Directory for the embedded datastore and other local state.
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+    pub data_dir: PathBuf,
+
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "DROVER_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Datastore: sqlite://PATH (default sqlite://DATA_DIR/state.db) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (required for several replicas).
+    #[arg(long, env = "DROVER_DATASTORE", hide_env_values = true)]
+    pub datastore: Option<String>,
+
+    /// The URL agents and kubeconfigs use to reach this server
+    /// (default: https://localhost:PORT, or the listen address if specific).
+    #[arg(long, env = "DROVER_SERVER_URL", value_parser = parse_server_url)]
+    pub server_url: Option<url::Url>,
+
+    /// Serving certificate chain (PEM) to use instead of the generated one.
+    #[arg(long, env = "DROVER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "DROVER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that issued --tls-cert, served at /cacerts.
+    /// Leave out when the certificate chains to a publicly trusted CA.
+    #[arg(long, env = "DROVER_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Audit level: 0 off, 1 metadata, 2 + request bodies, 3 + response bodies.
+    #[arg(long, env = "DROVER_AUDIT_LEVEL", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub audit_level: u8,
+
+    /// Audit log file (JSON lines; default DATA_DIR/audit.log).
+    #[arg(long, env = "DROVER_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, env = "DROVER_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl ServerArgs {
+    /// The datastore URL, defaulting to SQLite in the data dir.
+    pub fn datastore_url(&self) -> String {
+        self.datastore
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("state.db").display()))
+    }
+
+    /// The externally visible URL of this server.
+    pub fn server_url(&self) -> url::Url {
+        if let Some(url) = &self.server_url {
+            return url.clone();
+        }
+        let host = if self.listen.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            match self.listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            }
+        };
+        url::Url::parse(&format!("https://{host}:{}", self.listen.port()))
+            .expect("a host and port form a valid URL")
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+fn parse_server_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err("the server URL must start with https://".into());
+    }
+    if url.host_str().is_none() {
+        return Err("the server URL needs a host".into());
+    }
+    Ok(url)
+}
+
+/// A datastore URL without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.split(['@', '?']).next().unwrap_or_default().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://drover:s3cret@db:5432/drover"),
+            "postgres://drover:REDACTED@db:5432/drover"
+        );
+        assert!(!redact_url("postgres://u:p@h/d?sslmode=require").contains(":p@"));
+    }
+
+    #[test]
+    fn server_url_from_listen() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ServerArgs,
+        }
+        let cli = Cli::parse_from(["x", "--listen", "0.0.0.0:9443"]);
+        assert_eq!(cli.args.server_url().as_str(), "https://localhost:9443/");
+        let cli = Cli::parse_from(["x", "--listen", "127.0.0.1:9443"]);
+        assert_eq!(cli.args.server_url().as_str(), "https://127.0.0.1:9443/");
+        assert!(Cli::try_parse_from(["x", "--server-url", "http://plain"]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The HTTP surface. Public endpoints: `/ping`, `/healthz`, `/cacerts`,
+//! `/metrics`. Anything else answers as kube-apiserver does, with a
+//! `metav1.Status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::{metrics, AppState};
+
+/// Largest request body accepted (kube-apiserver's limit is 3 MiB).
+pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The whole application, without a socket (tests drive it with `oneshot`).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/healthz", get(healthz))
+        .route("/cacerts", get(cacerts))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let backend = state.store.backend_name();
+    let check = tokio::time::timeout(Duration::from_secs(3), state.store.revisions()).await;
+    let (code, datastore) = match check {
+        Ok(Ok(revs)) => (
+            StatusCode::OK,
+            json!({"backend": backend, "status": "ok", "revision": revs.current}),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"backend": backend, "status": "unavailable", "error": e.to_string()}),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"backend": backend, "status": "unavailable", "error": "no answer within 3s"}),
+        ),
+    };
+    let status = if code == StatusCode::OK {
+        "ok"
+    } else {
+        "unavailable"
+    };
+    let body = json!({"status": status, "version": drover_core::VERSION, "datastore": datastore});
+    (code, Json(body)).into_response()
+}
+
+async fn cacerts(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A `metav1.Status` failure, as kube-apiserver sends.
+pub(crate) fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    )
+}
