@@ -1,4 +1,261 @@
-//! Drover's generic Kubernetes-conventions resource API over the store:
-//! discovery, get/list/watch/create/update/patch/delete with
-//! `metav1.Status` errors. It serves the management API and the simulator.
-//! (Filled by the management API work; the layout is settled here.)
+//! Drover's generic Kubernetes-conventions resource API over the store. It
+//! serves the management API (`management.drover.io`) and is reused by the
+//! simulator for the built-in kinds.
+//!
+//! # Layout
+//! - [`kind`]: what a kind is ([`KindInfo`]), how it behaves ([`Strategy`]),
+//!   and the [`Registry`] of served kinds; the [`Authorizer`] and
+//!   [`Namespaces`] hooks the embedding server provides.
+//! - `request`: path → group, version, namespace, resource, name,
+//!   subresource and verb, as kube-apiserver parses it.
+//! - `handlers`: the verbs; `watch`: the watch stream.
+//! - `schema`: structural validation and pruning against each kind's
+//!   OpenAPI schema (`fieldValidation=Strict|Warn|Ignore`).
+//! - `selector`, `object`, `table`: label/field selectors, metadata rules,
+//!   Table output for `kubectl get`.
+//! - `discovery`, `openapi`: what kubectl reads before it acts.
+//! - [`error`]: every failure as a `metav1.Status`.
+//!
+//! # A request
+//! ```text
+//! request (UserInfo in extensions, put there by the server's authn)
+//!   → parse path → registry lookup → authorize(verb, resource, ns, name)
+//!   → read body (≤ 3 MiB) → check apiVersion/kind → schema → metadata rules
+//!   → strategy hooks → store transaction → object | List | Table | events
+//! ```
+
+pub mod discovery;
+pub mod error;
+mod handlers;
+pub mod kind;
+pub mod object;
+pub mod openapi;
+pub mod request;
+pub mod schema;
+pub mod selector;
+pub mod table;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use drover_rbac::{Attributes, UserInfo};
+use drover_store::Store;
+
+pub use error::{ApiError, FieldError};
+pub use kind::{
+    Authorizer, Column, Context, KindInfo, Namespaces, NewObject, Prepared, Registry, Resource,
+    Strategy,
+};
+
+use handlers::{respond, Query};
+use request::Target;
+
+/// Largest request body accepted (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The resource API over one store and one set of kinds.
+pub struct ApiServer {
+    store: Store,
+    registry: Registry,
+    openapi: openapi::OpenApi,
+    authorizer: Arc<dyn Authorizer>,
+    namespaces: Arc<dyn Namespaces>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("kinds", &self.registry.all().len())
+            .finish()
+    }
+}
+
+impl ApiServer {
+    /// An API server for `registry`'s kinds over `store`.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        authorizer: Arc<dyn Authorizer>,
+        namespaces: Arc<dyn Namespaces>,
+    ) -> Arc<Self> {
+        let openapi = openapi::OpenApi::build(&registry);
+        Arc::new(Self {
+            store,
+            registry,
+            openapi,
+            authorizer,
+            namespaces,
+        })
+    }
+
+    /// The served kinds.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The authorizer.
+    pub fn authorizer(&self) -> &Arc<dyn Authorizer> {
+        &self.authorizer
+    }
+
+    /// Serve a request under `/api`, `/apis` or `/openapi`. The caller's
+    /// identity must be in the request's extensions as a [`UserInfo`].
+    pub async fn handle(self: Arc<Self>, req: Request) -> Response {
+        match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<Response, ApiError> {
+        let user = req
+            .extensions()
+            .get::<UserInfo>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)?;
+        let path = req.uri().path().to_owned();
+        if let Some(rest) = path.strip_prefix("/openapi/") {
+            return self.openapi(rest);
+        }
+        let q = Query::parse(req.uri().query());
+        let target = request::parse(req.method(), &path, q.flag("watch"))
+            .ok_or_else(ApiError::no_such_path)?;
+        let info = match target {
+            Target::CoreVersions => return Ok(json_ok(&discovery::core_versions(&self.registry)?)),
+            Target::Groups => return Ok(json_ok(&discovery::groups(&self.registry))),
+            Target::Group(g) => return Ok(json_ok(&discovery::group(&self.registry, &g)?)),
+            Target::Resources { group, version } => {
+                return Ok(json_ok(&discovery::resources(
+                    &self.registry,
+                    &group,
+                    &version,
+                )?))
+            }
+            Target::Resource(info) => info,
+        };
+        let r = self
+            .registry
+            .get(&info.group, &info.version, &info.resource)
+            .ok_or_else(ApiError::no_such_path)?
+            .clone();
+        let cross_namespace =
+            matches!(info.verb.as_str(), "list" | "watch") && info.name.is_empty();
+        if (r.info.namespaced && info.namespace.is_empty() && !cross_namespace)
+            || (!r.info.namespaced && !info.namespace.is_empty())
+        {
+            return Err(ApiError::no_such_path());
+        }
+        let served_subresource =
+            info.subresource.is_empty() || (info.subresource == "status" && r.info.status);
+        if !served_subresource {
+            return Err(ApiError::no_such_path());
+        }
+        if r.info.create_only && info.verb != "create" {
+            return Err(ApiError::method_not_allowed(&format!(
+                "{} only supports create",
+                r.info.plural
+            )));
+        }
+        let attrs = Attributes::resource(
+            &info.verb,
+            &info.group,
+            &info.resource,
+            &info.namespace,
+            &info.name,
+        )
+        .on_subresource(&info.subresource);
+        let allowed = self.authorizer.authorize(&user, &attrs).await?;
+        let filtered_list = r.info.list_filtered && matches!(info.verb.as_str(), "list" | "watch");
+        if !allowed && !filtered_list {
+            let subject = error::Subject {
+                group: &info.group,
+                resource: &info.resource,
+                name: &info.name,
+            };
+            return Err(ApiError::forbidden(
+                &user.name,
+                &info.verb,
+                subject,
+                &info.namespace,
+                &info.subresource,
+            ));
+        }
+        let ctx = Context {
+            user,
+            store: self.store.clone(),
+            authorizer: self.authorizer.clone(),
+        };
+        let headers = req.headers().clone();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        match info.verb.as_str() {
+            "get" => self.get(&r, &info, &headers, &q).await,
+            "list" => self.list(&ctx, &r, &info, &headers, &q, !allowed).await,
+            "watch" => self.watch(&ctx, &r, &info, &headers, &q, !allowed).await,
+            verb => {
+                let body = read_body(req.into_body()).await?;
+                let json_body = !matches!(verb, "patch" | "delete" | "deletecollection");
+                if json_body && !content_type.is_empty() && content_type != "application/json" {
+                    return Err(ApiError::unsupported_media_type(&content_type));
+                }
+                match verb {
+                    "create" => self.create(&ctx, &r, &info, &q, &body).await,
+                    "update" => self.update(&ctx, &r, &info, &q, &body).await,
+                    "patch" => self.patch(&ctx, &r, &info, &q, &content_type, &body).await,
+                    "delete" => self.delete(&ctx, &r, &info, &q, &body).await,
+                    "deletecollection" => self.delete_collection(&ctx, &r, &info, &q).await,
+                    _ => Err(ApiError::method_not_allowed(verb)),
+                }
+            }
+        }
+    }
+
+    fn openapi(&self, rest: &str) -> Result<Response, ApiError> {
+        match rest.trim_end_matches('/') {
+            "v3" => Ok(json_ok(self.openapi.index())),
+            other => match other
+                .strip_prefix("v3/")
+                .and_then(|gv| self.openapi.document(gv))
+            {
+                Some(doc) => Ok(json_ok(doc)),
+                None => Err(ApiError::no_such_path()),
+            },
+        }
+    }
+}
+
+fn json_ok(v: &serde_json::Value) -> Response {
+    respond(StatusCode::OK, v, &[])
+}
+
+/// Read a body of at most [`MAX_BODY`] bytes.
+pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.to_string().contains("length limit exceeded"))
+            || e.to_string().contains("length limit exceeded");
+        if too_large {
+            ApiError::too_large(MAX_BODY)
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}

@@ -40,6 +40,107 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
+/// Parse an RFC 3339 UTC timestamp (`2024-02-29T12:34:56Z`, optional
+/// fraction) as Kubernetes writes them.
+pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !s.ends_with('Z')
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let secs = days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + se;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// A duration as `kubectl get` shows ages (`duration.HumanDuration`).
+pub fn human_duration(d: std::time::Duration) -> String {
+    let seconds = d.as_secs();
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// The age of an RFC 3339 timestamp as `kubectl get` shows it (`<unknown>`
+/// when unparsable).
+pub fn age(timestamp: &str) -> String {
+    match parse_rfc3339(timestamp) {
+        Some(t) => human_duration(
+            std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default(),
+        ),
+        None => "<unknown>".to_owned(),
+    }
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -65,6 +166,32 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // leap day 2024
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
+    }
+
+    #[test]
+    fn parse_and_ages() {
+        for t in [
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T12:34:56Z",
+            "2026-11-21T05:06:07Z",
+        ] {
+            assert_eq!(rfc3339(parse_rfc3339(t).unwrap()), t);
+        }
+        assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_none());
+        assert!(parse_rfc3339("yesterday").is_none());
+        let d = |s| human_duration(Duration::from_secs(s));
+        assert_eq!(
+            [
+                d(5),
+                d(125),
+                d(600),
+                d(3 * 3600 + 60),
+                d(50 * 3600),
+                d(9 * 86400),
+                d(3 * 365 * 86400 + 86400)
+            ],
+            ["5s", "2m5s", "10m", "3h1m", "2d2h", "9d", "3y1d"]
+        );
     }
 
     #[test]

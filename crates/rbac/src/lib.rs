@@ -80,7 +80,7 @@ impl PolicyRule {
         }
         matches(&self.api_groups, &a.api_group)
             && self.resource_matches(a)
-            && (self.resource_names.is_empty() || self.resource_names.iter().any(|n| *n == a.name))
+            && (self.resource_names.is_empty() || self.resource_names.contains(&a.name))
     }
 
     fn resource_matches(&self, a: &Attributes) -> bool {
@@ -155,7 +155,7 @@ impl Attributes {
     }
 
     /// The same request on a subresource.
-    pub fn sub(mut self, subresource: &str) -> Self {
+    pub fn on_subresource(mut self, subresource: &str) -> Self {
         self.subresource = subresource.to_owned();
         self
     }
@@ -288,16 +288,16 @@ mod tests {
         assert!(!r.allows(&get("apps", "pods", "ns", "p")));
         assert!(!r.allows(&Attributes::resource("delete", "", "pods", "ns", "p")));
         assert!(
-            !r.allows(&get("", "pods", "ns", "p").sub("log")),
+            !r.allows(&get("", "pods", "ns", "p").on_subresource("log")),
             "subresources need their own rule"
         );
         let named = r.clone().named(&["p"]);
         assert!(named.allows(&get("", "pods", "ns", "p")));
         assert!(!named.allows(&get("", "pods", "ns", "q")));
         let wild = PolicyRule::resource(&["*"], &["*"], &["*"]);
-        assert!(wild.allows(&get("x", "y", "", "z").sub("status")));
+        assert!(wild.allows(&get("x", "y", "", "z").on_subresource("status")));
         let sub = PolicyRule::resource(&["get"], &[""], &["*/log"]);
-        assert!(sub.allows(&get("", "pods", "ns", "p").sub("log")));
+        assert!(sub.allows(&get("", "pods", "ns", "p").on_subresource("log")));
         assert!(!sub.allows(&get("", "pods", "ns", "p")));
     }
 

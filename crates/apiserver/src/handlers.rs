@@ -1,0 +1,970 @@
+//! The verbs: get, list, create, update, patch, delete, deletecollection,
+//! on objects and their `status` subresource, with kube-apiserver's rules
+//! for server-owned metadata, generation, finalizers and preconditions.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use drover_core::{keys, meta as m};
+use drover_rbac::{Attributes, RuleSet};
+use drover_store::{KeyValue, ListOptions, StoreError};
+use serde_json::{json, Map, Value};
+
+use crate::error::Subject;
+use crate::kind::{Context, Resource};
+use crate::object::{self, finalizers, is_deleting, meta_mut};
+use crate::request::RequestInfo;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::{schema, table, ApiError, ApiServer, FieldError};
+
+/// Fields a field selector may use on every kind.
+pub(crate) const SELECTABLE_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+/// Page size for reading the store while filtering.
+const STORE_PAGE: usize = 500;
+/// Attempts at a read-modify-write that lost a race.
+const RETRIES: usize = 5;
+
+/// Query parameters (last value wins).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Query(HashMap<String, String>);
+
+impl Query {
+    pub(crate) fn parse(q: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("1" | "true" | "True"))
+    }
+
+    fn dry_run(&self) -> bool {
+        self.get("dryRun") == Some("All")
+    }
+}
+
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    fn from_query(q: &Query) -> Result<Self, ApiError> {
+        match q.get("fieldValidation") {
+            None | Some("Warn") => Ok(Self::Warn),
+            Some("Strict") => Ok(Self::Strict),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other:?}; must be one of Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+/// An object read from the store, with its revision.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) value: Value,
+    pub(crate) revision: i64,
+}
+
+impl Stored {
+    pub(crate) fn from_kv(kv: &KeyValue) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+            tracing::error!(key = %kv.key, error = %e, "unreadable object in the store");
+            ApiError::internal("an object in the datastore is unreadable")
+        })?;
+        Ok(Self {
+            value,
+            revision: kv.mod_revision,
+        })
+    }
+
+    /// The object as clients see it: with `metadata.resourceVersion`.
+    pub(crate) fn with_rv(&self) -> Value {
+        let mut v = self.value.clone();
+        if v.is_object() {
+            meta_mut(&mut v).insert(
+                "resourceVersion".into(),
+                Value::String(self.revision.to_string()),
+            );
+        }
+        v
+    }
+}
+
+/// The object's key.
+pub(crate) fn key_of(r: &Resource, namespace: &str, name: &str) -> String {
+    let ns = r.info.namespaced.then_some(namespace);
+    keys::object(r.info.group, r.info.plural, ns, name)
+}
+
+/// The prefix under which a kind's objects (in one namespace) live.
+pub(crate) fn prefix_of(r: &Resource, namespace: &str) -> String {
+    let group = if r.info.group.is_empty() {
+        "core"
+    } else {
+        r.info.group
+    };
+    if r.info.namespaced && !namespace.is_empty() {
+        format!("/registry/{group}/{}/{namespace}/", r.info.plural)
+    } else {
+        format!("/registry/{group}/{}/", r.info.plural)
+    }
+}
+
+fn subject<'a>(r: &'a Resource, name: &'a str) -> Subject<'a> {
+    Subject {
+        group: r.info.group,
+        resource: r.info.plural,
+        name,
+    }
+}
+
+/// Parse a request body as one JSON object.
+pub(crate) fn parse_object(body: &Bytes) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// JSON response with a status code and optional `Warning` headers.
+pub(crate) fn respond(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut resp = (code, axum::Json(body)).into_response();
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+impl ApiServer {
+    pub(crate) async fn read(
+        &self,
+        r: &Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Stored, ApiError> {
+        let key = key_of(r, namespace, name);
+        match self.store.get(&key).await {
+            Ok(Some(kv)) => Stored::from_kv(&kv),
+            Ok(None) => Err(ApiError::not_found(subject(r, name))),
+            Err(e) => Err(ApiError::from_store(e, subject(r, name))),
+        }
+    }
+
+    /// Check apiVersion/kind, then validate against the schema, pruning
+    /// unknown fields; returns warnings.
+    fn check_body(
+        &self,
+        r: &Resource,
+        obj: &mut Value,
+        q: &Query,
+    ) -> Result<Vec<String>, ApiError> {
+        let mode = FieldValidation::from_query(q)?;
+        let api_version = r.info.api_version();
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v == api_version => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )))
+            }
+            None => return Err(ApiError::bad_request("Object 'apiVersion' is missing in the request body")),
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            Some(k) if k == r.info.kind => {}
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    r.info.kind
+                )))
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "Object 'Kind' is missing in the request body",
+                ))
+            }
+        }
+        let outcome = schema::validate(obj, &r.schema);
+        let name = object::name(obj).to_owned();
+        if !outcome.errors.is_empty() {
+            return Err(ApiError::invalid(
+                r.info.kind,
+                r.info.group,
+                &name,
+                &outcome.errors,
+            ));
+        }
+        let unknown: Vec<String> = outcome
+            .unknown
+            .iter()
+            .map(|p| format!("unknown field {p:?}"))
+            .collect();
+        match mode {
+            FieldValidation::Strict if !unknown.is_empty() => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                unknown.join(", ")
+            ))),
+            FieldValidation::Warn => Ok(unknown),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn validate_all(&self, r: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let mut errors = object::validate_meta(obj);
+        errors.extend(r.strategy.validate(obj, old));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(
+                r.info.kind,
+                r.info.group,
+                object::name(obj),
+                &errors,
+            ))
+        }
+    }
+
+    pub(crate) async fn get(
+        &self,
+        r: &Resource,
+        info: &RequestInfo,
+        headers: &HeaderMap,
+        q: &Query,
+    ) -> Result<Response, ApiError> {
+        let stored = self.read(r, &info.namespace, &info.name).await?;
+        let obj = stored.with_rv();
+        if wants_table(headers) {
+            let t = table::table(
+                r,
+                std::slice::from_ref(&obj),
+                json!({"resourceVersion": stored.revision.to_string()}),
+                table::Include::parse(q.get("includeObject")),
+            );
+            return Ok(respond(StatusCode::OK, &t, &[]));
+        }
+        Ok(respond(StatusCode::OK, &obj, &[]))
+    }
+
+    /// List, filtered by selectors and (for `list_filtered` kinds without
+    /// list permission) by what the caller may get.
+    pub(crate) async fn list(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        headers: &HeaderMap,
+        q: &Query,
+        only_gettable: bool,
+    ) -> Result<Response, ApiError> {
+        let filter = Filter::new(ctx, r, q, only_gettable).await?;
+        let limit = match q.get("limit") {
+            None => None,
+            Some(l) => match l.parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => return Err(ApiError::bad_request(format!("invalid limit {l:?}"))),
+            },
+        };
+        let (mut revision, mut start_after) = match q.get("continue") {
+            Some(token) => {
+                let (rev, key) = decode_continue(token)?;
+                (Some(rev), Some(key))
+            }
+            None => (None, None),
+        };
+        let prefix = prefix_of(r, &info.namespace);
+        let mut items = Vec::new();
+        let mut continue_key = None;
+        'pages: loop {
+            let page = self
+                .store
+                .list(&ListOptions { prefix: prefix.clone(), start_after: start_after.clone(), limit: Some(STORE_PAGE), revision })
+                .await
+                .map_err(|e| match e {
+                    StoreError::TooOld { .. } => ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+                    other => ApiError::from_store(other, subject(r, "")),
+                })?;
+            revision = Some(page.revision);
+            let count = page.items.len();
+            for (i, kv) in page.items.iter().enumerate() {
+                let stored = Stored::from_kv(kv)?;
+                if filter.matches(r, &stored.value) {
+                    items.push(stored.with_rv());
+                }
+                start_after = Some(kv.key.clone());
+                if limit.is_some_and(|l| items.len() >= l) {
+                    if i + 1 < count || page.more {
+                        continue_key = Some(kv.key.clone());
+                    }
+                    break 'pages;
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+        let revision = revision.unwrap_or_default();
+        let mut list_meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(k) = continue_key {
+            list_meta["continue"] = Value::String(encode_continue(revision, &k));
+        }
+        if wants_table(headers) {
+            let t = table::table(
+                r,
+                &items,
+                list_meta,
+                table::Include::parse(q.get("includeObject")),
+            );
+            return Ok(respond(StatusCode::OK, &t, &[]));
+        }
+        let list = json!({
+            "kind": format!("{}List", r.info.kind),
+            "apiVersion": r.info.api_version(),
+            "metadata": list_meta,
+            "items": items,
+        });
+        Ok(respond(StatusCode::OK, &list, &[]))
+    }
+
+    pub(crate) async fn create(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let mut obj = parse_object(body)?;
+        let warnings = self.check_body(r, &mut obj, q)?;
+        if let Some(result) = r.strategy.virtual_create(ctx, &obj) {
+            let out = result.await?;
+            return Ok(respond(StatusCode::CREATED, &out, &warnings));
+        }
+        // The namespace comes from the URL; a different one in the body is refused.
+        let body_ns = object::meta_str(&obj, "namespace").to_owned();
+        if r.info.namespaced {
+            if !body_ns.is_empty() && body_ns != info.namespace {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+            self.namespaces.check(&info.namespace).await?;
+        }
+        let given_name = object::name(&obj).to_owned();
+        let generate = object::meta_str(&obj, "generateName").to_owned();
+        let prefix = if !generate.is_empty() {
+            Some(generate.clone())
+        } else {
+            r.info.name_prefix.map(str::to_owned)
+        };
+        if given_name.is_empty() && prefix.is_none() {
+            return Err(ApiError::invalid(
+                r.info.kind,
+                r.info.group,
+                "",
+                &[FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                )],
+            ));
+        }
+        let template = obj;
+        for _attempt in 0..3 {
+            let mut obj = template.clone();
+            let name = if given_name.is_empty() {
+                let p = prefix.as_deref().unwrap_or_default();
+                format!("{p}{}", drover_core::names::random_suffix(5))
+            } else {
+                given_name.clone()
+            };
+            init_metadata(&mut obj, r, &info.namespace, &name);
+            self.validate_all(r, &obj, None)?;
+            let prepared = r.strategy.prepare_create(ctx, &mut obj).await?;
+            let mut extra = Vec::new();
+            for mut new in prepared.extra {
+                let er = self
+                    .registry
+                    .by_plural(new.group, new.plural)
+                    .ok_or_else(|| {
+                        ApiError::internal(format!("no kind {}/{}", new.group, new.plural))
+                    })?
+                    .clone();
+                let ns = object::meta_str(&new.object, "namespace").to_owned();
+                let mut ename = object::name(&new.object).to_owned();
+                if ename.is_empty() {
+                    ename = format!(
+                        "{}{}",
+                        object::meta_str(&new.object, "generateName"),
+                        drover_core::names::random_suffix(5)
+                    );
+                }
+                init_metadata(&mut new.object, &er, &ns, &ename);
+                extra.push((key_of(&er, &ns, &ename), new.object));
+            }
+            if q.dry_run() {
+                return Ok(respond(StatusCode::CREATED, &obj, &warnings));
+            }
+            let key = key_of(r, &info.namespace, &name);
+            let mut records: Vec<(String, Vec<u8>)> =
+                vec![(key.clone(), serde_json::to_vec(&obj).expect("JSON"))];
+            records.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("JSON"))),
+            );
+            match self.store.create_all(&records).await {
+                Ok(kvs) => {
+                    let mut out = Stored {
+                        value: obj,
+                        revision: kvs[0].mod_revision,
+                    }
+                    .with_rv();
+                    if let Some(overlay) = prepared.response_overlay {
+                        json_patch::merge(&mut out, &overlay);
+                    }
+                    return Ok(respond(StatusCode::CREATED, &out, &warnings));
+                }
+                Err(StoreError::AlreadyExists(k)) if k == key && given_name.is_empty() => continue,
+                Err(StoreError::AlreadyExists(k)) if k == key => {
+                    return Err(ApiError::already_exists(subject(r, &name)))
+                }
+                Err(StoreError::AlreadyExists(k)) => {
+                    return Err(ApiError::conflict_because(
+                        subject(r, &name),
+                        &format!("a related object exists already ({k})"),
+                    ))
+                }
+                Err(e) => return Err(ApiError::from_store(e, subject(r, &name))),
+            }
+        }
+        Err(ApiError::new(
+            409,
+            "AlreadyExists",
+            "could not generate a unique name; try again",
+        ))
+    }
+
+    pub(crate) async fn update(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let mut obj = parse_object(body)?;
+        let warnings = self.check_body(r, &mut obj, q)?;
+        let body_name = object::name(&obj).to_owned();
+        if !body_name.is_empty() && body_name != info.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                info.name
+            )));
+        }
+        let body_ns = object::meta_str(&obj, "namespace");
+        if r.info.namespaced && !body_ns.is_empty() && body_ns != info.namespace {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+        let current = self.read(r, &info.namespace, &info.name).await?;
+        let rv = object::meta_str(&obj, "resourceVersion").to_owned();
+        if rv.is_empty() {
+            return Err(ApiError::invalid(
+                r.info.kind,
+                r.info.group,
+                &info.name,
+                &[FieldError::invalid(
+                    "metadata.resourceVersion",
+                    "0x0",
+                    "must be specified for an update",
+                )],
+            ));
+        }
+        if rv != current.revision.to_string() {
+            return Err(ApiError::conflict(subject(r, &info.name)));
+        }
+        let out = self
+            .replace(ctx, r, info, current, obj, q.dry_run())
+            .await?;
+        Ok(respond(StatusCode::OK, &out, &warnings))
+    }
+
+    pub(crate) async fn patch(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        content_type: &str,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        enum Kind {
+            Merge(Value),
+            Json(json_patch::Patch),
+        }
+        let patch = match content_type {
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => Kind::Merge(
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
+            ),
+            "application/json-patch+json" => Kind::Json(
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the JSON patch is invalid: {e}")))?,
+            ),
+            "application/apply-patch+yaml" => {
+                return Err(ApiError::unsupported_media_type("application/apply-patch+yaml (server-side apply is not supported; use client-side kubectl apply)"))
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        };
+        let mut last_conflict = None;
+        for _ in 0..RETRIES {
+            let current = self.read(r, &info.namespace, &info.name).await?;
+            let mut doc = current.with_rv();
+            match &patch {
+                Kind::Merge(p) => {
+                    if !p.is_object() {
+                        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+                    }
+                    json_patch::merge(&mut doc, p);
+                }
+                Kind::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| {
+                    ApiError::invalid(
+                        r.info.kind,
+                        r.info.group,
+                        &info.name,
+                        &[FieldError::invalid(
+                            "",
+                            Value::Null,
+                            format!("the JSON patch could not be applied: {e}"),
+                        )],
+                    )
+                })?,
+            }
+            if !doc.is_object() {
+                return Err(ApiError::bad_request(
+                    "the patched object is not a JSON object",
+                ));
+            }
+            let warnings = self.check_body(r, &mut doc, q)?;
+            if object::name(&doc) != info.name
+                || (r.info.namespaced && object::meta_str(&doc, "namespace") != info.namespace)
+            {
+                return Err(ApiError::invalid(
+                    r.info.kind,
+                    r.info.group,
+                    &info.name,
+                    &[FieldError::forbidden("metadata.name", "field is immutable")],
+                ));
+            }
+            let precondition =
+                object::meta_str(&doc, "resourceVersion") != current.revision.to_string();
+            if precondition {
+                return Err(ApiError::conflict(subject(r, &info.name)));
+            }
+            match self.replace(ctx, r, info, current, doc, q.dry_run()).await {
+                Err(e) if e.reason == "Conflict" => last_conflict = Some(e),
+                Ok(out) => return Ok(respond(StatusCode::OK, &out, &warnings)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_conflict.unwrap_or_else(|| ApiError::conflict(subject(r, &info.name))))
+    }
+
+    /// Replace `current` with `new` (from an update or patch): carry the
+    /// server-owned fields over, bump generation on spec changes, release
+    /// an object whose last finalizer went, and skip no-op writes.
+    async fn replace(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        current: Stored,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let old = &current.value;
+        let status_only = info.subresource == "status";
+        if status_only {
+            let status = new.get("status").cloned();
+            new = old.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    new.as_object_mut().expect("object").remove("status");
+                }
+            }
+        } else if r.info.status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().expect("object").remove("status");
+                }
+            }
+        }
+        {
+            let old_meta = object::meta(old).cloned().unwrap_or_default();
+            let nm = meta_mut(&mut new);
+            nm.remove("resourceVersion");
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "name",
+                "namespace",
+            ] {
+                match old_meta.get(f) {
+                    Some(v) => nm.insert(f.to_owned(), v.clone()),
+                    None => nm.remove(f),
+                };
+            }
+        }
+        if is_deleting(old) {
+            let before: Vec<String> = finalizers(old);
+            if finalizers(&new).iter().any(|f| !before.contains(f)) {
+                return Err(ApiError::invalid(
+                    r.info.kind,
+                    r.info.group,
+                    &info.name,
+                    &[FieldError::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
+            }
+        }
+        if !status_only && spec_changed(old, &new) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        self.validate_all(r, &new, Some(old))?;
+        r.strategy.prepare_update(ctx, &mut new, old).await?;
+        if new == *old {
+            return Ok(current.with_rv());
+        }
+        if dry_run {
+            return Ok(Stored {
+                value: new,
+                revision: current.revision,
+            }
+            .with_rv());
+        }
+        let key = key_of(r, &info.namespace, &info.name);
+        if is_deleting(&new) && finalizers(&new).is_empty() {
+            let kv = self
+                .store
+                .delete(&key, Some(current.revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+            return Ok(Stored {
+                value: new,
+                revision: kv.mod_revision,
+            }
+            .with_rv());
+        }
+        let bytes = serde_json::to_vec(&new).expect("JSON");
+        let kv = self
+            .store
+            .update(&key, bytes, current.revision)
+            .await
+            .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+        Ok(Stored {
+            value: new,
+            revision: kv.mod_revision,
+        }
+        .with_rv())
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let options = if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice::<Value>(body).map_err(|e| {
+                ApiError::bad_request(format!("the delete options are not valid JSON: {e}"))
+            })?
+        };
+        let dry_run = q.dry_run()
+            || options
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
+        for _ in 0..RETRIES {
+            let current = self.read(r, &info.namespace, &info.name).await?;
+            match self
+                .delete_one(ctx, r, info, current, &options, dry_run)
+                .await
+            {
+                Err(e) if e.reason == "Conflict" && options.pointer("/preconditions").is_none() => {
+                    continue
+                }
+                Ok(obj) => return Ok(respond(StatusCode::OK, &obj, &[])),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(subject(r, &info.name)))
+    }
+
+    async fn delete_one(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        current: Stored,
+        options: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let name = object::name(&current.value).to_owned();
+        if let Some(uid) = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+        {
+            let have = object::meta_str(&current.value, "uid");
+            if uid != have {
+                return Err(ApiError::conflict_because(subject(r, &name), &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+            }
+        }
+        if let Some(rv) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if rv != current.revision.to_string() {
+                return Err(ApiError::conflict_because(subject(r, &name), &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.revision)));
+            }
+        }
+        r.strategy.prepare_delete(ctx, &current.value).await?;
+        let key = key_of(r, object::meta_str(&current.value, "namespace"), &name);
+        if !finalizers(&current.value).is_empty() {
+            if is_deleting(&current.value) {
+                return Ok(current.with_rv());
+            }
+            let mut marked = current.value.clone();
+            let mm = meta_mut(&mut marked);
+            mm.insert("deletionTimestamp".into(), Value::String(m::now_rfc3339()));
+            mm.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if dry_run {
+                return Ok(Stored {
+                    value: marked,
+                    revision: current.revision,
+                }
+                .with_rv());
+            }
+            let kv = self
+                .store
+                .update(
+                    &key,
+                    serde_json::to_vec(&marked).expect("JSON"),
+                    current.revision,
+                )
+                .await
+                .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
+            let _ = info;
+            return Ok(Stored {
+                value: marked,
+                revision: kv.mod_revision,
+            }
+            .with_rv());
+        }
+        if dry_run {
+            return Ok(current.with_rv());
+        }
+        self.store
+            .delete(&key, Some(current.revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
+        Ok(current.with_rv())
+    }
+
+    pub(crate) async fn delete_collection(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+    ) -> Result<Response, ApiError> {
+        let filter = Filter::new(ctx, r, q, false).await?;
+        let listed = self
+            .store
+            .list(&ListOptions {
+                prefix: prefix_of(r, &info.namespace),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ApiError::from_store(e, subject(r, "")))?;
+        let mut deleted = Vec::new();
+        for kv in &listed.items {
+            let current = Stored::from_kv(kv)?;
+            if !filter.matches(r, &current.value) {
+                continue;
+            }
+            match self
+                .delete_one(ctx, r, info, current, &Value::Null, q.dry_run())
+                .await
+            {
+                Ok(obj) => deleted.push(obj),
+                Err(e) if e.code == 404 || e.reason == "Conflict" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({
+            "kind": format!("{}List", r.info.kind),
+            "apiVersion": r.info.api_version(),
+            "metadata": {"resourceVersion": listed.revision.to_string()},
+            "items": deleted,
+        });
+        Ok(respond(StatusCode::OK, &list, &[]))
+    }
+}
+
+/// Whether anything but metadata and status changed (what bumps
+/// `metadata.generation` for custom resources).
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Map<String, Value> {
+        let mut m = v.as_object().cloned().unwrap_or_default();
+        m.remove("metadata");
+        m.remove("status");
+        m
+    };
+    strip(old) != strip(new)
+}
+
+/// Set the server-owned metadata of a new object.
+fn init_metadata(obj: &mut Value, r: &Resource, namespace: &str, name: &str) {
+    let api_version = r.info.api_version();
+    let root = obj.as_object_mut().expect("object");
+    root.insert("apiVersion".into(), Value::String(api_version));
+    root.insert("kind".into(), Value::String(r.info.kind.to_owned()));
+    if r.info.status {
+        root.remove("status");
+    }
+    let mm = meta_mut(obj);
+    for f in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "selfLink",
+        "managedFields",
+    ] {
+        mm.remove(f);
+    }
+    mm.insert("name".into(), Value::String(name.to_owned()));
+    if r.info.namespaced {
+        mm.insert("namespace".into(), Value::String(namespace.to_owned()));
+    } else {
+        mm.remove("namespace");
+    }
+    mm.insert("uid".into(), Value::String(m::new_uid()));
+    mm.insert("creationTimestamp".into(), Value::String(m::now_rfc3339()));
+    mm.insert("generation".into(), json!(1));
+}
+
+pub(crate) fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wanted)
+}
+
+fn encode_continue(revision: i64, key: &str) -> String {
+    let raw = json!({"v": "drover/v1", "rv": revision, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::bad_request("the continue token is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let key = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rev, key.to_owned()))
+}
+
+/// Selectors plus, for filtered lists, the caller's rules.
+pub(crate) struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+    rules: Option<(RuleSet, String)>,
+}
+
+impl Filter {
+    pub(crate) async fn new(
+        ctx: &Context,
+        r: &Resource,
+        q: &Query,
+        only_gettable: bool,
+    ) -> Result<Self, ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?;
+        let fields = FieldSelector::parse(
+            q.get("fieldSelector").unwrap_or_default(),
+            SELECTABLE_FIELDS,
+        )?;
+        let rules = if only_gettable {
+            Some((
+                ctx.authorizer.rules(&ctx.user).await?,
+                r.info.group.to_owned(),
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            labels,
+            fields,
+            rules,
+        })
+    }
+
+    pub(crate) fn matches(&self, r: &Resource, obj: &Value) -> bool {
+        let name = object::name(obj);
+        let ns = object::meta_str(obj, "namespace");
+        if !self.labels.matches(&object::labels(obj)) {
+            return false;
+        }
+        if !self.fields.matches(|f| {
+            if f == "metadata.name" {
+                name.to_owned()
+            } else {
+                ns.to_owned()
+            }
+        }) {
+            return false;
+        }
+        match &self.rules {
+            Some((rules, group)) => {
+                rules.allows(&Attributes::resource("get", group, r.info.plural, ns, name))
+            }
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The kinds an API server serves: their names and scope ([`KindInfo`]) and
+//! their behaviour ([`Strategy`], like kube-apiserver's REST strategies).
+
+use std::sync::Arc;
+
+use drover_rbac::{Attributes, RuleSet, UserInfo};
+use drover_store::Store;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::{ApiError, FieldError};
+
+/// Names and scope of a kind.
+#[derive(Debug, Clone)]
+pub struct KindInfo {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Version.
+    pub version: &'static str,
+    /// Kind, e.g. `Cluster`.
+    pub kind: &'static str,
+    /// Resource (plural), e.g. `clusters`.
+    pub plural: &'static str,
+    /// Singular, e.g. `cluster`.
+    pub singular: &'static str,
+    /// Short names for kubectl, e.g. `["cl"]`.
+    pub short_names: &'static [&'static str],
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Whether the kind has a `status` subresource.
+    pub status: bool,
+    /// Lists show only the objects the caller may `get`, instead of
+    /// requiring `list` on the kind.
+    pub list_filtered: bool,
+    /// Names generated when a create gives none (`c-` → `c-xk2p9`).
+    pub name_prefix: Option<&'static str>,
+    /// Only `create` is served, and nothing is stored (reviews, actions).
+    pub create_only: bool,
+}
+
+impl KindInfo {
+    /// `group/version`, or `version` for core.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// A column of `kubectl get` output (besides NAME, first, and AGE, last).
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Header, e.g. `Display Name`.
+    pub name: &'static str,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub ty: &'static str,
+    /// What the column shows.
+    pub description: &'static str,
+    /// JSON pointer to the value, e.g. `/spec/displayName`.
+    pub pointer: &'static str,
+    /// 0 for default output, 1 for `-o wide`.
+    pub priority: u8,
+}
+
+/// What `prepare_create` asks for besides storing the object.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Objects to create in the same transaction (e.g. the creator's
+    /// ownership binding). Each as (resource plural, namespace, object).
+    pub extra: Vec<NewObject>,
+    /// Merged into the create response only, never stored (a token's secret).
+    pub response_overlay: Option<Value>,
+}
+
+/// An object to create alongside another.
+#[derive(Debug)]
+pub struct NewObject {
+    /// API group.
+    pub group: &'static str,
+    /// Resource (plural).
+    pub plural: &'static str,
+    /// The object; its name must be set (or `generateName`).
+    pub object: Value,
+}
+
+/// The caller and the server's facilities, for strategies.
+#[derive(Clone)]
+pub struct Context {
+    /// Who is asking.
+    pub user: UserInfo,
+    /// The datastore.
+    pub store: Store,
+    /// The authorizer.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("user", &self.user.name)
+            .finish()
+    }
+}
+
+/// Kind-specific behaviour. Every method has a default that suits a plain
+/// kind.
+pub trait Strategy: Send + Sync + 'static {
+    /// The OpenAPI v3 schema of the whole object.
+    fn schema(&self) -> Value;
+
+    /// Extra `kubectl get` columns.
+    fn columns(&self) -> Vec<Column> {
+        Vec::new()
+    }
+
+    /// Semantic checks beyond the schema (`old` is set on updates).
+    fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Defaults and server-set fields on create; may ask for more objects.
+    fn prepare_create<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _obj: &'a mut Value,
+    ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
+        Box::pin(async { Ok(Prepared::default()) })
+    }
+
+    /// Checks and server-set fields on update (`new` is about to replace `old`).
+    fn prepare_update<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _new: &'a mut Value,
+        _old: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// For `create_only` kinds: answer a create without storing anything.
+    fn virtual_create<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _obj: &'a Value,
+    ) -> Option<BoxFuture<'a, Result<Value, ApiError>>> {
+        None
+    }
+
+    /// Checks before a delete.
+    fn prepare_delete<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _obj: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Decides whether a user may do something.
+pub trait Authorizer: Send + Sync + 'static {
+    /// The rules the user holds.
+    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>>;
+
+    /// Whether the user may do what `attrs` describes.
+    fn authorize<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        attrs: &'a Attributes,
+    ) -> BoxFuture<'a, Result<bool, ApiError>> {
+        Box::pin(async move { Ok(self.rules(user).await?.allows(attrs)) })
+    }
+}
+
+/// Answers whether a namespace exists and takes new objects.
+pub trait Namespaces: Send + Sync + 'static {
+    /// `Ok(())` if objects may be created in `namespace`; otherwise the error
+    /// to return (404 if it does not exist, 403 if it is terminating).
+    fn check<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+}
+
+/// A served kind.
+pub struct Resource {
+    /// Names and scope.
+    pub info: KindInfo,
+    /// Behaviour.
+    pub strategy: Box<dyn Strategy>,
+    /// The schema, computed once.
+    pub schema: Value,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// The kinds a server serves.
+#[derive(Debug, Default)]
+pub struct Registry {
+    resources: Vec<Arc<Resource>>,
+}
+
+impl Registry {
+    /// Add a kind.
+    pub fn register(&mut self, info: KindInfo, strategy: impl Strategy) {
+        let schema = strategy.schema();
+        self.resources.push(Arc::new(Resource {
+            info,
+            strategy: Box::new(strategy),
+            schema,
+        }));
+    }
+
+    /// The kind served at `group/version/plural`.
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Resource>> {
+        self.resources
+            .iter()
+            .find(|r| r.info.group == group && r.info.version == version && r.info.plural == plural)
+    }
+
+    /// The kind for `group` and `plural`, any version.
+    pub fn by_plural(&self, group: &str, plural: &str) -> Option<&Arc<Resource>> {
+        self.resources
+            .iter()
+            .find(|r| r.info.group == group && r.info.plural == plural)
+    }
+
+    /// All kinds.
+    pub fn all(&self) -> &[Arc<Resource>] {
+        &self.resources
+    }
+}

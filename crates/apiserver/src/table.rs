@@ -1,0 +1,108 @@
+//! `meta.k8s.io/v1` Table output, which `kubectl get` asks for with
+//! `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`. Columns are NAME,
+//! the kind's own, then AGE; `date` cells are sent as ages (`5m`), as
+//! kube-apiserver formats them.
+
+use serde_json::{json, Value};
+
+use crate::kind::Resource;
+
+/// Whether the Accept header asks for a Table.
+pub fn wanted(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+    })
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    /// Nothing.
+    None,
+    /// `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl Include {
+    /// From the `includeObject` query parameter.
+    pub fn parse(v: Option<&str>) -> Self {
+        match v {
+            Some("None") => Include::None,
+            Some("Object") => Include::Object,
+            _ => Include::Metadata,
+        }
+    }
+}
+
+/// The column headers of a kind.
+pub fn column_definitions(r: &Resource) -> Vec<Value> {
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    for c in r.strategy.columns() {
+        cols.push(json!({"name": c.name, "type": c.ty, "format": "", "description": c.description, "priority": c.priority}));
+    }
+    cols.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since the object was created.", "priority": 0}));
+    cols
+}
+
+/// One row.
+pub fn row(r: &Resource, obj: &Value, include: Include) -> Value {
+    let mut cells = vec![obj
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null)];
+    for c in r.strategy.columns() {
+        let v = obj.pointer(c.pointer).cloned().unwrap_or(Value::Null);
+        cells.push(match (c.ty, &v) {
+            ("date", Value::String(t)) => Value::String(drover_core::meta::age(t)),
+            _ => v,
+        });
+    }
+    cells.push(Value::String(drover_core::meta::age(
+        obj.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    )));
+    let mut row = json!({"cells": cells});
+    match include {
+        Include::None => {}
+        Include::Object => row["object"] = obj.clone(),
+        Include::Metadata => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            })
+        }
+    }
+    row
+}
+
+/// A Table of objects.
+pub fn table(r: &Resource, objects: &[Value], list_meta: Value, include: Include) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": column_definitions(r),
+        "rows": objects.iter().map(|o| row(r, o, include)).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_headers() {
+        assert!(super::wanted("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert!(!super::wanted("application/json"));
+        assert!(!super::wanted(
+            "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
+        ));
+    }
+}
