@@ -432,6 +432,7 @@ impl ApiServer {
                     .iter()
                     .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("JSON"))),
             );
+            records.extend(prepared.records.iter().cloned());
             match self.store.create_all(&records).await {
                 Ok(kvs) => {
                     let mut out = Stored {
@@ -677,6 +678,7 @@ impl ApiServer {
                 .delete(&key, Some(current.revision))
                 .await
                 .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+            r.strategy.after_delete(ctx, &new).await;
             return Ok(Stored {
                 value: new,
                 revision: kv.mod_revision,
@@ -799,6 +801,7 @@ impl ApiServer {
             .delete(&key, Some(current.revision))
             .await
             .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
+        r.strategy.after_delete(ctx, &current.value).await;
         Ok(current.with_rv())
     }
 
@@ -916,6 +919,7 @@ pub(crate) struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
     rules: Option<(RuleSet, String)>,
+    ctx: Context,
 }
 
 impl Filter {
@@ -942,6 +946,7 @@ impl Filter {
             labels,
             fields,
             rules,
+            ctx: ctx.clone(),
         })
     }
 
@@ -963,6 +968,10 @@ impl Filter {
         match &self.rules {
             Some((rules, group)) => {
                 rules.allows(&Attributes::resource("get", group, r.info.plural, ns, name))
+                    || self
+                        .ctx
+                        .authorizer
+                        .owns(&self.ctx.user, r.info.plural, "get", obj)
             }
             None => true,
         }

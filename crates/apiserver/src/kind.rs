@@ -72,6 +72,9 @@ pub struct Prepared {
     pub extra: Vec<NewObject>,
     /// Merged into the create response only, never stored (a token's secret).
     pub response_overlay: Option<Value>,
+    /// Raw store records (outside the API, e.g. a password hash or an index
+    /// entry) created in the same transaction.
+    pub records: Vec<(String, Vec<u8>)>,
 }
 
 /// An object to create alongside another.
@@ -148,6 +151,17 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// Decode the protobuf message of this kind into its JSON form (without
+    /// apiVersion/kind), for kinds that typed clients send as protobuf.
+    fn from_protobuf(&self, _raw: &[u8]) -> Option<Result<Value, ApiError>> {
+        None
+    }
+
+    /// Cleanup after a delete (idempotent: it may run again after a crash).
+    fn after_delete<'a>(&'a self, _ctx: &'a Context, _obj: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
     /// Checks before a delete.
     fn prepare_delete<'a>(
         &'a self,
@@ -170,6 +184,12 @@ pub trait Authorizer: Send + Sync + 'static {
         attrs: &'a Attributes,
     ) -> BoxFuture<'a, Result<bool, ApiError>> {
         Box::pin(async move { Ok(self.rules(user).await?.allows(attrs)) })
+    }
+
+    /// Whether the user may do `verb` on this object because it is theirs
+    /// (their own tokens, their own User), beyond what rules grant.
+    fn owns(&self, _user: &UserInfo, _resource: &str, _verb: &str, _obj: &Value) -> bool {
+        false
     }
 }
 

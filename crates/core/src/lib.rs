@@ -1,6 +1,7 @@
 //! Drover's shared domain types, with no I/O: where objects live in the store
 //! and how generated names look. Every other crate may depend on this one.
 
+pub mod api;
 pub mod keys;
 pub mod names;
 

@@ -1,0 +1,441 @@
+//! The management kinds of `management.drover.io/v1` as typed Rust structs.
+//! Their OpenAPI schemas are derived from these types ([`schema_for`]), so
+//! the API validates exactly what the code reads.
+
+use std::collections::BTreeMap;
+
+use drover_rbac::PolicyRule;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The management API group.
+pub const GROUP: &str = "management.drover.io";
+/// Its version.
+pub const VERSION: &str = "v1";
+/// `group/version`.
+pub const API_VERSION: &str = "management.drover.io/v1";
+
+/// The OpenAPI v3 schema of a type, with every subschema inlined (a
+/// structural schema, as Kubernetes wants for custom resources).
+pub fn schema_for<T: JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let mut v = generator.into_root_schema_for::<T>().to_value();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("$schema");
+        m.remove("title");
+        m.remove("definitions");
+        m.remove("$defs");
+    }
+    v
+}
+
+macro_rules! kind {
+    ($(#[$doc:meta])* $name:ident, $spec:ty, $status:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// `management.drover.io/v1`.
+            #[serde(default)]
+            pub api_version: String,
+            /// The kind's name.
+            #[serde(default)]
+            pub kind: String,
+            /// Standard object metadata.
+            #[serde(default)]
+            pub metadata: ObjectMeta,
+            /// What the user wants.
+            #[serde(default)]
+            pub spec: $spec,
+            /// What the server observed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<$status>,
+        }
+    };
+}
+
+/// A condition, as in `metav1.Condition`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// e.g. `Connected`, `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// One word saying why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Words for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When `status` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// A downstream cluster's wishes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// The name people see.
+    #[serde(default)]
+    pub display_name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What Drover observed of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// `Connected`, `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The Kubernetes version (`v1.31.4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Number of nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<u32>,
+    /// Summed node capacity (`cpu`, `memory`, `pods`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, String>,
+    /// Summed allocatable resources.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, String>,
+    /// When the agent last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+}
+
+kind!(
+    /// A managed Kubernetes cluster (cluster-scoped; named `c-xxxxx`).
+    Cluster, ClusterSpec, ClusterStatus
+);
+
+/// The cluster a registration token is for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRegistrationTokenSpec {
+    /// The cluster (also the token's namespace).
+    #[serde(default)]
+    pub cluster_name: String,
+}
+
+/// How to import a cluster with a registration token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRegistrationTokenStatus {
+    /// The token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `…/v1-public/import/{token}.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_url: Option<String>,
+    /// `kubectl apply -f …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `curl --insecure -sfL … | kubectl apply -f -`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_command: Option<String>,
+}
+
+kind!(
+    /// A token that lets a cluster's agent register (namespace = cluster).
+    ClusterRegistrationToken, ClusterRegistrationTokenSpec, ClusterRegistrationTokenStatus
+);
+
+/// Resource limits as quantity strings (`limitsCpu: "2"`, `pods: "10"`).
+pub type ResourceList = BTreeMap<String, String>;
+
+/// A quota (`limit` keys like `pods`, `requestsCpu`, `limitsMemory`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceQuotaLimit {
+    /// The limits.
+    #[serde(default)]
+    pub limit: ResourceList,
+}
+
+/// Default container resources in a project's namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResourceLimit {
+    /// Default CPU request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_cpu: Option<String>,
+    /// Default memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_memory: Option<String>,
+    /// Default CPU limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_cpu: Option<String>,
+    /// Default memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_memory: Option<String>,
+}
+
+/// A group of namespaces in one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSpec {
+    /// The name people see.
+    #[serde(default)]
+    pub display_name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The cluster (also the project's namespace).
+    #[serde(default)]
+    pub cluster_name: String,
+    /// Quota over all the project's namespaces together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quota: Option<ResourceQuotaLimit>,
+    /// Quota given to each namespace of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_default_resource_quota: Option<ResourceQuotaLimit>,
+    /// Default container requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_default_resource_limit: Option<ContainerResourceLimit>,
+}
+
+/// Nothing yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NoStatus {}
+
+kind!(
+    /// A project (namespace = cluster name; named `p-xxxxx`).
+    Project, ProjectSpec, NoStatus
+);
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    /// Login name, unique.
+    #[serde(default)]
+    pub username: String,
+    /// The name people see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// A disabled user cannot log in, and their tokens stop working.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The user must set a new password before doing anything else.
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UserSpec {
+    fn default() -> Self {
+        Self {
+            username: String::new(),
+            display_name: None,
+            enabled: true,
+            must_change_password: false,
+        }
+    }
+}
+
+kind!(
+    /// A local user (cluster-scoped; named `u-xxxxx`).
+    User, UserSpec, NoStatus
+);
+
+/// An API token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSpec {
+    /// The user the token acts as.
+    #[serde(default)]
+    pub user_name: String,
+    /// What the token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// If set, the token works only for this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Lifetime in seconds (0 or absent: the server's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A token's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// When the token stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `token-xxxxx:SECRET`: only in the response to the create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+kind!(
+    /// An API token (cluster-scoped; named `token-xxxxx`).
+    Token, TokenSpec, TokenStatus
+);
+
+/// A global role's rules over the management API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalRoleSpec {
+    /// The name people see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// What it allows.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+    /// Given to every new user.
+    #[serde(default)]
+    pub new_user_default: bool,
+    /// Shipped with Drover; cannot be changed or deleted.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+kind!(
+    /// A global role (`admin`, `user`, `user-base`, or custom).
+    GlobalRole, GlobalRoleSpec, NoStatus
+);
+
+/// Who gets a global role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalRoleBindingSpec {
+    /// A user (or `groupName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// A group (or `userName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// The role.
+    #[serde(default)]
+    pub global_role_name: String,
+}
+
+kind!(
+    /// Binds a user or group to a global role.
+    GlobalRoleBinding, GlobalRoleBindingSpec, NoStatus
+);
+
+/// Where a role template applies: `cluster` (a whole cluster) or `project`
+/// (a project's namespaces). Variants carry no doc comments so that the
+/// schema is a plain string enum.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleContext {
+    #[default]
+    Cluster,
+    Project,
+}
+
+/// Rules projected onto downstream clusters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleTemplateSpec {
+    /// The name people see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `cluster` or `project`.
+    #[serde(default)]
+    pub context: RoleContext,
+    /// Kubernetes rules for the downstream cluster.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+    /// Templates whose rules this one includes.
+    #[serde(default)]
+    pub role_template_names: Vec<String>,
+    /// Shipped with Drover; cannot be changed or deleted.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+kind!(
+    /// A role template (`cluster-owner`, `project-member`, … or custom).
+    RoleTemplate, RoleTemplateSpec, NoStatus
+);
+
+/// Who gets a role template in a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoleTemplateBindingSpec {
+    /// A user (or `groupName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// A group (or `userName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// A cluster-context role template.
+    #[serde(default)]
+    pub role_template_name: String,
+    /// The cluster (also the binding's namespace).
+    #[serde(default)]
+    pub cluster_name: String,
+}
+
+kind!(
+    /// Binds a user or group to a role template in a cluster (namespace = cluster).
+    ClusterRoleTemplateBinding, ClusterRoleTemplateBindingSpec, NoStatus
+);
+
+/// Who gets a role template in a project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRoleTemplateBindingSpec {
+    /// A user (or `groupName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// A group (or `userName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// A project-context role template.
+    #[serde(default)]
+    pub role_template_name: String,
+    /// `c-xxxxx:p-yyyyy`.
+    #[serde(default)]
+    pub project_name: String,
+}
+
+kind!(
+    /// Binds a user or group to a role template in a project (namespace = project name).
+    ProjectRoleTemplateBinding, ProjectRoleTemplateBindingSpec, NoStatus
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_structural() {
+        let s = schema_for::<Cluster>();
+        assert_eq!(s["type"], "object");
+        assert_eq!(
+            s["properties"]["spec"]["properties"]["displayName"]["type"],
+            "string"
+        );
+        assert_eq!(
+            s["properties"]["metadata"]["properties"]["labels"]["type"],
+            "object"
+        );
+        assert!(!s.to_string().contains("$ref"), "everything inlined");
+        let rt = schema_for::<RoleTemplate>();
+        assert_eq!(
+            rt["properties"]["spec"]["properties"]["context"]["enum"],
+            serde_json::json!(["cluster", "project"])
+        );
+    }
+}
