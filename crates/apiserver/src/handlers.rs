@@ -435,6 +435,7 @@ impl ApiServer {
             records.extend(prepared.records.iter().cloned());
             match self.store.create_all(&records).await {
                 Ok(kvs) => {
+                    r.strategy.committed();
                     let mut out = Stored {
                         value: obj,
                         revision: kvs[0].mod_revision,
@@ -678,6 +679,7 @@ impl ApiServer {
                 .delete(&key, Some(current.revision))
                 .await
                 .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+            r.strategy.committed();
             r.strategy.after_delete(ctx, &new).await;
             return Ok(Stored {
                 value: new,
@@ -691,6 +693,7 @@ impl ApiServer {
             .update(&key, bytes, current.revision)
             .await
             .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+        r.strategy.committed();
         Ok(Stored {
             value: new,
             revision: kv.mod_revision,
@@ -787,6 +790,7 @@ impl ApiServer {
                 )
                 .await
                 .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
+            r.strategy.committed();
             let _ = info;
             return Ok(Stored {
                 value: marked,
@@ -801,6 +805,7 @@ impl ApiServer {
             .delete(&key, Some(current.revision))
             .await
             .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
+        r.strategy.committed();
         r.strategy.after_delete(ctx, &current.value).await;
         Ok(current.with_rv())
     }

@@ -118,6 +118,12 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The value of one of this kind's columns for an object (default: the
+    /// column's JSON pointer).
+    fn cell(&self, column: &Column, obj: &Value) -> Value {
+        obj.pointer(column.pointer).cloned().unwrap_or(Value::Null)
+    }
+
     /// Semantic checks beyond the schema (`old` is set on updates).
     fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
         Vec::new()
@@ -153,9 +159,12 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Decode the protobuf message of this kind into its JSON form (without
     /// apiVersion/kind), for kinds that typed clients send as protobuf.
-    fn from_protobuf(&self, _raw: &[u8]) -> Option<Result<Value, ApiError>> {
+    fn decode_protobuf(&self, _raw: &[u8]) -> Option<Result<Value, ApiError>> {
         None
     }
+
+    /// Called after any write of this kind has committed.
+    fn committed(&self) {}
 
     /// Cleanup after a delete (idempotent: it may run again after a crash).
     fn after_delete<'a>(&'a self, _ctx: &'a Context, _obj: &'a Value) -> BoxFuture<'a, ()> {

@@ -229,7 +229,7 @@ impl ApiServer {
                     let (api_version, kind, raw) = protobuf::unwrap_envelope(&body)?;
                     let mut obj = r
                         .strategy
-                        .from_protobuf(raw)
+                        .decode_protobuf(raw)
                         .ok_or_else(|| ApiError::unsupported_media_type(&content_type))??;
                     obj["apiVersion"] = serde_json::Value::String(api_version);
                     obj["kind"] = serde_json::Value::String(kind);

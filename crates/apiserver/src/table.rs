@@ -58,7 +58,7 @@ pub fn row(r: &Resource, obj: &Value, include: Include) -> Value {
         .cloned()
         .unwrap_or(Value::Null)];
     for c in r.strategy.columns() {
-        let v = obj.pointer(c.pointer).cloned().unwrap_or(Value::Null);
+        let v = r.strategy.cell(&c, obj);
         cells.push(match (c.ty, &v) {
             ("date", Value::String(t)) => Value::String(drover_core::meta::age(t)),
             _ => v,

@@ -1,15 +1,29 @@
-//! Drover's identities: local users, their password hashes and (later) API
-//! tokens, global roles and bindings.
+//! Drover's identities and their rights.
 //!
 //! # Layout
-//! - [`password`]: argon2id hashing and verification, password rules.
-//! - [`bootstrap`]: the first start's `admin` user.
+//! - [`password`]: argon2id hashing and the password rules.
+//! - [`token`]: API tokens (`token-xxxxx:SECRET`, only a hash stored).
+//! - [`authn`]: a bearer token → an [`authn::Identity`].
+//! - [`login`]: `POST /v1-public/login`, with lockout after failures.
+//! - [`policy`]: the RBAC authorizer of the management API and the built-in
+//!   global roles and role templates.
+//! - [`kinds`]: User, Token, GlobalRole(Binding), RoleTemplate and the
+//!   role-template bindings as API kinds (validation, no escalation).
+//! - [`users`]: setting a password.
+//! - [`bootstrap`]: the first start's `admin` and the built-in roles.
 //!
-//! Password hashes live under `/drover/passwords/{user}`, apart from the
-//! User object, so that no API response can ever carry one.
+//! Secrets live outside the API objects: password hashes under
+//! `/drover/passwords/{user}`, token hashes under `/drover/tokens/{name}`,
+//! login names under `/drover/usernames/{username}`.
 
+pub mod authn;
 pub mod bootstrap;
+pub mod kinds;
+pub mod login;
 pub mod password;
+pub mod policy;
+pub mod token;
+pub mod users;
 
 /// Why an auth operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,15 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
 
+    /// Lifetime of a token made by a login, in seconds (default 16 h).
+    #[arg(long, env = "DROVER_LOGIN_TTL", default_value_t = 16 * 3600)]
+    pub login_ttl_seconds: u64,
+
+    /// Longest lifetime any token may have, in seconds (default 90 days;
+    /// 0 means no limit).
+    #[arg(long, env = "DROVER_TOKEN_MAX_TTL", default_value_t = 90 * 86400)]
+    pub token_max_ttl_seconds: u64,
+
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
@@ -76,6 +85,16 @@ impl ServerArgs {
         };
         url::Url::parse(&format!("https://{host}:{}", self.listen.port()))
             .expect("a host and port form a valid URL")
+    }
+
+    /// Lifetime of login tokens.
+    pub fn login_ttl(&self) -> Duration {
+        Duration::from_secs(self.login_ttl_seconds)
+    }
+
+    /// Longest token lifetime (zero: no limit).
+    pub fn token_max_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_max_ttl_seconds)
     }
 
     /// How long shutdown waits for in-flight requests.

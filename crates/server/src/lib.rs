@@ -20,7 +20,9 @@
 //! ```
 
 pub mod args;
+mod authn;
 mod error;
+mod management;
 mod metrics;
 mod routes;
 mod serve;
@@ -40,6 +42,10 @@ pub use error::ServerError;
 pub struct AppState {
     /// The datastore.
     pub store: Store,
+    /// The management API.
+    pub api: Arc<drover_apiserver::ApiServer>,
+    /// Logins.
+    pub login: drover_auth::login::Login,
     /// The CA certificate served at `/cacerts` (empty with a public CA).
     pub ca_pem: String,
     /// Request metrics.
@@ -70,6 +76,7 @@ pub async fn run(
     let server_url = args.server_url();
     let tls = tls::load(&args, &store, &server_url).await?;
 
+    drover_auth::bootstrap::ensure_builtin_roles(&store).await?;
     let given = std::env::var("DROVER_BOOTSTRAP_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -88,8 +95,15 @@ pub async fn run(
 
     tracing::info!(%local, url = %server_url, backend = store.backend_name(), "drover server listening");
 
+    let authz = drover_auth::policy::RbacAuthorizer::new(store.clone());
+    let _follow = authz.follow();
+    let api = management::api_server(store.clone(), authz, args.token_max_ttl());
+    let login =
+        drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());
     let state = Arc::new(AppState {
         store: store.clone(),
+        api,
+        login,
         ca_pem: tls.ca_pem,
         metrics: metrics::Metrics::new(),
     });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -19,7 +19,30 @@ pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The whole application, without a socket (tests drive it with `oneshot`).
 pub fn router(state: Arc<AppState>) -> Router {
+    let api = {
+        let state = state.clone();
+        move |req: axum::extract::Request| {
+            let api = state.api.clone();
+            async move { api.handle(req).await }
+        }
+    };
+    let authenticated = Router::new()
+        .route(
+            "/apis/management.drover.io/v1/users/{name}/password",
+            post(crate::authn::set_password),
+        )
+        .route("/api", any(api.clone()))
+        .route("/api/{*rest}", any(api.clone()))
+        .route("/apis", any(api.clone()))
+        .route("/apis/{*rest}", any(api.clone()))
+        .route("/openapi/{*rest}", any(api))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::authn::require,
+        ));
     Router::new()
+        .merge(authenticated)
+        .route("/v1-public/login", post(crate::authn::login))
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(healthz))
         .route("/cacerts", get(cacerts))

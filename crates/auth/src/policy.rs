@@ -1,0 +1,612 @@
+//! Authorization of the management API with Kubernetes RBAC semantics.
+//!
+//! A user's rules are the union of:
+//! - the rules of their global roles (GlobalRoleBindings, by user or group),
+//!   cluster-wide;
+//! - what their role-template bindings imply on the management API: a
+//!   cluster-owner manages that cluster, its registration tokens, projects and
+//!   bindings; a cluster-member sees the cluster and may create projects; a
+//!   project-owner manages that project and its bindings; project-member,
+//!   read-only and custom templates see the project and its cluster;
+//! - what every authenticated user may do (reviews about themselves).
+//!
+//! The bindings are read into a [`Snapshot`] that is rebuilt when marked
+//! dirty: by this process's writes to those kinds at once, and by a store
+//! watch for other replicas' writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use drover_apiserver::{ApiError, Authorizer};
+use drover_core::api::{
+    self, ClusterRoleTemplateBinding, GlobalRole, GlobalRoleBinding, Project,
+    ProjectRoleTemplateBinding, RoleContext, RoleTemplate,
+};
+use drover_rbac::{PolicyRule, RuleSet, UserInfo};
+use drover_store::{ListOptions, Store};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The built-in global roles.
+pub fn builtin_global_roles() -> Vec<(&'static str, &'static str, Vec<PolicyRule>, bool)> {
+    let g = api::GROUP;
+    let own = vec![PolicyRule::resource(&["create"], &[g], &["tokens"])];
+    let mut user = own.clone();
+    user.push(PolicyRule::resource(&["create"], &[g], &["clusters"]));
+    user.push(PolicyRule::resource(
+        &["get", "list", "watch"],
+        &[g],
+        &["roletemplates", "globalroles"],
+    ));
+    vec![
+        (
+            "admin",
+            "Administrator: everything",
+            vec![
+                PolicyRule::resource(&["*"], &["*"], &["*"]),
+                PolicyRule::non_resource(&["*"], &["*"]),
+            ],
+            false,
+        ),
+        (
+            "user",
+            "Standard user: create clusters, use what they are bound to",
+            user,
+            true,
+        ),
+        ("user-base", "User base: own tokens and self", own, false),
+    ]
+}
+
+/// The built-in role templates: (name, context, display name, downstream rules).
+pub fn builtin_role_templates() -> Vec<(&'static str, RoleContext, &'static str, Vec<PolicyRule>)> {
+    let workloads: &[&str] = &[
+        "",
+        "apps",
+        "batch",
+        "autoscaling",
+        "networking.k8s.io",
+        "policy",
+    ];
+    let edit_resources: &[&str] = &[
+        "pods",
+        "pods/log",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
+        "services",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "persistentvolumeclaims",
+        "deployments",
+        "deployments/scale",
+        "replicasets",
+        "replicasets/scale",
+        "statefulsets",
+        "statefulsets/scale",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "horizontalpodautoscalers",
+        "ingresses",
+        "networkpolicies",
+        "poddisruptionbudgets",
+        "serviceaccounts",
+        "events",
+    ];
+    let view_resources: Vec<&str> = edit_resources
+        .iter()
+        .copied()
+        .filter(|r| *r != "secrets" && !r.contains('/') || *r == "pods/log")
+        .collect();
+    let read = &["get", "list", "watch"];
+    vec![
+        (
+            "cluster-owner",
+            RoleContext::Cluster,
+            "Cluster Owner",
+            vec![
+                PolicyRule::resource(&["*"], &["*"], &["*"]),
+                PolicyRule::non_resource(&["*"], &["*"]),
+            ],
+        ),
+        (
+            "cluster-member",
+            RoleContext::Cluster,
+            "Cluster Member",
+            vec![
+                PolicyRule::resource(read, &[""], &["nodes", "namespaces", "persistentvolumes"]),
+                PolicyRule::resource(read, &["storage.k8s.io"], &["storageclasses"]),
+                PolicyRule::resource(
+                    read,
+                    &["apiextensions.k8s.io"],
+                    &["customresourcedefinitions"],
+                ),
+            ],
+        ),
+        (
+            "project-owner",
+            RoleContext::Project,
+            "Project Owner",
+            vec![
+                PolicyRule::resource(&["*"], workloads, &["*"]),
+                PolicyRule::resource(
+                    &["*"],
+                    &["rbac.authorization.k8s.io"],
+                    &["roles", "rolebindings"],
+                ),
+                PolicyRule::resource(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &[""],
+                    &["resourcequotas", "limitranges"],
+                ),
+            ],
+        ),
+        (
+            "project-member",
+            RoleContext::Project,
+            "Project Member",
+            vec![PolicyRule::resource(
+                &[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ],
+                workloads,
+                edit_resources,
+            )],
+        ),
+        (
+            "read-only",
+            RoleContext::Project,
+            "Read-only",
+            vec![PolicyRule::resource(read, workloads, &view_resources)],
+        ),
+    ]
+}
+
+/// Rules every authenticated user holds (kube's `system:basic-user`).
+fn basic_user_rules() -> Vec<PolicyRule> {
+    vec![
+        PolicyRule::resource(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        ),
+        PolicyRule::resource(
+            &["create"],
+            &["authentication.k8s.io"],
+            &["selfsubjectreviews"],
+        ),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subject {
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    fn of(user: Option<&String>, group: Option<&String>) -> Option<Self> {
+        match (user, group) {
+            (Some(u), _) if !u.is_empty() => Some(Subject::User(u.clone())),
+            (_, Some(g)) if !g.is_empty() => Some(Subject::Group(g.clone())),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, user: &UserInfo) -> bool {
+        match self {
+            Subject::User(u) => *u == user.name,
+            Subject::Group(g) => user.groups.contains(g),
+        }
+    }
+}
+
+/// Everything authorization reads, at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    global_roles: HashMap<String, Vec<PolicyRule>>,
+    new_user_defaults: Vec<String>,
+    grbs: Vec<(Subject, String)>,
+    templates: HashMap<String, api::RoleTemplateSpec>,
+    /// (subject, cluster, template)
+    crtbs: Vec<(Subject, String, String)>,
+    /// (subject, cluster, project, template)
+    prtbs: Vec<(Subject, String, String, String)>,
+    /// cluster → its projects
+    projects: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    /// A template's rules with the templates it names, flattened.
+    pub fn template_rules(&self, name: &str) -> Vec<PolicyRule> {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let mut stack = vec![name.to_owned()];
+        while let Some(n) = stack.pop() {
+            if seen.contains(&n) {
+                continue;
+            }
+            if let Some(t) = self.templates.get(&n) {
+                out.extend(t.rules.iter().cloned());
+                stack.extend(t.role_template_names.iter().cloned());
+            }
+            seen.push(n);
+        }
+        out
+    }
+
+    /// Whether a template exists, and its context.
+    pub fn template_context(&self, name: &str) -> Option<RoleContext> {
+        self.templates.get(name).map(|t| t.context)
+    }
+
+    /// The global roles every new user gets.
+    pub fn default_global_roles(&self) -> Vec<String> {
+        self.new_user_defaults.clone()
+    }
+
+    /// A global role's rules.
+    pub fn global_role(&self, name: &str) -> Option<&Vec<PolicyRule>> {
+        self.global_roles.get(name)
+    }
+
+    /// The user's rules on the management API.
+    pub fn rules(&self, user: &UserInfo) -> RuleSet {
+        let g = api::GROUP;
+        let mut set = RuleSet {
+            cluster: basic_user_rules(),
+            ..Default::default()
+        };
+        for (subject, role) in &self.grbs {
+            if subject.matches(user) {
+                set.cluster
+                    .extend(self.global_roles.get(role).cloned().unwrap_or_default());
+            }
+        }
+        for (subject, cluster, template) in &self.crtbs {
+            if !subject.matches(user) {
+                continue;
+            }
+            match template.as_str() {
+                "cluster-owner" => {
+                    set.cluster.push(
+                        PolicyRule::resource(&["*"], &[g], &["clusters", "clusters/status"])
+                            .named(&[cluster]),
+                    );
+                    set.cluster.push(
+                        PolicyRule::resource(&["create"], &[g], &["clusters/kubeconfig"])
+                            .named(&[cluster]),
+                    );
+                    set.add_namespaced(
+                        cluster,
+                        [PolicyRule::resource(
+                            &["*"],
+                            &[g],
+                            &[
+                                "clusterregistrationtokens",
+                                "projects",
+                                "clusterroletemplatebindings",
+                            ],
+                        )],
+                    );
+                    for project in self.projects.get(cluster).into_iter().flatten() {
+                        set.add_namespaced(
+                            project,
+                            [PolicyRule::resource(
+                                &["*"],
+                                &[g],
+                                &["projectroletemplatebindings"],
+                            )],
+                        );
+                    }
+                }
+                "cluster-member" => {
+                    set.cluster.push(
+                        PolicyRule::resource(&["get"], &[g], &["clusters"]).named(&[cluster]),
+                    );
+                    set.cluster.push(
+                        PolicyRule::resource(&["create"], &[g], &["clusters/kubeconfig"])
+                            .named(&[cluster]),
+                    );
+                    set.add_namespaced(
+                        cluster,
+                        [PolicyRule::resource(&["create"], &[g], &["projects"])],
+                    );
+                }
+                _ => {
+                    set.cluster.push(
+                        PolicyRule::resource(&["get"], &[g], &["clusters"]).named(&[cluster]),
+                    );
+                    set.cluster.push(
+                        PolicyRule::resource(&["create"], &[g], &["clusters/kubeconfig"])
+                            .named(&[cluster]),
+                    );
+                }
+            }
+        }
+        for (subject, cluster, project, template) in &self.prtbs {
+            if !subject.matches(user) {
+                continue;
+            }
+            set.cluster
+                .push(PolicyRule::resource(&["get"], &[g], &["clusters"]).named(&[cluster]));
+            set.cluster.push(
+                PolicyRule::resource(&["create"], &[g], &["clusters/kubeconfig"]).named(&[cluster]),
+            );
+            if template == "project-owner" {
+                set.add_namespaced(
+                    cluster,
+                    [PolicyRule::resource(
+                        &["get", "update", "patch", "delete"],
+                        &[g],
+                        &["projects"],
+                    )
+                    .named(&[project])],
+                );
+                set.add_namespaced(
+                    project,
+                    [PolicyRule::resource(
+                        &["*"],
+                        &[g],
+                        &["projectroletemplatebindings"],
+                    )],
+                );
+            } else {
+                set.add_namespaced(
+                    cluster,
+                    [PolicyRule::resource(&["get"], &[g], &["projects"]).named(&[project])],
+                );
+                set.add_namespaced(
+                    project,
+                    [PolicyRule::resource(
+                        &["get", "list", "watch"],
+                        &[g],
+                        &["projectroletemplatebindings"],
+                    )],
+                );
+            }
+        }
+        set
+    }
+
+    /// The downstream rules the user holds in a cluster (and project): what
+    /// they may grant to others there. A global admin holds everything.
+    pub fn downstream_rules(
+        &self,
+        user: &UserInfo,
+        cluster: &str,
+        project: Option<&str>,
+    ) -> Vec<PolicyRule> {
+        let everything = PolicyRule::resource(&["*"], &["*"], &["*"]);
+        let global = self.rules(user);
+        if global.cluster.iter().any(|r| {
+            r.verbs.contains(&"*".into())
+                && r.api_groups.contains(&"*".into())
+                && r.resources.contains(&"*".into())
+                && r.resource_names.is_empty()
+        }) {
+            return vec![everything, PolicyRule::non_resource(&["*"], &["*"])];
+        }
+        let mut out = Vec::new();
+        for (subject, c, t) in &self.crtbs {
+            if subject.matches(user) && c == cluster {
+                out.extend(self.template_rules(t));
+            }
+        }
+        if let Some(p) = project {
+            for (subject, c, pr, t) in &self.prtbs {
+                if subject.matches(user) && c == cluster && pr == p {
+                    out.extend(self.template_rules(t));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The management API's authorizer.
+#[derive(Debug)]
+pub struct RbacAuthorizer {
+    store: Store,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    dirty: AtomicBool,
+}
+
+/// The kinds a snapshot is built from.
+const POLICY_KINDS: &[&str] = &[
+    "globalroles",
+    "globalrolebindings",
+    "roletemplates",
+    "clusterroletemplatebindings",
+    "projectroletemplatebindings",
+    "projects",
+];
+
+impl RbacAuthorizer {
+    /// An authorizer over `store`; call [`Self::follow`] to see other
+    /// replicas' changes.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            snapshot: RwLock::new(None),
+            dirty: AtomicBool::new(true),
+        })
+    }
+
+    /// Mark the snapshot stale (after a write to a policy kind).
+    pub fn invalidate(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// Watch the store and invalidate on changes to policy kinds, until the
+    /// store closes.
+    pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let from = match this.store.revisions().await {
+                    Ok(r) => r.current,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                this.invalidate();
+                let prefix = format!("/registry/{}/", api::GROUP);
+                let mut events = this.store.watch(&prefix, from);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(e) => {
+                            let kind = e.kv.key[prefix.len()..]
+                                .split('/')
+                                .next()
+                                .unwrap_or_default();
+                            if POLICY_KINDS.contains(&kind) {
+                                this.invalidate();
+                            }
+                        }
+                        Err(drover_store::StoreError::Closed) => return,
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    /// The current snapshot, rebuilt first if stale.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        if !self.dirty.load(Ordering::SeqCst) {
+            if let Some(s) = self
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return Ok(s);
+            }
+        }
+        self.dirty.store(false, Ordering::SeqCst);
+        let built = Arc::new(self.build().await.inspect_err(|_| self.invalidate())?);
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(built.clone());
+        Ok(built)
+    }
+
+    async fn list<T: DeserializeOwned>(&self, plural: &str) -> Result<Vec<T>, ApiError> {
+        let prefix = format!("/registry/{}/{plural}/", api::GROUP);
+        let page = self
+            .store
+            .list(&ListOptions {
+                prefix,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ApiError::from_store(
+                    e,
+                    drover_apiserver::error::Subject {
+                        group: api::GROUP,
+                        resource: plural,
+                        name: "",
+                    },
+                )
+            })?;
+        Ok(page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
+    async fn build(&self) -> Result<Snapshot, ApiError> {
+        let mut s = Snapshot::default();
+        for r in self.list::<GlobalRole>("globalroles").await? {
+            let name = r.metadata.name.unwrap_or_default();
+            if r.spec.new_user_default {
+                s.new_user_defaults.push(name.clone());
+            }
+            s.global_roles.insert(name, r.spec.rules);
+        }
+        for b in self.list::<GlobalRoleBinding>("globalrolebindings").await? {
+            if let Some(subject) =
+                Subject::of(b.spec.user_name.as_ref(), b.spec.group_name.as_ref())
+            {
+                s.grbs.push((subject, b.spec.global_role_name));
+            }
+        }
+        for t in self.list::<RoleTemplate>("roletemplates").await? {
+            s.templates
+                .insert(t.metadata.name.unwrap_or_default(), t.spec);
+        }
+        for p in self.list::<Project>("projects").await? {
+            let cluster = p.metadata.namespace.unwrap_or_default();
+            s.projects
+                .entry(cluster)
+                .or_default()
+                .push(p.metadata.name.unwrap_or_default());
+        }
+        for b in self
+            .list::<ClusterRoleTemplateBinding>("clusterroletemplatebindings")
+            .await?
+        {
+            if let Some(subject) =
+                Subject::of(b.spec.user_name.as_ref(), b.spec.group_name.as_ref())
+            {
+                s.crtbs.push((
+                    subject,
+                    b.metadata.namespace.unwrap_or_default(),
+                    b.spec.role_template_name,
+                ));
+            }
+        }
+        for b in self
+            .list::<ProjectRoleTemplateBinding>("projectroletemplatebindings")
+            .await?
+        {
+            if let Some(subject) =
+                Subject::of(b.spec.user_name.as_ref(), b.spec.group_name.as_ref())
+            {
+                if let Some((cluster, project)) = b.spec.project_name.split_once(':') {
+                    s.prtbs.push((
+                        subject,
+                        cluster.to_owned(),
+                        project.to_owned(),
+                        b.spec.role_template_name,
+                    ));
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Authorizer for RbacAuthorizer {
+    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>> {
+        Box::pin(async move { Ok(self.snapshot().await?.rules(user)) })
+    }
+
+    fn owns(&self, user: &UserInfo, resource: &str, verb: &str, obj: &Value) -> bool {
+        match resource {
+            // A user's own tokens: see and revoke them.
+            "tokens" => {
+                matches!(verb, "get" | "delete")
+                    && obj.pointer("/spec/userName").and_then(Value::as_str)
+                        == Some(user.name.as_str())
+            }
+            // A user's own User object: see it.
+            "users" => {
+                verb == "get"
+                    && obj.pointer("/metadata/name").and_then(Value::as_str)
+                        == Some(user.name.as_str())
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Authentication at the HTTP edge: the bearer-token middleware that turns
+//! `Authorization: Bearer token-xxxxx:SECRET` into the caller's identity,
+//! `POST /v1-public/login`, and `POST …/users/{name}/password`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use drover_apiserver::ApiError;
+use drover_auth::authn::{self, Refusal};
+use drover_auth::login::{LoginError, LoginRequest};
+use drover_auth::users::{self, PasswordChange};
+use drover_rbac::UserInfo;
+use serde_json::json;
+
+use crate::AppState;
+
+/// Largest login or password body.
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Require a valid token; put [`UserInfo`] and [`Identity`] in the request.
+pub(crate) async fn require(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(bearer) = bearer else {
+        return ApiError::unauthorized().into_response();
+    };
+    let identity = match authn::authenticate(&state.store, &bearer).await {
+        Ok(Ok(identity)) => identity,
+        Ok(Err(refusal)) => {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.to_string());
+            tracing::debug!(?refusal, peer, "token refused");
+            let e = match refusal {
+                Refusal::Expired => {
+                    ApiError::new(401, "Unauthorized", "the token has expired; log in again")
+                }
+                _ => ApiError::unauthorized(),
+            };
+            return e.into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check a token");
+            return ApiError::unavailable("the datastore is unavailable").into_response();
+        }
+    };
+    if let Some(cluster) = &identity.cluster_scope {
+        return ApiError::new(
+            401,
+            "Unauthorized",
+            format!("this token is scoped to cluster {cluster:?} and works only for that cluster"),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(identity.user.clone());
+    req.extensions_mut().insert(identity);
+    next.run(req).await
+}
+
+async fn small_json<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), SMALL_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(SMALL_BODY))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// `POST /v1-public/login`.
+pub(crate) async fn login(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let body: LoginRequest = match small_json(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match state.login.login(&body).await {
+        Ok(done) => (
+            StatusCode::OK,
+            Json(json!({"token": done.token, "expiresAt": done.expires_at})),
+        )
+            .into_response(),
+        Err(LoginError::Invalid) => {
+            ApiError::new(401, "Unauthorized", "invalid username or password").into_response()
+        }
+        Err(LoginError::Locked(secs)) => ApiError::too_many_requests(
+            "too many failed logins for this user; try again later",
+            secs,
+        )
+        .into_response(),
+        Err(LoginError::Store(e)) => {
+            tracing::error!(error = %e, "login failed");
+            ApiError::unavailable("the datastore is unavailable").into_response()
+        }
+    }
+}
+
+/// `POST /apis/management.drover.io/v1/users/{name}/password`.
+pub(crate) async fn set_password(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let Some(caller) = req.extensions().get::<UserInfo>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
+    let body: PasswordChange = match small_json(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match users::set_password(&state.store, state.api.authorizer().as_ref(), &caller, &name, &body).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "message": "password changed"}))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

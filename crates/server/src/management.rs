@@ -1,0 +1,530 @@
+//! The management API (`management.drover.io/v1`) as this server serves it:
+//! the identity kinds from `drover-auth`, the cluster kinds below, and the
+//! self-reviews kubectl uses (`auth whoami`, `auth can-i`).
+//!
+//! Namespaces of the management API are not objects of their own: a
+//! namespace exists when a Cluster (for its projects, registration tokens
+//! and cluster bindings) or a Project (for its project bindings) has that
+//! name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_apiserver::protobuf::Message;
+use drover_apiserver::{
+    ApiError, ApiServer, Column, Context, FieldError, KindInfo, Namespaces, NewObject, Prepared,
+    Registry, Strategy,
+};
+use drover_auth::policy::RbacAuthorizer;
+use drover_core::api::{self, schema_for};
+use drover_core::keys;
+use drover_rbac::Attributes;
+use drover_store::{ListOptions, Store};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+/// Build the management API.
+pub fn api_server(
+    store: Store,
+    authz: Arc<RbacAuthorizer>,
+    max_token_ttl: Duration,
+) -> Arc<ApiServer> {
+    let mut reg = Registry::default();
+    drover_auth::kinds::register(&mut reg, authz.clone(), max_token_ttl);
+    let base = |kind, plural, singular, namespaced| KindInfo {
+        group: api::GROUP,
+        version: api::VERSION,
+        kind,
+        plural,
+        singular,
+        short_names: &[],
+        namespaced,
+        status: false,
+        list_filtered: true,
+        name_prefix: None,
+        create_only: false,
+    };
+    let mut clusters = base("Cluster", "clusters", "cluster", false);
+    clusters.status = true;
+    clusters.name_prefix = Some("c-");
+    reg.register(
+        clusters,
+        Clusters {
+            authz: authz.clone(),
+        },
+    );
+    let mut projects = base("Project", "projects", "project", true);
+    projects.name_prefix = Some("p-");
+    reg.register(
+        projects,
+        Projects {
+            authz: authz.clone(),
+        },
+    );
+    let mut tokens = base(
+        "ClusterRegistrationToken",
+        "clusterregistrationtokens",
+        "clusterregistrationtoken",
+        true,
+    );
+    tokens.status = true;
+    reg.register(tokens, Plain(schema_for::<api::ClusterRegistrationToken>()));
+
+    let review = |group, kind, plural, singular| KindInfo {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names: &[],
+        namespaced: false,
+        status: false,
+        list_filtered: false,
+        name_prefix: None,
+        create_only: true,
+    };
+    reg.register(
+        review(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+        ),
+        AccessReview,
+    );
+    reg.register(
+        review(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+        ),
+        WhoAmI,
+    );
+    ApiServer::new(
+        store.clone(),
+        reg,
+        authz,
+        Arc::new(ManagementNamespaces { store }),
+    )
+}
+
+fn str_at<'a>(obj: &'a Value, pointer: &str) -> &'a str {
+    obj.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+struct ManagementNamespaces {
+    store: Store,
+}
+
+impl Namespaces for ManagementNamespaces {
+    fn check<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
+            if self
+                .store
+                .get(&keys::object(api::GROUP, "clusters", None, ns))
+                .await
+                .map_err(unavailable)?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let projects = self
+                .store
+                .list(&ListOptions {
+                    prefix: format!("/registry/{}/projects/", api::GROUP),
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            if projects
+                .items
+                .iter()
+                .any(|kv| kv.key.rsplit('/').next() == Some(ns))
+            {
+                return Ok(());
+            }
+            Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces {ns:?} not found"),
+            ))
+        })
+    }
+}
+
+/// A kind with no behaviour beyond its schema.
+struct Plain(Value);
+
+impl Strategy for Plain {
+    fn schema(&self) -> Value {
+        self.0.clone()
+    }
+}
+
+/// Delete every object of `plural` in `namespace` (cleanup after a parent's
+/// deletion; idempotent).
+async fn delete_namespace_contents(store: &Store, plural: &str, namespace: &str) -> Vec<String> {
+    let prefix = format!("/registry/{}/{plural}/{namespace}/", api::GROUP);
+    let mut names = Vec::new();
+    if let Ok(page) = store
+        .list(&ListOptions {
+            prefix,
+            ..Default::default()
+        })
+        .await
+    {
+        for kv in page.items {
+            names.push(kv.key.rsplit('/').next().unwrap_or_default().to_owned());
+            let _ = store.delete(&kv.key, None).await;
+        }
+    }
+    names
+}
+
+struct Clusters {
+    authz: Arc<RbacAuthorizer>,
+}
+
+impl Strategy for Clusters {
+    fn schema(&self) -> Value {
+        schema_for::<api::Cluster>()
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column {
+                name: "Display Name",
+                ty: "string",
+                description: "Name people see",
+                pointer: "/spec/displayName",
+                priority: 0,
+            },
+            Column {
+                name: "State",
+                ty: "string",
+                description: "Active, Unavailable or Pending",
+                pointer: "/status/conditions",
+                priority: 0,
+            },
+            Column {
+                name: "Version",
+                ty: "string",
+                description: "Kubernetes version",
+                pointer: "/status/version",
+                priority: 0,
+            },
+            Column {
+                name: "Nodes",
+                ty: "integer",
+                description: "Number of nodes",
+                pointer: "/status/nodeCount",
+                priority: 0,
+            },
+        ]
+    }
+
+    fn cell(&self, column: &Column, obj: &Value) -> Value {
+        if column.name != "State" {
+            return obj.pointer(column.pointer).cloned().unwrap_or(Value::Null);
+        }
+        let condition = |t: &str| {
+            obj.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+                .and_then(|c| c["status"].as_str())
+                .map(str::to_owned)
+        };
+        let state = match (
+            condition("Connected").as_deref(),
+            condition("Ready").as_deref(),
+        ) {
+            (_, Some("True")) => "Active",
+            (Some("False"), _) | (_, Some("False")) => "Unavailable",
+            _ => "Pending",
+        };
+        Value::String(state.to_owned())
+    }
+
+    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+        let display = str_at(obj, "/spec/displayName");
+        if display.chars().count() > 256 {
+            return vec![FieldError::too_long("spec.displayName", 256)];
+        }
+        Vec::new()
+    }
+
+    fn prepare_create<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a mut Value,
+    ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
+        Box::pin(async move {
+            let name = str_at(obj, "/metadata/name").to_owned();
+            if str_at(obj, "/spec/displayName").is_empty() {
+                obj["spec"]["displayName"] = json!(name);
+            }
+            // The creator owns the cluster.
+            let owner = NewObject {
+                group: api::GROUP,
+                plural: "clusterroletemplatebindings",
+                object: json!({
+                    "apiVersion": api::API_VERSION, "kind": "ClusterRoleTemplateBinding",
+                    "metadata": {"namespace": name, "name": format!("owner-{}", ctx.user.name)},
+                    "spec": {"userName": ctx.user.name, "roleTemplateName": "cluster-owner", "clusterName": name},
+                }),
+            };
+            Ok(Prepared {
+                extra: vec![owner],
+                ..Default::default()
+            })
+        })
+    }
+
+    fn committed(&self) {
+        self.authz.invalidate();
+    }
+
+    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let cluster = str_at(obj, "/metadata/name");
+            for project in delete_namespace_contents(&ctx.store, "projects", cluster).await {
+                delete_namespace_contents(&ctx.store, "projectroletemplatebindings", &project)
+                    .await;
+            }
+            delete_namespace_contents(&ctx.store, "clusterroletemplatebindings", cluster).await;
+            delete_namespace_contents(&ctx.store, "clusterregistrationtokens", cluster).await;
+            self.authz.invalidate();
+        })
+    }
+}
+
+struct Projects {
+    authz: Arc<RbacAuthorizer>,
+}
+
+impl Strategy for Projects {
+    fn schema(&self) -> Value {
+        schema_for::<api::Project>()
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column {
+                name: "Display Name",
+                ty: "string",
+                description: "Name people see",
+                pointer: "/spec/displayName",
+                priority: 0,
+            },
+            Column {
+                name: "Cluster",
+                ty: "string",
+                description: "The cluster",
+                pointer: "/spec/clusterName",
+                priority: 0,
+            },
+        ]
+    }
+
+    fn prepare_create<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a mut Value,
+    ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
+        Box::pin(async move {
+            let name = str_at(obj, "/metadata/name").to_owned();
+            let cluster = str_at(obj, "/metadata/namespace").to_owned();
+            match str_at(obj, "/spec/clusterName") {
+                "" => obj["spec"]["clusterName"] = json!(cluster),
+                c if c != cluster => {
+                    return Err(ApiError::invalid(
+                        "Project",
+                        api::GROUP,
+                        &name,
+                        &[FieldError::invalid(
+                            "spec.clusterName",
+                            c.to_owned(),
+                            "must be the project's namespace",
+                        )],
+                    ))
+                }
+                _ => {}
+            }
+            if str_at(obj, "/spec/displayName").is_empty() {
+                obj["spec"]["displayName"] = json!(name);
+            }
+            let owner = NewObject {
+                group: api::GROUP,
+                plural: "projectroletemplatebindings",
+                object: json!({
+                    "apiVersion": api::API_VERSION, "kind": "ProjectRoleTemplateBinding",
+                    "metadata": {"namespace": name, "name": format!("owner-{}", ctx.user.name)},
+                    "spec": {"userName": ctx.user.name, "roleTemplateName": "project-owner", "projectName": format!("{cluster}:{name}")},
+                }),
+            };
+            Ok(Prepared {
+                extra: vec![owner],
+                ..Default::default()
+            })
+        })
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        new: &'a mut Value,
+        old: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            if new.pointer("/spec/clusterName") != old.pointer("/spec/clusterName") {
+                return Err(ApiError::invalid(
+                    "Project",
+                    api::GROUP,
+                    str_at(new, "/metadata/name"),
+                    &[FieldError::forbidden(
+                        "spec.clusterName",
+                        "field is immutable",
+                    )],
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn committed(&self) {
+        self.authz.invalidate();
+    }
+
+    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            delete_namespace_contents(
+                &ctx.store,
+                "projectroletemplatebindings",
+                str_at(obj, "/metadata/name"),
+            )
+            .await;
+            self.authz.invalidate();
+        })
+    }
+}
+
+fn review_schema() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// `SelfSubjectAccessReview`: may I do this? (`kubectl auth can-i`)
+struct AccessReview;
+
+impl Strategy for AccessReview {
+    fn schema(&self) -> Value {
+        review_schema()
+    }
+
+    fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, ApiError>> {
+        Some((|| {
+            let review = Message::parse(raw)?;
+            let spec = review.message(2)?;
+            let mut out = json!({"spec": {}});
+            if spec.bytes(1).is_some() {
+                let a = spec.message(1)?;
+                out["spec"]["resourceAttributes"] = json!({
+                    "namespace": a.string(1)?, "verb": a.string(2)?, "group": a.string(3)?, "version": a.string(4)?,
+                    "resource": a.string(5)?, "subresource": a.string(6)?, "name": a.string(7)?,
+                });
+            }
+            if spec.bytes(2).is_some() {
+                let n = spec.message(2)?;
+                out["spec"]["nonResourceAttributes"] =
+                    json!({"path": n.string(1)?, "verb": n.string(2)?});
+            }
+            Ok(out)
+        })())
+    }
+
+    fn virtual_create<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> Option<BoxFuture<'a, Result<Value, ApiError>>> {
+        Some(Box::pin(async move {
+            let attrs = if let Some(r) = obj.pointer("/spec/resourceAttributes") {
+                let f = |k: &str| {
+                    r.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                Attributes::resource(
+                    &f("verb"),
+                    &f("group"),
+                    &f("resource"),
+                    &f("namespace"),
+                    &f("name"),
+                )
+                .on_subresource(&f("subresource"))
+            } else if let Some(n) = obj.pointer("/spec/nonResourceAttributes") {
+                let f = |k: &str| {
+                    n.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                Attributes {
+                    verb: f("verb"),
+                    path: f("path"),
+                    ..Default::default()
+                }
+            } else {
+                return Err(ApiError::invalid(
+                    "SelfSubjectAccessReview",
+                    "authorization.k8s.io",
+                    "",
+                    &[FieldError::required(
+                        "spec.resourceAttributes",
+                        "resourceAttributes or nonResourceAttributes is required",
+                    )],
+                ));
+            };
+            let allowed = ctx.authorizer.authorize(&ctx.user, &attrs).await?;
+            let mut status = json!({"allowed": allowed});
+            if !allowed {
+                status["reason"] = json!(format!("no rule of user {:?} allows it", ctx.user.name));
+            }
+            Ok(json!({
+                "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": null}, "spec": obj.get("spec").cloned().unwrap_or(json!({})), "status": status,
+            }))
+        }))
+    }
+}
+
+/// `SelfSubjectReview`: who am I? (`kubectl auth whoami`)
+struct WhoAmI;
+
+impl Strategy for WhoAmI {
+    fn schema(&self) -> Value {
+        review_schema()
+    }
+
+    fn decode_protobuf(&self, _raw: &[u8]) -> Option<Result<Value, ApiError>> {
+        Some(Ok(json!({})))
+    }
+
+    fn virtual_create<'a>(
+        &'a self,
+        ctx: &'a Context,
+        _obj: &'a Value,
+    ) -> Option<BoxFuture<'a, Result<Value, ApiError>>> {
+        Some(Box::pin(async move {
+            Ok(json!({
+                "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": null},
+                "status": {"userInfo": {"username": ctx.user.name, "uid": ctx.user.uid, "groups": ctx.user.groups}},
+            }))
+        }))
+    }
+}
