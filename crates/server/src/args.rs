@@ -57,6 +57,14 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_TOKEN_MAX_TTL", default_value_t = 90 * 86400)]
     pub token_max_ttl_seconds: u64,
 
+    /// Rotate the audit log when it reaches this many MiB.
+    #[arg(long, env = "DROVER_AUDIT_LOG_MAX_SIZE", default_value_t = 100)]
+    pub audit_log_max_size_mb: u64,
+
+    /// Rotated audit logs to keep.
+    #[arg(long, env = "DROVER_AUDIT_LOG_MAX_BACKUPS", default_value_t = 5)]
+    pub audit_log_max_backups: u32,
+
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

@@ -69,6 +69,9 @@ pub(crate) async fn require(
         )
         .into_response();
     }
+    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
+        caller.set(&identity.user);
+    }
     req.extensions_mut().insert(identity.user.clone());
     req.extensions_mut().insert(identity);
     next.run(req).await

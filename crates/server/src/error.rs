@@ -29,6 +29,14 @@ pub enum ServerError {
     /// Generating or loading the stored certificates failed.
     #[error("cannot prepare the server certificates: {0}")]
     Certificates(String),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {reason}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

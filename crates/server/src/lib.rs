@@ -20,6 +20,7 @@
 //! ```
 
 pub mod args;
+pub mod audit;
 mod authn;
 mod error;
 mod management;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub api: Arc<drover_apiserver::ApiServer>,
     /// Logins.
     pub login: drover_auth::login::Login,
+    /// The audit log.
+    pub audit: audit::Audit,
     /// The CA certificate served at `/cacerts` (empty with a public CA).
     pub ca_pem: String,
     /// Request metrics.
@@ -100,10 +103,25 @@ pub async fn run(
     let api = management::api_server(store.clone(), authz, args.token_max_ttl());
     let login =
         drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());
+    let audit_path = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("audit.log"));
+    let audit = audit::Audit::open(
+        args.audit_level,
+        audit_path.clone(),
+        args.audit_log_max_size_mb * 1024 * 1024,
+        args.audit_log_max_backups,
+    )
+    .map_err(|e| ServerError::Audit {
+        path: audit_path,
+        reason: e.to_string(),
+    })?;
     let state = Arc::new(AppState {
         store: store.clone(),
         api,
         login,
+        audit,
         ca_pem: tls.ca_pem,
         metrics: metrics::Metrics::new(),
     });

@@ -490,10 +490,8 @@ impl Strategy for AccessReview {
                 ));
             };
             let allowed = ctx.authorizer.authorize(&ctx.user, &attrs).await?;
-            let mut status = json!({"allowed": allowed});
-            if !allowed {
-                status["reason"] = json!(format!("no rule of user {:?} allows it", ctx.user.name));
-            }
+            // Like kube's RBAC authorizer: no reason on a plain denial.
+            let status = json!({"allowed": allowed});
             Ok(json!({
                 "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
                 "metadata": {"creationTimestamp": null}, "spec": obj.get("spec").cloned().unwrap_or(json!({})), "status": status,

@@ -1,0 +1,280 @@
+//! The audit log: one JSON line per request to `--audit-log`, by level as in
+//! Rancher — 0 off; 1 metadata (time, user, groups, verb, path, status,
+//! latency, source address, request id); 2 adds the request body; 3 adds the
+//! response body. Passwords, token secrets and the `data` of Secrets are
+//! redacted at every level; headers (so `Authorization`) are never logged.
+//! Streams (watches, logs) are logged without their bodies. The file is
+//! rotated by size, keeping a few old files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use drover_rbac::UserInfo;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+
+/// Bodies larger than this are not copied into the log.
+const MAX_LOGGED_BODY: usize = 3 * 1024 * 1024;
+/// Keys whose values never reach the log.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "newpassword",
+    "currentpassword",
+    "token",
+    "secret",
+    "bearer",
+    "privatekey",
+    "keypem",
+];
+
+/// The slot the authentication middleware fills with the caller, so the
+/// audit layer (outside it) can record who asked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Caller(pub(crate) Arc<Mutex<Option<UserInfo>>>);
+
+impl Caller {
+    pub(crate) fn set(&self, user: &UserInfo) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(user.clone());
+    }
+}
+
+/// The audit sink.
+#[derive(Debug)]
+pub struct Audit {
+    level: u8,
+    lines: Option<mpsc::Sender<String>>,
+}
+
+impl Audit {
+    /// Open the log (level 0: nothing is opened).
+    pub fn open(level: u8, path: PathBuf, max_bytes: u64, backups: u32) -> std::io::Result<Self> {
+        if level == 0 {
+            return Ok(Self { level, lines: None });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let (tx, rx) = mpsc::channel(4096);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_lines(rx, file, path, max_bytes, backups))?;
+        Ok(Self {
+            level,
+            lines: Some(tx),
+        })
+    }
+
+    fn send(&self, line: String) {
+        if let Some(tx) = &self.lines {
+            if tx.try_send(line).is_err() {
+                tracing::warn!("audit log is falling behind; an entry was dropped");
+            }
+        }
+    }
+}
+
+fn write_lines(
+    mut rx: mpsc::Receiver<String>,
+    mut file: std::fs::File,
+    path: PathBuf,
+    max_bytes: u64,
+    backups: u32,
+) {
+    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    while let Some(line) = rx.blocking_recv() {
+        if size > 0 && size + line.len() as u64 + 1 > max_bytes {
+            for i in (1..backups).rev() {
+                let _ = std::fs::rename(
+                    format!("{}.{i}", path.display()),
+                    format!("{}.{}", path.display(), i + 1),
+                );
+            }
+            let _ = std::fs::rename(&path, format!("{}.1", path.display()));
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(f) => {
+                    file = f;
+                    size = 0;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot reopen the audit log"),
+            }
+        }
+        if writeln!(file, "{line}").is_ok() {
+            size += line.len() as u64 + 1;
+        }
+    }
+}
+
+/// Replace secret values in a JSON document, in place.
+pub fn redact(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let is_secret_kind = map.get("kind").and_then(Value::as_str) == Some("Secret");
+            for (k, child) in map.iter_mut() {
+                let lower = k.to_ascii_lowercase();
+                if SECRET_KEYS.contains(&lower.as_str())
+                    || (is_secret_kind && (k == "data" || k == "stringData"))
+                {
+                    *child = Value::String("[REDACTED]".into());
+                } else {
+                    redact(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn body_for_log(bytes: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut v) => {
+            redact(&mut v);
+            v
+        }
+        Err(_) if bytes.is_empty() => Value::Null,
+        Err(_) => Value::String(format!("[{} bytes, not JSON, omitted]", bytes.len())),
+    }
+}
+
+/// The verb kube-apiserver would log for this request.
+fn verb(req: &Request) -> String {
+    let path = req.uri().path();
+    if path.starts_with("/api") {
+        let watch = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=1" || p == "watch=true"));
+        if let Some(drover_apiserver::request::Target::Resource(info)) =
+            drover_apiserver::request::parse(req.method(), path, watch)
+        {
+            return info.verb;
+        }
+    }
+    req.method().as_str().to_ascii_lowercase()
+}
+
+/// Middleware: log each request at the configured level.
+pub(crate) async fn record(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let audit = &state.audit;
+    if audit.level == 0 {
+        return next.run(req).await;
+    }
+    let start = Instant::now();
+    let received = drover_core::meta::now_rfc3339();
+    let id = drover_core::meta::new_uid();
+    let caller = Caller::default();
+    req.extensions_mut().insert(caller.clone());
+    let verb = verb(&req);
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+
+    let mut request_body = None;
+    if audit.level >= 2 {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_LOGGED_BODY)
+            .await
+            .unwrap_or_default();
+        request_body = Some(body_for_log(&bytes));
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    let mut response = next.run(req).await;
+    let code = response.status().as_u16();
+    let mut response_body = None;
+    if audit.level >= 3 {
+        let exact = http_body::Body::size_hint(response.body()).exact();
+        if exact.is_some_and(|n| n as usize <= MAX_LOGGED_BODY) {
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, MAX_LOGGED_BODY)
+                .await
+                .unwrap_or_default();
+            response_body = Some(body_for_log(&bytes));
+            response = Response::from_parts(parts, Body::from(bytes));
+        }
+    }
+    let user = caller.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (username, groups) = match user {
+        Some(u) => (u.name, u.groups),
+        None => (
+            "system:anonymous".to_owned(),
+            vec!["system:unauthenticated".to_owned()],
+        ),
+    };
+    let level = ["None", "Metadata", "Request", "RequestResponse"][audit.level.min(3) as usize];
+    let mut entry = json!({
+        "auditID": id,
+        "level": level,
+        "stage": "ResponseComplete",
+        "requestReceivedTimestamp": received,
+        "stageTimestamp": drover_core::meta::now_rfc3339(),
+        "verb": verb,
+        "requestURI": uri,
+        "user": {"username": username, "groups": groups},
+        "sourceIPs": source.into_iter().collect::<Vec<_>>(),
+        "userAgent": agent,
+        "responseStatus": {"code": code},
+        "latencyMs": (start.elapsed().as_secs_f64() * 1e3 * 1000.0).round() / 1000.0,
+    });
+    if let Some(b) = request_body.filter(|b| !b.is_null()) {
+        entry["requestObject"] = b;
+    }
+    if let Some(b) = response_body.filter(|b| !b.is_null()) {
+        entry["responseObject"] = b;
+    }
+    audit.send(entry.to_string());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut v = json!({
+            "username": "alice", "password": "hunter2", "newPassword": "x", "currentPassword": "y",
+            "token": "token-abc:SECRET", "status": {"token": "token-abc:SECRET", "expiresAt": "t"},
+            "items": [{"kind": "Secret", "data": {"k": "c2VjcmV0"}, "metadata": {"name": "s"}}],
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        for secret in ["hunter2", "SECRET", "c2VjcmV0"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(v["username"], "alice");
+        assert_eq!(v["status"]["expiresAt"], "t");
+        assert_eq!(v["items"][0]["metadata"]["name"], "s");
+    }
+}
