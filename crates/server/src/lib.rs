@@ -22,6 +22,7 @@
 pub mod args;
 pub mod audit;
 mod authn;
+mod controllers;
 mod error;
 mod management;
 mod metrics;
@@ -100,6 +101,7 @@ pub async fn run(
 
     let authz = drover_auth::policy::RbacAuthorizer::new(store.clone());
     let _follow = authz.follow();
+    let _token_expiry = controllers::spawn_token_expiry(store.clone());
     let api = management::api_server(store.clone(), authz, args.token_max_ttl());
     let login =
         drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());

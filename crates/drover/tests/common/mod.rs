@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -242,4 +244,146 @@ impl Drop for Proxy {
         self.cut();
         self.accept.abort();
     }
+}
+
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+pub const MGMT: &str = "/apis/management.drover.io/v1";
+
+/// A server with the admin password set, and clients for it.
+pub struct Mgmt {
+    pub server: Server,
+    pub ca: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mgmt {
+    pub fn start(extra: &[&str]) -> Mgmt {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(
+            &dir.path().join("data"),
+            extra,
+            &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
+        );
+        let (ca, _) = save_ca(&server, dir.path());
+        Mgmt { server, ca, dir }
+    }
+
+    /// curl with the CA; returns (code, JSON body or Null).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[&str],
+    ) -> (u16, Value) {
+        let mut args = vec![
+            "-sS".to_owned(),
+            "--cacert".into(),
+            self.ca.display().to_string(),
+            "-X".into(),
+            method.into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        if let Some(t) = token {
+            args.extend(["-H".into(), format!("Authorization: Bearer {t}")]);
+        }
+        for h in headers {
+            args.extend(["-H".into(), (*h).to_owned()]);
+        }
+        if let Some(b) = body {
+            let ct = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            args.extend([
+                "-H".into(),
+                format!("Content-Type: {ct}"),
+                "--data-binary".into(),
+                b.to_string(),
+            ]);
+        }
+        args.push(self.server.url(path));
+        let out = Command::new("curl").args(&args).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn login(&self, username: &str, password: &str) -> String {
+        let (code, body) = self.http(
+            "POST",
+            "/v1-public/login",
+            None,
+            Some(&json!({"username": username, "password": password})),
+            &[],
+        );
+        assert_eq!(code, 200, "login {username}: {body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD)
+    }
+
+    /// Create a user with a password and return a token for them.
+    pub fn user(&self, admin: &str, name: &str) -> String {
+        let user = json!({"apiVersion": "management.drover.io/v1", "kind": "User", "metadata": {"name": name}, "spec": {"username": name}});
+        let (code, body) = self.http(
+            "POST",
+            &format!("{MGMT}/users"),
+            Some(admin),
+            Some(&user),
+            &[],
+        );
+        assert_eq!(code, 201, "{body}");
+        let password = format!("{name} has a long password");
+        let (code, body) = self.http(
+            "POST",
+            &format!("{MGMT}/users/{name}/password"),
+            Some(admin),
+            Some(&json!({"newPassword": password})),
+            &[],
+        );
+        assert_eq!(code, 200, "{body}");
+        self.login(name, &password)
+    }
+
+    pub fn kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let cfg = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: drover, cluster: {{server: \"https://127.0.0.1:{}\", certificate-authority: \"{}\"}}}}]\nusers: [{{name: {name}, user: {{token: \"{token}\"}}}}]\ncontexts: [{{name: drover, context: {{cluster: drover, user: {name}}}}}]\ncurrent-context: drover\n",
+            self.server.port,
+            self.ca.display()
+        );
+        std::fs::write(&path, cfg).unwrap();
+        path
+    }
+
+    pub fn kubectl(&self, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = kubectl_cmd(kubeconfig, &self.dir.path().join("kube-cache"), args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+pub fn kubectl_cmd(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args);
+    cmd
 }
