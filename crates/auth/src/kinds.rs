@@ -290,6 +290,40 @@ impl Strategy for Users {
                 .store
                 .delete(&drover_core::keys::password_hash(name), None)
                 .await;
+            // Everything that names the user goes too: bindings, tokens.
+            for plural in [
+                "globalrolebindings",
+                "clusterroletemplatebindings",
+                "projectroletemplatebindings",
+                "tokens",
+            ] {
+                let prefix = format!("/registry/{}/{plural}/", api::GROUP);
+                let Ok(page) = ctx
+                    .store
+                    .list(&drover_store::ListOptions {
+                        prefix,
+                        ..Default::default()
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                for kv in page.items {
+                    let Ok(o) = serde_json::from_slice::<Value>(&kv.value) else {
+                        continue;
+                    };
+                    if str_at(&o, "/spec/userName") == name {
+                        let _ = ctx.store.delete(&kv.key, None).await;
+                        if plural == "tokens" {
+                            let _ = ctx
+                                .store
+                                .delete(&token::record_key(str_at(&o, "/metadata/name")), None)
+                                .await;
+                        }
+                    }
+                }
+            }
+            self.authz.invalidate();
         })
     }
 }

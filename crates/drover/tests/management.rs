@@ -688,6 +688,38 @@ fn users_and_passwords() {
         .0,
         403
     );
+    // Deleting a user stops their tokens at once and frees the username.
+    assert_eq!(
+        m.http("GET", &format!("{MGMT}/users/dave"), Some(&dave), None, &[])
+            .0,
+        200,
+        "users see themselves"
+    );
+    assert_eq!(
+        m.http(
+            "DELETE",
+            &format!("{MGMT}/users/dave"),
+            Some(&admin),
+            None,
+            &[]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        m.http("GET", &format!("{MGMT}/users/dave"), Some(&dave), None, &[])
+            .0,
+        401
+    );
+    let (code, _) = m.http(
+        "POST",
+        "/v1-public/login",
+        None,
+        Some(&json!({"username": "dave", "password": "dave has a long password"})),
+        &[],
+    );
+    assert_eq!(code, 401);
+    m.user(&admin, "dave");
     let dup = json!({"apiVersion": "management.drover.io/v1", "kind": "User", "metadata": {"name": "carol2"}, "spec": {"username": "carol"}});
     let (code, body) = m.http(
         "POST",

@@ -261,6 +261,36 @@ pub(crate) async fn record(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn rotates_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(1, path.clone(), 1000, 2).unwrap();
+        for i in 0..60 {
+            audit.send(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(40)));
+        }
+        drop(audit);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let sizes: Vec<u64> = ["audit.log", "audit.log.1", "audit.log.2"]
+            .iter()
+            .map(|f| {
+                std::fs::metadata(dir.path().join(f))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .collect();
+        assert!(sizes.iter().all(|s| *s > 0 && *s <= 1000), "{sizes:?}");
+        assert!(
+            !dir.path().join("audit.log.3").exists(),
+            "only two backups are kept"
+        );
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            last.contains("\"n\":59"),
+            "the newest entry is in the current file"
+        );
+    }
+
     #[test]
     fn secrets_are_redacted() {
         let mut v = json!({
