@@ -7,7 +7,7 @@
 //!   operator's own files.
 //! - `routes`: the HTTP surface (`/ping`, `/healthz`, `/cacerts`, `/metrics`).
 //! - `metrics`: Prometheus counters and latency histograms per route.
-//! - `serve`: the TLS accept loop with graceful, bounded shutdown.
+//! - The TLS accept loop and certificate generation live in `drover-net`.
 //!
 //! # Start-up
 //! ```text
@@ -27,7 +27,6 @@ mod error;
 mod management;
 mod metrics;
 mod routes;
-mod serve;
 mod tls;
 
 use std::future::Future;
@@ -128,7 +127,7 @@ pub async fn run(
         metrics: metrics::Metrics::new(),
     });
     let app = routes::router(state);
-    serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
+    drover_net::serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
     store.close().await;
     tracing::info!("drover server stopped");
     Ok(())

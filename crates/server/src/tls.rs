@@ -1,11 +1,11 @@
 //! The server's TLS identity.
 //!
 //! Generated mode (no `--tls-cert`): a CA and a serving certificate are made
-//! with rcgen on first start and kept in the datastore (`/drover/tls/…`), so a
-//! restart, or a second replica on the same PostgreSQL, serves the same CA.
-//! Replicas racing on the first start settle it by create-if-absent: the
-//! loser reads the winner's. The serving certificate is re-issued by the same
-//! CA when it lacks a needed name (a new `--server-url` host) or nears expiry.
+//! on first start and kept in the datastore (`/drover/tls/…`), so a restart,
+//! or a second replica on the same PostgreSQL, serves the same CA. Replicas
+//! racing on the first start settle it by create-if-absent: the loser reads
+//! the winner's. The serving certificate is re-issued by the same CA when it
+//! lacks a needed name (a new `--server-url` host) or nears expiry.
 //!
 //! Own-files mode: `--tls-cert`/`--tls-key` (and optionally `--tls-ca`, served
 //! at `/cacerts`) replace both; nothing is stored.
@@ -14,14 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use drover_core::keys;
+use drover_net::pki::{self, CertPair};
 use drover_store::{Store, StoreError};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
 
 use crate::args::ServerArgs;
 use crate::ServerError;
@@ -46,12 +41,31 @@ pub(crate) struct TlsMaterial {
 struct StoredCert {
     cert_pem: String,
     key_pem: String,
-    /// For the CA: its common name, from which its issuer parameters are
-    /// rebuilt. For the serving certificate: its subject alternative names.
     #[serde(default)]
     names: Vec<String>,
-    /// Unix seconds.
     not_after: i64,
+}
+
+impl From<CertPair> for StoredCert {
+    fn from(p: CertPair) -> Self {
+        Self {
+            cert_pem: p.cert_pem,
+            key_pem: p.key_pem,
+            names: p.names,
+            not_after: p.not_after,
+        }
+    }
+}
+
+impl From<StoredCert> for CertPair {
+    fn from(s: StoredCert) -> Self {
+        Self {
+            cert_pem: s.cert_pem,
+            key_pem: s.key_pem,
+            names: s.names,
+            not_after: s.not_after,
+        }
+    }
 }
 
 /// Load or create the TLS identity.
@@ -63,7 +77,7 @@ pub(crate) async fn load(
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         return from_files(cert, key, args.tls_ca.as_deref());
     }
-    let ca = ensure_ca(store).await?;
+    let ca: CertPair = ensure_ca(store).await?.into();
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -79,10 +93,10 @@ pub(crate) async fn load(
         }
     }
     let serving = ensure_serving(store, &ca, &names).await?;
-    let mut chain = parse_certs(&serving.cert_pem).map_err(ServerError::Certificates)?;
-    chain.extend(parse_certs(&ca.cert_pem).map_err(ServerError::Certificates)?);
-    let key = parse_key(&serving.key_pem).map_err(ServerError::Certificates)?;
-    let config = server_config(chain, key).map_err(ServerError::Certificates)?;
+    let mut chain = pki::parse_certs(&serving.cert_pem).map_err(ServerError::Certificates)?;
+    chain.extend(pki::parse_certs(&ca.cert_pem).map_err(ServerError::Certificates)?);
+    let key = pki::parse_key(&serving.key_pem).map_err(ServerError::Certificates)?;
+    let config = pki::server_config(chain, key).map_err(ServerError::Certificates)?;
     Ok(TlsMaterial {
         config,
         ca_pem: ca.cert_pem,
@@ -104,116 +118,18 @@ fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<TlsMaterial,
             reason,
         }
     }
-    let chain = parse_certs(&read("--tls-cert", cert)?).map_err(bad("--tls-cert", cert))?;
-    let key_der = parse_key(&read("--tls-key", key)?).map_err(bad("--tls-key", key))?;
+    let chain = pki::parse_certs(&read("--tls-cert", cert)?).map_err(bad("--tls-cert", cert))?;
+    let key_der = pki::parse_key(&read("--tls-key", key)?).map_err(bad("--tls-key", key))?;
     let ca_pem = match ca {
         Some(path) => {
             let pem = read("--tls-ca", path)?;
-            parse_certs(&pem).map_err(bad("--tls-ca", path))?;
+            pki::parse_certs(&pem).map_err(bad("--tls-ca", path))?;
             pem
         }
         None => String::new(),
     };
-    let config = server_config(chain, key_der).map_err(ServerError::TlsMismatch)?;
+    let config = pki::server_config(chain, key_der).map_err(ServerError::TlsMismatch)?;
     Ok(TlsMaterial { config, ca_pem })
-}
-
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        // Checks that the key belongs to the first certificate.
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("no CERTIFICATE block found".into());
-    }
-    Ok(certs)
-}
-
-fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| format!("not PEM: {e}"))?
-        .ok_or_else(|| "no PRIVATE KEY block found".into())
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-/// The CA's parameters, rebuilt identically from its common name so that
-/// certificates it issues later carry the right issuer.
-fn ca_params(common_name: &str, not_after: OffsetDateTime) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "drover");
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = now() - Duration::hours(1);
-    params.not_after = not_after;
-    params
-}
-
-fn generate_ca() -> Result<StoredCert, rcgen::Error> {
-    let key = KeyPair::generate()?;
-    let cn = format!("drover-ca@{}", now().unix_timestamp());
-    let not_after = now() + Duration::days(CA_DAYS);
-    let cert = ca_params(&cn, not_after).self_signed(&key)?;
-    Ok(StoredCert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        names: vec![cn],
-        not_after: not_after.unix_timestamp(),
-    })
-}
-
-fn generate_serving(ca: &StoredCert, names: &[String]) -> Result<StoredCert, rcgen::Error> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
-    let ca_cn = ca.names.first().map(String::as_str).unwrap_or("drover-ca");
-    let ca_not_after = OffsetDateTime::from_unix_timestamp(ca.not_after).unwrap_or_else(|_| now());
-    let issuer = Issuer::new(ca_params(ca_cn, ca_not_after), ca_key);
-
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "drover");
-    dn.push(DnType::CommonName, "drover");
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now() - Duration::hours(1);
-    let not_after = (now() + Duration::days(SERVING_DAYS)).min(ca_not_after);
-    params.not_after = not_after;
-    params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok(StoredCert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        names: names.to_vec(),
-        not_after: not_after.unix_timestamp(),
-    })
 }
 
 fn decode(value: &[u8]) -> Result<StoredCert, ServerError> {
@@ -234,7 +150,7 @@ async fn ensure_ca(store: &Store) -> Result<StoredCert, ServerError> {
         if let Some(kv) = store.get(keys::SERVER_CA).await? {
             return decode(&kv.value);
         }
-        let ca = generate_ca().map_err(cert_error)?;
+        let ca: StoredCert = pki::generate_ca(CA_DAYS).map_err(cert_error)?.into();
         match store.create(keys::SERVER_CA, encode(&ca)).await {
             Ok(_) => {
                 tracing::info!("generated the server CA");
@@ -248,7 +164,7 @@ async fn ensure_ca(store: &Store) -> Result<StoredCert, ServerError> {
 
 async fn ensure_serving(
     store: &Store,
-    ca: &StoredCert,
+    ca: &CertPair,
     names: &[String],
 ) -> Result<StoredCert, ServerError> {
     loop {
@@ -256,7 +172,7 @@ async fn ensure_serving(
         let mut wanted = names.to_vec();
         if let Some(kv) = &current {
             let have = decode(&kv.value)?;
-            let fresh = have.not_after - now().unix_timestamp() > RENEW_DAYS * 86_400;
+            let fresh = have.not_after - pki::now().unix_timestamp() > RENEW_DAYS * 86_400;
             if fresh && names.iter().all(|n| have.names.contains(n)) {
                 return Ok(have);
             }
@@ -267,7 +183,9 @@ async fn ensure_serving(
                 }
             }
         }
-        let serving = generate_serving(ca, &wanted).map_err(cert_error)?;
+        let serving: StoredCert = pki::generate_serving(ca, &wanted, SERVING_DAYS)
+            .map_err(cert_error)?
+            .into();
         let written = match &current {
             Some(kv) => {
                 store
@@ -288,68 +206,5 @@ async fn ensure_serving(
             Err(StoreError::AlreadyExists(_) | StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// A generated CA and serving certificate for `localhost`, as a server
-/// config and a client config that trusts it (for tests).
-#[cfg(test)]
-pub(crate) fn test_identity() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let ca = generate_ca().unwrap();
-    let serving = generate_serving(&ca, &["localhost".into()]).unwrap();
-    let server = server_config(
-        parse_certs(&serving.cert_pem).unwrap(),
-        parse_key(&serving.key_pem).unwrap(),
-    )
-    .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(parse_certs(&ca.cert_pem).unwrap().remove(0))
-        .unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    (server, Arc::new(client))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::client::danger::ServerCertVerifier;
-
-    #[test]
-    fn serving_cert_chains_to_the_ca() {
-        let ca = generate_ca().unwrap();
-        let serving = generate_serving(&ca, &["localhost".into(), "10.1.2.3".into()]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(parse_certs(&ca.cert_pem).unwrap().remove(0))
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .unwrap();
-        let leaf = parse_certs(&serving.cert_pem).unwrap().remove(0);
-        for name in ["localhost", "10.1.2.3"] {
-            let server_name = rustls::pki_types::ServerName::try_from(name).unwrap();
-            verifier
-                .verify_server_cert(
-                    &leaf,
-                    &[],
-                    &server_name,
-                    &[],
-                    rustls::pki_types::UnixTime::now(),
-                )
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-        let other = rustls::pki_types::ServerName::try_from("example.com").unwrap();
-        assert!(verifier
-            .verify_server_cert(&leaf, &[], &other, &[], rustls::pki_types::UnixTime::now())
-            .is_err());
     }
 }

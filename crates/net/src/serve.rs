@@ -27,7 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `app` over TLS on `listener` until `shutdown` resolves.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
@@ -110,12 +110,19 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::test_identity;
+    use crate::pki;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
-        let (server_config, client_config) = test_identity();
+        let ca = pki::generate_ca(1).unwrap();
+        let serving = pki::generate_serving(&ca, &["localhost".into()], 1).unwrap();
+        let server_config = pki::server_config(
+            pki::parse_certs(&serving.cert_pem).unwrap(),
+            pki::parse_key(&serving.key_pem).unwrap(),
+        )
+        .unwrap();
+        let client_config = pki::client_config(&ca.cert_pem).unwrap();
         let app = Router::new().route(
             "/slow",
             axum::routing::get(|| async {

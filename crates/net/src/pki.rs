@@ -1,0 +1,189 @@
+//! Certificates: a CA and serving certificates made with rcgen (ECDSA
+//! P-256), PEM parsing, and rustls configurations that use the `ring`
+//! provider.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// A certificate and its key, as PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// For a CA: its common name. For a serving certificate: its names.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// A rustls server configuration for a chain and key (checks they match).
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        // Checks that the key belongs to the first certificate.
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Certificates in a PEM text.
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM text.
+pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| format!("not PEM: {e}"))?
+        .ok_or_else(|| "no PRIVATE KEY block found".into())
+}
+
+/// Now, for certificate validity.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// The CA's parameters, rebuilt identically from its common name so that
+/// certificates it issues later carry the right issuer.
+/// The CA's parameters, rebuilt identically from its common name.
+fn ca_params(common_name: &str, not_after: OffsetDateTime) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "drover");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now() - Duration::hours(1);
+    params.not_after = not_after;
+    params
+}
+
+/// A new CA valid for `days`.
+pub fn generate_ca(days: i64) -> Result<CertPair, rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let cn = format!("drover-ca@{}", now().unix_timestamp());
+    let not_after = now() + Duration::days(days);
+    let cert = ca_params(&cn, not_after).self_signed(&key)?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        names: vec![cn],
+        not_after: not_after.unix_timestamp(),
+    })
+}
+
+/// A serving certificate for `names` (DNS names or IPs) signed by `ca`,
+/// valid for `days` (but not beyond the CA).
+pub fn generate_serving(
+    ca: &CertPair,
+    names: &[String],
+    days: i64,
+) -> Result<CertPair, rcgen::Error> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let ca_cn = ca.names.first().map(String::as_str).unwrap_or("drover-ca");
+    let ca_not_after = OffsetDateTime::from_unix_timestamp(ca.not_after).unwrap_or_else(|_| now());
+    let issuer = Issuer::new(ca_params(ca_cn, ca_not_after), ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "drover");
+    dn.push(DnType::CommonName, "drover");
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now() - Duration::hours(1);
+    let not_after = (now() + Duration::days(days)).min(ca_not_after);
+    params.not_after = not_after;
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        names: names.to_vec(),
+        not_after: not_after.unix_timestamp(),
+    })
+}
+
+/// A rustls client configuration that trusts only `ca_pem`.
+pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_certs(ca_pem)? {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+
+    #[test]
+    fn serving_cert_chains_to_the_ca() {
+        let ca = generate_ca(10).unwrap();
+        let serving = generate_serving(&ca, &["localhost".into(), "10.1.2.3".into()], 1).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(parse_certs(&ca.cert_pem).unwrap().remove(0))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let leaf = parse_certs(&serving.cert_pem).unwrap().remove(0);
+        for name in ["localhost", "10.1.2.3"] {
+            let server_name = rustls::pki_types::ServerName::try_from(name).unwrap();
+            verifier
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &server_name,
+                    &[],
+                    rustls::pki_types::UnixTime::now(),
+                )
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let other = rustls::pki_types::ServerName::try_from("example.com").unwrap();
+        assert!(verifier
+            .verify_server_cert(&leaf, &[], &other, &[], rustls::pki_types::UnixTime::now())
+            .is_err());
+    }
+}
