@@ -32,6 +32,7 @@ pub mod object;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
+pub mod reviews;
 pub mod schema;
 pub mod selector;
 pub mod table;

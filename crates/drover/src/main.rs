@@ -36,6 +36,10 @@ enum Command {
     ///
     /// Example: drover server --data-dir ./drover-data --listen 127.0.0.1:8443
     Server(drover_server::ServerArgs),
+    /// Run a simulated Kubernetes cluster (for tests, demos and benchmarks).
+    ///
+    /// Example: drover sim --nodes 3 --kubeconfig-out sim.kubeconfig
+    Sim(drover_sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::Server(args) => drover_server::run(args, signals.shutdown())
                 .await
                 .map_err(Into::into),
+            Command::Sim(args) => run_sim(args, signals).await,
         }
     });
     match result {
@@ -70,6 +75,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Run `drover sim` until a signal.
+async fn run_sim(args: drover_sim::SimArgs, signals: Signals) -> anyhow::Result<()> {
+    let sim = drover_sim::Sim::start(&args).await?;
+    println!("drover sim {} serving at {}", sim.name, sim.url);
+    if let Some(path) = &args.kubeconfig_out {
+        println!("admin kubeconfig: {}", path.display());
+    }
+    tracing::info!(name = %sim.name, url = %sim.url, nodes = args.nodes, version = %args.k8s_version, "simulated cluster running");
+    signals.shutdown().await;
+    sim.stop().await;
+    Ok(())
 }
 
 /// Logs go to stderr. The level comes from `DROVER_LOG` (or `RUST_LOG`),

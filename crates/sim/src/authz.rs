@@ -1,0 +1,268 @@
+//! Authorization in the simulator, as kube-apiserver's RBAC authorizer does
+//! it: ClusterRoleBindings grant their role's rules everywhere, RoleBindings
+//! only in their namespace; subjects are users, groups or service accounts;
+//! a ClusterRole with an `aggregationRule` holds the rules of the
+//! ClusterRoles its selectors match; `system:masters` may do anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use drover_apiserver::{ApiError, Authorizer};
+use drover_rbac::{PolicyRule, RuleSet, UserInfo};
+use drover_store::{ListOptions, Store};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+/// The group whose members bypass authorization.
+pub const MASTERS: &str = "system:masters";
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    cluster_roles: HashMap<String, Value>,
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_bindings: Vec<Value>,
+    bindings: Vec<Value>,
+}
+
+fn rules(v: &Value) -> Vec<PolicyRule> {
+    v.get("rules")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    drover_apiserver::object::labels(v)
+}
+
+/// Whether a `metav1.LabelSelector` (matchLabels and matchExpressions)
+/// matches `labels`.
+fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let labels_ok = match_labels.is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+    });
+    let exprs = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let exprs_ok = exprs.iter().all(|e| {
+        let key = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" => labels
+                .get(key)
+                .is_some_and(|v| values.contains(&v.as_str())),
+            "NotIn" => labels
+                .get(key)
+                .is_none_or(|v| !values.contains(&v.as_str())),
+            "Exists" => labels.contains_key(key),
+            "DoesNotExist" => !labels.contains_key(key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok && (match_labels.is_some() || !exprs.is_empty())
+}
+
+impl Snapshot {
+    /// A ClusterRole's rules, including aggregated ones.
+    fn cluster_role_rules(&self, name: &str, depth: usize) -> Vec<PolicyRule> {
+        let Some(role) = self.cluster_roles.get(name) else {
+            return Vec::new();
+        };
+        let mut out = rules(role);
+        if depth < 5 {
+            if let Some(selectors) = role
+                .pointer("/aggregationRule/clusterRoleSelectors")
+                .and_then(Value::as_array)
+            {
+                for (other, value) in &self.cluster_roles {
+                    if other != name
+                        && selectors
+                            .iter()
+                            .any(|s| selector_matches(s, &labels(value)))
+                    {
+                        out.extend(self.cluster_role_rules(other, depth + 1));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
+        let name = subject["name"].as_str().unwrap_or_default();
+        match subject["kind"].as_str().unwrap_or_default() {
+            "User" => name == user.name,
+            "Group" => user.groups.iter().any(|g| g == name),
+            "ServiceAccount" => {
+                let ns = subject["namespace"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(binding_ns);
+                user.name == format!("system:serviceaccount:{ns}:{name}")
+            }
+            _ => false,
+        }
+    }
+
+    fn rules_for(&self, user: &UserInfo) -> RuleSet {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return RuleSet {
+                cluster: vec![
+                    PolicyRule::resource(&["*"], &["*"], &["*"]),
+                    PolicyRule::non_resource(&["*"], &["*"]),
+                ],
+                ..Default::default()
+            };
+        }
+        let mut set = RuleSet::default();
+        for b in &self.cluster_bindings {
+            let subjects = b["subjects"].as_array().cloned().unwrap_or_default();
+            if subjects.iter().any(|s| Self::subject_matches(s, user, ""))
+                && b["roleRef"]["kind"] == "ClusterRole"
+            {
+                set.cluster.extend(
+                    self.cluster_role_rules(b["roleRef"]["name"].as_str().unwrap_or_default(), 0),
+                );
+            }
+        }
+        for b in &self.bindings {
+            let ns = b
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let subjects = b["subjects"].as_array().cloned().unwrap_or_default();
+            if !subjects.iter().any(|s| Self::subject_matches(s, user, ns)) {
+                continue;
+            }
+            let role = b["roleRef"]["name"].as_str().unwrap_or_default();
+            let granted = match b["roleRef"]["kind"].as_str() {
+                Some("ClusterRole") => self.cluster_role_rules(role, 0),
+                Some("Role") => self
+                    .roles
+                    .get(&(ns.to_owned(), role.to_owned()))
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            set.add_namespaced(ns, granted);
+        }
+        set
+    }
+}
+
+/// The simulator's RBAC authorizer.
+#[derive(Debug)]
+pub struct SimAuthorizer {
+    store: Store,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    dirty: AtomicBool,
+}
+
+impl SimAuthorizer {
+    /// An authorizer over `store`'s RBAC objects.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            snapshot: RwLock::new(None),
+            dirty: AtomicBool::new(true),
+        })
+    }
+
+    /// Mark the RBAC snapshot stale.
+    pub fn invalidate(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    async fn list(&self, plural: &str) -> Result<Vec<Value>, ApiError> {
+        let page = self
+            .store
+            .list(&ListOptions {
+                prefix: format!("/registry/{RBAC}/{plural}/"),
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+        Ok(page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
+    async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        if !self.dirty.load(Ordering::SeqCst) {
+            if let Some(s) = self
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return Ok(s);
+            }
+        }
+        self.dirty.store(false, Ordering::SeqCst);
+        let mut s = Snapshot::default();
+        for r in self.list("clusterroles").await? {
+            s.cluster_roles
+                .insert(drover_apiserver::object::name(&r).to_owned(), r);
+        }
+        for r in self.list("roles").await? {
+            let ns = drover_apiserver::object::meta_str(&r, "namespace").to_owned();
+            s.roles.insert(
+                (ns, drover_apiserver::object::name(&r).to_owned()),
+                rules(&r),
+            );
+        }
+        s.cluster_bindings = self.list("clusterrolebindings").await?;
+        s.bindings = self.list("rolebindings").await?;
+        let s = Arc::new(s);
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        Ok(s)
+    }
+}
+
+impl Authorizer for SimAuthorizer {
+    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>> {
+        Box::pin(async move { Ok(self.snapshot().await?.rules_for(user)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors() {
+        let l: BTreeMap<String, String> = [(
+            "rbac.authorization.k8s.io/aggregate-to-view".to_owned(),
+            "true".to_owned(),
+        )]
+        .into();
+        assert!(selector_matches(
+            &json!({"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}),
+            &l
+        ));
+        assert!(!selector_matches(
+            &json!({"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}}),
+            &l
+        ));
+        assert!(
+            !selector_matches(&json!({}), &l),
+            "an empty selector matches nothing here"
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The built-in kinds the simulator serves, with schemas derived from
+//! k8s-openapi's types (so wrong shapes are refused as kube-apiserver
+//! refuses them) and the columns `kubectl get` shows for them.
+
+use std::sync::Arc;
+
+use drover_apiserver::{Column, KindInfo, Registry, Strategy};
+use drover_core::api::schema_for;
+use k8s_openapi::api::{
+    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, rbac::v1 as rbac,
+};
+use serde_json::Value;
+
+use crate::authz::SimAuthorizer;
+
+/// A kind: its schema, columns, and whether writes change RBAC.
+pub(crate) struct Builtin {
+    schema: Value,
+    columns: Vec<Column>,
+    cell: fn(&Column, &Value) -> Value,
+    rbac: Option<Arc<SimAuthorizer>>,
+}
+
+impl Strategy for Builtin {
+    fn schema(&self) -> Value {
+        self.schema.clone()
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        self.columns.clone()
+    }
+
+    fn cell(&self, column: &Column, obj: &Value) -> Value {
+        (self.cell)(column, obj)
+    }
+
+    fn committed(&self) {
+        if let Some(a) = &self.rbac {
+            a.invalidate();
+        }
+    }
+}
+
+fn pointer(column: &Column, obj: &Value) -> Value {
+    obj.pointer(column.pointer).cloned().unwrap_or(Value::Null)
+}
+
+/// Cells kubectl computes on the server side for core kinds.
+fn derived(column: &Column, obj: &Value) -> Value {
+    let arr_len = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0)
+    };
+    let map_len = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_object)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    match column.pointer {
+        "#data" => Value::from(map_len("/data") + map_len("/binaryData") + map_len("/stringData")),
+        "#node-status" => {
+            let ready = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            Value::from(match ready {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            })
+        }
+        "#roles" => {
+            let roles: Vec<String> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| {
+                            k.strip_prefix("node-role.kubernetes.io/")
+                                .map(str::to_owned)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Value::from(if roles.is_empty() {
+                "<none>".to_owned()
+            } else {
+                roles.join(",")
+            })
+        }
+        "#pod-ready" => {
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            Value::from(format!("{ready}/{}", arr_len("/spec/containers")))
+        }
+        "#restarts" => Value::from(
+            obj.pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c["restartCount"].as_i64())
+                        .sum::<i64>()
+                })
+                .unwrap_or(0),
+        ),
+        "#ready-replicas" => Value::from(format!(
+            "{}/{}",
+            obj.pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            obj.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        )),
+        "#ports" => {
+            let ports: Vec<String> = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Value::from(if ports.is_empty() {
+                "<none>".to_owned()
+            } else {
+                ports.join(",")
+            })
+        }
+        "#phase" => Value::from(match s("/status/phase").as_str() {
+            "" => "Active".to_owned(),
+            p => p.to_owned(),
+        }),
+        _ => pointer(column, obj),
+    }
+}
+
+fn col(name: &'static str, ty: &'static str, pointer: &'static str, priority: u8) -> Column {
+    Column {
+        name,
+        ty,
+        description: name,
+        pointer,
+        priority,
+    }
+}
+
+/// Register every built-in kind.
+pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
+    let mut add = |group: &'static str,
+                   kind: &'static str,
+                   plural: &'static str,
+                   singular: &'static str,
+                   short: &'static [&'static str],
+                   namespaced: bool,
+                   status: bool,
+                   schema: Value,
+                   columns: Vec<Column>| {
+        let rbac = (group == "rbac.authorization.k8s.io").then(|| authz.clone());
+        let cell = if columns.iter().any(|c| c.pointer.starts_with('#')) {
+            derived
+        } else {
+            pointer
+        };
+        reg.register(
+            KindInfo {
+                group,
+                version: "v1",
+                kind,
+                plural,
+                singular,
+                short_names: short,
+                namespaced,
+                status,
+                list_filtered: false,
+                name_prefix: None,
+                create_only: false,
+            },
+            Builtin {
+                schema,
+                columns,
+                cell,
+                rbac,
+            },
+        );
+    };
+    add(
+        "",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        &["ns"],
+        false,
+        true,
+        schema_for::<core::Namespace>(),
+        vec![col("Status", "string", "#phase", 0)],
+    );
+    add(
+        "",
+        "Node",
+        "nodes",
+        "node",
+        &["no"],
+        false,
+        true,
+        schema_for::<core::Node>(),
+        vec![
+            col("Status", "string", "#node-status", 0),
+            col("Roles", "string", "#roles", 0),
+            col("Version", "string", "/status/nodeInfo/kubeletVersion", 0),
+            col("OS-Image", "string", "/status/nodeInfo/osImage", 1),
+            col(
+                "Kernel-Version",
+                "string",
+                "/status/nodeInfo/kernelVersion",
+                1,
+            ),
+        ],
+    );
+    add(
+        "",
+        "Pod",
+        "pods",
+        "pod",
+        &["po"],
+        true,
+        true,
+        schema_for::<core::Pod>(),
+        vec![
+            col("Ready", "string", "#pod-ready", 0),
+            col("Status", "string", "/status/phase", 0),
+            col("Restarts", "integer", "#restarts", 0),
+            col("IP", "string", "/status/podIP", 1),
+            col("Node", "string", "/spec/nodeName", 1),
+        ],
+    );
+    add(
+        "",
+        "Service",
+        "services",
+        "service",
+        &["svc"],
+        true,
+        true,
+        schema_for::<core::Service>(),
+        vec![
+            col("Type", "string", "/spec/type", 0),
+            col("Cluster-IP", "string", "/spec/clusterIP", 0),
+            col("Port(s)", "string", "#ports", 0),
+        ],
+    );
+    add(
+        "",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        &["ep"],
+        true,
+        false,
+        schema_for::<core::Endpoints>(),
+        vec![],
+    );
+    add(
+        "",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        &["cm"],
+        true,
+        false,
+        schema_for::<core::ConfigMap>(),
+        vec![col("Data", "integer", "#data", 0)],
+    );
+    add(
+        "",
+        "Secret",
+        "secrets",
+        "secret",
+        &[],
+        true,
+        false,
+        schema_for::<core::Secret>(),
+        vec![
+            col("Type", "string", "/type", 0),
+            col("Data", "integer", "#data", 0),
+        ],
+    );
+    add(
+        "",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        &["sa"],
+        true,
+        false,
+        schema_for::<core::ServiceAccount>(),
+        vec![],
+    );
+    add(
+        "",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        &["quota"],
+        true,
+        true,
+        schema_for::<core::ResourceQuota>(),
+        vec![],
+    );
+    add(
+        "",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        &["limits"],
+        true,
+        false,
+        schema_for::<core::LimitRange>(),
+        vec![],
+    );
+    add(
+        "",
+        "Event",
+        "events",
+        "event",
+        &["ev"],
+        true,
+        false,
+        schema_for::<core::Event>(),
+        vec![
+            col("Type", "string", "/type", 0),
+            col("Reason", "string", "/reason", 0),
+            col("Message", "string", "/message", 0),
+        ],
+    );
+    let replicas = || {
+        vec![
+            col("Ready", "string", "#ready-replicas", 0),
+            col("Up-to-date", "integer", "/status/updatedReplicas", 0),
+            col("Available", "integer", "/status/availableReplicas", 0),
+        ]
+    };
+    add(
+        "apps",
+        "Deployment",
+        "deployments",
+        "deployment",
+        &["deploy"],
+        true,
+        true,
+        schema_for::<apps::Deployment>(),
+        replicas(),
+    );
+    add(
+        "apps",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        &["rs"],
+        true,
+        true,
+        schema_for::<apps::ReplicaSet>(),
+        vec![
+            col("Desired", "integer", "/spec/replicas", 0),
+            col("Current", "integer", "/status/replicas", 0),
+            col("Ready", "integer", "/status/readyReplicas", 0),
+        ],
+    );
+    add(
+        "apps",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        &["sts"],
+        true,
+        true,
+        schema_for::<apps::StatefulSet>(),
+        vec![col("Ready", "string", "#ready-replicas", 0)],
+    );
+    add(
+        "apps",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        &["ds"],
+        true,
+        true,
+        schema_for::<apps::DaemonSet>(),
+        vec![
+            col("Desired", "integer", "/status/desiredNumberScheduled", 0),
+            col("Current", "integer", "/status/currentNumberScheduled", 0),
+            col("Ready", "integer", "/status/numberReady", 0),
+        ],
+    );
+    let rbac_group = "rbac.authorization.k8s.io";
+    add(
+        rbac_group,
+        "Role",
+        "roles",
+        "role",
+        &[],
+        true,
+        false,
+        schema_for::<rbac::Role>(),
+        vec![],
+    );
+    add(
+        rbac_group,
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        &[],
+        true,
+        false,
+        schema_for::<rbac::RoleBinding>(),
+        vec![col("Role", "string", "/roleRef/name", 0)],
+    );
+    add(
+        rbac_group,
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        &[],
+        false,
+        false,
+        schema_for::<rbac::ClusterRole>(),
+        vec![],
+    );
+    add(
+        rbac_group,
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        &[],
+        false,
+        false,
+        schema_for::<rbac::ClusterRoleBinding>(),
+        vec![col("Role", "string", "/roleRef/name", 0)],
+    );
+    add(
+        "coordination.k8s.io",
+        "Lease",
+        "leases",
+        "lease",
+        &[],
+        true,
+        false,
+        schema_for::<coordination::Lease>(),
+        vec![col("Holder", "string", "/spec/holderIdentity", 0)],
+    );
+}
