@@ -226,7 +226,7 @@ impl ApiServer {
             verb => {
                 let mut body = read_body(req.into_body()).await?;
                 let mut content_type = content_type;
-                if verb == "create" && content_type == protobuf::MEDIA_TYPE {
+                if matches!(verb, "create" | "update") && content_type == protobuf::MEDIA_TYPE {
                     let (api_version, kind, raw) = protobuf::unwrap_envelope(&body)?;
                     let mut obj = r
                         .strategy

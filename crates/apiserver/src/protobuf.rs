@@ -79,6 +79,19 @@ impl<'a> Message<'a> {
         Ok(Self(fields))
     }
 
+    /// Every field in wire order.
+    pub fn fields(&self) -> impl Iterator<Item = (u32, Field<'a>)> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The last varint in field `n`.
+    pub fn varint(&self, n: u32) -> Option<u64> {
+        self.0.iter().rev().find_map(|(k, v)| match v {
+            Field::Varint(x) if *k == n => Some(*x),
+            _ => None,
+        })
+    }
+
     /// The last string in field `n`, or `""`.
     pub fn string(&self, n: u32) -> Result<String, ApiError> {
         match self.bytes(n) {

@@ -19,6 +19,9 @@ pub(crate) struct Builtin {
     columns: Vec<Column>,
     cell: fn(&Column, &Value) -> Value,
     rbac: Option<Arc<SimAuthorizer>>,
+    /// The protobuf message of the kind, e.g. `api.core.v1.Namespace`.
+    proto: String,
+    kind: &'static str,
 }
 
 impl Strategy for Builtin {
@@ -32,6 +35,36 @@ impl Strategy for Builtin {
 
     fn cell(&self, column: &Column, obj: &Value) -> Value {
         (self.cell)(column, obj)
+    }
+
+    fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, drover_apiserver::ApiError>> {
+        Some(crate::protobuf::decode(&self.proto, raw, &self.schema))
+    }
+
+    fn prepare_create<'a>(
+        &'a self,
+        _ctx: &'a drover_apiserver::Context,
+        obj: &'a mut Value,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<drover_apiserver::Prepared, drover_apiserver::ApiError>,
+    > {
+        Box::pin(async move {
+            crate::defaults::apply(self.kind, obj);
+            Ok(drover_apiserver::Prepared::default())
+        })
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        _ctx: &'a drover_apiserver::Context,
+        new: &'a mut Value,
+        _old: &'a Value,
+    ) -> futures::future::BoxFuture<'a, Result<(), drover_apiserver::ApiError>> {
+        Box::pin(async move {
+            crate::defaults::apply(self.kind, new);
+            Ok(())
+        })
     }
 
     fn committed(&self) {
@@ -179,6 +212,12 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         } else {
             pointer
         };
+        let package = match group {
+            "" => "core",
+            "rbac.authorization.k8s.io" => "rbac",
+            g => g.split('.').next().unwrap_or(g),
+        };
+        let proto = format!("api.{package}.v1.{kind}");
         reg.register(
             KindInfo {
                 group,
@@ -198,6 +237,8 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 columns,
                 cell,
                 rbac,
+                proto,
+                kind,
             },
         );
     };

@@ -18,14 +18,20 @@
 //!   → impersonation (needs the impersonate verb) → ApiServer → store
 //! ```
 //!
-//! Not yet simulated (later work): protobuf bodies of built-in kinds,
-//! ServiceAccount tokens, namespace deletion lifecycle, node heartbeats, the
+//! - `protobuf` (+ the generated `proto_tables`): protobuf bodies of the
+//!   built-in kinds, as kubectl's typed `create` commands send them.
+//! - `defaults`: kube-apiserver's defaulting of the fields users see.
+//!
+//! Not yet simulated (later work): ServiceAccount tokens, namespace deletion lifecycle, node heartbeats, the
 //! Deployment controller, pod logs and exec, quota and LimitRange admission.
 
 pub mod authz;
 mod bootstrap;
+mod defaults;
 pub mod impersonation;
 mod kinds;
+mod proto_tables;
+mod protobuf;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -271,13 +271,17 @@ async fn auth_whoami_can_i_and_rbac_denial_for_impersonated_users() {
     assert!(err.contains(r#"pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#), "{err}");
 
     // Bind bob to view in default; now he may read but not write.
-    // (kubectl create rolebinding sends protobuf, which the simulator does
-    // not decode yet for built-in kinds; apply sends JSON.)
-    let binding = e.file(
-        "rb.yaml",
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: bob-view\n  namespace: default\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: view\nsubjects:\n- kind: User\n  apiGroup: rbac.authorization.k8s.io\n  name: bob\n",
-    );
-    e.ok(&["apply", "-f", &binding]).await;
+    // kubectl sends this as protobuf.
+    e.ok(&[
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+        "-n",
+        "default",
+    ])
+    .await;
     assert_eq!(
         e.ok(&["auth", "can-i", "list", "pods", "--as", "bob"])
             .await
@@ -316,4 +320,80 @@ async fn auth_whoami_can_i_and_rbac_denial_for_impersonated_users() {
         .trim(),
         "yes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typed_creates_arrive_as_protobuf_and_land_as_kubernetes_would_store_them() {
+    let e = env().await;
+    e.ok(&[
+        "create",
+        "configmap",
+        "app",
+        "--from-literal=mode=fast",
+        "--from-literal=level=3",
+    ])
+    .await;
+    let cm: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "cm", "app", "-o", "json"]).await).unwrap();
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"mode": "fast", "level": "3"})
+    );
+
+    e.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2",
+    ])
+    .await;
+    let secret: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "secret", "db", "-o", "json"]).await).unwrap();
+    assert_eq!(
+        secret["data"]["password"], "aHVudGVyMg==",
+        "bytes arrive base64-encoded"
+    );
+    assert_eq!(secret["type"], "Opaque");
+
+    e.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+        "--port=80",
+    ])
+    .await;
+    let d: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "deployment", "web", "-o", "json"]).await).unwrap();
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (c["name"].as_str(), c["image"].as_str()),
+        (Some("nginx"), Some("nginx:1.27"))
+    );
+    assert_eq!(c["ports"][0]["containerPort"], 80);
+
+    e.ok(&["create", "serviceaccount", "robot"]).await;
+    e.ok(&["get", "sa", "robot"]).await;
+    e.ok(&[
+        "create",
+        "clusterrole",
+        "pod-reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ])
+    .await;
+    let role: serde_json::Value = serde_json::from_str(
+        &e.ok(&["get", "clusterrole", "pod-reader", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list"])
+    );
+    assert_eq!(role["rules"][0]["resources"], serde_json::json!(["pods"]));
 }
