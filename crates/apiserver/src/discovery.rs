@@ -95,6 +95,9 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, Ap
             entry["shortNames"] = json!(i.short_names);
         }
         list.push(entry);
+        for action in i.actions {
+            list.push(json!({"name": format!("{}/{action}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["create"]}));
+        }
         if i.status {
             list.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["get", "patch", "update"]}));
         }

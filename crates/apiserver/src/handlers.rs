@@ -673,7 +673,7 @@ impl ApiServer {
             .with_rv());
         }
         let key = key_of(r, &info.namespace, &info.name);
-        if is_deleting(&new) && finalizers(&new).is_empty() {
+        if is_deleting(&new) && !r.strategy.holds_deletion(&new) {
             let kv = self
                 .store
                 .delete(&key, Some(current.revision))
@@ -766,7 +766,7 @@ impl ApiServer {
         }
         r.strategy.prepare_delete(ctx, &current.value).await?;
         let key = key_of(r, object::meta_str(&current.value, "namespace"), &name);
-        if !finalizers(&current.value).is_empty() {
+        if r.strategy.holds_deletion(&current.value) {
             if is_deleting(&current.value) {
                 return Ok(current.with_rv());
             }
@@ -774,6 +774,7 @@ impl ApiServer {
             let mm = meta_mut(&mut marked);
             mm.insert("deletionTimestamp".into(), Value::String(m::now_rfc3339()));
             mm.insert("deletionGracePeriodSeconds".into(), json!(0));
+            r.strategy.mark_deleting(&mut marked);
             if dry_run {
                 return Ok(Stored {
                     value: marked,

@@ -36,6 +36,9 @@ pub struct KindInfo {
     pub name_prefix: Option<&'static str>,
     /// Only `create` is served, and nothing is stored (reviews, actions).
     pub create_only: bool,
+    /// Subresources besides `status` that take a `create` (POST), served by
+    /// [`Strategy::create_subresource`], e.g. `serviceaccounts/token`.
+    pub actions: &'static [&'static str],
 }
 
 impl KindInfo {
@@ -165,6 +168,38 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Called after any write of this kind has committed.
     fn committed(&self) {}
+
+    /// Whether something still holds the object's deletion (default: its
+    /// `metadata.finalizers`; namespaces also use `spec.finalizers`).
+    fn holds_deletion(&self, obj: &Value) -> bool {
+        !crate::object::finalizers(obj).is_empty()
+    }
+
+    /// Changes made when an object starts being deleted (besides its
+    /// `deletionTimestamp`), e.g. a namespace's `Terminating` phase.
+    fn mark_deleting(&self, _obj: &mut Value) {}
+
+    /// Answer `POST …/{name}/{subresource}` for one of [`KindInfo::actions`].
+    /// `body` is the JSON body (decoded from protobuf if it came so).
+    fn create_subresource<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _namespace: &'a str,
+        _name: &'a str,
+        subresource: &'a str,
+        _body: Value,
+    ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move { Err(ApiError::method_not_allowed(subresource)) })
+    }
+
+    /// Decode a protobuf body sent to a subresource (message by its kind).
+    fn decode_subresource_protobuf(
+        &self,
+        _kind: &str,
+        _raw: &[u8],
+    ) -> Option<Result<Value, ApiError>> {
+        None
+    }
 
     /// Cleanup after a delete (idempotent: it may run again after a crash).
     fn after_delete<'a>(&'a self, _ctx: &'a Context, _obj: &'a Value) -> BoxFuture<'a, ()> {

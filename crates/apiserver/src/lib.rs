@@ -156,8 +156,17 @@ impl ApiServer {
         {
             return Err(ApiError::no_such_path());
         }
-        let served_subresource =
-            info.subresource.is_empty() || (info.subresource == "status" && r.info.status);
+        let action =
+            !info.subresource.is_empty() && r.info.actions.contains(&info.subresource.as_str());
+        if action && info.verb != "create" {
+            return Err(ApiError::method_not_allowed(&format!(
+                "{}/{} only supports create",
+                r.info.plural, info.subresource
+            )));
+        }
+        let served_subresource = info.subresource.is_empty()
+            || (info.subresource == "status" && r.info.status)
+            || action;
         if !served_subresource {
             return Err(ApiError::no_such_path());
         }
@@ -228,9 +237,12 @@ impl ApiServer {
                 let mut content_type = content_type;
                 if matches!(verb, "create" | "update") && content_type == protobuf::MEDIA_TYPE {
                     let (api_version, kind, raw) = protobuf::unwrap_envelope(&body)?;
-                    let mut obj = r
-                        .strategy
-                        .decode_protobuf(raw)
+                    let decoded = if action {
+                        r.strategy.decode_subresource_protobuf(&kind, raw)
+                    } else {
+                        r.strategy.decode_protobuf(raw)
+                    };
+                    let mut obj = decoded
                         .ok_or_else(|| ApiError::unsupported_media_type(&content_type))??;
                     obj["apiVersion"] = serde_json::Value::String(api_version);
                     obj["kind"] = serde_json::Value::String(kind);
@@ -242,6 +254,20 @@ impl ApiServer {
                     return Err(ApiError::unsupported_media_type(&content_type));
                 }
                 match verb {
+                    "create" if action => {
+                        let obj = handlers::parse_object(&body)?;
+                        let out = r
+                            .strategy
+                            .create_subresource(
+                                &ctx,
+                                &info.namespace,
+                                &info.name,
+                                &info.subresource,
+                                obj,
+                            )
+                            .await?;
+                        Ok(respond(StatusCode::CREATED, &out, &[]))
+                    }
                     "create" => self.create(&ctx, &r, &info, &q, &body).await,
                     "update" => self.update(&ctx, &r, &info, &q, &body).await,
                     "patch" => self.patch(&ctx, &r, &info, &q, &content_type, &body).await,

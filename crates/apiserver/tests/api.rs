@@ -108,6 +108,7 @@ fn info(kind: &'static str, plural: &'static str, namespaced: bool, status: bool
         list_filtered: false,
         name_prefix: None,
         create_only: false,
+        actions: &[],
     }
 }
 

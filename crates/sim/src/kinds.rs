@@ -67,6 +67,50 @@ impl Strategy for Builtin {
         })
     }
 
+    fn holds_deletion(&self, obj: &Value) -> bool {
+        let spec_finalizers = self.kind == "Namespace"
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        spec_finalizers || !drover_apiserver::object::finalizers(obj).is_empty()
+    }
+
+    fn mark_deleting(&self, obj: &mut Value) {
+        if self.kind == "Namespace" {
+            obj["status"]["phase"] = Value::String("Terminating".into());
+        }
+    }
+
+    fn create_subresource<'a>(
+        &'a self,
+        ctx: &'a drover_apiserver::Context,
+        namespace: &'a str,
+        name: &'a str,
+        subresource: &'a str,
+        body: Value,
+    ) -> futures::future::BoxFuture<'a, Result<Value, drover_apiserver::ApiError>> {
+        Box::pin(async move {
+            match (self.kind, subresource) {
+                ("ServiceAccount", "token") => {
+                    crate::tokens::request(&ctx.store, namespace, name, body).await
+                }
+                _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
+            }
+        })
+    }
+
+    fn decode_subresource_protobuf(
+        &self,
+        kind: &str,
+        raw: &[u8],
+    ) -> Option<Result<Value, drover_apiserver::ApiError>> {
+        (kind == "TokenRequest").then(|| {
+            let schema = schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>();
+            crate::protobuf::decode("api.authentication.v1.TokenRequest", raw, &schema)
+        })
+    }
+
     fn committed(&self) {
         if let Some(a) = &self.rbac {
             a.invalidate();
@@ -231,6 +275,11 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 list_filtered: false,
                 name_prefix: None,
                 create_only: false,
+                actions: if kind == "ServiceAccount" {
+                    &["token"]
+                } else {
+                    &[]
+                },
             },
             Builtin {
                 schema,

@@ -22,16 +22,24 @@
 //!   built-in kinds, as kubectl's typed `create` commands send them.
 //! - `defaults`: kube-apiserver's defaulting of the fields users see.
 //!
-//! Not yet simulated (later work): ServiceAccount tokens, namespace deletion lifecycle, node heartbeats, the
-//! Deployment controller, pod logs and exec, quota and LimitRange admission.
+//! - `controllers`: namespace deletion lifecycle; node Lease renewals and
+//!   Ready heartbeats (`--heartbeat-seconds`).
+//! - `tokens`: ServiceAccount tokens from TokenRequests
+//!   (`kubectl create token`).
+//!
+//! Not yet simulated (later work): the Deployment controller, pod logs and
+//! exec, quota and LimitRange admission, strategic merge patch with merge
+//! keys, node flapping.
 
 pub mod authz;
 mod bootstrap;
+mod controllers;
 mod defaults;
 pub mod impersonation;
 mod kinds;
 mod proto_tables;
 mod protobuf;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +89,10 @@ pub struct SimArgs {
     /// Keep the cluster's state here (default: a temp dir, removed on exit).
     #[arg(long, env = "DROVER_SIM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Seconds between node heartbeats (Lease renewals and Ready
+    /// heartbeats), as a kubelet's 10 s.
+    #[arg(long, env = "DROVER_SIM_HEARTBEAT", default_value_t = 10)]
+    pub heartbeat_seconds: u64,
 }
 
 /// Why a simulated cluster could not start.
@@ -132,11 +144,13 @@ pub struct Sim {
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 struct SimState {
     api: Arc<ApiServer>,
+    store: Store,
     admin_token: String,
     version: Value,
 }
@@ -163,6 +177,10 @@ impl Sim {
         )
         .await?;
         bootstrap::ensure_cluster(&store, &args.name, args.nodes, &args.k8s_version).await?;
+        let node_names: Vec<String> = (0..args.nodes)
+            .map(|i| format!("{}-node-{i}", args.name))
+            .collect();
+        controllers::ensure_leases(&store, &node_names).await?;
 
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -204,8 +222,16 @@ impl Sim {
             }),
         );
         let admin_token = drover_core::names::random_suffix(48);
+        let controllers = vec![
+            controllers::spawn_namespace_lifecycle(store.clone(), api.clone()),
+            controllers::spawn_heartbeats(
+                store.clone(),
+                std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
+            ),
+        ];
         let state = Arc::new(SimState {
             api,
+            store: store.clone(),
             admin_token: admin_token.clone(),
             version: version_info(&args.k8s_version),
         });
@@ -234,6 +260,7 @@ impl Sim {
             store,
             stop: Some(stop),
             task: Some(task),
+            controllers,
             _tmp: tmp,
         };
         if let Some(path) = &args.kubeconfig_out {
@@ -258,6 +285,9 @@ impl Sim {
 
     /// Stop serving and close the store.
     pub async fn stop(mut self) {
+        for c in self.controllers.drain(..) {
+            c.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -270,6 +300,9 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        for c in &self.controllers {
+            c.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -346,14 +379,18 @@ async fn authenticate(
         .unwrap_or_default()
         .trim();
     let admin: bool = bearer.as_bytes().ct_eq(state.admin_token.as_bytes()).into();
-    if !admin {
-        return ApiError::unauthorized().into_response();
-    }
-    let caller = UserInfo {
-        name: ADMIN_USER.to_owned(),
-        uid: String::new(),
-        groups: vec![authz::MASTERS.to_owned(), "system:authenticated".to_owned()],
-        extra: Default::default(),
+    let caller = if admin {
+        UserInfo {
+            name: ADMIN_USER.to_owned(),
+            uid: String::new(),
+            groups: vec![authz::MASTERS.to_owned(), "system:authenticated".to_owned()],
+            extra: Default::default(),
+        }
+    } else {
+        match tokens::authenticate(&state.store, bearer).await {
+            Some(user) => user,
+            None => return ApiError::unauthorized().into_response(),
+        }
     };
     let user = match impersonation::resolve(state.api.authorizer().as_ref(), caller, req.headers())
         .await

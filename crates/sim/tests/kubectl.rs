@@ -25,6 +25,7 @@ async fn env() -> Env {
         k8s_version: drover_sim::DEFAULT_K8S_VERSION.into(),
         kubeconfig_out: Some(kubeconfig.clone()),
         data_dir: None,
+        heartbeat_seconds: 1,
     };
     let sim = Sim::start(&args).await.unwrap();
     Env {
@@ -396,4 +397,139 @@ async fn typed_creates_arrive_as_protobuf_and_land_as_kubernetes_would_store_the
         serde_json::json!(["get", "list"])
     );
     assert_eq!(role["rules"][0]["resources"], serde_json::json!(["pods"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_deletion_lifecycle() {
+    let e = env().await;
+    e.ok(&["create", "ns", "doomed"]).await;
+    e.ok(&[
+        "create",
+        "configmap",
+        "left",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ])
+    .await;
+    let out = e.ok(&["delete", "ns", "doomed", "--wait=false"]).await;
+    assert_eq!(out.trim(), r#"namespace "doomed" deleted"#);
+    let phase = e
+        .ok(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"])
+        .await;
+    assert_eq!(phase, "Terminating", "a deleted namespace terminates first");
+    let (code, _, err) = e
+        .kubectl(&["create", "configmap", "late", "-n", "doomed"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "unable to create new content in namespace doomed because it is being terminated"
+        ),
+        "{err}"
+    );
+    // kubectl delete waits until the namespace is gone.
+    let (code, _, _) = e
+        .kubectl(&["wait", "--for=delete", "ns/doomed", "--timeout=30s"])
+        .await;
+    assert_eq!(code, 0, "the namespace goes away");
+    let (code, _, err) = e.kubectl(&["get", "cm", "left", "-n", "doomed"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "its contents went with it: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_renew_leases_and_heartbeats_live() {
+    let e = env().await;
+    let leases = e
+        .ok(&["get", "leases", "-n", "kube-node-lease", "--no-headers"])
+        .await;
+    assert_eq!(leases.lines().count(), 3, "{leases}");
+    let mut watch = e
+        .cmd(&[
+            "get",
+            "lease",
+            "test-node-1",
+            "-n",
+            "kube-node-lease",
+            "-w",
+            "-o",
+            "jsonpath={.spec.renewTime}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("the lease");
+    let second = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a renewal, seen live");
+    assert!(second > first, "{first} then {second}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serviceaccount_tokens_authenticate_until_the_account_goes() {
+    let e = env().await;
+    e.ok(&["create", "serviceaccount", "robot", "-n", "default"])
+        .await;
+    let token = e
+        .ok(&["create", "token", "robot", "-n", "default"])
+        .await
+        .trim()
+        .to_owned();
+    assert!(token.len() >= 32, "{token}");
+    let as_robot = |args: &[&str]| {
+        let mut full = vec!["--token", token.as_str()];
+        full.extend_from_slice(args);
+        full.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = as_robot(&["auth", "whoami"]);
+    let who = e
+        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert!(
+        who.contains("system:serviceaccount:default:robot")
+            && who.contains("system:serviceaccounts:default"),
+        "{who}"
+    );
+    let args = as_robot(&["get", "pods"]);
+    let (code, _, err) = e
+        .kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(r#"User "system:serviceaccount:default:robot" cannot list resource "pods""#),
+        "{err}"
+    );
+    e.ok(&["delete", "serviceaccount", "robot", "-n", "default"])
+        .await;
+    let args = as_robot(&["auth", "whoami"]);
+    let (code, _, err) = e
+        .kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Unauthorized") || err.contains("401"),
+        "a deleted account's token stops: {err}"
+    );
+    let (code, _, err) = e
+        .kubectl(&["create", "token", "ghost", "-n", "default"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(r#"serviceaccounts "ghost" not found"#),
+        "{err}"
+    );
 }

@@ -1,0 +1,207 @@
+//! The simulated cluster's controllers, writing to the store as the real
+//! control plane and kubelets would:
+//!
+//! - namespace lifecycle: a deleted namespace shows `Terminating` (for at
+//!   least a second, as a real one does for a while), its contents are
+//!   removed, then the namespace itself;
+//! - node heartbeats: every node renews its Lease in `kube-node-lease` and
+//!   the `lastHeartbeatTime` of its conditions, so watchers see them live.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use drover_apiserver::ApiServer;
+use drover_core::meta;
+use drover_store::{ListOptions, Store, StoreError};
+use serde_json::{json, Value};
+
+const NAMESPACES: &str = "/registry/core/namespaces/";
+/// How long a deleted namespace stays Terminating at least.
+const TERMINATING_FOR: Duration = Duration::from_secs(1);
+
+/// Run the namespace lifecycle until the task is aborted.
+pub(crate) fn spawn_namespace_lifecycle(
+    store: Store,
+    api: Arc<ApiServer>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if let Err(e) = finalize_namespaces(&store, &api).await {
+                if matches!(e, StoreError::Closed) {
+                    return;
+                }
+                tracing::warn!(error = %e, "namespace lifecycle pass failed");
+            }
+        }
+    })
+}
+
+async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), StoreError> {
+    let page = store
+        .list(&ListOptions {
+            prefix: NAMESPACES.into(),
+            ..Default::default()
+        })
+        .await?;
+    for kv in page.items {
+        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let Some(since) = ns
+            .pointer("/metadata/deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(meta::parse_rfc3339)
+        else {
+            continue;
+        };
+        if SystemTime::now().duration_since(since).unwrap_or_default() < TERMINATING_FOR {
+            continue;
+        }
+        let name = drover_apiserver::object::name(&ns).to_owned();
+        for r in api.registry().all().iter().filter(|r| r.info.namespaced) {
+            let group = if r.info.group.is_empty() {
+                "core"
+            } else {
+                r.info.group
+            };
+            let prefix = format!("/registry/{group}/{}/{name}/", r.info.plural);
+            for item in store
+                .list(&ListOptions {
+                    prefix,
+                    ..Default::default()
+                })
+                .await?
+                .items
+            {
+                match store.delete(&item.key, None).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match store.delete(&kv.key, Some(kv.mod_revision)).await {
+            Ok(_) => tracing::info!(namespace = %name, "namespace deleted"),
+            Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn lease_key(node: &str) -> String {
+    drover_core::keys::object(
+        "coordination.k8s.io",
+        "leases",
+        Some("kube-node-lease"),
+        node,
+    )
+}
+
+/// A node's Lease as the kubelet keeps it.
+pub(crate) fn lease_object(node: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": node, "namespace": "kube-node-lease", "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339(), "generation": 1,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": ""}]},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": micro_now()},
+    })
+}
+
+fn micro_now() -> String {
+    let now = SystemTime::now();
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    format!("{}.{micros:06}Z", meta::rfc3339(now).trim_end_matches('Z'))
+}
+
+/// Renew every node's Lease and heartbeat every `every`, until aborted.
+pub(crate) fn spawn_heartbeats(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = heartbeat(&store).await {
+                if matches!(e, StoreError::Closed) {
+                    return;
+                }
+                tracing::warn!(error = %e, "node heartbeat failed");
+            }
+        }
+    })
+}
+
+/// Update `key` with `change` applied, retrying on conflicts.
+async fn modify(store: &Store, key: &str, change: impl Fn(&mut Value)) -> Result<(), StoreError> {
+    for _ in 0..5 {
+        let Some(kv) = store.get(key).await? else {
+            return Ok(());
+        };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&kv.value) else {
+            return Ok(());
+        };
+        change(&mut v);
+        match store.update(key, v.to_string(), kv.mod_revision).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn heartbeat(store: &Store) -> Result<(), StoreError> {
+    let nodes = store
+        .list(&ListOptions {
+            prefix: "/registry/core/nodes/".into(),
+            ..Default::default()
+        })
+        .await?;
+    let now = meta::now_rfc3339();
+    for kv in nodes.items {
+        let name = kv.key.rsplit('/').next().unwrap_or_default().to_owned();
+        modify(store, &kv.key, |node| {
+            if let Some(Value::Array(conditions)) = node.pointer_mut("/status/conditions") {
+                for c in conditions {
+                    c["lastHeartbeatTime"] = json!(now);
+                }
+            }
+        })
+        .await?;
+        if store.get(&lease_key(&name)).await?.is_none() {
+            match store
+                .create(&lease_key(&name), lease_object(&name).to_string())
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            let renew = micro_now();
+            modify(store, &lease_key(&name), |lease| {
+                lease["spec"]["renewTime"] = json!(renew)
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Create the Leases of the nodes (at start).
+pub(crate) async fn ensure_leases(store: &Store, nodes: &[String]) -> Result<(), StoreError> {
+    for node in nodes {
+        match store
+            .create(&lease_key(node), lease_object(node).to_string())
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
