@@ -1101,3 +1101,75 @@ async fn watch_as_table_sends_columns_once() {
     assert_eq!(second["object"]["columnDefinitions"], json!([]));
     assert_eq!(second["object"]["rows"][0]["cells"][0], "b");
 }
+
+/// Garbage in every shape: never a 500, always a Status, and the server
+/// keeps working. Bounded: a fixed number of seeded cases.
+#[tokio::test]
+async fn garbage_never_causes_a_server_error() {
+    use rand::{Rng, SeedableRng};
+    let e = env().await;
+    e.call(Method::POST, WIDGETS, Some(widget("target", 1)), &[])
+        .await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let valid = widget("fuzz", 1).to_string().into_bytes();
+    let content_types = [
+        "application/json",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/vnd.kubernetes.protobuf",
+        "text/plain",
+        "",
+    ];
+    let paths = [
+        WIDGETS.to_owned(),
+        format!("{WIDGETS}/target"),
+        format!("{WIDGETS}/target/status"),
+        "/apis/test.drover.io/v1/namespaces/default/gadgets".to_owned(),
+        format!("{WIDGETS}?watch=1&resourceVersion=abc"),
+        format!("{WIDGETS}?limit=x&continue=%00"),
+        "/apis/test.drover.io/v1/widgets/%2e%2e/x".to_owned(),
+    ];
+    for i in 0..400 {
+        let mut body = valid.clone();
+        match i % 4 {
+            0 => (0..rng.gen_range(1..8)).for_each(|_| {
+                let at = rng.gen_range(0..body.len());
+                body[at] = rng.gen();
+            }),
+            1 => body.truncate(rng.gen_range(0..body.len())),
+            2 => body = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect(),
+            _ => body = format!("{{\"apiVersion\":\"test.drover.io/v1\",\"kind\":\"Widget\",\"metadata\":{{\"name\":\"w{i}\",\"labels\":{}}},\"spec\":{}}}", ["null", "5", "[]", "{\"a\":[1]}", "\"x\""][i % 5], ["null", "[[[]]]", "{\"size\":1e999}", "{\"size\":-9223372036854775809}", "\"\\ud800\""][(i / 5) % 5]).into_bytes(),
+        }
+        let method = [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::GET,
+        ][i % 5]
+            .clone();
+        let path = &paths[i % paths.len()];
+        let ct = content_types[i % content_types.len()];
+        let headers: Vec<(&str, &str)> = if ct.is_empty() {
+            vec![]
+        } else {
+            vec![("content-type", ct)]
+        };
+        let r = e.raw(method.clone(), path, body, &headers).await;
+        assert!(
+            r.status.as_u16() < 500,
+            "{method} {path} ({ct}) gave {}: {}",
+            r.status,
+            r.body
+        );
+        if !r.status.is_success() && !path.contains("watch") {
+            assert_eq!(r.body["kind"], "Status", "{method} {path}: {}", r.body);
+        }
+    }
+    assert_eq!(
+        e.call(Method::GET, WIDGETS, None, &[]).await.status,
+        StatusCode::OK,
+        "still serving"
+    );
+}
