@@ -67,6 +67,30 @@ pub struct Column {
     pub priority: u8,
 }
 
+impl Column {
+    /// A default-output column showing the value at `pointer`.
+    pub const fn new(
+        name: &'static str,
+        ty: &'static str,
+        description: &'static str,
+        pointer: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            ty,
+            description,
+            pointer,
+            priority: 0,
+        }
+    }
+
+    /// The same column, shown only with `-o wide`.
+    pub const fn wide(mut self) -> Self {
+        self.priority = 1;
+        self
+    }
+}
+
 /// What `prepare_create` asks for besides storing the object.
 #[derive(Debug, Default)]
 pub struct Prepared {

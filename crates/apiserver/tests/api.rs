@@ -31,13 +31,7 @@ impl Strategy for Widget {
         }})
     }
     fn columns(&self) -> Vec<Column> {
-        vec![Column {
-            name: "Color",
-            ty: "string",
-            description: "color",
-            pointer: "/spec/color",
-            priority: 0,
-        }]
+        vec![Column::new("Color", "string", "color", "/spec/color")]
     }
 }
 

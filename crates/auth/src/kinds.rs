@@ -168,27 +168,19 @@ impl Strategy for Users {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "Username",
-                ty: "string",
-                description: "Login name",
-                pointer: "/spec/username",
-                priority: 0,
-            },
-            Column {
-                name: "Display Name",
-                ty: "string",
-                description: "Name people see",
-                pointer: "/spec/displayName",
-                priority: 0,
-            },
-            Column {
-                name: "Enabled",
-                ty: "boolean",
-                description: "Whether the user may log in",
-                pointer: "/spec/enabled",
-                priority: 0,
-            },
+            Column::new("Username", "string", "Login name", "/spec/username"),
+            Column::new(
+                "Display Name",
+                "string",
+                "Name people see",
+                "/spec/displayName",
+            ),
+            Column::new(
+                "Enabled",
+                "boolean",
+                "Whether the user may log in",
+                "/spec/enabled",
+            ),
         ]
     }
 
@@ -340,34 +332,30 @@ impl Strategy for Tokens {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "User",
-                ty: "string",
-                description: "The user the token acts as",
-                pointer: "/spec/userName",
-                priority: 0,
-            },
-            Column {
-                name: "Description",
-                ty: "string",
-                description: "What the token is for",
-                pointer: "/spec/description",
-                priority: 0,
-            },
-            Column {
-                name: "Cluster",
-                ty: "string",
-                description: "The only cluster it works for",
-                pointer: "/spec/clusterName",
-                priority: 0,
-            },
-            Column {
-                name: "Expires",
-                ty: "string",
-                description: "When it stops working",
-                pointer: "/status/expiresAt",
-                priority: 0,
-            },
+            Column::new(
+                "User",
+                "string",
+                "The user the token acts as",
+                "/spec/userName",
+            ),
+            Column::new(
+                "Description",
+                "string",
+                "What the token is for",
+                "/spec/description",
+            ),
+            Column::new(
+                "Cluster",
+                "string",
+                "The only cluster it works for",
+                "/spec/clusterName",
+            ),
+            Column::new(
+                "Expires",
+                "string",
+                "When it stops working",
+                "/status/expiresAt",
+            ),
         ]
     }
 
@@ -473,6 +461,26 @@ fn builtin(obj: &Value) -> bool {
     obj.pointer("/spec/builtin") == Some(&Value::Bool(true))
 }
 
+/// Built-in roles (`spec.builtin`) keep their spec.
+fn refuse_builtin_change(what: &str, new: &Value, old: &Value) -> Result<(), ApiError> {
+    if builtin(old) && new.get("spec") != old.get("spec") {
+        return Err(ApiError::forbidden_because(format!(
+            "built-in {what} cannot be changed"
+        )));
+    }
+    Ok(())
+}
+
+/// Built-in roles cannot be deleted.
+fn refuse_builtin_delete(what: &str, obj: &Value) -> Result<(), ApiError> {
+    if builtin(obj) {
+        return Err(ApiError::forbidden_because(format!(
+            "built-in {what} cannot be deleted"
+        )));
+    }
+    Ok(())
+}
+
 struct GlobalRoles {
     authz: Arc<RbacAuthorizer>,
 }
@@ -508,14 +516,7 @@ impl Strategy for GlobalRoles {
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            if builtin(old) && new.get("spec") != old.get("spec") {
-                return Err(ApiError::forbidden_because(
-                    "built-in global roles cannot be changed",
-                ));
-            }
-            Ok(())
-        })
+        Box::pin(async move { refuse_builtin_change("global roles", new, old) })
     }
 
     fn prepare_delete<'a>(
@@ -523,15 +524,7 @@ impl Strategy for GlobalRoles {
         _ctx: &'a Context,
         obj: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            if builtin(obj) {
-                Err(ApiError::forbidden_because(
-                    "built-in global roles cannot be deleted",
-                ))
-            } else {
-                Ok(())
-            }
-        })
+        Box::pin(async move { refuse_builtin_delete("global roles", obj) })
     }
 
     fn committed(&self) {
@@ -679,20 +672,13 @@ impl Strategy for RoleTemplates {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "Context",
-                ty: "string",
-                description: "cluster or project",
-                pointer: "/spec/context",
-                priority: 0,
-            },
-            Column {
-                name: "Display Name",
-                ty: "string",
-                description: "Name people see",
-                pointer: "/spec/displayName",
-                priority: 0,
-            },
+            Column::new("Context", "string", "cluster or project", "/spec/context"),
+            Column::new(
+                "Display Name",
+                "string",
+                "Name people see",
+                "/spec/displayName",
+            ),
         ]
     }
 
@@ -743,14 +729,7 @@ impl Strategy for RoleTemplates {
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            if builtin(old) && new.get("spec") != old.get("spec") {
-                return Err(ApiError::forbidden_because(
-                    "built-in role templates cannot be changed",
-                ));
-            }
-            Ok(())
-        })
+        Box::pin(async move { refuse_builtin_change("role templates", new, old) })
     }
 
     fn prepare_delete<'a>(
@@ -758,15 +737,7 @@ impl Strategy for RoleTemplates {
         _ctx: &'a Context,
         obj: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            if builtin(obj) {
-                Err(ApiError::forbidden_because(
-                    "built-in role templates cannot be deleted",
-                ))
-            } else {
-                Ok(())
-            }
-        })
+        Box::pin(async move { refuse_builtin_delete("role templates", obj) })
     }
 
     fn committed(&self) {
@@ -841,27 +812,9 @@ impl Strategy for Crtbs {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "User",
-                ty: "string",
-                description: "Bound user",
-                pointer: "/spec/userName",
-                priority: 0,
-            },
-            Column {
-                name: "Group",
-                ty: "string",
-                description: "Bound group",
-                pointer: "/spec/groupName",
-                priority: 0,
-            },
-            Column {
-                name: "Role",
-                ty: "string",
-                description: "Role template",
-                pointer: "/spec/roleTemplateName",
-                priority: 0,
-            },
+            Column::new("User", "string", "Bound user", "/spec/userName"),
+            Column::new("Group", "string", "Bound group", "/spec/groupName"),
+            Column::new("Role", "string", "Role template", "/spec/roleTemplateName"),
         ]
     }
 
@@ -930,34 +883,10 @@ impl Strategy for Prtbs {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "User",
-                ty: "string",
-                description: "Bound user",
-                pointer: "/spec/userName",
-                priority: 0,
-            },
-            Column {
-                name: "Group",
-                ty: "string",
-                description: "Bound group",
-                pointer: "/spec/groupName",
-                priority: 0,
-            },
-            Column {
-                name: "Role",
-                ty: "string",
-                description: "Role template",
-                pointer: "/spec/roleTemplateName",
-                priority: 0,
-            },
-            Column {
-                name: "Project",
-                ty: "string",
-                description: "cluster:project",
-                pointer: "/spec/projectName",
-                priority: 0,
-            },
+            Column::new("User", "string", "Bound user", "/spec/userName"),
+            Column::new("Group", "string", "Bound group", "/spec/groupName"),
+            Column::new("Role", "string", "Role template", "/spec/roleTemplateName"),
+            Column::new("Project", "string", "cluster:project", "/spec/projectName"),
         ]
     }
 

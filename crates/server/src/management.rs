@@ -165,34 +165,20 @@ impl Strategy for Clusters {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "Display Name",
-                ty: "string",
-                description: "Name people see",
-                pointer: "/spec/displayName",
-                priority: 0,
-            },
-            Column {
-                name: "State",
-                ty: "string",
-                description: "Active, Unavailable or Pending",
-                pointer: "/status/conditions",
-                priority: 0,
-            },
-            Column {
-                name: "Version",
-                ty: "string",
-                description: "Kubernetes version",
-                pointer: "/status/version",
-                priority: 0,
-            },
-            Column {
-                name: "Nodes",
-                ty: "integer",
-                description: "Number of nodes",
-                pointer: "/status/nodeCount",
-                priority: 0,
-            },
+            Column::new(
+                "Display Name",
+                "string",
+                "Name people see",
+                "/spec/displayName",
+            ),
+            Column::new(
+                "State",
+                "string",
+                "Active, Unavailable or Pending",
+                "/status/conditions",
+            ),
+            Column::new("Version", "string", "Kubernetes version", "/status/version"),
+            Column::new("Nodes", "integer", "Number of nodes", "/status/nodeCount"),
         ]
     }
 
@@ -282,20 +268,13 @@ impl Strategy for Projects {
 
     fn columns(&self) -> Vec<Column> {
         vec![
-            Column {
-                name: "Display Name",
-                ty: "string",
-                description: "Name people see",
-                pointer: "/spec/displayName",
-                priority: 0,
-            },
-            Column {
-                name: "Cluster",
-                ty: "string",
-                description: "The cluster",
-                pointer: "/spec/clusterName",
-                priority: 0,
-            },
+            Column::new(
+                "Display Name",
+                "string",
+                "Name people see",
+                "/spec/displayName",
+            ),
+            Column::new("Cluster", "string", "The cluster", "/spec/clusterName"),
         ]
     }
 

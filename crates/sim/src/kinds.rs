@@ -230,12 +230,11 @@ fn derived(column: &Column, obj: &Value) -> Value {
 }
 
 fn col(name: &'static str, ty: &'static str, pointer: &'static str, priority: u8) -> Column {
-    Column {
-        name,
-        ty,
-        description: name,
-        pointer,
-        priority,
+    let c = Column::new(name, ty, name, pointer);
+    if priority > 0 {
+        c.wide()
+    } else {
+        c
     }
 }
 
