@@ -521,9 +521,17 @@ impl ApiServer {
     ) -> Result<Response, ApiError> {
         enum Kind {
             Merge(Value),
+            Strategic(Value, crate::strategic::ListStrategies),
             Json(json_patch::Patch),
         }
+        let parse_json = |body: &Bytes| -> Result<Value, ApiError> {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+        };
         let patch = match content_type {
+            "application/strategic-merge-patch+json" if r.strategy.list_strategies().is_some() => {
+                Kind::Strategic(parse_json(body)?, r.strategy.list_strategies().expect("checked"))
+            }
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => Kind::Merge(
                 serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
             ),
@@ -545,6 +553,20 @@ impl ApiServer {
                         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
                     }
                     json_patch::merge(&mut doc, p);
+                }
+                Kind::Strategic(p, lists) => {
+                    crate::strategic::apply(&mut doc, p, *lists).map_err(|e| {
+                        ApiError::invalid(
+                            r.info.kind,
+                            r.info.group,
+                            &info.name,
+                            &[FieldError::invalid(
+                                "",
+                                Value::Null,
+                                format!("the strategic merge patch could not be applied: {e}"),
+                            )],
+                        )
+                    })?
                 }
                 Kind::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| {
                     ApiError::invalid(

@@ -151,6 +151,12 @@ pub trait Strategy: Send + Sync + 'static {
         obj.pointer(column.pointer).cloned().unwrap_or(Value::Null)
     }
 
+    /// The strategies of the kind's list fields for strategic merge patches;
+    /// `None` (custom kinds) makes a strategic merge patch a merge patch.
+    fn list_strategies(&self) -> Option<crate::strategic::ListStrategies> {
+        None
+    }
+
     /// Semantic checks beyond the schema (`old` is set on updates).
     fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
         Vec::new()

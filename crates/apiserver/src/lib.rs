@@ -35,6 +35,7 @@ pub mod request;
 pub mod reviews;
 pub mod schema;
 pub mod selector;
+pub mod strategic;
 pub mod table;
 mod watch;
 

@@ -67,6 +67,10 @@ impl Strategy for Builtin {
         })
     }
 
+    fn list_strategies(&self) -> Option<drover_apiserver::strategic::ListStrategies> {
+        Some(drover_apiserver::strategic::kubernetes_lists)
+    }
+
     fn holds_deletion(&self, obj: &Value) -> bool {
         let spec_finalizers = self.kind == "Namespace"
             && obj

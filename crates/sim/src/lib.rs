@@ -28,8 +28,7 @@
 //!   (`kubectl create token`).
 //!
 //! Not yet simulated (later work): the Deployment controller, pod logs and
-//! exec, quota and LimitRange admission, strategic merge patch with merge
-//! keys, node flapping.
+//! exec, quota and LimitRange admission, node flapping.
 
 pub mod authz;
 mod bootstrap;

@@ -533,3 +533,50 @@ async fn serviceaccount_tokens_authenticate_until_the_account_goes() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_of_a_changed_deployment_merges_containers_by_name() {
+    let e = env().await;
+    let deployment = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: nginx\n        image: {image}\n        ports:\n        - containerPort: 80\n        env:\n        - {{name: MODE, value: fast}}\n      - name: sidecar\n        image: busybox:1.36\n"
+        )
+    };
+    let first = e.file("d1.yaml", &deployment("nginx:1.27"));
+    assert_eq!(
+        e.ok(&["apply", "-f", &first]).await.trim(),
+        "deployment.apps/web created"
+    );
+    let second = e.file("d2.yaml", &deployment("nginx:1.28"));
+    assert_eq!(
+        e.ok(&["apply", "-f", &second]).await.trim(),
+        "deployment.apps/web configured"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "deploy", "web", "-o", "json"]).await).unwrap();
+    let cs = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(cs.len(), 2, "{cs:?}");
+    assert_eq!(
+        (cs[0]["name"].as_str(), cs[0]["image"].as_str()),
+        (Some("nginx"), Some("nginx:1.28"))
+    );
+    assert_eq!(cs[0]["ports"][0]["containerPort"], 80);
+    assert_eq!(cs[0]["env"][0]["name"], "MODE");
+    assert_eq!(cs[1]["image"], "busybox:1.36");
+    assert_eq!(d["metadata"]["generation"], 2);
+
+    e.ok(&["patch", "deploy", "web", "--type=strategic", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","env":[{"name":"LEVEL","value":"3"}]}]}}}}"#]).await;
+    let env = e
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+        ])
+        .await;
+    assert_eq!(env, "MODE LEVEL", "strategic patches merge env by name");
+}
