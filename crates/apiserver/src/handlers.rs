@@ -1005,3 +1005,129 @@ impl Filter {
         }
     }
 }
+
+impl ApiServer {
+    /// The `scale` subresource: an `autoscaling/v1` Scale over the object's
+    /// `spec.replicas`; get, update (PUT a Scale) and patch.
+    pub(crate) async fn scale(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        content_type: &str,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        for _ in 0..RETRIES {
+            let current = self.read(r, &info.namespace, &info.name).await?;
+            let view = scale_view(&current);
+            let wanted = match info.verb.as_str() {
+                "get" => return Ok(respond(StatusCode::OK, &view, &[])),
+                "update" => {
+                    let scale = if content_type == crate::protobuf::MEDIA_TYPE {
+                        let (_, _, raw) = crate::protobuf::unwrap_envelope(body)?;
+                        // autoscaling/v1 Scale: metadata=1, spec=2{replicas=1}.
+                        let msg = crate::protobuf::Message::parse(raw)?;
+                        let replicas = msg.message(2)?.varint(1).unwrap_or(0) as i64;
+                        let rv = msg.message(1)?.string(6)?;
+                        json!({"metadata": {"resourceVersion": rv}, "spec": {"replicas": replicas}})
+                    } else {
+                        parse_object(body)?
+                    };
+                    let rv = object::meta_str(&scale, "resourceVersion");
+                    if !rv.is_empty() && rv != current.revision.to_string() {
+                        return Err(ApiError::conflict(subject(r, &info.name)));
+                    }
+                    scale
+                }
+                "patch" => {
+                    let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                        ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
+                    })?;
+                    let mut patched = view.clone();
+                    match content_type {
+                        "application/json-patch+json" => {
+                            let p: json_patch::Patch =
+                                serde_json::from_value(patch).map_err(|e| {
+                                    ApiError::bad_request(format!("the JSON patch is invalid: {e}"))
+                                })?;
+                            json_patch::patch(&mut patched, &p).map_err(|e| {
+                                ApiError::invalid(
+                                    "Scale",
+                                    "autoscaling",
+                                    &info.name,
+                                    &[FieldError::invalid("", Value::Null, e.to_string())],
+                                )
+                            })?;
+                        }
+                        _ => json_patch::merge(&mut patched, &patch),
+                    }
+                    patched
+                }
+                other => return Err(ApiError::method_not_allowed(other)),
+            };
+            let replicas = match wanted.pointer("/spec/replicas") {
+                Some(v) => v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        &info.name,
+                        &[FieldError::invalid(
+                            "spec.replicas",
+                            v.clone(),
+                            "must be greater than or equal to 0",
+                        )],
+                    )
+                })?,
+                None => 0,
+            };
+            let mut new = current.value.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            let parent = RequestInfo {
+                subresource: String::new(),
+                ..info.clone()
+            };
+            match self
+                .replace(ctx, r, &parent, current, new, q.dry_run())
+                .await
+            {
+                Ok(obj) => {
+                    let stored = Stored {
+                        revision: object::meta_str(&obj, "resourceVersion")
+                            .parse()
+                            .unwrap_or_default(),
+                        value: obj,
+                    };
+                    return Ok(respond(StatusCode::OK, &scale_view(&stored), &[]));
+                }
+                Err(e) if e.reason == "Conflict" && info.verb == "patch" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(subject(r, &info.name)))
+    }
+}
+
+/// The `autoscaling/v1` Scale view of an object.
+fn scale_view(obj: &Stored) -> Value {
+    let v = obj.with_rv();
+    let selector = v
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": v.pointer("/metadata/name"), "namespace": v.pointer("/metadata/namespace"), "uid": v.pointer("/metadata/uid"),
+            "resourceVersion": v.pointer("/metadata/resourceVersion"), "creationTimestamp": v.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}

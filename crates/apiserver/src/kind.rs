@@ -36,6 +36,8 @@ pub struct KindInfo {
     pub name_prefix: Option<&'static str>,
     /// Only `create` is served, and nothing is stored (reviews, actions).
     pub create_only: bool,
+    /// A `scale` subresource (`autoscaling/v1` Scale over `spec.replicas`).
+    pub scale: bool,
     /// Subresources besides `status` that take a `create` (POST), served by
     /// [`Strategy::create_subresource`], e.g. `serviceaccounts/token`.
     pub actions: &'static [&'static str],

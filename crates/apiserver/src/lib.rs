@@ -165,9 +165,11 @@ impl ApiServer {
                 r.info.plural, info.subresource
             )));
         }
+        let scale = info.subresource == "scale" && r.info.scale;
         let served_subresource = info.subresource.is_empty()
             || (info.subresource == "status" && r.info.status)
-            || action;
+            || action
+            || scale;
         if !served_subresource {
             return Err(ApiError::no_such_path());
         }
@@ -229,6 +231,14 @@ impl ApiServer {
                     .to_ascii_lowercase()
             })
             .unwrap_or_default();
+        if scale {
+            let body = if info.verb == "get" {
+                bytes::Bytes::new()
+            } else {
+                read_body(req.into_body()).await?
+            };
+            return self.scale(&ctx, &r, &info, &q, &content_type, &body).await;
+        }
         match info.verb.as_str() {
             "get" => self.get(&r, &info, &headers, &q).await,
             "list" => self.list(&ctx, &r, &info, &headers, &q, !allowed).await,

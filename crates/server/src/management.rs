@@ -41,6 +41,7 @@ pub fn api_server(
         list_filtered: true,
         name_prefix: None,
         create_only: false,
+        scale: false,
         actions: &[],
     };
     let mut clusters = base("Cluster", "clusters", "cluster", false);

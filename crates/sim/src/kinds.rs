@@ -278,6 +278,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 list_filtered: false,
                 name_prefix: None,
                 create_only: false,
+                scale: matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
                 actions: if kind == "ServiceAccount" {
                     &["token"]
                 } else {

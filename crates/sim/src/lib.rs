@@ -27,8 +27,11 @@
 //! - `tokens`: ServiceAccount tokens from TokenRequests
 //!   (`kubectl create token`).
 //!
-//! Not yet simulated (later work): the Deployment controller, pod logs and
-//! exec, quota and LimitRange admission, node flapping.
+//! - `workloads`: Deployments → ReplicaSets → Pods, scheduling to nodes
+//!   and Running pods, garbage collection by owner.
+//!
+//! Not yet simulated (later work): pod logs and exec, quota and LimitRange
+//! admission, node flapping, StatefulSet and DaemonSet controllers.
 
 pub mod authz;
 mod bootstrap;
@@ -39,6 +42,7 @@ mod kinds;
 mod proto_tables;
 mod protobuf;
 mod tokens;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -223,6 +227,7 @@ impl Sim {
         let admin_token = drover_core::names::random_suffix(48);
         let controllers = vec![
             controllers::spawn_namespace_lifecycle(store.clone(), api.clone()),
+            workloads::spawn(store.clone()),
             controllers::spawn_heartbeats(
                 store.clone(),
                 std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),

@@ -580,3 +580,131 @@ async fn apply_of_a_changed_deployment_merges_containers_by_name() {
         .await;
     assert_eq!(env, "MODE LEVEL", "strategic patches merge env by name");
 }
+
+/// Names of the pods with a label, and whether each is Running on a node.
+async fn pods(e: &Env, selector: &str) -> Vec<(String, String, String)> {
+    let out = e.ok(&["get", "pods", "-l", selector, "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeName}{\"\\n\"}{end}"]).await;
+    out.lines()
+        .map(|l| {
+            let mut p = l.split(' ');
+            (
+                p.next().unwrap_or_default().to_owned(),
+                p.next().unwrap_or_default().to_owned(),
+                p.next().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Wait until `check` holds, up to 20 s.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployments_roll_out_scale_and_restart() {
+    let e = env().await;
+    e.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=3",
+    ])
+    .await;
+    let done = e
+        .ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    assert!(
+        done.contains(r#"deployment "web" successfully rolled out"#),
+        "{done}"
+    );
+    let first = pods(&e, "app=web").await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|(_, phase, node)| phase == "Running" && node.starts_with("test-node-")),
+        "{first:?}"
+    );
+    let nodes: std::collections::BTreeSet<_> = first.iter().map(|p| p.2.clone()).collect();
+    assert_eq!(nodes.len(), 3, "spread over the nodes");
+    let wide = e.ok(&["get", "pods", "-o", "wide", "--no-headers"]).await;
+    assert!(
+        wide.lines()
+            .all(|l| l.contains("10.244.") && l.contains("1/1")),
+        "{wide}"
+    );
+
+    assert_eq!(
+        e.ok(&["scale", "deployment", "web", "--replicas=5"])
+            .await
+            .trim(),
+        "deployment.apps/web scaled"
+    );
+    eventually("5 pods", || async {
+        pods(&e, "app=web")
+            .await
+            .iter()
+            .filter(|p| p.1 == "Running")
+            .count()
+            == 5
+    })
+    .await;
+    e.ok(&["scale", "deployment", "web", "--replicas=2"]).await;
+    eventually("2 pods", || async { pods(&e, "app=web").await.len() == 2 }).await;
+
+    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
+    e.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"])
+        .await;
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    eventually("pods replaced", || async {
+        let now = pods(&e, "app=web").await;
+        now.len() == 2 && now.iter().all(|p| !before.contains(&p.0))
+    })
+    .await;
+    let images = e
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(images, "nginx:1.28 nginx:1.28");
+
+    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        e.ok(&["rollout", "restart", "deployment/web"]).await.trim(),
+        "deployment.apps/web restarted"
+    );
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    eventually("pods restarted", || async {
+        pods(&e, "app=web")
+            .await
+            .iter()
+            .all(|p| !before.contains(&p.0))
+    })
+    .await;
+
+    e.ok(&["delete", "deployment", "web"]).await;
+    eventually("everything removed", || async {
+        pods(&e, "app=web").await.is_empty()
+            && e.ok(&["get", "rs", "--no-headers"]).await.trim().is_empty()
+    })
+    .await;
+}
