@@ -95,6 +95,9 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, Ap
             entry["shortNames"] = json!(i.short_names);
         }
         list.push(entry);
+        for s in i.streams {
+            list.push(json!({"name": format!("{}/{s}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["get"]}));
+        }
         if i.scale {
             list.push(json!({"name": format!("{}/scale", i.plural), "singularName": "", "namespaced": i.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }

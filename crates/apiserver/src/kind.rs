@@ -38,6 +38,9 @@ pub struct KindInfo {
     pub create_only: bool,
     /// A `scale` subresource (`autoscaling/v1` Scale over `spec.replicas`).
     pub scale: bool,
+    /// Subresources answered with a stream by [`Strategy::stream`], e.g.
+    /// `pods/log`.
+    pub streams: &'static [&'static str],
     /// Subresources besides `status` that take a `create` (POST), served by
     /// [`Strategy::create_subresource`], e.g. `serviceaccounts/token`.
     pub actions: &'static [&'static str],
@@ -221,6 +224,18 @@ pub trait Strategy: Send + Sync + 'static {
         subresource: &'a str,
         _body: Value,
     ) -> BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(async move { Err(ApiError::method_not_allowed(subresource)) })
+    }
+
+    /// Answer a request to one of [`KindInfo::streams`] (the object exists
+    /// and the caller is authorized); `query` is the raw query string.
+    fn stream<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _obj: Value,
+        subresource: &'a str,
+        _query: &'a str,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
         Box::pin(async move { Err(ApiError::method_not_allowed(subresource)) })
     }
 

@@ -166,10 +166,13 @@ impl ApiServer {
             )));
         }
         let scale = info.subresource == "scale" && r.info.scale;
+        let stream =
+            !info.subresource.is_empty() && r.info.streams.contains(&info.subresource.as_str());
         let served_subresource = info.subresource.is_empty()
             || (info.subresource == "status" && r.info.status)
             || action
-            || scale;
+            || scale
+            || stream;
         if !served_subresource {
             return Err(ApiError::no_such_path());
         }
@@ -231,6 +234,14 @@ impl ApiServer {
                     .to_ascii_lowercase()
             })
             .unwrap_or_default();
+        if stream {
+            let stored = self.read(&r, &info.namespace, &info.name).await?;
+            let query = req.uri().query().unwrap_or_default().to_owned();
+            return r
+                .strategy
+                .stream(&ctx, stored.with_rv(), &info.subresource, &query)
+                .await;
+        }
         if scale {
             let body = if info.verb == "get" {
                 bytes::Bytes::new()

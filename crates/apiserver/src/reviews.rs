@@ -27,6 +27,7 @@ pub fn register(reg: &mut Registry) {
         list_filtered: false,
         name_prefix: None,
         create_only: true,
+        streams: &[],
         scale: false,
         actions: &[],
     };

@@ -102,6 +102,7 @@ fn info(kind: &'static str, plural: &'static str, namespaced: bool, status: bool
         list_filtered: false,
         name_prefix: None,
         create_only: false,
+        streams: &[],
         scale: false,
         actions: &[],
     }

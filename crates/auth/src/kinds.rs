@@ -39,6 +39,7 @@ fn info(
         list_filtered: false,
         name_prefix: None,
         create_only: false,
+        streams: &[],
         scale: false,
         actions: &[],
     }

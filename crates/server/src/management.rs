@@ -41,6 +41,7 @@ pub fn api_server(
         list_filtered: true,
         name_prefix: None,
         create_only: false,
+        streams: &[],
         scale: false,
         actions: &[],
     };

@@ -104,6 +104,22 @@ impl Strategy for Builtin {
         })
     }
 
+    fn stream<'a>(
+        &'a self,
+        _ctx: &'a drover_apiserver::Context,
+        obj: Value,
+        subresource: &'a str,
+        query: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<axum::response::Response, drover_apiserver::ApiError>>
+    {
+        Box::pin(async move {
+            match (self.kind, subresource) {
+                ("Pod", "log") => crate::logs::stream(obj, query),
+                _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
+            }
+        })
+    }
+
     fn decode_subresource_protobuf(
         &self,
         kind: &str,
@@ -278,6 +294,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 list_filtered: false,
                 name_prefix: None,
                 create_only: false,
+                streams: if kind == "Pod" { &["log"] } else { &[] },
                 scale: matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
                 actions: if kind == "ServiceAccount" {
                     &["token"]

@@ -30,7 +30,9 @@
 //! - `workloads`: Deployments → ReplicaSets → Pods, scheduling to nodes
 //!   and Running pods, garbage collection by owner.
 //!
-//! Not yet simulated (later work): pod logs and exec, quota and LimitRange
+//! - `logs`: generated pod logs, with `-f`.
+//!
+//! Not yet simulated (later work): exec, quota and LimitRange
 //! admission, node flapping, StatefulSet and DaemonSet controllers.
 
 pub mod authz;
@@ -39,6 +41,7 @@ mod controllers;
 mod defaults;
 pub mod impersonation;
 mod kinds;
+mod logs;
 mod proto_tables;
 mod protobuf;
 mod tokens;

@@ -314,6 +314,9 @@ async fn reconcile_replicaset(
                 .cloned()
                 .unwrap_or_else(|| json!({}));
             let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": new_meta(&pod_name, &ns, labels, owner_ref("ReplicaSet", "apps/v1", rs)), "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort"}});
+            if let Some(a) = rs.pointer("/spec/template/metadata/annotations") {
+                pod["metadata"]["annotations"] = a.clone();
+            }
             crate::defaults::apply("Pod", &mut pod);
             let pod_key = drover_core::keys::object("", "pods", Some(&ns), &pod_name);
             match store.create(&pod_key, pod.to_string()).await {

@@ -708,3 +708,77 @@ async fn deployments_roll_out_scale_and_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_logs_follow() {
+    let e = env().await;
+    let d = e.file(
+        "logger.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: logger\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: logger}\n  template:\n    metadata:\n      labels: {app: logger}\n      annotations:\n        sim.drover.io/log-interval-ms: \"100\"\n    spec:\n      containers:\n      - name: app\n        image: busybox:1.36\n",
+    );
+    e.ok(&["apply", "-f", &d]).await;
+    e.ok(&["rollout", "status", "deployment/logger", "--timeout=30s"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let pod = pods(&e, "app=logger").await.remove(0).0;
+    let out = e.ok(&["logs", &pod, "--tail=3"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(&format!("{pod}/app request "))),
+        "{out}"
+    );
+    let stamped = e
+        .ok(&["logs", "deployment/logger", "--tail=1", "--timestamps"])
+        .await;
+    assert!(
+        stamped.split(' ').next().unwrap().ends_with('Z'),
+        "{stamped}"
+    );
+
+    // -f keeps streaming new lines.
+    let mut follow = e
+        .cmd(&["logs", "-f", &pod, "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut numbers = Vec::new();
+    for _ in 0..5 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a streamed line");
+        numbers.push(
+            line.split("request ")
+                .nth(1)
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive lines: {numbers:?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let (code, _, err) = e.kubectl(&["logs", &pod, "-c", "nope"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("container nope is not valid for pod {pod}")),
+        "{err}"
+    );
+}
