@@ -28,6 +28,9 @@ pub(crate) fn spawn_namespace_lifecycle(
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
+            if let Err(e) = crate::admission::refresh_quotas(&store).await {
+                tracing::warn!(error = %e, "quota refresh failed");
+            }
             if let Err(e) = finalize_namespaces(&store, &api).await {
                 if matches!(e, StoreError::Closed) {
                     return;

@@ -22,6 +22,8 @@ pub(crate) struct Builtin {
     /// The protobuf message of the kind, e.g. `api.core.v1.Namespace`.
     proto: String,
     kind: &'static str,
+    plural: &'static str,
+    group: &'static str,
 }
 
 impl Strategy for Builtin {
@@ -43,7 +45,7 @@ impl Strategy for Builtin {
 
     fn prepare_create<'a>(
         &'a self,
-        _ctx: &'a drover_apiserver::Context,
+        ctx: &'a drover_apiserver::Context,
         obj: &'a mut Value,
     ) -> futures::future::BoxFuture<
         'a,
@@ -51,6 +53,15 @@ impl Strategy for Builtin {
     > {
         Box::pin(async move {
             crate::defaults::apply(self.kind, obj);
+            let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
+            if !ns.is_empty() {
+                if self.kind == "Pod" {
+                    crate::admission::limit_ranges(&ctx.store, &ns, obj).await?;
+                }
+                let name = drover_apiserver::object::name(obj).to_owned();
+                crate::admission::check_quota(&ctx.store, &ns, self.plural, self.group, &name, obj)
+                    .await?;
+            }
             Ok(drover_apiserver::Prepared::default())
         })
     }
@@ -309,6 +320,8 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 rbac,
                 proto,
                 kind,
+                plural,
+                group,
             },
         );
     };

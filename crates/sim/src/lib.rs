@@ -32,9 +32,12 @@
 //!
 //! - `logs`: generated pod logs, with `-f`.
 //!
-//! Not yet simulated (later work): exec, quota and LimitRange
-//! admission, node flapping, StatefulSet and DaemonSet controllers.
+//! - `admission`: LimitRange defaults and ResourceQuota (with `status.used`).
+//!
+//! Not yet simulated (later work): exec, node flapping, StatefulSet and
+//! DaemonSet controllers.
 
+mod admission;
 pub mod authz;
 mod bootstrap;
 mod controllers;

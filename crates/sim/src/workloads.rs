@@ -318,6 +318,19 @@ async fn reconcile_replicaset(
                 pod["metadata"]["annotations"] = a.clone();
             }
             crate::defaults::apply("Pod", &mut pod);
+            // Admission, as for pods created through the API.
+            if crate::admission::limit_ranges(store, &ns, &mut pod)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if let Err(e) =
+                crate::admission::check_quota(store, &ns, "pods", "", &pod_name, &pod).await
+            {
+                tracing::debug!(replicaset = %name, error = %e.message, "pod refused by admission");
+                break;
+            }
             let pod_key = drover_core::keys::object("", "pods", Some(&ns), &pod_name);
             match store.create(&pod_key, pod.to_string()).await {
                 Ok(kv) => {

@@ -782,3 +782,80 @@ async fn logs_and_logs_follow() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limitrange_defaults_and_quota_admission() {
+    let e = env().await;
+    e.ok(&["create", "ns", "team"]).await;
+    let lr = e.file(
+        "lr.yaml",
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: defaults\n  namespace: team\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m, memory: 64Mi}\n",
+    );
+    let quota = e.file(
+        "quota.yaml",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: small\n  namespace: team\nspec:\n  hard:\n    pods: \"2\"\n    requests.cpu: \"1\"\n    configmaps: \"1\"\n",
+    );
+    e.ok(&["apply", "-f", &lr, "-f", &quota]).await;
+
+    e.ok(&["run", "one", "-n", "team", "--image=busybox:1.36"])
+        .await;
+    let res: serde_json::Value = serde_json::from_str(
+        &e.ok(&[
+            "get",
+            "pod",
+            "one",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.spec.containers[0].resources}",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        res,
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "64Mi"}}),
+        "LimitRange defaults"
+    );
+    e.ok(&["run", "two", "-n", "team", "--image=busybox:1.36"])
+        .await;
+    let (code, _, err) = e
+        .kubectl(&["run", "three", "-n", "team", "--image=busybox:1.36"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains(r#"pods "three" is forbidden: exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2"#), "{err}");
+    eventually("quota status", || async {
+        e.ok(&[
+            "get",
+            "quota",
+            "small",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.status.used.pods} {.status.used.requests\\.cpu}",
+        ])
+        .await
+            == "2 200m"
+    })
+    .await;
+    e.ok(&["create", "configmap", "a", "-n", "team"]).await;
+    let (code, _, err) = e.kubectl(&["create", "configmap", "b", "-n", "team"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("exceeded quota: small") && err.contains("configmaps=1"),
+        "{err}"
+    );
+
+    // A compute quota refuses pods that do not say their requests.
+    e.ok(&["create", "ns", "strict"]).await;
+    let strict = e.file("strict.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: cpu\n  namespace: strict\nspec:\n  hard:\n    requests.cpu: \"2\"\n");
+    e.ok(&["apply", "-f", &strict]).await;
+    let (code, _, err) = e
+        .kubectl(&["run", "bare", "-n", "strict", "--image=busybox:1.36"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(r#"pods "bare" is forbidden: failed quota: cpu: must specify requests.cpu"#),
+        "{err}"
+    );
+}

@@ -1,0 +1,389 @@
+//! Admission as kube-apiserver runs it for the simulator's kinds:
+//!
+//! - LimitRanger: containers without requests or limits get the
+//!   `defaultRequest` and `default` of the namespace's `Container`
+//!   LimitRanges (and a request defaults to its limit).
+//! - ResourceQuota: a new object that would take a quota over its `hard`
+//!   limits is refused with kube's 403 ("exceeded quota: …, requested: …,
+//!   used: …, limited: …"); a quota on compute resources refuses pods that
+//!   do not say them ("failed quota: …: must specify …"). Counted: `pods`,
+//!   `requests.cpu|memory` (also plain `cpu`/`memory`), `limits.cpu|memory`,
+//!   object counts (`configmaps`, `secrets`, `services`, `count/…`).
+//! - `status.used` of every quota is recomputed from what exists.
+
+use std::collections::BTreeMap;
+
+use drover_apiserver::ApiError;
+use drover_store::{ListOptions, Store, StoreError};
+use serde_json::{json, Value};
+
+/// A quantity in thousandths (millicores for CPU, milli-bytes for memory),
+/// so both fit one integer type.
+pub(crate) fn parse_quantity(q: &str) -> Option<i128> {
+    let q = q.trim();
+    let (number, suffix) = q.split_at(q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len()));
+    let (number, exp) = match suffix
+        .strip_prefix('e')
+        .or_else(|| suffix.strip_prefix('E'))
+    {
+        Some(e) if !e.is_empty() && e.chars().all(|c| c.is_ascii_digit() || c == '-') => {
+            (number, e.parse::<i32>().ok()?)
+        }
+        _ => (number, 0),
+    };
+    let suffix = if exp != 0 { "" } else { suffix };
+    let value: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some((value * factor * 10f64.powi(exp) * 1000.0).round() as i128)
+}
+
+/// Format thousandths back as a quantity (`500m`, `2`, `256Mi`).
+pub(crate) fn format_quantity(milli: i128, memory: bool) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let n = milli / 1000;
+    if memory && n != 0 {
+        for (suffix, unit) in [("Gi", 1i128 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+            if n % unit == 0 {
+                return format!("{}{suffix}", n / unit);
+            }
+        }
+    }
+    n.to_string()
+}
+
+async fn list(store: &Store, prefix: String) -> Result<Vec<Value>, StoreError> {
+    let page = store
+        .list(&ListOptions {
+            prefix,
+            ..Default::default()
+        })
+        .await?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
+}
+
+fn unavailable(_: StoreError) -> ApiError {
+    ApiError::unavailable("the datastore is unavailable")
+}
+
+/// Apply the namespace's LimitRange defaults to a pod's containers.
+pub(crate) async fn limit_ranges(store: &Store, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
+    let ranges = list(store, format!("/registry/core/limitranges/{ns}/"))
+        .await
+        .map_err(unavailable)?;
+    for range in ranges {
+        for limit in range
+            .pointer("/spec/limits")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            if limit["type"] != "Container" {
+                continue;
+            }
+            let Some(Value::Array(containers)) = pod.pointer_mut("/spec/containers") else {
+                continue;
+            };
+            for c in containers.iter_mut() {
+                if !c["resources"].is_object() {
+                    c["resources"] = json!({});
+                }
+                for (field, source) in [("limits", "default"), ("requests", "defaultRequest")] {
+                    if let Some(defaults) = limit[source].as_object() {
+                        if !c["resources"][field].is_object() {
+                            c["resources"][field] = json!({});
+                        }
+                        for (k, v) in defaults {
+                            if c["resources"][field].get(k).is_none() {
+                                c["resources"][field][k] = v.clone();
+                            }
+                        }
+                    }
+                }
+                // A request defaults to its limit.
+                if let Some(limits) = c["resources"]["limits"].as_object().cloned() {
+                    if !c["resources"]["requests"].is_object() {
+                        c["resources"]["requests"] = json!({});
+                    }
+                    for (k, v) in limits {
+                        if c["resources"]["requests"].get(&k).is_none() {
+                            c["resources"]["requests"][&k] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one object takes of a quota's resources, by resource name.
+fn usage(plural: &str, group: &str, obj: &Value) -> BTreeMap<String, i128> {
+    let mut u = BTreeMap::new();
+    let one = 1000;
+    let count_name = if group.is_empty() {
+        format!("count/{plural}")
+    } else {
+        format!("count/{plural}.{group}")
+    };
+    u.insert(count_name, one);
+    if group.is_empty()
+        && matches!(
+            plural,
+            "pods"
+                | "services"
+                | "configmaps"
+                | "secrets"
+                | "persistentvolumeclaims"
+                | "replicationcontrollers"
+                | "resourcequotas"
+        )
+    {
+        u.insert(plural.to_owned(), one);
+    }
+    if plural == "pods" && group.is_empty() {
+        for c in obj
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            for (field, names) in [
+                (
+                    "requests",
+                    ["requests.cpu", "requests.memory", "cpu", "memory"],
+                ),
+                ("limits", ["limits.cpu", "limits.memory", "", ""]),
+            ] {
+                for (i, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+                    let resource = if i % 2 == 0 { "cpu" } else { "memory" };
+                    if let Some(q) = c
+                        .pointer(&format!("/resources/{field}/{resource}"))
+                        .and_then(Value::as_str)
+                        .and_then(parse_quantity)
+                    {
+                        *u.entry((*name).to_owned()).or_default() += q;
+                    }
+                }
+            }
+        }
+    }
+    u
+}
+
+fn is_memory(resource: &str) -> bool {
+    resource.ends_with("memory")
+}
+
+async fn live_usage(
+    store: &Store,
+    ns: &str,
+    quota: &Value,
+) -> Result<BTreeMap<String, i128>, StoreError> {
+    let hard: Vec<String> = quota
+        .pointer("/spec/hard")
+        .and_then(Value::as_object)
+        .map(|h| h.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut total: BTreeMap<String, i128> = hard.iter().map(|k| (k.clone(), 0)).collect();
+    let mut kinds: Vec<(String, String)> = vec![("core".into(), "pods".into())];
+    for k in &hard {
+        let plain = [
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+            "replicationcontrollers",
+            "resourcequotas",
+        ];
+        if plain.contains(&k.as_str()) {
+            kinds.push(("core".into(), k.clone()));
+        } else if let Some(r) = k.strip_prefix("count/") {
+            let (plural, group) = r
+                .split_once('.')
+                .map(|(p, g)| (p.to_owned(), g.to_owned()))
+                .unwrap_or((r.to_owned(), "core".into()));
+            kinds.push((group, plural));
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    for (group, plural) in kinds {
+        let g = if group == "core" { "" } else { group.as_str() };
+        for obj in list(store, format!("/registry/{group}/{plural}/{ns}/")).await? {
+            if plural == "pods"
+                && matches!(
+                    obj.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+            {
+                continue;
+            }
+            for (k, v) in usage(&plural, g, &obj) {
+                if let Some(t) = total.get_mut(&k) {
+                    *t += v;
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Refuse a new object that would go over a quota of its namespace.
+pub(crate) async fn check_quota(
+    store: &Store,
+    ns: &str,
+    plural: &str,
+    group: &str,
+    name: &str,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    let quotas = list(store, format!("/registry/core/resourcequotas/{ns}/"))
+        .await
+        .map_err(unavailable)?;
+    let wanted = usage(plural, group, obj);
+    let resource = if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    };
+    for quota in quotas {
+        let qname = quota
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let hard: BTreeMap<String, i128> = quota
+            .pointer("/spec/hard")
+            .and_then(Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), parse_quantity(v.as_str()?)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if plural == "pods" && group.is_empty() {
+            let missing: Vec<&str> = [
+                "requests.cpu",
+                "requests.memory",
+                "limits.cpu",
+                "limits.memory",
+                "cpu",
+                "memory",
+            ]
+            .into_iter()
+            .filter(|r| hard.contains_key(*r) && !wanted.contains_key(*r))
+            .collect();
+            if !missing.is_empty() {
+                return Err(ApiError::forbidden_because(format!(
+                    "{resource} {name:?} is forbidden: failed quota: {qname}: must specify {}",
+                    missing.join(",")
+                )));
+            }
+        }
+        let used = live_usage(store, ns, &quota).await.map_err(unavailable)?;
+        let over: Vec<&String> = hard
+            .keys()
+            .filter(|k| {
+                wanted
+                    .get(*k)
+                    .is_some_and(|w| used.get(*k).copied().unwrap_or(0) + w > hard[*k])
+            })
+            .collect();
+        if !over.is_empty() {
+            let show = |m: &BTreeMap<String, i128>| {
+                over.iter()
+                    .map(|k| {
+                        format!(
+                            "{k}={}",
+                            format_quantity(m.get(*k).copied().unwrap_or(0), is_memory(k))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            return Err(ApiError::forbidden_because(format!(
+                "{resource} {name:?} is forbidden: exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
+                show(&wanted),
+                show(&used),
+                show(&hard)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Recompute `status.hard` and `status.used` of every quota.
+pub(crate) async fn refresh_quotas(store: &Store) -> Result<(), StoreError> {
+    let page = store
+        .list(&ListOptions {
+            prefix: "/registry/core/resourcequotas/".into(),
+            ..Default::default()
+        })
+        .await?;
+    for kv in page.items {
+        let Ok(quota) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let ns = quota
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let used = live_usage(store, &ns, &quota).await?;
+        let mut new = quota.clone();
+        new["status"] = json!({
+            "hard": quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({})),
+            "used": used.iter().map(|(k, v)| (k.clone(), Value::String(format_quantity(*v, is_memory(k))))).collect::<serde_json::Map<_, _>>(),
+        });
+        if new != quota {
+            match store
+                .update(&kv.key, new.to_string(), kv.mod_revision)
+                .await
+            {
+                Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("500m"), Some(500));
+        assert_eq!(parse_quantity("2"), Some(2000));
+        assert_eq!(parse_quantity("0.5"), Some(500));
+        assert_eq!(parse_quantity("128Mi"), Some(128 * 1024 * 1024 * 1000));
+        assert_eq!(parse_quantity("1G"), Some(1_000_000_000_000));
+        assert_eq!(parse_quantity("1e3"), Some(1_000_000));
+        assert_eq!(parse_quantity("nonsense"), None);
+        assert_eq!(format_quantity(500, false), "500m");
+        assert_eq!(format_quantity(3000, false), "3");
+        assert_eq!(format_quantity(256 * 1024 * 1024 * 1000, true), "256Mi");
+    }
+}
