@@ -228,13 +228,14 @@ pub trait Strategy: Send + Sync + 'static {
     }
 
     /// Answer a request to one of [`KindInfo::streams`] (the object exists
-    /// and the caller is authorized); `query` is the raw query string.
+    /// and the caller is authorized); the whole request is handed over, so
+    /// the kind may read its query or upgrade it (exec).
     fn stream<'a>(
         &'a self,
         _ctx: &'a Context,
         _obj: Value,
         subresource: &'a str,
-        _query: &'a str,
+        _req: axum::extract::Request,
     ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
         Box::pin(async move { Err(ApiError::method_not_allowed(subresource)) })
     }

@@ -145,6 +145,12 @@ impl ApiServer {
             }
             Target::Resource(info) => info,
         };
+        let mut info = info;
+        // Upgrades to exec, attach and portforward are authorized as create
+        // (kube-apiserver 1.31+, also for WebSocket GETs).
+        if matches!(info.subresource.as_str(), "exec" | "attach" | "portforward") {
+            info.verb = "create".into();
+        }
         let r = self
             .registry
             .get(&info.group, &info.version, &info.resource)
@@ -236,10 +242,9 @@ impl ApiServer {
             .unwrap_or_default();
         if stream {
             let stored = self.read(&r, &info.namespace, &info.name).await?;
-            let query = req.uri().query().unwrap_or_default().to_owned();
             return r
                 .strategy
-                .stream(&ctx, stored.with_rv(), &info.subresource, &query)
+                .stream(&ctx, stored.with_rv(), &info.subresource, req)
                 .await;
         }
         if scale {

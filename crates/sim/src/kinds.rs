@@ -120,12 +120,13 @@ impl Strategy for Builtin {
         _ctx: &'a drover_apiserver::Context,
         obj: Value,
         subresource: &'a str,
-        query: &'a str,
+        req: axum::extract::Request,
     ) -> futures::future::BoxFuture<'a, Result<axum::response::Response, drover_apiserver::ApiError>>
     {
         Box::pin(async move {
             match (self.kind, subresource) {
-                ("Pod", "log") => crate::logs::stream(obj, query),
+                ("Pod", "log") => crate::logs::stream(obj, req.uri().query().unwrap_or_default()),
+                ("Pod", "exec") => crate::exec::exec(obj, req).await,
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
         })
@@ -305,7 +306,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 list_filtered: false,
                 name_prefix: None,
                 create_only: false,
-                streams: if kind == "Pod" { &["log"] } else { &[] },
+                streams: if kind == "Pod" { &["log", "exec"] } else { &[] },
                 scale: matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
                 actions: if kind == "ServiceAccount" {
                     &["token"]

@@ -34,14 +34,18 @@
 //!
 //! - `admission`: LimitRange defaults and ResourceQuota (with `status.used`).
 //!
-//! Not yet simulated (later work): exec, node flapping, StatefulSet and
-//! DaemonSet controllers.
+//! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`) with a tiny
+//!   built-in command set.
+//!
+//! Not yet simulated (later work): attach and port-forward, node flapping,
+//! StatefulSet and DaemonSet controllers.
 
 mod admission;
 pub mod authz;
 mod bootstrap;
 mod controllers;
 mod defaults;
+mod exec;
 pub mod impersonation;
 mod kinds;
 mod logs;

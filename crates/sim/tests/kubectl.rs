@@ -859,3 +859,51 @@ async fn limitrange_defaults_and_quota_admission() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_commands_over_websocket() {
+    let e = env().await;
+    e.ok(&["run", "box", "--image=busybox:1.36", "--env=MODE=fast"])
+        .await;
+    eventually("box running", || async {
+        pods(&e, "run=box")
+            .await
+            .first()
+            .is_some_and(|p| p.1 == "Running")
+    })
+    .await;
+    assert_eq!(e.ok(&["exec", "box", "--", "echo", "hi"]).await, "hi\n");
+    assert_eq!(e.ok(&["exec", "box", "--", "hostname"]).await.trim(), "box");
+    assert!(e
+        .ok(&["exec", "box", "--", "env"])
+        .await
+        .lines()
+        .any(|l| l == "MODE=fast"));
+    let mut cat = e
+        .cmd(&["exec", "-i", "box", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through the stream\n").unwrap();
+    }
+    let out = tokio::task::spawn_blocking(move || cat.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through the stream\n");
+    let (code, _, err) = e.kubectl(&["exec", "box", "--", "nosuch"]).await;
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("command terminated with exit code 127"),
+        "{err}"
+    );
+}
