@@ -145,6 +145,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// The OpenAPI v3 schema of the whole object.
     fn schema(&self) -> Value;
 
+    /// The schema, shared: kinds whose schemas are large and served by many
+    /// API servers in one process (the simulator's) return one `Arc`.
+    fn shared_schema(&self) -> Arc<Value> {
+        Arc::new(self.schema())
+    }
+
     /// Extra `kubectl get` columns.
     fn columns(&self) -> Vec<Column> {
         Vec::new()
@@ -298,8 +304,8 @@ pub struct Resource {
     pub info: KindInfo,
     /// Behaviour.
     pub strategy: Box<dyn Strategy>,
-    /// The schema, computed once.
-    pub schema: Value,
+    /// The schema, computed once (and shared where the kind shares it).
+    pub schema: Arc<Value>,
 }
 
 impl std::fmt::Debug for Resource {
@@ -319,7 +325,7 @@ pub struct Registry {
 impl Registry {
     /// Add a kind.
     pub fn register(&mut self, info: KindInfo, strategy: impl Strategy) {
-        let schema = strategy.schema();
+        let schema = strategy.shared_schema();
         self.resources.push(Arc::new(Resource {
             info,
             strategy: Box::new(strategy),

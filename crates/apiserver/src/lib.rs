@@ -64,7 +64,9 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct ApiServer {
     store: Store,
     registry: Registry,
-    openapi: openapi::OpenApi,
+    /// Built on first use: most servers (and simulated clusters) never get
+    /// asked, and the documents are large.
+    openapi: std::sync::OnceLock<openapi::OpenApi>,
     authorizer: Arc<dyn Authorizer>,
     namespaces: Arc<dyn Namespaces>,
 }
@@ -85,11 +87,10 @@ impl ApiServer {
         authorizer: Arc<dyn Authorizer>,
         namespaces: Arc<dyn Namespaces>,
     ) -> Arc<Self> {
-        let openapi = openapi::OpenApi::build(&registry);
         Arc::new(Self {
             store,
             registry,
-            openapi,
+            openapi: std::sync::OnceLock::new(),
             authorizer,
             namespaces,
         })
@@ -308,11 +309,16 @@ impl ApiServer {
 
     fn openapi(&self, rest: &str) -> Result<Response, ApiError> {
         match rest.trim_end_matches('/') {
-            "v3" => Ok(json_ok(self.openapi.index())),
-            other => match other
-                .strip_prefix("v3/")
-                .and_then(|gv| self.openapi.document(gv))
-            {
+            "v3" => Ok(json_ok(
+                self.openapi
+                    .get_or_init(|| openapi::OpenApi::build(&self.registry))
+                    .index(),
+            )),
+            other => match other.strip_prefix("v3/").and_then(|gv| {
+                self.openapi
+                    .get_or_init(|| openapi::OpenApi::build(&self.registry))
+                    .document(gv)
+            }) {
                 Some(doc) => Ok(json_ok(doc)),
                 None => Err(ApiError::no_such_path()),
             },

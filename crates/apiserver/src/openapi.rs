@@ -83,7 +83,7 @@ fn document(resources: &[&Resource]) -> Value {
         let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
         let name = schema_name(r, i.kind);
         let list_name = schema_name(r, &format!("{}List", i.kind));
-        let mut schema = r.schema.clone();
+        let mut schema = (*r.schema).clone();
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         schemas.insert(name.clone(), schema);
         schemas.insert(list_name.clone(), json!({

@@ -13,9 +13,20 @@ use serde_json::Value;
 
 use crate::authz::SimAuthorizer;
 
+/// Schemas of the built-in kinds, made once per process and shared by every
+/// simulated cluster in it (a Pod's inlined schema is several MiB in memory).
+fn shared(kind: &'static str, make: fn() -> Value) -> Arc<Value> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, Arc<Value>>>,
+    > = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(kind).or_insert_with(|| Arc::new(make())).clone()
+}
+
 /// A kind: its schema, columns, and whether writes change RBAC.
 pub(crate) struct Builtin {
-    schema: Value,
+    schema: Arc<Value>,
     columns: Vec<Column>,
     cell: fn(&Column, &Value) -> Value,
     rbac: Option<Arc<SimAuthorizer>>,
@@ -28,6 +39,10 @@ pub(crate) struct Builtin {
 
 impl Strategy for Builtin {
     fn schema(&self) -> Value {
+        (*self.schema).clone()
+    }
+
+    fn shared_schema(&self) -> Arc<Value> {
         self.schema.clone()
     }
 
@@ -279,7 +294,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                    short: &'static [&'static str],
                    namespaced: bool,
                    status: bool,
-                   schema: Value,
+                   schema: fn() -> Value,
                    columns: Vec<Column>| {
         let rbac = (group == "rbac.authorization.k8s.io").then(|| authz.clone());
         let cell = if columns.iter().any(|c| c.pointer.starts_with('#')) {
@@ -315,7 +330,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 },
             },
             Builtin {
-                schema,
+                schema: shared(kind, schema),
                 columns,
                 cell,
                 rbac,
@@ -334,7 +349,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["ns"],
         false,
         true,
-        schema_for::<core::Namespace>(),
+        schema_for::<core::Namespace>,
         vec![col("Status", "string", "#phase", 0)],
     );
     add(
@@ -345,7 +360,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["no"],
         false,
         true,
-        schema_for::<core::Node>(),
+        schema_for::<core::Node>,
         vec![
             col("Status", "string", "#node-status", 0),
             col("Roles", "string", "#roles", 0),
@@ -367,7 +382,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["po"],
         true,
         true,
-        schema_for::<core::Pod>(),
+        schema_for::<core::Pod>,
         vec![
             col("Ready", "string", "#pod-ready", 0),
             col("Status", "string", "/status/phase", 0),
@@ -384,7 +399,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["svc"],
         true,
         true,
-        schema_for::<core::Service>(),
+        schema_for::<core::Service>,
         vec![
             col("Type", "string", "/spec/type", 0),
             col("Cluster-IP", "string", "/spec/clusterIP", 0),
@@ -399,7 +414,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["ep"],
         true,
         false,
-        schema_for::<core::Endpoints>(),
+        schema_for::<core::Endpoints>,
         vec![],
     );
     add(
@@ -410,7 +425,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["cm"],
         true,
         false,
-        schema_for::<core::ConfigMap>(),
+        schema_for::<core::ConfigMap>,
         vec![col("Data", "integer", "#data", 0)],
     );
     add(
@@ -421,7 +436,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         true,
         false,
-        schema_for::<core::Secret>(),
+        schema_for::<core::Secret>,
         vec![
             col("Type", "string", "/type", 0),
             col("Data", "integer", "#data", 0),
@@ -435,7 +450,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["sa"],
         true,
         false,
-        schema_for::<core::ServiceAccount>(),
+        schema_for::<core::ServiceAccount>,
         vec![],
     );
     add(
@@ -446,7 +461,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["quota"],
         true,
         true,
-        schema_for::<core::ResourceQuota>(),
+        schema_for::<core::ResourceQuota>,
         vec![],
     );
     add(
@@ -457,7 +472,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["limits"],
         true,
         false,
-        schema_for::<core::LimitRange>(),
+        schema_for::<core::LimitRange>,
         vec![],
     );
     add(
@@ -468,7 +483,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["ev"],
         true,
         false,
-        schema_for::<core::Event>(),
+        schema_for::<core::Event>,
         vec![
             col("Type", "string", "/type", 0),
             col("Reason", "string", "/reason", 0),
@@ -490,7 +505,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["deploy"],
         true,
         true,
-        schema_for::<apps::Deployment>(),
+        schema_for::<apps::Deployment>,
         replicas(),
     );
     add(
@@ -501,7 +516,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["rs"],
         true,
         true,
-        schema_for::<apps::ReplicaSet>(),
+        schema_for::<apps::ReplicaSet>,
         vec![
             col("Desired", "integer", "/spec/replicas", 0),
             col("Current", "integer", "/status/replicas", 0),
@@ -516,7 +531,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["sts"],
         true,
         true,
-        schema_for::<apps::StatefulSet>(),
+        schema_for::<apps::StatefulSet>,
         vec![col("Ready", "string", "#ready-replicas", 0)],
     );
     add(
@@ -527,7 +542,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &["ds"],
         true,
         true,
-        schema_for::<apps::DaemonSet>(),
+        schema_for::<apps::DaemonSet>,
         vec![
             col("Desired", "integer", "/status/desiredNumberScheduled", 0),
             col("Current", "integer", "/status/currentNumberScheduled", 0),
@@ -543,7 +558,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         true,
         false,
-        schema_for::<rbac::Role>(),
+        schema_for::<rbac::Role>,
         vec![],
     );
     add(
@@ -554,7 +569,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         true,
         false,
-        schema_for::<rbac::RoleBinding>(),
+        schema_for::<rbac::RoleBinding>,
         vec![col("Role", "string", "/roleRef/name", 0)],
     );
     add(
@@ -565,7 +580,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         false,
         false,
-        schema_for::<rbac::ClusterRole>(),
+        schema_for::<rbac::ClusterRole>,
         vec![],
     );
     add(
@@ -576,7 +591,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         false,
         false,
-        schema_for::<rbac::ClusterRoleBinding>(),
+        schema_for::<rbac::ClusterRoleBinding>,
         vec![col("Role", "string", "/roleRef/name", 0)],
     );
     add(
@@ -587,7 +602,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         &[],
         true,
         false,
-        schema_for::<coordination::Lease>(),
+        schema_for::<coordination::Lease>,
         vec![col("Holder", "string", "/spec/holderIdentity", 0)],
     );
 }
