@@ -2,8 +2,9 @@
 //! control plane and kubelets would:
 //!
 //! - namespace lifecycle: a deleted namespace shows `Terminating` (for at
-//!   least a second, as a real one does for a while), its contents are
-//!   removed, then the namespace itself;
+//!   least a second, as a real one does for a while); its contents are
+//!   deleted as through the API (objects with finalizers are marked and hold
+//!   the namespace until released); then the namespace goes;
 //! - node heartbeats: every node renews its Lease in `kube-node-lease` and
 //!   the `lastHeartbeatTime` of its conditions, so watchers see them live.
 
@@ -63,6 +64,10 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), Store
             continue;
         }
         let name = drover_apiserver::object::name(&ns).to_owned();
+        // Delete the contents as a deletion through the API would: objects
+        // with finalizers only get a deletionTimestamp and hold the
+        // namespace until they are released.
+        let mut remaining = 0;
         for r in api.registry().all().iter().filter(|r| r.info.namespaced) {
             let group = if r.info.group.is_empty() {
                 "core"
@@ -78,11 +83,32 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), Store
                 .await?
                 .items
             {
-                match store.delete(&item.key, None).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
+                let Ok(mut obj) = serde_json::from_slice::<Value>(&item.value) else {
+                    continue;
+                };
+                if drover_apiserver::object::finalizers(&obj).is_empty() {
+                    match store.delete(&item.key, None).await {
+                        Ok(_) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
+                remaining += 1;
+                if !drover_apiserver::object::is_deleting(&obj) {
+                    obj["metadata"]["deletionTimestamp"] = json!(meta::now_rfc3339());
+                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                    match store
+                        .update(&item.key, obj.to_string(), item.mod_revision)
+                        .await
+                    {
+                        Ok(_) | Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
+        }
+        if remaining > 0 {
+            continue;
         }
         match store.delete(&kv.key, Some(kv.mod_revision)).await {
             Ok(_) => tracing::info!(namespace = %name, "namespace deleted"),
