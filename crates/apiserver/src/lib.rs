@@ -309,6 +309,18 @@ impl ApiServer {
 
     fn openapi(&self, rest: &str) -> Result<Response, ApiError> {
         match rest.trim_end_matches('/') {
+            // kubectl falls back to v2 (protobuf) when v3 lacks a kind's
+            // PATCH operation (review kinds have none); an empty document
+            // says "no v2 schemas", and kubectl then skips client-side
+            // validation for the kind instead of failing.
+            "v2" => {
+                let mut resp = Response::new(Body::empty());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    "application/octet-stream".parse().expect("valid"),
+                );
+                Ok(resp)
+            }
             "v3" => Ok(json_ok(
                 self.openapi
                     .get_or_init(|| openapi::OpenApi::build(&self.registry))

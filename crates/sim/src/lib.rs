@@ -33,6 +33,7 @@
 //! - `logs`: generated pod logs, with `-f`.
 //!
 //! - `admission`: LimitRange defaults and ResourceQuota (with `status.used`).
+//! - `reviews`: SubjectAccessReview and TokenReview.
 //!
 //! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`) with a tiny
 //!   built-in command set.
@@ -51,6 +52,7 @@ mod kinds;
 mod logs;
 mod proto_tables;
 mod protobuf;
+mod reviews;
 mod tokens;
 mod workloads;
 
@@ -161,7 +163,7 @@ pub struct Sim {
     _tmp: Option<tempfile::TempDir>,
 }
 
-struct SimState {
+pub(crate) struct SimState {
     api: Arc<ApiServer>,
     store: Store,
     admin_token: String,
@@ -226,6 +228,9 @@ impl Sim {
         let mut registry = Registry::default();
         kinds::register(&mut registry, &authz);
         drover_apiserver::reviews::register(&mut registry);
+        let state_cell: Arc<std::sync::OnceLock<std::sync::Weak<SimState>>> =
+            Arc::new(std::sync::OnceLock::new());
+        reviews::register(&mut registry, state_cell.clone());
         let api = ApiServer::new(
             store.clone(),
             registry,
@@ -249,6 +254,7 @@ impl Sim {
             admin_token: admin_token.clone(),
             version: version_info(&args.k8s_version),
         });
+        let _ = state_cell.set(Arc::downgrade(&state));
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -379,6 +385,21 @@ fn router(state: Arc<SimState>) -> Router {
         ))
 }
 
+/// Who a bearer token stands for: the admin (group `system:masters`) or a
+/// ServiceAccount.
+pub(crate) async fn identify(state: &SimState, token: &str) -> Option<UserInfo> {
+    let admin: bool = token.as_bytes().ct_eq(state.admin_token.as_bytes()).into();
+    if admin {
+        return Some(UserInfo {
+            name: ADMIN_USER.to_owned(),
+            uid: String::new(),
+            groups: vec![authz::MASTERS.to_owned(), "system:authenticated".to_owned()],
+            extra: Default::default(),
+        });
+    }
+    tokens::authenticate(&state.store, token).await
+}
+
 /// Bearer authentication, then impersonation.
 async fn authenticate(
     State(state): State<Arc<SimState>>,
@@ -392,19 +413,8 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .trim();
-    let admin: bool = bearer.as_bytes().ct_eq(state.admin_token.as_bytes()).into();
-    let caller = if admin {
-        UserInfo {
-            name: ADMIN_USER.to_owned(),
-            uid: String::new(),
-            groups: vec![authz::MASTERS.to_owned(), "system:authenticated".to_owned()],
-            extra: Default::default(),
-        }
-    } else {
-        match tokens::authenticate(&state.store, bearer).await {
-            Some(user) => user,
-            None => return ApiError::unauthorized().into_response(),
-        }
+    let Some(caller) = identify(&state, bearer).await else {
+        return ApiError::unauthorized().into_response();
     };
     let user = match impersonation::resolve(state.api.authorizer().as_ref(), caller, req.headers())
         .await

@@ -578,11 +578,21 @@ async fn apply_of_a_changed_deployment_merges_containers_by_name() {
         e.ok(&["apply", "-f", &first]).await.trim(),
         "deployment.apps/web created"
     );
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    let old_pods: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
     let second = e.file("d2.yaml", &deployment("nginx:1.28"));
     assert_eq!(
         e.ok(&["apply", "-f", &second]).await.trim(),
         "deployment.apps/web configured"
     );
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    eventually("pods replaced by the new image", || async {
+        let now = pods(&e, "app=web").await;
+        now.len() == 2 && now.iter().all(|p| !old_pods.contains(&p.0))
+    })
+    .await;
     let d: serde_json::Value =
         serde_json::from_str(&e.ok(&["get", "deploy", "web", "-o", "json"]).await).unwrap();
     let cs = d["spec"]["template"]["spec"]["containers"]
@@ -937,4 +947,77 @@ async fn exec_runs_commands_over_websocket() {
         err.contains("command terminated with exit code 127"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subject_access_and_token_reviews() {
+    let e = env().await;
+    let sar = e.file(
+        "sar.yaml",
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: bob\n  groups: [system:authenticated]\n  resourceAttributes: {verb: list, resource: pods, namespace: default}\n",
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["create", "-f", &sar, "-o", "json"]).await).unwrap();
+    assert_eq!(out["status"]["allowed"], false);
+    let masters = e.file(
+        "sar2.yaml",
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: alice\n  groups: [system:masters]\n  resourceAttributes: {verb: delete, resource: nodes}\n",
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["create", "-f", &masters, "-o", "json"]).await).unwrap();
+    assert_eq!(out["status"]["allowed"], true);
+
+    e.ok(&["create", "serviceaccount", "robot"]).await;
+    let token = e.ok(&["create", "token", "robot"]).await.trim().to_owned();
+    let review = e.file(
+        "tr.yaml",
+        &format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n"
+        ),
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["create", "-f", &review, "-o", "json"]).await).unwrap();
+    assert_eq!(out["status"]["authenticated"], true);
+    assert_eq!(
+        out["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let bogus = e.file(
+        "tr2.yaml",
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: not-a-token\n",
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&e.ok(&["create", "-f", &bogus, "-o", "json"]).await).unwrap();
+    assert_eq!(out["status"]["authenticated"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_edit_changes_the_object() {
+    let e = env().await;
+    e.ok(&["create", "deployment", "web", "--image=nginx:1.27"])
+        .await;
+    let mut cmd = e.cmd(&["edit", "deployment", "web"]);
+    cmd.env("KUBE_EDITOR", "sed -i s/nginx:1.27/nginx:1.29/");
+    let out = tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deployment.apps/web edited"
+    );
+    let image = e
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "nginx:1.29");
 }
