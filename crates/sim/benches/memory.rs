@@ -32,6 +32,7 @@ fn args(i: usize, nodes: usize) -> SimArgs {
         kubeconfig_out: None,
         data_dir: None,
         heartbeat_seconds: 10,
+        node_flap: false,
     }
 }
 

@@ -147,13 +147,25 @@ fn micro_now() -> String {
     format!("{}.{micros:06}Z", meta::rfc3339(now).trim_end_matches('Z'))
 }
 
-/// Renew every node's Lease and heartbeat every `every`, until aborted.
-pub(crate) fn spawn_heartbeats(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Renew every node's Lease and heartbeat every `every`, until aborted;
+/// with `flap`, one node in turn flips between Ready and NotReady each time.
+pub(crate) fn spawn_heartbeats(
+    store: Store,
+    every: Duration,
+    flap: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        let mut turn = 0usize;
         loop {
             tick.tick().await;
+            if flap {
+                if let Err(e) = flap_one(&store, turn).await {
+                    tracing::warn!(error = %e, "node flap failed");
+                }
+                turn += 1;
+            }
             if let Err(e) = heartbeat(&store).await {
                 if matches!(e, StoreError::Closed) {
                     return;
@@ -219,6 +231,41 @@ async fn heartbeat(store: &Store) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Flip the Ready condition of node number `turn` (modulo the node count).
+async fn flap_one(store: &Store, turn: usize) -> Result<(), StoreError> {
+    let nodes = store
+        .list(&ListOptions {
+            prefix: "/registry/core/nodes/".into(),
+            ..Default::default()
+        })
+        .await?;
+    if nodes.items.is_empty() {
+        return Ok(());
+    }
+    let key = nodes.items[turn % nodes.items.len()].key.clone();
+    let now = meta::now_rfc3339();
+    modify(store, &key, |node| {
+        if let Some(Value::Array(conditions)) = node.pointer_mut("/status/conditions") {
+            for c in conditions.iter_mut().filter(|c| c["type"] == "Ready") {
+                let ready = c["status"] == "True";
+                c["status"] = json!(if ready { "False" } else { "True" });
+                c["reason"] = json!(if ready {
+                    "KubeletNotReady"
+                } else {
+                    "KubeletReady"
+                });
+                c["message"] = json!(if ready {
+                    "container runtime status check may not have completed yet"
+                } else {
+                    "kubelet is posting ready status"
+                });
+                c["lastTransitionTime"] = json!(now);
+            }
+        }
+    })
+    .await
 }
 
 /// Create the Leases of the nodes (at start).

@@ -38,8 +38,8 @@
 //! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`) with a tiny
 //!   built-in command set.
 //!
-//! Not yet simulated (later work): attach and port-forward, node flapping,
-//! StatefulSet and DaemonSet controllers.
+//! Not yet simulated (later work): attach and port-forward, StatefulSet and
+//! DaemonSet controllers.
 
 mod admission;
 pub mod authz;
@@ -108,6 +108,10 @@ pub struct SimArgs {
     /// heartbeats), as a kubelet's 10 s.
     #[arg(long, env = "DROVER_SIM_HEARTBEAT", default_value_t = 10)]
     pub heartbeat_seconds: u64,
+    /// Make nodes go NotReady and back, one per heartbeat in turn (for
+    /// status and alerting tests).
+    #[arg(long, env = "DROVER_SIM_NODE_FLAP")]
+    pub node_flap: bool,
 }
 
 /// Why a simulated cluster could not start.
@@ -246,6 +250,7 @@ impl Sim {
             controllers::spawn_heartbeats(
                 store.clone(),
                 std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
+                args.node_flap,
             ),
         ];
         let state = Arc::new(SimState {

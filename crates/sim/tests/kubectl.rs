@@ -16,6 +16,10 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(false).await
+}
+
+async fn env_with(node_flap: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let args = SimArgs {
@@ -26,6 +30,7 @@ async fn env() -> Env {
         kubeconfig_out: Some(kubeconfig.clone()),
         data_dir: None,
         heartbeat_seconds: 1,
+        node_flap,
     };
     let sim = Sim::start(&args).await.unwrap();
     Env {
@@ -1020,4 +1025,41 @@ async fn kubectl_edit_changes_the_object() {
         ])
         .await;
     assert_eq!(image, "nginx:1.29");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_flap_makes_nodes_not_ready_and_back() {
+    let e = env_with(true).await;
+    let mut watch = e
+        .cmd(&["get", "nodes", "-w", "--no-headers"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen_not_ready = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("node status changes");
+        let name = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        match (&seen_not_ready, line.contains("NotReady")) {
+            (None, true) => seen_not_ready = Some(name),
+            (Some(n), false) if *n == name && line.contains(" Ready ") => break,
+            _ => {}
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
 }
