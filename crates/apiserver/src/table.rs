@@ -47,8 +47,16 @@ pub fn column_definitions(r: &Resource) -> Vec<Value> {
     for c in r.strategy.columns() {
         cols.push(json!({"name": c.name, "type": c.ty, "format": "", "description": c.description, "priority": c.priority}));
     }
-    cols.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since the object was created.", "priority": 0}));
+    if !own_age(r) {
+        cols.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since the object was created.", "priority": 0}));
+    }
     cols
+}
+
+/// Whether the kind places its own Age column (built-in kinds put it before
+/// their `-o wide` columns; custom ones get it last).
+fn own_age(r: &Resource) -> bool {
+    r.strategy.columns().iter().any(|c| c.name == "Age")
 }
 
 /// One row.
@@ -64,11 +72,13 @@ pub fn row(r: &Resource, obj: &Value, include: Include) -> Value {
             _ => v,
         });
     }
-    cells.push(Value::String(drover_core::meta::age(
-        obj.pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    )));
+    if !own_age(r) {
+        cells.push(Value::String(drover_core::meta::age(
+            obj.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        )));
+    }
     let mut row = json!({"cells": cells});
     match include {
         Include::None => {}

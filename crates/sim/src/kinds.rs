@@ -268,6 +268,33 @@ fn derived(column: &Column, obj: &Value) -> Value {
                 ports.join(",")
             })
         }
+        "#internal-ip" | "#external-ip" => {
+            let wanted = if column.pointer == "#internal-ip" {
+                "InternalIP"
+            } else {
+                "ExternalIP"
+            };
+            let found = obj
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|x| x["type"] == wanted))
+                .and_then(|x| x["address"].as_str())
+                .map(str::to_owned);
+            Value::from(found.unwrap_or_else(|| "<none>".to_owned()))
+        }
+        "#pod-ip" | "#node-name" | "#nominated-node" => {
+            let pointer = match column.pointer {
+                "#pod-ip" => "/status/podIP",
+                "#node-name" => "/spec/nodeName",
+                _ => "/status/nominatedNodeName",
+            };
+            Value::from(
+                Some(s(pointer))
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "<none>".into()),
+            )
+        }
+        "#readiness-gates" => Value::from("<none>"),
         "#phase" => Value::from(match s("/status/phase").as_str() {
             "" => "Active".to_owned(),
             p => p.to_owned(),
@@ -364,12 +391,21 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         vec![
             col("Status", "string", "#node-status", 0),
             col("Roles", "string", "#roles", 0),
+            col("Age", "date", "/metadata/creationTimestamp", 0),
             col("Version", "string", "/status/nodeInfo/kubeletVersion", 0),
+            col("Internal-IP", "string", "#internal-ip", 1),
+            col("External-IP", "string", "#external-ip", 1),
             col("OS-Image", "string", "/status/nodeInfo/osImage", 1),
             col(
                 "Kernel-Version",
                 "string",
                 "/status/nodeInfo/kernelVersion",
+                1,
+            ),
+            col(
+                "Container-Runtime",
+                "string",
+                "/status/nodeInfo/containerRuntimeVersion",
                 1,
             ),
         ],
@@ -387,8 +423,11 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
             col("Ready", "string", "#pod-ready", 0),
             col("Status", "string", "/status/phase", 0),
             col("Restarts", "integer", "#restarts", 0),
-            col("IP", "string", "/status/podIP", 1),
-            col("Node", "string", "/spec/nodeName", 1),
+            col("Age", "date", "/metadata/creationTimestamp", 0),
+            col("IP", "string", "#pod-ip", 1),
+            col("Node", "string", "#node-name", 1),
+            col("Nominated Node", "string", "#nominated-node", 1),
+            col("Readiness Gates", "string", "#readiness-gates", 1),
         ],
     );
     add(

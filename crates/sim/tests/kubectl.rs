@@ -177,158 +177,6 @@ async fn create_ns_and_watch_sees_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn apply_label_annotate_and_patch() {
-    let e = env().await;
-    let cm = e.file("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n  b: \"2\"\n");
-    assert_eq!(
-        e.ok(&["apply", "-f", &cm]).await.trim(),
-        "configmap/settings created"
-    );
-    assert_eq!(
-        e.ok(&["apply", "-f", &cm]).await.trim(),
-        "configmap/settings unchanged"
-    );
-    let changed = e.file("cm2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n  b: \"20\"\n");
-    assert_eq!(
-        e.ok(&["apply", "-f", &changed]).await.trim(),
-        "configmap/settings configured"
-    );
-    assert_eq!(
-        e.ok(&["label", "cm", "settings", "tier=web"]).await.trim(),
-        "configmap/settings labeled"
-    );
-    assert_eq!(
-        e.ok(&["annotate", "cm", "settings", "owner=platform"])
-            .await
-            .trim(),
-        "configmap/settings annotated"
-    );
-    e.ok(&[
-        "patch",
-        "cm",
-        "settings",
-        "--type=merge",
-        "-p",
-        r#"{"data":{"c":"3"}}"#,
-    ])
-    .await;
-    e.ok(&[
-        "patch",
-        "cm",
-        "settings",
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/data/a"}]"#,
-    ])
-    .await;
-    e.ok(&[
-        "patch",
-        "cm",
-        "settings",
-        "--type=strategic",
-        "-p",
-        r#"{"data":{"d":"4"}}"#,
-    ])
-    .await;
-    let data = e
-        .ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"])
-        .await;
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
-        serde_json::json!({"b": "20", "c": "3", "d": "4"})
-    );
-    let labels = e.ok(&["get", "cm", "-l", "tier=web", "--no-headers"]).await;
-    assert!(labels.starts_with("settings"), "{labels}");
-    let (code, _, err) = e
-        .kubectl(&[
-            "apply",
-            "-f",
-            &e.file(
-                "bad.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata: [1, 2]\n",
-            ),
-        ])
-        .await;
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("data"),
-        "a wrong shape is refused, naming the field: {err}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn auth_whoami_can_i_and_rbac_denial_for_impersonated_users() {
-    let e = env().await;
-    let who = e.ok(&["auth", "whoami"]).await;
-    assert!(
-        who.contains("kubernetes-admin") && who.contains("system:masters"),
-        "{who}"
-    );
-    assert_eq!(
-        e.ok(&["auth", "can-i", "delete", "nodes"]).await.trim(),
-        "yes"
-    );
-    let (code, out, _) = e
-        .kubectl(&["auth", "can-i", "get", "pods", "--as", "bob"])
-        .await;
-    assert_eq!((code, out.trim()), (1, "no"));
-    let (code, _, err) = e.kubectl(&["get", "pods", "--as", "bob"]).await;
-    assert_ne!(code, 0);
-    assert!(err.contains(r#"pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#), "{err}");
-
-    // Bind bob to view in default; now he may read but not write.
-    // kubectl sends this as protobuf.
-    e.ok(&[
-        "create",
-        "rolebinding",
-        "bob-view",
-        "--clusterrole=view",
-        "--user=bob",
-        "-n",
-        "default",
-    ])
-    .await;
-    assert_eq!(
-        e.ok(&["auth", "can-i", "list", "pods", "--as", "bob"])
-            .await
-            .trim(),
-        "yes"
-    );
-    let (_, out, _) = e
-        .kubectl(&[
-            "auth",
-            "can-i",
-            "list",
-            "pods",
-            "--as",
-            "bob",
-            "-n",
-            "kube-system",
-        ])
-        .await;
-    assert_eq!(out.trim(), "no", "a RoleBinding stays in its namespace");
-    let (_, out, _) = e
-        .kubectl(&["auth", "can-i", "create", "configmaps", "--as", "bob"])
-        .await;
-    assert_eq!(out.trim(), "no", "view does not write");
-    assert_eq!(
-        e.ok(&[
-            "auth",
-            "can-i",
-            "create",
-            "configmaps",
-            "--as",
-            "alice",
-            "--as-group",
-            "system:masters"
-        ])
-        .await
-        .trim(),
-        "yes"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn typed_creates_arrive_as_protobuf_and_land_as_kubernetes_would_store_them() {
     let e = env().await;
     e.ok(&[
@@ -658,255 +506,6 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deployments_roll_out_scale_and_restart() {
-    let e = env().await;
-    e.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=nginx:1.27",
-        "--replicas=3",
-    ])
-    .await;
-    let done = e
-        .ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
-        .await;
-    assert!(
-        done.contains(r#"deployment "web" successfully rolled out"#),
-        "{done}"
-    );
-    let first = pods(&e, "app=web").await;
-    assert_eq!(first.len(), 3, "{first:?}");
-    assert!(
-        first
-            .iter()
-            .all(|(_, phase, node)| phase == "Running" && node.starts_with("test-node-")),
-        "{first:?}"
-    );
-    let nodes: std::collections::BTreeSet<_> = first.iter().map(|p| p.2.clone()).collect();
-    assert_eq!(nodes.len(), 3, "spread over the nodes");
-    let wide = e.ok(&["get", "pods", "-o", "wide", "--no-headers"]).await;
-    assert!(
-        wide.lines()
-            .all(|l| l.contains("10.244.") && l.contains("1/1")),
-        "{wide}"
-    );
-
-    assert_eq!(
-        e.ok(&["scale", "deployment", "web", "--replicas=5"])
-            .await
-            .trim(),
-        "deployment.apps/web scaled"
-    );
-    eventually("5 pods", || async {
-        pods(&e, "app=web")
-            .await
-            .iter()
-            .filter(|p| p.1 == "Running")
-            .count()
-            == 5
-    })
-    .await;
-    e.ok(&["scale", "deployment", "web", "--replicas=2"]).await;
-    eventually("2 pods", || async { pods(&e, "app=web").await.len() == 2 }).await;
-
-    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
-    e.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"])
-        .await;
-    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
-        .await;
-    eventually("pods replaced", || async {
-        let now = pods(&e, "app=web").await;
-        now.len() == 2 && now.iter().all(|p| !before.contains(&p.0))
-    })
-    .await;
-    let images = e
-        .ok(&[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].spec.containers[0].image}",
-        ])
-        .await;
-    assert_eq!(images, "nginx:1.28 nginx:1.28");
-
-    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
-    assert_eq!(
-        e.ok(&["rollout", "restart", "deployment/web"]).await.trim(),
-        "deployment.apps/web restarted"
-    );
-    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
-        .await;
-    eventually("pods restarted", || async {
-        pods(&e, "app=web")
-            .await
-            .iter()
-            .all(|p| !before.contains(&p.0))
-    })
-    .await;
-
-    e.ok(&["delete", "deployment", "web"]).await;
-    eventually("everything removed", || async {
-        pods(&e, "app=web").await.is_empty()
-            && e.ok(&["get", "rs", "--no-headers"]).await.trim().is_empty()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn logs_and_logs_follow() {
-    let e = env().await;
-    let d = e.file(
-        "logger.yaml",
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: logger\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: logger}\n  template:\n    metadata:\n      labels: {app: logger}\n      annotations:\n        sim.drover.io/log-interval-ms: \"100\"\n    spec:\n      containers:\n      - name: app\n        image: busybox:1.36\n",
-    );
-    e.ok(&["apply", "-f", &d]).await;
-    e.ok(&["rollout", "status", "deployment/logger", "--timeout=30s"])
-        .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let pod = pods(&e, "app=logger").await.remove(0).0;
-    let out = e.ok(&["logs", &pod, "--tail=3"]).await;
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    assert!(
-        lines
-            .iter()
-            .all(|l| l.starts_with(&format!("{pod}/app request "))),
-        "{out}"
-    );
-    let stamped = e
-        .ok(&["logs", "deployment/logger", "--tail=1", "--timestamps"])
-        .await;
-    assert!(
-        stamped.split(' ').next().unwrap().ends_with('Z'),
-        "{stamped}"
-    );
-
-    // -f keeps streaming new lines.
-    let mut follow = e
-        .cmd(&["logs", "-f", &pod, "--tail=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut numbers = Vec::new();
-    for _ in 0..5 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a streamed line");
-        numbers.push(
-            line.split("request ")
-                .nth(1)
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap(),
-        );
-    }
-    assert!(
-        numbers.windows(2).all(|w| w[1] == w[0] + 1),
-        "consecutive lines: {numbers:?}"
-    );
-    let _ = follow.kill();
-    let _ = follow.wait();
-
-    let (code, _, err) = e.kubectl(&["logs", &pod, "-c", "nope"]).await;
-    assert_ne!(code, 0);
-    assert!(
-        err.contains(&format!("container nope is not valid for pod {pod}")),
-        "{err}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn limitrange_defaults_and_quota_admission() {
-    let e = env().await;
-    e.ok(&["create", "ns", "team"]).await;
-    let lr = e.file(
-        "lr.yaml",
-        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: defaults\n  namespace: team\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m, memory: 64Mi}\n",
-    );
-    let quota = e.file(
-        "quota.yaml",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: small\n  namespace: team\nspec:\n  hard:\n    pods: \"2\"\n    requests.cpu: \"1\"\n    configmaps: \"1\"\n",
-    );
-    e.ok(&["apply", "-f", &lr, "-f", &quota]).await;
-
-    e.ok(&["run", "one", "-n", "team", "--image=busybox:1.36"])
-        .await;
-    let res: serde_json::Value = serde_json::from_str(
-        &e.ok(&[
-            "get",
-            "pod",
-            "one",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.spec.containers[0].resources}",
-        ])
-        .await,
-    )
-    .unwrap();
-    assert_eq!(
-        res,
-        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "64Mi"}}),
-        "LimitRange defaults"
-    );
-    e.ok(&["run", "two", "-n", "team", "--image=busybox:1.36"])
-        .await;
-    let (code, _, err) = e
-        .kubectl(&["run", "three", "-n", "team", "--image=busybox:1.36"])
-        .await;
-    assert_ne!(code, 0);
-    assert!(err.contains(r#"pods "three" is forbidden: exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2"#), "{err}");
-    eventually("quota status", || async {
-        e.ok(&[
-            "get",
-            "quota",
-            "small",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.status.used.pods} {.status.used.requests\\.cpu}",
-        ])
-        .await
-            == "2 200m"
-    })
-    .await;
-    e.ok(&["create", "configmap", "a", "-n", "team"]).await;
-    let (code, _, err) = e.kubectl(&["create", "configmap", "b", "-n", "team"]).await;
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("exceeded quota: small") && err.contains("configmaps=1"),
-        "{err}"
-    );
-
-    // A compute quota refuses pods that do not say their requests.
-    e.ok(&["create", "ns", "strict"]).await;
-    let strict = e.file("strict.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: cpu\n  namespace: strict\nspec:\n  hard:\n    requests.cpu: \"2\"\n");
-    e.ok(&["apply", "-f", &strict]).await;
-    let (code, _, err) = e
-        .kubectl(&["run", "bare", "-n", "strict", "--image=busybox:1.36"])
-        .await;
-    assert_ne!(code, 0);
-    assert!(
-        err.contains(r#"pods "bare" is forbidden: failed quota: cpu: must specify requests.cpu"#),
-        "{err}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_commands_over_websocket() {
     let e = env().await;
     e.ok(&["run", "box", "--image=busybox:1.36", "--env=MODE=fast"])
@@ -1062,4 +661,526 @@ async fn node_flap_makes_nodes_not_ready_and_back() {
     }
     let _ = watch.kill();
     let _ = watch.wait();
+}
+
+/// A ConfigMap applied from a file, as most of the next tests start.
+async fn with_settings(e: &Env) {
+    let cm = e.file("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    e.ok(&["apply", "-f", &cm]).await;
+}
+
+async fn settings_data(e: &Env) -> serde_json::Value {
+    serde_json::from_str(
+        &e.ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"])
+            .await,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_creates_then_is_unchanged_then_configured() {
+    let e = env().await;
+    let cm = e.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"1\"\n",
+    );
+    assert_eq!(
+        e.ok(&["apply", "-f", &cm]).await.trim(),
+        "configmap/settings created"
+    );
+    assert_eq!(
+        e.ok(&["apply", "-f", &cm]).await.trim(),
+        "configmap/settings unchanged"
+    );
+    let changed = e.file(
+        "cm2.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: \"10\"\n",
+    );
+    assert_eq!(
+        e.ok(&["apply", "-f", &changed]).await.trim(),
+        "configmap/settings configured"
+    );
+    assert_eq!(settings_data(&e).await, serde_json::json!({"a": "10"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_wrong_shape_naming_the_field() {
+    let e = env().await;
+    let bad = e.file(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata: [1, 2]\n",
+    );
+    let (code, _, err) = e.kubectl(&["apply", "-f", &bad]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("data"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label() {
+    let e = env().await;
+    with_settings(&e).await;
+    assert_eq!(
+        e.ok(&["label", "cm", "settings", "tier=web"]).await.trim(),
+        "configmap/settings labeled"
+    );
+    assert!(e
+        .ok(&["get", "cm", "-l", "tier=web", "--no-headers"])
+        .await
+        .starts_with("settings"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn annotate() {
+    let e = env().await;
+    with_settings(&e).await;
+    assert_eq!(
+        e.ok(&["annotate", "cm", "settings", "owner=platform"])
+            .await
+            .trim(),
+        "configmap/settings annotated"
+    );
+    assert_eq!(
+        e.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "jsonpath={.metadata.annotations.owner}"
+        ])
+        .await,
+        "platform"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_merge() {
+    let e = env().await;
+    with_settings(&e).await;
+    assert_eq!(
+        e.ok(&[
+            "patch",
+            "cm",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"c":"3"}}"#
+        ])
+        .await
+        .trim(),
+        "configmap/settings patched"
+    );
+    assert_eq!(
+        settings_data(&e).await,
+        serde_json::json!({"a": "1", "b": "2", "c": "3"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_json() {
+    let e = env().await;
+    with_settings(&e).await;
+    e.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/a"}]"#,
+    ])
+    .await;
+    assert_eq!(settings_data(&e).await, serde_json::json!({"b": "2"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_strategic() {
+    let e = env().await;
+    with_settings(&e).await;
+    e.ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=strategic",
+        "-p",
+        r#"{"data":{"d":"4"}}"#,
+    ])
+    .await;
+    assert_eq!(
+        settings_data(&e).await,
+        serde_json::json!({"a": "1", "b": "2", "d": "4"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_whoami() {
+    let e = env().await;
+    let who = e.ok(&["auth", "whoami"]).await;
+    assert!(
+        who.contains("kubernetes-admin") && who.contains("system:masters"),
+        "{who}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_can_i_as_another_user() {
+    let e = env().await;
+    assert_eq!(
+        e.ok(&["auth", "can-i", "delete", "nodes"]).await.trim(),
+        "yes"
+    );
+    let (code, out, _) = e
+        .kubectl(&["auth", "can-i", "get", "pods", "--as", "bob"])
+        .await;
+    assert_eq!((code, out.trim()), (1, "no"));
+    assert_eq!(
+        e.ok(&[
+            "auth",
+            "can-i",
+            "create",
+            "configmaps",
+            "--as",
+            "alice",
+            "--as-group",
+            "system:masters"
+        ])
+        .await
+        .trim(),
+        "yes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_denies_an_impersonated_user_without_rights() {
+    let e = env().await;
+    let (code, _, err) = e.kubectl(&["get", "pods", "--as", "bob"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains(r#"pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#), "{err}");
+    // Bound to view in default (kubectl sends this as protobuf), bob reads
+    // there but not elsewhere, and does not write.
+    e.ok(&[
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+        "-n",
+        "default",
+    ])
+    .await;
+    assert_eq!(e.ok(&["get", "pods", "--as", "bob"]).await.trim(), "");
+    let (_, out, _) = e
+        .kubectl(&[
+            "auth",
+            "can-i",
+            "list",
+            "pods",
+            "--as",
+            "bob",
+            "-n",
+            "kube-system",
+        ])
+        .await;
+    assert_eq!(out.trim(), "no", "a RoleBinding stays in its namespace");
+    let (code, _, err) = e
+        .kubectl(&["create", "configmap", "x", "--as", "bob"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(r#"User "bob" cannot create resource "configmaps""#),
+        "{err}"
+    );
+}
+
+/// A one-replica Deployment whose logs advance every 100 ms.
+async fn logger(e: &Env) -> String {
+    let d = e.file(
+        "logger.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: logger\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: logger}\n  template:\n    metadata:\n      labels: {app: logger}\n      annotations:\n        sim.drover.io/log-interval-ms: \"100\"\n    spec:\n      containers:\n      - name: app\n        image: busybox:1.36\n",
+    );
+    e.ok(&["apply", "-f", &d]).await;
+    e.ok(&["rollout", "status", "deployment/logger", "--timeout=30s"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    pods(e, "app=logger").await.remove(0).0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs() {
+    let e = env().await;
+    let pod = logger(&e).await;
+    let out = e.ok(&["logs", &pod, "--tail=3"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(&format!("{pod}/app request "))),
+        "{out}"
+    );
+    let stamped = e
+        .ok(&["logs", "deployment/logger", "--tail=1", "--timestamps"])
+        .await;
+    assert!(
+        stamped.split(' ').next().unwrap().ends_with('Z'),
+        "{stamped}"
+    );
+    let (code, _, err) = e.kubectl(&["logs", &pod, "-c", "nope"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("container nope is not valid for pod {pod}")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_follow_streams() {
+    let e = env().await;
+    let pod = logger(&e).await;
+    let mut follow = e
+        .cmd(&["logs", "-f", &pod, "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut numbers = Vec::new();
+    for _ in 0..5 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a streamed line");
+        numbers.push(
+            line.split("request ")
+                .nth(1)
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive lines: {numbers:?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limitrange_defaults_show_on_a_created_pod() {
+    let e = env().await;
+    let lr = e.file(
+        "lr.yaml",
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: defaults\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m, memory: 64Mi}\n",
+    );
+    e.ok(&["apply", "-f", &lr]).await;
+    e.ok(&["run", "one", "--image=busybox:1.36"]).await;
+    let res: serde_json::Value = serde_json::from_str(
+        &e.ok(&[
+            "get",
+            "pod",
+            "one",
+            "-o",
+            "jsonpath={.spec.containers[0].resources}",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        res,
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "64Mi"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_rejects_a_pod_over_quota() {
+    let e = env().await;
+    let quota = e.file(
+        "quota.yaml",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: small\nspec:\n  hard:\n    pods: \"2\"\n    configmaps: \"1\"\n",
+    );
+    e.ok(&["apply", "-f", &quota]).await;
+    e.ok(&["run", "one", "--image=busybox:1.36"]).await;
+    e.ok(&["run", "two", "--image=busybox:1.36"]).await;
+    let (code, _, err) = e.kubectl(&["run", "three", "--image=busybox:1.36"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains(r#"pods "three" is forbidden: exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2"#), "{err}");
+    eventually("quota status", || async {
+        e.ok(&[
+            "get",
+            "quota",
+            "small",
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ])
+        .await
+            == "2"
+    })
+    .await;
+    e.ok(&["create", "configmap", "a"]).await;
+    let (code, _, err) = e.kubectl(&["create", "configmap", "b"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("exceeded quota: small") && err.contains("configmaps=1"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_on_compute_needs_requests() {
+    let e = env().await;
+    let strict = e.file("strict.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: cpu\nspec:\n  hard:\n    requests.cpu: \"2\"\n");
+    e.ok(&["apply", "-f", &strict]).await;
+    let (code, _, err) = e.kubectl(&["run", "bare", "--image=busybox:1.36"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(r#"pods "bare" is forbidden: failed quota: cpu: must specify requests.cpu"#),
+        "{err}"
+    );
+}
+
+/// A three-replica Deployment, rolled out.
+async fn web(e: &Env) {
+    e.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=3",
+    ])
+    .await;
+    let done = e
+        .ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    assert!(
+        done.contains(r#"deployment "web" successfully rolled out"#),
+        "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_rolls_out_to_running_pods_on_the_nodes() {
+    let e = env().await;
+    web(&e).await;
+    let first = pods(&e, "app=web").await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|(_, phase, node)| phase == "Running" && node.starts_with("test-node-")),
+        "{first:?}"
+    );
+    let nodes: std::collections::BTreeSet<_> = first.iter().map(|p| p.2.clone()).collect();
+    assert_eq!(nodes.len(), 3, "spread over the nodes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_pods_wide_shows_ips_and_nodes() {
+    let e = env().await;
+    web(&e).await;
+    let wide = e.ok(&["get", "pods", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
+    assert!(
+        wide.lines().skip(1).all(|l| l.contains("1/1")
+            && l.contains("Running")
+            && l.contains("10.244.")
+            && l.contains("test-node-")),
+        "{wide}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_up_and_down() {
+    let e = env().await;
+    web(&e).await;
+    assert_eq!(
+        e.ok(&["scale", "deployment", "web", "--replicas=5"])
+            .await
+            .trim(),
+        "deployment.apps/web scaled"
+    );
+    eventually("5 pods", || async {
+        pods(&e, "app=web")
+            .await
+            .iter()
+            .filter(|p| p.1 == "Running")
+            .count()
+            == 5
+    })
+    .await;
+    e.ok(&["scale", "deployment", "web", "--replicas=2"]).await;
+    eventually("2 pods", || async { pods(&e, "app=web").await.len() == 2 }).await;
+    assert_eq!(
+        e.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_image_replaces_the_pods() {
+    let e = env().await;
+    web(&e).await;
+    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
+    e.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"])
+        .await;
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    eventually("pods replaced", || async {
+        let now = pods(&e, "app=web").await;
+        now.len() == 3 && now.iter().all(|p| !before.contains(&p.0))
+    })
+    .await;
+    let images = e
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(images, "nginx:1.28 nginx:1.28 nginx:1.28");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_restart_replaces_the_pods() {
+    let e = env().await;
+    web(&e).await;
+    let before: Vec<String> = pods(&e, "app=web").await.into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        e.ok(&["rollout", "restart", "deployment/web"]).await.trim(),
+        "deployment.apps/web restarted"
+    );
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    eventually("pods restarted", || async {
+        let now = pods(&e, "app=web").await;
+        now.len() == 3 && now.iter().all(|p| !before.contains(&p.0))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
+    let e = env().await;
+    web(&e).await;
+    e.ok(&["delete", "deployment", "web"]).await;
+    eventually("everything removed", || async {
+        pods(&e, "app=web").await.is_empty()
+            && e.ok(&["get", "rs", "--no-headers"]).await.trim().is_empty()
+    })
+    .await;
 }
