@@ -161,6 +161,7 @@ async fn create_ns_and_watch_sees_it() {
         rx.recv_timeout(Duration::from_secs(20))
             .expect("the existing namespaces");
     }
+    let created = std::time::Instant::now();
     assert_eq!(
         e.ok(&["create", "ns", "team-a"]).await.trim(),
         "namespace/team-a created"
@@ -168,6 +169,10 @@ async fn create_ns_and_watch_sees_it() {
     let line = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the watch sees the new namespace");
+    eprintln!(
+        "kubectl get ns -w showed the new namespace {:?} after the create started",
+        created.elapsed()
+    );
     assert!(
         line.starts_with("team-a") && line.contains("Active"),
         "{line}"
