@@ -232,7 +232,16 @@ impl ApiServer {
     }
 
     fn validate_all(&self, r: &Resource, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        if let Err(e) = crate::limits::check_object(obj) {
+            return Err(ApiError::new(413, "RequestEntityTooLarge", e));
+        }
         let mut errors = object::validate_meta(obj);
+        let name = object::name(obj);
+        if !name.is_empty() {
+            if let Some(why) = r.strategy.invalid_name(name) {
+                errors.push(FieldError::invalid("metadata.name", name, why));
+            }
+        }
         errors.extend(r.strategy.validate(obj, old));
         if errors.is_empty() {
             Ok(())
@@ -309,7 +318,9 @@ impl ApiServer {
             revision = Some(page.revision);
             let count = page.items.len();
             for (i, kv) in page.items.iter().enumerate() {
-                let stored = Stored::from_kv(kv)?;
+                let Ok(stored) = Stored::from_kv(kv) else {
+                    continue;
+                };
                 if filter.matches(r, &stored.value) {
                     items.push(stored.with_rv());
                 }
@@ -568,7 +579,7 @@ impl ApiServer {
                         )
                     })?
                 }
-                Kind::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| {
+                Kind::Json(p) => crate::limits::apply_json_patch(&mut doc, p).map_err(|e| {
                     ApiError::invalid(
                         r.info.kind,
                         r.info.group,
@@ -797,6 +808,11 @@ impl ApiServer {
             mm.insert("deletionTimestamp".into(), Value::String(m::now_rfc3339()));
             mm.insert("deletionGracePeriodSeconds".into(), json!(0));
             r.strategy.mark_deleting(&mut marked);
+            let generation = marked
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut marked).insert("generation".into(), json!(generation + 1));
             if dry_run {
                 return Ok(Stored {
                     value: marked,
@@ -851,7 +867,9 @@ impl ApiServer {
             .map_err(|e| ApiError::from_store(e, subject(r, "")))?;
         let mut deleted = Vec::new();
         for kv in &listed.items {
-            let current = Stored::from_kv(kv)?;
+            let Ok(current) = Stored::from_kv(kv) else {
+                continue;
+            };
             if !filter.matches(r, &current.value) {
                 continue;
             }
@@ -1051,7 +1069,7 @@ impl ApiServer {
                                 serde_json::from_value(patch).map_err(|e| {
                                     ApiError::bad_request(format!("the JSON patch is invalid: {e}"))
                                 })?;
-                            json_patch::patch(&mut patched, &p).map_err(|e| {
+                            crate::limits::apply_json_patch(&mut patched, &p).map_err(|e| {
                                 ApiError::invalid(
                                     "Scale",
                                     "autoscaling",

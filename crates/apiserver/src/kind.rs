@@ -168,6 +168,13 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// Why `name` is not a valid name for this kind, if it is not (default:
+    /// an RFC 1123 subdomain, as for most kinds).
+    fn invalid_name(&self, name: &str) -> Option<String> {
+        (!crate::object::is_dns_subdomain(name))
+            .then(|| crate::object::DNS1123_SUBDOMAIN.to_owned())
+    }
+
     /// Semantic checks beyond the schema (`old` is set on updates).
     fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
         Vec::new()

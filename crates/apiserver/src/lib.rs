@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod error;
 mod handlers;
 pub mod kind;
+pub mod limits;
 pub mod object;
 pub mod openapi;
 pub mod protobuf;
@@ -159,8 +160,9 @@ impl ApiServer {
             .clone();
         let cross_namespace =
             matches!(info.verb.as_str(), "list" | "watch") && info.name.is_empty();
+        let namespace_object = info.resource == "namespaces" && info.namespace == info.name;
         if (r.info.namespaced && info.namespace.is_empty() && !cross_namespace)
-            || (!r.info.namespaced && !info.namespace.is_empty())
+            || (!r.info.namespaced && !info.namespace.is_empty() && !namespace_object)
         {
             return Err(ApiError::no_such_path());
         }
@@ -182,6 +184,18 @@ impl ApiServer {
             || stream;
         if !served_subresource {
             return Err(ApiError::no_such_path());
+        }
+        let verb_ok = match info.subresource.as_str() {
+            "" => true,
+            "status" | "scale" => matches!(info.verb.as_str(), "get" | "update" | "patch"),
+            _ if stream => matches!(info.verb.as_str(), "get" | "create"),
+            _ => true,
+        };
+        if !verb_ok {
+            return Err(ApiError::method_not_allowed(&format!(
+                "{} on {}/{}",
+                info.verb, info.resource, info.subresource
+            )));
         }
         if r.info.create_only && info.verb != "create" {
             return Err(ApiError::method_not_allowed(&format!(
@@ -272,8 +286,11 @@ impl ApiServer {
                     };
                     let mut obj = decoded
                         .ok_or_else(|| ApiError::unsupported_media_type(&content_type))??;
-                    obj["apiVersion"] = serde_json::Value::String(api_version);
-                    obj["kind"] = serde_json::Value::String(kind);
+                    let Some(fields) = obj.as_object_mut() else {
+                        return Err(ApiError::bad_request("the protobuf body is not an object"));
+                    };
+                    fields.insert("apiVersion".into(), serde_json::Value::String(api_version));
+                    fields.insert("kind".into(), serde_json::Value::String(kind));
                     body = bytes::Bytes::from(obj.to_string());
                     content_type = "application/json".into();
                 }

@@ -78,7 +78,8 @@ pub fn is_deleting(obj: &Value) -> bool {
         .is_some_and(|v| !v.is_null())
 }
 
-const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+/// The message Kubernetes gives for a bad subdomain name.
+pub const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 /// Whether `name` is an RFC 1123 subdomain (the rule for most object names).
 pub fn is_dns_subdomain(name: &str) -> bool {
@@ -102,15 +103,8 @@ pub fn is_dns_label(name: &str) -> bool {
 /// Check `metadata` as kube-apiserver's `ValidateObjectMeta` does (names,
 /// label keys and values, annotation size, finalizer names).
 pub fn validate_meta(obj: &Value) -> Vec<FieldError> {
+    // The name's rule depends on the kind: Strategy::invalid_name.
     let mut errors = Vec::new();
-    let name = name(obj);
-    if !name.is_empty() && !is_dns_subdomain(name) {
-        errors.push(FieldError::invalid(
-            "metadata.name",
-            name,
-            DNS1123_SUBDOMAIN,
-        ));
-    }
     for (k, v) in labels(obj) {
         if crate::selector::LabelSelector::parse(&format!("{k}={v}")).is_err() || v.contains(',') {
             errors.push(FieldError::invalid(format!("metadata.labels.{k}"), v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (max 63 characters), with an optional DNS subdomain prefix"));
@@ -172,13 +166,6 @@ mod tests {
     fn meta_checks() {
         let obj = serde_json::json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "yes", "bad key": "v"}, "finalizers": ["drover.io/cleanup", "//"]}});
         let errs: Vec<_> = validate_meta(&obj).into_iter().map(|e| e.field).collect();
-        assert_eq!(
-            errs,
-            [
-                "metadata.name",
-                "metadata.labels.bad key",
-                "metadata.finalizers[1]"
-            ]
-        );
+        assert_eq!(errs, ["metadata.labels.bad key", "metadata.finalizers[1]"]);
     }
 }

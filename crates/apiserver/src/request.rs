@@ -91,7 +91,9 @@ pub fn parse(method: &Method, path: &str, watch_param: bool) -> Option<Target> {
             rest = &rest[2..];
         } else {
             // The namespace object itself (or its status/finalize).
-            info.namespace.clear();
+            // kube-apiserver authorizes a namespace object as being in
+            // itself, so RoleBindings there can grant get on it.
+            info.namespace = rest[1].to_owned();
             info.resource = "namespaces".into();
             info.name = rest[1].to_owned();
             info.subresource = rest.get(2).map(|s| (*s).to_owned()).unwrap_or_default();
@@ -171,7 +173,7 @@ mod tests {
         let i = res(Method::GET, "/api/v1/namespaces/default");
         assert_eq!(
             (i.resource.as_str(), i.name.as_str(), i.namespace.as_str()),
-            ("namespaces", "default", "")
+            ("namespaces", "default", "default")
         );
         let i = res(Method::PUT, "/api/v1/namespaces/x/finalize");
         assert_eq!(

@@ -151,6 +151,10 @@ fn merge_list(
     path: &mut Vec<String>,
     lists: ListStrategies,
 ) -> Result<Vec<Value>, String> {
+    // Merging scans the list per item: bound the work.
+    if patch.len().saturating_mul(current.len().max(1)) > 10_000_000 {
+        return Err(format!("the list {} is too long to merge", path.join(".")));
+    }
     if patch
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))

@@ -46,12 +46,17 @@ impl ApiServer {
                     .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
             ),
         };
+        let default_timeout = || Duration::from_secs(1800 + rand::random::<u64>() % 1800);
         let timeout = match q.get("timeoutSeconds") {
-            Some(t) => Duration::from_secs(
-                t.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
-            ),
-            None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+            // 0 means "the server's default", as in kube-apiserver.
+            Some(t) => match t
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?
+            {
+                0 => default_timeout(),
+                n => Duration::from_secs(n),
+            },
+            None => default_timeout(),
         };
         let as_table = wants_table(headers);
         let bookmarks = q.flag("allowWatchBookmarks");

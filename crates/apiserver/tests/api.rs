@@ -1169,3 +1169,42 @@ async fn garbage_never_causes_a_server_error() {
         "still serving"
     );
 }
+
+#[tokio::test]
+async fn subresources_take_only_their_verbs_and_patches_are_bounded() {
+    let e = env().await;
+    e.call(Method::POST, WIDGETS, Some(widget("s", 1)), &[])
+        .await;
+    let before = e.revision().await;
+    let post = e
+        .call(
+            Method::POST,
+            &format!("{WIDGETS}/s/status"),
+            Some(widget("other", 1)),
+            &[],
+        )
+        .await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED, "{}", post.body);
+    let delete = e
+        .call(Method::DELETE, &format!("{WIDGETS}/s/status"), None, &[])
+        .await;
+    assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(e.revision().await, before, "nothing created or deleted");
+
+    let ops: Vec<Value> = (0..40).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/metadata/annotations/k{i}")})).collect();
+    let r = e
+        .raw(
+            Method::PATCH,
+            &format!("{WIDGETS}/s"),
+            Value::Array(ops).to_string().into_bytes(),
+            &[("content-type", "application/json-patch+json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let big = json!({"metadata": {"annotations": {"big": "x".repeat(3 * 1024 * 1024 - 200)}}});
+    let r = e
+        .call(Method::PATCH, &format!("{WIDGETS}/s"), Some(big), &[MERGE])
+        .await;
+    assert!(matches!(r.status.as_u16(), 413 | 422), "{}", r.status);
+    assert_eq!(e.revision().await, before, "nothing written");
+}

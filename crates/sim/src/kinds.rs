@@ -93,6 +93,18 @@ impl Strategy for Builtin {
         })
     }
 
+    fn invalid_name(&self, name: &str) -> Option<String> {
+        match self.group {
+            // RBAC names are path segments (system:basic-user).
+            "rbac.authorization.k8s.io" => (name == "." || name == ".." || name.contains('/') || name.contains('%'))
+                .then(|| "may not be '.' or '..' and may not contain '/' or '%'".to_owned()),
+            _ if self.kind == "Namespace" => (!drover_apiserver::object::is_dns_label(name)).then(|| {
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character".to_owned()
+            }),
+            _ => (!drover_apiserver::object::is_dns_subdomain(name)).then(|| drover_apiserver::object::DNS1123_SUBDOMAIN.to_owned()),
+        }
+    }
+
     fn list_strategies(&self) -> Option<drover_apiserver::strategic::ListStrategies> {
         Some(drover_apiserver::strategic::kubernetes_lists)
     }

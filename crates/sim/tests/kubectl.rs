@@ -1189,3 +1189,28 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_names_and_namespace_objects_follow_kube_rules() {
+    let e = env().await;
+    assert_eq!(
+        e.ok(&["label", "clusterrole", "system:basic-user", "team=platform"])
+            .await
+            .trim(),
+        "clusterrole.rbac.authorization.k8s.io/system:basic-user labeled"
+    );
+    // A RoleBinding in a namespace can grant get on that namespace itself.
+    let role = e.file(
+        "ns-reader.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: ns-reader, namespace: default}\nrules:\n- {apiGroups: [\"\"], resources: [namespaces], verbs: [get]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: carol, namespace: default}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ns-reader}\nsubjects:\n- {kind: User, apiGroup: rbac.authorization.k8s.io, name: carol}\n",
+    );
+    e.ok(&["apply", "-f", &role]).await;
+    assert!(e
+        .ok(&["get", "ns", "default", "--as", "carol"])
+        .await
+        .contains("default"));
+    let (code, _, _) = e
+        .kubectl(&["get", "ns", "kube-system", "--as", "carol"])
+        .await;
+    assert_ne!(code, 0, "only the namespace the binding is in");
+}
