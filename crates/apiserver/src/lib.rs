@@ -38,6 +38,7 @@ pub mod schema;
 pub mod selector;
 pub mod strategic;
 pub mod table;
+pub mod versioned;
 mod watch;
 
 use std::sync::Arc;

@@ -151,6 +151,50 @@ pub fn register(reg: &mut Registry, authz: Arc<RbacAuthorizer>, max_token_ttl: D
     reg.register(prtbs, Prtbs { authz });
 }
 
+/// Remove what names a user besides its object: login-name index, password
+/// hash, bindings, tokens. Runs after a delete, and before a create of the
+/// same name in case an earlier cleanup was cut short, so a new user never
+/// inherits an old one's password or rights. Idempotent.
+async fn purge_user(store: &drover_store::Store, name: &str, username: &str) {
+    if !username.is_empty() {
+        let _ = store.delete(&username_key(username), None).await;
+    }
+    let _ = store
+        .delete(&drover_core::keys::password_hash(name), None)
+        .await;
+    // Everything that names the user goes too: bindings, tokens.
+    for plural in [
+        "globalrolebindings",
+        "clusterroletemplatebindings",
+        "projectroletemplatebindings",
+        "tokens",
+    ] {
+        let prefix = format!("/registry/{}/{plural}/", api::GROUP);
+        let Ok(page) = store
+            .list(&drover_store::ListOptions {
+                prefix,
+                ..Default::default()
+            })
+            .await
+        else {
+            continue;
+        };
+        for kv in page.items {
+            let Ok(o) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            if str_at(&o, "/spec/userName") == name {
+                let _ = store.delete(&kv.key, None).await;
+                if plural == "tokens" {
+                    let _ = store
+                        .delete(&token::record_key(str_at(&o, "/metadata/name")), None)
+                        .await;
+                }
+            }
+        }
+    }
+}
+
 /// Login names: 1–64 of `a-z 0-9 . _ @ -`.
 pub fn valid_username(u: &str) -> bool {
     !u.is_empty()
@@ -209,6 +253,7 @@ impl Strategy for Users {
         Box::pin(async move {
             let name = str_at(obj, "/metadata/name").to_owned();
             let username = str_at(obj, "/spec/username").to_owned();
+            purge_user(&ctx.store, &name, "").await;
             if obj.pointer("/spec/enabled").is_none() {
                 obj["spec"]["enabled"] = json!(true);
             }
@@ -276,48 +321,12 @@ impl Strategy for Users {
 
     fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let name = str_at(obj, "/metadata/name");
-            let _ = ctx
-                .store
-                .delete(&username_key(str_at(obj, "/spec/username")), None)
-                .await;
-            let _ = ctx
-                .store
-                .delete(&drover_core::keys::password_hash(name), None)
-                .await;
-            // Everything that names the user goes too: bindings, tokens.
-            for plural in [
-                "globalrolebindings",
-                "clusterroletemplatebindings",
-                "projectroletemplatebindings",
-                "tokens",
-            ] {
-                let prefix = format!("/registry/{}/{plural}/", api::GROUP);
-                let Ok(page) = ctx
-                    .store
-                    .list(&drover_store::ListOptions {
-                        prefix,
-                        ..Default::default()
-                    })
-                    .await
-                else {
-                    continue;
-                };
-                for kv in page.items {
-                    let Ok(o) = serde_json::from_slice::<Value>(&kv.value) else {
-                        continue;
-                    };
-                    if str_at(&o, "/spec/userName") == name {
-                        let _ = ctx.store.delete(&kv.key, None).await;
-                        if plural == "tokens" {
-                            let _ = ctx
-                                .store
-                                .delete(&token::record_key(str_at(&o, "/metadata/name")), None)
-                                .await;
-                        }
-                    }
-                }
-            }
+            purge_user(
+                &ctx.store,
+                str_at(obj, "/metadata/name"),
+                str_at(obj, "/spec/username"),
+            )
+            .await;
             self.authz.invalidate();
         })
     }
@@ -377,7 +386,7 @@ impl Strategy for Tokens {
                     .authorizer
                     .authorize(
                         &ctx.user,
-                        &Attributes::resource("update", api::GROUP, "users", "", &user),
+                        &Attributes::resource("impersonate", api::GROUP, "users", "", &user),
                     )
                     .await?;
                 if !may {

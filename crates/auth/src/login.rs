@@ -23,7 +23,7 @@ pub const MAX_FAILURES: usize = 5;
 pub const WINDOW: Duration = Duration::from_secs(300);
 
 /// The login body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     /// Login name.
@@ -38,8 +38,16 @@ pub struct LoginRequest {
     pub description: Option<String>,
 }
 
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A successful login.
-#[derive(Debug)]
 pub struct LoggedIn {
     /// `token-xxxxx:SECRET`.
     pub token: String,
@@ -47,6 +55,15 @@ pub struct LoggedIn {
     pub expires_at: Option<String>,
     /// The user's object name.
     pub user: String,
+}
+
+impl std::fmt::Debug for LoggedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedIn")
+            .field("user", &self.user)
+            .field("token", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a login failed.
@@ -65,11 +82,18 @@ pub fn username_key(username: &str) -> String {
     format!("/drover/usernames/{username}")
 }
 
+/// Recent failures and running attempts for one username.
+#[derive(Debug, Default)]
+struct Attempts {
+    failures: VecDeque<Instant>,
+    in_flight: usize,
+}
+
 /// Logins and their failure counts.
 #[derive(Debug)]
 pub struct Login {
     store: Store,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    failures: Mutex<HashMap<String, Attempts>>,
     /// Default token lifetime for a login.
     pub login_ttl: Duration,
     /// Longest token lifetime allowed (zero: no limit).
@@ -93,55 +117,88 @@ impl Login {
         }
     }
 
-    fn locked_for(&self, username: &str) -> Option<u64> {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let list = failures.get_mut(username)?;
-        while list.front().is_some_and(|t| t.elapsed() > WINDOW) {
-            list.pop_front();
+    /// Start an attempt: refused (with seconds to wait) when recorded
+    /// failures plus attempts still running reach the limit, so parallel
+    /// guesses cannot slip past the count.
+    fn begin(&self, username: &str) -> Result<(), u64> {
+        let mut all = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() > 100_000 {
+            all.retain(|_, a| {
+                a.in_flight > 0 || a.failures.back().is_some_and(|t| t.elapsed() < WINDOW)
+            });
+            if all.len() > 100_000 {
+                return Err(WINDOW.as_secs()); // under attack from many names: refuse new ones for a while
+            }
         }
-        (list.len() >= MAX_FAILURES)
-            .then(|| WINDOW.saturating_sub(list[0].elapsed()).as_secs().max(1))
+        let a = all.entry(username.to_owned()).or_default();
+        while a.failures.front().is_some_and(|t| t.elapsed() > WINDOW) {
+            a.failures.pop_front();
+        }
+        if a.failures.len() + a.in_flight >= MAX_FAILURES {
+            let oldest = a.failures.front().map(|t| t.elapsed()).unwrap_or_default();
+            return Err(WINDOW.saturating_sub(oldest).as_secs().max(1));
+        }
+        a.in_flight += 1;
+        Ok(())
     }
 
-    fn record_failure(&self, username: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, l| l.back().is_some_and(|t| t.elapsed() < WINDOW));
+    /// End an attempt started with [`Self::begin`].
+    fn end(&self, username: &str, failed: bool) {
+        let mut all = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(a) = all.get_mut(username) else {
+            return;
+        };
+        a.in_flight = a.in_flight.saturating_sub(1);
+        if failed {
+            a.failures.push_back(Instant::now());
+            if a.failures.len() == MAX_FAILURES {
+                tracing::warn!(
+                    username,
+                    "login locked for 5 minutes after 5 failed attempts"
+                );
+            }
+        } else {
+            a.failures.clear();
         }
-        let list = failures.entry(username.to_owned()).or_default();
-        list.push_back(Instant::now());
-        if list.len() == MAX_FAILURES {
-            tracing::warn!(
-                username,
-                "login locked for 5 minutes after 5 failed attempts"
-            );
+        if a.failures.is_empty() && a.in_flight == 0 {
+            all.remove(username);
         }
     }
 
     /// Check the password and mint a token.
     pub async fn login(&self, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
-        if let Some(secs) = self.locked_for(&req.username) {
+        // Names that cannot exist are refused without being counted, so
+        // they cannot grow the failure table.
+        if !crate::kinds::valid_username(&req.username) {
+            let _ = password::verify_async(req.password.clone(), dummy_hash().to_owned()).await;
+            return Err(LoginError::Invalid);
+        }
+        if let Err(secs) = self.begin(&req.username) {
             tracing::warn!(username = %req.username, "login refused: too many failed attempts");
             return Err(LoginError::Locked(secs));
         }
-        let found = self.find(&req.username).await.map_err(LoginError::Store)?;
+        let found = match self.find(&req.username).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.end(&req.username, false);
+                return Err(LoginError::Store(e));
+            }
+        };
         let ok = match &found {
             Some((user, hash, enabled)) => {
-                password::verify(&req.password, hash) && *enabled && !user.is_empty()
+                password::verify_async(req.password.clone(), hash.clone()).await
+                    && *enabled
+                    && !user.is_empty()
             }
             None => {
-                let _ = password::verify(&req.password, dummy_hash());
+                let _ = password::verify_async(req.password.clone(), dummy_hash().to_owned()).await;
                 false
             }
         };
+        self.end(&req.username, !ok);
         let Some((user, _, _)) = found.filter(|_| ok) else {
-            self.record_failure(&req.username);
             return Err(LoginError::Invalid);
         };
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&req.username);
         let ttl = Some(
             req.ttl_seconds
                 .map(Duration::from_secs)
@@ -205,5 +262,39 @@ impl Login {
             String::from_utf8_lossy(&hash.value).into_owned(),
             enabled,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn attempts_in_flight_count_toward_the_lockout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}/s.db", dir.path().display()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let login = Login::new(store, Duration::from_secs(60), Duration::ZERO);
+        for _ in 0..MAX_FAILURES {
+            assert!(login.begin("bob").is_ok());
+        }
+        assert!(
+            login.begin("bob").is_err(),
+            "five running guesses fill the window"
+        );
+        login.end("bob", false);
+        assert!(
+            login.begin("bob").is_ok(),
+            "a success clears the failures and frees a slot"
+        );
+        for _ in 0..MAX_FAILURES {
+            login.end("bob", true);
+        }
+        assert!(login.begin("bob").is_err(), "five failures lock");
+        assert!(login.begin("alice").is_ok(), "per username");
     }
 }

@@ -56,6 +56,30 @@ pub fn verify(password: &str, hash: &str) -> bool {
     }
 }
 
+/// At most this many argon2 computations run at once (each takes 19 MiB).
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// [`verify`] off the async runtime's workers, at most 4 at a time.
+pub async fn verify_async(password: String, hash: String) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || verify(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`hash`] off the async runtime's workers, at most 4 at a time.
+pub async fn hash_async(password: String) -> Result<String, AuthError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+}
+
 /// A random password of 24 letters and digits (about 143 bits).
 pub fn generate() -> String {
     Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24)

@@ -15,8 +15,7 @@
 //! watch for other replicas' writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use drover_apiserver::{ApiError, Authorizer};
 use drover_core::api::{
@@ -415,8 +414,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct RbacAuthorizer {
     store: Store,
-    snapshot: RwLock<Option<Arc<Snapshot>>>,
-    dirty: AtomicBool,
+    snapshot: drover_apiserver::versioned::Versioned<Snapshot>,
 }
 
 /// The kinds a snapshot is built from.
@@ -435,14 +433,13 @@ impl RbacAuthorizer {
     pub fn new(store: Store) -> Arc<Self> {
         Arc::new(Self {
             store,
-            snapshot: RwLock::new(None),
-            dirty: AtomicBool::new(true),
+            snapshot: drover_apiserver::versioned::Versioned::new(),
         })
     }
 
     /// Mark the snapshot stale (after a write to a policy kind).
     pub fn invalidate(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
+        self.snapshot.invalidate();
     }
 
     /// Watch the store and invalidate on changes to policy kinds, until the
@@ -483,20 +480,7 @@ impl RbacAuthorizer {
 
     /// The current snapshot, rebuilt first if stale.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
-        if !self.dirty.load(Ordering::SeqCst) {
-            if let Some(s) = self
-                .snapshot
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Ok(s);
-            }
-        }
-        self.dirty.store(false, Ordering::SeqCst);
-        let built = Arc::new(self.build().await.inspect_err(|_| self.invalidate())?);
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(built.clone());
-        Ok(built)
+        self.snapshot.get(|| self.build()).await
     }
 
     async fn list<T: DeserializeOwned>(&self, plural: &str) -> Result<Vec<T>, ApiError> {

@@ -66,7 +66,6 @@ pub fn parse_bearer(bearer: &str) -> Option<(&str, &str)> {
 }
 
 /// A freshly made token: its object, its record and the bearer string.
-#[derive(Debug)]
 pub struct Minted {
     /// `token-xxxxx`.
     pub name: String,
@@ -76,6 +75,15 @@ pub struct Minted {
     pub object: Value,
     /// The record to store under [`record_key`].
     pub record: TokenRecord,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("name", &self.name)
+            .field("bearer", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Make a token for `user`. `ttl` of `None` or zero means `max_ttl`; a larger
@@ -110,6 +118,8 @@ pub fn mint_named(
         Some(t) => Some(t.min(max_ttl)),
         None => (!max_ttl.is_zero()).then_some(max_ttl),
     };
+    // Lifetimes are capped at 100 years, so no addition can overflow.
+    let ttl = ttl.map(|t| t.min(Duration::from_secs(100 * 365 * 86_400)));
     let expires_at = ttl.map(|t| meta::rfc3339(SystemTime::now() + t));
     let mut spec = json!({"userName": user});
     if let Some(d) = description {

@@ -14,7 +14,7 @@ use crate::authn::user_key;
 use crate::password;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordChange {
     /// The new password.
@@ -22,6 +22,12 @@ pub struct PasswordChange {
     /// The current one (required when changing your own).
     #[serde(default)]
     pub current_password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange { [REDACTED] }")
+    }
 }
 
 /// Set `target`'s password on behalf of `caller`.
@@ -70,9 +76,16 @@ pub async fn set_password(
         .map_err(|e| ApiError::from_store(e, subject))?;
     if own {
         let given = change.current_password.as_deref().unwrap_or_default();
-        let ok = current_hash
-            .as_ref()
-            .is_some_and(|h| password::verify(given, &String::from_utf8_lossy(&h.value)));
+        let ok = match &current_hash {
+            Some(h) => {
+                password::verify_async(
+                    given.to_owned(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+                .await
+            }
+            None => false,
+        };
         if !ok {
             return Err(ApiError::forbidden_because(
                 "the current password is wrong or missing (currentPassword)",
@@ -91,8 +104,9 @@ pub async fn set_password(
             )],
         )
     })?;
-    let hash =
-        password::hash(&change.new_password).map_err(|e| ApiError::internal(e.to_string()))?;
+    let hash = password::hash_async(change.new_password.clone())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let written = match current_hash {
         Some(h) => {
             store

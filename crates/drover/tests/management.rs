@@ -802,3 +802,144 @@ fn audit_level_3_records_without_secrets() {
         assert!(!text.contains(secret), "a secret reached the audit log");
     }
 }
+
+#[test]
+fn project_names_are_unique_across_clusters() {
+    let m = Mgmt::start(&[]);
+    let admin = m.admin();
+    let alice = m.user(&admin, "alice");
+    let mallory = m.user(&admin, "mallory");
+    let cluster = |name: &str| json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": {}});
+    let project = |name: &str| json!({"apiVersion": "management.drover.io/v1", "kind": "Project", "metadata": {"name": name}, "spec": {}});
+    assert_eq!(
+        m.http(
+            "POST",
+            &format!("{MGMT}/clusters"),
+            Some(&alice),
+            Some(&cluster("c-alice")),
+            &[]
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        m.http(
+            "POST",
+            &format!("{MGMT}/namespaces/c-alice/projects"),
+            Some(&alice),
+            Some(&project("p-shop")),
+            &[]
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        m.http(
+            "POST",
+            &format!("{MGMT}/clusters"),
+            Some(&mallory),
+            Some(&cluster("c-mallory")),
+            &[]
+        )
+        .0,
+        201
+    );
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/namespaces/c-mallory/projects"),
+        Some(&mallory),
+        Some(&project("p-shop")),
+        &[],
+    );
+    assert_eq!(
+        code, 409,
+        "a project name used in another cluster is refused: {body}"
+    );
+    let (code, _) = m.http(
+        "POST",
+        &format!("{MGMT}/namespaces/c-mallory/projects"),
+        Some(&mallory),
+        Some(&project("c-alice")),
+        &[],
+    );
+    assert_eq!(code, 409, "so is a cluster's name");
+    let (_, list) = m.http(
+        "GET",
+        &format!("{MGMT}/namespaces/p-shop/projectroletemplatebindings"),
+        Some(&mallory),
+        None,
+        &[],
+    );
+    assert!(
+        list["items"].as_array().is_none_or(|i| i.is_empty()),
+        "mallory sees none of alice's project bindings: {list}"
+    );
+    // Deleting the project frees the name.
+    assert_eq!(
+        m.http(
+            "DELETE",
+            &format!("{MGMT}/namespaces/c-alice/projects/p-shop"),
+            Some(&alice),
+            None,
+            &[]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        m.http(
+            "POST",
+            &format!("{MGMT}/namespaces/c-mallory/projects"),
+            Some(&mallory),
+            Some(&project("p-shop")),
+            &[]
+        )
+        .0,
+        201
+    );
+}
+
+#[test]
+fn a_user_who_must_change_their_password_can_do_only_that() {
+    let m = Mgmt::start(&[]);
+    let admin = m.admin();
+    let erin = m.user(&admin, "erin");
+    assert_eq!(
+        m.http(
+            "PATCH",
+            &format!("{MGMT}/users/erin"),
+            Some(&admin),
+            Some(&json!({"spec": {"mustChangePassword": true}})),
+            &[]
+        )
+        .0,
+        200
+    );
+    let (code, body) = m.http("GET", &format!("{MGMT}/clusters"), Some(&erin), None, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must change their password"),
+        "{body}"
+    );
+    let change = json!({"newPassword": "erin's brand new password", "currentPassword": "erin has a long password"});
+    assert_eq!(
+        m.http(
+            "POST",
+            &format!("{MGMT}/users/erin/password"),
+            Some(&erin),
+            Some(&change),
+            &[]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        m.http("GET", &format!("{MGMT}/clusters"), Some(&erin), None, &[])
+            .0,
+        200,
+        "free again after the change"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use drover_rbac::UserInfo;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -23,17 +23,30 @@ use crate::AppState;
 
 /// Bodies larger than this are not copied into the log.
 const MAX_LOGGED_BODY: usize = 3 * 1024 * 1024;
-/// Keys whose values never reach the log.
+/// A key containing any of these (case-insensitive) has its value redacted:
+/// passwords, tokens (also inside registration commands and URLs), secrets,
+/// private keys, kubeconfig credentials.
 const SECRET_KEYS: &[&str] = &[
     "password",
-    "newpassword",
-    "currentpassword",
     "token",
     "secret",
     "bearer",
     "privatekey",
     "keypem",
+    "key-data",
+    "manifesturl",
+    "command",
+    "credential",
 ];
+
+/// The request URI as logged: the registration token in an import manifest
+/// URL is a secret.
+fn redact_uri(uri: String) -> String {
+    match uri.strip_prefix("/v1-public/import/") {
+        Some(_) => "/v1-public/import/[REDACTED]".to_owned(),
+        None => uri,
+    }
+}
 
 /// The slot the authentication middleware fills with the caller, so the
 /// audit layer (outside it) can record who asked.
@@ -127,7 +140,7 @@ pub fn redact(v: &mut Value) {
             let is_secret_kind = map.get("kind").and_then(Value::as_str) == Some("Secret");
             for (k, child) in map.iter_mut() {
                 let lower = k.to_ascii_lowercase();
-                if SECRET_KEYS.contains(&lower.as_str())
+                if SECRET_KEYS.iter().any(|k| lower.contains(k))
                     || (is_secret_kind && (k == "data" || k == "stringData"))
                 {
                     *child = Value::String("[REDACTED]".into());
@@ -185,11 +198,12 @@ pub(crate) async fn record(
     let caller = Caller::default();
     req.extensions_mut().insert(caller.clone());
     let verb = verb(&req);
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().to_owned());
+    let uri = redact_uri(
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| req.uri().path().to_owned()),
+    );
     let source = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -204,9 +218,14 @@ pub(crate) async fn record(
     let mut request_body = None;
     if audit.level >= 2 {
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, MAX_LOGGED_BODY)
-            .await
-            .unwrap_or_default();
+        // A body too large (or unreadable) is refused here rather than
+        // passed on empty.
+        let bytes = match axum::body::to_bytes(body, MAX_LOGGED_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return drover_apiserver::ApiError::too_large(MAX_LOGGED_BODY).into_response()
+            }
+        };
         request_body = Some(body_for_log(&bytes));
         req = Request::from_parts(parts, Body::from(bytes));
     }

@@ -72,9 +72,29 @@ pub(crate) async fn require(
     if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
         caller.set(&identity.user);
     }
+    if identity.must_change_password && !password_change_allowed(&req, &identity.user.name) {
+        return ApiError::forbidden_because(format!(
+            "user {:?} must change their password first (POST /apis/management.drover.io/v1/users/{}/password)",
+            identity.user.name, identity.user.name
+        ))
+        .into_response();
+    }
     req.extensions_mut().insert(identity.user.clone());
     req.extensions_mut().insert(identity);
     next.run(req).await
+}
+
+/// What a user who must change their password may still do: change it, and
+/// ask who they are and what they may do.
+fn password_change_allowed(req: &Request, user: &str) -> bool {
+    let path = req.uri().path();
+    path == format!("/apis/management.drover.io/v1/users/{user}/password")
+        || path.ends_with("/selfsubjectreviews")
+        || path.ends_with("/selfsubjectaccessreviews")
+        || matches!(
+            path,
+            "/api" | "/apis" | "/apis/authentication.k8s.io/v1" | "/apis/authorization.k8s.io/v1"
+        )
 }
 
 async fn small_json<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {

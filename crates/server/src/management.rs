@@ -136,6 +136,31 @@ impl Strategy for Plain {
     }
 }
 
+/// Where a namespace name (a cluster's or a project's) is reserved: both
+/// kinds name the namespaces of the management API, so the names must be
+/// unique across them, or one user's project could share another's
+/// project bindings.
+fn namespace_key(name: &str) -> String {
+    format!("/drover/namespaces/{name}")
+}
+
+/// Check a namespace name is free and give the record that reserves it in
+/// the create's transaction (a racing create fails on that record).
+async fn reserve_namespace(store: &Store, name: &str) -> Result<(String, Vec<u8>), ApiError> {
+    let taken = store
+        .get(&namespace_key(name))
+        .await
+        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+    if taken.is_some() {
+        return Err(ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("the name {name:?} is already used by a cluster or a project"),
+        ));
+    }
+    Ok((namespace_key(name), name.as_bytes().to_vec()))
+}
+
 /// Delete every object of `plural` in `namespace` (cleanup after a parent's
 /// deletion; idempotent).
 async fn delete_namespace_contents(store: &Store, plural: &str, namespace: &str) -> Vec<String> {
@@ -236,6 +261,7 @@ impl Strategy for Clusters {
             };
             Ok(Prepared {
                 extra: vec![owner],
+                records: vec![reserve_namespace(&ctx.store, &name).await?],
                 ..Default::default()
             })
         })
@@ -248,7 +274,9 @@ impl Strategy for Clusters {
     fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let cluster = str_at(obj, "/metadata/name");
+            let _ = ctx.store.delete(&namespace_key(cluster), None).await;
             for project in delete_namespace_contents(&ctx.store, "projects", cluster).await {
+                let _ = ctx.store.delete(&namespace_key(&project), None).await;
                 delete_namespace_contents(&ctx.store, "projectroletemplatebindings", &project)
                     .await;
             }
@@ -318,6 +346,7 @@ impl Strategy for Projects {
             };
             Ok(Prepared {
                 extra: vec![owner],
+                records: vec![reserve_namespace(&ctx.store, &name).await?],
                 ..Default::default()
             })
         })
@@ -351,6 +380,10 @@ impl Strategy for Projects {
 
     fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let _ = ctx
+                .store
+                .delete(&namespace_key(str_at(obj, "/metadata/name")), None)
+                .await;
             delete_namespace_contents(
                 &ctx.store,
                 "projectroletemplatebindings",

@@ -5,8 +5,7 @@
 //! ClusterRoles its selectors match; `system:masters` may do anything.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use drover_apiserver::{ApiError, Authorizer};
 use drover_rbac::{PolicyRule, RuleSet, UserInfo};
@@ -167,8 +166,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SimAuthorizer {
     store: Store,
-    snapshot: RwLock<Option<Arc<Snapshot>>>,
-    dirty: AtomicBool,
+    snapshot: drover_apiserver::versioned::Versioned<Snapshot>,
 }
 
 impl SimAuthorizer {
@@ -176,14 +174,39 @@ impl SimAuthorizer {
     pub fn new(store: Store) -> Arc<Self> {
         Arc::new(Self {
             store,
-            snapshot: RwLock::new(None),
-            dirty: AtomicBool::new(true),
+            snapshot: drover_apiserver::versioned::Versioned::new(),
         })
     }
 
     /// Mark the RBAC snapshot stale.
     pub fn invalidate(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
+        self.snapshot.invalidate();
+    }
+
+    /// Invalidate whenever an RBAC object changes in the store, also when
+    /// a controller writes it directly (namespace deletion), until aborted.
+    pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            loop {
+                let Ok(revs) = this.store.revisions().await else {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                };
+                this.invalidate();
+                let mut events = this
+                    .store
+                    .watch(&format!("/registry/{RBAC}/"), revs.current);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(_) => this.invalidate(),
+                        Err(drover_store::StoreError::Closed) => return,
+                        Err(_) => break,
+                    }
+                }
+            }
+        })
     }
 
     async fn list(&self, plural: &str) -> Result<Vec<Value>, ApiError> {
@@ -203,17 +226,10 @@ impl SimAuthorizer {
     }
 
     async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
-        if !self.dirty.load(Ordering::SeqCst) {
-            if let Some(s) = self
-                .snapshot
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Ok(s);
-            }
-        }
-        self.dirty.store(false, Ordering::SeqCst);
+        self.snapshot.get(|| self.build()).await
+    }
+
+    async fn build(&self) -> Result<Snapshot, ApiError> {
         let mut s = Snapshot::default();
         for r in self.list("clusterroles").await? {
             s.cluster_roles
@@ -228,8 +244,6 @@ impl SimAuthorizer {
         }
         s.cluster_bindings = self.list("clusterrolebindings").await?;
         s.bindings = self.list("rolebindings").await?;
-        let s = Arc::new(s);
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         Ok(s)
     }
 }

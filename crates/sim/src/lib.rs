@@ -229,6 +229,7 @@ impl Sim {
         .map_err(SimError::Certificates)?;
 
         let authz = SimAuthorizer::new(store.clone());
+        let authz_follow = authz.follow();
         let mut registry = Registry::default();
         kinds::register(&mut registry, &authz);
         drover_apiserver::reviews::register(&mut registry);
@@ -247,6 +248,7 @@ impl Sim {
         let controllers = vec![
             controllers::spawn_namespace_lifecycle(store.clone(), api.clone()),
             workloads::spawn(store.clone()),
+            authz_follow,
             controllers::spawn_heartbeats(
                 store.clone(),
                 std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
