@@ -50,7 +50,10 @@ pub(crate) fn parse_quantity(q: &str) -> Option<i128> {
         "Pi" => 1024f64.powi(5),
         _ => return None,
     };
-    Some((value * factor * 10f64.powi(exp) * 1000.0).round() as i128)
+    let milli = value * factor * 10f64.powi(exp) * 1000.0;
+    // Negative and absurd quantities are not quantities (and must not wrap
+    // the sums below): kube's own limit is far under 1e30.
+    (milli.is_finite() && (0.0..1e30).contains(&milli)).then(|| milli.round() as i128)
 }
 
 /// Format thousandths back as a quantity (`500m`, `2`, `256Mi`).
@@ -183,7 +186,8 @@ fn usage(plural: &str, group: &str, obj: &Value) -> BTreeMap<String, i128> {
                         .and_then(Value::as_str)
                         .and_then(parse_quantity)
                     {
-                        *u.entry((*name).to_owned()).or_default() += q;
+                        let e: &mut i128 = u.entry((*name).to_owned()).or_default();
+                        *e = (*e).saturating_add(q);
                     }
                 }
             }
@@ -242,7 +246,7 @@ async fn live_usage(
             }
             for (k, v) in usage(&plural, g, &obj) {
                 if let Some(t) = total.get_mut(&k) {
-                    *t += v;
+                    *t = t.saturating_add(v);
                 }
             }
         }
@@ -305,9 +309,9 @@ pub(crate) async fn check_quota(
         let over: Vec<&String> = hard
             .keys()
             .filter(|k| {
-                wanted
-                    .get(*k)
-                    .is_some_and(|w| used.get(*k).copied().unwrap_or(0) + w > hard[*k])
+                wanted.get(*k).is_some_and(|w| {
+                    used.get(*k).copied().unwrap_or(0).saturating_add(*w) > hard[*k]
+                })
             })
             .collect();
         if !over.is_empty() {
@@ -382,6 +386,8 @@ mod tests {
         assert_eq!(parse_quantity("1G"), Some(1_000_000_000_000));
         assert_eq!(parse_quantity("1e3"), Some(1_000_000));
         assert_eq!(parse_quantity("nonsense"), None);
+        assert_eq!(parse_quantity("-1"), None, "negative");
+        assert_eq!(parse_quantity("1e36"), None, "absurd");
         assert_eq!(format_quantity(500, false), "500m");
         assert_eq!(format_quantity(3000, false), "3");
         assert_eq!(format_quantity(256 * 1024 * 1024 * 1000, true), "256Mi");

@@ -248,6 +248,33 @@ impl SimAuthorizer {
     }
 }
 
+impl SimAuthorizer {
+    /// The rules a binding's `roleRef` grants (in `namespace` for a Role).
+    pub async fn referenced_rules(
+        &self,
+        role_ref: &Value,
+        namespace: &str,
+    ) -> Result<Vec<PolicyRule>, ApiError> {
+        let snapshot = self.snapshot().await?;
+        let name = role_ref["name"].as_str().unwrap_or_default();
+        Ok(match role_ref["kind"].as_str() {
+            Some("ClusterRole") => snapshot.cluster_role_rules(name, 0),
+            Some("Role") => snapshot
+                .roles
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// The rules a Role or ClusterRole object states (aggregated ones are the
+/// rules of other roles, which their own creation already checked).
+pub(crate) fn stated_rules(role: &Value) -> Vec<PolicyRule> {
+    rules(role)
+}
+
 impl Authorizer for SimAuthorizer {
     fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>> {
         Box::pin(async move { Ok(self.snapshot().await?.rules_for(user)) })

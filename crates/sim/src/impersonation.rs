@@ -19,24 +19,37 @@ pub async fn resolve(
     caller: UserInfo,
     headers: &HeaderMap,
 ) -> Result<UserInfo, ApiError> {
-    let values = |name: &str| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect()
+    // A header that cannot be read is refused, never ignored: ignoring it
+    // would run the request as the caller.
+    let mut unreadable = false;
+    let mut values = |name: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for v in headers.get_all(name) {
+            match v.to_str() {
+                Ok(s) if !s.is_empty() => out.push(s.to_owned()),
+                Ok(_) => {}
+                Err(_) => unreadable = true,
+            }
+        }
+        out
     };
     let user = values("impersonate-user").into_iter().next();
     let groups = values("impersonate-group");
     let uid = values("impersonate-uid").into_iter().next();
-    let extras: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| {
-            let key = k.as_str().strip_prefix("impersonate-extra-")?;
-            Some((key.to_owned(), v.to_str().ok()?.to_owned()))
-        })
-        .collect();
+    let mut extras: Vec<(String, String)> = Vec::new();
+    for (k, v) in headers {
+        if let Some(key) = k.as_str().strip_prefix("impersonate-extra-") {
+            match v.to_str() {
+                Ok(s) => extras.push((key.to_owned(), s.to_owned())),
+                Err(_) => unreadable = true,
+            }
+        }
+    }
+    if unreadable {
+        return Err(ApiError::bad_request(
+            "an Impersonate-* header is not valid text",
+        ));
+    }
     let Some(user) = user else {
         if !groups.is_empty() || uid.is_some() || !extras.is_empty() {
             return Err(ApiError::bad_request(
@@ -119,7 +132,8 @@ pub async fn resolve(
         extra.entry(k).or_default().push(v);
     }
     let mut all_groups = groups;
-    if user.starts_with("system:serviceaccount:") {
+    // A service account gets its groups when none are named, as in kube.
+    if all_groups.is_empty() && user.starts_with("system:serviceaccount:") {
         let ns = user.split(':').nth(2).unwrap_or_default();
         all_groups.extend([
             "system:serviceaccounts".to_owned(),

@@ -37,6 +37,78 @@ pub(crate) struct Builtin {
     group: &'static str,
 }
 
+impl Builtin {
+    /// kube-apiserver's RBAC escalation check: a role may only state rules
+    /// its author holds (or `escalate`), a binding may only grant a role
+    /// whose rules its author holds in that scope (or `bind`).
+    async fn no_escalation(
+        &self,
+        ctx: &drover_apiserver::Context,
+        obj: &Value,
+    ) -> Result<(), drover_apiserver::ApiError> {
+        let Some(authz) = &self.rbac else {
+            return Ok(());
+        };
+        let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
+        let name = drover_apiserver::object::name(obj).to_owned();
+        let (wanted, verb, resource, role_name) = match self.kind {
+            "Role" | "ClusterRole" => (
+                crate::authz::stated_rules(obj),
+                "escalate",
+                self.plural,
+                name.clone(),
+            ),
+            "RoleBinding" | "ClusterRoleBinding" => {
+                let role_ref = obj.get("roleRef").cloned().unwrap_or_default();
+                let plural = if role_ref["kind"] == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                (
+                    authz.referenced_rules(&role_ref, &ns).await?,
+                    "bind",
+                    plural,
+                    role_ref["name"].as_str().unwrap_or_default().to_owned(),
+                )
+            }
+            _ => return Ok(()),
+        };
+        let held = ctx.authorizer.rules(&ctx.user).await?;
+        let missing = held.covers((!ns.is_empty()).then_some(ns.as_str()), &wanted);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let attrs = drover_rbac::Attributes::resource(
+            verb,
+            "rbac.authorization.k8s.io",
+            resource,
+            &ns,
+            &role_name,
+        );
+        if ctx.authorizer.authorize(&ctx.user, &attrs).await? {
+            return Ok(());
+        }
+        let list: Vec<String> = missing
+            .iter()
+            .take(10)
+            .map(|r| {
+                format!(
+                    "{{APIGroups:{:?}, Resources:{:?}, Verbs:{:?}}}",
+                    r.api_groups, r.resources, r.verbs
+                )
+            })
+            .collect();
+        Err(drover_apiserver::ApiError::forbidden_because(format!(
+            "{}.rbac.authorization.k8s.io {name:?} is forbidden: user {:?} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+            self.plural,
+            ctx.user.name,
+            ctx.user.groups,
+            list.join("\n")
+        )))
+    }
+}
+
 impl Strategy for Builtin {
     fn schema(&self) -> Value {
         (*self.schema).clone()
@@ -68,6 +140,7 @@ impl Strategy for Builtin {
     > {
         Box::pin(async move {
             crate::defaults::apply(self.kind, obj);
+            self.no_escalation(ctx, obj).await?;
             let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
             if !ns.is_empty() {
                 if self.kind == "Pod" {
@@ -83,12 +156,29 @@ impl Strategy for Builtin {
 
     fn prepare_update<'a>(
         &'a self,
-        _ctx: &'a drover_apiserver::Context,
+        ctx: &'a drover_apiserver::Context,
         new: &'a mut Value,
-        _old: &'a Value,
+        old: &'a Value,
     ) -> futures::future::BoxFuture<'a, Result<(), drover_apiserver::ApiError>> {
         Box::pin(async move {
             crate::defaults::apply(self.kind, new);
+            if matches!(self.kind, "RoleBinding" | "ClusterRoleBinding")
+                && new.get("roleRef") != old.get("roleRef")
+            {
+                return Err(drover_apiserver::ApiError::invalid(
+                    self.kind,
+                    self.group,
+                    drover_apiserver::object::name(new),
+                    &[drover_apiserver::FieldError::invalid(
+                        "roleRef",
+                        new.get("roleRef").cloned().unwrap_or_default(),
+                        "cannot change roleRef",
+                    )],
+                ));
+            }
+            if new.get("rules") != old.get("rules") || new.get("roleRef") != old.get("roleRef") {
+                self.no_escalation(ctx, new).await?;
+            }
             Ok(())
         })
     }

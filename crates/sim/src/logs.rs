@@ -125,7 +125,10 @@ pub(crate) fn stream(pod: Value, query: &str) -> Result<Response, ApiError> {
         .and_then(drover_core::meta::parse_rfc3339)
         .unwrap_or_else(SystemTime::now);
     let interval = Duration::from_millis(annotation(&pod, "log-interval-ms").unwrap_or(1000));
-    let pad = annotation(&pod, "log-line-bytes").unwrap_or(0) as usize;
+    // Bounded: a line is at most 64 KiB however the pod is annotated.
+    let pad = annotation(&pod, "log-line-bytes")
+        .unwrap_or(0)
+        .min(64 * 1024) as usize;
     let now = SystemTime::now();
     let elapsed = now.duration_since(start).unwrap_or_default();
     let produced = if interval.is_zero() {
@@ -135,7 +138,9 @@ pub(crate) fn stream(pod: Value, query: &str) -> Result<Response, ApiError> {
     };
     let mut first = produced.saturating_sub(MAX_HISTORY);
     if let Some(since) = p.since {
-        let since_time = now - Duration::from_secs(since);
+        let since_time = now
+            .checked_sub(Duration::from_secs(since))
+            .unwrap_or(std::time::UNIX_EPOCH);
         if let Ok(d) = since_time.duration_since(start) {
             if !interval.is_zero() {
                 first = first.max((d.as_millis() / interval.as_millis()) as u64 + 1);

@@ -17,6 +17,8 @@ use serde_json::{Map, Number, Value};
 
 use crate::proto_tables::MESSAGES;
 
+static NULL: Value = Value::Null;
+
 /// One message's fields.
 #[derive(Debug)]
 pub(crate) struct MessageDesc {
@@ -154,13 +156,11 @@ fn decode_message(
             continue;
         };
         let key = json_key(field.name, schema);
+        // Schemas are borrowed, never copied: a Pod's is several MiB.
         let child_schema = schema
-            .pointer(&format!(
-                "/properties/{}",
-                key.replace('~', "~0").replace('/', "~1")
-            ))
-            .cloned()
-            .unwrap_or(Value::Null);
+            .get("properties")
+            .and_then(|p| p.get(&key))
+            .unwrap_or(&NULL);
         match &field.kind {
             FieldKind::Map(value_kind) => {
                 let Wire::Bytes(entry) = value else {
@@ -168,12 +168,9 @@ fn decode_message(
                 };
                 let entry = Message::parse(entry)?;
                 let k = entry.string(1)?;
-                let value_schema = child_schema
-                    .get("additionalProperties")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let value_schema = child_schema.get("additionalProperties").unwrap_or(&NULL);
                 let v = match entry.fields().find(|(t, _)| *t == 2) {
-                    Some((_, w)) => scalar(value_kind, w, &value_schema, &key, depth)?,
+                    Some((_, w)) => scalar(value_kind, w, value_schema, &key, depth)?,
                     None => default_of(value_kind),
                 };
                 out.entry(key)
@@ -183,7 +180,7 @@ fn decode_message(
                     .insert(k, v);
             }
             kind if field.repeated => {
-                let items_schema = child_schema.get("items").cloned().unwrap_or(Value::Null);
+                let items_schema = child_schema.get("items").unwrap_or(&NULL);
                 let list = out
                     .entry(key.clone())
                     .or_insert_with(|| Value::Array(Vec::new()))
@@ -193,11 +190,11 @@ fn decode_message(
                     (FieldKind::Int | FieldKind::Bool | FieldKind::Double, Wire::Bytes(packed)) => {
                         list.extend(unpack(kind, packed)?)
                     }
-                    _ => list.push(scalar(kind, value, &items_schema, &key, depth)?),
+                    _ => list.push(scalar(kind, value, items_schema, &key, depth)?),
                 }
             }
             kind => {
-                let v = scalar(kind, value, &child_schema, &key, depth)?;
+                let v = scalar(kind, value, child_schema, &key, depth)?;
                 out.insert(key, v);
             }
         }

@@ -48,6 +48,18 @@ pub(crate) async fn request(
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_SECONDS);
+    if seconds > (1 << 32) {
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            "authentication.k8s.io",
+            name,
+            &[FieldError::invalid(
+                "spec.expirationSeconds",
+                seconds,
+                "may not specify a duration larger than 2^32 seconds",
+            )],
+        ));
+    }
     if seconds < MIN_SECONDS {
         return Err(ApiError::invalid(
             "TokenRequest",

@@ -1214,3 +1214,77 @@ async fn rbac_names_and_namespace_objects_follow_kube_rules() {
         .await;
     assert_ne!(code, 0, "only the namespace the binding is in");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_refuses_escalation() {
+    let e = env().await;
+    e.ok(&[
+        "create",
+        "rolebinding",
+        "bob-admin",
+        "--clusterrole=admin",
+        "--user=bob",
+        "-n",
+        "default",
+    ])
+    .await;
+    // Within bob's rights: allowed.
+    assert!(e
+        .ok(&[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list",
+            "--resource=pods",
+            "--as",
+            "bob"
+        ])
+        .await
+        .contains("created"));
+    // Beyond them: refused, as kube-apiserver refuses.
+    let (code, _, err) = e
+        .kubectl(&[
+            "create",
+            "role",
+            "everything",
+            "--verb=*",
+            "--resource=*.*",
+            "--as",
+            "bob",
+        ])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let (code, _, err) = e
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "bob-root",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "--as",
+            "bob",
+        ])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    // roleRef cannot change.
+    let (code, _, err) = e
+        .kubectl(&[
+            "patch",
+            "rolebinding",
+            "bob-admin",
+            "--type=merge",
+            "-p",
+            r#"{"roleRef":{"name":"view"}}"#,
+        ])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot change roleRef"), "{err}");
+}
