@@ -47,6 +47,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(1024 * 1024);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -62,6 +63,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        while connections.try_join_next().is_some() {} // reap finished ones
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many open connections; closing a new one");
             continue;
@@ -75,7 +77,7 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             });
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
@@ -103,7 +105,11 @@ pub async fn serve(
     );
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!("grace period over; dropping the remaining connections"),
+        Err(_) => {
+            tracing::warn!("grace period over; dropping the remaining connections");
+            // Long streams (watches, logs -f, exec) end here, with their tasks.
+            connections.abort_all();
+        }
     }
 }
 

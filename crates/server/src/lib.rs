@@ -101,6 +101,8 @@ pub async fn run(
     let authz = drover_auth::policy::RbacAuthorizer::new(store.clone());
     let _follow = authz.follow();
     let _token_expiry = controllers::spawn_token_expiry(store.clone());
+    // Watchers further behind than this get 410 and relist, as with etcd.
+    let _compaction = store.spawn_compaction(std::time::Duration::from_secs(300), 10_000);
     let api = management::api_server(store.clone(), authz, args.token_max_ttl());
     let login =
         drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());

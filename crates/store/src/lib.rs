@@ -310,6 +310,24 @@ impl Store {
         self.backend.compact(keep).await
     }
 
+    /// Compact every `every`, keeping the last `keep` revisions, until the
+    /// store closes. Idempotent, so every replica may run it.
+    pub fn spawn_compaction(&self, every: Duration, keep: i64) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.compact(keep).await {
+                    Ok(_) => {}
+                    Err(StoreError::Closed) => return,
+                    Err(e) => tracing::warn!(error = %e, "compaction failed; retrying later"),
+                }
+            }
+        })
+    }
+
     /// Stop the watch pump and close connections.
     pub async fn close(&self) {
         self.hub.stop();

@@ -198,6 +198,17 @@ impl SqlBackend {
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections.max(2))
             .acquire_timeout(opts.connect_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // A client that vanishes mid-write must not hold the
+                    // revision lock (and so every replica's writes) for long.
+                    conn.execute("SET statement_timeout = '30s'").await?;
+                    conn.execute("SET lock_timeout = '10s'").await?;
+                    conn.execute("SET idle_in_transaction_session_timeout = '30s'")
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(any)
             .await
             .map_err(|source| connect_error(Dialect::Postgres, source))?;
@@ -430,6 +441,14 @@ async fn listen(opts: sqlx::postgres::PgConnectOptions, wake: Arc<Notify>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+impl Drop for SqlBackend {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
         }
     }
 }
