@@ -51,6 +51,16 @@ impl Query {
     fn dry_run(&self) -> bool {
         self.get("dryRun") == Some("All")
     }
+
+    /// `dryRun` takes only `All`, as in kube-apiserver.
+    pub(crate) fn check_dry_run(&self) -> Result<(), ApiError> {
+        match self.get("dryRun") {
+            None | Some("All") => Ok(()),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
 }
 
 /// How unknown fields are treated (`fieldValidation`).
@@ -514,6 +524,16 @@ impl ApiServer {
         }
         if rv != current.revision.to_string() {
             return Err(ApiError::conflict(subject(r, &info.name)));
+        }
+        let uid = object::meta_str(&obj, "uid");
+        let have = object::meta_str(&current.value, "uid");
+        if !uid.is_empty() && uid != have {
+            return Err(ApiError::conflict_because(
+                subject(r, &info.name),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                ),
+            ));
         }
         let out = self
             .replace(ctx, r, info, current, obj, q.dry_run())

@@ -276,6 +276,7 @@ impl ApiServer {
             "list" => self.list(&ctx, &r, &info, &headers, &q, !allowed).await,
             "watch" => self.watch(&ctx, &r, &info, &headers, &q, !allowed).await,
             verb => {
+                q.check_dry_run()?;
                 let mut body = read_body(req.into_body()).await?;
                 let mut content_type = content_type;
                 if matches!(verb, "create" | "update") && content_type == protobuf::MEDIA_TYPE {

@@ -70,6 +70,31 @@ impl ApiServer {
         let mut initial = Vec::new();
         let mut matching = HashSet::new();
         let mut start_error = None;
+        // A revision the store has not reached: kube answers "too large".
+        if let Some(n) = from {
+            let current = self
+                .store
+                .revisions()
+                .await
+                .map_err(|e| {
+                    ApiError::from_store(
+                        e,
+                        crate::error::Subject {
+                            group: r.info.group,
+                            resource: r.info.plural,
+                            name: "",
+                        },
+                    )
+                })?
+                .current;
+            if n > current {
+                return Err(ApiError::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {n}, current: {current}"),
+                ));
+            }
+        }
         let start = match self
             .store
             .list(&ListOptions {

@@ -1208,3 +1208,54 @@ async fn subresources_take_only_their_verbs_and_patches_are_bounded() {
     assert!(matches!(r.status.as_u16(), 413 | 422), "{}", r.status);
     assert_eq!(e.revision().await, before, "nothing written");
 }
+
+#[tokio::test]
+async fn preconditions_dry_run_values_and_future_versions() {
+    let e = env().await;
+    let c = e
+        .call(Method::POST, WIDGETS, Some(widget("p", 1)), &[])
+        .await;
+    let before = e.revision().await;
+    let mut other_uid = c.body.clone();
+    other_uid["metadata"]["uid"] = json!("00000000-0000-4000-8000-000000000000");
+    other_uid["spec"]["size"] = json!(2);
+    let r = e
+        .call(Method::PUT, &format!("{WIDGETS}/p"), Some(other_uid), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID"),
+        "{}",
+        r.body
+    );
+    let r = e
+        .call(
+            Method::POST,
+            &format!("{WIDGETS}?dryRun=Sometimes"),
+            Some(widget("q", 1)),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(e.revision().await, before, "nothing written");
+    let r = e
+        .call(
+            Method::GET,
+            &format!("{WIDGETS}?watch=1&resourceVersion={}", before + 1000),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 504);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Too large resource version"),
+        "{}",
+        r.body
+    );
+}
