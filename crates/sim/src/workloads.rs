@@ -9,11 +9,13 @@
 //! - Scheduler and kubelet: a pod without a node is bound round-robin to a
 //!   node and reported Running and Ready with an IP from the node's CIDR.
 //! - Garbage collection: objects whose controller owner is gone are deleted.
+//! - Nothing new is created in a namespace that is missing or Terminating,
+//!   as the namespace lifecycle admission plugin refuses it.
 //!
 //! Every pass reads everything and writes only differences, so it may stop
 //! and restart at any point.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use drover_core::meta;
@@ -26,6 +28,7 @@ const DEPLOYMENTS: &str = "/registry/apps/deployments/";
 const REPLICASETS: &str = "/registry/apps/replicasets/";
 const PODS: &str = "/registry/core/pods/";
 const NODES: &str = "/registry/core/nodes/";
+const NAMESPACES: &str = "/registry/core/namespaces/";
 
 /// Run the workload controllers until the task is aborted.
 pub(crate) fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
@@ -132,10 +135,13 @@ fn new_meta(name: &str, ns: &str, labels: Value, owners: Value) -> Value {
 }
 
 async fn reconcile(store: &Store) -> Result<(), StoreError> {
+    let open = open_namespaces(store).await?;
     let deployments = list(store, DEPLOYMENTS).await?;
     let mut replicasets = list(store, REPLICASETS).await?;
     for (key, rev, d) in &deployments {
-        if d.pointer("/metadata/deletionTimestamp").is_some() {
+        if d.pointer("/metadata/deletionTimestamp").is_some()
+            || !open.contains(s(d, "/metadata/namespace"))
+        {
             continue;
         }
         reconcile_deployment(store, key, *rev, d, &mut replicasets).await?;
@@ -143,7 +149,8 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
     let replicasets = list(store, REPLICASETS).await?;
     let mut pods = list(store, PODS).await?;
     for (key, rev, rs) in &replicasets {
-        reconcile_replicaset(store, key, *rev, rs, &mut pods).await?;
+        let accepts = open.contains(s(rs, "/metadata/namespace"));
+        reconcile_replicaset(store, key, *rev, rs, accepts, &mut pods).await?;
     }
     schedule_and_run(store).await?;
     garbage_collect(store, &deployments, &replicasets).await?;
@@ -153,6 +160,19 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
         deployment_status(store, &key, rev, &d, &replicasets).await?;
     }
     Ok(())
+}
+
+/// Names of the namespaces that take new content: present and not Terminating.
+async fn open_namespaces(store: &Store) -> Result<HashSet<String>, StoreError> {
+    Ok(list(store, NAMESPACES)
+        .await?
+        .into_iter()
+        .filter(|(_, _, ns)| {
+            ns.pointer("/metadata/deletionTimestamp").is_none()
+                && s(ns, "/status/phase") != "Terminating"
+        })
+        .map(|(_, _, ns)| s(&ns, "/metadata/name").to_owned())
+        .collect())
 }
 
 async fn reconcile_deployment(
@@ -284,6 +304,7 @@ async fn reconcile_replicaset(
     key: &str,
     rev: i64,
     rs: &Value,
+    namespace_open: bool,
     pods: &mut Vec<(String, i64, Value)>,
 ) -> Result<(), StoreError> {
     let ns = s(rs, "/metadata/namespace").to_owned();
@@ -303,7 +324,7 @@ async fn reconcile_replicaset(
         .cloned()
         .collect();
     if rs.pointer("/metadata/deletionTimestamp").is_none() {
-        while owned.len() < want {
+        while namespace_open && owned.len() < want {
             let pod_name = format!("{name}-{}", drover_core::names::random_suffix(5));
             let labels = rs
                 .pointer("/spec/template/metadata/labels")
@@ -525,4 +546,89 @@ async fn deployment_status(
     let mut new = d.clone();
     new["status"] = status;
     write_if_changed(store, key, rev, d, &new).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn put(store: &Store, group: &str, resource: &str, ns: Option<&str>, obj: Value) {
+        let name = s(&obj, "/metadata/name").to_owned();
+        store
+            .create(
+                &drover_core::keys::object(group, resource, ns, &name),
+                obj.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn replicaset(ns: &str, name: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": ns, "uid": meta::new_uid()},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    }
+
+    #[tokio::test]
+    async fn no_pods_are_created_in_a_terminating_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}/s.db", dir.path().display()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        put(
+            &store,
+            "",
+            "namespaces",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "live"}, "status": {"phase": "Active"}}),
+        )
+        .await;
+        put(&store, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "going", "deletionTimestamp": meta::now_rfc3339()}, "status": {"phase": "Terminating"}})).await;
+        put(
+            &store,
+            "apps",
+            "replicasets",
+            Some("live"),
+            replicaset("live", "web"),
+        )
+        .await;
+        put(
+            &store,
+            "apps",
+            "replicasets",
+            Some("going"),
+            replicaset("going", "web"),
+        )
+        .await;
+        put(
+            &store,
+            "apps",
+            "replicasets",
+            Some("gone"),
+            replicaset("gone", "web"),
+        )
+        .await;
+
+        reconcile(&store).await.unwrap();
+
+        let pods = list(&store, PODS).await.unwrap();
+        let in_ns = |ns: &str| {
+            pods.iter()
+                .filter(|(_, _, p)| s(p, "/metadata/namespace") == ns)
+                .count()
+        };
+        assert_eq!(in_ns("live"), 2, "the active namespace gets its pods");
+        assert_eq!(
+            in_ns("going"),
+            0,
+            "a terminating namespace takes no new pods"
+        );
+        assert_eq!(in_ns("gone"), 0, "a missing namespace takes no new pods");
+    }
 }
