@@ -44,9 +44,15 @@ fn parse(query: &str) -> Request_ {
     r
 }
 
+/// Turns true when the simulator stops; open sessions end then. Upgraded
+/// connections leave the HTTP server, so its shutdown does not reach them.
+#[derive(Clone)]
+pub(crate) struct Stopping(pub(crate) tokio::sync::watch::Receiver<bool>);
+
 /// Upgrade the request and run the command.
 pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError> {
     let args = parse(req.uri().query().unwrap_or_default());
+    let stopping = req.extensions().get::<Stopping>().cloned();
     let name = pod
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -112,8 +118,21 @@ pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError>
     Ok(upgrade
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| async move {
-            if let Err(e) = run(socket, command, context).await {
-                tracing::debug!(error = %e, "exec session ended with an error");
+            let stopped = async move {
+                match stopping {
+                    Some(Stopping(mut rx)) => {
+                        let _ = rx.wait_for(|stopping| *stopping).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = run(socket, command, context) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "exec session ended with an error");
+                    }
+                }
+                () = stopped => tracing::debug!("exec session closed: the simulator is stopping"),
             }
         }))
 }

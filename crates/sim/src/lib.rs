@@ -162,6 +162,8 @@ pub struct Sim {
     /// Its store.
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
+    /// Ends upgraded (exec) sessions, which the HTTP shutdown does not reach.
+    stopping: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     controllers: Vec<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -172,6 +174,7 @@ pub(crate) struct SimState {
     store: Store,
     admin_token: String,
     version: Value,
+    stopping: exec::Stopping,
 }
 
 impl Sim {
@@ -256,11 +259,13 @@ impl Sim {
                 args.node_flap,
             ),
         ];
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(SimState {
             api,
             store: store.clone(),
             admin_token: admin_token.clone(),
             version: version_info(&args.k8s_version),
+            stopping: exec::Stopping(stopping_rx),
         });
         let _ = state_cell.set(Arc::downgrade(&state));
         let app = router(state);
@@ -287,6 +292,7 @@ impl Sim {
             admin_token,
             store,
             stop: Some(stop),
+            stopping,
             task: Some(task),
             controllers,
             _tmp: tmp,
@@ -316,6 +322,7 @@ impl Sim {
         for c in self.controllers.drain(..) {
             c.abort();
         }
+        self.stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -331,6 +338,7 @@ impl Drop for Sim {
         for c in &self.controllers {
             c.abort();
         }
+        self.stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -431,6 +439,7 @@ async fn authenticate(
         Err(e) => return e.into_response(),
     };
     req.extensions_mut().insert(user);
+    req.extensions_mut().insert(state.stopping.clone());
     next.run(req).await
 }
 

@@ -559,6 +559,61 @@ async fn exec_runs_commands_over_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stopping_the_cluster_ends_open_exec_sessions() {
+    let e = env().await;
+    e.ok(&["run", "box", "--image=busybox:1.36"]).await;
+    eventually("box running", || async {
+        pods(&e, "run=box")
+            .await
+            .first()
+            .is_some_and(|p| p.1 == "Running")
+    })
+    .await;
+    let mut cat = e
+        .cmd(&["exec", "-i", "box", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The session is open once a line comes back through it.
+    let mut stdin = cat.stdin.take().unwrap();
+    let stdout = cat.stdout.take().unwrap();
+    let echoed = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Write};
+        stdin.write_all(b"ping\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        (stdin, line)
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed.1, "ping\n");
+    let Env { _sim: sim, dir, .. } = e;
+    sim.stop().await;
+    // stdin stays open: only the server can end the session now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = cat.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = cat.kill();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop((echoed.0, dir));
+    assert!(
+        status.is_some(),
+        "kubectl exec kept running after the cluster stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn subject_access_and_token_reviews() {
     let e = env().await;
     let sar = e.file(
