@@ -156,10 +156,42 @@ pub(crate) fn parse_object(body: &Bytes) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Total characters of warnings one response carries, as kube-apiserver.
+const WARNINGS_TOTAL_CHARS: usize = 4 * 1024;
+/// Each warning's length once the total is over, as kube-apiserver.
+const WARNING_ITEM_CHARS: usize = 256;
+
+/// Deduplicate warnings and bound them the way kube-apiserver does: past
+/// 4 KiB in total, each is cut to 256 characters, then the rest are dropped.
+pub(crate) fn bounded_warnings(warnings: &[String]) -> Vec<String> {
+    let mut unique: Vec<&str> = Vec::new();
+    for w in warnings {
+        if !unique.contains(&w.as_str()) {
+            unique.push(w);
+        }
+    }
+    let total: usize = unique.iter().map(|w| w.chars().count()).sum();
+    if total <= WARNINGS_TOTAL_CHARS {
+        return unique.into_iter().map(str::to_owned).collect();
+    }
+    let mut out = Vec::new();
+    let mut used = 0;
+    for w in unique {
+        let cut: String = w.chars().take(WARNING_ITEM_CHARS).collect();
+        let len = cut.chars().count();
+        if used + len > WARNINGS_TOTAL_CHARS {
+            break;
+        }
+        used += len;
+        out.push(cut);
+    }
+    out
+}
+
 /// JSON response with a status code and optional `Warning` headers.
 pub(crate) fn respond(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut resp = (code, axum::Json(body)).into_response();
-    for w in warnings {
+    for w in bounded_warnings(warnings) {
         let text = format!("299 - {:?}", w);
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append("warning", v);
@@ -1168,4 +1200,25 @@ fn scale_view(obj: &Stored) -> Value {
         "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {"replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_deduplicated_and_bounded_like_kube() {
+        let few = vec!["a".to_owned(), "b".to_owned(), "a".to_owned()];
+        assert_eq!(bounded_warnings(&few), vec!["a", "b"]);
+
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("unknown field \"spec.f{i}\" {}", "x".repeat(300)))
+            .collect();
+        let out = bounded_warnings(&many);
+        assert!(!out.is_empty() && out.len() < many.len());
+        assert!(out.iter().all(|w| w.chars().count() <= WARNING_ITEM_CHARS));
+        let total: usize = out.iter().map(|w| w.chars().count()).sum();
+        assert!(total <= WARNINGS_TOTAL_CHARS, "{total}");
+        assert!(out[0].starts_with("unknown field \"spec.f0\""));
+    }
 }
