@@ -251,6 +251,7 @@ impl Sim {
         let controllers = vec![
             controllers::spawn_namespace_lifecycle(store.clone(), api.clone()),
             workloads::spawn(store.clone()),
+            tokens::spawn_sweep(store.clone()),
             store.spawn_compaction(std::time::Duration::from_secs(60), 2_000),
             authz_follow,
             controllers::spawn_heartbeats(

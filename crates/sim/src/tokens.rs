@@ -3,14 +3,15 @@
 //! that authenticates as `system:serviceaccount:NS:NAME` with the groups
 //! `system:serviceaccounts`, `system:serviceaccounts:NS` and
 //! `system:authenticated`, until it expires or the ServiceAccount is
-//! deleted. Only a SHA-256 of each token is stored.
+//! deleted. Only a SHA-256 of each token is stored; a sweep removes the
+//! records of expired tokens and of deleted ServiceAccounts.
 
 use std::time::{Duration, SystemTime};
 
 use drover_apiserver::{ApiError, FieldError};
 use drover_core::{keys, meta};
 use drover_rbac::UserInfo;
-use drover_store::Store;
+use drover_store::{ListOptions, Store, StoreError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -18,11 +19,12 @@ use sha2::{Digest, Sha256};
 const DEFAULT_SECONDS: u64 = 3600;
 const MIN_SECONDS: u64 = 600;
 
+const RECORDS: &str = "/sim/serviceaccount-tokens/";
+/// How often expired token records are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 fn record_key(token: &str) -> String {
-    format!(
-        "/sim/serviceaccount-tokens/{}",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    )
+    format!("{RECORDS}{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
 /// Answer a TokenRequest for ServiceAccount `ns/name`.
@@ -97,6 +99,66 @@ pub(crate) async fn request(
     }))
 }
 
+/// Sweep token records that can no longer authenticate until aborted.
+pub(crate) fn spawn_sweep(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            match sweep(&store).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "swept ServiceAccount token records"),
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "token sweep failed"),
+            }
+        }
+    })
+}
+
+/// Delete the records of expired tokens and of tokens whose ServiceAccount
+/// is gone or re-created; returns how many went.
+pub(crate) async fn sweep(store: &Store) -> Result<usize, StoreError> {
+    let page = store
+        .list(&ListOptions {
+            prefix: RECORDS.into(),
+            ..Default::default()
+        })
+        .await?;
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for kv in page.items {
+        let record: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let expired = record["expires"]
+            .as_str()
+            .and_then(meta::parse_rfc3339)
+            .is_none_or(|t| t <= now);
+        let orphaned = match (record["namespace"].as_str(), record["name"].as_str()) {
+            (Some(ns), Some(name)) => {
+                match store
+                    .get(&keys::object("", "serviceaccounts", Some(ns), name))
+                    .await?
+                {
+                    Some(sa) => {
+                        let sa: Value = serde_json::from_slice(&sa.value).unwrap_or_default();
+                        sa.pointer("/metadata/uid").and_then(Value::as_str)
+                            != record["uid"].as_str()
+                    }
+                    None => true,
+                }
+            }
+            _ => true,
+        };
+        if expired || orphaned {
+            match store.delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok(_) => removed += 1,
+                Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The ServiceAccount a token stands for, if it is valid.
 pub(crate) async fn authenticate(store: &Store, token: &str) -> Option<UserInfo> {
     if token.is_empty() || token.len() > 256 {
@@ -128,4 +190,67 @@ pub(crate) async fn authenticate(store: &Store, token: &str) -> Option<UserInfo>
         ],
         extra: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sweep_removes_only_records_that_cannot_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("sqlite://{}/s.db", dir.path().display()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "robot", "namespace": "default", "uid": "u-1"}});
+        store
+            .create(
+                &keys::object("", "serviceaccounts", Some("default"), "robot"),
+                sa.to_string(),
+            )
+            .await
+            .unwrap();
+        let issued = request(&store, "default", "robot", json!({"spec": {}}))
+            .await
+            .unwrap();
+        let live = issued["status"]["token"].as_str().unwrap().to_owned();
+        let past = meta::rfc3339(SystemTime::now() - Duration::from_secs(1));
+        let future = meta::rfc3339(SystemTime::now() + Duration::from_secs(600));
+        for (token, record) in [
+            (
+                "expired",
+                json!({"namespace": "default", "name": "robot", "uid": "u-1", "expires": past}),
+            ),
+            (
+                "orphaned",
+                json!({"namespace": "default", "name": "gone", "uid": "u-2", "expires": future}),
+            ),
+            (
+                "recreated",
+                json!({"namespace": "default", "name": "robot", "uid": "u-0", "expires": future}),
+            ),
+        ] {
+            store
+                .create(&record_key(token), record.to_string())
+                .await
+                .unwrap();
+        }
+
+        assert_eq!(sweep(&store).await.unwrap(), 3);
+        let left = store
+            .list(&ListOptions {
+                prefix: RECORDS.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.items.len(), 1);
+        assert_eq!(left.items[0].key, record_key(&live));
+        assert!(authenticate(&store, &live).await.is_some());
+        assert_eq!(sweep(&store).await.unwrap(), 0);
+    }
 }
