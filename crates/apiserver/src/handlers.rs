@@ -156,6 +156,40 @@ pub(crate) fn parse_object(body: &Bytes) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// The finalizer kube's garbage collector serves for `propagationPolicy:
+/// Orphan`: dependents lose their owner reference, then the owner goes.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer for `propagationPolicy: Foreground`: dependents go first.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// The deletion's propagation policy, from the options or the query
+/// (`orphanDependents: true` is the old spelling of Orphan).
+fn propagation_policy<'a>(q: &'a Query, options: &'a Value) -> Result<Option<&'a str>, ApiError> {
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or_else(|| q.get("propagationPolicy"));
+    let orphan = options.get("orphanDependents").and_then(Value::as_bool);
+    let invalid = |e: FieldError| ApiError::invalid("DeleteOptions", "meta.k8s.io", "", &[e]);
+    if let (Some(p), Some(o)) = (policy, orphan) {
+        return Err(invalid(FieldError::invalid(
+            "orphanDependents",
+            o,
+            format!("cannot set both orphanDependents and propagationPolicy ({p})"),
+        )));
+    }
+    match (policy, orphan) {
+        (Some(p @ ("Orphan" | "Foreground" | "Background")), _) => Ok(Some(p)),
+        (Some(other), _) => Err(invalid(FieldError::not_supported(
+            "propagationPolicy",
+            other,
+            &["Foreground", "Background", "Orphan"],
+        ))),
+        (None, Some(true)) => Ok(Some("Orphan")),
+        (None, _) => Ok(None),
+    }
+}
+
 /// Total characters of warnings one response carries, as kube-apiserver.
 const WARNINGS_TOTAL_CHARS: usize = 4 * 1024;
 /// Each warning's length once the total is over, as kube-apiserver.
@@ -806,8 +840,26 @@ impl ApiServer {
                 .get("dryRun")
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|v| v == "All"));
+        let policy = propagation_policy(q, &options)?;
+        let finalizer = match policy {
+            _ if !self.garbage_collector => None,
+            Some("Orphan") => Some(ORPHAN_FINALIZER),
+            Some("Foreground") => Some(FOREGROUND_FINALIZER),
+            _ => None,
+        };
         for _ in 0..RETRIES {
-            let current = self.read(r, &info.namespace, &info.name).await?;
+            let mut current = self.read(r, &info.namespace, &info.name).await?;
+            if let Some(f) = finalizer {
+                if !is_deleting(&current.value)
+                    && !finalizers(&current.value).iter().any(|have| have == f)
+                {
+                    let mm = meta_mut(&mut current.value);
+                    let list = mm.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Some(a) = list.as_array_mut() {
+                        a.push(json!(f));
+                    }
+                }
+            }
             match self
                 .delete_one(ctx, r, info, current, &options, dry_run)
                 .await

@@ -51,6 +51,7 @@ use drover_rbac::{Attributes, UserInfo};
 use drover_store::Store;
 
 pub use error::{ApiError, FieldError};
+pub use handlers::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 pub use kind::{
     Authorizer, Column, Context, KindInfo, Namespaces, NewObject, Prepared, Registry, Resource,
     Strategy,
@@ -71,6 +72,10 @@ pub struct ApiServer {
     openapi: std::sync::OnceLock<openapi::OpenApi>,
     authorizer: Arc<dyn Authorizer>,
     namespaces: Arc<dyn Namespaces>,
+    /// Whether a garbage collector serves the `orphan` and
+    /// `foregroundDeletion` finalizers; without one, every deletion is
+    /// Background (nothing here has dependents to orphan or wait for).
+    garbage_collector: bool,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -95,6 +100,26 @@ impl ApiServer {
             openapi: std::sync::OnceLock::new(),
             authorizer,
             namespaces,
+            garbage_collector: false,
+        })
+    }
+
+    /// As [`ApiServer::new`], for a store whose garbage collector honours
+    /// `propagationPolicy` Orphan and Foreground through the `orphan` and
+    /// `foregroundDeletion` finalizers, as kube's does.
+    pub fn with_garbage_collector(
+        store: Store,
+        registry: Registry,
+        authorizer: Arc<dyn Authorizer>,
+        namespaces: Arc<dyn Namespaces>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            registry,
+            openapi: std::sync::OnceLock::new(),
+            authorizer,
+            namespaces,
+            garbage_collector: true,
         })
     }
 

@@ -1259,3 +1259,44 @@ async fn preconditions_dry_run_values_and_future_versions() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn propagation_policy_is_checked_and_needs_no_collector_here() {
+    let e = env().await;
+    e.call(Method::POST, WIDGETS, Some(widget("d", 1)), &[])
+        .await;
+    let before = e.revision().await;
+    for bad in [
+        json!({"propagationPolicy": "Sideways"}),
+        json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
+    ] {
+        let r = e
+            .call(Method::DELETE, &format!("{WIDGETS}/d"), Some(bad), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("DeleteOptions.meta.k8s.io \"\" is invalid"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(e.revision().await, before, "nothing written");
+    // Without a garbage collector nothing would serve an `orphan`
+    // finalizer, so the object goes at once.
+    let r = e
+        .call(
+            Method::DELETE,
+            &format!("{WIDGETS}/d"),
+            Some(json!({"propagationPolicy": "Orphan"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = e
+        .call(Method::GET, &format!("{WIDGETS}/d"), None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

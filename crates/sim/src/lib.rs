@@ -239,7 +239,7 @@ impl Sim {
         let state_cell: Arc<std::sync::OnceLock<std::sync::Weak<SimState>>> =
             Arc::new(std::sync::OnceLock::new());
         reviews::register(&mut registry, state_cell.clone());
-        let api = ApiServer::new(
+        let api = ApiServer::with_garbage_collector(
             store.clone(),
             registry,
             authz,

@@ -9,6 +9,10 @@
 //! - Scheduler and kubelet: a pod without a node is bound round-robin to a
 //!   node and reported Running and Ready with an IP from the node's CIDR.
 //! - Garbage collection: objects whose controller owner is gone are deleted.
+//!   An owner deleted with `propagationPolicy: Orphan` (the `orphan`
+//!   finalizer) first has its dependents' owner references removed; one
+//!   deleted with Foreground (`foregroundDeletion`) waits for its dependents
+//!   to be deleted, as kube's garbage collector does.
 //! - Nothing new is created in a namespace that is missing or Terminating,
 //!   as the namespace lifecycle admission plugin refuses it.
 //!
@@ -153,6 +157,17 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
         reconcile_replicaset(store, key, *rev, rs, accepts, &mut pods).await?;
     }
     schedule_and_run(store).await?;
+    // Owners being deleted with Orphan or Foreground, Deployments first.
+    let replicasets = list(store, REPLICASETS).await?;
+    for (key, rev, d) in list(store, DEPLOYMENTS).await? {
+        finalize_owner(store, &key, rev, &d, &replicasets).await?;
+    }
+    let pods = list(store, PODS).await?;
+    for (key, rev, rs) in list(store, REPLICASETS).await? {
+        finalize_owner(store, &key, rev, &rs, &pods).await?;
+    }
+    let deployments = list(store, DEPLOYMENTS).await?;
+    let replicasets = list(store, REPLICASETS).await?;
     garbage_collect(store, &deployments, &replicasets).await?;
     // Deployment status follows its ReplicaSets' status.
     let replicasets = list(store, REPLICASETS).await?;
@@ -453,6 +468,91 @@ async fn schedule_and_run(store: &Store) -> Result<(), StoreError> {
         write_if_changed(store, &key, rev, &pod, &new).await?;
     }
     Ok(())
+}
+
+/// Serve the `orphan` and `foregroundDeletion` finalizers of an owner that
+/// is being deleted: orphan its dependents or delete them (Foreground, so a
+/// ReplicaSet waits for its pods in turn), then release the owner, deleting
+/// it when no finalizer is left.
+async fn finalize_owner(
+    store: &Store,
+    key: &str,
+    rev: i64,
+    owner: &Value,
+    dependents: &[(String, i64, Value)],
+) -> Result<(), StoreError> {
+    use drover_apiserver::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
+    if owner.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let finalizers: Vec<&str> = owner
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let orphan = finalizers.contains(&ORPHAN_FINALIZER);
+    let foreground = finalizers.contains(&FOREGROUND_FINALIZER);
+    if !orphan && !foreground {
+        return Ok(());
+    }
+    let uid = s(owner, "/metadata/uid");
+    let owned = |v: &Value| {
+        v.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+    };
+    let mut waiting = false;
+    for (k, r, dep) in dependents.iter().filter(|(_, _, d)| owned(d)) {
+        if orphan {
+            let mut new = dep.clone();
+            if let Some(refs) = new
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r["uid"] != uid);
+            }
+            write_if_changed(store, k, *r, dep, &new).await?;
+        } else {
+            waiting = true;
+            if dep.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            if dep["kind"] == "ReplicaSet" {
+                let mut new = dep.clone();
+                new["metadata"]["deletionTimestamp"] = json!(meta::now_rfc3339());
+                new["metadata"]["finalizers"] = json!([FOREGROUND_FINALIZER]);
+                write_if_changed(store, k, *r, dep, &new).await?;
+            } else {
+                match store.delete(k, Some(*r)).await {
+                    Ok(_) | Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    if waiting {
+        return Ok(());
+    }
+    let mut released = owner.clone();
+    if let Some(list) = released
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
+    {
+        list.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER);
+    }
+    let empty = released
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    let done = if empty {
+        store.delete(key, Some(rev)).await.map(drop)
+    } else {
+        write_if_changed(store, key, rev, owner, &released).await
+    };
+    match done {
+        Ok(()) | Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn garbage_collect(

@@ -1246,6 +1246,36 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cascade_orphan_keeps_dependents_and_foreground_deletes_them_first() {
+    let e = env().await;
+    web(&e).await;
+    // Orphan: the Deployment goes (kubectl waits for it); its ReplicaSet
+    // stays, no longer owned, and keeps its pods.
+    e.ok(&["delete", "deployment", "web", "--cascade=orphan"])
+        .await;
+    let rs: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "rs", "-l", "app=web", "-o", "json"]).await).unwrap();
+    let items = rs["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{rs}");
+    assert!(
+        items[0]
+            .pointer("/metadata/ownerReferences")
+            .and_then(|r| r.as_array())
+            .is_none_or(|r| r.is_empty()),
+        "{rs}"
+    );
+    let rs_name = items[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(pods(&e, "app=web").await.len(), 3);
+    let (code, _, err) = e.kubectl(&["get", "deployment", "web"]).await;
+    assert_ne!(code, 0, "{err}");
+    // Foreground: by the time the ReplicaSet is gone, its pods are too.
+    e.ok(&["delete", "rs", &rs_name, "--cascade=foreground"])
+        .await;
+    assert!(pods(&e, "app=web").await.is_empty());
+    assert!(e.ok(&["get", "rs", "--no-headers"]).await.trim().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rbac_names_and_namespace_objects_follow_kube_rules() {
     let e = env().await;
     assert_eq!(
