@@ -104,8 +104,8 @@ impl Stored {
     }
 
     /// The object as clients see it: with `metadata.resourceVersion`.
-    pub(crate) fn with_rv(&self) -> Value {
-        let mut v = self.value.clone();
+    pub(crate) fn with_rv(self) -> Value {
+        let mut v = self.value;
         if v.is_object() {
             meta_mut(&mut v).insert(
                 "resourceVersion".into(),
@@ -124,16 +124,8 @@ pub(crate) fn key_of(r: &Resource, namespace: &str, name: &str) -> String {
 
 /// The prefix under which a kind's objects (in one namespace) live.
 pub(crate) fn prefix_of(r: &Resource, namespace: &str) -> String {
-    let group = if r.info.group.is_empty() {
-        "core"
-    } else {
-        r.info.group
-    };
-    if r.info.namespaced && !namespace.is_empty() {
-        format!("/registry/{group}/{}/{namespace}/", r.info.plural)
-    } else {
-        format!("/registry/{group}/{}/", r.info.plural)
-    }
+    let ns = (r.info.namespaced && !namespace.is_empty()).then_some(namespace);
+    keys::prefix(r.info.group, r.info.plural, ns)
 }
 
 fn subject<'a>(r: &'a Resource, name: &'a str) -> Subject<'a> {
@@ -339,12 +331,13 @@ impl ApiServer {
         q: &Query,
     ) -> Result<Response, ApiError> {
         let stored = self.read(r, &info.namespace, &info.name).await?;
+        let revision = stored.revision;
         let obj = stored.with_rv();
         if wants_table(headers) {
             let t = table::table(
                 r,
                 std::slice::from_ref(&obj),
-                json!({"resourceVersion": stored.revision.to_string()}),
+                json!({"resourceVersion": revision.to_string()}),
                 table::Include::parse(q.get("includeObject")),
             );
             return Ok(respond(StatusCode::OK, &t, &[]));
@@ -479,8 +472,7 @@ impl ApiServer {
         for _attempt in 0..3 {
             let mut obj = template.clone();
             let name = if given_name.is_empty() {
-                let p = prefix.as_deref().unwrap_or_default();
-                format!("{p}{}", drover_core::names::random_suffix(5))
+                drover_core::names::generate(prefix.as_deref().unwrap_or_default())
             } else {
                 given_name.clone()
             };
@@ -499,11 +491,8 @@ impl ApiServer {
                 let ns = object::meta_str(&new.object, "namespace").to_owned();
                 let mut ename = object::name(&new.object).to_owned();
                 if ename.is_empty() {
-                    ename = format!(
-                        "{}{}",
-                        object::meta_str(&new.object, "generateName"),
-                        drover_core::names::random_suffix(5)
-                    );
+                    ename =
+                        drover_core::names::generate(object::meta_str(&new.object, "generateName"));
                 }
                 init_metadata(&mut new.object, &er, &ns, &ename);
                 extra.push((key_of(&er, &ns, &ename), new.object));
@@ -643,7 +632,7 @@ impl ApiServer {
         let mut last_conflict = None;
         for _ in 0..RETRIES {
             let current = self.read(r, &info.namespace, &info.name).await?;
-            let mut doc = current.with_rv();
+            let mut doc = current.clone().with_rv();
             match &patch {
                 Kind::Merge(p) => {
                     if !p.is_object() {
@@ -860,10 +849,7 @@ impl ApiServer {
                     }
                 }
             }
-            match self
-                .delete_one(ctx, r, info, current, &options, dry_run)
-                .await
-            {
+            match self.delete_one(ctx, r, current, &options, dry_run).await {
                 Err(e) if e.reason == "Conflict" && options.pointer("/preconditions").is_none() => {
                     continue
                 }
@@ -878,7 +864,6 @@ impl ApiServer {
         &self,
         ctx: &Context,
         r: &Resource,
-        info: &RequestInfo,
         current: Stored,
         options: &Value,
         dry_run: bool,
@@ -934,7 +919,6 @@ impl ApiServer {
                 .await
                 .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
             r.strategy.committed();
-            let _ = info;
             return Ok(Stored {
                 value: marked,
                 revision: kv.mod_revision,
@@ -978,7 +962,7 @@ impl ApiServer {
                 continue;
             }
             match self
-                .delete_one(ctx, r, info, current, &Value::Null, q.dry_run())
+                .delete_one(ctx, r, current, &Value::Null, q.dry_run())
                 .await
             {
                 Ok(obj) => deleted.push(obj),
@@ -1232,7 +1216,7 @@ impl ApiServer {
 
 /// The `autoscaling/v1` Scale view of an object.
 fn scale_view(obj: &Stored) -> Value {
-    let v = obj.with_rv();
+    let v = &obj.value;
     let selector = v
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -1247,7 +1231,7 @@ fn scale_view(obj: &Stored) -> Value {
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {
             "name": v.pointer("/metadata/name"), "namespace": v.pointer("/metadata/namespace"), "uid": v.pointer("/metadata/uid"),
-            "resourceVersion": v.pointer("/metadata/resourceVersion"), "creationTimestamp": v.pointer("/metadata/creationTimestamp"),
+            "resourceVersion": obj.revision.to_string(), "creationTimestamp": v.pointer("/metadata/creationTimestamp"),
         },
         "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {"replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},

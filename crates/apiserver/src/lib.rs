@@ -94,14 +94,7 @@ impl ApiServer {
         authorizer: Arc<dyn Authorizer>,
         namespaces: Arc<dyn Namespaces>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            registry,
-            openapi: std::sync::OnceLock::new(),
-            authorizer,
-            namespaces,
-            garbage_collector: false,
-        })
+        Self::build(store, registry, authorizer, namespaces, false)
     }
 
     /// As [`ApiServer::new`], for a store whose garbage collector honours
@@ -113,13 +106,23 @@ impl ApiServer {
         authorizer: Arc<dyn Authorizer>,
         namespaces: Arc<dyn Namespaces>,
     ) -> Arc<Self> {
+        Self::build(store, registry, authorizer, namespaces, true)
+    }
+
+    fn build(
+        store: Store,
+        registry: Registry,
+        authorizer: Arc<dyn Authorizer>,
+        namespaces: Arc<dyn Namespaces>,
+        garbage_collector: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             registry,
             openapi: std::sync::OnceLock::new(),
             authorizer,
             namespaces,
-            garbage_collector: true,
+            garbage_collector,
         })
     }
 

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::kind::Resource;
+use crate::kind::{Column, Resource};
 
 /// Whether the Accept header asks for a Table.
 pub fn wanted(accept: &str) -> bool {
@@ -39,15 +39,15 @@ impl Include {
     }
 }
 
-/// The column headers of a kind.
-pub fn column_definitions(r: &Resource) -> Vec<Value> {
+/// The column headers of a kind with `columns`.
+fn column_definitions(columns: &[Column]) -> Vec<Value> {
     let mut cols = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
     ];
-    for c in r.strategy.columns() {
+    for c in columns {
         cols.push(json!({"name": c.name, "type": c.ty, "format": "", "description": c.description, "priority": c.priority}));
     }
-    if !own_age(r) {
+    if !own_age(columns) {
         cols.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since the object was created.", "priority": 0}));
     }
     cols
@@ -55,24 +55,24 @@ pub fn column_definitions(r: &Resource) -> Vec<Value> {
 
 /// Whether the kind places its own Age column (built-in kinds put it before
 /// their `-o wide` columns; custom ones get it last).
-fn own_age(r: &Resource) -> bool {
-    r.strategy.columns().iter().any(|c| c.name == "Age")
+fn own_age(columns: &[Column]) -> bool {
+    columns.iter().any(|c| c.name == "Age")
 }
 
 /// One row.
-pub fn row(r: &Resource, obj: &Value, include: Include) -> Value {
+fn row(r: &Resource, columns: &[Column], obj: &Value, include: Include) -> Value {
     let mut cells = vec![obj
         .pointer("/metadata/name")
         .cloned()
         .unwrap_or(Value::Null)];
-    for c in r.strategy.columns() {
-        let v = r.strategy.cell(&c, obj);
+    for c in columns {
+        let v = r.strategy.cell(c, obj);
         cells.push(match (c.ty, &v) {
             ("date", Value::String(t)) => Value::String(drover_core::meta::age(t)),
             _ => v,
         });
     }
-    if !own_age(r) {
+    if !own_age(columns) {
         cells.push(Value::String(drover_core::meta::age(
             obj.pointer("/metadata/creationTimestamp")
                 .and_then(Value::as_str)
@@ -96,12 +96,13 @@ pub fn row(r: &Resource, obj: &Value, include: Include) -> Value {
 
 /// A Table of objects.
 pub fn table(r: &Resource, objects: &[Value], list_meta: Value, include: Include) -> Value {
+    let columns = r.strategy.columns();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": column_definitions(r),
-        "rows": objects.iter().map(|o| row(r, o, include)).collect::<Vec<_>>(),
+        "columnDefinitions": column_definitions(&columns),
+        "rows": objects.iter().map(|o| row(r, &columns, o, include)).collect::<Vec<_>>(),
     })
 }
 

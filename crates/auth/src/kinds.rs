@@ -169,7 +169,7 @@ async fn purge_user(store: &drover_store::Store, name: &str, username: &str) {
         "projectroletemplatebindings",
         "tokens",
     ] {
-        let prefix = format!("/registry/{}/{plural}/", api::GROUP);
+        let prefix = drover_core::keys::prefix(api::GROUP, plural, None);
         let Ok(page) = store
             .list(&drover_store::ListOptions {
                 prefix,

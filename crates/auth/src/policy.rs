@@ -484,7 +484,7 @@ impl RbacAuthorizer {
     }
 
     async fn list<T: DeserializeOwned>(&self, plural: &str) -> Result<Vec<T>, ApiError> {
-        let prefix = format!("/registry/{}/{plural}/", api::GROUP);
+        let prefix = drover_core::keys::prefix(api::GROUP, plural, None);
         let page = self
             .store
             .list(&ListOptions {

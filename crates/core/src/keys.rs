@@ -13,13 +13,19 @@ pub fn password_hash(user: &str) -> String {
     format!("/drover/passwords/{user}")
 }
 
-/// The key of a resource-API object.
-pub fn object(group: &str, resource: &str, namespace: Option<&str>, name: &str) -> String {
+/// The prefix under which a resource's objects (in one namespace, if
+/// given) live; the core group is spelled `core`.
+pub fn prefix(group: &str, resource: &str, namespace: Option<&str>) -> String {
     let group = if group.is_empty() { "core" } else { group };
     match namespace {
-        Some(ns) => format!("/registry/{group}/{resource}/{ns}/{name}"),
-        None => format!("/registry/{group}/{resource}/{name}"),
+        Some(ns) => format!("/registry/{group}/{resource}/{ns}/"),
+        None => format!("/registry/{group}/{resource}/"),
     }
+}
+
+/// The key of a resource-API object.
+pub fn object(group: &str, resource: &str, namespace: Option<&str>, name: &str) -> String {
+    prefix(group, resource, namespace) + name
 }
 
 #[cfg(test)]

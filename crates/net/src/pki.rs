@@ -66,7 +66,6 @@ pub fn now() -> OffsetDateTime {
 
 /// The CA's parameters, rebuilt identically from its common name so that
 /// certificates it issues later carry the right issuer.
-/// The CA's parameters, rebuilt identically from its common name.
 fn ca_params(common_name: &str, not_after: OffsetDateTime) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();

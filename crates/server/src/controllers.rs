@@ -39,7 +39,7 @@ pub(crate) fn spawn_token_expiry(store: Store) -> tokio::task::JoinHandle<()> {
 
 /// Delete every expired Token (and its record); returns how many.
 pub(crate) async fn sweep_expired_tokens(store: &Store) -> Result<usize, StoreError> {
-    let prefix = format!("/registry/{}/tokens/", api::GROUP);
+    let prefix = drover_core::keys::prefix(api::GROUP, "tokens", None);
     let page = store
         .list(&ListOptions {
             prefix,

@@ -106,7 +106,7 @@ impl Namespaces for ManagementNamespaces {
             let projects = self
                 .store
                 .list(&ListOptions {
-                    prefix: format!("/registry/{}/projects/", api::GROUP),
+                    prefix: drover_core::keys::prefix(api::GROUP, "projects", None),
                     ..Default::default()
                 })
                 .await
@@ -164,7 +164,7 @@ async fn reserve_namespace(store: &Store, name: &str) -> Result<(String, Vec<u8>
 /// Delete every object of `plural` in `namespace` (cleanup after a parent's
 /// deletion; idempotent).
 async fn delete_namespace_contents(store: &Store, plural: &str, namespace: &str) -> Vec<String> {
-    let prefix = format!("/registry/{}/{plural}/{namespace}/", api::GROUP);
+    let prefix = drover_core::keys::prefix(api::GROUP, plural, Some(namespace));
     let mut names = Vec::new();
     if let Ok(page) = store
         .list(&ListOptions {

@@ -10,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use drover_apiserver::ApiError;
 use serde_json::json;
 
 use crate::{metrics, AppState};
@@ -106,32 +107,15 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// A `metav1.Status` failure, as kube-apiserver sends.
-pub(crate) fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    });
-    (code, Json(body)).into_response()
-}
-
 async fn not_found() -> Response {
-    status(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "the server could not find the requested resource",
-    )
+    ApiError::no_such_path().into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    status(
-        StatusCode::METHOD_NOT_ALLOWED,
+    ApiError::new(
+        405,
         "MethodNotAllowed",
         "the server does not allow this method on the requested resource",
     )
+    .into_response()
 }

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use drover_apiserver::ApiError;
+use drover_core::keys;
 use drover_store::{ListOptions, Store, StoreError};
 use serde_json::{json, Value};
 
@@ -92,7 +93,7 @@ fn unavailable(_: StoreError) -> ApiError {
 
 /// Apply the namespace's LimitRange defaults to a pod's containers.
 pub(crate) async fn limit_ranges(store: &Store, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
-    let ranges = list(store, format!("/registry/core/limitranges/{ns}/"))
+    let ranges = list(store, keys::prefix("", "limitranges", Some(ns)))
         .await
         .map_err(unavailable)?;
     for range in ranges {
@@ -235,7 +236,7 @@ async fn live_usage(
     kinds.dedup();
     for (group, plural) in kinds {
         let g = if group == "core" { "" } else { group.as_str() };
-        for obj in list(store, format!("/registry/{group}/{plural}/{ns}/")).await? {
+        for obj in list(store, keys::prefix(g, &plural, Some(ns))).await? {
             if plural == "pods"
                 && matches!(
                     obj.pointer("/status/phase").and_then(Value::as_str),
@@ -263,7 +264,7 @@ pub(crate) async fn check_quota(
     name: &str,
     obj: &Value,
 ) -> Result<(), ApiError> {
-    let quotas = list(store, format!("/registry/core/resourcequotas/{ns}/"))
+    let quotas = list(store, keys::prefix("", "resourcequotas", Some(ns)))
         .await
         .map_err(unavailable)?;
     let wanted = usage(plural, group, obj);

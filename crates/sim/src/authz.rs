@@ -213,7 +213,7 @@ impl SimAuthorizer {
         let page = self
             .store
             .list(&ListOptions {
-                prefix: format!("/registry/{RBAC}/{plural}/"),
+                prefix: drover_core::keys::prefix(RBAC, plural, None),
                 ..Default::default()
             })
             .await

@@ -69,12 +69,7 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), Store
         // namespace until they are released.
         let mut remaining = 0;
         for r in api.registry().all().iter().filter(|r| r.info.namespaced) {
-            let group = if r.info.group.is_empty() {
-                "core"
-            } else {
-                r.info.group
-            };
-            let prefix = format!("/registry/{group}/{}/{name}/", r.info.plural);
+            let prefix = drover_core::keys::prefix(r.info.group, r.info.plural, Some(&name));
             for item in store
                 .list(&ListOptions {
                     prefix,

@@ -15,7 +15,7 @@ use crate::authz::SimAuthorizer;
 
 /// Schemas of the built-in kinds, made once per process and shared by every
 /// simulated cluster in it (a Pod's inlined schema is several MiB in memory).
-fn shared(kind: &'static str, make: fn() -> Value) -> Arc<Value> {
+pub(crate) fn shared(kind: &'static str, make: fn() -> Value) -> Arc<Value> {
     static CACHE: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<&'static str, Arc<Value>>>,
     > = std::sync::OnceLock::new();
@@ -255,7 +255,10 @@ impl Strategy for Builtin {
         raw: &[u8],
     ) -> Option<Result<Value, drover_apiserver::ApiError>> {
         (kind == "TokenRequest").then(|| {
-            let schema = schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>();
+            let schema = shared(
+                "TokenRequest",
+                schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>,
+            );
             crate::protobuf::decode("api.authentication.v1.TokenRequest", raw, &schema)
         })
     }

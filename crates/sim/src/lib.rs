@@ -318,8 +318,8 @@ impl Sim {
         )
     }
 
-    /// Stop serving and close the store.
-    pub async fn stop(mut self) {
+    /// Abort the controllers, end exec sessions and stop accepting.
+    fn signal_stop(&mut self) {
         for c in self.controllers.drain(..) {
             c.abort();
         }
@@ -327,6 +327,11 @@ impl Sim {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Stop serving and close the store.
+    pub async fn stop(mut self) {
+        self.signal_stop();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -336,13 +341,7 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        for c in &self.controllers {
-            c.abort();
-        }
-        self.stopping.send_replace(true);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.signal_stop();
     }
 }
 
@@ -444,6 +443,12 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// Whether a namespace takes new content: not being deleted.
+pub(crate) fn accepts_content(ns: &Value) -> bool {
+    !drover_apiserver::object::is_deleting(ns)
+        && ns.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating")
+}
+
 /// Namespaces are objects here; a terminating one takes no new content.
 struct SimNamespaces {
     store: Store,
@@ -465,7 +470,7 @@ impl Namespaces for SimNamespaces {
                 ));
             };
             let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            if !accepts_content(&obj) {
                 return Err(ApiError::forbidden_because(format!(
                     "unable to create new content in namespace {ns} because it is being terminated"
                 )));

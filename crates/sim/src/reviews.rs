@@ -69,7 +69,10 @@ impl Strategy for AccessReview {
     }
 
     fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, ApiError>> {
-        let schema = schema_for::<k8s_openapi::api::authorization::v1::SubjectAccessReview>();
+        let schema = crate::kinds::shared(
+            "SubjectAccessReview",
+            schema_for::<k8s_openapi::api::authorization::v1::SubjectAccessReview>,
+        );
         Some(crate::protobuf::decode(
             "api.authorization.v1.SubjectAccessReview",
             raw,
@@ -153,7 +156,10 @@ impl Strategy for TokenReview {
     }
 
     fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, ApiError>> {
-        let schema = schema_for::<k8s_openapi::api::authentication::v1::TokenReview>();
+        let schema = crate::kinds::shared(
+            "TokenReview",
+            schema_for::<k8s_openapi::api::authentication::v1::TokenReview>,
+        );
         Some(crate::protobuf::decode(
             "api.authentication.v1.TokenReview",
             raw,

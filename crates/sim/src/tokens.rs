@@ -124,31 +124,10 @@ pub(crate) async fn sweep(store: &Store) -> Result<usize, StoreError> {
             ..Default::default()
         })
         .await?;
-    let now = SystemTime::now();
     let mut removed = 0;
     for kv in page.items {
         let record: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        let expired = record["expires"]
-            .as_str()
-            .and_then(meta::parse_rfc3339)
-            .is_none_or(|t| t <= now);
-        let orphaned = match (record["namespace"].as_str(), record["name"].as_str()) {
-            (Some(ns), Some(name)) => {
-                match store
-                    .get(&keys::object("", "serviceaccounts", Some(ns), name))
-                    .await?
-                {
-                    Some(sa) => {
-                        let sa: Value = serde_json::from_slice(&sa.value).unwrap_or_default();
-                        sa.pointer("/metadata/uid").and_then(Value::as_str)
-                            != record["uid"].as_str()
-                    }
-                    None => true,
-                }
-            }
-            _ => true,
-        };
-        if expired || orphaned {
+        if !record_valid(store, &record).await? {
             match store.delete(&kv.key, Some(kv.mod_revision)).await {
                 Ok(_) => removed += 1,
                 Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
@@ -159,6 +138,26 @@ pub(crate) async fn sweep(store: &Store) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
+/// Whether a token record still authenticates: not expired, and its
+/// ServiceAccount neither deleted nor re-created.
+async fn record_valid(store: &Store, record: &Value) -> Result<bool, StoreError> {
+    let expires = record["expires"].as_str().and_then(meta::parse_rfc3339);
+    if expires.is_none_or(|t| t <= SystemTime::now()) {
+        return Ok(false);
+    }
+    let (Some(ns), Some(name)) = (record["namespace"].as_str(), record["name"].as_str()) else {
+        return Ok(false);
+    };
+    let Some(sa) = store
+        .get(&keys::object("", "serviceaccounts", Some(ns), name))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let sa: Value = serde_json::from_slice(&sa.value).unwrap_or_default();
+    Ok(sa.pointer("/metadata/uid").and_then(Value::as_str) == record["uid"].as_str())
+}
+
 /// The ServiceAccount a token stands for, if it is valid.
 pub(crate) async fn authenticate(store: &Store, token: &str) -> Option<UserInfo> {
     if token.is_empty() || token.len() > 256 {
@@ -166,20 +165,10 @@ pub(crate) async fn authenticate(store: &Store, token: &str) -> Option<UserInfo>
     }
     let kv = store.get(&record_key(token)).await.ok()??;
     let record: Value = serde_json::from_slice(&kv.value).ok()?;
-    let expires = record["expires"].as_str().and_then(meta::parse_rfc3339)?;
-    if expires <= SystemTime::now() {
+    if !record_valid(store, &record).await.ok()? {
         return None;
     }
     let (ns, name) = (record["namespace"].as_str()?, record["name"].as_str()?);
-    // A deleted (or re-created) ServiceAccount ends its tokens.
-    let sa = store
-        .get(&keys::object("", "serviceaccounts", Some(ns), name))
-        .await
-        .ok()??;
-    let sa: Value = serde_json::from_slice(&sa.value).ok()?;
-    if sa.pointer("/metadata/uid").and_then(Value::as_str) != record["uid"].as_str() {
-        return None;
-    }
     Some(UserInfo {
         name: format!("system:serviceaccount:{ns}:{name}"),
         uid: record["uid"].as_str().unwrap_or_default().to_owned(),

@@ -182,10 +182,7 @@ async fn open_namespaces(store: &Store) -> Result<HashSet<String>, StoreError> {
     Ok(list(store, NAMESPACES)
         .await?
         .into_iter()
-        .filter(|(_, _, ns)| {
-            ns.pointer("/metadata/deletionTimestamp").is_none()
-                && s(ns, "/status/phase") != "Terminating"
-        })
+        .filter(|(_, _, ns)| crate::accepts_content(ns))
         .map(|(_, _, ns)| s(&ns, "/metadata/name").to_owned())
         .collect())
 }
@@ -485,13 +482,9 @@ async fn finalize_owner(
     if owner.pointer("/metadata/deletionTimestamp").is_none() {
         return Ok(());
     }
-    let finalizers: Vec<&str> = owner
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let orphan = finalizers.contains(&ORPHAN_FINALIZER);
-    let foreground = finalizers.contains(&FOREGROUND_FINALIZER);
+    let finalizers = drover_apiserver::object::finalizers(owner);
+    let orphan = finalizers.iter().any(|f| f == ORPHAN_FINALIZER);
+    let foreground = finalizers.iter().any(|f| f == FOREGROUND_FINALIZER);
     if !orphan && !foreground {
         return Ok(());
     }
@@ -520,7 +513,9 @@ async fn finalize_owner(
             if dep["kind"] == "ReplicaSet" {
                 let mut new = dep.clone();
                 new["metadata"]["deletionTimestamp"] = json!(meta::now_rfc3339());
-                new["metadata"]["finalizers"] = json!([FOREGROUND_FINALIZER]);
+                let mut finalizers = drover_apiserver::object::finalizers(dep);
+                finalizers.push(FOREGROUND_FINALIZER.to_owned());
+                new["metadata"]["finalizers"] = json!(finalizers);
                 write_if_changed(store, k, *r, dep, &new).await?;
             } else {
                 match store.delete(k, Some(*r)).await {
