@@ -157,17 +157,26 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
         reconcile_replicaset(store, key, *rev, rs, accepts, &mut pods).await?;
     }
     schedule_and_run(store).await?;
-    // Owners being deleted with Orphan or Foreground, Deployments first.
-    let replicasets = list(store, REPLICASETS).await?;
-    for (key, rev, d) in list(store, DEPLOYMENTS).await? {
-        finalize_owner(store, &key, rev, &d, &replicasets).await?;
-    }
-    let pods = list(store, PODS).await?;
-    for (key, rev, rs) in list(store, REPLICASETS).await? {
-        finalize_owner(store, &key, rev, &rs, &pods).await?;
-    }
+    // Owners being deleted with Orphan or Foreground, Deployments first;
+    // what they change is seen by the next pass.
     let deployments = list(store, DEPLOYMENTS).await?;
     let replicasets = list(store, REPLICASETS).await?;
+    let deleting = |items: &[(String, i64, Value)]| {
+        items
+            .iter()
+            .any(|(_, _, o)| drover_apiserver::object::is_deleting(o))
+    };
+    if deleting(&deployments) {
+        for (key, rev, d) in &deployments {
+            finalize_owner(store, key, *rev, d, &replicasets).await?;
+        }
+    }
+    if deleting(&replicasets) {
+        let pods = list(store, PODS).await?;
+        for (key, rev, rs) in &replicasets {
+            finalize_owner(store, key, *rev, rs, &pods).await?;
+        }
+    }
     garbage_collect(store, &deployments, &replicasets).await?;
     // Deployment status follows its ReplicaSets' status.
     let replicasets = list(store, REPLICASETS).await?;
