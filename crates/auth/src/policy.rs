@@ -220,7 +220,13 @@ pub struct Snapshot {
     prtbs: Vec<(Subject, String, String, String)>,
     /// cluster → its projects
     projects: HashMap<String, Vec<String>>,
+    /// Rules already worked out per (user, groups), for this snapshot only:
+    /// a request then costs a lookup, not a walk over every binding.
+    rules_cache: std::sync::Mutex<HashMap<(String, Vec<String>), RuleSet>>,
 }
+
+/// Users whose rules one snapshot remembers; past it, the cache restarts.
+const RULES_CACHE_USERS: usize = 4096;
 
 impl Snapshot {
     /// A template's rules with the templates it names, flattened.
@@ -258,6 +264,21 @@ impl Snapshot {
 
     /// The user's rules on the management API.
     pub fn rules(&self, user: &UserInfo) -> RuleSet {
+        let key = (user.name.clone(), user.groups.clone());
+        let lock = || self.rules_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = lock().get(&key) {
+            return set.clone();
+        }
+        let set = self.compute_rules(user);
+        let mut cache = lock();
+        if cache.len() >= RULES_CACHE_USERS {
+            cache.clear();
+        }
+        cache.insert(key, set.clone());
+        set
+    }
+
+    fn compute_rules(&self, user: &UserInfo) -> RuleSet {
         let g = api::GROUP;
         let mut set = RuleSet {
             cluster: basic_user_rules(),
