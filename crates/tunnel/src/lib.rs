@@ -1,3 +1,36 @@
 //! The agent tunnel: the agent dials the server over a WebSocket and both
-//! ends run a stream multiplexer over it, one stream per proxied request.
-//! (Filled by the cluster import work; the layout is settled here.)
+//! ends run a yamux stream multiplexer over it. The server opens one stream
+//! per proxied request; streams carry plain HTTP/1.1, so upgrades (exec,
+//! attach, port-forward) and long watches pass through as bytes.
+//!
+//! - [`ws`]: the WebSocket as a byte pipe ([`ws::WsIo`]) with keep-alive
+//!   pings both ways and a dead-peer timeout.
+//! - [`mux`]: the yamux session, driven by one task, with a cloneable
+//!   [`mux::Opener`] for outbound streams and a channel of inbound ones.
+//!
+//! Flow control is yamux's: each stream has its own receive window, so a
+//! slow reader stalls only its stream, and a response is never held whole
+//! in memory.
+
+pub mod mux;
+pub mod ws;
+
+pub use mux::{Inbound, Mode, Opener, Session, TunnelStream};
+pub use ws::{Keepalive, WsIo};
+
+/// The path of the agent's WebSocket on the server.
+pub const CONNECT_PATH: &str = "/v1-public/connect";
+
+/// What went wrong in the tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The session is closed (peer gone, replaced or timed out).
+    #[error("the tunnel is closed")]
+    Closed,
+    /// The multiplexer failed.
+    #[error("tunnel multiplexer: {0}")]
+    Mux(#[from] yamux::ConnectionError),
+    /// The WebSocket failed.
+    #[error("tunnel websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
