@@ -494,7 +494,12 @@ impl ApiServer {
                     ename =
                         drover_core::names::generate(object::meta_str(&new.object, "generateName"));
                 }
+                // Extras are the server's own making: their status stays.
+                let status = new.object.get("status").cloned();
                 init_metadata(&mut new.object, &er, &ns, &ename);
+                if let Some(status) = status {
+                    new.object["status"] = status;
+                }
                 extra.push((key_of(&er, &ns, &ename), new.object));
             }
             if q.dry_run() {

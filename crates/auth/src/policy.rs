@@ -184,9 +184,12 @@ fn basic_user_rules() -> Vec<PolicyRule> {
     ]
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Subject {
+/// Who a binding is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// A user, by name.
     User(String),
+    /// A group, by name.
     Group(String),
 }
 
@@ -396,6 +399,42 @@ impl Snapshot {
         set
     }
 
+    /// Whether the user holds every right on the management API (a global
+    /// role granting `*` on `*`).
+    pub fn is_admin(&self, user: &UserInfo) -> bool {
+        all_powerful(&self.rules(user).cluster)
+    }
+
+    /// Whether the user may reach a cluster through the proxy: an admin, or
+    /// someone bound to a role in the cluster or one of its projects.
+    pub fn reaches_cluster(&self, user: &UserInfo, cluster: &str) -> bool {
+        self.crtbs
+            .iter()
+            .any(|(s, c, _)| c == cluster && s.matches(user))
+            || self
+                .prtbs
+                .iter()
+                .any(|(s, c, _, _)| c == cluster && s.matches(user))
+            || self.is_admin(user)
+    }
+
+    /// Who gets `cluster-admin` in a cluster: global admins' users and groups,
+    /// and the cluster's owners.
+    pub fn cluster_admins(&self, cluster: &str) -> std::collections::BTreeSet<Subject> {
+        let mut out = std::collections::BTreeSet::new();
+        for (subject, role) in &self.grbs {
+            if self.global_roles.get(role).is_some_and(|r| all_powerful(r)) {
+                out.insert(subject.clone());
+            }
+        }
+        for (subject, c, template) in &self.crtbs {
+            if c == cluster && template == "cluster-owner" {
+                out.insert(subject.clone());
+            }
+        }
+        out
+    }
+
     /// The downstream rules the user holds in a cluster (and project): what
     /// they may grant to others there. A global admin holds everything.
     pub fn downstream_rules(
@@ -405,13 +444,7 @@ impl Snapshot {
         project: Option<&str>,
     ) -> Vec<PolicyRule> {
         let everything = PolicyRule::resource(&["*"], &["*"], &["*"]);
-        let global = self.rules(user);
-        if global.cluster.iter().any(|r| {
-            r.verbs.contains(&"*".into())
-                && r.api_groups.contains(&"*".into())
-                && r.resources.contains(&"*".into())
-                && r.resource_names.is_empty()
-        }) {
+        if self.is_admin(user) {
             return vec![everything, PolicyRule::non_resource(&["*"], &["*"])];
         }
         let mut out = Vec::new();
@@ -429,6 +462,16 @@ impl Snapshot {
         }
         out
     }
+}
+
+/// Whether rules grant every verb on every resource of every group.
+fn all_powerful(rules: &[PolicyRule]) -> bool {
+    rules.iter().any(|r| {
+        r.verbs.contains(&"*".into())
+            && r.api_groups.contains(&"*".into())
+            && r.resources.contains(&"*".into())
+            && r.resource_names.is_empty()
+    })
 }
 
 /// The management API's authorizer.

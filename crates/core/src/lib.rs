@@ -4,6 +4,7 @@
 pub mod api;
 pub mod keys;
 pub mod names;
+pub mod quantity;
 
 /// Drover's version, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

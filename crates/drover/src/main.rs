@@ -36,6 +36,11 @@ enum Command {
     ///
     /// Example: drover server --data-dir ./drover-data --listen 127.0.0.1:8443
     Server(drover_server::ServerArgs),
+    /// Run the cluster agent: keep the tunnel to the server up and forward
+    /// its requests to this cluster's API server.
+    ///
+    /// Example: drover agent --server https://drover.example:8443 --token TOKEN --ca-checksum SHA256 --kubeconfig cluster.kubeconfig
+    Agent(drover_agent::AgentArgs),
     /// Run a simulated Kubernetes cluster (for tests, demos and benchmarks).
     ///
     /// Example: drover sim --nodes 3 --kubeconfig-out sim.kubeconfig
@@ -65,6 +70,9 @@ fn main() -> ExitCode {
                 .await
                 .map_err(Into::into),
             Command::Sim(args) => run_sim(args, signals).await,
+            Command::Agent(args) => drover_agent::run(args, signals.shutdown())
+                .await
+                .map_err(Into::into),
         }
     });
     match result {

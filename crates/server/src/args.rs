@@ -65,6 +65,13 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_AUDIT_LOG_MAX_BACKUPS", default_value_t = 5)]
     pub audit_log_max_backups: u32,
 
+    /// The image the import manifest runs the agent with.
+    #[arg(long, env = "DROVER_AGENT_IMAGE", default_value = concat!("drover/drover:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// Lifetime of a kubeconfig's token, in seconds (default 30 days; cut to
+    /// --token-max-ttl).
+    #[arg(long, env = "DROVER_KUBECONFIG_TTL", default_value_t = 30 * 86400)]
+    pub kubeconfig_ttl_seconds: u64,
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

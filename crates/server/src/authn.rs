@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use drover_apiserver::ApiError;
-use drover_auth::authn::{self, Refusal};
+use drover_auth::authn::{self, Identity, Refusal};
 use drover_auth::login::{LoginError, LoginRequest};
 use drover_auth::users::{self, PasswordChange};
 use drover_rbac::UserInfo;
@@ -21,14 +21,15 @@ use crate::AppState;
 /// Largest login or password body.
 const SMALL_BODY: usize = 64 * 1024;
 
-/// Require a valid token; put [`UserInfo`] and [`Identity`] in the request.
-pub(crate) async fn require(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let bearer = req
-        .headers()
+/// The caller's identity from `Authorization: Bearer …`, or the error to
+/// answer (401 for a missing, unknown, expired or disabled token). Refusals
+/// are logged at debug with the source address, never with the token.
+pub(crate) async fn identify(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    peer: Option<String>,
+) -> Result<Identity, ApiError> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -38,28 +39,42 @@ pub(crate) async fn require(
         .map(str::trim)
         .map(str::to_owned);
     let Some(bearer) = bearer else {
-        return ApiError::unauthorized().into_response();
+        return Err(ApiError::unauthorized());
     };
-    let identity = match authn::authenticate(&state.store, &bearer).await {
-        Ok(Ok(identity)) => identity,
+    match authn::authenticate(&state.store, &bearer).await {
+        Ok(Ok(identity)) => Ok(identity),
         Ok(Err(refusal)) => {
-            let peer = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.to_string());
             tracing::debug!(?refusal, peer, "token refused");
-            let e = match refusal {
+            Err(match refusal {
                 Refusal::Expired => {
                     ApiError::new(401, "Unauthorized", "the token has expired; log in again")
                 }
                 _ => ApiError::unauthorized(),
-            };
-            return e.into_response();
+            })
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot check a token");
-            return ApiError::unavailable("the datastore is unavailable").into_response();
+            Err(ApiError::unavailable("the datastore is unavailable"))
         }
+    }
+}
+
+/// The source address of a request, for logs.
+pub(crate) fn peer_of(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+}
+
+/// Require a valid token; put [`UserInfo`] and [`Identity`] in the request.
+pub(crate) async fn require(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let identity = match identify(&state, req.headers(), peer_of(&req)).await {
+        Ok(identity) => identity,
+        Err(e) => return e.into_response(),
     };
     if let Some(cluster) = &identity.cluster_scope {
         return ApiError::new(

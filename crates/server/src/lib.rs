@@ -22,12 +22,18 @@
 pub mod args;
 pub mod audit;
 mod authn;
+mod clusters;
 mod controllers;
+pub mod downstream;
 mod error;
+pub mod import;
+pub mod kubeconfig;
 mod management;
 mod metrics;
+pub mod proxy;
 mod routes;
 mod tls;
+pub mod tunnels;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,11 +59,23 @@ pub struct AppState {
     pub ca_pem: String,
     /// Request metrics.
     pub metrics: metrics::Metrics,
+    /// The management API's authorizer (policy snapshots).
+    pub authz: Arc<drover_auth::policy::RbacAuthorizer>,
+    /// Connected agents.
+    pub tunnels: tunnels::Tunnels,
+    /// What import manifests say.
+    pub import: import::ImportSettings,
+    /// Keep-alive of agent tunnels.
+    pub keepalive: drover_tunnel::Keepalive,
+    /// Lifetime of kubeconfig tokens.
+    pub kubeconfig_ttl: std::time::Duration,
+    /// Longest token lifetime (zero: no limit).
+    pub token_max_ttl: std::time::Duration,
 }
 
 /// Run the server until `shutdown` resolves, then drain and close.
 pub async fn run(
-    args: ServerArgs,
+    mut args: ServerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     // Bind first: a taken port fails before anything is written.
@@ -71,6 +89,11 @@ pub async fn run(
         addr: args.listen,
         source,
     })?;
+
+    if args.listen.port() == 0 {
+        // An ephemeral port: URLs given to agents and kubeconfigs name it.
+        args.listen.set_port(local.port());
+    }
 
     let datastore = args.datastore_url();
     tracing::info!(datastore = %args::redact_url(&datastore), "opening datastore");
@@ -103,7 +126,13 @@ pub async fn run(
     let _token_expiry = controllers::spawn_token_expiry(store.clone());
     // Watchers further behind than this get 410 and relist, as with etcd.
     let _compaction = store.spawn_compaction(std::time::Duration::from_secs(300), 10_000);
-    let api = management::api_server(store.clone(), authz, args.token_max_ttl());
+    let url_text = server_url.as_str().trim_end_matches('/').to_owned();
+    let api = management::api_server(
+        store.clone(),
+        authz.clone(),
+        args.token_max_ttl(),
+        &url_text,
+    );
     let login =
         drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());
     let audit_path = args
@@ -125,9 +154,20 @@ pub async fn run(
         api,
         login,
         audit,
+        import: import::ImportSettings {
+            server_url: url_text,
+            agent_image: args.agent_image.clone(),
+            ca_checksum: import::ca_checksum(&tls.ca_pem),
+        },
         ca_pem: tls.ca_pem,
         metrics: metrics::Metrics::new(),
+        authz,
+        tunnels: tunnels::Tunnels::default(),
+        keepalive: drover_tunnel::Keepalive::default(),
+        kubeconfig_ttl: std::time::Duration::from_secs(args.kubeconfig_ttl_seconds),
+        token_max_ttl: args.token_max_ttl(),
     });
+    let _removals = clusters::spawn_removals(state.clone());
     let app = routes::router(state);
     drover_net::serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
     store.close().await;

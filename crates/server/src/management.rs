@@ -26,6 +26,7 @@ pub fn api_server(
     store: Store,
     authz: Arc<RbacAuthorizer>,
     max_token_ttl: Duration,
+    server_url: &str,
 ) -> Arc<ApiServer> {
     let mut reg = Registry::default();
     drover_auth::kinds::register(&mut reg, authz.clone(), max_token_ttl);
@@ -52,6 +53,7 @@ pub fn api_server(
         clusters,
         Clusters {
             authz: authz.clone(),
+            server_url: server_url.to_owned(),
         },
     );
     let mut projects = base("Project", "projects", "project", true);
@@ -69,7 +71,12 @@ pub fn api_server(
         true,
     );
     tokens.status = true;
-    reg.register(tokens, Plain(schema_for::<api::ClusterRegistrationToken>()));
+    reg.register(
+        tokens,
+        crate::import::RegistrationTokens {
+            server_url: server_url.to_owned(),
+        },
+    );
 
     drover_apiserver::reviews::register(&mut reg);
     ApiServer::new(
@@ -127,15 +134,6 @@ impl Namespaces for ManagementNamespaces {
     }
 }
 
-/// A kind with no behaviour beyond its schema.
-struct Plain(Value);
-
-impl Strategy for Plain {
-    fn schema(&self) -> Value {
-        self.0.clone()
-    }
-}
-
 /// Where a namespace name (a cluster's or a project's) is reserved: both
 /// kinds name the namespaces of the management API, so the names must be
 /// unique across them, or one user's project could share another's
@@ -183,6 +181,7 @@ async fn delete_namespace_contents(store: &Store, plural: &str, namespace: &str)
 
 struct Clusters {
     authz: Arc<RbacAuthorizer>,
+    server_url: String,
 }
 
 impl Strategy for Clusters {
@@ -259,9 +258,21 @@ impl Strategy for Clusters {
                     "spec": {"userName": ctx.user.name, "roleTemplateName": "cluster-owner", "clusterName": name},
                 }),
             };
+            // Removal waits for the agent to clean up downstream.
+            let finalizers = obj["metadata"]
+                .as_object_mut()
+                .expect("metadata is checked before strategies run")
+                .entry("finalizers")
+                .or_insert_with(|| json!([]));
+            if let Some(list) = finalizers.as_array_mut() {
+                if !list.iter().any(|f| f == crate::clusters::CLEANUP_FINALIZER) {
+                    list.push(json!(crate::clusters::CLEANUP_FINALIZER));
+                }
+            }
+            let (token, token_record) = crate::import::default_token(&name, &self.server_url);
             Ok(Prepared {
-                extra: vec![owner],
-                records: vec![reserve_namespace(&ctx.store, &name).await?],
+                extra: vec![owner, token],
+                records: vec![reserve_namespace(&ctx.store, &name).await?, token_record],
                 ..Default::default()
             })
         })
@@ -273,17 +284,60 @@ impl Strategy for Clusters {
 
     fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let cluster = str_at(obj, "/metadata/name");
-            let _ = ctx.store.delete(&namespace_key(cluster), None).await;
-            for project in delete_namespace_contents(&ctx.store, "projects", cluster).await {
-                let _ = ctx.store.delete(&namespace_key(&project), None).await;
-                delete_namespace_contents(&ctx.store, "projectroletemplatebindings", &project)
-                    .await;
-            }
-            delete_namespace_contents(&ctx.store, "clusterroletemplatebindings", cluster).await;
-            delete_namespace_contents(&ctx.store, "clusterregistrationtokens", cluster).await;
+            forget_cluster(&ctx.store, str_at(obj, "/metadata/name")).await;
             self.authz.invalidate();
         })
+    }
+}
+
+/// Delete what lives in a deleted cluster's namespace: its projects and
+/// their bindings, its bindings, its registration tokens (revoked).
+async fn forget_cluster(store: &Store, cluster: &str) {
+    let _ = store.delete(&namespace_key(cluster), None).await;
+    for project in delete_namespace_contents(store, "projects", cluster).await {
+        let _ = store.delete(&namespace_key(&project), None).await;
+        delete_namespace_contents(store, "projectroletemplatebindings", &project).await;
+    }
+    delete_namespace_contents(store, "clusterroletemplatebindings", cluster).await;
+    crate::import::revoke_all(store, cluster).await;
+}
+
+/// Drop the cleanup finalizer of a deleting Cluster; with no finalizer
+/// left, delete it and what lives in its namespace, as the API does when
+/// the last finalizer goes.
+pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer, cluster: &str) {
+    let key = keys::object(api::GROUP, "clusters", None, cluster);
+    for _ in 0..10 {
+        let Ok(Some(kv)) = store.get(&key).await else {
+            return;
+        };
+        let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
+            return;
+        };
+        let rest: Vec<Value> = drover_apiserver::object::finalizers(&obj)
+            .into_iter()
+            .filter(|f| f != crate::clusters::CLEANUP_FINALIZER)
+            .map(Value::from)
+            .collect();
+        let result = if rest.is_empty() {
+            store.delete(&key, Some(kv.mod_revision)).await.map(drop)
+        } else {
+            obj["metadata"]["finalizers"] = Value::Array(rest.clone());
+            store
+                .update(&key, obj.to_string(), kv.mod_revision)
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) if rest.is_empty() => {
+                forget_cluster(store, cluster).await;
+                authz.invalidate();
+                return;
+            }
+            Ok(()) => return,
+            Err(drover_store::StoreError::Conflict { .. }) => continue,
+            Err(_) => return,
+        }
     }
 }
 

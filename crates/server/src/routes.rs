@@ -32,6 +32,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/apis/management.drover.io/v1/users/{name}/password",
             post(crate::authn::set_password),
         )
+        .route(
+            "/apis/management.drover.io/v1/clusters/{name}/kubeconfig",
+            post(crate::kubeconfig::kubeconfig),
+        )
         .route("/api", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
@@ -44,6 +48,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(authenticated)
         .route("/v1-public/login", post(crate::authn::login))
+        .route("/v1-public/import/{file}", get(crate::import::manifest))
+        .route(drover_tunnel::CONNECT_PATH, get(crate::tunnels::connect))
+        .route("/k8s/clusters/{*rest}", any(crate::proxy::proxy))
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(healthz))
         .route("/cacerts", get(cacerts))

@@ -18,61 +18,6 @@ use drover_core::keys;
 use drover_store::{ListOptions, Store, StoreError};
 use serde_json::{json, Value};
 
-/// A quantity in thousandths (millicores for CPU, milli-bytes for memory),
-/// so both fit one integer type.
-pub(crate) fn parse_quantity(q: &str) -> Option<i128> {
-    let q = q.trim();
-    let (number, suffix) = q.split_at(q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len()));
-    let (number, exp) = match suffix
-        .strip_prefix('e')
-        .or_else(|| suffix.strip_prefix('E'))
-    {
-        Some(e) if !e.is_empty() && e.chars().all(|c| c.is_ascii_digit() || c == '-') => {
-            (number, e.parse::<i32>().ok()?)
-        }
-        _ => (number, 0),
-    };
-    let suffix = if exp != 0 { "" } else { suffix };
-    let value: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    let milli = value * factor * 10f64.powi(exp) * 1000.0;
-    // Negative and absurd quantities are not quantities (and must not wrap
-    // the sums below): kube's own limit is far under 1e30.
-    (milli.is_finite() && (0.0..1e30).contains(&milli)).then(|| milli.round() as i128)
-}
-
-/// Format thousandths back as a quantity (`500m`, `2`, `256Mi`).
-pub(crate) fn format_quantity(milli: i128, memory: bool) -> String {
-    if milli % 1000 != 0 {
-        return format!("{milli}m");
-    }
-    let n = milli / 1000;
-    if memory && n != 0 {
-        for (suffix, unit) in [("Gi", 1i128 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if n % unit == 0 {
-                return format!("{}{suffix}", n / unit);
-            }
-        }
-    }
-    n.to_string()
-}
-
 async fn list(store: &Store, prefix: String) -> Result<Vec<Value>, StoreError> {
     let page = store
         .list(&ListOptions {
@@ -185,7 +130,7 @@ fn usage(plural: &str, group: &str, obj: &Value) -> BTreeMap<String, i128> {
                     if let Some(q) = c
                         .pointer(&format!("/resources/{field}/{resource}"))
                         .and_then(Value::as_str)
-                        .and_then(parse_quantity)
+                        .and_then(drover_core::quantity::parse)
                     {
                         let e: &mut i128 = u.entry((*name).to_owned()).or_default();
                         *e = (*e).saturating_add(q);
@@ -283,7 +228,9 @@ pub(crate) async fn check_quota(
             .and_then(Value::as_object)
             .map(|h| {
                 h.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), parse_quantity(v.as_str()?)?)))
+                    .filter_map(|(k, v)| {
+                        Some((k.clone(), drover_core::quantity::parse(v.as_str()?)?))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -321,7 +268,10 @@ pub(crate) async fn check_quota(
                     .map(|k| {
                         format!(
                             "{k}={}",
-                            format_quantity(m.get(*k).copied().unwrap_or(0), is_memory(k))
+                            drover_core::quantity::format(
+                                m.get(*k).copied().unwrap_or(0),
+                                is_memory(k)
+                            )
                         )
                     })
                     .collect::<Vec<_>>()
@@ -359,7 +309,7 @@ pub(crate) async fn refresh_quotas(store: &Store) -> Result<(), StoreError> {
         let mut new = quota.clone();
         new["status"] = json!({
             "hard": quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({})),
-            "used": used.iter().map(|(k, v)| (k.clone(), Value::String(format_quantity(*v, is_memory(k))))).collect::<serde_json::Map<_, _>>(),
+            "used": used.iter().map(|(k, v)| (k.clone(), Value::String(drover_core::quantity::format(*v, is_memory(k))))).collect::<serde_json::Map<_, _>>(),
         });
         if new != quota {
             match store
@@ -372,25 +322,4 @@ pub(crate) async fn refresh_quotas(store: &Store) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("500m"), Some(500));
-        assert_eq!(parse_quantity("2"), Some(2000));
-        assert_eq!(parse_quantity("0.5"), Some(500));
-        assert_eq!(parse_quantity("128Mi"), Some(128 * 1024 * 1024 * 1000));
-        assert_eq!(parse_quantity("1G"), Some(1_000_000_000_000));
-        assert_eq!(parse_quantity("1e3"), Some(1_000_000));
-        assert_eq!(parse_quantity("nonsense"), None);
-        assert_eq!(parse_quantity("-1"), None, "negative");
-        assert_eq!(parse_quantity("1e36"), None, "absurd");
-        assert_eq!(format_quantity(500, false), "500m");
-        assert_eq!(format_quantity(3000, false), "3");
-        assert_eq!(format_quantity(256 * 1024 * 1024 * 1000, true), "256Mi");
-    }
 }

@@ -1,0 +1,113 @@
+//! One tunnel stream: HTTP/1.1 from the server, forwarded to the cluster's
+//! API server with the agent's bearer token. Bodies stream both ways; an
+//! upgrade (exec, attach, port-forward) becomes a byte pipe between the
+//! stream and the API server's connection.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::Downstream;
+
+/// Serve the stream until the server closes it.
+pub async fn serve_stream(stream: drover_tunnel::TunnelStream, downstream: Arc<Downstream>) {
+    let service = hyper::service::service_fn(move |req| forward(req, downstream.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "tunnel stream ended");
+    }
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+}
+
+fn status(code: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "ServiceUnavailable", "code": code.as_u16(),
+    });
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    downstream: Arc<Downstream>,
+) -> Result<Response<Body>, Infallible> {
+    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri = format!("{}{path}", downstream.base);
+    let mut out = Request::builder().method(parts.method).uri(uri);
+    let headers = out.headers_mut().expect("a fresh builder");
+    for (name, value) in &parts.headers {
+        if name == header::HOST || name == header::AUTHORIZATION {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", downstream.token())) else {
+        return Ok(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent's token is unusable",
+        ));
+    };
+    headers.insert(header::AUTHORIZATION, bearer);
+    let Ok(out) = out.body(Body::new(body)) else {
+        return Ok(status(
+            StatusCode::BAD_REQUEST,
+            "the request could not be forwarded",
+        ));
+    };
+    let mut resp = match downstream.client.request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the cluster's API server did not answer");
+            return Ok(status(
+                StatusCode::BAD_GATEWAY,
+                &format!("the agent cannot reach the cluster's API server: {e}"),
+            ));
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(server_side) = upgrade {
+            let cluster_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(server_side, cluster_side) {
+                    Ok((a, b)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(a),
+                            &mut TokioIo::new(b),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade through the agent failed"),
+                }
+            });
+        }
+    }
+    Ok(resp.map(Body::new))
+}

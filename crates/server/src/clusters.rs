@@ -1,0 +1,597 @@
+//! Controllers of imported clusters, level-based and idempotent.
+//!
+//! - Status ([`run_link`], one task per connected agent): on connect, read
+//!   `/version` and list the nodes, then watch them, all through the tunnel
+//!   as the agent's own identity; write `status.version`, `nodeCount`,
+//!   summed `capacity` and `allocatable`, conditions `Connected` and
+//!   `Ready`, and `lastHeartbeat` (also every 30 s while nothing changes).
+//!   When the link ends, [`mark_disconnected`].
+//! - Admin projection (same task): global admins and the cluster's owners
+//!   get a ClusterRoleBinding to `cluster-admin` labelled
+//!   `drover.io/managed=true`; bindings Drover no longer wants are deleted,
+//!   edited ones repaired. Run on connect, when the policy changes and every
+//!   10 s against drift. Nothing unlabelled is touched.
+//! - Removal ([`spawn_removals`]): a deleting Cluster's registration tokens
+//!   are revoked, its agent removes what Drover created downstream, and the
+//!   `drover.io/cluster-cleanup` finalizer goes — after [`REMOVAL_TIMEOUT`]
+//!   even if no agent is there to clean up.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use drover_auth::policy::Subject;
+use drover_core::{api, keys, meta, quantity};
+use drover_store::{ListOptions, Store, StoreError};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::downstream::{self, DownstreamError};
+use crate::import::{AGENT_NAME, AGENT_NAMESPACE, MANAGED_LABEL};
+use crate::tunnels::Link;
+use crate::AppState;
+
+/// The finalizer that holds a Cluster until its downstream cleanup.
+pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
+/// How long a deleting Cluster waits for its agent to clean up.
+pub const REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often `lastHeartbeat` is written while nothing else changes.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How often projected objects are checked for drift.
+const DRIFT_CHECK: Duration = Duration::from_secs(10);
+/// Name prefix of the projected cluster-admin bindings.
+const ADMIN_BINDING_PREFIX: &str = "drover-cluster-admin-";
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+
+fn cluster_key(name: &str) -> String {
+    keys::object(api::GROUP, "clusters", None, name)
+}
+
+/// Update `key` with `change` applied, retrying on conflicts; `change`
+/// returns false to skip the write.
+async fn modify(
+    store: &Store,
+    key: &str,
+    mut change: impl FnMut(&mut Value) -> bool,
+) -> Result<(), StoreError> {
+    for _ in 0..10 {
+        let Some(kv) = store.get(key).await? else {
+            return Ok(());
+        };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&kv.value) else {
+            return Ok(());
+        };
+        if !change(&mut v) {
+            return Ok(());
+        }
+        match store.update(key, v.to_string(), kv.mod_revision).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Set a condition, keeping its transition time when the status holds.
+fn set_condition(status: &mut Value, type_: &str, state: &str, reason: &str, message: &str) {
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let conditions = status["conditions"].as_array_mut().expect("just made");
+    let now = meta::now_rfc3339();
+    match conditions.iter_mut().find(|c| c["type"] == type_) {
+        Some(c) => {
+            if c["status"] != state {
+                c["lastTransitionTime"] = json!(now);
+            }
+            c["status"] = json!(state);
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+        }
+        None => conditions.push(json!({
+            "type": type_, "status": state, "reason": reason, "message": message,
+            "lastTransitionTime": now,
+        })),
+    }
+}
+
+/// What the nodes add up to.
+#[derive(Debug, Default, PartialEq)]
+struct NodeSums {
+    count: usize,
+    capacity: BTreeMap<String, String>,
+    allocatable: BTreeMap<String, String>,
+}
+
+fn binary_unit(resource: &str) -> bool {
+    resource == "memory" || resource.contains("storage") || resource.starts_with("hugepages-")
+}
+
+fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
+    let mut capacity: BTreeMap<String, i128> = BTreeMap::new();
+    let mut allocatable: BTreeMap<String, i128> = BTreeMap::new();
+    for node in nodes.values() {
+        for (field, out) in [
+            ("capacity", &mut capacity),
+            ("allocatable", &mut allocatable),
+        ] {
+            if let Some(Value::Object(m)) = node.pointer(&format!("/status/{field}")) {
+                for (k, v) in m {
+                    if let Some(q) = v.as_str().and_then(quantity::parse) {
+                        *out.entry(k.clone()).or_default() += q;
+                    }
+                }
+            }
+        }
+    }
+    let fmt = |m: BTreeMap<String, i128>| {
+        m.into_iter()
+            .map(|(k, v)| {
+                let s = quantity::format(v, binary_unit(&k));
+                (k, s)
+            })
+            .collect()
+    };
+    NodeSums {
+        count: nodes.len(),
+        capacity: fmt(capacity),
+        allocatable: fmt(allocatable),
+    }
+}
+
+async fn write_status(store: &Store, cluster: &str, version: &str, sums: &NodeSums) {
+    let now = meta::now_rfc3339();
+    let result = modify(store, &cluster_key(cluster), |obj| {
+        if drover_apiserver::object::is_deleting(obj) && obj["status"].is_null() {
+            return false;
+        }
+        if !obj["status"].is_object() {
+            obj["status"] = json!({});
+        }
+        let status = &mut obj["status"];
+        status["version"] = json!(version);
+        status["nodeCount"] = json!(sums.count);
+        status["capacity"] = json!(sums.capacity);
+        status["allocatable"] = json!(sums.allocatable);
+        status["lastHeartbeat"] = json!(now);
+        set_condition(
+            status,
+            "Connected",
+            "True",
+            "AgentConnected",
+            "the cluster agent is connected",
+        );
+        set_condition(
+            status,
+            "Ready",
+            "True",
+            "ClusterReady",
+            "the cluster's API server answers through the agent",
+        );
+        true
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%cluster, error = %e, "cannot write the cluster's status");
+    }
+}
+
+/// Mark a cluster whose agent went away.
+pub async fn mark_disconnected(store: &Store, cluster: &str) {
+    let result = modify(store, &cluster_key(cluster), |obj| {
+        if !obj["status"].is_object() {
+            obj["status"] = json!({});
+        }
+        let status = &mut obj["status"];
+        set_condition(
+            status,
+            "Connected",
+            "False",
+            "AgentDisconnected",
+            "the cluster agent is not connected",
+        );
+        set_condition(
+            status,
+            "Ready",
+            "False",
+            "AgentDisconnected",
+            "the cluster agent is not connected",
+        );
+        true
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%cluster, error = %e, "cannot mark the cluster disconnected");
+    }
+}
+
+/// The controller of one connected cluster; runs until aborted (when the
+/// link ends).
+pub(crate) async fn run_link(state: Arc<AppState>, link: Link) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match follow(&state, &link).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(cluster = %link.cluster, error = %e, "cluster status sync failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        if link.opener.is_closed() {
+            return;
+        }
+    }
+}
+
+/// List and watch the nodes, keeping the status current, until the watch
+/// ends; project admins alongside.
+async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
+    let version = downstream::get(link, "/version").await?;
+    let version = version["gitVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let list = downstream::get(link, "/api/v1/nodes").await?;
+    let mut nodes: BTreeMap<String, Value> = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        if let Some(name) = item.pointer("/metadata/name").and_then(Value::as_str) {
+            nodes.insert(name.to_owned(), slim(item));
+        }
+    }
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("0")
+        .to_owned();
+    let mut sums = sum(&nodes);
+    write_status(&state.store, &link.cluster, &version, &sums).await;
+    let mut projected = Projected::default();
+    project_admins(state, link, &mut projected, true).await;
+
+    let mut events = downstream::watch(
+        link,
+        &format!("/api/v1/nodes?watch=true&resourceVersion={rv}&allowWatchBookmarks=true"),
+    )
+    .await?;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    let mut drift = tokio::time::interval(DRIFT_CHECK);
+    drift.tick().await;
+    let mut policy = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let mut changed = apply(&mut nodes, &event)?;
+                // Take whatever else is already here before writing once.
+                while let Some(Some(more)) = events.now_or_never_opt() {
+                    changed |= apply(&mut nodes, &more)?;
+                }
+                if changed {
+                    let now = sum(&nodes);
+                    if now != sums {
+                        sums = now;
+                        write_status(&state.store, &link.cluster, &version, &sums).await;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
+            _ = drift.tick() => project_admins(state, link, &mut projected, true).await,
+            _ = policy.tick() => project_admins(state, link, &mut projected, false).await,
+        }
+    }
+}
+
+/// Poll a stream once without waiting.
+trait NowOrNever: futures::Stream + Unpin {
+    fn now_or_never_opt(&mut self) -> Option<Option<Self::Item>> {
+        futures::FutureExt::now_or_never(self.next())
+    }
+}
+impl<S: futures::Stream + Unpin> NowOrNever for S {}
+
+/// Only what the status needs of a node.
+fn slim(node: &Value) -> Value {
+    json!({"status": {
+        "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
+        "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
+    }})
+}
+
+/// Apply a watch event; `Ok(true)` if the nodes changed. An `ERROR` event
+/// (e.g. 410 Gone) ends the watch so it relists.
+fn apply(nodes: &mut BTreeMap<String, Value>, event: &Value) -> Result<bool, DownstreamError> {
+    let obj = &event["object"];
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match event["type"].as_str() {
+        Some("ADDED" | "MODIFIED") => {
+            let slim = slim(obj);
+            Ok(nodes.insert(name, slim.clone()).as_ref() != Some(&slim))
+        }
+        Some("DELETED") => Ok(nodes.remove(&name).is_some()),
+        Some("ERROR") => Err(DownstreamError::Status {
+            status: StatusCode::GONE,
+            message: obj["message"].as_str().unwrap_or("watch error").to_owned(),
+        }),
+        _ => Ok(false),
+    }
+}
+
+/// The name of the projected binding for a subject.
+fn admin_binding_name(subject: &Subject) -> String {
+    let (kind, name) = match subject {
+        Subject::User(u) => ("u", u),
+        Subject::Group(g) => ("g", g),
+    };
+    let digest = hex::encode(Sha256::digest(format!("{kind}:{name}").as_bytes()));
+    format!("{ADMIN_BINDING_PREFIX}{kind}-{}", &digest[..12])
+}
+
+fn admin_binding(subject: &Subject) -> Value {
+    let (kind, name) = match subject {
+        Subject::User(u) => ("User", u),
+        Subject::Group(g) => ("Group", g),
+    };
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": admin_binding_name(subject),
+            "labels": {MANAGED_LABEL: "true"},
+            "annotations": {"drover.io/subject": format!("{kind}:{name}")},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}],
+    })
+}
+
+/// What the admin projection last made true: from which policy snapshot,
+/// and for whom.
+#[derive(Default)]
+struct Projected {
+    snapshot: std::sync::Weak<drover_auth::policy::Snapshot>,
+    admins: Option<BTreeSet<Subject>>,
+}
+
+/// Bring the cluster's projected cluster-admin bindings to what Drover
+/// wants. With the policy unchanged since the last success this costs one
+/// pointer comparison; `force` (the drift check) looks downstream anyway.
+async fn project_admins(state: &AppState, link: &Link, last: &mut Projected, force: bool) {
+    let Ok(snapshot) = state.authz.snapshot().await else {
+        return;
+    };
+    let same_policy = std::sync::Weak::ptr_eq(&last.snapshot, &Arc::downgrade(&snapshot));
+    if same_policy && !force && last.admins.is_some() {
+        return;
+    }
+    let wanted = snapshot.cluster_admins(&link.cluster);
+    if !force && last.admins.as_ref() == Some(&wanted) {
+        last.snapshot = Arc::downgrade(&snapshot);
+        return;
+    }
+    match reconcile_admins(link, &wanted).await {
+        Ok(()) => {
+            last.snapshot = Arc::downgrade(&snapshot);
+            last.admins = Some(wanted);
+        }
+        Err(e) => {
+            tracing::warn!(cluster = %link.cluster, error = %e, "cannot project cluster admins")
+        }
+    }
+}
+
+async fn reconcile_admins(link: &Link, wanted: &BTreeSet<Subject>) -> Result<(), DownstreamError> {
+    let list = downstream::get(
+        link,
+        &format!("{RBAC}/clusterrolebindings?labelSelector={MANAGED_LABEL}%3Dtrue"),
+    )
+    .await?;
+    let mut have: BTreeMap<String, Value> = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        if name.starts_with(ADMIN_BINDING_PREFIX) {
+            have.insert(name.to_owned(), item.clone());
+        }
+    }
+    let mut keep = HashSet::new();
+    for subject in wanted {
+        let desired = admin_binding(subject);
+        let name = admin_binding_name(subject);
+        keep.insert(name.clone());
+        match have.get(&name) {
+            Some(existing)
+                if existing["roleRef"] == desired["roleRef"]
+                    && existing["subjects"] == desired["subjects"] => {}
+            Some(_) => {
+                // roleRef cannot change in place: replace the binding.
+                delete(link, &format!("{RBAC}/clusterrolebindings/{name}")).await?;
+                create(link, &format!("{RBAC}/clusterrolebindings"), &desired).await?;
+            }
+            None => create(link, &format!("{RBAC}/clusterrolebindings"), &desired).await?,
+        }
+    }
+    for name in have.keys().filter(|n| !keep.contains(*n)) {
+        delete(link, &format!("{RBAC}/clusterrolebindings/{name}")).await?;
+    }
+    Ok(())
+}
+
+async fn create(link: &Link, path: &str, body: &Value) -> Result<(), DownstreamError> {
+    downstream::call(
+        link,
+        Method::POST,
+        path,
+        Some(body),
+        &[StatusCode::CONFLICT],
+    )
+    .await
+    .map(drop)
+}
+
+async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
+    downstream::call(link, Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
+        .await
+        .map(drop)
+}
+
+/// Remove what Drover created in the cluster: every object labelled
+/// `drover.io/managed=true` of the RBAC kinds, then `drover-system` (the
+/// agent's namespace), then the agent's ClusterRole. The agent's
+/// ClusterRoleBinding stays: once its role is gone it grants nothing, and
+/// nobody is left with the right to delete it.
+async fn clean_downstream(link: &Link) -> Result<(), DownstreamError> {
+    let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
+    for (kind, namespaced) in [
+        ("clusterrolebindings", false),
+        ("rolebindings", true),
+        ("clusterroles", false),
+        ("roles", true),
+    ] {
+        let list = downstream::get(link, &format!("{RBAC}/{kind}?{selector}")).await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            let path = match item["metadata"]["namespace"].as_str() {
+                Some(ns) if namespaced => format!("{RBAC}/namespaces/{ns}/{kind}/{name}"),
+                _ => format!("{RBAC}/{kind}/{name}"),
+            };
+            delete(link, &path).await?;
+        }
+    }
+    delete(link, &format!("/api/v1/namespaces/{AGENT_NAMESPACE}")).await?;
+    delete(link, &format!("{RBAC}/clusterroles/{AGENT_NAME}")).await?;
+    Ok(())
+}
+
+/// Watch for deleting Clusters and finish their removal. Runs until the
+/// task is dropped.
+pub(crate) fn spawn_removals(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let prefix = keys::prefix(api::GROUP, "clusters", None);
+        loop {
+            let Ok(page) = state
+                .store
+                .list(&ListOptions {
+                    prefix: prefix.clone(),
+                    ..Default::default()
+                })
+                .await
+            else {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            };
+            let seen = |value: &[u8]| {
+                let Ok(obj) = serde_json::from_slice::<Value>(value) else {
+                    return;
+                };
+                if !drover_apiserver::object::is_deleting(&obj)
+                    || !drover_apiserver::object::finalizers(&obj)
+                        .iter()
+                        .any(|f| f == CLEANUP_FINALIZER)
+                {
+                    return;
+                }
+                let name = drover_apiserver::object::name(&obj).to_owned();
+                if !busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone())
+                {
+                    return;
+                }
+                let (state, busy) = (state.clone(), busy.clone());
+                tokio::spawn(async move {
+                    remove(&state, &name).await;
+                    busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                });
+            };
+            for kv in &page.items {
+                seen(&kv.value);
+            }
+            let mut events = state.store.watch(&prefix, page.revision);
+            while let Some(Ok(event)) = events.next().await {
+                seen(&event.kv.value);
+            }
+            if matches!(state.store.revisions().await, Err(StoreError::Closed)) {
+                return;
+            }
+        }
+    })
+}
+
+/// Finish removing one Cluster.
+async fn remove(state: &AppState, cluster: &str) {
+    // Revoke the registration tokens first: no agent may connect again.
+    crate::import::revoke_all(&state.store, cluster).await;
+    let deadline = tokio::time::Instant::now() + REMOVAL_TIMEOUT;
+    loop {
+        if let Some(link) = state.tunnels.get(cluster) {
+            match clean_downstream(&link).await {
+                Ok(()) => {
+                    tracing::info!(%cluster, "removed Drover's objects from the cluster");
+                    state.tunnels.close(cluster);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(%cluster, error = %e, "downstream cleanup failed; retrying")
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(%cluster, "no agent cleaned up the cluster in time; removing it from Drover anyway");
+            state.tunnels.close(cluster);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    crate::management::finish_cluster_removal(&state.store, &state.authz, cluster).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_node_resources() {
+        let mut nodes = BTreeMap::new();
+        for i in 0..3 {
+            nodes.insert(
+                format!("n{i}"),
+                json!({"status": {"capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                                  "allocatable": {"cpu": "3800m", "memory": "15Gi", "pods": "110"}}}),
+            );
+        }
+        let s = sum(&nodes);
+        assert_eq!(s.count, 3);
+        assert_eq!(s.capacity["cpu"], "12");
+        assert_eq!(s.capacity["memory"], "48Gi");
+        assert_eq!(s.capacity["pods"], "330");
+        assert_eq!(s.allocatable["cpu"], "11400m");
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time() {
+        let mut status = json!({});
+        set_condition(&mut status, "Ready", "True", "R", "m");
+        let first = status["conditions"][0]["lastTransitionTime"].clone();
+        set_condition(&mut status, "Ready", "True", "R", "m");
+        assert_eq!(status["conditions"][0]["lastTransitionTime"], first);
+        assert_eq!(status["conditions"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn admin_binding_names_are_stable_and_valid() {
+        let a = admin_binding_name(&Subject::User("admin".into()));
+        assert_eq!(a, admin_binding_name(&Subject::User("admin".into())));
+        assert_ne!(a, admin_binding_name(&Subject::Group("admin".into())));
+        assert!(drover_apiserver::object::is_dns_subdomain(&a));
+    }
+}

@@ -1,0 +1,246 @@
+//! The authentication proxy: `/k8s/clusters/{id}/…` reaches cluster `id`'s
+//! API server through its agent, as the caller.
+//!
+//! 1. Authenticate the bearer token (a token scoped to another cluster
+//!    fails).
+//! 2. Refuse any path with a `.` or `..` segment, encoded or not, or an
+//!    encoded `/` or `\`, so nothing reaches another cluster or a server path.
+//! 3. Authorize: an admin, or someone bound to a role in the cluster or one
+//!    of its projects; anyone else gets the same 403 whether or not the
+//!    cluster exists.
+//! 4. Drop the client's `Authorization`, `Impersonate-*`, cookies and
+//!    hop-by-hop headers; add `Impersonate-User` and one `Impersonate-Group`
+//!    per group; send the rest of the path, as is, down the tunnel.
+//! 5. Stream the answer back. An upgrade (exec, attach, port-forward) becomes
+//!    a byte pipe between the client and the tunnel stream.
+//!
+//! The downstream API server authorizes the impersonated user with the RBAC
+//! Drover projected there.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use drover_apiserver::ApiError;
+use drover_auth::authn::AUTHENTICATED;
+use hyper_util::rt::TokioIo;
+
+use crate::downstream::{self, DownstreamError};
+use crate::AppState;
+
+/// Where the proxy's paths start.
+pub const PREFIX: &str = "/k8s/clusters/";
+
+/// Headers never passed on: credentials, and hop-by-hop headers.
+const DROPPED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "host",
+];
+
+/// Split `/k8s/clusters/{id}/rest?query` into the cluster and the path to
+/// forward, or `None` if the path may not be forwarded.
+pub fn split(uri: &Uri) -> Option<(&str, String)> {
+    let after = uri.path().strip_prefix(PREFIX)?;
+    let (cluster, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    let valid_id = !cluster.is_empty()
+        && cluster.len() <= 63
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid_id {
+        return None;
+    }
+    for segment in rest.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        if decoded == "." || decoded == ".." || decoded.contains(['/', '\\']) {
+            return None;
+        }
+    }
+    let forwarded = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    Some((cluster, forwarded))
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+        && req.headers().contains_key(header::UPGRADE)
+}
+
+/// `/k8s/clusters/{id}/…`, every method.
+pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+    let peer = crate::authn::peer_of(&req);
+    let identity = match crate::authn::identify(&state, req.headers(), peer).await {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
+        caller.set(&identity.user);
+    }
+    let Some((cluster, path)) = split(req.uri()) else {
+        return ApiError::bad_request(
+            "the path must be /k8s/clusters/{cluster}/… with no '.' or '..' segments",
+        )
+        .into_response();
+    };
+    let cluster = cluster.to_owned();
+    let forbidden = || {
+        ApiError::forbidden_because(format!(
+            "user {:?} cannot reach cluster {cluster:?}",
+            identity.user.name
+        ))
+        .into_response()
+    };
+    if let Some(scope) = &identity.cluster_scope {
+        if *scope != cluster {
+            return ApiError::new(
+                401,
+                "Unauthorized",
+                format!(
+                    "this token is scoped to cluster {scope:?} and works only for that cluster"
+                ),
+            )
+            .into_response();
+        }
+    }
+    if identity.must_change_password {
+        return ApiError::forbidden_because(format!(
+            "user {:?} must change their password first",
+            identity.user.name
+        ))
+        .into_response();
+    }
+    let snapshot = match state.authz.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if !snapshot.reaches_cluster(&identity.user, &cluster) {
+        return forbidden();
+    }
+    let Some(link) = state.tunnels.get(&cluster) else {
+        return not_connected(&cluster);
+    };
+
+    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut out = axum::http::Request::builder()
+        .method(parts.method)
+        .uri(path)
+        .version(axum::http::Version::HTTP_11);
+    let headers = out.headers_mut().expect("a fresh builder");
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if DROPPED.contains(&n) || n.starts_with("impersonate-") {
+            continue;
+        }
+        if upgrade.is_none() && (n == "connection" || n == "upgrade") {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_static("kubernetes.default.svc"),
+    );
+    let Ok(user) = HeaderValue::from_str(&identity.user.name) else {
+        return forbidden();
+    };
+    headers.insert(HeaderName::from_static("impersonate-user"), user);
+    let mut groups = identity.user.groups.clone();
+    if !groups.iter().any(|g| g == AUTHENTICATED) {
+        groups.push(AUTHENTICATED.to_owned());
+    }
+    for g in groups {
+        if let Ok(v) = HeaderValue::from_str(&g) {
+            headers.append(HeaderName::from_static("impersonate-group"), v);
+        }
+    }
+    let out = out.body(body).expect("headers copied from a valid request");
+
+    let mut resp = match downstream::send(&link, out).await {
+        Ok(r) => r,
+        Err(DownstreamError::NotConnected) => return not_connected(&cluster),
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "proxied request failed");
+            return ApiError::new(502, "BadGateway", e.to_string()).into_response();
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = upgrade else {
+            return ApiError::new(502, "BadGateway", "the cluster switched protocols unasked")
+                .into_response();
+        };
+        let down = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client, down) {
+                Ok((c, d)) => {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(d))
+                            .await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade through the proxy failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    let (mut parts, body) = resp.into_parts();
+    for h in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+        parts.headers.remove(h);
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn not_connected(cluster: &str) -> Response {
+    ApiError::unavailable(format!("the cluster agent of {cluster:?} is not connected"))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(uri: &str) -> Option<(String, String)> {
+        split(&uri.parse().unwrap()).map(|(c, p)| (c.to_owned(), p))
+    }
+
+    #[test]
+    fn splits_and_refuses_traversal() {
+        assert_eq!(
+            s("/k8s/clusters/c-1/api/v1/pods?watch=1"),
+            Some(("c-1".into(), "/api/v1/pods?watch=1".into()))
+        );
+        assert_eq!(s("/k8s/clusters/c-1"), Some(("c-1".into(), "/".into())));
+        for bad in [
+            "/k8s/clusters/c-1/../c-2/api",
+            "/k8s/clusters/c-1/api/%2e%2e/%2E%2E/c-2",
+            "/k8s/clusters/c-1/api/.%2e/x",
+            "/k8s/clusters/c-1/api/./x",
+            "/k8s/clusters/c-1/api%2f..%2fx",
+            "/k8s/clusters/c-1/a%5c..",
+            "/k8s/clusters/C-1/api",
+            "/k8s/clusters//api",
+        ] {
+            assert_eq!(s(bad), None, "{bad}");
+        }
+    }
+}
