@@ -165,9 +165,13 @@ fn body_for_log(bytes: &[u8]) -> Value {
     }
 }
 
-/// The verb kube-apiserver would log for this request.
+/// The verb kube-apiserver would log for this request (for a proxied one,
+/// the verb the downstream API server sees).
 fn verb(req: &Request) -> String {
-    let path = req.uri().path();
+    let mut path = req.uri().path();
+    if let Some(after) = path.strip_prefix(crate::proxy::PREFIX) {
+        path = after.find('/').map_or("/", |i| &after[i..]);
+    }
     if path.starts_with("/api") {
         let watch = req
             .uri()
@@ -198,6 +202,7 @@ pub(crate) async fn record(
     let caller = Caller::default();
     req.extensions_mut().insert(caller.clone());
     let verb = verb(&req);
+    let cluster = crate::proxy::split(req.uri()).map(|(c, _)| c.to_owned());
     let uri = redact_uri(
         req.uri()
             .path_and_query()
@@ -266,6 +271,9 @@ pub(crate) async fn record(
         "responseStatus": {"code": code},
         "latencyMs": (start.elapsed().as_secs_f64() * 1e3 * 1000.0).round() / 1000.0,
     });
+    if let Some(c) = cluster {
+        entry["cluster"] = json!(c);
+    }
     if let Some(b) = request_body.filter(|b| !b.is_null()) {
         entry["requestObject"] = b;
     }

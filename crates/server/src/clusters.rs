@@ -14,7 +14,8 @@
 //! - Removal ([`spawn_removals`]): a deleting Cluster's registration tokens
 //!   are revoked, its agent removes what Drover created downstream, and the
 //!   `drover.io/cluster-cleanup` finalizer goes — after [`REMOVAL_TIMEOUT`]
-//!   even if no agent is there to clean up.
+//!   even if no agent is there to clean up. The finalizer is added when an
+//!   agent first connects, so a cluster never imported is deleted at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -146,8 +147,16 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
 async fn write_status(store: &Store, cluster: &str, version: &str, sums: &NodeSums) {
     let now = meta::now_rfc3339();
     let result = modify(store, &cluster_key(cluster), |obj| {
-        if drover_apiserver::object::is_deleting(obj) && obj["status"].is_null() {
-            return false;
+        if !drover_apiserver::object::is_deleting(obj) {
+            // Once an agent connected, removal waits for downstream cleanup.
+            // (A cluster never connected has nothing there and goes at once.)
+            let meta = obj["metadata"].as_object_mut().expect("a stored object");
+            let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut() {
+                if !list.iter().any(|f| f == CLEANUP_FINALIZER) {
+                    list.push(json!(CLEANUP_FINALIZER));
+                }
+            }
         }
         if !obj["status"].is_object() {
             obj["status"] = json!({});

@@ -258,17 +258,6 @@ impl Strategy for Clusters {
                     "spec": {"userName": ctx.user.name, "roleTemplateName": "cluster-owner", "clusterName": name},
                 }),
             };
-            // Removal waits for the agent to clean up downstream.
-            let finalizers = obj["metadata"]
-                .as_object_mut()
-                .expect("metadata is checked before strategies run")
-                .entry("finalizers")
-                .or_insert_with(|| json!([]));
-            if let Some(list) = finalizers.as_array_mut() {
-                if !list.iter().any(|f| f == crate::clusters::CLEANUP_FINALIZER) {
-                    list.push(json!(crate::clusters::CLEANUP_FINALIZER));
-                }
-            }
             let (token, token_record) = crate::import::default_token(&name, &self.server_url);
             Ok(Prepared {
                 extra: vec![owner, token],

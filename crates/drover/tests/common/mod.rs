@@ -36,7 +36,11 @@ impl Server {
     /// Start `drover server` with extra args and env, and wait until it
     /// accepts connections.
     pub fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Self::start_on(free_port(), data_dir, extra, env)
+    }
+
+    /// [`Server::start`] on a given port (a restart keeps its URL).
+    pub fn start_on(port: u16, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("server")
             .arg("--data-dir")
@@ -254,6 +258,7 @@ pub struct Mgmt {
     pub server: Server,
     pub ca: PathBuf,
     pub dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Mgmt {
@@ -265,7 +270,35 @@ impl Mgmt {
             &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
         );
         let (ca, _) = save_ca(&server, dir.path());
-        Mgmt { server, ca, dir }
+        Mgmt {
+            server,
+            ca,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Stop the server (SIGTERM) and start it again on the same port and
+    /// data; returns the old server's stderr.
+    pub fn restart(&mut self) -> String {
+        let port = self.server.port;
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        // Start the new one only after the old one let go of the port.
+        let placeholder = Server {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            stderr: Arc::default(),
+            reader: None,
+        };
+        let old = std::mem::replace(&mut self.server, placeholder);
+        let (_, log) = old.stop();
+        self.server = Server::start_on(
+            port,
+            &self.dir.path().join("data"),
+            &extra,
+            &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
+        );
+        log
     }
 
     /// curl with the CA; returns (code, JSON body or Null).
@@ -386,4 +419,136 @@ pub fn kubectl_cmd(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Command {
         .arg(cache)
         .args(args);
     cmd
+}
+
+/// A child process whose stderr (and stdout) lines are collected; killed on
+/// drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for pipe in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Wait until a line contains `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} within {timeout:?}; output:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> u64 {
+        rss_of(self.child.id())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A simulated cluster in its own process, with its admin kubeconfig.
+pub struct SimProc {
+    pub proc: Proc,
+    pub kubeconfig: PathBuf,
+}
+
+impl SimProc {
+    pub fn start(dir: &Path, name: &str, nodes: u32) -> SimProc {
+        let kubeconfig = dir.join(format!("{name}.admin.kubeconfig"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["sim", "--listen", "127.0.0.1:0", "--name", name])
+            .args(["--nodes", &nodes.to_string()])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig);
+        let proc = Proc::spawn(cmd);
+        proc.wait_for("serving at", Duration::from_secs(30));
+        SimProc { proc, kubeconfig }
+    }
+
+    /// Run kubectl against the sim as its admin.
+    pub fn kubectl(&self, cache: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = kubectl_cmd(&self.kubeconfig, cache, args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A kubeconfig for the sim with another bearer token (e.g. the agent's
+    /// service account token).
+    pub fn kubeconfig_with_token(&self, path: &Path, token: &str) {
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let mut out = String::new();
+        for line in admin.lines() {
+            match line.trim_start().strip_prefix("token:") {
+                Some(_) => {
+                    let indent = &line[..line.len() - line.trim_start().len()];
+                    out.push_str(&format!("{indent}token: {token}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        assert!(out.contains(token), "the sim kubeconfig has a token line");
+        std::fs::write(path, out).unwrap();
+    }
+}
+
+/// Resident memory of a process in bytes (from /proc; 0 if gone).
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
