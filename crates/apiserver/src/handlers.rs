@@ -854,6 +854,8 @@ impl ApiServer {
                     }
                 }
             }
+            // A kind's refusal is final; only a lost write race is retried.
+            r.strategy.prepare_delete(ctx, &current.value).await?;
             match self.delete_one(ctx, r, current, &options, dry_run).await {
                 Err(e) if e.reason == "Conflict" && options.pointer("/preconditions").is_none() => {
                     continue
@@ -865,6 +867,8 @@ impl ApiServer {
         Err(ApiError::conflict(subject(r, &info.name)))
     }
 
+    /// Delete one object whose deletion the kind already allowed
+    /// ([`Strategy::prepare_delete`]).
     async fn delete_one(
         &self,
         ctx: &Context,
@@ -891,7 +895,6 @@ impl ApiServer {
                 return Err(ApiError::conflict_because(subject(r, &name), &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.revision)));
             }
         }
-        r.strategy.prepare_delete(ctx, &current.value).await?;
         let key = key_of(r, object::meta_str(&current.value, "namespace"), &name);
         if r.strategy.holds_deletion(&current.value) {
             if is_deleting(&current.value) {
@@ -964,6 +967,14 @@ impl ApiServer {
                 continue;
             };
             if !filter.matches(r, &current.value) {
+                continue;
+            }
+            // What a kind refuses to delete stays, as with other refusals.
+            if r.strategy
+                .prepare_delete(ctx, &current.value)
+                .await
+                .is_err()
+            {
                 continue;
             }
             match self

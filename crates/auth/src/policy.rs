@@ -14,7 +14,7 @@
 //! dirty: by this process's writes to those kinds at once, and by a store
 //! watch for other replicas' writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use drover_apiserver::{ApiError, Authorizer};
@@ -151,19 +151,27 @@ pub fn builtin_role_templates() -> Vec<(&'static str, RoleContext, &'static str,
             "project-member",
             RoleContext::Project,
             "Project Member",
-            vec![PolicyRule::resource(
-                &[
-                    "get", "list", "watch", "create", "update", "patch", "delete",
-                ],
-                workloads,
-                edit_resources,
-            )],
+            vec![
+                PolicyRule::resource(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    workloads,
+                    edit_resources,
+                ),
+                // Bound in each namespace of the project, this lets a member
+                // `get` those namespaces (and no others).
+                PolicyRule::resource(&["get"], &[""], &["namespaces"]),
+            ],
         ),
         (
             "read-only",
             RoleContext::Project,
             "Read-only",
-            vec![PolicyRule::resource(read, workloads, &view_resources)],
+            vec![
+                PolicyRule::resource(read, workloads, &view_resources),
+                PolicyRule::resource(&["get"], &[""], &["namespaces"]),
+            ],
         ),
     ]
 }
@@ -223,6 +231,8 @@ pub struct Snapshot {
     prtbs: Vec<(Subject, String, String, String)>,
     /// cluster → its projects
     projects: HashMap<String, Vec<String>>,
+    /// (cluster, project) → its spec
+    project_specs: HashMap<(String, String), api::ProjectSpec>,
     /// Rules already worked out per (user, groups), for this snapshot only:
     /// a request then costs a lookup, not a walk over every binding.
     rules_cache: std::sync::Mutex<HashMap<(String, Vec<String>), RuleSet>>,
@@ -418,6 +428,56 @@ impl Snapshot {
             || self.is_admin(user)
     }
 
+    /// Whether the user owns the cluster (or is an admin).
+    pub fn owns_cluster(&self, user: &UserInfo, cluster: &str) -> bool {
+        self.crtbs
+            .iter()
+            .any(|(s, c, t)| c == cluster && t == "cluster-owner" && s.matches(user))
+            || self.is_admin(user)
+    }
+
+    /// Whether the user may put namespaces into a project: its owners and
+    /// members (not read-only members), the cluster's owners, admins.
+    pub fn may_use_project(&self, user: &UserInfo, cluster: &str, project: &str) -> bool {
+        self.prtbs.iter().any(|(s, c, p, t)| {
+            c == cluster
+                && p == project
+                && matches!(t.as_str(), "project-owner" | "project-member")
+                && s.matches(user)
+        }) || self.owns_cluster(user, cluster)
+    }
+
+    /// The cluster-context bindings in a cluster: (subject, template).
+    pub fn cluster_bindings(&self, cluster: &str) -> Vec<(Subject, String)> {
+        self.crtbs
+            .iter()
+            .filter(|(_, c, _)| c == cluster)
+            .map(|(s, _, t)| (s.clone(), t.clone()))
+            .collect()
+    }
+
+    /// The project bindings in a cluster: (subject, project, template).
+    pub fn project_bindings(&self, cluster: &str) -> Vec<(Subject, String, String)> {
+        self.prtbs
+            .iter()
+            .filter(|(_, c, _, _)| c == cluster)
+            .map(|(s, _, p, t)| (s.clone(), p.clone(), t.clone()))
+            .collect()
+    }
+
+    /// The projects of a cluster with their specs.
+    pub fn projects_of(&self, cluster: &str) -> BTreeMap<String, api::ProjectSpec> {
+        self.projects
+            .get(cluster)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let spec = self.project_specs.get(&(cluster.to_owned(), p.clone()))?;
+                Some((p.clone(), spec.clone()))
+            })
+            .collect()
+    }
+
     /// Who gets `cluster-admin` in a cluster: global admins' users and groups,
     /// and the cluster's owners.
     pub fn cluster_admins(&self, cluster: &str) -> std::collections::BTreeSet<Subject> {
@@ -595,10 +655,12 @@ impl RbacAuthorizer {
         }
         for p in self.list::<Project>("projects").await? {
             let cluster = p.metadata.namespace.unwrap_or_default();
+            let name = p.metadata.name.unwrap_or_default();
             s.projects
-                .entry(cluster)
+                .entry(cluster.clone())
                 .or_default()
-                .push(p.metadata.name.unwrap_or_default());
+                .push(name.clone());
+            s.project_specs.insert((cluster, name), p.spec);
         }
         for b in self
             .list::<ClusterRoleTemplateBinding>("clusterroletemplatebindings")

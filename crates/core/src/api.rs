@@ -112,6 +112,11 @@ pub struct ClusterStatus {
     /// When the agent last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<String>,
+    /// How many objects Drover projects into the cluster, by kind
+    /// (`clusterRoles`, `clusterRoleBindings`, `roleBindings`,
+    /// `resourceQuotas`, `limitRanges`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projected: BTreeMap<String, u64>,
 }
 
 kind!(

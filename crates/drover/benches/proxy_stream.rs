@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Mgmt, Proc, SimProc, BIN, MGMT};
+use common::{Mgmt, Proc, SimProc};
 use serde_json::json;
 
 const BYTES: u64 = 200 * 1024 * 1024;
@@ -27,60 +27,9 @@ fn main() {
     let cache = m.dir.path().join("kube-cache");
 
     // Import the cluster through the real path.
-    let (code, c) = m.http(
-        "POST",
-        &format!("{MGMT}/clusters"),
-        Some(&admin),
-        Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "spec": {"displayName": "bench"}})),
-        &[],
-    );
-    assert_eq!(code, 201, "{c}");
-    let cluster = c["metadata"]["name"].as_str().unwrap().to_owned();
-    let (_, crt) = m.http(
-        "GET",
-        &format!("{MGMT}/namespaces/{cluster}/clusterregistrationtokens/default-token"),
-        Some(&admin),
-        None,
-        &[],
-    );
-    let url = crt["status"]["manifestUrl"].as_str().unwrap();
-    let token = crt["status"]["token"].as_str().unwrap();
-    let script = format!(
-        "curl -sfL --cacert '{}' '{url}' | kubectl --kubeconfig '{}' --cache-dir '{}' apply -f - >/dev/null",
-        m.ca.display(),
-        sim.kubeconfig.display(),
-        cache.display()
-    );
-    assert!(Command::new("bash")
-        .args(["-c", &script])
-        .status()
-        .unwrap()
-        .success());
-    let (_, sa, _) = sim.kubectl(
-        &cache,
-        &["create", "token", "drover-agent", "-n", "drover-system"],
-    );
-    let agent_kc = m.dir.path().join("agent.kubeconfig");
-    sim.kubeconfig_with_token(&agent_kc, sa.trim());
-    let sum = Command::new("sha256sum").arg(&m.ca).output().unwrap();
-    let sum = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "agent",
-        "--server",
-        &m.server.url(""),
-        "--token",
-        token,
-        "--ca-checksum",
-        &sum,
-    ])
-    .arg("--kubeconfig")
-    .arg(&agent_kc);
-    let agent = Proc::spawn(cmd);
+    let imp = common::import(&m, &admin, &sim, "bench");
+    let cluster = imp.cluster.clone();
+    let agent = common::agent(&m, &imp, &common::ca_checksum(&m));
     agent.wait_for("connected to the Drover server", Duration::from_secs(20));
 
     // A pod that logs 1 KiB lines as fast as they are read.

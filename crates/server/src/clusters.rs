@@ -17,22 +17,21 @@
 //!   even if no agent is there to clean up. The finalizer is added when an
 //!   agent first connects, so a cluster never imported is deleted at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use drover_auth::policy::Subject;
 use drover_core::{api, keys, meta, quantity};
 use drover_store::{ListOptions, Store, StoreError};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::downstream::{self, DownstreamError};
 use crate::import::{AGENT_NAME, AGENT_NAMESPACE, MANAGED_LABEL};
 use crate::tunnels::Link;
 use crate::AppState;
+use crate::{namespaces, projection};
 
 /// The finalizer that holds a Cluster until its downstream cleanup.
 pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
@@ -41,9 +40,7 @@ pub const REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often `lastHeartbeat` is written while nothing else changes.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How often projected objects are checked for drift.
-const DRIFT_CHECK: Duration = Duration::from_secs(10);
-/// Name prefix of the projected cluster-admin bindings.
-const ADMIN_BINDING_PREFIX: &str = "drover-cluster-admin-";
+const DRIFT_CHECK: Duration = Duration::from_secs(7);
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 
 fn cluster_key(name: &str) -> String {
@@ -189,6 +186,32 @@ async fn write_status(store: &Store, cluster: &str, version: &str, sums: &NodeSu
     }
 }
 
+/// Write how many objects of each kind are projected, when it changed.
+async fn report_projected(store: &Store, cluster: &str, desired: &projection::Desired) {
+    let counts: serde_json::Map<String, Value> = [
+        ("clusterRoles", projection::Kind::ClusterRole),
+        ("clusterRoleBindings", projection::Kind::ClusterRoleBinding),
+        ("roleBindings", projection::Kind::RoleBinding),
+        ("resourceQuotas", projection::Kind::ResourceQuota),
+        ("limitRanges", projection::Kind::LimitRange),
+    ]
+    .into_iter()
+    .map(|(k, kind)| (k.to_owned(), json!(desired.count(kind))))
+    .collect();
+    let counts = Value::Object(counts);
+    let result = modify(store, &cluster_key(cluster), |obj| {
+        if obj.pointer("/status/projected") == Some(&counts) || !obj["status"].is_object() {
+            return false;
+        }
+        obj["status"]["projected"] = counts.clone();
+        true
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(%cluster, error = %e, "cannot report the projection");
+    }
+}
+
 /// Mark a cluster whose agent went away.
 pub async fn mark_disconnected(store: &Store, cluster: &str) {
     let result = modify(store, &cluster_key(cluster), |obj| {
@@ -237,34 +260,29 @@ pub(crate) async fn run_link(state: Arc<AppState>, link: Link) {
     }
 }
 
-/// List and watch the nodes, keeping the status current, until the watch
-/// ends; project admins alongside.
+/// List and watch the nodes and namespaces, keeping the status and the
+/// projection current, until a watch ends.
 async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
     let version = downstream::get(link, "/version").await?;
     let version = version["gitVersion"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let list = downstream::get(link, "/api/v1/nodes").await?;
-    let mut nodes: BTreeMap<String, Value> = BTreeMap::new();
-    for item in list["items"].as_array().into_iter().flatten() {
-        if let Some(name) = item.pointer("/metadata/name").and_then(Value::as_str) {
-            nodes.insert(name.to_owned(), slim(item));
-        }
-    }
-    let rv = list
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0")
-        .to_owned();
+    let (mut nodes, node_rv) = list_slim(link, "/api/v1/nodes", slim).await?;
     let mut sums = sum(&nodes);
     write_status(&state.store, &link.cluster, &version, &sums).await;
-    let mut projected = Projected::default();
-    project_admins(state, link, &mut projected, true).await;
+    let (mut namespaces, ns_rv) = list_slim(link, "/api/v1/namespaces", project_id).await?;
+    let mut projector = Projector::default();
+    projector.run(state, link, &namespaces, true).await;
 
-    let mut events = downstream::watch(
+    let mut node_events = downstream::watch(
         link,
-        &format!("/api/v1/nodes?watch=true&resourceVersion={rv}&allowWatchBookmarks=true"),
+        &format!("/api/v1/nodes?watch=true&resourceVersion={node_rv}&allowWatchBookmarks=true"),
+    )
+    .await?;
+    let mut ns_events = downstream::watch(
+        link,
+        &format!("/api/v1/namespaces?watch=true&resourceVersion={ns_rv}&allowWatchBookmarks=true"),
     )
     .await?;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -274,12 +292,12 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
     let mut policy = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            event = events.next() => {
+            event = node_events.next() => {
                 let Some(event) = event else { return Ok(()) };
-                let mut changed = apply(&mut nodes, &event)?;
+                let mut changed = apply(&mut nodes, &event, slim)?;
                 // Take whatever else is already here before writing once.
-                while let Some(Some(more)) = events.now_or_never_opt() {
-                    changed |= apply(&mut nodes, &more)?;
+                while let Some(Some(more)) = node_events.now_or_never_opt() {
+                    changed |= apply(&mut nodes, &more, slim)?;
                 }
                 if changed {
                     let now = sum(&nodes);
@@ -289,11 +307,43 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
                     }
                 }
             }
+            event = ns_events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let mut changed = apply(&mut namespaces, &event, project_id)?;
+                while let Some(Some(more)) = ns_events.now_or_never_opt() {
+                    changed |= apply(&mut namespaces, &more, project_id)?;
+                }
+                if changed {
+                    projector.run(state, link, &namespaces, false).await;
+                }
+            }
             _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
-            _ = drift.tick() => project_admins(state, link, &mut projected, true).await,
-            _ = policy.tick() => project_admins(state, link, &mut projected, false).await,
+            _ = drift.tick() => projector.run(state, link, &namespaces, true).await,
+            _ = policy.tick() => projector.run(state, link, &namespaces, false).await,
         }
     }
+}
+
+/// List a collection, keeping a slim form of each item by name; returns the
+/// items and the list's resourceVersion.
+async fn list_slim(
+    link: &Link,
+    path: &str,
+    slim: fn(&Value) -> Value,
+) -> Result<(BTreeMap<String, Value>, String), DownstreamError> {
+    let list = downstream::get(link, path).await?;
+    let mut items = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        if let Some(name) = item.pointer("/metadata/name").and_then(Value::as_str) {
+            items.insert(name.to_owned(), slim(item));
+        }
+    }
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("0")
+        .to_owned();
+    Ok((items, rv))
 }
 
 /// Poll a stream once without waiting.
@@ -312,9 +362,20 @@ fn slim(node: &Value) -> Value {
     }})
 }
 
-/// Apply a watch event; `Ok(true)` if the nodes changed. An `ERROR` event
+/// Only a namespace's project annotation (null when unset).
+fn project_id(ns: &Value) -> Value {
+    ns.pointer("/metadata/annotations/drover.io~1project-id")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Apply a watch event; `Ok(true)` if the items changed. An `ERROR` event
 /// (e.g. 410 Gone) ends the watch so it relists.
-fn apply(nodes: &mut BTreeMap<String, Value>, event: &Value) -> Result<bool, DownstreamError> {
+fn apply(
+    items: &mut BTreeMap<String, Value>,
+    event: &Value,
+    slim: fn(&Value) -> Value,
+) -> Result<bool, DownstreamError> {
     let obj = &event["object"];
     let name = obj
         .pointer("/metadata/name")
@@ -324,9 +385,9 @@ fn apply(nodes: &mut BTreeMap<String, Value>, event: &Value) -> Result<bool, Dow
     match event["type"].as_str() {
         Some("ADDED" | "MODIFIED") => {
             let slim = slim(obj);
-            Ok(nodes.insert(name, slim.clone()).as_ref() != Some(&slim))
+            Ok(items.insert(name, slim.clone()).as_ref() != Some(&slim))
         }
-        Some("DELETED") => Ok(nodes.remove(&name).is_some()),
+        Some("DELETED") => Ok(items.remove(&name).is_some()),
         Some("ERROR") => Err(DownstreamError::Status {
             status: StatusCode::GONE,
             message: obj["message"].as_str().unwrap_or("watch error").to_owned(),
@@ -335,114 +396,165 @@ fn apply(nodes: &mut BTreeMap<String, Value>, event: &Value) -> Result<bool, Dow
     }
 }
 
-/// The name of the projected binding for a subject.
-fn admin_binding_name(subject: &Subject) -> String {
-    let (kind, name) = match subject {
-        Subject::User(u) => ("u", u),
-        Subject::Group(g) => ("g", g),
-    };
-    let digest = hex::encode(Sha256::digest(format!("{kind}:{name}").as_bytes()));
-    format!("{ADMIN_BINDING_PREFIX}{kind}-{}", &digest[..12])
-}
+/// The namespaces the System project holds from the start.
+const SYSTEM_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    AGENT_NAMESPACE,
+];
 
-fn admin_binding(subject: &Subject) -> Value {
-    let (kind, name) = match subject {
-        Subject::User(u) => ("User", u),
-        Subject::Group(g) => ("Group", g),
-    };
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {
-            "name": admin_binding_name(subject),
-            "labels": {MANAGED_LABEL: "true"},
-            "annotations": {"drover.io/subject": format!("{kind}:{name}")},
-        },
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}],
-    })
-}
-
-/// What the admin projection last made true: from which policy snapshot,
-/// and for whom.
+/// Keeps one cluster's projection current: works out what is wanted and
+/// reconciles when it changed, or on a drift check.
 #[derive(Default)]
-struct Projected {
+struct Projector {
     snapshot: std::sync::Weak<drover_auth::policy::Snapshot>,
-    admins: Option<BTreeSet<Subject>>,
+    namespaces: Option<BTreeMap<String, Value>>,
+    last: Option<BTreeMap<projection::ObjectKey, Value>>,
+    /// (namespace, annotation) pairs already reported as not adopted.
+    refused: HashSet<(String, String)>,
 }
 
-/// Bring the cluster's projected cluster-admin bindings to what Drover
-/// wants. With the policy unchanged since the last success this costs one
-/// pointer comparison; `force` (the drift check) looks downstream anyway.
-async fn project_admins(state: &AppState, link: &Link, last: &mut Projected, force: bool) {
-    let Ok(snapshot) = state.authz.snapshot().await else {
-        return;
-    };
-    let same_policy = std::sync::Weak::ptr_eq(&last.snapshot, &Arc::downgrade(&snapshot));
-    if same_policy && !force && last.admins.is_some() {
-        return;
-    }
-    let wanted = snapshot.cluster_admins(&link.cluster);
-    if !force && last.admins.as_ref() == Some(&wanted) {
-        last.snapshot = Arc::downgrade(&snapshot);
-        return;
-    }
-    match reconcile_admins(link, &wanted).await {
-        Ok(()) => {
-            last.snapshot = Arc::downgrade(&snapshot);
-            last.admins = Some(wanted);
+impl Projector {
+    async fn run(
+        &mut self,
+        state: &AppState,
+        link: &Link,
+        namespaces: &BTreeMap<String, Value>,
+        force: bool,
+    ) {
+        let Ok(snapshot) = state.authz.snapshot().await else {
+            return;
+        };
+        let same_policy = std::sync::Weak::ptr_eq(&self.snapshot, &Arc::downgrade(&snapshot));
+        if !force && same_policy && self.namespaces.as_ref() == Some(namespaces) {
+            return;
         }
-        Err(e) => {
-            tracing::warn!(cluster = %link.cluster, error = %e, "cannot project cluster admins")
-        }
-    }
-}
-
-async fn reconcile_admins(link: &Link, wanted: &BTreeSet<Subject>) -> Result<(), DownstreamError> {
-    let list = downstream::get(
-        link,
-        &format!("{RBAC}/clusterrolebindings?labelSelector={MANAGED_LABEL}%3Dtrue"),
-    )
-    .await?;
-    let mut have: BTreeMap<String, Value> = BTreeMap::new();
-    for item in list["items"].as_array().into_iter().flatten() {
-        let name = item["metadata"]["name"].as_str().unwrap_or_default();
-        if name.starts_with(ADMIN_BINDING_PREFIX) {
-            have.insert(name.to_owned(), item.clone());
-        }
-    }
-    let mut keep = HashSet::new();
-    for subject in wanted {
-        let desired = admin_binding(subject);
-        let name = admin_binding_name(subject);
-        keep.insert(name.clone());
-        match have.get(&name) {
-            Some(existing)
-                if existing["roleRef"] == desired["roleRef"]
-                    && existing["subjects"] == desired["subjects"] => {}
-            Some(_) => {
-                // roleRef cannot change in place: replace the binding.
-                delete(link, &format!("{RBAC}/clusterrolebindings/{name}")).await?;
-                create(link, &format!("{RBAC}/clusterrolebindings"), &desired).await?;
+        let members = match self.membership(state, link, namespaces).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(cluster = %link.cluster, error = %e, "cannot work out project membership");
+                return;
             }
-            None => create(link, &format!("{RBAC}/clusterrolebindings"), &desired).await?,
+        };
+        let rules = |t: &str| snapshot.template_rules(t);
+        let desired = projection::plan(&projection::Inputs {
+            admins: snapshot.cluster_admins(&link.cluster),
+            cluster_bindings: snapshot.cluster_bindings(&link.cluster),
+            project_bindings: snapshot.project_bindings(&link.cluster),
+            rules: &rules,
+            projects: snapshot.projects_of(&link.cluster),
+            namespaces: members,
+        });
+        if !force && self.last.as_ref() == Some(&desired.objects) {
+            self.snapshot = Arc::downgrade(&snapshot);
+            self.namespaces = Some(namespaces.clone());
+            return;
+        }
+        match projection::reconcile(link, &desired).await {
+            Ok(changes) => {
+                if changes != projection::Changes::default() {
+                    tracing::info!(cluster = %link.cluster, created = changes.created, updated = changes.updated, deleted = changes.deleted, "projected RBAC and quotas");
+                }
+                self.snapshot = Arc::downgrade(&snapshot);
+                self.namespaces = Some(namespaces.clone());
+                report_projected(&state.store, &link.cluster, &desired).await;
+                self.last = Some(desired.objects);
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %link.cluster, error = %e, "cannot project RBAC and quotas")
+            }
         }
     }
-    for name in have.keys().filter(|n| !keep.contains(*n)) {
-        delete(link, &format!("{RBAC}/clusterrolebindings/{name}")).await?;
-    }
-    Ok(())
-}
 
-async fn create(link: &Link, path: &str, body: &Value) -> Result<(), DownstreamError> {
-    downstream::call(
-        link,
-        Method::POST,
-        path,
-        Some(body),
-        &[StatusCode::CONFLICT],
-    )
-    .await
-    .map(drop)
+    /// Namespace → project, from the annotations and Drover's records;
+    /// adopts the Default and System namespaces, fixes annotations Drover
+    /// changed (a project deleted with its namespaces moved to Default),
+    /// drops records of namespaces that are gone.
+    async fn membership(
+        &mut self,
+        state: &AppState,
+        link: &Link,
+        namespaces: &BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, String>, DownstreamError> {
+        let cluster = &link.cluster;
+        let store = &state.store;
+        let failed = |e: drover_apiserver::ApiError| DownstreamError::Body(e.to_string());
+        let mut records = namespaces::records(store, cluster).await.map_err(failed)?;
+        let projects = namespaces::project_objects(store, cluster).await;
+        let exists = |p: &str| projects.iter().any(|(n, _)| n == p);
+        let (default_project, system_project) = namespaces::system_projects(&projects);
+        for gone in records
+            .keys()
+            .filter(|ns| !namespaces.contains_key(*ns))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            namespaces::set_record(store, cluster, &gone, None)
+                .await
+                .map_err(failed)?;
+            records.remove(&gone);
+        }
+        let mut members = BTreeMap::new();
+        for (ns, annotation) in namespaces {
+            let annotation = annotation.as_str();
+            let record = records.get(ns).cloned();
+            let record = match (record, annotation) {
+                (None, None) => {
+                    let home = if ns == "default" {
+                        default_project.clone()
+                    } else if SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+                        system_project.clone()
+                    } else {
+                        None
+                    };
+                    let Some(home) = home else { continue };
+                    namespaces::set_record(store, cluster, ns, Some(&home))
+                        .await
+                        .map_err(failed)?;
+                    Some(home)
+                }
+                (r, _) => r,
+            };
+            let Some(project) = record else {
+                if let Some(a) = annotation {
+                    if self.refused.insert((ns.clone(), a.to_owned())) {
+                        tracing::warn!(%cluster, namespace = %ns, annotation = a, "namespace not adopted: its project annotation was not set through Drover by someone allowed to use the project");
+                    }
+                }
+                continue;
+            };
+            let wanted = format!("{cluster}:{project}");
+            match annotation {
+                Some(a) if a == wanted => {}
+                Some(a)
+                    if a.split_once(':')
+                        .is_some_and(|(c, p)| c == cluster && exists(p)) =>
+                {
+                    if self.refused.insert((ns.clone(), a.to_owned())) {
+                        tracing::warn!(%cluster, namespace = %ns, annotation = a, "namespace not adopted by the project its annotation names: the change did not go through Drover");
+                    }
+                    continue;
+                }
+                _ => {
+                    // Drover's record stands: set the annotation to match.
+                    let patch = json!({"metadata": {"annotations": {namespaces::PROJECT_ANNOTATION: wanted}}});
+                    downstream::call(
+                        link,
+                        Method::PATCH,
+                        &format!("/api/v1/namespaces/{ns}"),
+                        Some(&patch),
+                        &[StatusCode::NOT_FOUND],
+                    )
+                    .await?;
+                }
+            }
+            if exists(&project) {
+                members.insert(ns.clone(), project);
+            }
+        }
+        Ok(members)
+    }
 }
 
 async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
@@ -452,24 +564,26 @@ async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
 }
 
 /// Remove what Drover created in the cluster: every object labelled
-/// `drover.io/managed=true` of the RBAC kinds, then `drover-system` (the
+/// `drover.io/managed=true` of the RBAC, quota and limit kinds, then `drover-system` (the
 /// agent's namespace), then the agent's ClusterRole. The agent's
 /// ClusterRoleBinding stays: once its role is gone it grants nothing, and
 /// nobody is left with the right to delete it.
 async fn clean_downstream(link: &Link) -> Result<(), DownstreamError> {
     let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
-    for (kind, namespaced) in [
-        ("clusterrolebindings", false),
-        ("rolebindings", true),
-        ("clusterroles", false),
-        ("roles", true),
+    for (base, kind, namespaced) in [
+        (RBAC, "clusterrolebindings", false),
+        (RBAC, "rolebindings", true),
+        (RBAC, "clusterroles", false),
+        (RBAC, "roles", true),
+        ("/api/v1", "resourcequotas", true),
+        ("/api/v1", "limitranges", true),
     ] {
-        let list = downstream::get(link, &format!("{RBAC}/{kind}?{selector}")).await?;
+        let list = downstream::get(link, &format!("{base}/{kind}?{selector}")).await?;
         for item in list["items"].as_array().into_iter().flatten() {
             let name = item["metadata"]["name"].as_str().unwrap_or_default();
             let path = match item["metadata"]["namespace"].as_str() {
-                Some(ns) if namespaced => format!("{RBAC}/namespaces/{ns}/{kind}/{name}"),
-                _ => format!("{RBAC}/{kind}/{name}"),
+                Some(ns) if namespaced => format!("{base}/namespaces/{ns}/{kind}/{name}"),
+                _ => format!("{base}/{kind}/{name}"),
             };
             delete(link, &path).await?;
         }
@@ -594,13 +708,5 @@ mod tests {
         set_condition(&mut status, "Ready", "True", "R", "m");
         assert_eq!(status["conditions"][0]["lastTransitionTime"], first);
         assert_eq!(status["conditions"].as_array().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn admin_binding_names_are_stable_and_valid() {
-        let a = admin_binding_name(&Subject::User("admin".into()));
-        assert_eq!(a, admin_binding_name(&Subject::User("admin".into())));
-        assert_ne!(a, admin_binding_name(&Subject::Group("admin".into())));
-        assert!(drover_apiserver::object::is_dns_subdomain(&a));
     }
 }

@@ -55,7 +55,7 @@ pub async fn send(link: &Link, req: Request<Body>) -> Result<Response<Incoming>,
 
 fn request(method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
     let mut b = Request::builder()
-        .method(method)
+        .method(method.clone())
         .uri(path)
         .header("host", "kubernetes.default.svc")
         .header("accept", "application/json")
@@ -64,7 +64,12 @@ fn request(method: Method, path: &str, body: Option<&Value>) -> Request<Body> {
             concat!("drover-server/", env!("CARGO_PKG_VERSION")),
         );
     if body.is_some() {
-        b = b.header("content-type", "application/json");
+        let content_type = if method == Method::PATCH {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        b = b.header("content-type", content_type);
     }
     b.body(body.map_or_else(Body::empty, |v| Body::from(v.to_string())))
         .expect("a static request is valid")

@@ -30,6 +30,8 @@ pub mod import;
 pub mod kubeconfig;
 mod management;
 mod metrics;
+pub mod namespaces;
+pub mod projection;
 pub mod proxy;
 mod routes;
 mod tls;

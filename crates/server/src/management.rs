@@ -134,6 +134,75 @@ impl Namespaces for ManagementNamespaces {
     }
 }
 
+/// A project's quotas: known keys, valid quantities, both the project limit
+/// and the namespace default given, the default within the limit.
+fn validate_quota(spec: &api::ProjectSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let keys = crate::projection::QUOTA_KEYS;
+    for (field, quota) in [
+        ("spec.resourceQuota.limit", &spec.resource_quota),
+        (
+            "spec.namespaceDefaultResourceQuota.limit",
+            &spec.namespace_default_resource_quota,
+        ),
+    ] {
+        for (k, v) in quota.iter().flat_map(|q| q.limit.iter()) {
+            if !keys.contains(&k.as_str()) {
+                errors.push(FieldError::not_supported(
+                    format!("{field}.{k}"),
+                    k.as_str(),
+                    keys,
+                ));
+            } else if drover_core::quantity::parse(v).is_none() {
+                errors.push(FieldError::invalid(
+                    format!("{field}.{k}"),
+                    v.clone(),
+                    "must be a quantity such as 10, 500m or 2Gi",
+                ));
+            }
+        }
+    }
+    match (&spec.resource_quota, &spec.namespace_default_resource_quota) {
+        (Some(limit), Some(default)) => {
+            for (k, v) in &default.limit {
+                let (Some(each), Some(max)) = (
+                    drover_core::quantity::parse(v),
+                    limit
+                        .limit
+                        .get(k)
+                        .and_then(|m| drover_core::quantity::parse(m)),
+                ) else {
+                    if !limit.limit.contains_key(k) && keys.contains(&k.as_str()) {
+                        errors.push(FieldError::invalid(
+                            format!("spec.namespaceDefaultResourceQuota.limit.{k}"),
+                            v.clone(),
+                            "the project's resourceQuota must limit it too",
+                        ));
+                    }
+                    continue;
+                };
+                if each > max {
+                    errors.push(FieldError::invalid(
+                        format!("spec.namespaceDefaultResourceQuota.limit.{k}"),
+                        v.clone(),
+                        "must not exceed the project's limit",
+                    ));
+                }
+            }
+        }
+        (Some(_), None) => errors.push(FieldError::required(
+            "spec.namespaceDefaultResourceQuota",
+            "a project quota needs a namespace default quota",
+        )),
+        (None, Some(_)) => errors.push(FieldError::required(
+            "spec.resourceQuota",
+            "a namespace default quota needs a project quota",
+        )),
+        (None, None) => {}
+    }
+    errors
+}
+
 /// Where a namespace name (a cluster's or a project's) is reserved: both
 /// kinds name the namespaces of the management API, so the names must be
 /// unique across them, or one user's project could share another's
@@ -259,9 +328,27 @@ impl Strategy for Clusters {
                 }),
             };
             let (token, token_record) = crate::import::default_token(&name, &self.server_url);
+            let mut extra = vec![owner, token];
+            let mut records = vec![reserve_namespace(&ctx.store, &name).await?, token_record];
+            // Every cluster has a Default project (namespace `default`) and a
+            // System project (kube-*, drover-system).
+            for (which, display) in [("default", "Default"), ("system", "System")] {
+                let project = drover_core::names::generate("p-");
+                records.push(reserve_namespace(&ctx.store, &project).await?);
+                extra.push(NewObject {
+                    group: api::GROUP,
+                    plural: "projects",
+                    object: json!({
+                        "apiVersion": api::API_VERSION, "kind": "Project",
+                        "metadata": {"namespace": name, "name": project,
+                                     "labels": {"drover.io/system-project": which}},
+                        "spec": {"displayName": display, "clusterName": name},
+                    }),
+                });
+            }
             Ok(Prepared {
-                extra: vec![owner, token],
-                records: vec![reserve_namespace(&ctx.store, &name).await?, token_record],
+                extra,
+                records,
                 ..Default::default()
             })
         })
@@ -289,6 +376,7 @@ async fn forget_cluster(store: &Store, cluster: &str) {
     }
     delete_namespace_contents(store, "clusterroletemplatebindings", cluster).await;
     crate::import::revoke_all(store, cluster).await;
+    crate::namespaces::forget(store, cluster).await;
 }
 
 /// Drop the cleanup finalizer of a deleting Cluster; with no finalizer
@@ -349,6 +437,49 @@ impl Strategy for Projects {
             ),
             Column::new("Cluster", "string", "The cluster", "/spec/clusterName"),
         ]
+    }
+
+    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+        let Ok(spec) = serde_json::from_value::<api::ProjectSpec>(obj["spec"].clone()) else {
+            return Vec::new(); // the schema check reports it
+        };
+        validate_quota(&spec)
+    }
+
+    fn prepare_delete<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let project = str_at(obj, "/metadata/name");
+            let cluster = str_at(obj, "/metadata/namespace");
+            let held = crate::namespaces::of_project(&ctx.store, cluster, project).await?;
+            if held.is_empty() {
+                return Ok(());
+            }
+            let system = obj
+                .pointer("/metadata/labels/drover.io~1system-project")
+                .is_some();
+            let asked = str_at(obj, "/metadata/annotations/drover.io~1namespaces-on-delete")
+                == "move-to-default";
+            if asked && !system {
+                return Ok(());
+            }
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "project {project} holds namespaces {}: move them to another project first{}",
+                    held.join(", "),
+                    if system {
+                        ""
+                    } else {
+                        ", or annotate the project drover.io/namespaces-on-delete=move-to-default"
+                    }
+                ),
+            ))
+        })
     }
 
     fn prepare_create<'a>(
@@ -433,6 +564,19 @@ impl Strategy for Projects {
                 str_at(obj, "/metadata/name"),
             )
             .await;
+            // Its namespaces (when asked) move to the Default project; the
+            // cluster's controller then sets their annotation.
+            let cluster = str_at(obj, "/metadata/namespace");
+            let project = str_at(obj, "/metadata/name");
+            let projects = crate::namespaces::project_objects(&ctx.store, cluster).await;
+            let (default, _) = crate::namespaces::system_projects(&projects);
+            if let Ok(held) = crate::namespaces::of_project(&ctx.store, cluster, project).await {
+                for ns in held {
+                    let _ =
+                        crate::namespaces::set_record(&ctx.store, cluster, &ns, default.as_deref())
+                            .await;
+                }
+            }
             self.authz.invalidate();
         })
     }

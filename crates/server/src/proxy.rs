@@ -11,6 +11,9 @@
 //! 4. Drop the client's `Authorization`, `Impersonate-*`, cookies and
 //!    hop-by-hop headers; add `Impersonate-User` and one `Impersonate-Group`
 //!    per group; send the rest of the path, as is, down the tunnel.
+//!    A JSON namespace write that sets a project goes through
+//!    [`crate::namespaces`] first (who may, quota); a create in a project
+//!    the caller may use is sent as the agent.
 //! 5. Stream the answer back. An upgrade (exec, attach, port-forward) becomes
 //!    a byte pipe between the client and the tunnel stream.
 //!
@@ -141,7 +144,44 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     };
 
     let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
+    // Namespace writes that set a project are Drover's to decide.
+    let mut as_agent = false;
+    let mut adopted: Option<String> = None;
+    let json_write = matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH")
+        && path.starts_with("/api/v1/namespaces")
+        && !parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("protobuf"));
+    if json_write {
+        let bytes = match axum::body::to_bytes(body, crate::routes::MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => return ApiError::too_large(crate::routes::MAX_BODY).into_response(),
+        };
+        if let Some(write) = crate::namespaces::inspect(&parts.method, &path, &bytes) {
+            match crate::namespaces::authorize(
+                &state.store,
+                &snapshot,
+                &identity.user,
+                &cluster,
+                &write,
+            )
+            .await
+            {
+                Ok(agent) => {
+                    as_agent = agent;
+                    if agent {
+                        // A record was just made for this create.
+                        adopted = Some(write.namespace.clone());
+                    }
+                }
+                Err(e) => return e.into_response(),
+            }
+        }
+        body = Body::from(bytes);
+    }
     let mut out = axum::http::Request::builder()
         .method(parts.method)
         .uri(path)
@@ -161,22 +201,33 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         header::HOST,
         HeaderValue::from_static("kubernetes.default.svc"),
     );
-    let Ok(user) = HeaderValue::from_str(&identity.user.name) else {
-        return forbidden();
-    };
-    headers.insert(HeaderName::from_static("impersonate-user"), user);
-    let mut groups = identity.user.groups.clone();
-    if !groups.iter().any(|g| g == AUTHENTICATED) {
-        groups.push(AUTHENTICATED.to_owned());
-    }
-    for g in groups {
-        if let Ok(v) = HeaderValue::from_str(&g) {
-            headers.append(HeaderName::from_static("impersonate-group"), v);
+    // A namespace created in a project the caller may use is created by the
+    // agent (members hold no cluster-wide right to create namespaces).
+    if !as_agent {
+        let Ok(user) = HeaderValue::from_str(&identity.user.name) else {
+            return forbidden();
+        };
+        headers.insert(HeaderName::from_static("impersonate-user"), user);
+        let mut groups = identity.user.groups.clone();
+        if !groups.iter().any(|g| g == AUTHENTICATED) {
+            groups.push(AUTHENTICATED.to_owned());
+        }
+        for g in groups {
+            if let Ok(v) = HeaderValue::from_str(&g) {
+                headers.append(HeaderName::from_static("impersonate-group"), v);
+            }
         }
     }
     let out = out.body(body).expect("headers copied from a valid request");
 
-    let mut resp = match downstream::send(&link, out).await {
+    let result = downstream::send(&link, out).await;
+    if let Some(ns) = adopted {
+        // The namespace was not made: its record goes too.
+        if !result.as_ref().is_ok_and(|r| r.status().is_success()) {
+            let _ = crate::namespaces::set_record(&state.store, &cluster, &ns, None).await;
+        }
+    }
+    let mut resp = match result {
         Ok(r) => r,
         Err(DownstreamError::NotConnected) => return not_connected(&cluster),
         Err(e) => {

@@ -552,3 +552,167 @@ pub fn rss_of(pid: u32) -> u64 {
         .unwrap_or(0)
         * 1024
 }
+
+// Importing clusters (shared by the import and projects tests).
+
+/// Poll until `f` gives `Some`, or fail naming `what`.
+pub fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Imported {
+    pub cluster: String,
+    pub manifest_url: String,
+    pub token: String,
+    pub agent_kubeconfig: PathBuf,
+}
+
+pub fn create_cluster(m: &Mgmt, admin: &str, display: &str) -> String {
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/clusters"),
+        Some(admin),
+        Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "spec": {"displayName": display}})),
+        &[],
+    );
+    assert_eq!(code, 201, "{body}");
+    body["metadata"]["name"].as_str().unwrap().to_owned()
+}
+
+pub fn cluster(m: &Mgmt, admin: &str, name: &str) -> Value {
+    m.http(
+        "GET",
+        &format!("{MGMT}/clusters/{name}"),
+        Some(admin),
+        None,
+        &[],
+    )
+    .1
+}
+
+pub fn condition(cluster: &Value, type_: &str) -> String {
+    cluster["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Create a cluster, apply its manifest into the sim as a user would
+/// (`curl --cacert … | kubectl apply -f -`), and make the agent's
+/// kubeconfig from `kubectl create token drover-agent -n drover-system`.
+pub fn import(m: &Mgmt, admin: &str, sim: &SimProc, display: &str) -> Imported {
+    let cluster = create_cluster(m, admin, display);
+    let (code, crt) = m.http(
+        "GET",
+        &format!("{MGMT}/namespaces/{cluster}/clusterregistrationtokens/default-token"),
+        Some(admin),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{crt}");
+    let manifest_url = crt["status"]["manifestUrl"].as_str().unwrap().to_owned();
+    let token = crt["status"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crt["status"]["command"],
+        format!("kubectl apply -f {manifest_url}")
+    );
+    assert_eq!(
+        crt["status"]["insecureCommand"],
+        format!("curl --insecure -sfL {manifest_url} | kubectl apply -f -")
+    );
+    let cache = m.dir.path().join("kube-cache");
+    let script = format!(
+        "set -o pipefail; curl -sfL --cacert '{}' '{manifest_url}' | kubectl --kubeconfig '{}' --cache-dir '{}' apply -f -",
+        m.ca.display(),
+        sim.kubeconfig.display(),
+        cache.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "apply: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deployment.apps/drover-agent created"),
+        "{stdout}"
+    );
+    let (code, sa_token, err) = sim.kubectl(
+        &cache,
+        &["create", "token", "drover-agent", "-n", "drover-system"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let agent_kubeconfig = m.dir.path().join(format!("{cluster}.agent.kubeconfig"));
+    sim.kubeconfig_with_token(&agent_kubeconfig, sa_token.trim());
+    Imported {
+        cluster,
+        manifest_url,
+        token,
+        agent_kubeconfig,
+    }
+}
+
+pub fn ca_checksum(m: &Mgmt) -> String {
+    let out = Command::new("sha256sum").arg(&m.ca).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn agent(m: &Mgmt, imp: &Imported, checksum: &str) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--server", &m.server.url("")])
+        .args(["--token", &imp.token, "--ca-checksum", checksum])
+        .arg("--kubeconfig")
+        .arg(&imp.agent_kubeconfig)
+        .env("DROVER_LOG", "info");
+    Proc::spawn(cmd)
+}
+
+pub fn wait_ready(m: &Mgmt, admin: &str, name: &str, timeout: Duration) -> Value {
+    wait(&format!("cluster {name} Ready"), timeout, || {
+        let c = cluster(m, admin, name);
+        (condition(&c, "Ready") == "True").then_some(c)
+    })
+}
+
+pub fn kubectl(m: &Mgmt, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    m.kubectl(kubeconfig, args)
+}
+
+pub fn user_kubeconfig(m: &Mgmt, token: &str, cluster: &str, name: &str) -> PathBuf {
+    let (code, yaml) = kubeconfig_yaml(m, token, cluster);
+    assert_eq!(code, 200, "{yaml}");
+    let path = m.dir.path().join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+pub fn kubeconfig_yaml(m: &Mgmt, token: &str, cluster: &str) -> (u16, String) {
+    curl(
+        &[
+            "--cacert",
+            &m.ca.display().to_string(),
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ],
+        &m.server
+            .url(&format!("{MGMT}/clusters/{cluster}/kubeconfig")),
+    )
+}

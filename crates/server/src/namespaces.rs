@@ -1,0 +1,384 @@
+//! Namespaces in projects.
+//!
+//! A downstream namespace belongs to a project when its annotation
+//! `drover.io/project-id: <cluster>:<project>` agrees with Drover's own
+//! record of it (`/drover/adopted/{cluster}/{namespace}` → project). Records
+//! are written only by Drover: when a namespace is created or moved through
+//! Drover's proxy by someone allowed to, and for the namespaces of the
+//! Default and System projects. A namespace annotated directly in the
+//! cluster, bypassing Drover, is therefore not adopted (and logged).
+//!
+//! Through the proxy ([`intercept`]): a JSON create of a namespace carrying
+//! the annotation is allowed to the project's owners and members (and the
+//! cluster's owners) and sent as the agent, since members hold no cluster-
+//! wide right to create namespaces; changing the annotation of an existing
+//! namespace (a move) is for cluster owners. Both are refused when the
+//! project's quota could not hold one more namespace, saying by how much.
+
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use drover_apiserver::ApiError;
+use drover_auth::policy::Snapshot;
+use drover_core::{api, keys, quantity};
+use drover_rbac::UserInfo;
+use drover_store::{ListOptions, Store};
+use serde_json::Value;
+
+/// The annotation that puts a namespace in a project.
+pub const PROJECT_ANNOTATION: &str = "drover.io/project-id";
+
+fn record_prefix(cluster: &str) -> String {
+    format!("/drover/adopted/{cluster}/")
+}
+
+fn record_key(cluster: &str, namespace: &str) -> String {
+    format!("{}{namespace}", record_prefix(cluster))
+}
+
+fn unavailable<E>(_: E) -> ApiError {
+    ApiError::unavailable("the datastore is unavailable")
+}
+
+/// Drover's records of a cluster: namespace → project.
+pub async fn records(store: &Store, cluster: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let page = store
+        .list(&ListOptions {
+            prefix: record_prefix(cluster),
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    Ok(page
+        .items
+        .into_iter()
+        .filter_map(|kv| {
+            let ns = kv.key.rsplit('/').next()?.to_owned();
+            Some((ns, String::from_utf8(kv.value.to_vec()).ok()?))
+        })
+        .collect())
+}
+
+/// Record that `namespace` belongs to `project` (or to none).
+pub async fn set_record(
+    store: &Store,
+    cluster: &str,
+    namespace: &str,
+    project: Option<&str>,
+) -> Result<(), ApiError> {
+    let key = record_key(cluster, namespace);
+    let current = store.get(&key).await.map_err(unavailable)?;
+    let result = match (current, project) {
+        (None, None) => return Ok(()),
+        (None, Some(p)) => store.create(&key, p.as_bytes().to_vec()).await.map(drop),
+        (Some(kv), Some(p)) => store
+            .update(&key, p.as_bytes().to_vec(), kv.mod_revision)
+            .await
+            .map(drop),
+        (Some(kv), None) => store.delete(&key, Some(kv.mod_revision)).await.map(drop),
+    };
+    result.map_err(|e| match e {
+        drover_store::StoreError::Conflict { .. } | drover_store::StoreError::AlreadyExists(_) => {
+            ApiError::new(
+                409,
+                "Conflict",
+                "the namespace's project changed meanwhile; try again",
+            )
+        }
+        other => unavailable(other),
+    })
+}
+
+/// Delete every record of a cluster (it is gone).
+pub async fn forget(store: &Store, cluster: &str) {
+    if let Ok(recs) = records(store, cluster).await {
+        for ns in recs.keys() {
+            let _ = store.delete(&record_key(cluster, ns), None).await;
+        }
+    }
+}
+
+/// The namespaces of a project, by Drover's records.
+pub async fn of_project(
+    store: &Store,
+    cluster: &str,
+    project: &str,
+) -> Result<Vec<String>, ApiError> {
+    Ok(records(store, cluster)
+        .await?
+        .into_iter()
+        .filter(|(_, p)| p == project)
+        .map(|(ns, _)| ns)
+        .collect())
+}
+
+/// Whether a project's quota can hold `count` namespaces each with the
+/// namespace default; the refusal says by how much it would be exceeded.
+pub fn check_quota(project: &str, spec: &api::ProjectSpec, count: usize) -> Result<(), ApiError> {
+    let (Some(limit), Some(default)) =
+        (&spec.resource_quota, &spec.namespace_default_resource_quota)
+    else {
+        return Ok(());
+    };
+    for (key, each) in &default.limit {
+        let (Some(each), Some(max)) = (
+            quantity::parse(each),
+            limit.limit.get(key).and_then(|m| quantity::parse(m)),
+        ) else {
+            continue;
+        };
+        let total = each * count as i128;
+        if total > max {
+            let memory = key.contains("memory");
+            return Err(ApiError::forbidden_because(format!(
+                "project {project} would exceed its {key} limit of {} by {}: {count} namespaces × {} each = {}",
+                quantity::format(max, memory),
+                quantity::format(total - max, memory),
+                quantity::format(each, memory),
+                quantity::format(total, memory),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A namespace write the proxy must decide on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NamespaceWrite {
+    /// The namespace.
+    pub namespace: String,
+    /// The annotation's new value (`None`: removed).
+    pub project_id: Option<String>,
+    /// A create (else an update or patch of an existing namespace).
+    pub create: bool,
+}
+
+/// Find a namespace write that sets or removes the project annotation:
+/// `POST /api/v1/namespaces`, or `PUT`/`PATCH /api/v1/namespaces/{name}`
+/// with a JSON body (merge, strategic merge or JSON patch).
+pub fn inspect(method: &Method, path: &str, body: &[u8]) -> Option<NamespaceWrite> {
+    let path = path.split('?').next().unwrap_or_default();
+    let rest = path.strip_prefix("/api/v1/namespaces")?;
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let from_object = |v: &Value| -> Option<Option<String>> {
+        let annotations = v.pointer("/metadata/annotations")?.as_object()?;
+        let value = annotations.get(PROJECT_ANNOTATION)?;
+        Some(value.as_str().map(str::to_owned))
+    };
+    if rest.is_empty() && method == Method::POST {
+        let namespace = v.pointer("/metadata/name")?.as_str()?.to_owned();
+        return Some(NamespaceWrite {
+            namespace,
+            project_id: from_object(&v)?,
+            create: true,
+        });
+    }
+    let name = rest.strip_prefix('/')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let project_id = match (method.as_str(), &v) {
+        ("PATCH", Value::Array(ops)) => ops.iter().rev().find_map(|op| {
+            let p = op["path"].as_str()?;
+            (p == "/metadata/annotations/drover.io~1project-id" || p == "/metadata/annotations")
+                .then(|| match op["op"].as_str() {
+                    Some("remove") if p.ends_with("project-id") => None,
+                    _ if p == "/metadata/annotations" => {
+                        op["value"][PROJECT_ANNOTATION].as_str().map(str::to_owned)
+                    }
+                    _ => op["value"].as_str().map(str::to_owned),
+                })
+        })?,
+        ("PUT", v) => from_object(v).unwrap_or(None),
+        ("PATCH", v) => from_object(v)?,
+        _ => return None,
+    };
+    Some(NamespaceWrite {
+        namespace: name.to_owned(),
+        project_id,
+        create: false,
+    })
+}
+
+/// Decide a namespace write through the proxy; on success the record is
+/// written and the answer says whether to send the request as the agent.
+pub async fn authorize(
+    store: &Store,
+    snapshot: &Snapshot,
+    user: &UserInfo,
+    cluster: &str,
+    write: &NamespaceWrite,
+) -> Result<bool, ApiError> {
+    let target = match &write.project_id {
+        None => None,
+        Some(id) => {
+            let Some((c, p)) = id.split_once(':') else {
+                return Err(ApiError::bad_request(format!(
+                    "{PROJECT_ANNOTATION} must be <cluster>:<project>, not {id:?}"
+                )));
+            };
+            if c != cluster {
+                return Err(ApiError::bad_request(format!(
+                    "{PROJECT_ANNOTATION} names cluster {c:?}, but this is cluster {cluster:?}"
+                )));
+            }
+            Some(p.to_owned())
+        }
+    };
+    let projects = snapshot.projects_of(cluster);
+    let current = records(store, cluster).await?;
+    let before = current.get(&write.namespace);
+    if before.map(String::as_str) == target.as_deref() {
+        return Ok(false);
+    }
+    if let Some(p) = &target {
+        let Some(spec) = projects.get(p) else {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!(
+                    "projects.{} {p:?} not found in cluster {cluster:?}",
+                    api::GROUP
+                ),
+            ));
+        };
+        let allowed = if write.create {
+            snapshot.may_use_project(user, cluster, p)
+        } else {
+            snapshot.owns_cluster(user, cluster)
+        };
+        if !allowed {
+            return Err(ApiError::forbidden_because(format!(
+                "user {:?} may not {} namespace {:?} {} project {p}",
+                user.name,
+                if write.create { "create" } else { "move" },
+                write.namespace,
+                if write.create { "in" } else { "to" },
+            )));
+        }
+        let count = current.values().filter(|q| *q == p).count() + 1;
+        check_quota(p, spec, count)?;
+    } else if !snapshot.owns_cluster(user, cluster) {
+        return Err(ApiError::forbidden_because(format!(
+            "user {:?} may not take namespace {:?} out of its project",
+            user.name, write.namespace
+        )));
+    }
+    set_record(store, cluster, &write.namespace, target.as_deref()).await?;
+    Ok(write.create && target.is_some())
+}
+
+/// The Default and System projects of a cluster, by their label.
+pub fn system_projects(store_projects: &[(String, Value)]) -> (Option<String>, Option<String>) {
+    let find = |which: &str| {
+        store_projects
+            .iter()
+            .find(|(_, p)| {
+                p.pointer("/metadata/labels/drover.io~1system-project") == Some(&Value::from(which))
+            })
+            .map(|(name, _)| name.clone())
+    };
+    (find("default"), find("system"))
+}
+
+/// The cluster's Project objects: (name, object).
+pub async fn project_objects(store: &Store, cluster: &str) -> Vec<(String, Value)> {
+    let Ok(page) = store
+        .list(&ListOptions {
+            prefix: keys::prefix(api::GROUP, "projects", Some(cluster)),
+            ..Default::default()
+        })
+        .await
+    else {
+        return Vec::new();
+    };
+    page.items
+        .into_iter()
+        .filter_map(|kv| {
+            let v: Value = serde_json::from_slice(&kv.value).ok()?;
+            Some((v.pointer("/metadata/name")?.as_str()?.to_owned(), v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_project_annotation_writes() {
+        let body =
+            json!({"metadata": {"name": "ns1", "annotations": {PROJECT_ANNOTATION: "c-1:p-1"}}});
+        assert_eq!(
+            inspect(
+                &Method::POST,
+                "/api/v1/namespaces?fieldManager=x",
+                body.to_string().as_bytes()
+            ),
+            Some(NamespaceWrite {
+                namespace: "ns1".into(),
+                project_id: Some("c-1:p-1".into()),
+                create: true
+            })
+        );
+        let patch = json!({"metadata": {"annotations": {PROJECT_ANNOTATION: "c-1:p-2"}}});
+        assert_eq!(
+            inspect(
+                &Method::PATCH,
+                "/api/v1/namespaces/ns1",
+                patch.to_string().as_bytes()
+            )
+            .unwrap()
+            .project_id,
+            Some("c-1:p-2".into())
+        );
+        let removal = json!({"metadata": {"annotations": {PROJECT_ANNOTATION: null}}});
+        assert_eq!(
+            inspect(
+                &Method::PATCH,
+                "/api/v1/namespaces/ns1",
+                removal.to_string().as_bytes()
+            )
+            .unwrap()
+            .project_id,
+            None
+        );
+        let jp = json!([{"op": "replace", "path": "/metadata/annotations/drover.io~1project-id", "value": "c-1:p-3"}]);
+        assert_eq!(
+            inspect(
+                &Method::PATCH,
+                "/api/v1/namespaces/ns1",
+                jp.to_string().as_bytes()
+            )
+            .unwrap()
+            .project_id,
+            Some("c-1:p-3".into())
+        );
+        let other = json!({"metadata": {"labels": {"a": "b"}}});
+        assert_eq!(
+            inspect(
+                &Method::PATCH,
+                "/api/v1/namespaces/ns1",
+                other.to_string().as_bytes()
+            ),
+            None
+        );
+        assert_eq!(
+            inspect(&Method::POST, "/api/v1/namespaces/ns1/pods", b"{}"),
+            None
+        );
+    }
+
+    #[test]
+    fn quota_refusal_says_by_how_much() {
+        let spec: api::ProjectSpec = serde_json::from_value(json!({
+            "resourceQuota": {"limit": {"pods": "10", "limits.memory": "4Gi"}},
+            "namespaceDefaultResourceQuota": {"limit": {"pods": "4", "limits.memory": "1Gi"}},
+        }))
+        .unwrap();
+        assert!(check_quota("p", &spec, 2).is_ok());
+        let e = check_quota("p", &spec, 3).unwrap_err();
+        assert!(e.to_string().contains("pods limit of 10 by 2"), "{e}");
+    }
+}

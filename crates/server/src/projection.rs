@@ -1,0 +1,539 @@
+//! RBAC projection: what Drover wants to exist in a cluster, worked out from
+//! its bindings, projects and namespaces ([`plan`]), and how to make the
+//! cluster match it ([`reconcile`]).
+//!
+//! What is projected, every object labelled `drover.io/managed=true`:
+//! - global admins and cluster owners: a ClusterRoleBinding to
+//!   `cluster-admin` each (`drover-cluster-admin-…`);
+//! - each role template in use: one ClusterRole `drover-rt-<template>` with
+//!   its rules, inherited templates flattened;
+//! - a cluster binding of another template: a ClusterRoleBinding
+//!   (`drover-crtb-…`) to that ClusterRole;
+//! - a project binding: a RoleBinding (`drover-prtb-…`) to that ClusterRole
+//!   in each namespace of the project — one per (subject, template,
+//!   namespace) however many bindings ask for it. Project templates grant
+//!   `get` on `namespaces`, which, bound inside a namespace, lets members
+//!   read their own namespaces;
+//! - a project quota: a ResourceQuota `drover-project-quota` (the namespace
+//!   default) in each namespace; container defaults: a LimitRange
+//!   `drover-limit-range`.
+//!
+//! Nothing without the label is read for comparison, changed or deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use drover_auth::policy::Subject;
+use drover_core::api;
+use drover_rbac::PolicyRule;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::downstream::{self, DownstreamError};
+use crate::import::MANAGED_LABEL;
+use crate::tunnels::Link;
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+/// The kinds Drover projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `rbac.authorization.k8s.io/v1` ClusterRole.
+    ClusterRole,
+    /// `rbac.authorization.k8s.io/v1` ClusterRoleBinding.
+    ClusterRoleBinding,
+    /// `rbac.authorization.k8s.io/v1` RoleBinding.
+    RoleBinding,
+    /// `v1` ResourceQuota.
+    ResourceQuota,
+    /// `v1` LimitRange.
+    LimitRange,
+}
+
+impl Kind {
+    /// Every kind, in the order they are created (roles before bindings).
+    pub const ALL: [Kind; 5] = [
+        Kind::ClusterRole,
+        Kind::ClusterRoleBinding,
+        Kind::RoleBinding,
+        Kind::ResourceQuota,
+        Kind::LimitRange,
+    ];
+
+    fn base(self) -> &'static str {
+        match self {
+            Kind::ClusterRole | Kind::ClusterRoleBinding | Kind::RoleBinding => {
+                "/apis/rbac.authorization.k8s.io/v1"
+            }
+            Kind::ResourceQuota | Kind::LimitRange => "/api/v1",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::ClusterRole => "clusterroles",
+            Kind::ClusterRoleBinding => "clusterrolebindings",
+            Kind::RoleBinding => "rolebindings",
+            Kind::ResourceQuota => "resourcequotas",
+            Kind::LimitRange => "limitranges",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        matches!(
+            self,
+            Kind::RoleBinding | Kind::ResourceQuota | Kind::LimitRange
+        )
+    }
+
+    /// Where objects of this kind are listed (all namespaces) or created.
+    fn collection(self, namespace: &str) -> String {
+        if self.namespaced() && !namespace.is_empty() {
+            format!("{}/namespaces/{namespace}/{}", self.base(), self.plural())
+        } else {
+            format!("{}/{}", self.base(), self.plural())
+        }
+    }
+
+    fn item(self, namespace: &str, name: &str) -> String {
+        format!("{}/{name}", self.collection(namespace))
+    }
+
+    /// The fields compared between what is wanted and what is there.
+    fn content(self, obj: &Value) -> Value {
+        match self {
+            Kind::ClusterRole => obj["rules"].clone(),
+            Kind::ClusterRoleBinding | Kind::RoleBinding => {
+                json!([obj["roleRef"], obj["subjects"]])
+            }
+            Kind::ResourceQuota => obj["spec"]["hard"].clone(),
+            Kind::LimitRange => obj["spec"]["limits"].clone(),
+        }
+    }
+}
+
+/// An object's identity: kind, namespace (empty if cluster-scoped), name.
+pub type ObjectKey = (Kind, String, String);
+
+/// Everything Drover wants in one cluster.
+#[derive(Debug, Default)]
+pub struct Desired {
+    /// The objects, by identity.
+    pub objects: BTreeMap<ObjectKey, Value>,
+}
+
+impl Desired {
+    /// How many objects of a kind.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.objects.keys().filter(|(k, _, _)| *k == kind).count()
+    }
+}
+
+/// What [`plan`] works from.
+pub struct Inputs<'a> {
+    /// Who gets `cluster-admin` (global admins, cluster owners).
+    pub admins: BTreeSet<Subject>,
+    /// Cluster bindings: (subject, template).
+    pub cluster_bindings: Vec<(Subject, String)>,
+    /// Project bindings: (subject, project, template).
+    pub project_bindings: Vec<(Subject, String, String)>,
+    /// A template's rules, inherited ones included.
+    pub rules: &'a dyn Fn(&str) -> Vec<PolicyRule>,
+    /// The cluster's projects.
+    pub projects: BTreeMap<String, api::ProjectSpec>,
+    /// Namespace → the project it belongs to.
+    pub namespaces: BTreeMap<String, String>,
+}
+
+fn subject_ref(subject: &Subject) -> (&'static str, &str, &'static str) {
+    match subject {
+        Subject::User(u) => ("User", u, "u"),
+        Subject::Group(g) => ("Group", g, "g"),
+    }
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let digest = hex::encode(Sha256::digest(parts.join("\0").as_bytes()));
+    digest[..12].to_owned()
+}
+
+fn meta(name: &str, namespace: &str, annotations: Value) -> Value {
+    let mut m =
+        json!({"name": name, "labels": {MANAGED_LABEL: "true"}, "annotations": annotations});
+    if !namespace.is_empty() {
+        m["namespace"] = json!(namespace);
+    }
+    m
+}
+
+fn binding(
+    kind: Kind,
+    name: &str,
+    namespace: &str,
+    subject: &Subject,
+    role: &str,
+    template: &str,
+) -> Value {
+    let (skind, sname, _) = subject_ref(subject);
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": if kind == Kind::RoleBinding { "RoleBinding" } else { "ClusterRoleBinding" },
+        "metadata": meta(name, namespace, json!({
+            "drover.io/subject": format!("{skind}:{sname}"),
+            "drover.io/role-template": template,
+        })),
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC, "kind": skind, "name": sname}],
+    })
+}
+
+/// The ClusterRole a template becomes.
+pub fn template_role_name(template: &str) -> String {
+    format!("drover-rt-{template}")
+}
+
+/// Kubernetes' names for the quota keys a project may limit.
+pub const QUOTA_KEYS: &[&str] = &[
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "requests.cpu",
+    "requests.memory",
+    "limits.cpu",
+    "limits.memory",
+];
+
+/// Work out what one cluster should hold.
+pub fn plan(inputs: &Inputs<'_>) -> Desired {
+    let mut d = Desired::default();
+    let mut templates_used = BTreeSet::new();
+    for subject in &inputs.admins {
+        let (_, name, tag) = subject_ref(subject);
+        let digest = hex::encode(Sha256::digest(format!("{tag}:{name}").as_bytes()));
+        let bname = format!("drover-cluster-admin-{tag}-{}", &digest[..12]);
+        d.objects.insert(
+            (Kind::ClusterRoleBinding, String::new(), bname.clone()),
+            binding(
+                Kind::ClusterRoleBinding,
+                &bname,
+                "",
+                subject,
+                "cluster-admin",
+                "cluster-owner",
+            ),
+        );
+    }
+    for (subject, template) in &inputs.cluster_bindings {
+        if template == "cluster-owner" {
+            continue; // cluster-admin, above
+        }
+        let (_, name, tag) = subject_ref(subject);
+        let bname = format!("drover-crtb-{tag}-{}", short_hash(&[name, template]));
+        templates_used.insert(template.clone());
+        d.objects.insert(
+            (Kind::ClusterRoleBinding, String::new(), bname.clone()),
+            binding(
+                Kind::ClusterRoleBinding,
+                &bname,
+                "",
+                subject,
+                &template_role_name(template),
+                template,
+            ),
+        );
+    }
+    let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (ns, project) in &inputs.namespaces {
+        by_project
+            .entry(project.as_str())
+            .or_default()
+            .push(ns.as_str());
+    }
+    for (subject, project, template) in &inputs.project_bindings {
+        let Some(namespaces) = by_project.get(project.as_str()) else {
+            continue;
+        };
+        let (_, name, tag) = subject_ref(subject);
+        let bname = format!("drover-prtb-{tag}-{}", short_hash(&[name, template]));
+        templates_used.insert(template.clone());
+        for ns in namespaces {
+            d.objects.insert(
+                (Kind::RoleBinding, (*ns).to_owned(), bname.clone()),
+                binding(
+                    Kind::RoleBinding,
+                    &bname,
+                    ns,
+                    subject,
+                    &template_role_name(template),
+                    template,
+                ),
+            );
+        }
+    }
+    for template in templates_used {
+        let name = template_role_name(&template);
+        d.objects.insert(
+            (Kind::ClusterRole, String::new(), name.clone()),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": meta(&name, "", json!({"drover.io/role-template": template})),
+                "rules": (inputs.rules)(&template),
+            }),
+        );
+    }
+    for (project, spec) in &inputs.projects {
+        let Some(namespaces) = by_project.get(project.as_str()) else {
+            continue;
+        };
+        let quota = spec
+            .resource_quota
+            .as_ref()
+            .and(spec.namespace_default_resource_quota.as_ref())
+            .filter(|q| !q.limit.is_empty());
+        let limits = spec.container_default_resource_limit.as_ref().map(|l| {
+            let mut default = serde_json::Map::new();
+            let mut request = serde_json::Map::new();
+            if let Some(v) = &l.limits_cpu {
+                default.insert("cpu".into(), json!(v));
+            }
+            if let Some(v) = &l.limits_memory {
+                default.insert("memory".into(), json!(v));
+            }
+            if let Some(v) = &l.requests_cpu {
+                request.insert("cpu".into(), json!(v));
+            }
+            if let Some(v) = &l.requests_memory {
+                request.insert("memory".into(), json!(v));
+            }
+            let mut limit = json!({"type": "Container"});
+            if !default.is_empty() {
+                limit["default"] = Value::Object(default);
+            }
+            if !request.is_empty() {
+                limit["defaultRequest"] = Value::Object(request);
+            }
+            limit
+        });
+        for ns in namespaces {
+            let annotations = json!({"drover.io/project-id": project});
+            if let Some(q) = quota {
+                d.objects.insert(
+                    (
+                        Kind::ResourceQuota,
+                        (*ns).to_owned(),
+                        "drover-project-quota".into(),
+                    ),
+                    json!({"apiVersion": "v1", "kind": "ResourceQuota",
+                        "metadata": meta("drover-project-quota", ns, annotations.clone()),
+                        "spec": {"hard": q.limit}}),
+                );
+            }
+            if let Some(l) = &limits {
+                if l.get("default").is_some() || l.get("defaultRequest").is_some() {
+                    d.objects.insert(
+                        (
+                            Kind::LimitRange,
+                            (*ns).to_owned(),
+                            "drover-limit-range".into(),
+                        ),
+                        json!({"apiVersion": "v1", "kind": "LimitRange",
+                            "metadata": meta("drover-limit-range", ns, annotations.clone()),
+                            "spec": {"limits": [l]}}),
+                    );
+                }
+            }
+        }
+    }
+    d
+}
+
+/// What a reconcile changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Objects created.
+    pub created: usize,
+    /// Objects replaced or updated.
+    pub updated: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+}
+
+/// Make the cluster hold exactly `desired` among its Drover-labelled objects.
+pub async fn reconcile(link: &Link, desired: &Desired) -> Result<Changes, DownstreamError> {
+    let mut changes = Changes::default();
+    let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
+    for kind in Kind::ALL {
+        let list = downstream::get(link, &format!("{}?{selector}", kind.collection(""))).await?;
+        let mut have: BTreeMap<(String, String), Value> = BTreeMap::new();
+        for item in list["items"].as_array().into_iter().flatten() {
+            let ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            // Only Drover's own objects (named drover-…), even among labelled ones.
+            if name.starts_with("drover-") {
+                have.insert((ns.to_owned(), name.to_owned()), item.clone());
+            }
+        }
+        for ((k, ns, name), want) in desired.objects.iter().filter(|((k, _, _), _)| *k == kind) {
+            match have.remove(&(ns.clone(), name.clone())) {
+                None => {
+                    create(link, &k.collection(ns), want).await?;
+                    changes.created += 1;
+                }
+                Some(existing) if k.content(&existing) == k.content(want) => {}
+                Some(existing) => {
+                    let immutable_ref = matches!(k, Kind::ClusterRoleBinding | Kind::RoleBinding)
+                        && existing["roleRef"] != want["roleRef"];
+                    if immutable_ref {
+                        delete(link, &k.item(ns, name)).await?;
+                        create(link, &k.collection(ns), want).await?;
+                    } else {
+                        let mut update = want.clone();
+                        update["metadata"]["resourceVersion"] =
+                            existing["metadata"]["resourceVersion"].clone();
+                        downstream::call(link, Method::PUT, &k.item(ns, name), Some(&update), &[])
+                            .await?;
+                    }
+                    changes.updated += 1;
+                }
+            }
+        }
+        for (ns, name) in have.keys() {
+            delete(link, &kind.item(ns, name)).await?;
+            changes.deleted += 1;
+        }
+    }
+    Ok(changes)
+}
+
+async fn create(link: &Link, path: &str, body: &Value) -> Result<(), DownstreamError> {
+    downstream::call(
+        link,
+        Method::POST,
+        path,
+        Some(body),
+        &[StatusCode::CONFLICT],
+    )
+    .await
+    .map(drop)
+}
+
+async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
+    downstream::call(link, Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(t: &str) -> Vec<PolicyRule> {
+        vec![PolicyRule::resource(&["get"], &[""], &[t])]
+    }
+
+    #[test]
+    fn one_binding_per_subject_template_and_namespace() {
+        let bob = Subject::User("bob".into());
+        let inputs = Inputs {
+            admins: [Subject::User("admin".into())].into(),
+            cluster_bindings: vec![(bob.clone(), "cluster-member".into())],
+            project_bindings: vec![
+                (bob.clone(), "p1".into(), "project-member".into()),
+                (bob.clone(), "p1".into(), "project-member".into()),
+                (bob.clone(), "p2".into(), "read-only".into()),
+            ],
+            rules: &rules,
+            projects: BTreeMap::new(),
+            namespaces: [
+                ("a".into(), "p1".into()),
+                ("b".into(), "p1".into()),
+                ("c".into(), "p2".into()),
+            ]
+            .into(),
+        };
+        let d = plan(&inputs);
+        assert_eq!(d.count(Kind::ClusterRole), 3, "one per template in use");
+        assert_eq!(
+            d.count(Kind::ClusterRoleBinding),
+            2,
+            "admin + bob's cluster-member"
+        );
+        assert_eq!(d.count(Kind::RoleBinding), 3, "a, b for p1; c for p2");
+    }
+
+    /// The sample fleet of docs/rbac.md: 10 clusters × 20 projects × 50
+    /// users. Prints what Drover projects and Rancher's estimate.
+    #[test]
+    fn projected_counts_for_a_sample_fleet() {
+        let (clusters, projects, users, ns_per_project) = (10usize, 20usize, 50usize, 3usize);
+        let (admins, members_per_cluster, projects_per_user) = (2usize, 5usize, 3usize);
+        let mut totals = [0usize; 3];
+        let mut prtbs = 0;
+        for c in 0..clusters {
+            let mut namespaces = BTreeMap::new();
+            for p in 0..projects {
+                for n in 0..ns_per_project {
+                    namespaces.insert(format!("c{c}-p{p}-ns{n}"), format!("p{p}"));
+                }
+            }
+            let mut admin_set: BTreeSet<Subject> = (0..admins)
+                .map(|a| Subject::User(format!("admin{a}")))
+                .collect();
+            admin_set.insert(Subject::User(format!("owner{c}")));
+            let cluster_bindings = (0..members_per_cluster)
+                .map(|u| (Subject::User(format!("u{u}")), "cluster-member".to_owned()))
+                .collect();
+            let mut project_bindings = Vec::new();
+            for u in 0..users {
+                for k in 0..projects_per_user {
+                    let template = if k == 2 {
+                        "read-only"
+                    } else {
+                        "project-member"
+                    };
+                    project_bindings.push((
+                        Subject::User(format!("u{u}")),
+                        format!("p{}", (u + k) % projects),
+                        template.to_owned(),
+                    ));
+                }
+            }
+            prtbs += project_bindings.len();
+            let d = plan(&Inputs {
+                admins: admin_set,
+                cluster_bindings,
+                project_bindings,
+                rules: &rules,
+                projects: BTreeMap::new(),
+                namespaces,
+            });
+            totals[0] += d.count(Kind::ClusterRole);
+            totals[1] += d.count(Kind::ClusterRoleBinding);
+            totals[2] += d.count(Kind::RoleBinding);
+        }
+        // One RoleBinding per (user, template, namespace): nothing less
+        // grants the access, nothing more is made.
+        assert_eq!(
+            totals[2],
+            clusters * users * projects_per_user * ns_per_project
+        );
+        assert_eq!(
+            totals[0],
+            clusters * 3,
+            "one ClusterRole per template in use"
+        );
+        assert_eq!(totals[1], clusters * (admins + 1 + members_per_cluster));
+        // Rancher's documented estimate of RoleBindings: 32·C + U + 2·Ua·C
+        // + 8·P + 5·Pa, with Ua the users bound at cluster level in each
+        // cluster and Pa the project role bindings.
+        let ua = 1 + members_per_cluster;
+        let rancher =
+            32 * clusters + users + 2 * ua * clusters + 8 * clusters * projects + 5 * prtbs;
+        println!("sample: {clusters} clusters × {projects} projects ({ns_per_project} namespaces each) × {users} users; {prtbs} project bindings");
+        println!("drover: {} ClusterRoles, {} ClusterRoleBindings, {} RoleBindings (all downstream; none upstream)", totals[0], totals[1], totals[2]);
+        println!("rancher estimate: {rancher} RoleBindings upstream, before the downstream ones");
+        assert!(totals[2] < rancher);
+    }
+}
