@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::{tls, AgentError};
+use crate::AgentError;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const TOKEN_REREAD: Duration = Duration::from_secs(60);
@@ -163,7 +163,8 @@ impl Downstream {
         insecure: bool,
         token: Token,
     ) -> Result<Arc<Self>, AgentError> {
-        let mut config = tls::client_config(ca_pem, insecure)?;
+        let mut config =
+            drover_net::client::client_config(ca_pem, insecure).map_err(AgentError::Config)?;
         // hyper-rustls sets ALPN itself (HTTP/1.1 only, as enabled below).
         config.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()

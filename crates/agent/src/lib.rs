@@ -15,12 +15,10 @@
 //! dials again with jittered exponential backoff capped at 30 s.
 //!
 //! - [`downstream`]: the cluster's API server address and credentials.
-//! - [`tls`]: the TLS configurations.
 //! - [`forward`]: one proxied request, upgrades included.
 
 pub mod downstream;
 pub mod forward;
-pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -176,9 +174,13 @@ async fn tls_connect(
         .map_err(|e| AgentError::Connect(format!("{url}: TLS: {e}")))
 }
 
+fn tls_config(ca_pem: Option<&str>, insecure: bool) -> Result<rustls::ClientConfig, AgentError> {
+    drover_net::client::client_config(ca_pem, insecure).map_err(AgentError::Config)
+}
+
 /// Fetch `/cacerts` without trusting the server yet.
 async fn fetch_ca(server: &url::Url) -> Result<String, AgentError> {
-    let io = tls_connect(server, tls::client_config(None, true)?).await?;
+    let io = tls_connect(server, tls_config(None, true)?).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| AgentError::Connect(format!("{server}: {e}")))?;
@@ -211,7 +213,7 @@ async fn session(
     verified_once: &mut bool,
 ) -> Result<(), AgentError> {
     let config = if args.ca_checksum.is_empty() {
-        tls::client_config(None, false)?
+        tls_config(None, false)?
     } else {
         let pem = fetch_ca(&args.server).await?;
         let actual = hex::encode(Sha256::digest(pem.as_bytes()));
@@ -220,7 +222,7 @@ async fn session(
             return Err(AgentError::CaMismatch { expected, actual });
         }
         *verified_once = true;
-        tls::client_config(Some(&pem), false)?
+        tls_config(Some(&pem), false)?
     };
     let io = tls_connect(&args.server, config).await?;
     let mut url = args.server.clone();

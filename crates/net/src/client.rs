@@ -1,8 +1,8 @@
-//! TLS client configurations of the agent: trust exactly one CA (the
-//! Drover server's, once its checksum matched; or the cluster's), the
-//! system's public roots, or — only to fetch `/cacerts` before its checksum
-//! is checked, or for a kubeconfig that says `insecure-skip-tls-verify` —
-//! nothing at all.
+//! TLS client configurations of the agent and the CLI: trust exactly the
+//! given CA (the Drover server's, once its checksum or fingerprint was
+//! checked; or a cluster's), the system's public roots, or — only to fetch
+//! `/cacerts` before it is checked, or when the user said
+//! `insecure-skip-tls-verify` — nothing at all.
 
 use std::sync::Arc;
 
@@ -10,7 +10,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::AgentError;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -24,7 +23,7 @@ fn builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
 
 /// Trust the CAs in `ca_pem`, or the system's roots when `None`; or
 /// anything, when `insecure`. HTTP/1.1 only (upgrades need it).
-pub fn client_config(ca_pem: Option<&str>, insecure: bool) -> Result<ClientConfig, AgentError> {
+pub fn client_config(ca_pem: Option<&str>, insecure: bool) -> Result<ClientConfig, String> {
     let mut config = if insecure {
         builder()
             .dangerous()
@@ -35,10 +34,10 @@ pub fn client_config(ca_pem: Option<&str>, insecure: bool) -> Result<ClientConfi
         match ca_pem {
             Some(pem) => {
                 for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                    let cert = cert.map_err(|e| AgentError::Config(format!("CA PEM: {e}")))?;
+                    let cert = cert.map_err(|e| format!("CA PEM: {e}"))?;
                     roots
                         .add(cert)
-                        .map_err(|e| AgentError::Config(format!("CA certificate: {e}")))?;
+                        .map_err(|e| format!("CA certificate: {e}"))?;
                 }
             }
             None => {
@@ -48,7 +47,7 @@ pub fn client_config(ca_pem: Option<&str>, insecure: bool) -> Result<ClientConfi
             }
         }
         if roots.is_empty() {
-            return Err(AgentError::Config("no CA certificate to trust".into()));
+            return Err("no CA certificate to trust".into());
         }
         builder()
             .with_root_certificates(roots)
@@ -106,4 +105,19 @@ impl ServerCertVerifier for AnyCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM, as
+/// `openssl x509 -fingerprint -sha256` prints it (`AB:CD:…`).
+pub fn fingerprint(pem: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    let digest = Sha256::digest(der.as_ref());
+    Some(
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
