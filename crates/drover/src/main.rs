@@ -1,5 +1,5 @@
-//! `drover`: one binary for the management server and, as they land, the
-//! agent, the simulator, the demo and the command-line client.
+//! `drover`: one binary for the management server, the agent, the simulator
+//! and the command-line client.
 //!
 //! This file only parses flags, sets up logging and signals, and runs the
 //! chosen command; each command's work lives in its crate.
@@ -41,6 +41,15 @@ enum Command {
     ///
     /// Example: drover agent --server https://drover.example:8443 --token TOKEN --ca-checksum SHA256 --kubeconfig cluster.kubeconfig
     Agent(drover_agent::AgentArgs),
+    /// Print shell completions.
+    ///
+    /// Example: drover completion bash > /etc/bash_completion.d/drover
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Cli(drover_cli::Command),
     /// Run a simulated Kubernetes cluster (for tests, demos and benchmarks).
     ///
     /// Example: drover sim --nodes 3 --kubeconfig-out sim.kubeconfig
@@ -49,7 +58,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The client commands speak to people: only warnings and errors log.
+    let quiet = matches!(cli.command, Command::Cli(_) | Command::Completion { .. });
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     // One TLS implementation for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -73,14 +84,31 @@ fn main() -> ExitCode {
             Command::Agent(args) => drover_agent::run(args, signals.shutdown())
                 .await
                 .map_err(Into::into),
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "drover",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Command::Cli(cmd) => drover_cli::run(cmd).await.map_err(Into::into),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let code = match e.downcast_ref::<drover_cli::CliError>() {
+                // kubectl spoke for itself.
+                Some(drover_cli::CliError::Exit(code)) => return ExitCode::from(*code as u8),
+                Some(cli) => cli.exit_code() as u8,
+                None => 1,
+            };
             // Our errors already carry their cause in the message: one line.
             eprintln!("drover: error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
@@ -99,12 +127,12 @@ async fn run_sim(args: drover_sim::SimArgs, signals: Signals) -> anyhow::Result<
 }
 
 /// Logs go to stderr. The level comes from `DROVER_LOG` (or `RUST_LOG`),
-/// default `info`.
-fn init_logging(format: LogFormat) {
+/// default `info` (`warn` for the client commands).
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("DROVER_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+        .unwrap_or_else(|_| default.to_owned());
     let filter = EnvFilter::try_new(format!("{filter},sqlx=warn,hyper=warn,rustls=warn"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

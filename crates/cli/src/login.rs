@@ -1,0 +1,267 @@
+//! `drover login`, `logout`, `whoami`.
+//!
+//! Trust: `--cacert FILE` trusts that CA only; otherwise the machine's
+//! public roots. A server whose CA is not trusted shows the CA's SHA-256
+//! fingerprint and, on a terminal, asks whether to trust it (the CA is then
+//! kept in the entry); without a terminal the login fails naming the flags
+//! to pass. `--insecure-skip-tls-verify` exists and says it is dangerous.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::client::{Client, MGMT};
+use crate::config::{Config, ServerEntry};
+use crate::output::{self, Output};
+use crate::CliError;
+
+/// `drover login` flags.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The server, e.g. https://drover.example.com:8443.
+    pub url: String,
+    /// Log in with an API token (token-xxxxx:SECRET).
+    #[arg(long, conflicts_with_all = ["username", "password_stdin"])]
+    pub token: Option<String>,
+    /// Log in with a username; the password is asked for (or read with
+    /// --password-stdin).
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Trust this CA (PEM) for the server.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not check the server's certificate. Dangerous: anyone on the
+    /// network path could read your password and token.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// The entry's name in the config (default: the server's host).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `drover logout` flags.
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    /// The server entry (default: the current one).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+/// `drover whoami` flags.
+#[derive(Debug, clap::Args)]
+pub struct WhoamiArgs {
+    /// The server entry (default: the current one).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// How to print.
+    #[command(flatten)]
+    pub out: Output,
+}
+
+fn normalise(url: &str) -> Result<String, CliError> {
+    let with_scheme = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let parsed = url::Url::parse(&with_scheme)
+        .map_err(|e| CliError::Usage(format!("{url:?} is not a URL: {e}")))?;
+    if parsed.scheme() != "https" {
+        return Err(CliError::Usage("the server URL must be https://".into()));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| CliError::Usage(format!("{url:?} has no host")))?;
+    Ok(match parsed.port() {
+        Some(p) => format!("https://{host}:{p}"),
+        None => format!("https://{host}"),
+    })
+}
+
+/// Decide what to trust for `url`: (CA PEM to keep, insecure).
+async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), CliError> {
+    if args.insecure_skip_tls_verify {
+        eprintln!("WARNING: --insecure-skip-tls-verify: the server's identity is not checked; anyone on the network path can read your password and token.");
+        return Ok((None, true));
+    }
+    if let Some(path) = &args.cacert {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--cacert {}: {e}", path.display())))?;
+        if drover_net::client::fingerprint(&pem).is_none() {
+            return Err(CliError::Usage(format!(
+                "--cacert {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        return Ok((Some(pem), false));
+    }
+    // Publicly trusted?
+    let public = Client::anonymous(url, None, false)?;
+    match public.raw(reqwest::Method::GET, "/ping", None, None).await {
+        Ok(_) => return Ok((None, false)),
+        Err(CliError::Untrusted { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    // Not trusted: show the CA's fingerprint and ask.
+    let first_contact = Client::anonymous(url, None, true)?;
+    let (_, pem) = first_contact
+        .raw(reqwest::Method::GET, "/cacerts", None, None)
+        .await?;
+    let fingerprint = drover_net::client::fingerprint(&pem);
+    let Some(fp) = fingerprint.clone().filter(|_| crate::interactive()) else {
+        return Err(CliError::Untrusted {
+            url: url.to_owned(),
+            fingerprint,
+        });
+    };
+    eprintln!("The certificate of {url} is not signed by a CA this machine trusts.");
+    eprintln!("Its CA's SHA-256 fingerprint is:\n\n    {fp}\n");
+    eprint!("Compare it with the one your administrator gave you. Trust this CA for {url}? [y/N] ");
+    let answer = crate::read_stdin_line()?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(CliError::Untrusted {
+            url: url.to_owned(),
+            fingerprint: Some(fp),
+        });
+    }
+    Ok((Some(pem), false))
+}
+
+/// `drover login`.
+pub async fn login(args: LoginArgs) -> Result<(), CliError> {
+    let url = normalise(&args.url)?;
+    let (ca, insecure) = trust(&url, &args).await?;
+    let anon = Client::anonymous(&url, ca.as_deref(), insecure)?;
+    let (token, username) = match (&args.token, &args.username) {
+        (Some(t), _) => {
+            let me = whoami_with(&anon.with_token(t)).await?;
+            (t.clone(), me.0)
+        }
+        (None, Some(user)) => {
+            let password = if args.password_stdin {
+                crate::read_stdin_line()?
+            } else if crate::interactive() {
+                rpassword::prompt_password(format!("Password for {user}: "))
+                    .map_err(|e| CliError::Config(format!("cannot read the password: {e}")))?
+            } else {
+                return Err(CliError::Usage(
+                    "no terminal to ask for the password: pass --password-stdin".into(),
+                ));
+            };
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "a terminal".into());
+            let done = anon
+                .post(
+                    "/v1-public/login",
+                    &json!({"username": user, "password": password, "description": format!("drover CLI on {host}")}),
+                )
+                .await
+                .map_err(|e| match e {
+                    CliError::Unauthorized { .. } => CliError::Unauthorized {
+                        url: url.clone(),
+                        message: "invalid username or password".into(),
+                    },
+                    other => other,
+                })?;
+            let token = done["token"].as_str().unwrap_or_default().to_owned();
+            (token, user.clone())
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "pass --token TOKEN, or --username NAME (the password is asked for)".into(),
+            ))
+        }
+    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| url.trim_start_matches("https://").replace([':', '/'], "-"));
+    let mut config = Config::load()?;
+    let previous = config.servers.iter().find(|s| s.name == name);
+    let (cluster, project) = previous
+        .filter(|p| p.url == url)
+        .map(|p| (p.cluster.clone(), p.project.clone()))
+        .unwrap_or_default();
+    config.upsert(ServerEntry {
+        name: name.clone(),
+        url: url.clone(),
+        token,
+        username: Some(username.clone()),
+        ca_data: ca,
+        insecure_skip_tls_verify: insecure,
+        cluster,
+        project,
+    });
+    config.save()?;
+    println!(
+        "Logged in to {url} as {username} (saved as {name:?} in {}).",
+        crate::config::path().display()
+    );
+    Ok(())
+}
+
+/// (username, groups) of the token's user.
+async fn whoami_with(client: &Client) -> Result<(String, Vec<String>), CliError> {
+    let review = client
+        .post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        )
+        .await?;
+    let info = &review["status"]["userInfo"];
+    Ok((
+        info["username"].as_str().unwrap_or_default().to_owned(),
+        info["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+/// `drover whoami`.
+pub async fn whoami(args: WhoamiArgs) -> Result<(), CliError> {
+    let config = Config::load()?;
+    let entry = config.server(args.server.as_deref())?;
+    let client = Client::for_entry(entry)?;
+    let (user, groups) = whoami_with(&client).await?;
+    let doc = json!({"server": entry.url, "username": user, "groups": groups});
+    if !output::document(args.out, &doc) {
+        print!(
+            "{}",
+            output::table(
+                &["SERVER", "USERNAME", "GROUPS"],
+                &[vec![entry.url.clone(), user, groups.join(",")]]
+            )
+        );
+    }
+    Ok(())
+}
+
+/// `drover logout`: revoke the token (and cached kubeconfig tokens).
+pub async fn logout(args: LogoutArgs) -> Result<(), CliError> {
+    let mut config = Config::load()?;
+    let entry = config.server(args.server.as_deref())?.clone();
+    let client = Client::for_entry(&entry)?;
+    for token in crate::context::cached_tokens(&entry) {
+        if let Some((name, _)) = token.split_once(':') {
+            let _ = client.delete(&format!("{MGMT}/tokens/{name}")).await;
+        }
+    }
+    crate::context::forget_cache(&entry);
+    if let Some((name, _)) = entry.token.split_once(':') {
+        match client.delete(&format!("{MGMT}/tokens/{name}")).await {
+            Ok(_) | Err(CliError::Expired { .. } | CliError::Unauthorized { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let e = config.server_mut(Some(&entry.name))?;
+    e.token.clear();
+    config.save()?;
+    println!("Logged out of {}.", entry.url);
+    Ok(())
+}
