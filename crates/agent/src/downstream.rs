@@ -34,8 +34,12 @@ pub struct Downstream {
     /// `https://host:port`, no trailing slash.
     pub base: String,
     token: Token,
-    /// A pooled HTTP/1.1 client (upgrades allowed).
+    /// A pooled client, HTTP/2 when the API server offers it: every
+    /// request and watch of the tunnel shares one connection.
     pub client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// An HTTP/1.1 client for upgrades (exec, attach, port-forward), as
+    /// client-go keeps one.
+    pub upgrades: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
 }
 
 impl std::fmt::Debug for Downstream {
@@ -165,21 +169,31 @@ impl Downstream {
     ) -> Result<Arc<Self>, AgentError> {
         let mut config =
             drover_net::client::client_config(ca_pem, insecure).map_err(AgentError::Config)?;
-        // hyper-rustls sets ALPN itself (HTTP/1.1 only, as enabled below).
+        // hyper-rustls sets ALPN itself, from what is enabled below.
         config.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let h2 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config.clone())
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let h1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
-            .build(https);
+            .pool_max_idle_per_host(8)
+            .build(h2);
+        let upgrades = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(h1);
         Ok(Arc::new(Self {
             base,
             token,
             client,
+            upgrades,
         }))
     }
 

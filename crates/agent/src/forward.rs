@@ -67,6 +67,16 @@ async fn forward(
         if name == header::HOST || name == header::AUTHORIZATION {
             continue;
         }
+        // Hop-by-hop headers belong to this connection, and HTTP/2 has none.
+        let hop = [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::TE,
+            header::TRANSFER_ENCODING,
+        ];
+        if upgrade.is_none() && (hop.contains(name) || name.as_str() == "keep-alive") {
+            continue;
+        }
         headers.append(name.clone(), value.clone());
     }
     let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", downstream.token())) else {
@@ -82,7 +92,12 @@ async fn forward(
             "the request could not be forwarded",
         ));
     };
-    let mut resp = match downstream.client.request(out).await {
+    let client = if upgrade.is_some() {
+        &downstream.upgrades
+    } else {
+        &downstream.client
+    };
+    let mut resp = match client.request(out).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "the cluster's API server did not answer");

@@ -5,7 +5,9 @@
 //! the stored one gets it; otherwise it builds anew and installs the result
 //! only if nothing newer is there — so a slow build that started before an
 //! invalidation can never replace a newer snapshot, and an invalidation is
-//! never lost.
+//! never lost. One build runs at a time: readers that find a build under way
+//! wait for it and take its result if nothing was invalidated meanwhile, so
+//! a burst of readers after a write costs one build, not one each.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,7 @@ use std::sync::{Arc, RwLock};
 pub struct Versioned<T> {
     generation: AtomicU64,
     slot: RwLock<Option<(u64, Arc<T>)>>,
+    building: tokio::sync::Mutex<()>,
 }
 
 impl<T> Versioned<T> {
@@ -24,6 +27,7 @@ impl<T> Versioned<T> {
         Self {
             generation: AtomicU64::new(1),
             slot: RwLock::new(None),
+            building: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -32,18 +36,30 @@ impl<T> Versioned<T> {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The stored value, if it is of the current generation.
+    fn current(&self) -> Option<Arc<T>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        match &*self.slot.read().unwrap_or_else(|e| e.into_inner()) {
+            Some((g, v)) if *g == generation => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// The current value, built by `build` if stale.
     pub async fn get<E, F, Fut>(&self, build: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((g, v)) = &*self.slot.read().unwrap_or_else(|e| e.into_inner()) {
-            if *g == generation {
-                return Ok(v.clone());
-            }
+        if let Some(v) = self.current() {
+            return Ok(v);
         }
+        let _one_at_a_time = self.building.lock().await;
+        // The build we waited for may be the one we need.
+        if let Some(v) = self.current() {
+            return Ok(v);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
         let built = Arc::new(build().await?);
         let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|(g, _)| *g < generation) {
@@ -56,9 +72,10 @@ impl<T> Versioned<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
     #[tokio::test]
-    async fn an_older_build_never_replaces_a_newer_one() {
+    async fn cached_until_invalidated() {
         let cache = Versioned::<u32>::new();
         assert_eq!(*cache.get(|| async { Ok::<_, ()>(1) }).await.unwrap(), 1);
         assert_eq!(
@@ -66,25 +83,61 @@ mod tests {
             1,
             "cached"
         );
-        // A build starts (and reads the generation), an invalidation
-        // happens, a newer build finishes first.
         cache.invalidate();
-        let mut slow = Box::pin(cache.get(|| async {
-            tokio::task::yield_now().await;
-            Ok::<_, ()>(2)
-        }));
-        assert!(futures::poll!(&mut slow).is_pending());
-        cache.invalidate();
-        assert_eq!(*cache.get(|| async { Ok::<_, ()>(3) }).await.unwrap(), 3);
+        assert_eq!(*cache.get(|| async { Ok::<_, ()>(2) }).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn readers_during_a_build_share_it() {
+        let cache = Arc::new(Versioned::<usize>::new());
+        let builds = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, builds) = (cache.clone(), builds.clone());
+                tokio::spawn(async move {
+                    *cache
+                        .get(|| async {
+                            let n = builds.fetch_add(1, Ordering::SeqCst) + 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            Ok::<_, ()>(n)
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.await.unwrap(), 1, "every reader got the one build");
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_build_is_not_lost() {
+        let cache = Arc::new(Versioned::<u32>::new());
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                *cache
+                    .get(|| async move {
+                        let _ = started_tx.send(());
+                        let _ = go_rx.await;
+                        Ok::<_, ()>(1)
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        started_rx.await.unwrap();
+        cache.invalidate(); // a write lands while the build reads old data
+        let _ = go_tx.send(());
+        assert_eq!(slow.await.unwrap(), 1, "the slow caller gets its own build");
         assert_eq!(
-            *slow.await.unwrap(),
+            *cache.get(|| async { Ok::<_, ()>(2) }).await.unwrap(),
             2,
-            "the slow caller gets its own build"
-        );
-        assert_eq!(
-            *cache.get(|| async { Ok::<_, ()>(4) }).await.unwrap(),
-            3,
-            "but the newer one stays installed"
+            "but the next reader sees the write"
         );
     }
 }

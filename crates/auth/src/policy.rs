@@ -233,6 +233,12 @@ pub struct Snapshot {
     projects: HashMap<String, Vec<String>>,
     /// (cluster, project) → its spec
     project_specs: HashMap<(String, String), api::ProjectSpec>,
+    /// Subjects of global roles that grant everything.
+    global_admins: std::collections::BTreeSet<Subject>,
+    /// cluster → its cluster bindings (subject, template)
+    crtbs_by_cluster: HashMap<String, Vec<(Subject, String)>>,
+    /// cluster → its project bindings (subject, project, template)
+    prtbs_by_cluster: HashMap<String, Vec<(Subject, String, String)>>,
     /// Rules already worked out per (user, groups), for this snapshot only:
     /// a request then costs a lookup, not a walk over every binding.
     rules_cache: std::sync::Mutex<HashMap<(String, Vec<String>), RuleSet>>,
@@ -418,51 +424,51 @@ impl Snapshot {
     /// Whether the user may reach a cluster through the proxy: an admin, or
     /// someone bound to a role in the cluster or one of its projects.
     pub fn reaches_cluster(&self, user: &UserInfo, cluster: &str) -> bool {
-        self.crtbs
-            .iter()
-            .any(|(s, c, _)| c == cluster && s.matches(user))
+        let bound = |s: &Subject| s.matches(user);
+        self.crtbs_by_cluster
+            .get(cluster)
+            .is_some_and(|b| b.iter().any(|(s, _)| bound(s)))
             || self
-                .prtbs
-                .iter()
-                .any(|(s, c, _, _)| c == cluster && s.matches(user))
+                .prtbs_by_cluster
+                .get(cluster)
+                .is_some_and(|b| b.iter().any(|(s, _, _)| bound(s)))
             || self.is_admin(user)
     }
 
     /// Whether the user owns the cluster (or is an admin).
     pub fn owns_cluster(&self, user: &UserInfo, cluster: &str) -> bool {
-        self.crtbs
-            .iter()
-            .any(|(s, c, t)| c == cluster && t == "cluster-owner" && s.matches(user))
-            || self.is_admin(user)
+        self.crtbs_by_cluster.get(cluster).is_some_and(|b| {
+            b.iter()
+                .any(|(s, t)| t == "cluster-owner" && s.matches(user))
+        }) || self.is_admin(user)
     }
 
     /// Whether the user may put namespaces into a project: its owners and
     /// members (not read-only members), the cluster's owners, admins.
     pub fn may_use_project(&self, user: &UserInfo, cluster: &str, project: &str) -> bool {
-        self.prtbs.iter().any(|(s, c, p, t)| {
-            c == cluster
-                && p == project
-                && matches!(t.as_str(), "project-owner" | "project-member")
-                && s.matches(user)
+        self.prtbs_by_cluster.get(cluster).is_some_and(|b| {
+            b.iter().any(|(s, p, t)| {
+                p == project
+                    && matches!(t.as_str(), "project-owner" | "project-member")
+                    && s.matches(user)
+            })
         }) || self.owns_cluster(user, cluster)
     }
 
     /// The cluster-context bindings in a cluster: (subject, template).
     pub fn cluster_bindings(&self, cluster: &str) -> Vec<(Subject, String)> {
-        self.crtbs
-            .iter()
-            .filter(|(_, c, _)| c == cluster)
-            .map(|(s, _, t)| (s.clone(), t.clone()))
-            .collect()
+        self.crtbs_by_cluster
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The project bindings in a cluster: (subject, project, template).
     pub fn project_bindings(&self, cluster: &str) -> Vec<(Subject, String, String)> {
-        self.prtbs
-            .iter()
-            .filter(|(_, c, _, _)| c == cluster)
-            .map(|(s, _, p, t)| (s.clone(), p.clone(), t.clone()))
-            .collect()
+        self.prtbs_by_cluster
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The projects of a cluster with their specs.
@@ -481,14 +487,9 @@ impl Snapshot {
     /// Who gets `cluster-admin` in a cluster: global admins' users and groups,
     /// and the cluster's owners.
     pub fn cluster_admins(&self, cluster: &str) -> std::collections::BTreeSet<Subject> {
-        let mut out = std::collections::BTreeSet::new();
-        for (subject, role) in &self.grbs {
-            if self.global_roles.get(role).is_some_and(|r| all_powerful(r)) {
-                out.insert(subject.clone());
-            }
-        }
-        for (subject, c, template) in &self.crtbs {
-            if c == cluster && template == "cluster-owner" {
+        let mut out = self.global_admins.clone();
+        for (subject, template) in self.crtbs_by_cluster.get(cluster).into_iter().flatten() {
+            if template == "cluster-owner" {
                 out.insert(subject.clone());
             }
         }
@@ -692,6 +693,24 @@ impl RbacAuthorizer {
                     ));
                 }
             }
+        }
+        // Indexes for the per-cluster questions the controllers ask often.
+        for (subject, role) in &s.grbs {
+            if s.global_roles.get(role).is_some_and(|r| all_powerful(r)) {
+                s.global_admins.insert(subject.clone());
+            }
+        }
+        for (subject, cluster, template) in &s.crtbs {
+            s.crtbs_by_cluster
+                .entry(cluster.clone())
+                .or_default()
+                .push((subject.clone(), template.clone()));
+        }
+        for (subject, cluster, project, template) in &s.prtbs {
+            s.prtbs_by_cluster
+                .entry(cluster.clone())
+                .or_default()
+                .push((subject.clone(), project.clone(), template.clone()));
         }
         Ok(s)
     }

@@ -41,6 +41,10 @@ enum Command {
     ///
     /// Example: drover agent --server https://drover.example:8443 --token TOKEN --ca-checksum SHA256 --kubeconfig cluster.kubeconfig
     Agent(drover_agent::AgentArgs),
+    /// Measure scale, proxy overhead and memory on this machine.
+    ///
+    /// Example: drover bench scale --clusters 1000 --json scale.json
+    Bench(drover_bench::BenchArgs),
     /// Print shell completions.
     ///
     /// Example: drover completion bash > /etc/bash_completion.d/drover
@@ -59,7 +63,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The client commands speak to people: only warnings and errors log.
-    let quiet = matches!(cli.command, Command::Cli(_) | Command::Completion { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Cli(_) | Command::Completion { .. } | Command::Bench(_)
+    );
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     // One TLS implementation for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Cli(cmd) => drover_cli::run(cmd).await.map_err(Into::into),
+            Command::Bench(args) => drover_bench::run(args).await.map_err(Into::into),
         }
     });
     match result {

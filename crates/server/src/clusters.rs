@@ -39,8 +39,9 @@ pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
 pub const REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often `lastHeartbeat` is written while nothing else changes.
 const HEARTBEAT: Duration = Duration::from_secs(30);
-/// How often projected objects are checked for drift.
-const DRIFT_CHECK: Duration = Duration::from_secs(7);
+/// How often projected objects are compared in full, besides the watches
+/// that repair drift as it happens.
+const DRIFT_CHECK: Duration = Duration::from_secs(300);
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 
 fn cluster_key(name: &str) -> String {
@@ -285,6 +286,13 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
         &format!("/api/v1/namespaces?watch=true&resourceVersion={ns_rv}&allowWatchBookmarks=true"),
     )
     .await?;
+    // Drift: every labelled object Drover projects is watched, so an edit or
+    // deletion in the cluster is repaired at once (Drover's own writes echo
+    // back once and find nothing to do).
+    let paths = projection::Kind::ALL.map(projection::Kind::watch_path);
+    let mut managed = futures::stream::select_all(
+        futures::future::try_join_all(paths.iter().map(|p| downstream::watch(link, p))).await?,
+    );
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut drift = tokio::time::interval(DRIFT_CHECK);
@@ -316,6 +324,16 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
                 if changed {
                     projector.run(state, link, &namespaces, false).await;
                 }
+            }
+            event = managed.next() => {
+                match event {
+                    // A watch ended or failed (e.g. 410): relist everything.
+                    None => return Ok(()),
+                    Some(e) if e["type"] == "ERROR" => return Ok(()),
+                    Some(_) => {}
+                }
+                while let Some(Some(_)) = managed.now_or_never_opt() {}
+                projector.run(state, link, &namespaces, true).await;
             }
             _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
             _ = drift.tick() => projector.run(state, link, &namespaces, true).await,
@@ -396,6 +414,37 @@ fn apply(
     }
 }
 
+/// What of the policy bears on one cluster's projection.
+#[derive(Debug, PartialEq)]
+struct ClusterPolicy {
+    admins: std::collections::BTreeSet<drover_auth::policy::Subject>,
+    cluster_bindings: Vec<(drover_auth::policy::Subject, String)>,
+    project_bindings: Vec<(drover_auth::policy::Subject, String, String)>,
+    projects: BTreeMap<String, drover_core::api::ProjectSpec>,
+    /// The rules of the templates bound in the cluster.
+    rules: BTreeMap<String, Vec<drover_rbac::PolicyRule>>,
+}
+
+impl ClusterPolicy {
+    fn of(snapshot: &drover_auth::policy::Snapshot, cluster: &str) -> Self {
+        let cluster_bindings = snapshot.cluster_bindings(cluster);
+        let project_bindings = snapshot.project_bindings(cluster);
+        let rules = cluster_bindings
+            .iter()
+            .map(|(_, t)| t)
+            .chain(project_bindings.iter().map(|(_, _, t)| t))
+            .map(|t| (t.clone(), snapshot.template_rules(t)))
+            .collect();
+        Self {
+            admins: snapshot.cluster_admins(cluster),
+            cluster_bindings,
+            project_bindings,
+            projects: snapshot.projects_of(cluster),
+            rules,
+        }
+    }
+}
+
 /// The namespaces the System project holds from the start.
 const SYSTEM_NAMESPACES: &[&str] = &[
     "kube-system",
@@ -409,6 +458,9 @@ const SYSTEM_NAMESPACES: &[&str] = &[
 #[derive(Default)]
 struct Projector {
     snapshot: std::sync::Weak<drover_auth::policy::Snapshot>,
+    /// The policy as it concerns this cluster, when last projected: a new
+    /// snapshot that leaves it alone costs no store read.
+    inputs: Option<ClusterPolicy>,
     namespaces: Option<BTreeMap<String, Value>>,
     last: Option<BTreeMap<projection::ObjectKey, Value>>,
     /// (namespace, annotation) pairs already reported as not adopted.
@@ -430,6 +482,14 @@ impl Projector {
         if !force && same_policy && self.namespaces.as_ref() == Some(namespaces) {
             return;
         }
+        let inputs = ClusterPolicy::of(&snapshot, &link.cluster);
+        if !force
+            && self.namespaces.as_ref() == Some(namespaces)
+            && self.inputs.as_ref() == Some(&inputs)
+        {
+            self.snapshot = Arc::downgrade(&snapshot);
+            return;
+        }
         let members = match self.membership(state, link, namespaces).await {
             Ok(m) => m,
             Err(e) => {
@@ -439,11 +499,11 @@ impl Projector {
         };
         let rules = |t: &str| snapshot.template_rules(t);
         let desired = projection::plan(&projection::Inputs {
-            admins: snapshot.cluster_admins(&link.cluster),
-            cluster_bindings: snapshot.cluster_bindings(&link.cluster),
-            project_bindings: snapshot.project_bindings(&link.cluster),
+            admins: inputs.admins.clone(),
+            cluster_bindings: inputs.cluster_bindings.clone(),
+            project_bindings: inputs.project_bindings.clone(),
             rules: &rules,
-            projects: snapshot.projects_of(&link.cluster),
+            projects: inputs.projects.clone(),
             namespaces: members,
         });
         if !force && self.last.as_ref() == Some(&desired.objects) {
@@ -460,6 +520,7 @@ impl Projector {
                 self.namespaces = Some(namespaces.clone());
                 report_projected(&state.store, &link.cluster, &desired).await;
                 self.last = Some(desired.objects);
+                self.inputs = Some(inputs);
             }
             Err(e) => {
                 tracing::warn!(cluster = %link.cluster, error = %e, "cannot project RBAC and quotas")

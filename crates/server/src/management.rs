@@ -333,8 +333,17 @@ impl Strategy for Clusters {
             // Every cluster has a Default project (namespace `default`) and a
             // System project (kube-*, drover-system).
             for (which, display) in [("default", "Default"), ("system", "System")] {
-                let project = drover_core::names::generate("p-");
-                records.push(reserve_namespace(&ctx.store, &project).await?);
+                // Generated names can collide (five characters); try others.
+                let mut attempt = 0;
+                let (project, record) = loop {
+                    let project = drover_core::names::generate("p-");
+                    match reserve_namespace(&ctx.store, &project).await {
+                        Ok(record) => break (project, record),
+                        Err(e) if e.code == 409 && attempt < 5 => attempt += 1,
+                        Err(e) => return Err(e),
+                    }
+                };
+                records.push(record);
                 extra.push(NewObject {
                     group: api::GROUP,
                     plural: "projects",

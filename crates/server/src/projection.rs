@@ -95,6 +95,14 @@ impl Kind {
         }
     }
 
+    /// A watch of Drover's objects of this kind in every namespace.
+    pub fn watch_path(self) -> String {
+        format!(
+            "{}?watch=true&labelSelector={MANAGED_LABEL}%3Dtrue",
+            self.collection("")
+        )
+    }
+
     fn item(self, namespace: &str, name: &str) -> String {
         format!("{}/{name}", self.collection(namespace))
     }

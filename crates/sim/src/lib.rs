@@ -193,7 +193,8 @@ impl Sim {
         let store = Store::open(
             &format!("sqlite://{}/state.db", dir.display()),
             StoreOptions {
-                max_connections: 4,
+                // A sim is small, and a benchmark runs a thousand of them.
+                max_connections: 2,
                 ..Default::default()
             },
         )

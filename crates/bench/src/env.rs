@@ -1,0 +1,416 @@
+//! The pieces a benchmark runs: `drover server` in its own process (this
+//! binary, re-executed), simulated clusters in this process, agents in this
+//! process or in their own, and the server's resident memory and CPU time
+//! read from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::BenchError;
+
+/// The admin password of benchmark servers.
+pub const PASSWORD: &str = "drover bench admin password";
+
+/// This process's limit on open files (from `/proc`).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// CPU time (user + system) of a process, in seconds. Linux reports clock
+/// ticks of 1/100 s to user space on every common architecture.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// `drover server` running for a benchmark; killed on drop.
+pub struct Server {
+    child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Its CA.
+    pub ca_pem: String,
+    /// An HTTP client trusting its CA.
+    pub http: reqwest::Client,
+    /// An admin token.
+    pub token: String,
+    /// The datastore URL given, if not the embedded one.
+    pub datastore: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest client over rustls (HTTP/2 where offered).
+pub fn client(ca_pem: Option<&str>, insecure: bool) -> Result<reqwest::Client, BenchError> {
+    client_with_pool(ca_pem, insecure, 256)
+}
+
+/// [`client`] keeping at most `idle` idle connections per host (the sims'
+/// client talks to a thousand hosts).
+pub fn client_with_pool(
+    ca_pem: Option<&str>,
+    insecure: bool,
+    idle: usize,
+) -> Result<reqwest::Client, BenchError> {
+    let mut tls = drover_net::client::client_config(ca_pem, insecure).map_err(BenchError::Setup)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .pool_max_idle_per_host(idle)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| BenchError::Setup(format!("HTTP client: {e}")))
+}
+
+impl Server {
+    /// Start `drover server` on a free port and log in as admin.
+    pub async fn start(datastore: Option<&str>) -> Result<Server, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("drover-bench-")
+            .tempdir()
+            .map_err(|e| BenchError::Setup(format!("temp dir: {e}")))?;
+        let data_dir = dir.path().join("data");
+        let port = free_port();
+        let exe = std::env::current_exe()
+            .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("DROVER_BOOTSTRAP_PASSWORD", PASSWORD)
+            .env("DROVER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("server.log"))
+                    .map_err(|e| BenchError::Setup(format!("server log: {e}")))?,
+            ));
+        if let Some(ds) = datastore {
+            cmd.arg("--datastore").arg(ds);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start drover server: {e}")))?;
+        let url = format!("https://127.0.0.1:{port}");
+        let insecure = client(None, true)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ca_pem = loop {
+            if let Ok(r) = insecure.get(format!("{url}/cacerts")).send().await {
+                if r.status().is_success() {
+                    break r.text().await.unwrap_or_default();
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(
+                    "drover server did not start in 60 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let http = client(Some(&ca_pem), false)?;
+        let login: Value = http
+            .post(format!("{url}/v1-public/login"))
+            .json(&json!({"username": "admin", "password": PASSWORD, "ttlSeconds": 86400}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| BenchError::Setup(format!("login: {e}")))?
+            .json()
+            .await
+            .map_err(|e| BenchError::Setup(format!("login: {e}")))?;
+        let token = login["token"].as_str().unwrap_or_default().to_owned();
+        Ok(Server {
+            child,
+            url,
+            data_dir,
+            _dir: dir,
+            ca_pem,
+            http,
+            token,
+            datastore: datastore.map(str::to_owned),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A JSON request as admin; non-2xx is an error.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, BenchError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| BenchError::Run(format!("{path}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(BenchError::Run(format!("{path}: {status}: {text}")));
+        }
+        serde_json::from_str(&text).map_err(|e| BenchError::Run(format!("{path}: {e}")))
+    }
+
+    /// Bytes the datastore takes (SQLite files, or the PostgreSQL database).
+    pub async fn datastore_bytes(&self) -> u64 {
+        match &self.datastore {
+            Some(url) if url.starts_with("postgres") => {
+                use sqlx::Connection;
+                let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
+                    return 0;
+                };
+                sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map(|n| n as u64)
+                    .unwrap_or(0)
+            }
+            _ => ["state.db", "state.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(self.data_dir.join(f)).ok())
+                .map(|m| m.len())
+                .sum(),
+        }
+    }
+}
+
+/// A temporary directory for sims and agent kubeconfigs: in memory
+/// (`/dev/shm`) where there is one.
+pub fn work_dir(prefix: &str) -> Result<tempfile::TempDir, BenchError> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix);
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = b.tempdir_in(shm) {
+            return Ok(d);
+        }
+    }
+    b.tempdir()
+        .map_err(|e| BenchError::Setup(format!("temp dir: {e}")))
+}
+
+/// A cluster imported through the real path: its sim (in this process) and
+/// what its agent needs.
+pub struct Imported {
+    /// The Drover cluster id.
+    pub cluster: String,
+    /// The simulated cluster.
+    pub sim: drover_sim::Sim,
+    /// The registration token.
+    pub registration: String,
+    /// A kubeconfig with the agent's service-account token.
+    pub agent_kubeconfig: PathBuf,
+}
+
+/// Where each kind of the import manifest is created.
+fn collection(obj: &Value) -> Option<String> {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    Some(match obj["kind"].as_str()? {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        "Secret" => format!("/api/v1/namespaces/{ns}/secrets"),
+        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+        "Deployment" => format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        _ => return None,
+    })
+}
+
+/// Start a sim with `nodes` nodes, create a Drover cluster, fetch its import
+/// manifest from the server and create every object of it in the sim (what
+/// `kubectl apply` does), then issue the agent's token.
+pub async fn import(
+    server: &Server,
+    sims_http: &reqwest::Client,
+    dir: &Path,
+    name: &str,
+    nodes: usize,
+    heartbeat_seconds: u64,
+) -> Result<Imported, BenchError> {
+    // The sims stand in for clusters; their stores live in `dir`, which
+    // [`work_dir`] puts in memory, so a thousand of them do not measure the
+    // disk.
+    let sim_dir = dir.join(format!("{name}.sim"));
+    std::fs::create_dir_all(&sim_dir)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", sim_dir.display())))?;
+    let sim = drover_sim::Sim::start(&drover_sim::SimArgs {
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        name: name.to_owned(),
+        nodes,
+        k8s_version: drover_sim::DEFAULT_K8S_VERSION.to_owned(),
+        kubeconfig_out: None,
+        data_dir: Some(sim_dir),
+        heartbeat_seconds,
+        node_flap: false,
+    })
+    .await
+    .map_err(|e| BenchError::Setup(format!("sim {name}: {e}")))?;
+    let c = server
+        .call(
+            reqwest::Method::POST,
+            "/apis/management.drover.io/v1/clusters",
+            Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "spec": {"displayName": name}})),
+        )
+        .await?;
+    let cluster = c["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let crt = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/apis/management.drover.io/v1/namespaces/{cluster}/clusterregistrationtokens/default-token"),
+            None,
+        )
+        .await?;
+    let registration = crt["status"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let manifest = server
+        .http
+        .get(crt["status"]["manifestUrl"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| BenchError::Run(format!("manifest: {e}")))?
+        .text()
+        .await
+        .map_err(|e| BenchError::Run(format!("manifest: {e}")))?;
+    let sim_call = |method: reqwest::Method, path: String, body: Value| {
+        sims_http
+            .request(method, format!("{}{path}", sim.url))
+            .bearer_auth(&sim.admin_token)
+            .json(&body)
+            .send()
+    };
+    for doc in serde_yaml::Deserializer::from_str(&manifest) {
+        let obj: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| BenchError::Run(format!("manifest YAML: {e}")))?;
+        if let Some(path) = collection(&obj) {
+            let r = sim_call(reqwest::Method::POST, path.clone(), obj)
+                .await
+                .map_err(|e| BenchError::Run(format!("apply {path}: {e}")))?;
+            if !r.status().is_success() {
+                return Err(BenchError::Run(format!("apply {path}: {}", r.status())));
+            }
+        }
+    }
+    let token: Value = sim_call(
+        reqwest::Method::POST,
+        "/api/v1/namespaces/drover-system/serviceaccounts/drover-agent/token".into(),
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}}),
+    )
+    .await
+    .map_err(|e| BenchError::Run(format!("token request: {e}")))?
+    .json()
+    .await
+    .map_err(|e| BenchError::Run(format!("token request: {e}")))?;
+    let sa_token = token["status"]["token"].as_str().unwrap_or_default();
+    let kubeconfig = sim.kubeconfig().replace(&sim.admin_token, sa_token);
+    let agent_kubeconfig = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&agent_kubeconfig, kubeconfig)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", agent_kubeconfig.display())))?;
+    Ok(Imported {
+        cluster,
+        sim,
+        registration,
+        agent_kubeconfig,
+    })
+}
+
+/// The `drover agent` arguments for an imported cluster.
+pub fn agent_args(server: &Server, imp: &Imported) -> drover_agent::AgentArgs {
+    use sha2::{Digest, Sha256};
+    drover_agent::AgentArgs {
+        server: server.url.parse().expect("a URL"),
+        token: imp.registration.clone(),
+        ca_checksum: hex::encode(Sha256::digest(server.ca_pem.as_bytes())),
+        kubeconfig: Some(imp.agent_kubeconfig.clone()),
+    }
+}
+
+/// Run an agent in its own process (this binary, re-executed).
+pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<Child, BenchError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
+    Command::new(exe)
+        .args([
+            "agent",
+            "--server",
+            args.server.as_str(),
+            "--token",
+            &args.token,
+        ])
+        .args(["--ca-checksum", &args.ca_checksum])
+        .arg("--kubeconfig")
+        .arg(args.kubeconfig.as_ref().expect("set by agent_args"))
+        .env("DROVER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::Setup(format!("cannot start drover agent: {e}")))
+}
+
+/// Percentile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
