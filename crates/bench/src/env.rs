@@ -384,8 +384,19 @@ pub fn agent_args(server: &Server, imp: &Imported) -> drover_agent::AgentArgs {
     }
 }
 
+/// A child process killed when dropped, so a failed benchmark leaves none
+/// behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Run an agent in its own process (this binary, re-executed).
-pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<Child, BenchError> {
+pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<KillOnDrop, BenchError> {
     let exe = std::env::current_exe()
         .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
     Command::new(exe)
@@ -403,6 +414,7 @@ pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<Child, BenchError
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .map_err(|e| BenchError::Setup(format!("cannot start drover agent: {e}")))
 }
 

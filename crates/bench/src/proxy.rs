@@ -106,7 +106,7 @@ pub async fn run(args: ProxyArgs) -> Result<Value, BenchError> {
     let dir = env::work_dir("drover-bench-proxy-")?;
     let sims_http = env::client(None, true)?;
     let imp = env::import(&server, &sims_http, dir.path(), "proxy-bench", 3, 10).await?;
-    let mut agent = env::agent_process(&env::agent_args(&server, &imp))?;
+    let agent = env::agent_process(&env::agent_args(&server, &imp))?;
     let cluster = imp.cluster.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -226,7 +226,7 @@ pub async fn run(args: ProxyArgs) -> Result<Value, BenchError> {
     .map_err(|e| BenchError::Run(format!("log pod: {e}")))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bytes_wanted = args.stream_mib * 1024 * 1024;
-    let (server_pid, agent_pid) = (server.pid(), agent.id());
+    let (server_pid, agent_pid) = (server.pid(), agent.0.id());
     let (server_before, agent_before) = (env::rss(server_pid), env::rss(agent_pid));
     let peaks = Arc::new(Mutex::new((server_before, agent_before)));
     let sampling = {
@@ -270,9 +270,8 @@ pub async fn run(args: ProxyArgs) -> Result<Value, BenchError> {
         mib(agent_before),
         mib(agent_peak)
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    imp.sim.stop().await;
+    drop(agent);
+    drop(imp);
     Ok(json!({
         "scenario": "proxy",
         "datastore": if server.datastore.is_some() { "postgres" } else { "sqlite" },

@@ -209,7 +209,10 @@ pub async fn run(args: ScaleArgs) -> Result<Value, BenchError> {
     let cpu1 = env::cpu_seconds(server.pid());
     let idle_percent = (cpu1 - cpu0) / args.idle_seconds.max(1) as f64 * 100.0;
     let server_rss_after_idle = env::rss(server.pid());
-    let agent_rss = agent_child.as_ref().map(|c| env::rss(c.id())).unwrap_or(0);
+    let agent_rss = agent_child
+        .as_ref()
+        .map(|c| env::rss(c.0.id()))
+        .unwrap_or(0);
     let helper_rss = env::rss(std::process::id());
     let datastore_bytes = server.datastore_bytes().await;
 
@@ -256,10 +259,7 @@ pub async fn run(args: ScaleArgs) -> Result<Value, BenchError> {
     }
     let _ = stop_tx.send(true);
     watcher.abort();
-    if let Some(mut c) = agent_child {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(agent_child);
     // Dropping a sim stops it; waiting for each one's grace period would
     // only measure shutdown.
     drop(sims);
