@@ -762,8 +762,16 @@ fn audit_level_3_records_without_secrets() {
     let erin = m.user(&admin, "erin");
     let (code, _) = m.http("POST", &format!("{MGMT}/users/erin/password"), Some(&erin), Some(&json!({"newPassword": "erin second password", "currentPassword": "erin has a long password"})), &[]);
     assert_eq!(code, 200);
+    // The log is written by its own thread: wait for the last entry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("/users/erin/password\"")
+    {
+        assert!(std::time::Instant::now() < deadline, "the audit log lags");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(m);
-    std::thread::sleep(Duration::from_millis(300));
     let text = std::fs::read_to_string(&log).unwrap();
     let entries: Vec<Value> = text
         .lines()

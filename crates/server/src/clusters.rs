@@ -465,6 +465,10 @@ struct Projector {
     last: Option<BTreeMap<projection::ObjectKey, Value>>,
     /// (namespace, annotation) pairs already reported as not adopted.
     refused: HashSet<(String, String)>,
+    /// Namespaces this task has seen exist: a record is dropped only when
+    /// its namespace was seen and is gone (the proxy records a namespace
+    /// just before creating it).
+    seen: HashSet<String>,
 }
 
 impl Projector {
@@ -475,6 +479,9 @@ impl Projector {
         namespaces: &BTreeMap<String, Value>,
         force: bool,
     ) {
+        if state.tunnels.is_removing(&link.cluster) {
+            return; // its cleanup must not be undone as drift
+        }
         let Ok(snapshot) = state.authz.snapshot().await else {
             return;
         };
@@ -545,17 +552,19 @@ impl Projector {
         let projects = namespaces::project_objects(store, cluster).await;
         let exists = |p: &str| projects.iter().any(|(n, _)| n == p);
         let (default_project, system_project) = namespaces::system_projects(&projects);
-        for gone in records
+        let gone: Vec<String> = records
             .keys()
-            .filter(|ns| !namespaces.contains_key(*ns))
+            .filter(|ns| !namespaces.contains_key(*ns) && self.seen.contains(*ns))
             .cloned()
-            .collect::<Vec<_>>()
-        {
-            namespaces::set_record(store, cluster, &gone, None)
+            .collect();
+        for ns in gone {
+            namespaces::set_record(store, cluster, &ns, None)
                 .await
                 .map_err(failed)?;
-            records.remove(&gone);
+            records.remove(&ns);
+            self.seen.remove(&ns);
         }
+        self.seen.extend(namespaces.keys().cloned());
         let mut members = BTreeMap::new();
         for (ns, annotation) in namespaces {
             let annotation = annotation.as_str();
@@ -715,6 +724,7 @@ pub(crate) fn spawn_removals(state: Arc<AppState>) -> tokio::task::JoinHandle<()
 async fn remove(state: &AppState, cluster: &str) {
     // Revoke the registration tokens first: no agent may connect again.
     crate::import::revoke_all(&state.store, cluster).await;
+    state.tunnels.set_removing(cluster, true);
     let deadline = tokio::time::Instant::now() + REMOVAL_TIMEOUT;
     loop {
         if let Some(link) = state.tunnels.get(cluster) {
@@ -737,6 +747,7 @@ async fn remove(state: &AppState, cluster: &str) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     crate::management::finish_cluster_removal(&state.store, &state.authz, cluster).await;
+    state.tunnels.set_removing(cluster, false);
 }
 
 #[cfg(test)]

@@ -107,8 +107,15 @@ impl Kind {
         format!("{}/{name}", self.collection(namespace))
     }
 
-    /// The fields compared between what is wanted and what is there.
+    /// The fields compared between what is wanted and what is there, with
+    /// empty values dropped (the API server leaves out what Drover sends
+    /// empty, and the other way round): an equal object is never rewritten,
+    /// which with the drift watches would loop.
     fn content(self, obj: &Value) -> Value {
+        normalize(self.raw_content(obj))
+    }
+
+    fn raw_content(self, obj: &Value) -> Value {
         match self {
             Kind::ClusterRole => obj["rules"].clone(),
             Kind::ClusterRoleBinding | Kind::RoleBinding => {
@@ -117,6 +124,30 @@ impl Kind {
             Kind::ResourceQuota => obj["spec"]["hard"].clone(),
             Kind::LimitRange => obj["spec"]["limits"].clone(),
         }
+    }
+}
+
+/// Drop nulls, empty strings, arrays and maps, recursively.
+fn normalize(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, normalize(v)))
+                .filter(|(_, v)| !is_empty(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),
+        other => other,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
     }
 }
 

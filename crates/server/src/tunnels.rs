@@ -40,6 +40,8 @@ pub struct Link {
 pub struct Tunnels {
     links: Mutex<HashMap<String, Link>>,
     next_id: AtomicU64,
+    /// Clusters being removed: nothing is projected into them any more.
+    removing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Tunnels {
@@ -53,6 +55,24 @@ impl Tunnels {
             .get(cluster)
             .filter(|l| !l.opener.is_closed())
             .cloned()
+    }
+
+    /// Mark a cluster as being removed (or no longer).
+    pub fn set_removing(&self, cluster: &str, removing: bool) {
+        let mut set = self.removing.lock().unwrap_or_else(|e| e.into_inner());
+        if removing {
+            set.insert(cluster.to_owned());
+        } else {
+            set.remove(cluster);
+        }
+    }
+
+    /// Whether a cluster is being removed.
+    pub fn is_removing(&self, cluster: &str) -> bool {
+        self.removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(cluster)
     }
 
     /// How many agents are connected.
