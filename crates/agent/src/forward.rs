@@ -25,16 +25,6 @@ pub async fn serve_stream(stream: drover_tunnel::TunnelStream, downstream: Arc<D
     }
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-}
-
 fn status(code: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -53,7 +43,8 @@ async fn forward(
     mut req: Request<Incoming>,
     downstream: Arc<Downstream>,
 ) -> Result<Response<Body>, Infallible> {
-    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let upgrade =
+        drover_tunnel::upgrade::requested(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -109,19 +100,7 @@ async fn forward(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(server_side) = upgrade {
-            let cluster_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(server_side, cluster_side) {
-                    Ok((a, b)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(a),
-                            &mut TokioIo::new(b),
-                        )
-                        .await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade through the agent failed"),
-                }
-            });
+            drover_tunnel::upgrade::splice(server_side, hyper::upgrade::on(&mut resp));
         }
     }
     Ok(resp.map(Body::new))

@@ -476,7 +476,7 @@ impl ApiServer {
             } else {
                 given_name.clone()
             };
-            init_metadata(&mut obj, r, &info.namespace, &name);
+            init_metadata(&mut obj, r, &info.namespace, &name, true);
             self.validate_all(r, &obj, None)?;
             let prepared = r.strategy.prepare_create(ctx, &mut obj).await?;
             let mut extra = Vec::new();
@@ -495,11 +495,7 @@ impl ApiServer {
                         drover_core::names::generate(object::meta_str(&new.object, "generateName"));
                 }
                 // Extras are the server's own making: their status stays.
-                let status = new.object.get("status").cloned();
-                init_metadata(&mut new.object, &er, &ns, &ename);
-                if let Some(status) = status {
-                    new.object["status"] = status;
-                }
+                init_metadata(&mut new.object, &er, &ns, &ename, false);
                 extra.push((key_of(&er, &ns, &ename), new.object));
             }
             if q.dry_run() {
@@ -1008,13 +1004,15 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
     strip(old) != strip(new)
 }
 
-/// Set the server-owned metadata of a new object.
-fn init_metadata(obj: &mut Value, r: &Resource, namespace: &str, name: &str) {
+/// Set the server-owned metadata of a new object; with `client_status`,
+/// drop the status a client sent for a kind whose status only its
+/// subresource sets.
+fn init_metadata(obj: &mut Value, r: &Resource, namespace: &str, name: &str, client_status: bool) {
     let api_version = r.info.api_version();
     let root = obj.as_object_mut().expect("object");
     root.insert("apiVersion".into(), Value::String(api_version));
     root.insert("kind".into(), Value::String(r.info.kind.to_owned()));
-    if r.info.status {
+    if r.info.status && client_status {
         root.remove("status");
     }
     let mm = meta_mut(obj);

@@ -147,6 +147,35 @@ pub fn validate_meta(obj: &Value) -> Vec<FieldError> {
     errors
 }
 
+/// Update the object at `key` with `change` applied, retrying on write
+/// conflicts; `change` returns false to leave it as it is. A missing key,
+/// or a value that is not JSON, is left alone.
+pub async fn update_json(
+    store: &drover_store::Store,
+    key: &str,
+    mut change: impl FnMut(&mut Value) -> bool,
+) -> Result<(), drover_store::StoreError> {
+    use drover_store::StoreError;
+    for _ in 0..10 {
+        let Some(kv) = store.get(key).await? else {
+            return Ok(());
+        };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&kv.value) else {
+            return Ok(());
+        };
+        if !change(&mut v) {
+            return Ok(());
+        }
+        match store.update(key, v.to_string(), kv.mod_revision).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

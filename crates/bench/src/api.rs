@@ -134,26 +134,18 @@ pub async fn run(args: ApiArgs) -> Result<Value, BenchError> {
             .map_err(|e| BenchError::Run(format!("watch: {e}")))?;
         let seen = seen.clone();
         tasks.push(tokio::spawn(async move {
-            let mut body = resp.bytes_stream();
-            let mut buf = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.extend_from_slice(&chunk);
-                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    let name = event["object"]["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default();
-                    if let Some(k) = name
-                        .strip_prefix("w-")
-                        .and_then(|k| k.parse::<usize>().ok())
-                    {
-                        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(slot) = s.get_mut(k).and_then(|row| row.get_mut(w)) {
-                            slot.get_or_insert_with(Instant::now);
-                        }
+            let mut events = std::pin::pin!(crate::env::watch_events(resp));
+            while let Some(event) = events.next().await {
+                let name = event["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default();
+                if let Some(k) = name
+                    .strip_prefix("w-")
+                    .and_then(|k| k.parse::<usize>().ok())
+                {
+                    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = s.get_mut(k).and_then(|row| row.get_mut(w)) {
+                        slot.get_or_insert_with(Instant::now);
                     }
                 }
             }

@@ -418,6 +418,29 @@ pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<KillOnDrop, Bench
         .map_err(|e| BenchError::Setup(format!("cannot start drover agent: {e}")))
 }
 
+/// The events of a watch response, one JSON object per line.
+pub fn watch_events(resp: reqwest::Response) -> impl futures::Stream<Item = Value> + Send {
+    use futures::StreamExt;
+    futures::stream::unfold(
+        (resp.bytes_stream(), Vec::new()),
+        |(mut body, mut buf)| async move {
+            loop {
+                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    if let Ok(event) = serde_json::from_slice::<Value>(&line) {
+                        return Some((event, (body, buf)));
+                    }
+                    continue;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    _ => return None,
+                }
+            }
+        },
+    )
+}
+
 /// Percentile of sorted values (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

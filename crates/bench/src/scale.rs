@@ -59,32 +59,24 @@ fn follow_ready(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let mut body = resp.bytes_stream();
-            let mut buf = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.extend_from_slice(&chunk);
-                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    let obj = &event["object"];
-                    let is_ready = obj["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                    if is_ready {
-                        let name = obj["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        ready
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(name)
-                            .or_insert_with(Instant::now);
-                    }
+            let mut events = std::pin::pin!(env::watch_events(resp));
+            while let Some(event) = events.next().await {
+                let obj = &event["object"];
+                let is_ready = obj["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                if is_ready {
+                    let name = obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    ready
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name)
+                        .or_insert_with(Instant::now);
                 }
             }
         }

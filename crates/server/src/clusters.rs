@@ -24,11 +24,11 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use drover_core::{api, keys, meta, quantity};
 use drover_store::{ListOptions, Store, StoreError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
 use crate::downstream::{self, DownstreamError};
-use crate::import::{AGENT_NAME, AGENT_NAMESPACE, MANAGED_LABEL};
+use crate::import::{AGENT_NAME, AGENT_NAMESPACE};
 use crate::tunnels::Link;
 use crate::AppState;
 use crate::{namespaces, projection};
@@ -46,33 +46,6 @@ const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 
 fn cluster_key(name: &str) -> String {
     keys::object(api::GROUP, "clusters", None, name)
-}
-
-/// Update `key` with `change` applied, retrying on conflicts; `change`
-/// returns false to skip the write.
-async fn modify(
-    store: &Store,
-    key: &str,
-    mut change: impl FnMut(&mut Value) -> bool,
-) -> Result<(), StoreError> {
-    for _ in 0..10 {
-        let Some(kv) = store.get(key).await? else {
-            return Ok(());
-        };
-        let Ok(mut v) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Ok(());
-        };
-        if !change(&mut v) {
-            return Ok(());
-        }
-        match store.update(key, v.to_string(), kv.mod_revision).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Set a condition, keeping its transition time when the status holds.
@@ -144,7 +117,7 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
 
 async fn write_status(store: &Store, cluster: &str, version: &str, sums: &NodeSums) {
     let now = meta::now_rfc3339();
-    let result = modify(store, &cluster_key(cluster), |obj| {
+    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
         if !drover_apiserver::object::is_deleting(obj) {
             // Once an agent connected, removal waits for downstream cleanup.
             // (A cluster never connected has nothing there and goes at once.)
@@ -200,7 +173,7 @@ async fn report_projected(store: &Store, cluster: &str, desired: &projection::De
     .map(|(k, kind)| (k.to_owned(), json!(desired.count(kind))))
     .collect();
     let counts = Value::Object(counts);
-    let result = modify(store, &cluster_key(cluster), |obj| {
+    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
         if obj.pointer("/status/projected") == Some(&counts) || !obj["status"].is_object() {
             return false;
         }
@@ -215,7 +188,7 @@ async fn report_projected(store: &Store, cluster: &str, desired: &projection::De
 
 /// Mark a cluster whose agent went away.
 pub async fn mark_disconnected(store: &Store, cluster: &str) {
-    let result = modify(store, &cluster_key(cluster), |obj| {
+    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
         if !obj["status"].is_object() {
             obj["status"] = json!({});
         }
@@ -304,7 +277,7 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
                 let Some(event) = event else { return Ok(()) };
                 let mut changed = apply(&mut nodes, &event, slim)?;
                 // Take whatever else is already here before writing once.
-                while let Some(Some(more)) = node_events.now_or_never_opt() {
+                while let Some(Some(more)) = node_events.next().now_or_never() {
                     changed |= apply(&mut nodes, &more, slim)?;
                 }
                 if changed {
@@ -318,7 +291,7 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
             event = ns_events.next() => {
                 let Some(event) = event else { return Ok(()) };
                 let mut changed = apply(&mut namespaces, &event, project_id)?;
-                while let Some(Some(more)) = ns_events.now_or_never_opt() {
+                while let Some(Some(more)) = ns_events.next().now_or_never() {
                     changed |= apply(&mut namespaces, &more, project_id)?;
                 }
                 if changed {
@@ -332,7 +305,7 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
                     Some(e) if e["type"] == "ERROR" => return Ok(()),
                     Some(_) => {}
                 }
-                while let Some(Some(_)) = managed.now_or_never_opt() {}
+                while let Some(Some(_)) = managed.next().now_or_never() {}
                 projector.run(state, link, &namespaces, true).await;
             }
             _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
@@ -363,14 +336,6 @@ async fn list_slim(
         .to_owned();
     Ok((items, rv))
 }
-
-/// Poll a stream once without waiting.
-trait NowOrNever: futures::Stream + Unpin {
-    fn now_or_never_opt(&mut self) -> Option<Option<Self::Item>> {
-        futures::FutureExt::now_or_never(self.next())
-    }
-}
-impl<S: futures::Stream + Unpin> NowOrNever for S {}
 
 /// Only what the status needs of a node.
 fn slim(node: &Value) -> Value {
@@ -627,39 +592,15 @@ impl Projector {
     }
 }
 
-async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
-    downstream::call(link, Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
-        .await
-        .map(drop)
-}
-
-/// Remove what Drover created in the cluster: every object labelled
-/// `drover.io/managed=true` of the RBAC, quota and limit kinds, then `drover-system` (the
-/// agent's namespace), then the agent's ClusterRole. The agent's
+/// Remove what Drover created in the cluster: every object it projects
+/// (labelled `drover.io/managed=true`), then `drover-system` (the agent's
+/// namespace), then the agent's ClusterRole. The agent's
 /// ClusterRoleBinding stays: once its role is gone it grants nothing, and
 /// nobody is left with the right to delete it.
 async fn clean_downstream(link: &Link) -> Result<(), DownstreamError> {
-    let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
-    for (base, kind, namespaced) in [
-        (RBAC, "clusterrolebindings", false),
-        (RBAC, "rolebindings", true),
-        (RBAC, "clusterroles", false),
-        (RBAC, "roles", true),
-        ("/api/v1", "resourcequotas", true),
-        ("/api/v1", "limitranges", true),
-    ] {
-        let list = downstream::get(link, &format!("{base}/{kind}?{selector}")).await?;
-        for item in list["items"].as_array().into_iter().flatten() {
-            let name = item["metadata"]["name"].as_str().unwrap_or_default();
-            let path = match item["metadata"]["namespace"].as_str() {
-                Some(ns) if namespaced => format!("{base}/namespaces/{ns}/{kind}/{name}"),
-                _ => format!("{base}/{kind}/{name}"),
-            };
-            delete(link, &path).await?;
-        }
-    }
-    delete(link, &format!("/api/v1/namespaces/{AGENT_NAMESPACE}")).await?;
-    delete(link, &format!("{RBAC}/clusterroles/{AGENT_NAME}")).await?;
+    projection::reconcile(link, &projection::Desired::default()).await?;
+    projection::delete(link, &format!("/api/v1/namespaces/{AGENT_NAMESPACE}")).await?;
+    projection::delete(link, &format!("{RBAC}/clusterroles/{AGENT_NAME}")).await?;
     Ok(())
 }
 

@@ -458,7 +458,8 @@ async fn create(link: &Link, path: &str, body: &Value) -> Result<(), DownstreamE
     .map(drop)
 }
 
-async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
+/// Delete at `path`; already gone is fine.
+pub(crate) async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
     downstream::call(link, Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
         .await
         .map(drop)

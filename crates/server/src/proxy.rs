@@ -28,7 +28,6 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use drover_apiserver::ApiError;
 use drover_auth::authn::AUTHENTICATED;
-use hyper_util::rt::TokioIo;
 
 use crate::downstream::{self, DownstreamError};
 use crate::AppState;
@@ -76,17 +75,6 @@ pub fn split(uri: &Uri) -> Option<(&str, String)> {
         None => rest.to_owned(),
     };
     Some((cluster, forwarded))
-}
-
-fn is_upgrade(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-        && req.headers().contains_key(header::UPGRADE)
 }
 
 /// `/k8s/clusters/{id}/…`, every method.
@@ -143,7 +131,8 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         return not_connected(&cluster);
     };
 
-    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let upgrade =
+        drover_tunnel::upgrade::requested(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, mut body) = req.into_parts();
     // Namespace writes that set a project are Drover's to decide.
     let mut as_agent = false;
@@ -240,17 +229,7 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             return ApiError::new(502, "BadGateway", "the cluster switched protocols unasked")
                 .into_response();
         };
-        let down = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            match tokio::try_join!(client, down) {
-                Ok((c, d)) => {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(d))
-                            .await;
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade through the proxy failed"),
-            }
-        });
+        drover_tunnel::upgrade::splice(client, hyper::upgrade::on(&mut resp));
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::empty());
     }

@@ -31,8 +31,6 @@ pub struct Link {
     pub id: u64,
     /// Opens streams to the agent.
     pub opener: Opener,
-    /// Where the agent connected from.
-    pub peer: Option<SocketAddr>,
 }
 
 /// The links of this replica, by cluster.
@@ -73,16 +71,6 @@ impl Tunnels {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(cluster)
-    }
-
-    /// How many agents are connected.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no agent is connected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Close a cluster's link, if any.
@@ -198,7 +186,6 @@ async fn serve_link(
         cluster: cluster.clone(),
         id: state.tunnels.next_id.fetch_add(1, Ordering::Relaxed),
         opener: session.opener,
-        peer,
     };
     if let Some(old) = state.tunnels.insert(link.clone()) {
         tracing::info!(%cluster, "a new agent connection replaces the previous one");

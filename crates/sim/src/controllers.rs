@@ -173,22 +173,11 @@ pub(crate) fn spawn_heartbeats(
 
 /// Update `key` with `change` applied, retrying on conflicts.
 async fn modify(store: &Store, key: &str, change: impl Fn(&mut Value)) -> Result<(), StoreError> {
-    for _ in 0..5 {
-        let Some(kv) = store.get(key).await? else {
-            return Ok(());
-        };
-        let Ok(mut v) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Ok(());
-        };
-        change(&mut v);
-        match store.update(key, v.to_string(), kv.mod_revision).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    drover_apiserver::object::update_json(store, key, |v| {
+        change(v);
+        true
+    })
+    .await
 }
 
 async fn heartbeat(store: &Store) -> Result<(), StoreError> {

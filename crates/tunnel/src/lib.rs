@@ -7,12 +7,15 @@
 //!   pings both ways and a dead-peer timeout.
 //! - [`mux`]: the yamux session, driven by one task, with a cloneable
 //!   [`mux::Opener`] for outbound streams and a channel of inbound ones.
+//! - [`upgrade`]: upgrade requests told by their headers, and the splice of
+//!   two upgraded connections.
 //!
 //! Flow control is yamux's: each stream has its own receive window, so a
 //! slow reader stalls only its stream, and a response is never held whole
 //! in memory.
 
 pub mod mux;
+pub mod upgrade;
 pub mod ws;
 
 pub use mux::{Inbound, Mode, Opener, Session, TunnelStream};
@@ -30,7 +33,4 @@ pub enum TunnelError {
     /// The multiplexer failed.
     #[error("tunnel multiplexer: {0}")]
     Mux(#[from] yamux::ConnectionError),
-    /// The WebSocket failed.
-    #[error("tunnel websocket: {0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
