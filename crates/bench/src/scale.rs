@@ -27,9 +27,9 @@ pub struct ScaleArgs {
     /// Seconds over which idle CPU is measured once all are Ready.
     #[arg(long, default_value_t = 60)]
     pub idle_seconds: u64,
-    /// Seconds between the simulated kubelets' node status updates (real
-    /// kubelets report every 10 s to 5 min).
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between the simulated kubelets' node status updates (a
+    /// kubelet reports its status every 5 minutes when nothing changes).
+    #[arg(long, default_value_t = 300)]
     pub sim_heartbeat: u64,
     /// Imports under way at once.
     #[arg(long, default_value_t = 32)]

@@ -1,8 +1,9 @@
 //! The simulated cluster's controllers, writing to the store as the real
 //! control plane and kubelets would:
 //!
-//! - namespace lifecycle: a deleted namespace shows `Terminating` (for at
-//!   least a second, as a real one does for a while); its contents are
+//! - namespace lifecycle (and quota usage), after each change: a deleted
+//!   namespace shows `Terminating` (for at least a second, as a real one
+//!   does for a while); its contents are
 //!   deleted as through the API (objects with finalizers are marked and hold
 //!   the namespace until released); then the namespace goes;
 //! - node heartbeats: every node renews its Lease in `kube-node-lease` and
@@ -14,35 +15,57 @@ use std::time::{Duration, SystemTime};
 use drover_apiserver::ApiServer;
 use drover_core::meta;
 use drover_store::{ListOptions, Store, StoreError};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 const NAMESPACES: &str = "/registry/core/namespaces/";
 /// How long a deleted namespace stays Terminating at least.
 const TERMINATING_FOR: Duration = Duration::from_secs(1);
 
-/// Run the namespace lifecycle until the task is aborted.
+/// How often the namespace lifecycle looks while a namespace terminates.
+const TERMINATING_PASS: Duration = Duration::from_millis(500);
+/// How often it looks without any change in the store.
+const IDLE_PASS: Duration = Duration::from_secs(30);
+
+/// Run the namespace lifecycle (and quota usage) until the task is aborted:
+/// a pass after every change in the store, every 500 ms while a namespace
+/// terminates, and every 30 s otherwise, so an idle sim costs nothing.
 pub(crate) fn spawn_namespace_lifecycle(
     store: Store,
     api: Arc<ApiServer>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            tick.tick().await;
+            let from = match store.revisions().await {
+                Ok(r) => r.current,
+                Err(StoreError::Closed) => return,
+                Err(_) => 0,
+            };
             if let Err(e) = crate::admission::refresh_quotas(&store).await {
                 tracing::warn!(error = %e, "quota refresh failed");
             }
-            if let Err(e) = finalize_namespaces(&store, &api).await {
-                if matches!(e, StoreError::Closed) {
-                    return;
+            let wait = match finalize_namespaces(&store, &api).await {
+                Ok(true) => TERMINATING_PASS,
+                Ok(false) => IDLE_PASS,
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "namespace lifecycle pass failed");
+                    TERMINATING_PASS
                 }
-                tracing::warn!(error = %e, "namespace lifecycle pass failed");
+            };
+            let mut changes = store.watch("/registry/", from);
+            tokio::select! {
+                _ = changes.next(), if from > 0 => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     })
 }
 
-async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), StoreError> {
+/// Delete the namespaces marked for deletion whose contents are gone;
+/// true while some namespace is still terminating.
+async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<bool, StoreError> {
+    let mut terminating = false;
     let page = store
         .list(&ListOptions {
             prefix: NAMESPACES.into(),
@@ -60,6 +83,7 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), Store
         else {
             continue;
         };
+        terminating = true;
         if SystemTime::now().duration_since(since).unwrap_or_default() < TERMINATING_FOR {
             continue;
         }
@@ -111,7 +135,7 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<(), Store
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(terminating)
 }
 
 fn lease_key(node: &str) -> String {

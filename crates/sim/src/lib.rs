@@ -195,6 +195,9 @@ impl Sim {
             StoreOptions {
                 // A sim is small, and a benchmark runs a thousand of them.
                 max_connections: 2,
+                // The sim is its store's only writer, and its own writes
+                // wake its watches at once.
+                poll_interval: Some(std::time::Duration::from_secs(30)),
                 ..Default::default()
             },
         )

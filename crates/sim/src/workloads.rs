@@ -52,13 +52,13 @@ pub(crate) fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
                 }
                 tracing::warn!(error = %e, "workload pass failed");
             }
-            // Wake on any change to workloads or pods, or resync every 5 s.
+            // Wake on any change to workloads or pods, or resync every 30 s.
             let mut apps = store.watch("/registry/apps/", from);
             let mut pods = store.watch(PODS, from);
             tokio::select! {
                 _ = apps.next() => {}
                 _ = pods.next() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

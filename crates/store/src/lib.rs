@@ -184,6 +184,11 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     /// Maximum connections in the pool.
     pub max_connections: u32,
+    /// How often watches look for writes made by other processes, where
+    /// the backend cannot be told of them (SQLite); `None` keeps the
+    /// backend's default. A process that is the file's only writer can
+    /// poll rarely: its own writes wake watches at once.
+    pub poll_interval: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -191,6 +196,7 @@ impl Default for StoreOptions {
         Self {
             connect_timeout: Duration::from_secs(10),
             max_connections: 16,
+            poll_interval: None,
         }
     }
 }

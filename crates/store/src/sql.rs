@@ -91,6 +91,8 @@ pub(crate) struct SqlBackend {
     /// Woken by the PostgreSQL listener on every remote commit.
     remote_change: Arc<Notify>,
     listener: Option<JoinHandle<()>>,
+    /// See [`StoreOptions::poll_interval`].
+    poll: Duration,
 }
 
 /// What a write does once the key's latest row is known.
@@ -171,6 +173,7 @@ impl SqlBackend {
             write_lock: Mutex::new(()),
             remote_change: Arc::new(Notify::new()),
             listener: None,
+            poll: opts.poll_interval.unwrap_or(Duration::from_millis(500)),
         })
     }
 
@@ -221,6 +224,7 @@ impl SqlBackend {
             write_lock: Mutex::new(()),
             remote_change,
             listener: Some(listener),
+            poll: opts.poll_interval.unwrap_or(Duration::from_secs(2)),
         })
     }
 
@@ -634,10 +638,7 @@ impl Backend for SqlBackend {
     }
 
     fn poll_interval(&self) -> Duration {
-        match self.dialect {
-            Dialect::Sqlite => Duration::from_millis(500),
-            Dialect::Postgres => Duration::from_secs(2),
-        }
+        self.poll
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
