@@ -281,22 +281,7 @@ impl Strategy for Clusters {
         if column.name != "State" {
             return obj.pointer(column.pointer).cloned().unwrap_or(Value::Null);
         }
-        let condition = |t: &str| {
-            obj.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-                .and_then(|c| c["status"].as_str())
-                .map(str::to_owned)
-        };
-        let state = match (
-            condition("Connected").as_deref(),
-            condition("Ready").as_deref(),
-        ) {
-            (_, Some("True")) => "Active",
-            (Some("False"), _) | (_, Some("False")) => "Unavailable",
-            _ => "Pending",
-        };
-        Value::String(state.to_owned())
+        Value::String(api::cluster_state(obj).to_owned())
     }
 
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {

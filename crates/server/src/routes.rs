@@ -1,6 +1,6 @@
 //! The HTTP surface. Public endpoints: `/ping`, `/healthz`, `/cacerts`,
-//! `/metrics`. Anything else answers as kube-apiserver does, with a
-//! `metav1.Status`.
+//! `/metrics`; the web UI under `/dashboard/` (crate `drover-ui`). Anything
+//! else answers as kube-apiserver does, with a `metav1.Status`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             crate::authn::require,
         ));
-    Router::new()
+    let app = Router::new()
         .merge(authenticated)
         .route("/v1-public/login", post(crate::authn::login))
         .route("/v1-public/import/{file}", get(crate::import::manifest))
@@ -66,7 +66,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state.clone());
+    // The web UI calls the API and the proxy above in process.
+    app.clone()
+        .merge(drover_ui::router(app, state.ca_pem.to_string()))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -1,0 +1,144 @@
+//! Drover's web UI, under `/dashboard/`.
+//!
+//! Pages are rendered on the server (maud) and read and write through the
+//! management API in process, as the signed-in user ([`api`]); a little
+//! plain JavaScript (`assets/app.js`) copies commands and applies the
+//! clusters' live updates, which arrive as server-sent events. There is no
+//! front-end build step.
+//!
+//! # Layout
+//! - [`api`]: the in-process API client.
+//! - [`session`]: the session cookie, CSRF tokens, security headers.
+//! - [`view`]: the page frame and shared pieces.
+//! - `pages`: clusters, projects, members, users, API keys, settings,
+//!   sign-in.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub(crate) mod api;
+pub(crate) mod error;
+mod pages;
+pub(crate) mod session;
+pub(crate) mod view;
+
+use pages::{admin, auth, clusters, members, projects};
+
+/// What the pages share.
+pub(crate) struct Ui {
+    api: api::Api,
+    ca_pem: String,
+}
+
+/// The UI's routes. `api` is the server's own router (management API and
+/// cluster proxy), which the pages call in process; `ca_pem` is the
+/// server's CA, whose checksum the settings page shows.
+pub fn router(api: Router, ca_pem: String) -> Router {
+    let ui = Arc::new(Ui {
+        api: api::Api::new(api),
+        ca_pem,
+    });
+    let home = || async { Redirect::to("/dashboard/clusters") };
+    Router::new()
+        .route("/", get(home))
+        .route("/dashboard", get(home))
+        .route("/dashboard/", get(home))
+        .route("/dashboard/static/app.css", get(css))
+        .route("/dashboard/static/app.js", get(js))
+        .route("/dashboard/login", get(auth::login_page).post(auth::login))
+        .route("/dashboard/logout", post(auth::logout))
+        .route(
+            "/dashboard/password",
+            get(auth::password_page).post(auth::change_password),
+        )
+        .route(
+            "/dashboard/clusters",
+            get(clusters::list).post(clusters::create),
+        )
+        .route("/dashboard/clusters/events", get(clusters::events))
+        .route("/dashboard/clusters/new", get(clusters::new_page))
+        .route("/dashboard/clusters/{id}", get(clusters::detail))
+        .route(
+            "/dashboard/clusters/{id}/import",
+            get(clusters::import_page),
+        )
+        .route(
+            "/dashboard/clusters/{id}/kubeconfig",
+            post(clusters::kubeconfig),
+        )
+        .route(
+            "/dashboard/clusters/{id}/delete",
+            get(clusters::delete_page).post(clusters::delete),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects",
+            post(clusters::create_project),
+        )
+        .route(
+            "/dashboard/clusters/{id}/members",
+            post(members::add_to_cluster),
+        )
+        .route(
+            "/dashboard/clusters/{id}/members/{binding}/delete",
+            post(members::remove_from_cluster),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects/{pid}",
+            get(projects::detail),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects/{pid}/namespaces",
+            post(projects::create_namespace),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects/{pid}/namespaces/{ns}/move",
+            post(projects::move_namespace),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects/{pid}/members",
+            post(members::add_to_project),
+        )
+        .route(
+            "/dashboard/clusters/{id}/projects/{pid}/members/{binding}/delete",
+            post(members::remove_from_project),
+        )
+        .route(
+            "/dashboard/users",
+            get(admin::users).post(admin::create_user),
+        )
+        .route("/dashboard/users/{name}/enabled", post(admin::set_enabled))
+        .route("/dashboard/users/{name}/admin", post(admin::set_admin_flag))
+        .route(
+            "/dashboard/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
+        .route("/dashboard/tokens/{name}/delete", post(admin::delete_token))
+        .route("/dashboard/settings", get(admin::settings))
+        .layer(axum::middleware::from_fn(session::check_csrf))
+        .layer(axum::middleware::from_fn(session::security_headers))
+        .with_state(ui)
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../assets/app.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../assets/app.js"),
+    )
+}

@@ -1,0 +1,594 @@
+//! The clusters table (filtered and paged by the server, live by
+//! server-sent events), importing a cluster, and one cluster's page: its
+//! nodes, projects and members, its kubeconfig, and its deletion.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, Method};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use futures::{Stream, StreamExt};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::{seg, MGMT};
+use crate::error::UiError;
+use crate::pages::members;
+use crate::session::Session;
+use crate::view::{self, s, Section};
+use crate::Ui;
+
+/// Clusters per page of the table.
+const PAGE_SIZE: usize = 50;
+
+/// One row of the clusters table, also sent as a live event.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    id: String,
+    display: String,
+    state: &'static str,
+    version: String,
+    nodes: String,
+    cpu: String,
+    memory: String,
+}
+
+impl Row {
+    fn of(c: &Value) -> Row {
+        let id = s(c, "/metadata/name").to_owned();
+        let display = match s(c, "/spec/displayName") {
+            "" => id.clone(),
+            d => d.to_owned(),
+        };
+        Row {
+            id,
+            display,
+            state: drover_core::api::cluster_state(c),
+            version: match s(c, "/status/version") {
+                "" => "–".into(),
+                v => v.to_owned(),
+            },
+            nodes: c
+                .pointer("/status/nodeCount")
+                .and_then(Value::as_u64)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "–".into()),
+            cpu: view::cpu(c.pointer("/status/capacity/cpu").and_then(Value::as_str)),
+            memory: view::memory(c.pointer("/status/capacity/memory").and_then(Value::as_str)),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+/// What a `?notice=` code says.
+pub(crate) fn notice_text(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "password" => "Your password was changed.",
+        "deleted" => "The cluster is being removed.",
+        "member-added" => "The member was added.",
+        "member-removed" => "The member was removed.",
+        "project-created" => "The project was created.",
+        "namespace-created" => "The namespace was created.",
+        "namespace-moved" => "The namespace was moved.",
+        "user-created" => "The user was created.",
+        "user-changed" => "The user was changed.",
+        "key-deleted" => "The API key was deleted.",
+        _ => return None,
+    })
+}
+
+/// `GET /dashboard/clusters`.
+pub(crate) async fn list(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Query(q): Query<ListQuery>,
+) -> Result<Markup, UiError> {
+    let list = ui
+        .api
+        .get(&format!("{MGMT}/clusters"), &session.token)
+        .await?;
+    let rv = s(&list, "/metadata/resourceVersion").to_owned();
+    let needle = q.q.trim().to_lowercase();
+    let mut rows: Vec<Row> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Row::of)
+        .filter(|r| {
+            needle.is_empty()
+                || r.display.to_lowercase().contains(&needle)
+                || r.id.contains(&needle)
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.display.to_lowercase(), &a.id).cmp(&(b.display.to_lowercase(), &b.id)));
+    let total = rows.len();
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    let shown = &rows[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(total)];
+    let link = |p: usize| {
+        let mut url = format!("/dashboard/clusters?page={p}");
+        if !q.q.is_empty() {
+            url.push_str("&q=");
+            url.push_str(&seg(&q.q));
+        }
+        url
+    };
+    // New clusters appear live on the first, unfiltered page.
+    let live_adds = page == 1 && needle.is_empty() && total < PAGE_SIZE;
+    Ok(view::page(
+        "Clusters",
+        &session,
+        Section::Clusters,
+        html! {
+            div.heading {
+                h1 { "Clusters" }
+                a.button href="/dashboard/clusters/new" { "Import cluster" }
+            }
+            (view::notice(notice_text(q.notice.as_deref())))
+            form.filter method="get" action="/dashboard/clusters" role="search" {
+                label for="q" { "Filter by name" }
+                input #q name="q" type="search" value=(q.q);
+                button type="submit" { "Filter" }
+            }
+            p.count { (if total == 0 { "No clusters".to_owned() } else { format!("Showing {}–{} of {total}", (page - 1) * PAGE_SIZE + 1, (page - 1) * PAGE_SIZE + shown.len()) }) }
+            div.scroll {
+                table #clusters data-rv=(rv) data-live-adds=[live_adds.then_some("true")] {
+                    thead { tr {
+                        th scope="col" { "Name" }
+                        th scope="col" { "State" }
+                        th scope="col" { "Kubernetes version" }
+                        th scope="col" { "Nodes" }
+                        th scope="col" { "CPU" }
+                        th scope="col" { "Memory" }
+                    } }
+                    tbody {
+                        @for r in shown {
+                            tr data-id=(r.id) {
+                                td data-col="display" { a href={ "/dashboard/clusters/" (r.id) } { (r.display) } }
+                                td data-col="state" { (view::badge(r.state)) }
+                                td data-col="version" { (r.version) }
+                                td data-col="nodes" { (r.nodes) }
+                                td data-col="cpu" { (r.cpu) }
+                                td data-col="memory" { (r.memory) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if pages > 1 {
+                nav.pages aria-label="Pages" {
+                    @if page > 1 { a href=(link(page - 1)) rel="prev" { "‹ Previous" } }
+                    span { "Page " (page) " of " (pages) }
+                    @if page < pages { a href=(link(page + 1)) rel="next" { "Next ›" } }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    rv: String,
+    /// Only this cluster (its current state first).
+    #[serde(default)]
+    name: String,
+}
+
+/// `GET /dashboard/clusters/events`: the clusters' changes after `rv`, as
+/// server-sent events carrying the new row.
+pub(crate) async fn events(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
+    let rv: String = q.rv.chars().filter(char::is_ascii_digit).collect();
+    let mut path = format!("{MGMT}/clusters?watch=true&resourceVersion={rv}");
+    if !q.name.is_empty() {
+        path.push_str("&fieldSelector=");
+        path.push_str(&seg(&format!("metadata.name={}", q.name)));
+    }
+    let watch = ui.api.watch(&path, &session.token).await?;
+    let events = watch.filter_map(|event| async move {
+        let kind = event["type"].as_str()?;
+        let object = &event["object"];
+        if kind == "ERROR" {
+            // Typically a resourceVersion too old: the page reloads.
+            return Some(Ok(Event::default().event("reload").data("")));
+        }
+        let mut row = serde_json::to_value(Row::of(object)).ok()?;
+        row["type"] = json!(kind);
+        row["rv"] = json!(s(object, "/metadata/resourceVersion"));
+        Some(Ok(Event::default().event("cluster").data(row.to_string())))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /dashboard/clusters/new`.
+pub(crate) async fn new_page(session: Session) -> Markup {
+    view::page(
+        "Import cluster",
+        &session,
+        Section::Clusters,
+        html! {
+            h1 { "Import a cluster" }
+            p { "Drover makes a registration command; run it on the cluster and its agent connects." }
+            form method="post" action="/dashboard/clusters" {
+                (view::csrf(&session))
+                (view::field("Cluster name", "displayName", "text", true))
+                (view::field("Description (optional)", "description", "text", false))
+                button type="submit" { "Create and show the import command" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewCluster {
+    #[serde(rename = "displayName")]
+    display_name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /dashboard/clusters`: create the cluster, then show its commands.
+pub(crate) async fn create(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Form(form): Form<NewCluster>,
+) -> Result<Response, UiError> {
+    let mut spec = json!({"displayName": form.display_name.trim()});
+    if !form.description.trim().is_empty() {
+        spec["description"] = json!(form.description.trim());
+    }
+    let body = json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "spec": spec});
+    let c = ui
+        .api
+        .call(
+            Method::POST,
+            &format!("{MGMT}/clusters"),
+            &session.token,
+            Some(&body),
+        )
+        .await?;
+    let id = s(&c, "/metadata/name");
+    Ok(Redirect::to(&format!("/dashboard/clusters/{}/import", seg(id))).into_response())
+}
+
+/// `GET /dashboard/clusters/{id}/import`: the registration commands.
+pub(crate) async fn import_page(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Markup, UiError> {
+    let c = ui
+        .api
+        .get(&format!("{MGMT}/clusters/{}", seg(&id)), &session.token)
+        .await?;
+    let crt = ui
+        .api
+        .get(
+            &format!(
+                "{MGMT}/namespaces/{}/clusterregistrationtokens/default-token",
+                seg(&id)
+            ),
+            &session.token,
+        )
+        .await?;
+    let row = Row::of(&c);
+    Ok(view::page(
+        "Import cluster",
+        &session,
+        Section::Clusters,
+        html! {
+            h1 { "Import " (row.display) }
+            p { "State: " span #import-state data-id=(row.id) { (view::badge(row.state)) } }
+            h2 { "Run this on the cluster" }
+            p { "With kubectl pointed at the cluster you are importing:" }
+            pre #import-command { code { (s(&crt, "/status/command")) } }
+            (view::copy_button("import-command", "Copy command"))
+            h2 { "If the cluster cannot verify Drover's certificate" }
+            p { "This fetches the manifest without checking the server's certificate; use it only on a network you trust." }
+            pre #import-insecure { code { (s(&crt, "/status/insecureCommand")) } }
+            (view::copy_button("import-insecure", "Copy command"))
+            p { a href={ "/dashboard/clusters/" (seg(&id)) } { "Go to the cluster" } " · " a href="/dashboard/clusters" { "Back to the clusters" } }
+        },
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct NoticeQuery {
+    #[serde(default)]
+    pub(crate) notice: Option<String>,
+}
+
+/// `GET /dashboard/clusters/{id}`.
+pub(crate) async fn detail(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Markup, UiError> {
+    let token = &session.token;
+    let c = ui
+        .api
+        .get(&format!("{MGMT}/clusters/{}", seg(&id)), token)
+        .await?;
+    let row = Row::of(&c);
+    let nodes = ui
+        .api
+        .items(&format!("/k8s/clusters/{}/api/v1/nodes", seg(&id)), token)
+        .await;
+    let namespaces = ui
+        .api
+        .items(
+            &format!("/k8s/clusters/{}/api/v1/namespaces", seg(&id)),
+            token,
+        )
+        .await
+        .unwrap_or_default();
+    let projects = ui
+        .api
+        .items(&format!("{MGMT}/namespaces/{}/projects", seg(&id)), token)
+        .await
+        .unwrap_or_default();
+    let members_path = format!("{MGMT}/namespaces/{}/clusterroletemplatebindings", seg(&id));
+    let bindings = ui.api.items(&members_path, token).await.unwrap_or_default();
+    let member_form = members::form(
+        &ui,
+        &session,
+        "cluster",
+        &format!("/dashboard/clusters/{}/members", seg(&id)),
+    )
+    .await;
+    let base = format!("/dashboard/clusters/{}", seg(&id));
+    Ok(view::page(
+        &row.display,
+        &session,
+        Section::Clusters,
+        html! {
+            div.heading {
+                h1 { (row.display) }
+                div.actions {
+                    form method="post" action={ (base) "/kubeconfig" } {
+                        (view::csrf(&session))
+                        button type="submit" { "Download kubeconfig" }
+                    }
+                    a.button.secondary href={ (base) "/import" } { "Import command" }
+                    a.button.danger href={ (base) "/delete" } { "Delete cluster" }
+                }
+            }
+            (view::notice(notice_text(q.notice.as_deref())))
+            dl.summary {
+                dt { "State" } dd { span #cluster-state data-id=(row.id) { (view::badge(row.state)) } }
+                dt { "ID" } dd { code { (row.id) } }
+                dt { "Kubernetes version" } dd { (row.version) }
+                dt { "Nodes" } dd { (row.nodes) }
+                dt { "CPU" } dd { (row.cpu) }
+                dt { "Memory" } dd { (row.memory) }
+                dt { "Last heartbeat" } dd { (match s(&c, "/status/lastHeartbeat") { "" => "–", h => h }) }
+            }
+            section aria-labelledby="nodes-h" {
+                h2 #nodes-h { "Nodes" }
+                @match &nodes {
+                    Err(e) => p.error { "The nodes cannot be read now: " (e) }
+                    Ok(nodes) => div.scroll { table #nodes {
+                        thead { tr {
+                            th scope="col" { "Name" } th scope="col" { "Conditions" }
+                            th scope="col" { "CPU" } th scope="col" { "Memory" } th scope="col" { "Kubelet" }
+                        } }
+                        tbody { @for n in nodes {
+                            tr {
+                                td { (s(n, "/metadata/name")) }
+                                td { (node_conditions(n)) }
+                                td { (view::cpu(n.pointer("/status/capacity/cpu").and_then(Value::as_str))) }
+                                td { (view::memory(n.pointer("/status/capacity/memory").and_then(Value::as_str))) }
+                                td { (s(n, "/status/nodeInfo/kubeletVersion")) }
+                            }
+                        } }
+                    } }
+                }
+            }
+            section aria-labelledby="projects-h" {
+                h2 #projects-h { "Projects" }
+                div.scroll { table #projects {
+                    thead { tr { th scope="col" { "Project" } th scope="col" { "Namespaces" } } }
+                    tbody { @for p in &projects {
+                        @let pid = s(p, "/metadata/name");
+                        tr {
+                            td { a href={ (base) "/projects/" (seg(pid)) } { (project_name(p)) } }
+                            td { (project_namespaces(&namespaces, &id, pid).join(", ")) }
+                        }
+                    } }
+                } }
+                form.inline method="post" action={ (base) "/projects" } {
+                    (view::csrf(&session))
+                    (view::field("New project name", "displayName", "text", true))
+                    button type="submit" { "Create project" }
+                }
+            }
+            section aria-labelledby="members-h" {
+                h2 #members-h { "Members" }
+                (members::table(&session, &bindings, &format!("{base}/members")))
+                (member_form)
+            }
+        },
+    ))
+}
+
+/// A project's display name, or its id.
+pub(crate) fn project_name(p: &Value) -> &str {
+    match s(p, "/spec/displayName") {
+        "" => s(p, "/metadata/name"),
+        d => d,
+    }
+}
+
+/// The names of the namespaces of project `pid` in `cluster`.
+pub(crate) fn project_namespaces<'a>(
+    namespaces: &'a [Value],
+    cluster: &str,
+    pid: &str,
+) -> Vec<&'a str> {
+    let want = format!("{cluster}:{pid}");
+    namespaces
+        .iter()
+        .filter(|n| {
+            n.pointer("/metadata/annotations/drover.io~1project-id")
+                .and_then(Value::as_str)
+                == Some(want.as_str())
+        })
+        .map(|n| s(n, "/metadata/name"))
+        .collect()
+}
+
+fn node_conditions(n: &Value) -> Markup {
+    let conditions: Vec<&Value> = n
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    html! {
+        @for c in conditions {
+            @let t = s(c, "/type");
+            @let st = s(c, "/status");
+            // Ready should be True; the pressure conditions should be False.
+            @let good = (t == "Ready") == (st == "True");
+            span class=(if good { "cond ok" } else { "cond bad" }) { (t) "=" (st) } " "
+        }
+    }
+}
+
+/// `POST /dashboard/clusters/{id}/kubeconfig`: a kubeconfig to download.
+pub(crate) async fn kubeconfig(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let yaml = ui
+        .api
+        .bytes(
+            Method::POST,
+            &format!("{MGMT}/clusters/{}/kubeconfig", seg(&id)),
+            &session.token,
+        )
+        .await?;
+    let file: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/yaml".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}.kubeconfig.yaml\""),
+            ),
+        ],
+        yaml,
+    )
+        .into_response())
+}
+
+/// `GET /dashboard/clusters/{id}/delete`: ask first.
+pub(crate) async fn delete_page(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Markup, UiError> {
+    let c = ui
+        .api
+        .get(&format!("{MGMT}/clusters/{}", seg(&id)), &session.token)
+        .await?;
+    let row = Row::of(&c);
+    Ok(view::page(
+        "Delete cluster",
+        &session,
+        Section::Clusters,
+        html! {
+            h1 { "Delete " (row.display) "?" }
+            p { "Drover removes its agent and everything it made in the cluster, and revokes the cluster's tokens. The cluster itself keeps running." }
+            form method="post" action={ "/dashboard/clusters/" (seg(&id)) "/delete" } {
+                (view::csrf(&session))
+                div.field {
+                    label for="confirm" { "Type " strong { (row.id) } " to confirm" }
+                    input #confirm name="confirm" type="text" required autocomplete="off";
+                }
+                button.danger type="submit" { "Delete cluster" }
+                " "
+                a href={ "/dashboard/clusters/" (seg(&id)) } { "Cancel" }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Confirm {
+    confirm: String,
+}
+
+/// `POST /dashboard/clusters/{id}/delete`.
+pub(crate) async fn delete(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<Confirm>,
+) -> Result<Response, UiError> {
+    if form.confirm.trim() != id {
+        return Err(UiError::BadRequest(format!(
+            "type the cluster's id {id:?} to delete it"
+        )));
+    }
+    ui.api
+        .call(
+            Method::DELETE,
+            &format!("{MGMT}/clusters/{}", seg(&id)),
+            &session.token,
+            None,
+        )
+        .await?;
+    Ok(Redirect::to("/dashboard/clusters?notice=deleted").into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewProject {
+    #[serde(rename = "displayName")]
+    display_name: String,
+}
+
+/// `POST /dashboard/clusters/{id}/projects`.
+pub(crate) async fn create_project(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<NewProject>,
+) -> Result<Response, UiError> {
+    let body = json!({"apiVersion": "management.drover.io/v1", "kind": "Project",
+        "spec": {"displayName": form.display_name.trim(), "clusterName": id}});
+    ui.api
+        .call(
+            Method::POST,
+            &format!("{MGMT}/namespaces/{}/projects", seg(&id)),
+            &session.token,
+            Some(&body),
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/dashboard/clusters/{}?notice=project-created",
+        seg(&id)
+    ))
+    .into_response())
+}

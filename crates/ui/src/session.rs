@@ -1,0 +1,182 @@
+//! Sessions and CSRF.
+//!
+//! Signing in creates an ordinary API token (stored hashed, revoked at
+//! sign-out) and keeps it in a `__Host-` cookie that is `HttpOnly`,
+//! `Secure` and `SameSite=Strict`. Every form carries a CSRF token derived
+//! from the session's secret (a SHA-256 under a domain label), checked in
+//! constant time before any handler runs; the sign-in form, which has no
+//! session yet, uses a random token that must match a cookie of its own.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::Api;
+use crate::error::UiError;
+use crate::Ui;
+
+/// The session cookie: the user's API token.
+pub(crate) const SESSION_COOKIE: &str = "__Host-drover-session";
+/// The sign-in form's CSRF cookie.
+pub(crate) const LOGIN_COOKIE: &str = "__Host-drover-signin";
+/// The form field every POST carries.
+pub(crate) const CSRF_FIELD: &str = "_csrf";
+/// Largest form accepted.
+const MAX_FORM: usize = 64 * 1024;
+
+/// A cookie's value from the request headers.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `Set-Cookie` for a secure, script-invisible, same-site-only cookie.
+pub(crate) fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `Set-Cookie` that removes a cookie.
+pub(crate) fn clear_cookie(name: &str) -> HeaderValue {
+    set_cookie(name, "", 0)
+}
+
+/// The CSRF token of a session.
+pub(crate) fn csrf_for(session_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"drover-ui-csrf\0");
+    h.update(session_token.as_bytes());
+    hex::encode(&h.finalize()[..20])
+}
+
+fn same(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Refuse every POST whose `_csrf` field does not match the session's (or,
+/// for the sign-in form, its cookie's) token; pass the form on untouched.
+pub(crate) async fn check_csrf(req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+        return UiError::BadRequest(format!("the form is larger than {MAX_FORM} bytes"))
+            .into_response();
+    };
+    let given = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .ok()
+        .and_then(|fields| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == CSRF_FIELD)
+                .map(|(_, v)| v)
+        })
+        .unwrap_or_default();
+    let expected = if parts.uri.path() == "/dashboard/login" {
+        cookie(&parts.headers, LOGIN_COOKIE)
+    } else {
+        cookie(&parts.headers, SESSION_COOKIE).map(|t| csrf_for(&t))
+    };
+    match expected {
+        Some(expected) if same(&expected, &given) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        _ => {
+            tracing::info!(path = %parts.uri.path(), "UI form refused: CSRF token missing or wrong");
+            UiError::Csrf.into_response()
+        }
+    }
+}
+
+/// The signed-in user of a page.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    /// Their API token (the cookie's value).
+    pub token: String,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    /// Their user name, as the API knows it.
+    pub user: String,
+}
+
+impl Session {
+    /// The token's name (`token-xxxxx`), which revokes it.
+    pub(crate) fn token_name(&self) -> &str {
+        self.token.split(':').next().unwrap_or_default()
+    }
+}
+
+impl FromRequestParts<Arc<Ui>> for Session {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Self, UiError> {
+        let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(UiError::SignedOut)?;
+        let user = whoami(&ui.api, &token).await?;
+        Ok(Session {
+            csrf: csrf_for(&token),
+            token,
+            user,
+        })
+    }
+}
+
+/// Who holds `token`, from a SelfSubjectReview (which a user who must
+/// change their password may still make).
+pub(crate) async fn whoami(api: &Api, token: &str) -> Result<String, UiError> {
+    let review = api
+        .call(
+            Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            token,
+            Some(&serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})),
+        )
+        .await?;
+    review["status"]["userInfo"]["username"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(UiError::SignedOut)
+}
+
+/// Headers every UI answer carries: a strict Content-Security-Policy (no
+/// inline script or style, nothing from elsewhere, no framing), no caching
+/// of pages that may hold secrets, no MIME sniffing, no referrer.
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,161 @@
+//! The page frame and the small pieces pages share. Everything is built
+//! with maud, which escapes every interpolated string: a user-chosen name
+//! is always text, never markup.
+
+use maud::{html, Markup, DOCTYPE};
+use serde_json::Value;
+
+use crate::session::{Session, CSRF_FIELD};
+
+/// Which top-level section a page belongs to (marked in the navigation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Clusters,
+    Users,
+    Tokens,
+    Settings,
+}
+
+/// A page for a signed-in user.
+pub(crate) fn page(title: &str, session: &Session, section: Section, main: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Section| {
+        html! {
+            li { a href=(href) aria-current=[(section == this).then_some("page")] { (label) } }
+        }
+    };
+    frame(
+        title,
+        html! {
+            header.top {
+                a.brand href="/dashboard/clusters" { "Drover" }
+                nav aria-label="Main" {
+                    ul {
+                        (link("/dashboard/clusters", "Clusters", Section::Clusters))
+                        (link("/dashboard/users", "Users", Section::Users))
+                        (link("/dashboard/tokens", "API keys", Section::Tokens))
+                        (link("/dashboard/settings", "Settings", Section::Settings))
+                    }
+                }
+                form.signout method="post" action="/dashboard/logout" {
+                    (csrf(session))
+                    span.who { "Signed in as " strong { (session.user) } }
+                    button type="submit" { "Sign out" }
+                }
+            }
+            main #main tabindex="-1" { (main) }
+        },
+    )
+}
+
+/// A page without navigation (sign-in, errors).
+pub(crate) fn bare(title: &str, main: Markup) -> Markup {
+    frame(
+        title,
+        html! {
+            header.top { a.brand href="/dashboard/clusters" { "Drover" } }
+            main #main.narrow tabindex="-1" { (main) }
+        },
+    )
+}
+
+fn frame(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Drover" }
+                link rel="stylesheet" href="/dashboard/static/app.css";
+                script src="/dashboard/static/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                (body)
+            }
+        }
+    }
+}
+
+/// An error page.
+pub(crate) fn error_page(title: &str, message: &str) -> Markup {
+    bare(
+        title,
+        html! {
+            h1 { (title) }
+            p.error role="alert" { (message) }
+            p { a href="/dashboard/clusters" { "Back to the clusters" } }
+        },
+    )
+}
+
+/// The hidden CSRF field of a form.
+pub(crate) fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(session.csrf); }
+}
+
+/// A notice above a page's content (after an action).
+pub(crate) fn notice(text: Option<&str>) -> Markup {
+    html! {
+        @if let Some(t) = text {
+            p.notice role="status" { (t) }
+        }
+    }
+}
+
+/// A cluster state as a badge.
+pub(crate) fn badge(state: &str) -> Markup {
+    let class = match state {
+        "Active" => "badge active",
+        "Unavailable" => "badge unavailable",
+        _ => "badge pending",
+    };
+    html! { span class=(class) data-state=(state) { (state) } }
+}
+
+/// A text field with its label.
+pub(crate) fn field(label: &str, name: &str, kind: &str, required: bool) -> Markup {
+    let id = format!("f-{name}");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) name=(name) type=(kind) required[required] autocomplete=(if kind == "password" { "current-password" } else { "off" });
+        }
+    }
+}
+
+/// A button that copies the text of the element `target` (by id).
+pub(crate) fn copy_button(target: &str, label: &str) -> Markup {
+    html! { button.copy type="button" data-copy=(target) { (label) } }
+}
+
+/// CPU as cores (`40`, `1.5`).
+pub(crate) fn cpu(q: Option<&str>) -> String {
+    match q.and_then(drover_core::quantity::parse) {
+        Some(m) if m % 1000 == 0 => (m / 1000).to_string(),
+        Some(m) => format!("{:.1}", m as f64 / 1000.0),
+        None => "–".into(),
+    }
+}
+
+/// Memory in GiB (`160 GiB`).
+pub(crate) fn memory(q: Option<&str>) -> String {
+    match q.and_then(drover_core::quantity::parse) {
+        Some(m) => {
+            let gib = m as f64 / 1000.0 / f64::from(1u32 << 30);
+            if gib >= 10.0 {
+                format!("{gib:.0} GiB")
+            } else {
+                format!("{gib:.1} GiB")
+            }
+        }
+        None => "–".into(),
+    }
+}
+
+/// A string at a JSON pointer, or "".
+pub(crate) fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
