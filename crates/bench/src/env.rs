@@ -104,15 +104,45 @@ pub fn client_with_pool(
         .map_err(|e| BenchError::Setup(format!("HTTP client: {e}")))
 }
 
+/// How to start a [`Server`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// The datastore URL (default: embedded SQLite in the data directory).
+    pub datastore: Option<String>,
+    /// The data directory (default: a temporary one).
+    pub data_dir: Option<PathBuf>,
+    /// The listen address (default: a free port on 127.0.0.1).
+    pub listen: Option<String>,
+    /// The admin password (default: [`PASSWORD`]).
+    pub password: Option<String>,
+}
+
 impl Server {
     /// Start `drover server` on a free port and log in as admin.
     pub async fn start(datastore: Option<&str>) -> Result<Server, BenchError> {
+        Self::start_with(ServerOptions {
+            datastore: datastore.map(str::to_owned),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Start `drover server` as `opts` say and log in as admin.
+    pub async fn start_with(opts: ServerOptions) -> Result<Server, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("drover-bench-")
             .tempdir()
             .map_err(|e| BenchError::Setup(format!("temp dir: {e}")))?;
-        let data_dir = dir.path().join("data");
-        let port = free_port();
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let listen = opts
+            .listen
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
+        let password = opts.password.as_deref().unwrap_or(PASSWORD);
+        let datastore = opts.datastore.as_deref();
         let exe = std::env::current_exe()
             .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
         let mut cmd = Command::new(exe);
@@ -120,8 +150,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("DROVER_BOOTSTRAP_PASSWORD", PASSWORD)
+            .arg(&listen)
+            .env("DROVER_BOOTSTRAP_PASSWORD", password)
             .env("DROVER_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -131,9 +161,10 @@ impl Server {
         if let Some(ds) = datastore {
             cmd.arg("--datastore").arg(ds);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start drover server: {e}")))?;
+        let port = listen.rsplit(':').next().unwrap_or_default();
         let url = format!("https://127.0.0.1:{port}");
         let insecure = client(None, true)?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -143,7 +174,16 @@ impl Server {
                     break r.text().await.unwrap_or_default();
                 }
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                return Err(BenchError::Setup(format!(
+                    "drover server exited ({status}):\n{}",
+                    log.trim_end()
+                )));
+            }
             if Instant::now() > deadline {
+                let _ = child.kill();
                 return Err(BenchError::Setup(
                     "drover server did not start in 60 s".into(),
                 ));
@@ -153,7 +193,7 @@ impl Server {
         let http = client(Some(&ca_pem), false)?;
         let login: Value = http
             .post(format!("{url}/v1-public/login"))
-            .json(&json!({"username": "admin", "password": PASSWORD, "ttlSeconds": 86400}))
+            .json(&json!({"username": "admin", "password": password, "ttlSeconds": 86400}))
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -299,13 +339,19 @@ pub async fn import(
     })
     .await
     .map_err(|e| BenchError::Setup(format!("sim {name}: {e}")))?;
-    let c = server
-        .call(
-            reqwest::Method::POST,
-            "/apis/management.drover.io/v1/clusters",
-            Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster", "spec": {"displayName": name}})),
-        )
-        .await?;
+    // Named, so that a create the HTTP client retried after the server
+    // had done it (an HTTP/2 stream reset under load) finds its cluster.
+    let path = "/apis/management.drover.io/v1/clusters";
+    let body = json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster",
+        "metadata": {"name": name}, "spec": {"displayName": name}});
+    let c = match server.call(reqwest::Method::POST, path, Some(&body)).await {
+        Err(BenchError::Run(e)) if e.contains("409 Conflict") => {
+            server
+                .call(reqwest::Method::GET, &format!("{path}/{name}"), None)
+                .await?
+        }
+        other => other?,
+    };
     let cluster = c["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

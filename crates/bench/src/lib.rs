@@ -9,11 +9,13 @@
 //!   to the same simulated cluster; memory while a large log streams.
 //! - [`api`]: creating, listing and watching many management objects.
 //! - [`env`]: the server process, sims, agents, `/proc` readings.
+//! - [`demo`]: `drover demo`, the same parts kept running for a first look.
 //!
 //! Every loop is bounded in count and time, and everything listens on
 //! 127.0.0.1 only.
 
 pub mod api;
+pub mod demo;
 pub mod env;
 pub mod proxy;
 pub mod scale;

@@ -45,6 +45,11 @@ enum Command {
     ///
     /// Example: drover bench scale --clusters 1000 --json scale.json
     Bench(drover_bench::BenchArgs),
+    /// Start a server with simulated clusters, each imported through a real
+    /// agent, and print the web UI's address and admin password.
+    ///
+    /// Example: drover demo --clusters 3 --nodes 3
+    Demo(drover_bench::demo::DemoArgs),
     /// Print shell completions.
     ///
     /// Example: drover completion bash > /etc/bash_completion.d/drover
@@ -65,7 +70,7 @@ fn main() -> ExitCode {
     // The client commands speak to people: only warnings and errors log.
     let quiet = matches!(
         cli.command,
-        Command::Cli(_) | Command::Completion { .. } | Command::Bench(_)
+        Command::Cli(_) | Command::Completion { .. } | Command::Bench(_) | Command::Demo(_)
     );
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     // One TLS implementation for the whole process.
@@ -103,6 +108,9 @@ fn main() -> ExitCode {
             }
             Command::Cli(cmd) => drover_cli::run(cmd).await.map_err(Into::into),
             Command::Bench(args) => drover_bench::run(args).await.map_err(Into::into),
+            Command::Demo(args) => drover_bench::demo::run(args, signals.shutdown())
+                .await
+                .map_err(Into::into),
         }
     });
     match result {
