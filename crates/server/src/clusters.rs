@@ -5,7 +5,9 @@
 //!   as the agent's own identity; write `status.version`, `nodeCount`,
 //!   summed `capacity` and `allocatable`, conditions `Connected` and
 //!   `Ready`, and `lastHeartbeat` (also every 30 s while nothing changes).
-//!   When the link ends, [`mark_disconnected`].
+//!   The first status is written after the first projection, so a cluster
+//!   is Ready only once its members can use it. When the link ends,
+//!   [`mark_disconnected`].
 //! - Admin projection (same task): global admins and the cluster's owners
 //!   get a ClusterRoleBinding to `cluster-admin` labelled
 //!   `drover.io/managed=true`; bindings Drover no longer wants are deleted,
@@ -244,10 +246,12 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
         .to_owned();
     let (mut nodes, node_rv) = list_slim(link, "/api/v1/nodes", slim).await?;
     let mut sums = sum(&nodes);
-    write_status(&state.store, &link.cluster, &version, &sums).await;
     let (mut namespaces, ns_rv) = list_slim(link, "/api/v1/namespaces", project_id).await?;
     let mut projector = Projector::default();
     projector.run(state, link, &namespaces, true).await;
+    // Ready only once Drover's RBAC is in the cluster, so that a cluster
+    // shown Active is one its members can use.
+    write_status(&state.store, &link.cluster, &version, &sums).await;
 
     let mut node_events = downstream::watch(
         link,
