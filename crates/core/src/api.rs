@@ -420,6 +420,23 @@ kind!(
     ProjectRoleTemplateBinding, ProjectRoleTemplateBindingSpec, NoStatus
 );
 
+/// What people see of a cluster's conditions: `Active` (Ready),
+/// `Unavailable` (not connected or not Ready) or `Pending` (not yet known).
+pub fn cluster_state(cluster: &Value) -> &'static str {
+    let condition = |t: &str| {
+        cluster
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .and_then(|c| c["status"].as_str())
+    };
+    match (condition("Connected"), condition("Ready")) {
+        (_, Some("True")) => "Active",
+        (Some("False"), _) | (_, Some("False")) => "Unavailable",
+        _ => "Pending",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,22 +459,5 @@ mod tests {
             rt["properties"]["spec"]["properties"]["context"]["enum"],
             serde_json::json!(["cluster", "project"])
         );
-    }
-}
-
-/// What people see of a cluster's conditions: `Active` (Ready),
-/// `Unavailable` (not connected or not Ready) or `Pending` (not yet known).
-pub fn cluster_state(cluster: &Value) -> &'static str {
-    let condition = |t: &str| {
-        cluster
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-            .and_then(|c| c["status"].as_str())
-    };
-    match (condition("Connected"), condition("Ready")) {
-        (_, Some("True")) => "Active",
-        (Some("False"), _) | (_, Some("False")) => "Unavailable",
-        _ => "Pending",
     }
 }

@@ -49,6 +49,7 @@ pub fn router(api: Router, ca_pem: String) -> Router {
         .route("/dashboard/", get(home))
         .route("/dashboard/static/app.css", get(css))
         .route("/dashboard/static/app.js", get(js))
+        .route("/dashboard/static/icon.svg", get(icon))
         .route("/dashboard/login", get(auth::login_page).post(auth::login))
         .route("/dashboard/logout", post(auth::logout))
         .route(
@@ -130,6 +131,16 @@ async fn css() -> impl IntoResponse {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         include_str!("../assets/app.css"),
+    )
+}
+
+async fn icon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../assets/icon.svg"),
     )
 }
 

@@ -180,3 +180,49 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
         .or_insert(HeaderValue::from_static("no-store"));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-drover-session=token-x:s; b=2"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-drover-signin=abc"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("token-x:s"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "drover-session"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session_and_compare_exactly() {
+        let a = csrf_for("token-a:secret");
+        assert_eq!(a.len(), 40);
+        assert_ne!(a, csrf_for("token-a:other"));
+        assert!(same(&a, &a.clone()));
+        assert!(!same(&a, &a[..39]));
+        assert!(!same("", ""), "an empty token never matches");
+    }
+
+    #[test]
+    fn session_cookies_are_strict() {
+        let v = set_cookie(SESSION_COOKIE, "t", 60);
+        let v = v.to_str().unwrap();
+        for part in [
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(v.contains(part), "{v} lacks {part}");
+        }
+    }
+}

@@ -66,6 +66,7 @@ fn frame(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Drover" }
+                link rel="icon" href="/dashboard/static/icon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/dashboard/static/app.css";
                 script src="/dashboard/static/app.js" defer {}
             }

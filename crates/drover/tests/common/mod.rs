@@ -649,19 +649,28 @@ pub fn import(m: &Mgmt, admin: &str, sim: &SimProc, display: &str) -> Imported {
         stdout.contains("deployment.apps/drover-agent created"),
         "{stdout}"
     );
-    let (code, sa_token, err) = sim.kubectl(
-        &cache,
-        &["create", "token", "drover-agent", "-n", "drover-system"],
-    );
-    assert_eq!(code, 0, "{err}");
-    let agent_kubeconfig = m.dir.path().join(format!("{cluster}.agent.kubeconfig"));
-    sim.kubeconfig_with_token(&agent_kubeconfig, sa_token.trim());
+    let agent_kubeconfig = agent_kubeconfig(m, sim, &cluster);
     Imported {
         cluster,
         manifest_url,
         token,
         agent_kubeconfig,
     }
+}
+
+/// The kubeconfig the agent of `cluster` would run with in the sim: its
+/// service account's token (`kubectl create token drover-agent -n
+/// drover-system`), once the import manifest was applied.
+pub fn agent_kubeconfig(m: &Mgmt, sim: &SimProc, cluster: &str) -> PathBuf {
+    let cache = m.dir.path().join("kube-cache");
+    let (code, sa_token, err) = sim.kubectl(
+        &cache,
+        &["create", "token", "drover-agent", "-n", "drover-system"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let path = m.dir.path().join(format!("{cluster}.agent.kubeconfig"));
+    sim.kubeconfig_with_token(&path, sa_token.trim());
+    path
 }
 
 pub fn ca_checksum(m: &Mgmt) -> String {

@@ -1,0 +1,296 @@
+// Browser tests of Drover's web UI, in Debian's chromium driven by
+// playwright-core. Run by crates/drover/tests/ui.rs, which starts the
+// server and the simulated clusters and passes:
+//   DROVER_URL            https://127.0.0.1:PORT
+//   DROVER_PASSWORD       the admin password
+//   DROVER_CLUSTER        a cluster imported (Active) before the test
+//   DROVER_CHROMIUM       the browser
+//   DROVER_SCREENSHOTS    where to save screenshots
+//   DROVER_WORK           a scratch directory
+// When the test needs a cluster's agent started, it prints
+//   @@import <cluster-id> <the command the page shows>
+// and waits for the harness to answer "ok" on stdin.
+import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import { strict as assert } from "node:assert";
+import path from "node:path";
+
+const url = process.env.DROVER_URL;
+const password = process.env.DROVER_PASSWORD;
+const existing = process.env.DROVER_CLUSTER;
+const shots = process.env.DROVER_SCREENSHOTS;
+const work = process.env.DROVER_WORK;
+const XSS = "<img src=x onerror=alert(1)>";
+
+const stdin = createInterface({ input: process.stdin });
+const answers = stdin[Symbol.asyncIterator]();
+async function askHarness(line) {
+  console.log(line);
+  const { value } = await answers.next();
+  assert.equal(value, "ok", `harness answered ${value}`);
+}
+
+let step = "start";
+function say(s) {
+  step = s;
+  console.log(`- ${s}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.DROVER_CHROMIUM,
+  args: ["--headless", "--no-sandbox", "--disable-gpu"],
+});
+try {
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true, // Drover's own CA; the test checks TLS elsewhere
+    viewport: { width: 1280, height: 800 },
+    acceptDownloads: true,
+  });
+  const page = await context.newPage();
+  const dialogs = [];
+  page.on("dialog", async (d) => {
+    dialogs.push(d.message());
+    await d.dismiss();
+  });
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+
+  say("signing in");
+  await page.goto(`${url}/dashboard/`);
+  assert.match(page.url(), /\/dashboard\/login$/);
+  await shot("01-login");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "username", "the username field has focus");
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password").fill("wrong password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("Invalid username or password.").waitFor();
+  await page.getByLabel("Password").fill(password);
+  await page.getByLabel("Password").press("Enter");
+  await page.waitForURL(/\/dashboard\/clusters$/);
+  const session = (await context.cookies()).find((c) => c.name === "__Host-drover-session");
+  assert.ok(session, "a session cookie");
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.secure, true);
+  assert.equal(session.sameSite, "Strict");
+
+  // Keyboard: the first Tab reaches the skip link, shown when focused.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  assert.ok(await page.getByRole("link", { name: "Skip to content" }).isVisible());
+
+  say("the clusters table");
+  const existingRow = page.locator(`tr[data-id="${existing}"]`);
+  await existingRow.locator(".badge", { hasText: "Active" }).waitFor();
+  assert.equal(await existingRow.locator('[data-col="version"]').textContent(), "v1.31.4");
+  assert.equal(await existingRow.locator('[data-col="nodes"]').textContent(), "3");
+  const headers = await page.locator("#clusters th").allTextContents();
+  assert.deepEqual(headers, ["Name", "State", "Kubernetes version", "Nodes", "CPU", "Memory"]);
+  await page.getByLabel("Filter by name").fill("no such cluster");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.getByText("No clusters").waitFor();
+  await page.goto(`${url}/dashboard/clusters`);
+  await shot("02-clusters");
+  const resp = await page.request.get(`${url}/dashboard/clusters`);
+  const csp = resp.headers()["content-security-policy"];
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+
+  say("importing a cluster whose name is markup");
+  await page.getByRole("link", { name: "Import cluster" }).click();
+  await page.getByLabel("Cluster name").fill(XSS);
+  await page.getByRole("button", { name: /Create and show/ }).click();
+  await page.waitForURL(/\/dashboard\/clusters\/[^/]+\/import$/);
+  const id = decodeURIComponent(page.url().split("/").at(-2));
+  assert.equal(await page.locator("h1").textContent(), `Import ${XSS}`);
+  assert.equal(await page.locator("main img").count(), 0, "the name is text, not an image");
+  const command = (await page.locator("#import-command").textContent()).trim();
+  assert.match(command, /^kubectl apply -f https:\/\/127\.0\.0\.1:\d+\/v1-public\/import\/[a-z0-9]+\.yaml$/);
+  const insecure = (await page.locator("#import-insecure").textContent()).trim();
+  assert.match(insecure, /^curl --insecure -sfL https:\/\/.+ \| kubectl apply -f -$/);
+  await page.getByRole("button", { name: "Copy command" }).first().click();
+  await shot("03-import");
+
+  say("the new cluster turns Active without a reload");
+  await page.getByRole("link", { name: "Back to the clusters" }).click();
+  const row = page.locator(`tr[data-id="${id}"]`);
+  await row.locator(".badge", { hasText: "Pending" }).waitFor();
+  assert.equal(await row.locator("a").textContent(), XSS);
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await askHarness(`@@import ${id} ${insecure}`);
+  const started = Date.now();
+  await row.locator(".badge", { hasText: "Active" }).waitFor({ timeout: 30000 });
+  console.log(`  Active on the page ${Date.now() - started} ms after the agent started`);
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, "no reload happened");
+  assert.equal(await row.locator('[data-col="nodes"]').textContent(), "3");
+
+  say("a cluster's page: nodes");
+  await row.locator("a").click();
+  await page.waitForURL(new RegExp(`/dashboard/clusters/${id}$`));
+  await page.locator("#nodes tbody tr").nth(2).waitFor();
+  assert.equal(await page.locator("#nodes tbody tr").count(), 3);
+  const firstNode = await page.locator("#nodes tbody tr").first().textContent();
+  assert.match(firstNode, /Ready=True/);
+  assert.match(firstNode, /v1\.31\.4/);
+  await shot("04-cluster");
+
+  say("adding a user");
+  await page.getByRole("link", { name: "Users" }).click();
+  await page.getByLabel("Username").fill("bob");
+  await page.getByLabel("Display name").fill("Bob Builder");
+  await page.getByLabel(/^Password/).fill("bob has a long password");
+  await page.getByLabel("Must change the password at first sign-in").uncheck();
+  await page.getByRole("button", { name: "Add user" }).click();
+  await page.getByText("The user was created.").waitFor();
+  assert.match(await page.locator("#users").textContent(), /Bob Builder/);
+  await shot("05-users");
+
+  say("adding a member to the cluster");
+  await page.goto(`${url}/dashboard/clusters/${id}`);
+  await page.getByLabel("User", { exact: true }).selectOption("bob");
+  await page.getByLabel("Role", { exact: true }).selectOption("cluster-member");
+  await page.getByRole("button", { name: "Add member" }).click();
+  await page.getByText("The member was added.").waitFor();
+  const members = await page.locator("table.members").textContent();
+  assert.match(members, /bob\s*cluster-member/);
+
+  say("downloading a kubeconfig that works with kubectl");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download kubeconfig" }).click(),
+  ]);
+  const kubeconfig = path.join(work, "ui.kubeconfig");
+  await download.saveAs(kubeconfig);
+  const nodes = execFileSync("kubectl", ["--kubeconfig", kubeconfig, "get", "nodes", "-o", "name"], { encoding: "utf8" });
+  assert.equal(nodes.trim().split("\n").length, 3, nodes);
+
+  say("a project: namespaces and quota");
+  await page.getByRole("link", { name: "Default" }).click();
+  await page.getByRole("heading", { name: "Quota" }).waitFor();
+  await page.getByLabel("New namespace").fill("ui-made");
+  await page.getByRole("button", { name: "Create namespace" }).click();
+  await page.getByText("The namespace was created.").waitFor();
+  assert.match(await page.locator("#namespaces").textContent(), /ui-made/);
+  await shot("06-project");
+
+  say("quota usage as bars");
+  await page.goto(`${url}/dashboard/clusters/${existing}`);
+  await page.getByRole("link", { name: "team" }).click();
+  const meter = page.getByRole("meter", { name: "pods used" });
+  for (let i = 0; i < 40 && (await meter.getAttribute("value")) !== "2"; i++) {
+    await page.waitForTimeout(250);
+    await page.reload();
+  }
+  assert.equal(await meter.getAttribute("value"), "2");
+  assert.equal(await meter.getAttribute("max"), "10");
+  assert.match(await page.locator("dl.quota").textContent(), /2 of 10/);
+  assert.match(await page.locator("#namespaces").textContent(), /team-ns/);
+  await shot("06-project-quota");
+
+  say("API keys: the secret is shown once");
+  await page.getByRole("link", { name: "API keys" }).click();
+  await page.getByLabel("Description").fill("key from the browser test");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = (await page.locator("#new-key").textContent()).trim();
+  assert.match(secret, /^token-[a-z0-9]+:[a-z0-9]+$/);
+  await shot("07-api-key-created");
+  const keyName = secret.split(":")[0];
+  const whoami = await page.request.post(`${url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {
+    headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/json" },
+    data: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  assert.equal(whoami.status(), 201, "the new key works");
+  await page.goto(`${url}/dashboard/tokens`);
+  const listed = await page.content();
+  assert.ok(listed.includes(keyName), "the key is listed");
+  assert.ok(!listed.includes(secret.split(":")[1]), "the secret is not shown again");
+  await page.getByRole("button", { name: `Delete key ${keyName}` }).click();
+  await page.getByText("The API key was deleted.").waitFor();
+  assert.ok(!(await page.content()).includes(keyName));
+  const revoked = await page.request.post(`${url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {
+    headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/json" },
+    data: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  assert.equal(revoked.status(), 401, "the deleted key no longer works");
+
+  say("a form posted without the CSRF token is refused");
+  const forged = await page.request.post(`${url}/dashboard/tokens`, { form: { description: "forged" } });
+  assert.equal(forged.status(), 403);
+  const wrong = await page.request.post(`${url}/dashboard/tokens`, { form: { description: "forged", _csrf: "0".repeat(40) } });
+  assert.equal(wrong.status(), 403);
+  await page.goto(`${url}/dashboard/tokens`);
+  assert.ok(!(await page.content()).includes("forged"), "no key was made");
+
+  say("settings");
+  await page.getByRole("link", { name: "Settings" }).click();
+  assert.match(await page.locator("#ca-checksum").textContent(), /^[0-9a-f]{64}$/);
+  await shot("08-settings");
+
+  say("every visible field has a label");
+  for (const p of ["/dashboard/clusters", `/dashboard/clusters/${id}`, "/dashboard/users", "/dashboard/tokens"]) {
+    await page.goto(`${url}${p}`);
+    const unlabeled = await page.evaluate(() =>
+      [...document.querySelectorAll("input:not([type=hidden]), select")]
+        .filter((el) => el.labels.length === 0 && !el.getAttribute("aria-label"))
+        .map((el) => el.name));
+    assert.deepEqual(unlabeled, [], `unlabeled fields on ${p}`);
+  }
+
+  say("a narrow screen");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${url}/dashboard/clusters`);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);
+  await shot("09-clusters-narrow");
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  say("a user who must change their password");
+  await page.goto(`${url}/dashboard/users`);
+  await page.getByLabel("Username").fill("carol");
+  await page.getByLabel(/^Password/).fill("carol has a first password");
+  await page.getByRole("button", { name: "Add user" }).click();
+  await page.getByText("The user was created.").waitFor();
+  const carol = await browser.newContext({ ignoreHTTPSErrors: true });
+  const cp = await carol.newPage();
+  await cp.goto(`${url}/dashboard/login`);
+  await cp.getByLabel("Username").fill("carol");
+  await cp.getByLabel("Password").fill("carol has a first password");
+  await cp.getByRole("button", { name: "Sign in" }).click();
+  await cp.waitForURL(/\/dashboard\/password\?forced=1$/);
+  await cp.getByLabel("Current password").fill("carol has a first password");
+  await cp.getByLabel("New password", { exact: true }).fill("carol has a better password");
+  await cp.getByLabel("New password, again").fill("carol has a better password");
+  await cp.getByRole("button", { name: "Change password" }).click();
+  await cp.waitForURL(/\/dashboard\/clusters\?notice=password$/);
+  await cp.getByText("Your password was changed.").waitFor();
+  await carol.close();
+
+  say("signing out");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/dashboard\/login$/);
+  await page.goto(`${url}/dashboard/clusters`);
+  assert.match(page.url(), /\/dashboard\/login$/, "the session is gone");
+  const after = await page.request.post(`${url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {
+    headers: { Authorization: `Bearer ${session.value}`, "Content-Type": "application/json" },
+    data: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  assert.equal(after.status(), 401, "sign-out revoked the session's token");
+
+  assert.deepEqual(dialogs, [], "no dialog opened");
+  // Refused requests (the wrong password's 401) are logged by the browser
+  // too; anything else is a script error.
+  assert.deepEqual(consoleErrors.filter((e) => !e.startsWith("Failed to load resource: the server responded with a status of 401")), [], "no script errors");
+  console.log("@@done");
+} catch (e) {
+  console.error(`failed at step: ${step}`);
+  for (const ctx of browser.contexts()) {
+    for (const [i, p] of ctx.pages().entries()) {
+      await p.screenshot({ path: path.join(shots, `failed-${i}.png`), fullPage: true }).catch(() => {});
+    }
+  }
+  throw e;
+} finally {
+  await browser.close();
+  stdin.close();
+}
