@@ -1066,7 +1066,7 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
 pub(crate) struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
-    rules: Option<(RuleSet, String)>,
+    rules: Option<(std::sync::Arc<RuleSet>, String)>,
     ctx: Context,
 }
 

@@ -279,8 +279,9 @@ pub trait Strategy: Send + Sync + 'static {
 
 /// Decides whether a user may do something.
 pub trait Authorizer: Send + Sync + 'static {
-    /// The rules the user holds.
-    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>>;
+    /// The rules the user holds (shared: an administrator of ten thousand
+    /// clusters holds many, and every request reads them).
+    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<Arc<RuleSet>, ApiError>>;
 
     /// Whether the user may do what `attrs` describes.
     fn authorize<'a>(

@@ -52,14 +52,17 @@ struct TestAuthz {
     limited: Mutex<Option<(String, RuleSet)>>,
 }
 impl Authorizer for TestAuthz {
-    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>> {
+    fn rules<'a>(
+        &'a self,
+        user: &'a UserInfo,
+    ) -> BoxFuture<'a, Result<std::sync::Arc<RuleSet>, ApiError>> {
         Box::pin(async move {
             match &*self.limited.lock().unwrap() {
-                Some((name, rules)) if *name == user.name => Ok(rules.clone()),
-                _ => Ok(RuleSet {
+                Some((name, rules)) if *name == user.name => Ok(std::sync::Arc::new(rules.clone())),
+                _ => Ok(std::sync::Arc::new(RuleSet {
                     cluster: vec![PolicyRule::resource(&["*"], &["*"], &["*"])],
                     ..Default::default()
-                }),
+                })),
             }
         })
     }

@@ -276,8 +276,11 @@ pub(crate) fn stated_rules(role: &Value) -> Vec<PolicyRule> {
 }
 
 impl Authorizer for SimAuthorizer {
-    fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<RuleSet, ApiError>> {
-        Box::pin(async move { Ok(self.snapshot().await?.rules_for(user)) })
+    fn rules<'a>(
+        &'a self,
+        user: &'a UserInfo,
+    ) -> BoxFuture<'a, Result<std::sync::Arc<RuleSet>, ApiError>> {
+        Box::pin(async move { Ok(std::sync::Arc::new(self.snapshot().await?.rules_for(user))) })
     }
 }
 
