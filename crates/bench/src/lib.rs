@@ -8,6 +8,7 @@
 //! - [`proxy`]: latency and throughput through Drover's proxy and directly
 //!   to the same simulated cluster; memory while a large log streams.
 //! - [`api`]: creating, listing and watching many management objects.
+//! - [`ui`]: the web UI's clusters page with many clusters.
 //! - [`env`]: the server process, sims, agents, `/proc` readings.
 //! - [`demo`]: `drover demo`, the same parts kept running for a first look.
 //!
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod env;
 pub mod proxy;
 pub mod scale;
+pub mod ui;
 
 use std::path::PathBuf;
 
@@ -68,6 +70,10 @@ enum Scenario {
     ///
     /// Example: drover bench api --objects 10000 --json api.json
     Api(api::ApiArgs),
+    /// The web UI's clusters page with many clusters.
+    ///
+    /// Example: drover bench ui --clusters 10000 --json ui.json
+    Ui(ui::UiArgs),
 }
 
 /// Run a scenario.
@@ -84,6 +90,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Api(a) => {
             let common = a.common.clone();
             (api::run(a).await?, common)
+        }
+        Scenario::Ui(a) => {
+            let common = a.common.clone();
+            (ui::run(a).await?, common)
         }
     };
     if let Some(path) = common.json {
