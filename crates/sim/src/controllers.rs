@@ -26,10 +26,13 @@ const TERMINATING_FOR: Duration = Duration::from_secs(1);
 const TERMINATING_PASS: Duration = Duration::from_millis(500);
 /// How often it looks without any change in the store.
 const IDLE_PASS: Duration = Duration::from_secs(30);
+/// How long after a change it waits for the rest of a burst.
+const CHANGE_SETTLE: Duration = Duration::from_millis(100);
 
 /// Run the namespace lifecycle (and quota usage) until the task is aborted:
-/// a pass after every change in the store, every 500 ms while a namespace
-/// terminates, and every 30 s otherwise, so an idle sim costs nothing.
+/// a pass after every burst of changes to core kinds, every 500 ms while a
+/// namespace terminates, and every 30 s otherwise, so an idle sim costs
+/// nothing.
 pub(crate) fn spawn_namespace_lifecycle(
     store: Store,
     api: Arc<ApiServer>,
@@ -53,9 +56,13 @@ pub(crate) fn spawn_namespace_lifecycle(
                     TERMINATING_PASS
                 }
             };
-            let mut changes = store.watch("/registry/", from);
+            // Namespaces, pods and quotas are all core kinds.
+            let mut changes = store.watch("/registry/core/", from);
             tokio::select! {
-                _ = changes.next(), if from > 0 => {}
+                _ = changes.next(), if from > 0 => {
+                    // Take a burst of changes (an applied manifest) in one pass.
+                    tokio::time::sleep(CHANGE_SETTLE).await;
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         }

@@ -193,8 +193,11 @@ impl Sim {
         let store = Store::open(
             &format!("sqlite://{}/state.db", dir.display()),
             StoreOptions {
-                // A sim is small, and a benchmark runs a thousand of them.
+                // A sim is small, and a benchmark runs a thousand of them
+                // on a machine they keep busy: wait for a connection
+                // rather than fail.
                 max_connections: 2,
+                connect_timeout: std::time::Duration::from_secs(60),
                 // The sim is its store's only writer, and its own writes
                 // wake its watches at once.
                 poll_interval: Some(std::time::Duration::from_secs(30)),
