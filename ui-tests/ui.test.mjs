@@ -173,6 +173,12 @@ try {
   await page.getByText("The namespace was created.").waitFor();
   assert.match(await page.locator("#namespaces").textContent(), /ui-made/);
   await shot("06-project");
+  await page.getByLabel("Project for ui-made").selectOption({ label: "System" });
+  await page.locator('form[action$="/namespaces/ui-made/move"] button').click();
+  await page.getByText("The namespace was moved.").waitFor();
+  assert.doesNotMatch(await page.locator("#namespaces").textContent(), /ui-made/);
+  await page.getByRole("link", { name: /^Cluster / }).click();
+  assert.match(await page.locator("#projects").textContent(), /System.*ui-made/s);
 
   say("quota usage as bars");
   await page.goto(`${url}/dashboard/clusters/${existing}`);
@@ -245,6 +251,18 @@ try {
   await shot("09-clusters-narrow");
   await page.setViewportSize({ width: 1280, height: 800 });
 
+  say("deleting a cluster, after confirming");
+  await page.goto(`${url}/dashboard/clusters/${id}`);
+  await page.getByRole("link", { name: "Delete cluster" }).click();
+  await page.getByLabel(/to confirm/).fill("not the id");
+  await page.getByRole("button", { name: "Delete cluster" }).click();
+  await page.getByText(/type the cluster's id/).waitFor();
+  await page.goBack();
+  await page.getByLabel(/to confirm/).fill(id);
+  await page.getByRole("button", { name: "Delete cluster" }).click();
+  await page.getByText("The cluster is being removed.").waitFor();
+  await page.locator(`tr[data-id="${id}"]`).waitFor({ state: "detached", timeout: 90000 });
+
   say("a user who must change their password");
   await page.goto(`${url}/dashboard/users`);
   await page.getByLabel("Username").fill("carol");
@@ -278,9 +296,10 @@ try {
   assert.equal(after.status(), 401, "sign-out revoked the session's token");
 
   assert.deepEqual(dialogs, [], "no dialog opened");
-  // Refused requests (the wrong password's 401) are logged by the browser
-  // too; anything else is a script error.
-  assert.deepEqual(consoleErrors.filter((e) => !e.startsWith("Failed to load resource: the server responded with a status of 401")), [], "no script errors");
+  // Refused requests the test makes on purpose (a wrong password, a wrong
+  // confirmation) are logged by the browser too; anything else is a
+  // script error.
+  assert.deepEqual(consoleErrors.filter((e) => !e.startsWith("Failed to load resource: the server responded with a status of 4")), [], "no script errors");
   console.log("@@done");
 } catch (e) {
   console.error(`failed at step: ${step}`);
