@@ -87,13 +87,29 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
-        let signals = Signals::register()?;
+        // The long-running commands stop on a signal, cleaning up (a
+        // benchmark stops the processes it started); the client commands
+        // keep the default action.
+        let signals = match cli.command {
+            Command::Server(_)
+            | Command::Agent(_)
+            | Command::Sim(_)
+            | Command::Demo(_)
+            | Command::Bench(_) => Some(Signals::register()?),
+            _ => None,
+        };
+        let shutdown = async move {
+            match signals {
+                Some(s) => s.shutdown().await,
+                None => std::future::pending().await,
+            }
+        };
         match cli.command {
-            Command::Server(args) => drover_server::run(args, signals.shutdown())
+            Command::Server(args) => drover_server::run(args, shutdown)
                 .await
                 .map_err(Into::into),
-            Command::Sim(args) => run_sim(args, signals).await,
-            Command::Agent(args) => drover_agent::run(args, signals.shutdown())
+            Command::Sim(args) => run_sim(args, shutdown).await,
+            Command::Agent(args) => drover_agent::run(args, shutdown)
                 .await
                 .map_err(Into::into),
             Command::Completion { shell } => {
@@ -107,12 +123,18 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Cli(cmd) => drover_cli::run(cmd).await.map_err(Into::into),
-            Command::Bench(args) => drover_bench::run(args).await.map_err(Into::into),
-            Command::Demo(args) => drover_bench::demo::run(args, signals.shutdown())
+            Command::Bench(args) => tokio::select! {
+                done = drover_bench::run(args) => done.map_err(Into::into),
+                () = shutdown => Err(anyhow::anyhow!("interrupted; stopped what the benchmark started")),
+            },
+            Command::Demo(args) => drover_bench::demo::run(args, shutdown)
                 .await
                 .map_err(Into::into),
         }
     });
+    // Tasks still running (a failed benchmark's simulated clusters, say)
+    // must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -129,15 +151,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run `drover sim` until a signal.
-async fn run_sim(args: drover_sim::SimArgs, signals: Signals) -> anyhow::Result<()> {
+/// Run `drover sim` until `shutdown` resolves.
+async fn run_sim(
+    args: drover_sim::SimArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let sim = drover_sim::Sim::start(&args).await?;
     println!("drover sim {} serving at {}", sim.name, sim.url);
     if let Some(path) = &args.kubeconfig_out {
         println!("admin kubeconfig: {}", path.display());
     }
     tracing::info!(name = %sim.name, url = %sim.url, nodes = args.nodes, version = %args.k8s_version, "simulated cluster running");
-    signals.shutdown().await;
+    shutdown.await;
     sim.stop().await;
     Ok(())
 }
