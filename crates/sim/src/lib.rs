@@ -201,7 +201,6 @@ impl Sim {
                 // The sim is its store's only writer, and its own writes
                 // wake its watches at once.
                 poll_interval: Some(std::time::Duration::from_secs(30)),
-                ..Default::default()
             },
         )
         .await?;
