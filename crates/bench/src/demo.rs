@@ -4,9 +4,7 @@
 //! web UI's address and the admin password, and runs until stopped.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 use crate::env::{self, Server, ServerOptions};
 use crate::BenchError;
@@ -65,6 +63,7 @@ pub async fn run(
     let sims_http = env::client(None, true)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sims = Vec::new();
+    let mut names = Vec::new();
     for i in 1..=args.clusters {
         let imp = env::import(
             &server,
@@ -83,9 +82,10 @@ pub async fn run(
             })
             .await;
         });
+        names.push(imp.cluster);
         sims.push(imp.sim);
     }
-    let clusters = wait_ready(&server, args.clusters).await;
+    let clusters = env::wait_active(&server, &names, Duration::from_secs(60)).await?;
     let ca = dir.path().join("drover-ca.pem");
     let _ = std::fs::write(&ca, &server.ca_pem);
     println!();
@@ -126,38 +126,4 @@ pub async fn run(
     drop(sims);
     drop(server);
     Ok(())
-}
-
-/// Each demo cluster's name and state once all are Ready (or after 60 s).
-async fn wait_ready(server: &Server, want: usize) -> Vec<(String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = server
-            .call(
-                reqwest::Method::GET,
-                "/apis/management.drover.io/v1/clusters",
-                None,
-            )
-            .await
-            .unwrap_or(Value::Null);
-        let states: Vec<(String, String)> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                (
-                    c["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    drover_core::api::cluster_state(c).to_owned(),
-                )
-            })
-            .collect();
-        let ready = states.iter().filter(|(_, s)| s == "Active").count();
-        if ready >= want || Instant::now() > deadline {
-            return states;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -226,6 +226,18 @@ impl Server {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BenchError> {
+        let resp = self.send(method, path, body).await?;
+        Self::json(path, resp).await
+    }
+
+    /// A request as admin; the answer whatever its status (watches and
+    /// streams are read as they come).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, BenchError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -233,10 +245,13 @@ impl Server {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| BenchError::Run(format!("{path}: {e}")))?;
+            .map_err(|e| BenchError::Run(format!("{path}: {e}")))
+    }
+
+    /// An answer's JSON; non-2xx is an error.
+    async fn json(path: &str, resp: reqwest::Response) -> Result<Value, BenchError> {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -344,13 +359,15 @@ pub async fn import(
     let path = "/apis/management.drover.io/v1/clusters";
     let body = json!({"apiVersion": "management.drover.io/v1", "kind": "Cluster",
         "metadata": {"name": name}, "spec": {"displayName": name}});
-    let c = match server.call(reqwest::Method::POST, path, Some(&body)).await {
-        Err(BenchError::Run(e)) if e.contains("409 Conflict") => {
-            server
-                .call(reqwest::Method::GET, &format!("{path}/{name}"), None)
-                .await?
-        }
-        other => other?,
+    let created = server
+        .send(reqwest::Method::POST, path, Some(&body))
+        .await?;
+    let c = if created.status() == reqwest::StatusCode::CONFLICT {
+        server
+            .call(reqwest::Method::GET, &format!("{path}/{name}"), None)
+            .await?
+    } else {
+        Server::json(path, created).await?
     };
     let cluster = c["metadata"]["name"]
         .as_str()
@@ -419,6 +436,42 @@ pub async fn import(
     })
 }
 
+/// Wait until every cluster in `names` is Active (or `timeout` passes);
+/// each one's state at the end.
+pub async fn wait_active(
+    server: &Server,
+    names: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, &'static str)>, BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = server
+            .call(
+                reqwest::Method::GET,
+                "/apis/management.drover.io/v1/clusters",
+                None,
+            )
+            .await?;
+        let states: Vec<(String, &'static str)> = names
+            .iter()
+            .map(|name| {
+                let state = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["metadata"]["name"] == name.as_str())
+                    .map(drover_core::api::cluster_state)
+                    .unwrap_or("Pending");
+                (name.clone(), state)
+            })
+            .collect();
+        if states.iter().all(|(_, s)| *s == "Active") || Instant::now() > deadline {
+            return Ok(states);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `drover agent` arguments for an imported cluster.
 pub fn agent_args(server: &Server, imp: &Imported) -> drover_agent::AgentArgs {
     use sha2::{Digest, Sha256};
@@ -466,25 +519,7 @@ pub fn agent_process(args: &drover_agent::AgentArgs) -> Result<KillOnDrop, Bench
 
 /// The events of a watch response, one JSON object per line.
 pub fn watch_events(resp: reqwest::Response) -> impl futures::Stream<Item = Value> + Send {
-    use futures::StreamExt;
-    futures::stream::unfold(
-        (resp.bytes_stream(), Vec::new()),
-        |(mut body, mut buf)| async move {
-            loop {
-                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    if let Ok(event) = serde_json::from_slice::<Value>(&line) {
-                        return Some((event, (body, buf)));
-                    }
-                    continue;
-                }
-                match body.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    _ => return None,
-                }
-            }
-        },
-    )
+    drover_core::jsonl::values(resp.bytes_stream(), 64 * 1024 * 1024)
 }
 
 /// Percentile of sorted values (nearest rank).

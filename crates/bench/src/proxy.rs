@@ -108,29 +108,16 @@ pub async fn run(args: ProxyArgs) -> Result<Value, BenchError> {
     let imp = env::import(&server, &sims_http, dir.path(), "proxy-bench", 3, 10).await?;
     let agent = env::agent_process(&env::agent_args(&server, &imp))?;
     let cluster = imp.cluster.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = server
-            .call(
-                reqwest::Method::GET,
-                &format!("/apis/management.drover.io/v1/clusters/{cluster}"),
-                None,
-            )
-            .await?;
-        let ready = c["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Run(
-                "the cluster did not turn Ready in 60 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let states = env::wait_active(
+        &server,
+        std::slice::from_ref(&cluster),
+        Duration::from_secs(60),
+    )
+    .await?;
+    if states.iter().any(|(_, s)| *s != "Active") {
+        return Err(BenchError::Run(
+            "the cluster did not turn Active in 60 s".into(),
+        ));
     }
     let sim = &imp.sim;
     let sim_post = |path: String, body: Value| {

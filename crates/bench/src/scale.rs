@@ -62,12 +62,7 @@ fn follow_ready(
             let mut events = std::pin::pin!(env::watch_events(resp));
             while let Some(event) = events.next().await {
                 let obj = &event["object"];
-                let is_ready = obj["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                if is_ready {
+                if drover_core::api::cluster_state(obj) == "Active" {
                     let name = obj["metadata"]["name"]
                         .as_str()
                         .unwrap_or_default()

@@ -1,7 +1,8 @@
-//! Drover's shared domain types, with no I/O: where objects live in the store
-//! and how generated names look. Every other crate may depend on this one.
+//! Drover's shared domain types, with no I/O: where objects live in the store,
+//! how generated names look, quantities, and reading a watch's JSON lines. Every other crate may depend on this one.
 
 pub mod api;
+pub mod jsonl;
 pub mod keys;
 pub mod names;
 pub mod quantity;

@@ -120,7 +120,7 @@ fn row(name: &str, r: &Run) {
 }
 
 fn stream(url: &str, token: &str, cacert: Option<&str>, m: &Mgmt, agent: &Proc) -> Run {
-    let server_rss = || common::rss_of(m.server.child.id());
+    let server_rss = || drover_bench::env::rss(m.server.child.id());
     let server_before = server_rss();
     let agent_before = agent.rss();
     let mut args = vec!["-sS", "-o", "/dev/null", "-w", "%{size_download}"]

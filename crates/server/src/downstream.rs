@@ -131,25 +131,5 @@ pub async fn watch(
         });
     }
     let data = Body::new(resp.into_body()).into_data_stream();
-    Ok(
-        futures::stream::unfold((data, Vec::new()), |(mut data, mut buf)| async move {
-            loop {
-                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    if let Ok(v) = serde_json::from_slice::<Value>(&line) {
-                        return Some((v, (data, buf)));
-                    }
-                    continue;
-                }
-                if buf.len() > MAX_JSON {
-                    return None;
-                }
-                match data.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    _ => return None,
-                }
-            }
-        })
-        .boxed(),
-    )
+    Ok(drover_core::jsonl::values(data, MAX_JSON).boxed())
 }

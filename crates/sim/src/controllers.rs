@@ -42,7 +42,10 @@ pub(crate) fn spawn_namespace_lifecycle(
             let from = match store.revisions().await {
                 Ok(r) => r.current,
                 Err(StoreError::Closed) => return,
-                Err(_) => 0,
+                Err(_) => {
+                    tokio::time::sleep(TERMINATING_PASS).await;
+                    continue;
+                }
             };
             if let Err(e) = crate::admission::refresh_quotas(&store).await {
                 tracing::warn!(error = %e, "quota refresh failed");
@@ -59,7 +62,7 @@ pub(crate) fn spawn_namespace_lifecycle(
             // Namespaces, pods and quotas are all core kinds.
             let mut changes = store.watch("/registry/core/", from);
             tokio::select! {
-                _ = changes.next(), if from > 0 => {
+                _ = changes.next() => {
                     // Take a burst of changes (an applied manifest) in one pass.
                     tokio::time::sleep(CHANGE_SETTLE).await;
                 }

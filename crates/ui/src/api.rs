@@ -8,7 +8,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -157,24 +157,9 @@ impl Api {
             let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(UiError::from_api(status, &value));
         }
-        let body = resp.into_body().into_data_stream();
-        Ok(futures::stream::unfold(
-            (body, Vec::new()),
-            |(mut body, mut buf)| async move {
-                loop {
-                    if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=i).collect();
-                        if let Ok(event) = serde_json::from_slice::<Value>(&line) {
-                            return Some((event, (body, buf)));
-                        }
-                        continue;
-                    }
-                    match body.next().await {
-                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                        _ => return None,
-                    }
-                }
-            },
+        Ok(drover_core::jsonl::values(
+            resp.into_body().into_data_stream(),
+            MAX_ANSWER,
         ))
     }
 }

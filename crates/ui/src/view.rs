@@ -115,12 +115,12 @@ pub(crate) fn badge(state: &str) -> Markup {
 }
 
 /// A text field with its label.
-pub(crate) fn field(label: &str, name: &str, kind: &str, required: bool) -> Markup {
+pub(crate) fn text_field(label: &str, name: &str, required: bool) -> Markup {
     let id = format!("f-{name}");
     html! {
         div.field {
             label for=(id) { (label) }
-            input id=(id) name=(name) type=(kind) required[required] autocomplete=(if kind == "password" { "current-password" } else { "off" });
+            input id=(id) name=(name) type="text" required[required] autocomplete="off";
         }
     }
 }

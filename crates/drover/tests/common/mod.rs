@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -15,13 +15,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
 
 /// A free 127.0.0.1 port (released before use; the window is small).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use drover_bench::env::free_port;
 
 /// A running `drover server`; killed on drop.
 pub struct Server {
@@ -478,7 +472,7 @@ impl Proc {
 
     /// Resident memory in bytes.
     pub fn rss(&self) -> u64 {
-        rss_of(self.child.id())
+        drover_bench::env::rss(self.child.id())
     }
 }
 
@@ -540,17 +534,6 @@ impl SimProc {
         assert!(out.contains(token), "the sim kubeconfig has a token line");
         std::fs::write(path, out).unwrap();
     }
-}
-
-/// Resident memory of a process in bytes (from /proc; 0 if gone).
-pub fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 // Importing clusters (shared by the import and projects tests).

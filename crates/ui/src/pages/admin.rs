@@ -78,8 +78,8 @@ pub(crate) async fn users(
             h2 { "Add a user" }
             form method="post" action="/dashboard/users" {
                 (view::csrf(&session))
-                (view::field("Username", "username", "text", true))
-                (view::field("Display name", "displayName", "text", false))
+                (view::text_field("Username", "username", true))
+                (view::text_field("Display name", "displayName", false))
                 div.field {
                     label for="f-password" { "Password (at least 12 characters)" }
                     input #f-password name="password" type="password" required minlength="12" autocomplete="new-password";
@@ -295,7 +295,7 @@ fn tokens_page(
             h2 { "Create a key" }
             form method="post" action="/dashboard/tokens" {
                 (view::csrf(session))
-                (view::field("Description", "description", "text", true))
+                (view::text_field("Description", "description", true))
                 div.field {
                     label for="f-ttl" { "Expires" }
                     select #f-ttl name="ttl" {

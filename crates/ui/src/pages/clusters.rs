@@ -228,8 +228,8 @@ pub(crate) async fn new_page(session: Session) -> Markup {
             p { "Drover makes a registration command; run it on the cluster and its agent connects." }
             form method="post" action="/dashboard/clusters" {
                 (view::csrf(&session))
-                (view::field("Cluster name", "displayName", "text", true))
-                (view::field("Description (optional)", "description", "text", false))
+                (view::text_field("Cluster name", "displayName", true))
+                (view::text_field("Description (optional)", "description", false))
                 button type="submit" { "Create and show the import command" }
             }
         },
@@ -416,7 +416,7 @@ pub(crate) async fn detail(
                 } }
                 form.inline method="post" action={ (base) "/projects" } {
                     (view::csrf(&session))
-                    (view::field("New project name", "displayName", "text", true))
+                    (view::text_field("New project name", "displayName", true))
                     button type="submit" { "Create project" }
                 }
             }

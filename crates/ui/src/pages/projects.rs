@@ -140,7 +140,7 @@ pub(crate) async fn detail(
                 } }
                 form.inline method="post" action={ (base) "/namespaces" } {
                     (view::csrf(&session))
-                    (view::field("New namespace", "name", "text", true))
+                    (view::text_field("New namespace", "name", true))
                     button type="submit" { "Create namespace" }
                 }
             }
