@@ -1,8 +1,14 @@
 //! Authentication of API requests: a bearer token becomes an [`Identity`].
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use drover_core::{api, keys};
 use drover_rbac::UserInfo;
 use drover_store::Store;
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::token::{self, TokenRecord};
@@ -42,14 +48,21 @@ pub fn user_key(name: &str) -> String {
     keys::object(api::GROUP, "users", None, name)
 }
 
+/// A token that checked out against the store: what the cache keeps.
+#[derive(Debug, Clone)]
+struct Verified {
+    identity: Identity,
+    /// The token's hash, to check each presented secret against.
+    hash: String,
+    expires_at: Option<String>,
+}
+
 /// Check a bearer token against the store.
-pub async fn authenticate(
+async fn verify(
     store: &Store,
-    bearer: &str,
-) -> Result<Result<Identity, Refusal>, AuthError> {
-    let Some((name, secret)) = token::parse_bearer(bearer) else {
-        return Ok(Err(Refusal::Malformed));
-    };
+    name: &str,
+    secret: &str,
+) -> Result<Result<Verified, Refusal>, AuthError> {
     let Some(kv) = store.get(&token::record_key(name)).await? else {
         // Spend the time a hash comparison would take.
         let _ = token::secret_matches(secret, &"0".repeat(64));
@@ -81,15 +94,369 @@ pub async fn authenticate(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    Ok(Ok(Identity {
-        user: UserInfo {
-            name: record.user_name,
-            uid,
-            groups: vec![AUTHENTICATED.to_owned()],
-            extra: Default::default(),
+    Ok(Ok(Verified {
+        identity: Identity {
+            user: UserInfo {
+                name: record.user_name,
+                uid,
+                groups: vec![AUTHENTICATED.to_owned()],
+                extra: Default::default(),
+            },
+            token: name.to_owned(),
+            cluster_scope: record.cluster_name,
+            must_change_password: user.pointer("/spec/mustChangePassword")
+                == Some(&Value::Bool(true)),
         },
-        token: name.to_owned(),
-        cluster_scope: record.cluster_name,
-        must_change_password: user.pointer("/spec/mustChangePassword") == Some(&Value::Bool(true)),
+        hash: record.hash,
+        expires_at: record.expires_at,
     }))
+}
+
+/// How long a cached token is trusted before it is checked against the
+/// store again, whatever the watch says.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Most tokens cached; when full, the cache starts again empty.
+const CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// Checks bearer tokens, from memory when it safely can.
+///
+/// Checking a token against the store takes three reads; the proxy would
+/// spend most of its time on them. So a token that checked out is cached
+/// (its hash, expiry and identity; never the secret), and each presented
+/// secret is compared with the cached hash in constant time.
+///
+/// The cache is used only while [`Authenticator::follow`] keeps it current
+/// from the store's watch, and only once the watch has delivered every
+/// write this process committed: a token deleted, or a user disabled or
+/// changed, through this server is refused or seen changed by the very next
+/// request. Such an event drops the entries it touches. A write by another
+/// replica takes effect here as soon as its watch event arrives, and no
+/// entry lives longer than a minute.
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Store,
+    cache: Mutex<Cache>,
+    /// The last store revision `follow` has applied to the cache.
+    applied: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// Whether `follow` keeps the entries current; otherwise none are used.
+    live: bool,
+    /// Bumped on every change that may make an entry stale, so that a check
+    /// that read the store before the change does not cache what it read.
+    epoch: u64,
+    entries: HashMap<String, (Verified, Instant)>,
+}
+
+impl Authenticator {
+    /// An authenticator over `store`; without [`Self::follow`] every check
+    /// reads the store.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            cache: Mutex::new(Cache::default()),
+            applied: AtomicI64::new(0),
+        })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Check a bearer token.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Result<Identity, Refusal>, AuthError> {
+        let Some((name, secret)) = token::parse_bearer(bearer) else {
+            return Ok(Err(Refusal::Malformed));
+        };
+        let (verified, epoch) = match self.cached(name) {
+            Ok(hit) => (hit, None),
+            Err(epoch) => match verify(&self.store, name, secret).await? {
+                Ok(v) => (v, epoch),
+                Err(refusal) => return Ok(Err(refusal)),
+            },
+        };
+        if !token::secret_matches(secret, &verified.hash) {
+            return Ok(Err(Refusal::Unknown));
+        }
+        if token::expired(verified.expires_at.as_deref()) {
+            return Ok(Err(Refusal::Expired));
+        }
+        let identity = verified.identity.clone();
+        if let Some(epoch) = epoch {
+            let mut cache = self.cache();
+            if cache.live && cache.epoch == epoch {
+                if cache.entries.len() >= CACHE_MAX_ENTRIES {
+                    cache.entries.clear();
+                }
+                cache
+                    .entries
+                    .insert(name.to_owned(), (verified, Instant::now()));
+            }
+        }
+        Ok(Ok(identity))
+    }
+
+    /// Whether the cache is in use (the watch that keeps it current is up).
+    pub fn caching(&self) -> bool {
+        self.cache().live
+    }
+
+    /// The cached token `name`, or the cache's epoch to check against when
+    /// storing what the store says (`None`: do not store it).
+    fn cached(&self, name: &str) -> Result<Verified, Option<u64>> {
+        let cache = self.cache();
+        if !cache.live {
+            return Err(None);
+        }
+        // The watch has not yet delivered one of this process's own writes,
+        // which may be the revocation of this very token.
+        if self.applied.load(Ordering::Acquire) < self.store.last_local_write() {
+            return Err(None);
+        }
+        match cache.entries.get(name) {
+            Some((v, at)) if at.elapsed() < CACHE_MAX_AGE => Ok(v.clone()),
+            _ => Err(Some(cache.epoch)),
+        }
+    }
+
+    /// Keep the cache current from the store's watch of every write until
+    /// the store closes. While the watch is down the cache is not used.
+    pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let tokens = keys::prefix(api::GROUP, "tokens", None);
+            let users = keys::prefix(api::GROUP, "users", None);
+            let records = token::record_key("");
+            loop {
+                let from = match this.store.revisions().await {
+                    Ok(r) => r.current,
+                    Err(drover_store::StoreError::Closed) => return,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let mut events = this.store.watch("", from);
+                {
+                    let mut cache = this.cache();
+                    cache.entries.clear();
+                    cache.epoch += 1;
+                    cache.live = true;
+                }
+                this.applied.store(from, Ordering::Release);
+                let mut closed = false;
+                while let Some(event) = events.next().await {
+                    let event = match event {
+                        Ok(e) => e,
+                        Err(drover_store::StoreError::Closed) => {
+                            closed = true;
+                            break;
+                        }
+                        // Such as a compacted revision: start again.
+                        Err(_) => break,
+                    };
+                    let key = event.kv.key.as_str();
+                    let token = key
+                        .strip_prefix(records.as_str())
+                        .or_else(|| key.strip_prefix(tokens.as_str()));
+                    let user = key.strip_prefix(users.as_str());
+                    if token.is_some() || user.is_some() {
+                        let mut cache = this.cache();
+                        cache.epoch += 1;
+                        match (token, user) {
+                            (Some(token), _) => {
+                                cache.entries.remove(token);
+                            }
+                            (_, Some(user)) => cache
+                                .entries
+                                .retain(|_, (v, _)| v.identity.user.name != user),
+                            _ => {}
+                        }
+                    }
+                    this.applied.store(event.revision(), Ordering::Release);
+                }
+                {
+                    let mut cache = this.cache();
+                    cache.live = false;
+                    cache.entries.clear();
+                    cache.epoch += 1;
+                }
+                if closed {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn store_at(dir: &std::path::Path) -> Store {
+        Store::open(
+            &format!("sqlite://{}/s.db", dir.display()),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn add_user(store: &Store, name: &str) {
+        let user = json!({"metadata": {"name": name, "uid": format!("uid-{name}")},
+                          "spec": {"username": name, "enabled": true}});
+        store
+            .create(&user_key(name), user.to_string())
+            .await
+            .unwrap();
+    }
+
+    async fn set_user(store: &Store, name: &str, field: &str, value: bool) {
+        let kv = store.get(&user_key(name)).await.unwrap().unwrap();
+        let mut user: Value = serde_json::from_slice(&kv.value).unwrap();
+        user["spec"][field] = json!(value);
+        store
+            .update(&user_key(name), user.to_string(), kv.mod_revision)
+            .await
+            .unwrap();
+    }
+
+    async fn add_token(store: &Store, user: &str) -> token::Minted {
+        let t = token::mint(user, None, None, None, Duration::ZERO);
+        store
+            .create_all(&[
+                (
+                    token::object_key(&t.name),
+                    t.object.to_string().into_bytes(),
+                ),
+                (
+                    token::record_key(&t.name),
+                    serde_json::to_vec(&t.record).unwrap(),
+                ),
+            ])
+            .await
+            .unwrap();
+        t
+    }
+
+    async fn until_caching(authn: &Authenticator) {
+        for _ in 0..500 {
+            if authn.caching() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the token cache never went live");
+    }
+
+    #[tokio::test]
+    async fn writes_here_take_effect_on_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path()).await;
+        let authn = Authenticator::new(store.clone());
+        let _follow = authn.follow();
+        until_caching(&authn).await;
+        add_user(&store, "alice").await;
+        add_user(&store, "bob").await;
+        let a = add_token(&store, "alice").await;
+        let b = add_token(&store, "bob").await;
+        for _ in 0..3 {
+            let id = authn.authenticate(&a.bearer).await.unwrap().unwrap();
+            assert_eq!(id.user.name, "alice");
+            assert_eq!(id.user.uid, "uid-alice");
+            assert!(!id.must_change_password);
+            assert!(authn.authenticate(&b.bearer).await.unwrap().is_ok());
+        }
+        // A cached token with a wrong secret is refused.
+        let forged = format!("{}:{}", a.name, "x".repeat(54));
+        assert_eq!(
+            authn.authenticate(&forged).await.unwrap(),
+            Err(Refusal::Unknown)
+        );
+
+        // Every change is seen by the very next check, without waiting.
+        set_user(&store, "alice", "mustChangePassword", true).await;
+        let id = authn.authenticate(&a.bearer).await.unwrap().unwrap();
+        assert!(id.must_change_password);
+        set_user(&store, "alice", "enabled", false).await;
+        assert_eq!(
+            authn.authenticate(&a.bearer).await.unwrap(),
+            Err(Refusal::UserDisabled)
+        );
+        assert!(
+            authn.authenticate(&b.bearer).await.unwrap().is_ok(),
+            "other users' tokens still work"
+        );
+        store
+            .delete(&token::object_key(&b.name), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            authn.authenticate(&b.bearer).await.unwrap(),
+            Err(Refusal::Unknown)
+        );
+        set_user(&store, "alice", "enabled", true).await;
+        assert!(authn.authenticate(&a.bearer).await.unwrap().is_ok());
+        store.delete(&user_key("alice"), None).await.unwrap();
+        assert_eq!(
+            authn.authenticate(&a.bearer).await.unwrap(),
+            Err(Refusal::UserDisabled)
+        );
+    }
+
+    #[tokio::test]
+    async fn another_replicas_revocation_arrives_by_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = store_at(dir.path()).await;
+        let there = store_at(dir.path()).await;
+        let authn = Authenticator::new(here.clone());
+        let _follow = authn.follow();
+        until_caching(&authn).await;
+        add_user(&there, "carol").await;
+        let t = add_token(&there, "carol").await;
+        assert!(authn.authenticate(&t.bearer).await.unwrap().is_ok());
+        there
+            .delete(&token::record_key(&t.name), None)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        while authn.authenticate(&t.bearer).await.unwrap().is_ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the other replica's revocation never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            authn.authenticate(&t.bearer).await.unwrap(),
+            Err(Refusal::Unknown)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_watch_every_check_reads_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path()).await;
+        let authn = Authenticator::new(store.clone());
+        add_user(&store, "dave").await;
+        let t = add_token(&store, "dave").await;
+        assert!(authn.authenticate(&t.bearer).await.unwrap().is_ok());
+        assert!(!authn.caching());
+        store
+            .delete(&token::object_key(&t.name), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            authn.authenticate(&t.bearer).await.unwrap(),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            authn.authenticate("nonsense").await.unwrap(),
+            Err(Refusal::Malformed)
+        );
+    }
 }

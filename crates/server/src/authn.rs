@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use drover_apiserver::ApiError;
-use drover_auth::authn::{self, Identity, Refusal};
+use drover_auth::authn::{Identity, Refusal};
 use drover_auth::login::{LoginError, LoginRequest};
 use drover_auth::users::{self, PasswordChange};
 use drover_rbac::UserInfo;
@@ -41,7 +41,7 @@ pub(crate) async fn identify(
     let Some(bearer) = bearer else {
         return Err(ApiError::unauthorized());
     };
-    match authn::authenticate(&state.store, &bearer).await {
+    match state.authn.authenticate(&bearer).await {
         Ok(Ok(identity)) => Ok(identity),
         Ok(Err(refusal)) => {
             tracing::debug!(?refusal, peer, "token refused");

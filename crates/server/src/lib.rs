@@ -63,6 +63,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The management API's authorizer (policy snapshots).
     pub authz: Arc<drover_auth::policy::RbacAuthorizer>,
+    /// Checks bearer tokens (cached, kept current from the store's watch).
+    pub authn: Arc<drover_auth::authn::Authenticator>,
     /// Connected agents.
     pub tunnels: tunnels::Tunnels,
     /// What import manifests say.
@@ -125,6 +127,8 @@ pub async fn run(
 
     let authz = drover_auth::policy::RbacAuthorizer::new(store.clone());
     let _follow = authz.follow();
+    let authn = drover_auth::authn::Authenticator::new(store.clone());
+    let _authn_follow = authn.follow();
     let _token_expiry = controllers::spawn_token_expiry(store.clone());
     // Watchers further behind than this get 410 and relist, as with etcd.
     let _compaction = store.spawn_compaction(std::time::Duration::from_secs(300), 10_000);
@@ -164,6 +168,7 @@ pub async fn run(
         ca_pem: tls.ca_pem,
         metrics: metrics::Metrics::new(),
         authz,
+        authn,
         tunnels: tunnels::Tunnels::default(),
         keepalive: drover_tunnel::Keepalive::default(),
         kubeconfig_ttl: std::time::Duration::from_secs(args.kubeconfig_ttl_seconds),

@@ -242,6 +242,12 @@ impl Store {
         self.backend.revisions().await
     }
 
+    /// The highest revision this process has committed (0 before any). A
+    /// watcher that has seen this revision has seen every local write.
+    pub fn last_local_write(&self) -> Revision {
+        self.hub.last_local_write()
+    }
+
     /// The latest value of `key`.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         validate_key(key)?;
@@ -257,7 +263,7 @@ impl Store {
     pub async fn create(&self, key: &str, value: impl Into<Bytes>) -> Result<KeyValue> {
         validate_key(key)?;
         let kv = self.backend.create(key, value.into()).await?;
-        self.hub.written();
+        self.hub.written(kv.mod_revision);
         Ok(kv)
     }
 
@@ -276,7 +282,8 @@ impl Store {
             })
             .collect::<Result<_>>()?;
         let kvs = self.backend.create_all(&items).await?;
-        self.hub.written();
+        self.hub
+            .written(kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0));
         Ok(kvs)
     }
 
@@ -290,7 +297,7 @@ impl Store {
     ) -> Result<KeyValue> {
         validate_key(key)?;
         let kv = self.backend.update(key, value.into(), expected).await?;
-        self.hub.written();
+        self.hub.written(kv.mod_revision);
         Ok(kv)
     }
 
@@ -298,7 +305,7 @@ impl Store {
     pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
         validate_key(key)?;
         let kv = self.backend.delete(key, expected).await?;
-        self.hub.written();
+        self.hub.written(kv.mod_revision);
         Ok(kv)
     }
 

@@ -13,6 +13,7 @@
 //! behind compaction (gap), catches up from the log again; if that history is
 //! gone the watcher ends with [`StoreError::TooOld`].
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{BoxStream, StreamExt};
@@ -40,6 +41,8 @@ enum Signal {
 pub(crate) struct Hub {
     tx: Mutex<Option<broadcast::Sender<Signal>>>,
     local_write: Arc<Notify>,
+    /// The highest revision this process has committed.
+    last_local: AtomicI64,
     pump: JoinHandle<()>,
 }
 
@@ -51,13 +54,20 @@ impl Hub {
         Arc::new(Self {
             tx: Mutex::new(Some(tx)),
             local_write,
+            last_local: AtomicI64::new(0),
             pump,
         })
     }
 
-    /// Tell the pump this process just committed a write.
-    pub(crate) fn written(&self) {
+    /// Tell the pump this process just committed a write at `revision`.
+    pub(crate) fn written(&self, revision: Revision) {
+        self.last_local.fetch_max(revision, Ordering::AcqRel);
         self.local_write.notify_one();
+    }
+
+    /// The highest revision this process has committed (0 before any).
+    pub(crate) fn last_local_write(&self) -> Revision {
+        self.last_local.load(Ordering::Acquire)
     }
 
     /// Stop the pump; watchers end with [`StoreError::Closed`].
