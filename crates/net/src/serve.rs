@@ -63,6 +63,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // API answers and tunnel frames are small: send each at once rather
+        // than holding it for the last segment's acknowledgement.
+        let _ = tcp.set_nodelay(true);
         while connections.try_join_next().is_some() {} // reap finished ones
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many open connections; closing a new one");
