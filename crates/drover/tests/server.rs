@@ -46,10 +46,18 @@ async fn serves_https_with_its_ca_and_keeps_ca_and_admin_across_restarts() {
     assert_eq!(health["datastore"]["backend"], "sqlite");
     assert_eq!(health["datastore"]["status"], "ok");
 
+    let (code, _) = curl(&["--cacert", ca], &server.url("/dashboard/login"));
+    assert_eq!(code, 200);
     let (_, metrics) = curl(&["--cacert", ca], &server.url("/metrics"));
     assert!(
         metrics.contains(r#"drover_http_requests_total{method="GET",route="/ping",code="200"} 2"#),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"drover_http_requests_total{method="GET",route="/dashboard/login",code="200"} 1"#
+        ),
+        "the web UI's pages are counted: {metrics}"
     );
     assert!(
         metrics.contains("drover_http_request_duration_seconds_bucket"),

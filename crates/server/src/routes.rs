@@ -67,9 +67,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
-    // The web UI calls the API and the proxy above in process.
-    app.clone()
-        .merge(drover_ui::router(app, state.ca_pem.to_string()))
+    // The web UI calls the API and the proxy above in process; its pages
+    // are counted in the metrics under their own routes.
+    let ui = drover_ui::router(app.clone(), state.ca_pem.to_string())
+        .layer(axum::middleware::from_fn_with_state(state, metrics::track));
+    app.merge(ui)
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
