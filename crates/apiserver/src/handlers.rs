@@ -116,6 +116,17 @@ impl Stored {
     }
 }
 
+/// A `…List` of `items`. The items are moved in: `json!` would copy each
+/// one, which for a list of 10,000 objects was most of the list's time.
+fn list_of(r: &Resource, metadata: Value, items: Vec<Value>) -> Value {
+    let mut list = serde_json::Map::new();
+    list.insert("kind".into(), Value::String(format!("{}List", r.info.kind)));
+    list.insert("apiVersion".into(), Value::String(r.info.api_version()));
+    list.insert("metadata".into(), metadata);
+    list.insert("items".into(), Value::Array(items));
+    Value::Object(list)
+}
+
 /// The object's key.
 pub(crate) fn key_of(r: &Resource, namespace: &str, name: &str) -> String {
     let ns = r.info.namespaced.then_some(namespace);
@@ -419,13 +430,7 @@ impl ApiServer {
             );
             return Ok(respond(StatusCode::OK, &t, &[]));
         }
-        let list = json!({
-            "kind": format!("{}List", r.info.kind),
-            "apiVersion": r.info.api_version(),
-            "metadata": list_meta,
-            "items": items,
-        });
-        Ok(respond(StatusCode::OK, &list, &[]))
+        Ok(respond(StatusCode::OK, &list_of(r, list_meta, items), &[]))
     }
 
     pub(crate) async fn create(
@@ -982,13 +987,8 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
-        let list = json!({
-            "kind": format!("{}List", r.info.kind),
-            "apiVersion": r.info.api_version(),
-            "metadata": {"resourceVersion": listed.revision.to_string()},
-            "items": deleted,
-        });
-        Ok(respond(StatusCode::OK, &list, &[]))
+        let meta = json!({"resourceVersion": listed.revision.to_string()});
+        Ok(respond(StatusCode::OK, &list_of(r, meta, deleted), &[]))
     }
 }
 
