@@ -258,12 +258,20 @@ impl SqlBackend {
     async fn list_at(&self, opts: &ListOptions, revision: Revision) -> Result<ListResult> {
         let end = prefix_end(&opts.prefix).unwrap_or_else(|| KEY_MAX.to_owned());
         let limit = opts.limit.map(|l| l.max(1) as i64).unwrap_or(i64::MAX - 1);
+        // The latest row of each key at the revision: one with no later row
+        // of its key. Written as an anti-join over the same key range (not a
+        // `MAX` subquery), PostgreSQL walks the (key, revision) index in key
+        // order and stops at the limit; with `MAX` it estimated a few rows,
+        // scanned and sorted the whole rest of the range for every page, and
+        // 20 pages of 500 took 250 ms instead of 20.
         let rows = sqlx::query(
             "SELECT l.key, l.value, l.create_revision, l.revision FROM drover_log l
              WHERE l.key >= $1 AND l.key < $2 AND l.key > $3
                AND l.revision <= $4 AND l.deleted = 0
-               AND l.revision = (SELECT MAX(m.revision) FROM drover_log m
-                                 WHERE m.key = l.key AND m.revision <= $4)
+               AND NOT EXISTS (SELECT 1 FROM drover_log m
+                               WHERE m.key = l.key AND m.revision > l.revision
+                                 AND m.revision <= $4
+                                 AND m.key >= $1 AND m.key < $2 AND m.key > $3)
              ORDER BY l.key LIMIT $5",
         )
         .bind(opts.prefix.as_str())
