@@ -439,10 +439,7 @@ impl Strategy for Tokens {
             obj["status"] = minted.object["status"].clone();
             obj["metadata"]["labels"]["drover.io/user"] = json!(user);
             Ok(Prepared {
-                records: vec![(
-                    token::record_key(&name),
-                    serde_json::to_vec(&minted.record).expect("JSON"),
-                )],
+                records: vec![(token::record_key(&name), minted.record_bytes())],
                 response_overlay: Some(json!({"status": {"token": minted.bearer}})),
                 ..Default::default()
             })

@@ -211,18 +211,8 @@ impl Login {
             ttl,
             self.max_ttl,
         );
-        let records = [
-            (
-                token::object_key(&minted.name),
-                minted.object.to_string().into_bytes(),
-            ),
-            (
-                token::record_key(&minted.name),
-                serde_json::to_vec(&minted.record).expect("JSON"),
-            ),
-        ];
         self.store
-            .create_all(&records)
+            .create_all(&minted.store_items())
             .await
             .map_err(|e| LoginError::Store(e.into()))?;
         tracing::info!(user = %user, token = %minted.name, "login");

@@ -77,6 +77,22 @@ pub struct Minted {
     pub record: TokenRecord,
 }
 
+impl Minted {
+    /// The record, as stored under [`record_key`].
+    pub fn record_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.record).expect("a token record is plain JSON")
+    }
+
+    /// The Token object and its record under their keys, to be written in
+    /// one transaction.
+    pub fn store_items(&self) -> [(String, Vec<u8>); 2] {
+        [
+            (object_key(&self.name), self.object.to_string().into_bytes()),
+            (record_key(&self.name), self.record_bytes()),
+        ]
+    }
+}
+
 impl std::fmt::Debug for Minted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Minted")

@@ -100,19 +100,7 @@ mod tests {
         );
         old.object["status"]["expiresAt"] = "2001-01-01T00:00:00Z".into();
         for t in [&live, &old] {
-            store
-                .create_all(&[
-                    (
-                        token::object_key(&t.name),
-                        t.object.to_string().into_bytes(),
-                    ),
-                    (
-                        token::record_key(&t.name),
-                        serde_json::to_vec(&t.record).unwrap(),
-                    ),
-                ])
-                .await
-                .unwrap();
+            store.create_all(&t.store_items()).await.unwrap();
         }
         assert_eq!(sweep_expired_tokens(&store).await.unwrap(), 1);
         assert!(store

@@ -94,21 +94,7 @@ pub(crate) async fn kubeconfig(
         Some(state.kubeconfig_ttl),
         state.token_max_ttl,
     );
-    let record = match serde_json::to_vec(&minted.record) {
-        Ok(r) => r,
-        Err(_) => return ApiError::internal("cannot encode a token record").into_response(),
-    };
-    if let Err(e) = state
-        .store
-        .create_all(&[
-            (
-                token::object_key(&minted.name),
-                minted.object.to_string().into_bytes(),
-            ),
-            (token::record_key(&minted.name), record),
-        ])
-        .await
-    {
+    if let Err(e) = state.store.create_all(&minted.store_items()).await {
         tracing::error!(error = %e, "cannot store a kubeconfig token");
         return ApiError::unavailable("the datastore is unavailable").into_response();
     }
