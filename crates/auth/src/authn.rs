@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use drover_core::{api, keys};
 use drover_rbac::UserInfo;
@@ -49,15 +49,23 @@ pub fn user_key(name: &str) -> String {
 }
 
 /// A token that checked out against the store: what the cache keeps.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Verified {
     identity: Identity,
     /// The token's hash, to check each presented secret against.
     hash: String,
-    expires_at: Option<String>,
+    /// When it expires (an unreadable expiry counts as long past).
+    expires_at: Option<SystemTime>,
 }
 
-/// Check a bearer token against the store.
+impl Verified {
+    fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now())
+    }
+}
+
+/// Check a bearer token against the store (all but its expiry, which the
+/// caller checks on every use, cached or not).
 async fn verify(
     store: &Store,
     name: &str,
@@ -78,9 +86,6 @@ async fn verify(
     // Deleting the Token object revokes it at once.
     if store.get(&token::object_key(name)).await?.is_none() {
         return Ok(Err(Refusal::Unknown));
-    }
-    if token::expired(record.expires_at.as_deref()) {
-        return Ok(Err(Refusal::Expired));
     }
     let Some(user_kv) = store.get(&user_key(&record.user_name)).await? else {
         return Ok(Err(Refusal::UserDisabled));
@@ -108,7 +113,10 @@ async fn verify(
                 == Some(&Value::Bool(true)),
         },
         hash: record.hash,
-        expires_at: record.expires_at,
+        expires_at: record
+            .expires_at
+            .as_deref()
+            .map(|t| drover_core::meta::parse_rfc3339(t).unwrap_or(SystemTime::UNIX_EPOCH)),
     }))
 }
 
@@ -147,7 +155,7 @@ struct Cache {
     /// Bumped on every change that may make an entry stale, so that a check
     /// that read the store before the change does not cache what it read.
     epoch: u64,
-    entries: HashMap<String, (Verified, Instant)>,
+    entries: HashMap<String, (Arc<Verified>, Instant)>,
 }
 
 impl Authenticator {
@@ -171,16 +179,14 @@ impl Authenticator {
             return Ok(Err(Refusal::Malformed));
         };
         let (verified, epoch) = match self.cached(name) {
-            Ok(hit) => (hit, None),
+            Ok(hit) if token::secret_matches(secret, &hit.hash) => (hit, None),
+            Ok(_) => return Ok(Err(Refusal::Unknown)),
             Err(epoch) => match verify(&self.store, name, secret).await? {
-                Ok(v) => (v, epoch),
+                Ok(v) => (Arc::new(v), epoch),
                 Err(refusal) => return Ok(Err(refusal)),
             },
         };
-        if !token::secret_matches(secret, &verified.hash) {
-            return Ok(Err(Refusal::Unknown));
-        }
-        if token::expired(verified.expires_at.as_deref()) {
+        if verified.expired() {
             return Ok(Err(Refusal::Expired));
         }
         let identity = verified.identity.clone();
@@ -199,13 +205,14 @@ impl Authenticator {
     }
 
     /// Whether the cache is in use (the watch that keeps it current is up).
-    pub fn caching(&self) -> bool {
+    #[cfg(test)]
+    fn caching(&self) -> bool {
         self.cache().live
     }
 
     /// The cached token `name`, or the cache's epoch to check against when
     /// storing what the store says (`None`: do not store it).
-    fn cached(&self, name: &str) -> Result<Verified, Option<u64>> {
+    fn cached(&self, name: &str) -> Result<Arc<Verified>, Option<u64>> {
         let cache = self.cache();
         if !cache.live {
             return Err(None);
@@ -216,7 +223,7 @@ impl Authenticator {
             return Err(None);
         }
         match cache.entries.get(name) {
-            Some((v, at)) if at.elapsed() < CACHE_MAX_AGE => Ok(v.clone()),
+            Some((v, at)) if at.elapsed() < CACHE_MAX_AGE => Ok(Arc::clone(v)),
             _ => Err(Some(cache.epoch)),
         }
     }
@@ -327,19 +334,7 @@ mod tests {
 
     async fn add_token(store: &Store, user: &str) -> token::Minted {
         let t = token::mint(user, None, None, None, Duration::ZERO);
-        store
-            .create_all(&[
-                (
-                    token::object_key(&t.name),
-                    t.object.to_string().into_bytes(),
-                ),
-                (
-                    token::record_key(&t.name),
-                    serde_json::to_vec(&t.record).unwrap(),
-                ),
-            ])
-            .await
-            .unwrap();
+        store.create_all(&t.store_items()).await.unwrap();
         t
     }
 
