@@ -85,16 +85,8 @@ impl Api {
         content_type: &str,
     ) -> Result<Value, UiError> {
         let body = body.map(|b| (content_type, b.to_string().into_bytes()));
-        let (status, bytes) = self.whole(method, path, token, body).await?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(UiError::from_api(status, &value))
-        }
+        let bytes = self.whole(method, path, token, body).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// The whole answer as bytes; a non-2xx answer becomes an error.
@@ -104,13 +96,7 @@ impl Api {
         path: &str,
         token: &str,
     ) -> Result<Bytes, UiError> {
-        let (status, bytes) = self.whole(method, path, token, None).await?;
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Err(UiError::from_api(status, &value))
-        }
+        self.whole(method, path, token, None).await
     }
 
     async fn whole(
@@ -119,13 +105,18 @@ impl Api {
         path: &str,
         token: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<(StatusCode, Bytes), UiError> {
+    ) -> Result<Bytes, UiError> {
         let resp = self.send(method, path, token, body).await?;
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), MAX_ANSWER)
             .await
             .map_err(|e| UiError::Internal(format!("cannot read the answer of {path}: {e}")))?;
-        Ok((status, bytes))
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            // Also when the body is empty (the router's own 404 and 405).
+            Err(refusal(status, &bytes))
+        }
     }
 
     /// `GET path` as JSON.
@@ -154,14 +145,18 @@ impl Api {
             let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
                 .await
                 .unwrap_or_default();
-            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(UiError::from_api(status, &value));
+            return Err(refusal(status, &bytes));
         }
         Ok(drover_core::jsonl::values(
             resp.into_body().into_data_stream(),
             MAX_ANSWER,
         ))
     }
+}
+
+/// The error for a non-2xx answer with this body (a Status, or anything).
+fn refusal(status: StatusCode, body: &[u8]) -> UiError {
+    UiError::from_api(status, &serde_json::from_slice(body).unwrap_or(Value::Null))
 }
 
 /// What [`seg`] escapes: anything that could end or change a path segment

@@ -31,16 +31,18 @@ use pages::{admin, auth, clusters, members, projects};
 /// What the pages share.
 pub(crate) struct Ui {
     api: api::Api,
-    ca_pem: String,
+    /// SHA-256 (hex) of the server's CA; empty with a public CA.
+    ca_checksum: String,
 }
 
 /// The UI's routes. `api` is the server's own router (management API and
-/// cluster proxy), which the pages call in process; `ca_pem` is the
-/// server's CA, whose checksum the settings page shows.
-pub fn router(api: Router, ca_pem: String) -> Router {
+/// cluster proxy), which the pages call in process; `ca_checksum` is the
+/// checksum of the server's CA that agents verify (empty with a public CA),
+/// shown on the settings page.
+pub fn router(api: Router, ca_checksum: String) -> Router {
     let ui = Arc::new(Ui {
         api: api::Api::new(api),
-        ca_pem,
+        ca_checksum,
     });
     let home = || async { Redirect::to("/dashboard/clusters") };
     Router::new()

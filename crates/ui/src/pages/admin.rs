@@ -9,7 +9,6 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::api::{seg, MGMT};
 use crate::error::UiError;
@@ -390,7 +389,6 @@ pub(crate) async fn delete_token(
 
 /// `GET /dashboard/settings`.
 pub(crate) async fn settings(State(ui): State<Arc<Ui>>, session: Session) -> Markup {
-    let checksum = hex::encode(Sha256::digest(ui.ca_pem.as_bytes()));
     view::page(
         "Settings",
         &session,
@@ -400,7 +398,12 @@ pub(crate) async fn settings(State(ui): State<Arc<Ui>>, session: Session) -> Mar
             dl.summary {
                 dt { "Drover version" } dd { (drover_core::VERSION) }
                 dt { "CA certificate" } dd { a href="/cacerts" { "Download (PEM)" } }
-                dt { "CA checksum (SHA-256)" } dd { code #ca-checksum { (checksum) } " " (view::copy_button("ca-checksum", "Copy")) }
+                dt { "CA checksum (SHA-256)" }
+                @if ui.ca_checksum.is_empty() {
+                    dd { "None: the server's certificate is from a public CA." }
+                } @else {
+                    dd { code #ca-checksum { (ui.ca_checksum) } " " (view::copy_button("ca-checksum", "Copy")) }
+                }
                 dt { "Sessions" } dd { "A sign-in lasts 12 hours, or until you sign out." }
             }
             h2 { "Your account" }

@@ -102,22 +102,31 @@ pub(crate) async fn list(
         .await?;
     let rv = s(&list, "/metadata/resourceVersion").to_owned();
     let needle = q.q.trim().to_lowercase();
-    let mut rows: Vec<Row> = list["items"]
+    // Filter and sort by (display name, id); full rows only for the page.
+    let mut matching: Vec<(String, &str, &Value)> = list["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(Row::of)
-        .filter(|r| {
-            needle.is_empty()
-                || r.display.to_lowercase().contains(&needle)
-                || r.id.contains(&needle)
+        .map(|c| {
+            let id = s(c, "/metadata/name");
+            let display = match s(c, "/spec/displayName") {
+                "" => id,
+                d => d,
+            };
+            (display.to_lowercase(), id, c)
+        })
+        .filter(|(display, id, _)| {
+            needle.is_empty() || display.contains(&needle) || id.contains(&needle)
         })
         .collect();
-    rows.sort_by(|a, b| (a.display.to_lowercase(), &a.id).cmp(&(b.display.to_lowercase(), &b.id)));
-    let total = rows.len();
+    matching.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let total = matching.len();
     let pages = total.div_ceil(PAGE_SIZE).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
-    let shown = &rows[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(total)];
+    let shown: Vec<Row> = matching[(page - 1) * PAGE_SIZE..(page * PAGE_SIZE).min(total)]
+        .iter()
+        .map(|(_, _, c)| Row::of(c))
+        .collect();
     let link = |p: usize| {
         let mut url = format!("/dashboard/clusters?page={p}");
         if !q.q.is_empty() {
