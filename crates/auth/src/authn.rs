@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use drover_core::{api, keys};
 use drover_rbac::UserInfo;
 use drover_store::Store;
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::token::{self, TokenRecord};
@@ -146,6 +145,7 @@ pub struct Authenticator {
     cache: Mutex<Cache>,
     /// The last store revision `follow` has applied to the cache.
     applied: AtomicI64,
+    prefixes: Prefixes,
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +166,11 @@ impl Authenticator {
             store,
             cache: Mutex::new(Cache::default()),
             applied: AtomicI64::new(0),
+            prefixes: Prefixes {
+                records: token::record_key(""),
+                tokens: keys::prefix(api::GROUP, "tokens", None),
+                users: keys::prefix(api::GROUP, "users", None),
+            },
         })
     }
 
@@ -231,72 +236,58 @@ impl Authenticator {
     /// Keep the cache current from the store's watch of every write until
     /// the store closes. While the watch is down the cache is not used.
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let tokens = keys::prefix(api::GROUP, "tokens", None);
-            let users = keys::prefix(api::GROUP, "users", None);
-            let records = token::record_key("");
-            loop {
-                let from = match this.store.revisions().await {
-                    Ok(r) => r.current,
-                    Err(drover_store::StoreError::Closed) => return,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let mut events = this.store.watch("", from);
-                {
-                    let mut cache = this.cache();
-                    cache.entries.clear();
-                    cache.epoch += 1;
-                    cache.live = true;
-                }
-                this.applied.store(from, Ordering::Release);
-                let mut closed = false;
-                while let Some(event) = events.next().await {
-                    let event = match event {
-                        Ok(e) => e,
-                        Err(drover_store::StoreError::Closed) => {
-                            closed = true;
-                            break;
-                        }
-                        // Such as a compacted revision: start again.
-                        Err(_) => break,
-                    };
-                    let key = event.kv.key.as_str();
-                    let token = key
-                        .strip_prefix(records.as_str())
-                        .or_else(|| key.strip_prefix(tokens.as_str()));
-                    let user = key.strip_prefix(users.as_str());
-                    if token.is_some() || user.is_some() {
-                        let mut cache = this.cache();
-                        cache.epoch += 1;
-                        match (token, user) {
-                            (Some(token), _) => {
-                                cache.entries.remove(token);
-                            }
-                            (_, Some(user)) => cache
-                                .entries
-                                .retain(|_, (v, _)| v.identity.user.name != user),
-                            _ => {}
-                        }
-                    }
-                    this.applied.store(event.revision(), Ordering::Release);
-                }
-                {
-                    let mut cache = this.cache();
-                    cache.live = false;
-                    cache.entries.clear();
-                    cache.epoch += 1;
-                }
-                if closed {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+        self.store.follow("", self.clone())
     }
+}
+
+/// The cache follows every write, so that `applied` tells how far it has
+/// read; token and user changes drop the entries they touch.
+impl drover_store::Follower for Authenticator {
+    fn reset(&self, revision: drover_store::Revision) -> futures::future::BoxFuture<'_, bool> {
+        let mut cache = self.cache();
+        cache.entries.clear();
+        cache.epoch += 1;
+        cache.live = true;
+        self.applied.store(revision, Ordering::Release);
+        Box::pin(async { true })
+    }
+
+    fn apply(&self, event: &drover_store::Event) {
+        let key = event.kv.key.as_str();
+        let token = key
+            .strip_prefix(self.prefixes.records.as_str())
+            .or_else(|| key.strip_prefix(self.prefixes.tokens.as_str()));
+        if let Some(token) = token {
+            let mut cache = self.cache();
+            cache.epoch += 1;
+            cache.entries.remove(token);
+        } else if let Some(user) = key.strip_prefix(self.prefixes.users.as_str()) {
+            let mut cache = self.cache();
+            cache.epoch += 1;
+            cache
+                .entries
+                .retain(|_, (v, _)| v.identity.user.name != user);
+        }
+        self.applied.store(event.revision(), Ordering::Release);
+    }
+
+    fn lost(&self) {
+        let mut cache = self.cache();
+        cache.live = false;
+        cache.entries.clear();
+        cache.epoch += 1;
+    }
+}
+
+/// The keys whose changes touch cached tokens.
+#[derive(Debug)]
+struct Prefixes {
+    /// Token hash records.
+    records: String,
+    /// Token objects.
+    tokens: String,
+    /// User objects.
+    users: String,
 }
 
 #[cfg(test)]

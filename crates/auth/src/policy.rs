@@ -27,7 +27,6 @@ use drover_core::api::{
 use drover_rbac::{PolicyRule, RuleSet, UserInfo};
 use drover_store::{ListOptions, Store};
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use serde_json::Value;
 
 /// The built-in global roles.
@@ -638,59 +637,7 @@ impl RbacAuthorizer {
     /// change to a policy kind, until the store closes. After a watch error
     /// (such as a compacted revision) it loads everything again.
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let from = match this.store.revisions().await {
-                    Ok(r) => r.current,
-                    Err(_) => {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                match this.load(Some(from)).await {
-                    Ok(objects) => {
-                        let mut m = this.mirror();
-                        m.objects = objects;
-                        m.live = true;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
-                this.invalidate();
-                this.applied.send_replace(from);
-                let mut events = this.store.watch("", from);
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(e) => {
-                            if policy_kind(&e.kv.key).is_some() {
-                                let parsed = match e.kind {
-                                    drover_store::EventType::Deleted => None,
-                                    _ => PolicyObject::parse(&e.kv.key, &e.kv.value),
-                                };
-                                let mut m = this.mirror();
-                                match parsed {
-                                    Some(obj) => m.objects.insert(e.kv.key.clone(), obj),
-                                    None => m.objects.remove(&e.kv.key),
-                                };
-                                drop(m);
-                                this.invalidate();
-                            }
-                            this.applied.send_replace(e.revision());
-                        }
-                        Err(drover_store::StoreError::Closed) => {
-                            this.mirror().live = false;
-                            return;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                this.mirror().live = false;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        })
+        self.store.follow("", self.clone())
     }
 
     /// The current snapshot, rebuilt first if stale.
@@ -760,6 +707,46 @@ impl RbacAuthorizer {
         }
         let objects = self.load(None).await?;
         Ok(Snapshot::assemble(objects.values()))
+    }
+}
+
+/// The mirror follows every write, policy or not, so that `applied` tells
+/// how far it has read.
+impl drover_store::Follower for RbacAuthorizer {
+    fn reset(&self, revision: drover_store::Revision) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let Ok(objects) = self.load(Some(revision)).await else {
+                return false;
+            };
+            let mut m = self.mirror();
+            m.objects = objects;
+            m.live = true;
+            drop(m);
+            self.invalidate();
+            self.applied.send_replace(revision);
+            true
+        })
+    }
+
+    fn apply(&self, e: &drover_store::Event) {
+        if policy_kind(&e.kv.key).is_some() {
+            let parsed = match e.kind {
+                drover_store::EventType::Deleted => None,
+                _ => PolicyObject::parse(&e.kv.key, &e.kv.value),
+            };
+            let mut m = self.mirror();
+            match parsed {
+                Some(obj) => m.objects.insert(e.kv.key.clone(), obj),
+                None => m.objects.remove(&e.kv.key),
+            };
+            drop(m);
+            self.invalidate();
+        }
+        self.applied.send_replace(e.revision());
+    }
+
+    fn lost(&self) {
+        self.mirror().live = false;
     }
 }
 

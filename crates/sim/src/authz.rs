@@ -186,27 +186,8 @@ impl SimAuthorizer {
     /// Invalidate whenever an RBAC object changes in the store, also when
     /// a controller writes it directly (namespace deletion), until aborted.
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            loop {
-                let Ok(revs) = this.store.revisions().await else {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                };
-                this.invalidate();
-                let mut events = this
-                    .store
-                    .watch(&format!("/registry/{RBAC}/"), revs.current);
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(_) => this.invalidate(),
-                        Err(drover_store::StoreError::Closed) => return,
-                        Err(_) => break,
-                    }
-                }
-            }
-        })
+        self.store
+            .follow(&format!("/registry/{RBAC}/"), self.clone())
     }
 
     async fn list(&self, plural: &str) -> Result<Vec<Value>, ApiError> {
@@ -246,6 +227,21 @@ impl SimAuthorizer {
         s.bindings = self.list("rolebindings").await?;
         Ok(s)
     }
+}
+
+/// Any change to an RBAC object, or a restarted watch, makes the snapshot
+/// stale.
+impl drover_store::Follower for SimAuthorizer {
+    fn reset(&self, _revision: drover_store::Revision) -> futures::future::BoxFuture<'_, bool> {
+        self.invalidate();
+        Box::pin(async { true })
+    }
+
+    fn apply(&self, _event: &drover_store::Event) {
+        self.invalidate();
+    }
+
+    fn lost(&self) {}
 }
 
 impl SimAuthorizer {

@@ -17,6 +17,8 @@
 //! - `watch`: one pump per store reads new log rows once and fans them out to
 //!   every watcher; a watcher first catches up from the log, then follows the
 //!   pump, so it sees each change exactly once and in order.
+//! - [`Follower`] and [`Store::follow`]: an in-memory view kept current from
+//!   a watch, reloaded after a broken one.
 //!
 //! # Data flow of a write
 //! ```text
@@ -31,6 +33,7 @@
 //! commit could fill.
 
 mod error;
+mod follow;
 mod keys;
 mod sql;
 mod watch;
@@ -43,6 +46,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use error::StoreError;
+pub use follow::Follower;
 pub use keys::{prefix_end, validate_key};
 
 /// A store revision: the value of the global write counter after a write.
