@@ -150,7 +150,15 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(Bytes::from(v))
 }
 
+/// How long the simulated container takes to start the command. A real exec
+/// starts a process first (tens of milliseconds with runc), and kubectl
+/// relies on that: its client opens its streams only after the WebSocket is
+/// up and discards frames for a stream it has not opened yet (client-go's
+/// `wsStreamCreator`), so output sent at once can be lost.
+const PROCESS_START: std::time::Duration = std::time::Duration::from_millis(20);
+
 async fn run(mut socket: WebSocket, command: Vec<String>, ctx: Context) -> Result<(), axum::Error> {
+    tokio::time::sleep(PROCESS_START).await;
     let (code, out, err) = match command[0].as_str() {
         "echo" => (0, format!("{}\n", command[1..].join(" ")), String::new()),
         "hostname" => (0, format!("{}\n", ctx.hostname), String::new()),
