@@ -21,6 +21,15 @@ pub enum StoreError {
         /// The key's latest revision.
         current: Revision,
     },
+    /// Something under a prefix was written after the revision a
+    /// transaction's [`crate::Op::Unchanged`] named.
+    #[error("keys under {prefix:?} changed after revision {since}")]
+    PrefixChanged {
+        /// The prefix.
+        prefix: String,
+        /// The revision after which nothing was to change.
+        since: Revision,
+    },
     /// The requested revision was compacted away.
     #[error("revision {requested} is too old: history before {compacted} was compacted")]
     TooOld {

@@ -110,6 +110,106 @@ pub struct ListOptions {
     pub revision: Option<Revision>,
 }
 
+/// One step of a transaction ([`Store::txn`]): a write, or a condition
+/// the whole transaction depends on. Every write gets its own revision, in
+/// the order given; a failed step fails the transaction and nothing of it
+/// is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create `key`; [`StoreError::AlreadyExists`] if it exists.
+    Create {
+        /// The key.
+        key: String,
+        /// Its value.
+        value: Bytes,
+    },
+    /// Replace `key` if its latest revision is `expected`.
+    Update {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Bytes,
+        /// The revision the caller read.
+        expected: Revision,
+    },
+    /// Delete `key` (only at revision `expected`, if given).
+    Delete {
+        /// The key.
+        key: String,
+        /// The revision the caller read, if it matters.
+        expected: Option<Revision>,
+    },
+    /// Require `key` to be at `revision` (`None`: to be absent). Writes
+    /// nothing; [`StoreError::Conflict`] (or [`StoreError::AlreadyExists`],
+    /// [`StoreError::NotFound`]) otherwise.
+    Check {
+        /// The key.
+        key: String,
+        /// Its expected latest revision, or `None` for absent.
+        revision: Option<Revision>,
+    },
+    /// Require that nothing under `prefix` was written after `since`
+    /// (so a list read at `since` is still whole). Writes nothing;
+    /// [`StoreError::PrefixChanged`] otherwise.
+    Unchanged {
+        /// The prefix.
+        prefix: String,
+        /// The revision the caller listed at.
+        since: Revision,
+    },
+}
+
+impl Op {
+    /// Create `key` with `value`.
+    pub fn create(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Op::Create {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Replace `key`, read at `expected`, with `value`.
+    pub fn update(key: impl Into<String>, value: impl Into<Bytes>, expected: Revision) -> Self {
+        Op::Update {
+            key: key.into(),
+            value: value.into(),
+            expected,
+        }
+    }
+
+    /// Delete `key`, read at `expected`.
+    pub fn delete(key: impl Into<String>, expected: Revision) -> Self {
+        Op::Delete {
+            key: key.into(),
+            expected: Some(expected),
+        }
+    }
+
+    /// Require `key` at `revision` (`None`: absent).
+    pub fn check(key: impl Into<String>, revision: Option<Revision>) -> Self {
+        Op::Check {
+            key: key.into(),
+            revision,
+        }
+    }
+
+    /// The key this step is about (the prefix, for [`Op::Unchanged`]).
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. }
+            | Op::Update { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Check { key, .. } => key,
+            Op::Unchanged { prefix, .. } => prefix,
+        }
+    }
+
+    /// Whether the step writes.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Op::Check { .. } | Op::Unchanged { .. })
+    }
+}
+
 /// The answer to a list.
 #[derive(Debug, Clone)]
 pub struct ListResult {
@@ -148,6 +248,9 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         items: &'a [(String, Bytes)],
     ) -> BoxFuture<'a, Result<Vec<KeyValue>>>;
+    /// Run a transaction: every step or none ([`Store::txn`]). Returns one
+    /// [`KeyValue`] per writing step, in order.
+    fn txn<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<Vec<KeyValue>>>;
     /// Replace `key` if its latest revision is `expected`.
     fn update<'a>(
         &'a self,
@@ -288,6 +391,28 @@ impl Store {
         let kvs = self.backend.create_all(&items).await?;
         self.hub
             .written(kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0));
+        Ok(kvs)
+    }
+
+    /// Run `ops` as one transaction: all of them or none. Each write gets
+    /// its own revision, in order; checks ([`Op::Check`], [`Op::Unchanged`])
+    /// hold at commit, since writers are serialised. Returns one
+    /// [`KeyValue`] per writing step, in order. An empty transaction does
+    /// nothing.
+    pub async fn txn(&self, ops: &[Op]) -> Result<Vec<KeyValue>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        for op in ops {
+            match op {
+                Op::Unchanged { .. } => {}
+                other => validate_key(other.key())?,
+            }
+        }
+        let kvs = self.backend.txn(ops).await?;
+        if let Some(rev) = kvs.iter().map(|kv| kv.mod_revision).max() {
+            self.hub.written(rev);
+        }
         Ok(kvs)
     }
 

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::keys::prefix_end;
 use crate::{
-    Backend, Event, EventType, KeyValue, ListOptions, ListResult, Result, Revision, Revisions,
+    Backend, Event, EventType, KeyValue, ListOptions, ListResult, Op, Result, Revision, Revisions,
     StoreError, StoreOptions,
 };
 
@@ -93,13 +93,6 @@ pub(crate) struct SqlBackend {
     listener: Option<JoinHandle<()>>,
     /// See [`StoreOptions::poll_interval`].
     poll: Duration,
-}
-
-/// What a write does once the key's latest row is known.
-enum Write {
-    Create(Bytes),
-    Update(Bytes, Revision),
-    Delete(Option<Revision>),
 }
 
 struct LatestRow {
@@ -228,31 +221,43 @@ impl SqlBackend {
         })
     }
 
-    /// One write: see [`Self::write_all`].
-    async fn write(&self, key: &str, op: Write) -> Result<KeyValue> {
-        let mut kvs = self.write_all(&[(key, op)]).await?;
-        Ok(kvs.remove(0))
-    }
-
-    /// Writes in one transaction, all or none: for each, bump the revision,
-    /// check the key's latest row, append a row.
-    async fn write_all(&self, ops: &[(&str, Write)]) -> Result<Vec<KeyValue>> {
+    /// Steps in one transaction, all or none: conditions are checked and
+    /// each write bumps the revision, checks the key's latest row and
+    /// appends a row.
+    async fn write_all(&self, ops: &[Op]) -> Result<Vec<KeyValue>> {
         let _local = match self.dialect {
             Dialect::Sqlite => Some(self.write_lock.lock().await),
             Dialect::Postgres => None,
         };
         let mut tx = self.pool.begin().await?;
-        let mut done = Vec::with_capacity(ops.len());
-        for (key, op) in ops {
-            done.push(write_one(&mut tx, key, op).await?);
+        if ops.iter().any(|op| !op.writes()) {
+            // Take the writers' lock first, so that no other writer commits
+            // between a condition and this transaction's commit.
+            sqlx::query("UPDATE drover_meta SET revision = revision WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
         }
-        if self.dialect == Dialect::Postgres {
+        let mut done = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::Check { key, revision } => check_key(&mut tx, key, *revision).await?,
+                Op::Unchanged { prefix, since } => check_unchanged(&mut tx, prefix, *since).await?,
+                write => done.push(write_one(&mut tx, write).await?),
+            }
+        }
+        if self.dialect == Dialect::Postgres && !done.is_empty() {
             // Delivered to listeners when (and only if) the transaction commits.
             tx.execute(format!("NOTIFY {NOTIFY_CHANNEL}").as_str())
                 .await?;
         }
         tx.commit().await?;
         Ok(done)
+    }
+
+    /// One write: see [`Self::write_all`].
+    async fn write(&self, op: Op) -> Result<KeyValue> {
+        let mut kvs = self.write_all(std::slice::from_ref(&op)).await?;
+        Ok(kvs.remove(0))
     }
 
     async fn list_at(&self, opts: &ListOptions, revision: Revision) -> Result<ListResult> {
@@ -302,18 +307,9 @@ impl SqlBackend {
     }
 }
 
-/// One write inside a transaction.
-async fn write_one(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    key: &str,
-    op: &Write,
-) -> Result<KeyValue> {
-    let revision: i64 = sqlx::query_scalar(
-        "UPDATE drover_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let latest = sqlx::query(
+/// The latest live row of a key, inside a transaction.
+async fn latest(tx: &mut sqlx::Transaction<'_, sqlx::Any>, key: &str) -> Result<Option<LatestRow>> {
+    sqlx::query(
         "SELECT revision, deleted, create_revision, value FROM drover_log
          WHERE key = $1 ORDER BY revision DESC LIMIT 1",
     )
@@ -328,8 +324,63 @@ async fn write_one(
             value: row.try_get("value")?,
         }))
     })
-    .transpose()?
-    .flatten();
+    .transpose()
+    .map(Option::flatten)
+}
+
+/// [`Op::Check`]: the key is at `revision` (`None`: absent).
+async fn check_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &str,
+    revision: Option<Revision>,
+) -> Result<()> {
+    match (latest(tx, key).await?, revision) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(StoreError::AlreadyExists(key.to_owned())),
+        (None, Some(_)) => Err(StoreError::NotFound(key.to_owned())),
+        (Some(live), Some(expected)) if live.revision == expected => Ok(()),
+        (Some(live), Some(expected)) => Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            current: live.revision,
+        }),
+    }
+}
+
+/// [`Op::Unchanged`]: no row under `prefix` after `since`.
+async fn check_unchanged(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    prefix: &str,
+    since: Revision,
+) -> Result<()> {
+    let end = prefix_end(prefix).unwrap_or_else(|| KEY_MAX.to_owned());
+    let later = sqlx::query(
+        "SELECT revision FROM drover_log
+         WHERE key >= $1 AND key < $2 AND revision > $3 LIMIT 1",
+    )
+    .bind(prefix)
+    .bind(end.as_str())
+    .bind(since)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match later {
+        None => Ok(()),
+        Some(_) => Err(StoreError::PrefixChanged {
+            prefix: prefix.to_owned(),
+            since,
+        }),
+    }
+}
+
+/// One write inside a transaction.
+async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result<KeyValue> {
+    let revision: i64 = sqlx::query_scalar(
+        "UPDATE drover_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let key = op.key();
+    let latest = latest(tx, key).await?;
 
     let check = |expected: Revision, live: &LatestRow| {
         if live.revision == expected {
@@ -344,24 +395,27 @@ async fn write_one(
     };
     let not_found = || StoreError::NotFound(key.to_owned());
     let (created, deleted, create_revision, value) = match op {
-        Write::Create(value) => {
+        Op::Create { value, .. } => {
             if latest.is_some() {
                 return Err(StoreError::AlreadyExists(key.to_owned()));
             }
             (1, 0, revision, value.clone())
         }
-        Write::Update(value, expected) => {
+        Op::Update {
+            value, expected, ..
+        } => {
             let live = latest.ok_or_else(not_found)?;
             check(*expected, &live)?;
             (0, 0, live.create_revision, value.clone())
         }
-        Write::Delete(expected) => {
+        Op::Delete { expected, .. } => {
             let live = latest.ok_or_else(not_found)?;
             if let Some(expected) = expected {
                 check(*expected, &live)?;
             }
             (0, 1, live.create_revision, Bytes::from(live.value))
         }
+        Op::Check { .. } | Op::Unchanged { .. } => unreachable!("conditions write nothing"),
     };
     sqlx::query(
         "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value)
@@ -532,7 +586,7 @@ impl Backend for SqlBackend {
     }
 
     fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, Result<KeyValue>> {
-        Box::pin(self.write(key, Write::Create(value)))
+        Box::pin(self.write(Op::create(key, value)))
     }
 
     fn create_all<'a>(
@@ -540,12 +594,16 @@ impl Backend for SqlBackend {
         items: &'a [(String, Bytes)],
     ) -> BoxFuture<'a, Result<Vec<KeyValue>>> {
         Box::pin(async move {
-            let ops: Vec<_> = items
+            let ops: Vec<Op> = items
                 .iter()
-                .map(|(k, v)| (k.as_str(), Write::Create(v.clone())))
+                .map(|(k, v)| Op::create(k.as_str(), v.clone()))
                 .collect();
             self.write_all(&ops).await
         })
+    }
+
+    fn txn<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<Vec<KeyValue>>> {
+        Box::pin(self.write_all(ops))
     }
 
     fn update<'a>(
@@ -554,7 +612,7 @@ impl Backend for SqlBackend {
         value: Bytes,
         expected: Revision,
     ) -> BoxFuture<'a, Result<KeyValue>> {
-        Box::pin(self.write(key, Write::Update(value, expected)))
+        Box::pin(self.write(Op::update(key, value, expected)))
     }
 
     fn delete<'a>(
@@ -562,7 +620,10 @@ impl Backend for SqlBackend {
         key: &'a str,
         expected: Option<Revision>,
     ) -> BoxFuture<'a, Result<KeyValue>> {
-        Box::pin(self.write(key, Write::Delete(expected)))
+        Box::pin(self.write(Op::Delete {
+            key: key.to_owned(),
+            expected,
+        }))
     }
 
     fn changes_since<'a>(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Fixture;
-use drover_store::{Event, EventType, ListOptions, Store, StoreError, StoreOptions};
+use drover_store::{Event, EventType, ListOptions, Op, Store, StoreError, StoreOptions};
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
@@ -48,6 +48,8 @@ store_tests!(
     watch_sees_writes_from_another_process,
     killed_writer_leaves_only_whole_objects,
     create_all_is_all_or_nothing,
+    txn_is_all_or_nothing_and_its_conditions_hold,
+    txn_conditions_hold_against_racing_writers,
 );
 
 async fn create_get_update_delete(f: Fixture) {
@@ -512,4 +514,149 @@ async fn create_all_is_all_or_nothing(f: Fixture) {
     assert_eq!(kvs.len(), 2);
     assert_eq!(kvs[1].mod_revision, kvs[0].mod_revision + 1);
     assert_eq!(&s.get("/b/new2").await.unwrap().unwrap().value[..], b"2");
+}
+
+async fn txn_is_all_or_nothing_and_its_conditions_hold(f: Fixture) {
+    let s = &f.store;
+    let a = s.create("/x/a", "a1").await.unwrap();
+    let b = s.create("/x/b", "b1").await.unwrap();
+    let listed = s.revisions().await.unwrap().current;
+
+    // Every kind of failed step leaves the store as it was.
+    let failing: Vec<(Vec<Op>, fn(&StoreError) -> bool)> = vec![
+        (
+            vec![Op::create("/x/c", "c"), Op::create("/x/a", "dup")],
+            |e| matches!(e, StoreError::AlreadyExists(k) if k == "/x/a"),
+        ),
+        (
+            vec![
+                Op::create("/x/c", "c"),
+                Op::update("/x/b", "b2", a.mod_revision),
+            ],
+            |e| matches!(e, StoreError::Conflict { key, .. } if key == "/x/b"),
+        ),
+        (
+            vec![
+                Op::delete("/x/a", a.mod_revision),
+                Op::delete("/x/missing", 1),
+            ],
+            |e| matches!(e, StoreError::NotFound(k) if k == "/x/missing"),
+        ),
+        (
+            vec![Op::create("/x/c", "c"), Op::check("/x/a", None)],
+            |e| matches!(e, StoreError::AlreadyExists(_)),
+        ),
+        (
+            vec![
+                Op::check("/x/b", Some(a.mod_revision)),
+                Op::create("/x/c", "c"),
+            ],
+            |e| matches!(e, StoreError::Conflict { .. }),
+        ),
+        (
+            vec![
+                Op::create("/x/c", "c"),
+                Op::Unchanged {
+                    prefix: "/x/".into(),
+                    since: a.mod_revision,
+                },
+            ],
+            |e| matches!(e, StoreError::PrefixChanged { .. }),
+        ),
+    ];
+    for (ops, expected) in failing {
+        let before = s.revisions().await.unwrap();
+        match s.txn(&ops).await {
+            Err(e) => assert!(expected(&e), "{ops:?}: {e}"),
+            Ok(kvs) => panic!("{ops:?} succeeded: {kvs:?}"),
+        }
+        assert_eq!(s.revisions().await.unwrap(), before, "{ops:?} wrote");
+        assert_eq!(s.get("/x/c").await.unwrap(), None);
+        assert_eq!(s.get("/x/a").await.unwrap().unwrap(), a);
+    }
+
+    // Conditions that hold: writes land, one revision each, in order.
+    let kvs = s
+        .txn(&[
+            Op::check("/x/a", Some(a.mod_revision)),
+            Op::check("/x/none", None),
+            Op::Unchanged {
+                prefix: "/x/".into(),
+                since: listed,
+            },
+            Op::update("/x/a", "a2", a.mod_revision),
+            Op::delete("/x/b", b.mod_revision),
+            Op::create("/x/c", "c"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(kvs.len(), 3);
+    assert_eq!(kvs[1].mod_revision, kvs[0].mod_revision + 1);
+    assert_eq!(kvs[2].mod_revision, kvs[1].mod_revision + 1);
+    assert_eq!(&s.get("/x/a").await.unwrap().unwrap().value[..], b"a2");
+    assert_eq!(s.get("/x/b").await.unwrap(), None);
+    // Only conditions: nothing written, nothing bumped.
+    let before = s.revisions().await.unwrap();
+    assert!(s
+        .txn(&[Op::check("/x/c", Some(kvs[2].mod_revision))])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.revisions().await.unwrap(), before);
+    assert!(s.txn(&[]).await.unwrap().is_empty());
+}
+
+/// A transaction that lists a prefix, then writes on condition that the
+/// prefix is unchanged, never misses a key another writer added meanwhile:
+/// either its condition fails or the other write comes after it.
+async fn txn_conditions_hold_against_racing_writers(f: Fixture) {
+    let s = f.store.clone();
+    let adders = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                s.create(&format!("/r/items/{i:03}"), "x").await.unwrap();
+            }
+        })
+    };
+    let mut sealed = 0;
+    for round in 0..60 {
+        let page = s
+            .list(&ListOptions {
+                prefix: "/r/items/".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let count = page.items.len().to_string();
+        let result = s
+            .txn(&[
+                Op::Unchanged {
+                    prefix: "/r/items/".into(),
+                    since: page.revision,
+                },
+                Op::create(format!("/r/count/{round:03}"), count.clone()),
+            ])
+            .await;
+        match result {
+            Ok(kvs) => {
+                sealed += 1;
+                // Nothing under the prefix at or below the count's revision
+                // was missing from the list.
+                let at = s
+                    .list(&ListOptions {
+                        prefix: "/r/items/".into(),
+                        revision: Some(kvs[0].mod_revision),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(at.items.len().to_string(), count);
+            }
+            Err(StoreError::PrefixChanged { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    adders.await.unwrap();
+    assert!(sealed > 0, "no transaction ever went through");
 }
