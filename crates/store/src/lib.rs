@@ -148,6 +148,16 @@ pub enum Op {
         /// Its expected latest revision, or `None` for absent.
         revision: Option<Revision>,
     },
+    /// Require `key` to exist as the object created at `created` (its
+    /// `create_revision`): the same one, whatever its later updates, and not
+    /// one deleted and made again. Writes nothing; [`StoreError::NotFound`]
+    /// or [`StoreError::Conflict`] otherwise.
+    Live {
+        /// The key.
+        key: String,
+        /// The revision that created it.
+        created: Revision,
+    },
     /// Require that nothing under `prefix` was written after `since`
     /// (so a list read at `since` is still whole). Writes nothing;
     /// [`StoreError::PrefixChanged`] otherwise.
@@ -193,20 +203,33 @@ impl Op {
         }
     }
 
+    /// Require `kv`'s key to be still the object `kv` was read as (not
+    /// deleted, not made again), whatever its later updates.
+    pub fn live(kv: &KeyValue) -> Self {
+        Op::Live {
+            key: kv.key.clone(),
+            created: kv.create_revision,
+        }
+    }
+
     /// The key this step is about (the prefix, for [`Op::Unchanged`]).
     pub fn key(&self) -> &str {
         match self {
             Op::Create { key, .. }
             | Op::Update { key, .. }
             | Op::Delete { key, .. }
-            | Op::Check { key, .. } => key,
+            | Op::Check { key, .. }
+            | Op::Live { key, .. } => key,
             Op::Unchanged { prefix, .. } => prefix,
         }
     }
 
     /// Whether the step writes.
     pub fn writes(&self) -> bool {
-        !matches!(self, Op::Check { .. } | Op::Unchanged { .. })
+        !matches!(
+            self,
+            Op::Check { .. } | Op::Live { .. } | Op::Unchanged { .. }
+        )
     }
 }
 

@@ -241,6 +241,7 @@ impl SqlBackend {
         for op in ops {
             match op {
                 Op::Check { key, revision } => check_key(&mut tx, key, *revision).await?,
+                Op::Live { key, created } => check_live(&mut tx, key, *created).await?,
                 Op::Unchanged { prefix, since } => check_unchanged(&mut tx, prefix, *since).await?,
                 write => done.push(write_one(&mut tx, write).await?),
             }
@@ -347,6 +348,23 @@ async fn check_key(
     }
 }
 
+/// [`Op::Live`]: the key exists, created at `created`.
+async fn check_live(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &str,
+    created: Revision,
+) -> Result<()> {
+    match latest(tx, key).await? {
+        None => Err(StoreError::NotFound(key.to_owned())),
+        Some(live) if live.create_revision == created => Ok(()),
+        Some(live) => Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected: created,
+            current: live.create_revision,
+        }),
+    }
+}
+
 /// [`Op::Unchanged`]: no row under `prefix` after `since`.
 async fn check_unchanged(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -415,7 +433,9 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result
             }
             (0, 1, live.create_revision, Bytes::from(live.value))
         }
-        Op::Check { .. } | Op::Unchanged { .. } => unreachable!("conditions write nothing"),
+        Op::Check { .. } | Op::Live { .. } | Op::Unchanged { .. } => {
+            unreachable!("conditions write nothing")
+        }
     };
     sqlx::query(
         "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value)

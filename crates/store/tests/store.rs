@@ -520,7 +520,6 @@ async fn txn_is_all_or_nothing_and_its_conditions_hold(f: Fixture) {
     let s = &f.store;
     let a = s.create("/x/a", "a1").await.unwrap();
     let b = s.create("/x/b", "b1").await.unwrap();
-    let listed = s.revisions().await.unwrap().current;
 
     // Every kind of failed step leaves the store as it was.
     let failing: Vec<(Vec<Op>, fn(&StoreError) -> bool)> = vec![
@@ -574,6 +573,24 @@ async fn txn_is_all_or_nothing_and_its_conditions_hold(f: Fixture) {
         assert_eq!(s.get("/x/c").await.unwrap(), None);
         assert_eq!(s.get("/x/a").await.unwrap().unwrap(), a);
     }
+
+    // Live: the same object, whatever its updates; not one made again.
+    let a2 = s.update("/x/a", "a1b", a.mod_revision).await.unwrap();
+    assert!(s.txn(&[Op::live(&a)]).await.unwrap().is_empty());
+    let gone = s.create("/x/gone", "g").await.unwrap();
+    s.delete("/x/gone", None).await.unwrap();
+    assert!(matches!(
+        s.txn(&[Op::live(&gone), Op::create("/x/c", "c")]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.create("/x/gone", "again").await.unwrap();
+    assert!(matches!(
+        s.txn(&[Op::live(&gone), Op::create("/x/c", "c")]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.get("/x/c").await.unwrap(), None);
+    let a = a2;
+    let listed = s.revisions().await.unwrap().current;
 
     // Conditions that hold: writes land, one revision each, in order.
     let kvs = s
