@@ -522,7 +522,8 @@ async fn txn_is_all_or_nothing_and_its_conditions_hold(f: Fixture) {
     let b = s.create("/x/b", "b1").await.unwrap();
 
     // Every kind of failed step leaves the store as it was.
-    let failing: Vec<(Vec<Op>, fn(&StoreError) -> bool)> = vec![
+    type Expected = fn(&StoreError) -> bool;
+    let failing: Vec<(Vec<Op>, Expected)> = vec![
         (
             vec![Op::create("/x/c", "c"), Op::create("/x/a", "dup")],
             |e| matches!(e, StoreError::AlreadyExists(k) if k == "/x/a"),
