@@ -111,9 +111,10 @@ pub struct ListOptions {
 }
 
 /// One step of a transaction ([`Store::txn`]): a write, or a condition
-/// the whole transaction depends on. Every write gets its own revision, in
-/// the order given; a failed step fails the transaction and nothing of it
-/// is written.
+/// the whole transaction depends on. Conditions are about the store as it
+/// was before the transaction (they are checked before its writes); every
+/// write gets its own revision, in the order given. A failed step fails
+/// the transaction and nothing of it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Create `key`; [`StoreError::AlreadyExists`] if it exists.

@@ -237,14 +237,19 @@ impl SqlBackend {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut done = Vec::with_capacity(ops.len());
+        // Conditions are about the store as the caller read it: they are
+        // checked before this transaction's own writes.
         for op in ops {
             match op {
                 Op::Check { key, revision } => check_key(&mut tx, key, *revision).await?,
                 Op::Live { key, created } => check_live(&mut tx, key, *created).await?,
                 Op::Unchanged { prefix, since } => check_unchanged(&mut tx, prefix, *since).await?,
-                write => done.push(write_one(&mut tx, write).await?),
+                _ => {}
             }
+        }
+        let mut done = Vec::with_capacity(ops.len());
+        for op in ops.iter().filter(|op| op.writes()) {
+            done.push(write_one(&mut tx, op).await?);
         }
         if self.dialect == Dialect::Postgres && !done.is_empty() {
             // Delivered to listeners when (and only if) the transaction commits.
