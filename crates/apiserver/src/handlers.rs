@@ -10,7 +10,7 @@ use base64::Engine;
 use bytes::Bytes;
 use drover_core::{keys, meta as m};
 use drover_rbac::{Attributes, RuleSet};
-use drover_store::{KeyValue, ListOptions, StoreError};
+use drover_store::{KeyValue, ListOptions, Op, StoreError};
 use serde_json::{json, Map, Value};
 
 use crate::error::Subject;
@@ -503,19 +503,29 @@ impl ApiServer {
                 init_metadata(&mut new.object, &er, &ns, &ename, false);
                 extra.push((key_of(&er, &ns, &ename), new.object));
             }
+            let mut warnings = warnings.clone();
+            warnings.extend(prepared.warnings.iter().cloned());
             if q.dry_run() {
                 return Ok(respond(StatusCode::CREATED, &obj, &warnings));
             }
             let key = key_of(r, &info.namespace, &name);
-            let mut records: Vec<(String, Vec<u8>)> =
-                vec![(key.clone(), serde_json::to_vec(&obj).expect("JSON"))];
-            records.extend(
+            let mut ops = vec![Op::create(
+                key.clone(),
+                serde_json::to_vec(&obj).expect("JSON"),
+            )];
+            ops.extend(
                 extra
                     .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("JSON"))),
+                    .map(|(k, v)| Op::create(k.clone(), serde_json::to_vec(v).expect("JSON"))),
             );
-            records.extend(prepared.records.iter().cloned());
-            match self.store.create_all(&records).await {
+            ops.extend(
+                prepared
+                    .records
+                    .iter()
+                    .map(|(k, v)| Op::create(k.clone(), v.clone())),
+            );
+            ops.extend(prepared.ops);
+            match self.store.txn(&ops).await {
                 Ok(kvs) => {
                     r.strategy.committed();
                     let mut out = Stored {
@@ -529,16 +539,7 @@ impl ApiServer {
                     return Ok(respond(StatusCode::CREATED, &out, &warnings));
                 }
                 Err(StoreError::AlreadyExists(k)) if k == key && given_name.is_empty() => continue,
-                Err(StoreError::AlreadyExists(k)) if k == key => {
-                    return Err(ApiError::already_exists(subject(r, &name)))
-                }
-                Err(StoreError::AlreadyExists(k)) => {
-                    return Err(ApiError::conflict_because(
-                        subject(r, &name),
-                        &format!("a related object exists already ({k})"),
-                    ))
-                }
-                Err(e) => return Err(ApiError::from_store(e, subject(r, &name))),
+                Err(e) => return Err(txn_error(e, &key, subject(r, &name))),
             }
         }
         Err(ApiError::new(
@@ -788,13 +789,7 @@ impl ApiServer {
         }
         let key = key_of(r, &info.namespace, &info.name);
         if is_deleting(&new) && !r.strategy.holds_deletion(&new) {
-            let kv = self
-                .store
-                .delete(&key, Some(current.revision))
-                .await
-                .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
-            r.strategy.committed();
-            r.strategy.after_delete(ctx, &new).await;
+            let kv = self.remove(ctx, r, &key, &new, current.revision).await?;
             return Ok(Stored {
                 value: new,
                 revision: kv.mod_revision,
@@ -937,13 +932,31 @@ impl ApiServer {
         if dry_run {
             return Ok(current.with_rv());
         }
-        self.store
-            .delete(&key, Some(current.revision))
-            .await
-            .map_err(|e| ApiError::from_store(e, subject(r, &name)))?;
-        r.strategy.committed();
-        r.strategy.after_delete(ctx, &current.value).await;
+        self.remove(ctx, r, &key, &current.value, current.revision)
+            .await?;
         Ok(current.with_rv())
+    }
+
+    /// Remove an object read at `revision` from the store, with what goes
+    /// with it ([`crate::Strategy::delete_ops`]), in one transaction.
+    async fn remove(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        key: &str,
+        obj: &Value,
+        revision: i64,
+    ) -> Result<KeyValue, ApiError> {
+        let mut ops = vec![Op::delete(key, revision)];
+        ops.extend(r.strategy.delete_ops(ctx, obj).await?);
+        let kvs = self
+            .store
+            .txn(&ops)
+            .await
+            .map_err(|e| txn_error(e, key, subject(r, object::name(obj))))?;
+        r.strategy.committed();
+        r.strategy.after_delete(ctx, obj).await;
+        Ok(kvs.into_iter().next().expect("the delete wrote"))
     }
 
     pub(crate) async fn delete_collection(
@@ -989,6 +1002,27 @@ impl ApiServer {
         }
         let meta = json!({"resourceVersion": listed.revision.to_string()});
         Ok(respond(StatusCode::OK, &list_of(r, meta, deleted), &[]))
+    }
+}
+
+/// The answer to a failed transaction about `key`: the object's own
+/// failures as usual; a related step that no longer held (a record taken,
+/// a role changed, a list grown) as a conflict to try again.
+fn txn_error(e: StoreError, key: &str, s: Subject<'_>) -> ApiError {
+    let own = match &e {
+        StoreError::AlreadyExists(k) | StoreError::NotFound(k) => k == key,
+        StoreError::Conflict { key: k, .. } => k == key,
+        StoreError::PrefixChanged { .. } => false,
+        _ => true,
+    };
+    if own {
+        return ApiError::from_store(e, s);
+    }
+    match e {
+        StoreError::AlreadyExists(_) => {
+            ApiError::conflict_because(s, "a related object exists already")
+        }
+        _ => ApiError::conflict_because(s, "a related object changed meanwhile; try again"),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use drover_rbac::{Attributes, RuleSet, UserInfo};
-use drover_store::Store;
+use drover_store::{Op, Store};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -96,7 +96,10 @@ impl Column {
     }
 }
 
-/// What `prepare_create` asks for besides storing the object.
+/// What `prepare_create` asks for besides storing the object. Everything
+/// here commits in the object's own transaction, or nothing does: a create
+/// that fails (the name is taken, a condition no longer holds) changes
+/// nothing.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// Objects to create in the same transaction (e.g. the creator's
@@ -107,6 +110,12 @@ pub struct Prepared {
     /// Raw store records (outside the API, e.g. a password hash or an index
     /// entry) created in the same transaction.
     pub records: Vec<(String, Vec<u8>)>,
+    /// Further steps of the same transaction: writes of the server's own
+    /// records, and conditions the create depends on (the role a binding
+    /// names is still the one checked, the subject still exists).
+    pub ops: Vec<Op>,
+    /// Warnings for the response (`Warning` headers).
+    pub warnings: Vec<String>,
 }
 
 /// An object to create alongside another.
@@ -262,7 +271,22 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
-    /// Cleanup after a delete (idempotent: it may run again after a crash).
+    /// What goes with the object when it leaves the store, in the same
+    /// transaction: its records, and what lives and dies with it (a user's
+    /// bindings and tokens, a role's bindings), with the conditions that
+    /// make what was read still whole ([`Op::Unchanged`]). A step that no
+    /// longer holds makes the delete try again. Called when the object is
+    /// removed, not when it is only marked for deletion.
+    fn delete_ops<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Called after the object left the store, for what is not in the
+    /// store (caches). Store writes belong in [`Strategy::delete_ops`].
     fn after_delete<'a>(&'a self, _ctx: &'a Context, _obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
