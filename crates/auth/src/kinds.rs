@@ -2,9 +2,24 @@
 //! Token, GlobalRole, GlobalRoleBinding, RoleTemplate,
 //! ClusterRoleTemplateBinding and ProjectRoleTemplateBinding.
 //!
-//! Bindings follow Kubernetes' no-escalation rule: to grant a role in a
-//! scope the caller must already hold all of its rules there, or `bind` on
-//! it. Nobody can change their own global roles.
+//! No write widens anyone's rights beyond its author's, as kube-apiserver's
+//! RBAC escalation check has it:
+//! - a GlobalRole or RoleTemplate may carry only rules its author holds
+//!   (for a template, in every cluster: a global admin), or the author
+//!   needs `escalate` on it;
+//! - a binding may grant a role only if its author holds all of its rules
+//!   in that scope, or `bind` on it; nobody changes their own global roles;
+//! - a new user gets each default global role only if its creator could
+//!   bind it;
+//! - acting on another user's account (update, delete, password) needs
+//!   every right they hold, or `impersonate` on them.
+//!
+//! Every write commits with its side effects in one store transaction, with
+//! the conditions it was checked under: a binding names the very role and
+//! user that were checked; a deleted user or role takes its bindings (and a
+//! user, its tokens, password hash and login name) with it, so nothing
+//! comes back to life under a name made again; a create that fails changes
+//! nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +28,13 @@ use drover_apiserver::{
     ApiError, Column, Context, FieldError, KindInfo, Prepared, Registry, Strategy,
 };
 use drover_core::api::{self, schema_for, RoleContext};
-use drover_rbac::{Attributes, PolicyRule};
+use drover_rbac::{Attributes, PolicyRule, UserInfo};
+use drover_store::{KeyValue, ListOptions, Op};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::login::username_key;
-use crate::policy::RbacAuthorizer;
+use crate::policy::{RbacAuthorizer, Snapshot};
 use crate::token;
 
 fn info(
@@ -151,49 +167,87 @@ pub fn register(reg: &mut Registry, authz: Arc<RbacAuthorizer>, max_token_ttl: D
     reg.register(prtbs, Prtbs { authz });
 }
 
-/// Remove what names a user besides its object: login-name index, password
-/// hash, bindings, tokens. Runs after a delete, and before a create of the
-/// same name in case an earlier cleanup was cut short, so a new user never
-/// inherits an old one's password or rights. Idempotent.
-async fn purge_user(store: &drover_store::Store, name: &str, username: &str) {
-    if !username.is_empty() {
-        let _ = store.delete(&username_key(username), None).await;
-    }
-    let _ = store
-        .delete(&drover_core::keys::password_hash(name), None)
-        .await;
-    // Everything that names the user goes too: bindings, tokens.
-    for plural in [
-        "globalrolebindings",
-        "clusterroletemplatebindings",
-        "projectroletemplatebindings",
-        "tokens",
-    ] {
+/// The store key of a kind's object.
+fn key(plural: &str, namespace: Option<&str>, name: &str) -> String {
+    drover_core::keys::object(api::GROUP, plural, namespace, name)
+}
+
+fn unavailable(_: drover_store::StoreError) -> ApiError {
+    ApiError::unavailable("the datastore is unavailable")
+}
+
+/// An object read from the store, with what a transaction needs of it.
+async fn read(ctx: &Context, key: &str) -> Result<Option<(Value, KeyValue)>, ApiError> {
+    let Some(kv) = ctx.store.get(key).await.map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let obj = serde_json::from_slice(&kv.value)
+        .map_err(|_| ApiError::internal("an object in the datastore is unreadable"))?;
+    Ok(Some((obj, kv)))
+}
+
+/// The objects of some kinds whose `spec.{field}` is `value`, read at one
+/// revision: a delete for each, and the conditions that nothing was added
+/// meanwhile. What lives and dies with a user or a role goes this way, in
+/// the same transaction as it.
+async fn dependents(
+    store: &drover_store::Store,
+    plurals: &[&str],
+    field: &str,
+    value: &str,
+) -> Result<Vec<Op>, ApiError> {
+    let at = store.revisions().await.map_err(unavailable)?.current;
+    let mut ops = Vec::new();
+    for plural in plurals {
         let prefix = drover_core::keys::prefix(api::GROUP, plural, None);
-        let Ok(page) = store
-            .list(&drover_store::ListOptions {
-                prefix,
+        let page = store
+            .list(&ListOptions {
+                prefix: prefix.clone(),
+                revision: Some(at),
                 ..Default::default()
             })
             .await
-        else {
-            continue;
-        };
+            .map_err(unavailable)?;
         for kv in page.items {
             let Ok(o) = serde_json::from_slice::<Value>(&kv.value) else {
                 continue;
             };
-            if str_at(&o, "/spec/userName") == name {
-                let _ = store.delete(&kv.key, None).await;
-                if plural == "tokens" {
-                    let _ = store
-                        .delete(&token::record_key(str_at(&o, "/metadata/name")), None)
-                        .await;
+            if o.pointer(&format!("/spec/{field}")).and_then(Value::as_str) != Some(value) {
+                continue;
+            }
+            ops.push(Op::delete(kv.key.clone(), kv.mod_revision));
+            if *plural == "tokens" {
+                if let Some(record) = store
+                    .get(&token::record_key(str_at(&o, "/metadata/name")))
+                    .await
+                    .map_err(unavailable)?
+                {
+                    ops.push(Op::delete(record.key, record.mod_revision));
                 }
             }
         }
+        ops.push(Op::Unchanged { prefix, since: at });
     }
+    Ok(ops)
 }
+
+/// Deletes of a key, if it exists (as read now).
+async fn delete_if_present(store: &drover_store::Store, key: &str) -> Result<Option<Op>, ApiError> {
+    Ok(store
+        .get(key)
+        .await
+        .map_err(unavailable)?
+        .map(|kv| Op::delete(kv.key, kv.mod_revision)))
+}
+
+/// What names a user besides its object: bindings, tokens (with their
+/// records), password hash and login-name index entry.
+const USER_DEPENDENTS: &[&str] = &[
+    "globalrolebindings",
+    "clusterroletemplatebindings",
+    "projectroletemplatebindings",
+    "tokens",
+];
 
 /// Login names: 1–64 of `a-z 0-9 . _ @ -`.
 pub fn valid_username(u: &str) -> bool {
@@ -201,6 +255,70 @@ pub fn valid_username(u: &str) -> bool {
         && u.len() <= 64
         && u.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_@".contains(&b))
+}
+
+/// Acting on another user's account (their password, their User object)
+/// is acting as them: it needs every right they hold, or `impersonate` on
+/// them.
+pub(crate) async fn may_act_as(
+    authz: &RbacAuthorizer,
+    caller: &UserInfo,
+    target: &str,
+    what: &str,
+) -> Result<(), ApiError> {
+    if target == caller.name {
+        return Ok(());
+    }
+    let snapshot = authz.snapshot().await?;
+    let target_info = UserInfo {
+        name: target.to_owned(),
+        groups: vec![crate::authn::AUTHENTICATED.to_owned()],
+        ..Default::default()
+    };
+    let missing = snapshot.rights_missing(caller, &target_info);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let impersonate = Attributes::resource("impersonate", api::GROUP, "users", "", target);
+    if drover_apiserver::Authorizer::authorize(authz, caller, &impersonate).await? {
+        return Ok(());
+    }
+    Err(forbidden_escalation(
+        &caller.name,
+        &format!("{what} of user {target:?}, who holds more rights"),
+        &missing,
+    ))
+}
+
+/// The rules of a global role as stored, with the record that keeps a
+/// binding made from them to exactly that role.
+async fn global_role_rules(
+    ctx: &Context,
+    role: &str,
+) -> Result<Option<(Vec<PolicyRule>, Op)>, ApiError> {
+    let Some((obj, kv)) = read(ctx, &key("globalroles", None, role)).await? else {
+        return Ok(None);
+    };
+    let rules: Vec<PolicyRule> =
+        serde_json::from_value(obj.pointer("/spec/rules").cloned().unwrap_or(json!([])))
+            .unwrap_or_default();
+    Ok(Some((rules, Op::check(kv.key, Some(kv.mod_revision)))))
+}
+
+/// Whether the caller may grant a global role with these rules: they hold
+/// them all, or `bind` on it. `Err` carries what they lack.
+async fn may_grant_global(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    role: &str,
+    rules: &[PolicyRule],
+) -> Result<Result<(), Vec<PolicyRule>>, ApiError> {
+    let missing = snapshot.rules(&ctx.user).covers(None, rules);
+    if missing.is_empty() || may_bind(ctx, role, "globalroles").await? {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(missing))
+    }
 }
 
 struct Users {
@@ -245,6 +363,8 @@ impl Strategy for Users {
         }
     }
 
+    /// Everything here commits with the User or not at all: a create of a
+    /// name that exists fails on the User's own key and touches nothing.
     fn prepare_create<'a>(
         &'a self,
         ctx: &'a Context,
@@ -253,45 +373,80 @@ impl Strategy for Users {
         Box::pin(async move {
             let name = str_at(obj, "/metadata/name").to_owned();
             let username = str_at(obj, "/spec/username").to_owned();
-            purge_user(&ctx.store, &name, "").await;
             if obj.pointer("/spec/enabled").is_none() {
                 obj["spec"]["enabled"] = json!(true);
             }
-            if let Ok(Some(existing)) = ctx.store.get(&username_key(&username)).await {
-                let owner = String::from_utf8_lossy(&existing.value).into_owned();
-                if ctx
-                    .store
-                    .get(&crate::authn::user_key(&owner))
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
-                    return Err(ApiError::new(
-                        409,
-                        "AlreadyExists",
-                        format!("the username {username:?} is taken"),
-                    ));
+            let mut ops = Vec::new();
+            // The login name: taken by a live user, refused; an entry left
+            // by a user that is gone is taken over.
+            match ctx
+                .store
+                .get(&username_key(&username))
+                .await
+                .map_err(unavailable)?
+            {
+                Some(index) => {
+                    let owner = String::from_utf8_lossy(&index.value).into_owned();
+                    let owner_user = read(ctx, &crate::authn::user_key(&owner)).await?;
+                    if owner_user
+                        .is_some_and(|(o, _)| o.pointer("/spec/username") == Some(&json!(username)))
+                    {
+                        return Err(ApiError::new(
+                            409,
+                            "AlreadyExists",
+                            format!("the username {username:?} is taken"),
+                        ));
+                    }
+                    ops.push(Op::update(index.key, name.clone(), index.mod_revision));
                 }
-                let _ = ctx.store.delete(&username_key(&username), None).await; // stale
+                None => ops.push(Op::create(username_key(&username), name.clone())),
             }
+            // A password hash or bindings left by an earlier user of this
+            // name (deletes were not always one transaction) go with the
+            // create, so a new user never inherits them.
+            if let Some(op) =
+                delete_if_present(&ctx.store, &drover_core::keys::password_hash(&name)).await?
+            {
+                ops.push(op);
+            }
+            ops.extend(
+                dependents(&ctx.store, USER_DEPENDENTS, "userName", &name)
+                    .await?
+                    .into_iter()
+                    .filter(Op::writes),
+            );
+            // The default global roles, each only if the creator could
+            // bind it themselves.
             let snapshot = self.authz.snapshot().await?;
-            let extra = snapshot
-                .default_global_roles()
-                .into_iter()
-                .map(|role| drover_apiserver::NewObject {
-                    group: api::GROUP,
-                    plural: "globalrolebindings",
-                    object: json!({
-                        "apiVersion": api::API_VERSION, "kind": "GlobalRoleBinding",
-                        "metadata": {"name": format!("grb-{name}-{role}")},
-                        "spec": {"userName": name, "globalRoleName": role},
-                    }),
-                })
-                .collect();
+            let mut extra = Vec::new();
+            let mut warnings = Vec::new();
+            for role in snapshot.default_global_roles() {
+                let Some((rules, unchanged)) = global_role_rules(ctx, &role).await? else {
+                    continue;
+                };
+                match may_grant_global(ctx, &snapshot, &role, &rules).await? {
+                    Ok(()) => {
+                        ops.push(unchanged);
+                        extra.push(drover_apiserver::NewObject {
+                            group: api::GROUP,
+                            plural: "globalrolebindings",
+                            object: json!({
+                                "apiVersion": api::API_VERSION, "kind": "GlobalRoleBinding",
+                                "metadata": {"generateName": "grb-"},
+                                "spec": {"userName": name, "globalRoleName": role},
+                            }),
+                        });
+                    }
+                    Err(_) => warnings.push(format!(
+                        "the default global role {role:?} was not bound: user {:?} does not hold its rights",
+                        ctx.user.name
+                    )),
+                }
+            }
             Ok(Prepared {
                 extra,
-                records: vec![(username_key(&username), name.into_bytes())],
+                ops,
+                warnings,
                 ..Default::default()
             })
         })
@@ -299,7 +454,7 @@ impl Strategy for Users {
 
     fn prepare_update<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
@@ -311,24 +466,61 @@ impl Strategy for Users {
                     vec![FieldError::forbidden("spec.username", "field is immutable")],
                 ));
             }
-            Ok(())
+            may_act_as(
+                &self.authz,
+                &ctx.user,
+                str_at(old, "/metadata/name"),
+                "changes",
+            )
+            .await
+        })
+    }
+
+    fn prepare_delete<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let name = str_at(obj, "/metadata/name");
+            if name == ctx.user.name {
+                return Err(ApiError::forbidden_because(
+                    "nobody can delete their own user",
+                ));
+            }
+            may_act_as(&self.authz, &ctx.user, name, "deletion").await
+        })
+    }
+
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async move {
+            let name = str_at(obj, "/metadata/name");
+            let mut ops = dependents(&ctx.store, USER_DEPENDENTS, "userName", name).await?;
+            ops.extend(
+                delete_if_present(&ctx.store, &drover_core::keys::password_hash(name)).await?,
+            );
+            let username = str_at(obj, "/spec/username");
+            if !username.is_empty() {
+                if let Some(index) = ctx
+                    .store
+                    .get(&username_key(username))
+                    .await
+                    .map_err(unavailable)?
+                    .filter(|kv| kv.value == name.as_bytes())
+                {
+                    ops.push(Op::delete(index.key, index.mod_revision));
+                }
+            }
+            Ok(ops)
         })
     }
 
     fn committed(&self) {
         self.authz.invalidate();
-    }
-
-    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            purge_user(
-                &ctx.store,
-                str_at(obj, "/metadata/name"),
-                str_at(obj, "/spec/username"),
-            )
-            .await;
-            self.authz.invalidate();
-        })
     }
 }
 
@@ -395,14 +587,7 @@ impl Strategy for Tokens {
                     )));
                 }
             }
-            if ctx
-                .store
-                .get(&crate::authn::user_key(&user))
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-            {
+            let Some((_, user_kv)) = read(ctx, &crate::authn::user_key(&user)).await? else {
                 return Err(invalid(
                     "Token",
                     obj,
@@ -412,7 +597,7 @@ impl Strategy for Tokens {
                         "no such user",
                     )],
                 ));
-            }
+            };
             let cluster = obj
                 .pointer("/spec/clusterName")
                 .and_then(Value::as_str)
@@ -441,6 +626,8 @@ impl Strategy for Tokens {
             Ok(Prepared {
                 records: vec![(token::record_key(&name), minted.record_bytes())],
                 response_overlay: Some(json!({"status": {"token": minted.bearer}})),
+                // Not for a user deleted meanwhile (or made again).
+                ops: vec![Op::live(&user_kv)],
                 ..Default::default()
             })
         })
@@ -455,12 +642,17 @@ impl Strategy for Tokens {
         Box::pin(async move { spec_immutable("Token", new, old) })
     }
 
-    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move {
-            let _ = ctx
-                .store
-                .delete(&token::record_key(str_at(obj, "/metadata/name")), None)
-                .await;
+            let record = token::record_key(str_at(obj, "/metadata/name"));
+            Ok(delete_if_present(&ctx.store, &record)
+                .await?
+                .into_iter()
+                .collect())
         })
     }
 }
@@ -493,6 +685,32 @@ struct GlobalRoles {
     authz: Arc<RbacAuthorizer>,
 }
 
+/// The rules of a GlobalRole object.
+fn role_rules(obj: &Value) -> Result<Vec<PolicyRule>, ApiError> {
+    serde_json::from_value(obj.pointer("/spec/rules").cloned().unwrap_or(json!([])))
+        .map_err(|e| ApiError::bad_request(format!("spec.rules: {e}")))
+}
+
+impl GlobalRoles {
+    /// A global role grants its rules to whoever it is bound to (and with
+    /// `newUserDefault`, to every new user): its author must hold them all,
+    /// as kube's RBAC asks of a Role's author, or have `escalate` on it.
+    async fn check_grant(&self, ctx: &Context, obj: &Value) -> Result<(), ApiError> {
+        let name = str_at(obj, "/metadata/name");
+        let rules = role_rules(obj)?;
+        let snapshot = self.authz.snapshot().await?;
+        let missing = snapshot.rules(&ctx.user).covers(None, &rules);
+        if missing.is_empty() || may_escalate(ctx, "globalroles", name).await? {
+            return Ok(());
+        }
+        Err(forbidden_escalation(
+            &ctx.user.name,
+            &format!("global role {name:?} these rules"),
+            &missing,
+        ))
+    }
+}
+
 impl Strategy for GlobalRoles {
     fn schema(&self) -> Value {
         schema_for::<api::GlobalRole>()
@@ -500,7 +718,7 @@ impl Strategy for GlobalRoles {
 
     fn prepare_create<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
@@ -514,17 +732,24 @@ impl Strategy for GlobalRoles {
                     )],
                 ));
             }
+            self.check_grant(ctx, obj).await?;
             Ok(Prepared::default())
         })
     }
 
     fn prepare_update<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move { refuse_builtin_change("global roles", new, old) })
+        Box::pin(async move {
+            refuse_builtin_change("global roles", new, old)?;
+            if new.get("spec") != old.get("spec") {
+                self.check_grant(ctx, new).await?;
+            }
+            Ok(())
+        })
     }
 
     fn prepare_delete<'a>(
@@ -533,6 +758,24 @@ impl Strategy for GlobalRoles {
         obj: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move { refuse_builtin_delete("global roles", obj) })
+    }
+
+    /// Its bindings go with it: a role made again under the same name
+    /// grants nothing to those the old one was bound to.
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async move {
+            dependents(
+                &ctx.store,
+                &["globalrolebindings"],
+                "globalRoleName",
+                str_at(obj, "/metadata/name"),
+            )
+            .await
+        })
     }
 
     fn committed(&self) {
@@ -561,24 +804,21 @@ fn one_subject(obj: &Value, role_field: &str) -> Vec<FieldError> {
     errors
 }
 
-async fn subject_user_exists(ctx: &Context, kind: &str, obj: &Value) -> Result<(), ApiError> {
+/// The binding's user exists; the condition that it still is the same one
+/// when the binding commits (none for a group).
+async fn subject_user(ctx: &Context, kind: &str, obj: &Value) -> Result<Option<Op>, ApiError> {
     let user = str_at(obj, "/spec/userName");
-    if !user.is_empty()
-        && ctx
-            .store
-            .get(&crate::authn::user_key(user))
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-    {
-        return Err(invalid(
+    if user.is_empty() {
+        return Ok(None);
+    }
+    match read(ctx, &crate::authn::user_key(user)).await? {
+        Some((_, kv)) => Ok(Some(Op::live(&kv))),
+        None => Err(invalid(
             kind,
             obj,
             vec![FieldError::invalid("spec.userName", user, "no such user")],
-        ));
+        )),
     }
-    Ok(())
 }
 
 async fn may_bind(ctx: &Context, template_or_role: &str, resource: &str) -> Result<bool, ApiError> {
@@ -586,6 +826,15 @@ async fn may_bind(ctx: &Context, template_or_role: &str, resource: &str) -> Resu
         .authorize(
             &ctx.user,
             &Attributes::resource("bind", api::GROUP, resource, "", template_or_role),
+        )
+        .await
+}
+
+async fn may_escalate(ctx: &Context, resource: &str, name: &str) -> Result<bool, ApiError> {
+    ctx.authorizer
+        .authorize(
+            &ctx.user,
+            &Attributes::resource("escalate", api::GROUP, resource, "", name),
         )
         .await
 }
@@ -614,10 +863,12 @@ impl Strategy for GlobalRoleBindings {
                     "nobody can change their own global roles",
                 ));
             }
-            subject_user_exists(ctx, "GlobalRoleBinding", obj).await?;
+            let mut ops: Vec<Op> = subject_user(ctx, "GlobalRoleBinding", obj)
+                .await?
+                .into_iter()
+                .collect();
             let role = str_at(obj, "/spec/globalRoleName").to_owned();
-            let snapshot = self.authz.snapshot().await?;
-            let Some(rules) = snapshot.global_role(&role) else {
+            let Some((rules, unchanged)) = global_role_rules(ctx, &role).await? else {
                 return Err(invalid(
                     "GlobalRoleBinding",
                     obj,
@@ -628,15 +879,21 @@ impl Strategy for GlobalRoleBindings {
                     )],
                 ));
             };
-            let missing = snapshot.rules(&ctx.user).covers(None, rules);
-            if !missing.is_empty() && !may_bind(ctx, &role, "globalroles").await? {
+            // The role checked is the role bound: not one changed or
+            // deleted (and made again) meanwhile.
+            ops.push(unchanged);
+            let snapshot = self.authz.snapshot().await?;
+            if let Err(missing) = may_grant_global(ctx, &snapshot, &role, &rules).await? {
                 return Err(forbidden_escalation(
                     &ctx.user.name,
                     &format!("global role {role:?}"),
                     &missing,
                 ));
             }
-            Ok(Prepared::default())
+            Ok(Prepared {
+                ops,
+                ..Default::default()
+            })
         })
     }
 
@@ -673,6 +930,56 @@ struct RoleTemplates {
     authz: Arc<RbacAuthorizer>,
 }
 
+impl RoleTemplates {
+    /// A template grants its rules, and those of the templates it names,
+    /// in every cluster or project it is bound in, now or later: its author
+    /// must hold them everywhere (a global admin), or have `escalate` on it.
+    /// Returns the conditions that the named templates are still the ones
+    /// checked when the write commits.
+    async fn check_grant(&self, ctx: &Context, obj: &Value) -> Result<Vec<Op>, ApiError> {
+        let name = str_at(obj, "/metadata/name");
+        let snapshot = self.authz.snapshot().await?;
+        let names: Vec<String> = obj
+            .pointer("/spec/roleTemplateNames")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let mut rules = role_rules(obj)?;
+        let mut ops = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let found = if n == name {
+                None
+            } else {
+                read(ctx, &key("roletemplates", None, n)).await?
+            };
+            let Some((_, kv)) = found else {
+                return Err(invalid(
+                    "RoleTemplate",
+                    obj,
+                    vec![FieldError::invalid(
+                        format!("spec.roleTemplateNames[{i}]"),
+                        n.clone(),
+                        "no such role template",
+                    )],
+                ));
+            };
+            ops.push(Op::check(kv.key.clone(), Some(kv.mod_revision)));
+            rules.extend(snapshot.template_rules(n));
+        }
+        let missing = drover_rbac::covers(&snapshot.downstream_everywhere(&ctx.user), &rules);
+        if missing.is_empty() || may_escalate(ctx, "roletemplates", name).await? {
+            return Ok(ops);
+        }
+        Err(forbidden_escalation(
+            &ctx.user.name,
+            &format!("role template {name:?} these rules"),
+            &missing,
+        ))
+    }
+}
+
 impl Strategy for RoleTemplates {
     fn schema(&self) -> Value {
         schema_for::<api::RoleTemplate>()
@@ -692,7 +999,7 @@ impl Strategy for RoleTemplates {
 
     fn prepare_create<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
@@ -706,38 +1013,37 @@ impl Strategy for RoleTemplates {
                     )],
                 ));
             }
-            let snapshot = self.authz.snapshot().await?;
-            let names: Vec<String> = obj
-                .pointer("/spec/roleTemplateNames")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            for (i, n) in names.iter().enumerate() {
-                if snapshot.template_context(n).is_none() {
-                    return Err(invalid(
-                        "RoleTemplate",
-                        obj,
-                        vec![FieldError::invalid(
-                            format!("spec.roleTemplateNames[{i}]"),
-                            n.clone(),
-                            "no such role template",
-                        )],
-                    ));
-                }
-            }
-            Ok(Prepared::default())
+            let ops = self.check_grant(ctx, obj).await?;
+            Ok(Prepared {
+                ops,
+                ..Default::default()
+            })
         })
     }
 
     fn prepare_update<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move { refuse_builtin_change("role templates", new, old) })
+        Box::pin(async move {
+            refuse_builtin_change("role templates", new, old)?;
+            if builtin(new) && !builtin(old) {
+                return Err(invalid(
+                    "RoleTemplate",
+                    new,
+                    vec![FieldError::forbidden(
+                        "spec.builtin",
+                        "only Drover ships built-in templates",
+                    )],
+                ));
+            }
+            if new.get("spec") != old.get("spec") {
+                self.check_grant(ctx, new).await?;
+            }
+            Ok(())
+        })
     }
 
     fn prepare_delete<'a>(
@@ -745,7 +1051,58 @@ impl Strategy for RoleTemplates {
         _ctx: &'a Context,
         obj: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move { refuse_builtin_delete("role templates", obj) })
+        Box::pin(async move {
+            refuse_builtin_delete("role templates", obj)?;
+            let name = str_at(obj, "/metadata/name");
+            let inheritors = self.authz.snapshot().await?.inheritors(name);
+            if !inheritors.is_empty() {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "role template {name:?} is inherited by {}: remove it from their roleTemplateNames first",
+                        inheritors.join(", ")
+                    ),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Its bindings go with it, so a template made again under the same
+    /// name grants nothing to those the old one was bound to; no template
+    /// may have started inheriting it meanwhile.
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async move {
+            let name = str_at(obj, "/metadata/name");
+            let at = ctx.store.revisions().await.map_err(unavailable)?.current;
+            if !self.authz.snapshot().await?.inheritors(name).is_empty() {
+                return Err(ApiError::conflict_because(
+                    drover_apiserver::error::Subject {
+                        group: api::GROUP,
+                        resource: "roletemplates",
+                        name,
+                    },
+                    "another template started inheriting it",
+                ));
+            }
+            let mut ops = dependents(
+                &ctx.store,
+                &["clusterroletemplatebindings", "projectroletemplatebindings"],
+                "roleTemplateName",
+                name,
+            )
+            .await?;
+            ops.push(Op::Unchanged {
+                prefix: drover_core::keys::prefix(api::GROUP, "roletemplates", None),
+                since: at,
+            });
+            Ok(ops)
+        })
     }
 
     fn committed(&self) {
@@ -754,7 +1111,8 @@ impl Strategy for RoleTemplates {
 }
 
 /// Check a role-template binding: template of the right context, and no
-/// escalation in its scope.
+/// escalation in its scope. Returns the conditions that the template and
+/// the subject are still the ones checked when the binding commits.
 async fn check_template_binding(
     authz: &RbacAuthorizer,
     ctx: &Context,
@@ -763,12 +1121,13 @@ async fn check_template_binding(
     context: RoleContext,
     cluster: &str,
     project: Option<&str>,
-) -> Result<(), ApiError> {
-    subject_user_exists(ctx, kind, obj).await?;
+) -> Result<Vec<Op>, ApiError> {
+    let mut ops: Vec<Op> = subject_user(ctx, kind, obj).await?.into_iter().collect();
     let template = str_at(obj, "/spec/roleTemplateName").to_owned();
+    let stored = read(ctx, &key("roletemplates", None, &template)).await?;
     let snapshot = authz.snapshot().await?;
-    match snapshot.template_context(&template) {
-        None => {
+    match (&stored, snapshot.template_context(&template)) {
+        (None, _) | (_, None) => {
             return Err(invalid(
                 kind,
                 obj,
@@ -779,7 +1138,7 @@ async fn check_template_binding(
                 )],
             ))
         }
-        Some(c) if c != context => {
+        (_, Some(c)) if c != context => {
             let want = if context == RoleContext::Cluster {
                 "cluster"
             } else {
@@ -795,7 +1154,7 @@ async fn check_template_binding(
                 )],
             ));
         }
-        Some(_) => {}
+        (Some((_, kv)), Some(_)) => ops.push(Op::check(kv.key.clone(), Some(kv.mod_revision))),
     }
     let held = snapshot.downstream_rules(&ctx.user, cluster, project);
     let missing = drover_rbac::covers(&held, &snapshot.template_rules(&template));
@@ -806,7 +1165,7 @@ async fn check_template_binding(
             &missing,
         ));
     }
-    Ok(())
+    Ok(ops)
 }
 
 struct Crtbs {
@@ -852,7 +1211,7 @@ impl Strategy for Crtbs {
                 }
                 _ => {}
             }
-            check_template_binding(
+            let mut ops = check_template_binding(
                 &self.authz,
                 ctx,
                 "ClusterRoleTemplateBinding",
@@ -862,7 +1221,14 @@ impl Strategy for Crtbs {
                 None,
             )
             .await?;
-            Ok(Prepared::default())
+            // Not into a cluster removed meanwhile.
+            if let Some((_, kv)) = read(ctx, &key("clusters", None, &cluster)).await? {
+                ops.push(Op::live(&kv));
+            }
+            Ok(Prepared {
+                ops,
+                ..Default::default()
+            })
         })
     }
 
@@ -923,8 +1289,9 @@ impl Strategy for Prtbs {
                 .split_once(':')
                 .map(|(c, p)| (c.to_owned(), p.to_owned()))
                 .unwrap_or_default();
-            let key = drover_core::keys::object(api::GROUP, "projects", Some(&cluster), &project);
-            if ctx.store.get(&key).await.ok().flatten().is_none() {
+            let Some((_, project_kv)) =
+                read(ctx, &key("projects", Some(&cluster), &project)).await?
+            else {
                 return Err(invalid(
                     "ProjectRoleTemplateBinding",
                     obj,
@@ -934,8 +1301,8 @@ impl Strategy for Prtbs {
                         "no such project",
                     )],
                 ));
-            }
-            check_template_binding(
+            };
+            let mut ops = check_template_binding(
                 &self.authz,
                 ctx,
                 "ProjectRoleTemplateBinding",
@@ -945,7 +1312,12 @@ impl Strategy for Prtbs {
                 Some(&project),
             )
             .await?;
-            Ok(Prepared::default())
+            // Not into a project removed meanwhile.
+            ops.push(Op::live(&project_kv));
+            Ok(Prepared {
+                ops,
+                ..Default::default()
+            })
         })
     }
 

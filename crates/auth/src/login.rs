@@ -185,7 +185,7 @@ impl Login {
             }
         };
         let ok = match &found {
-            Some((user, hash, enabled)) => {
+            Some((user, hash, enabled, _)) => {
                 password::verify_async(req.password.clone(), hash.clone()).await
                     && *enabled
                     && !user.is_empty()
@@ -196,7 +196,7 @@ impl Login {
             }
         };
         self.end(&req.username, !ok);
-        let Some((user, _, _)) = found.filter(|_| ok) else {
+        let Some((user, _, _, user_kv)) = found.filter(|_| ok) else {
             return Err(LoginError::Invalid);
         };
         let ttl = Some(
@@ -211,10 +211,16 @@ impl Login {
             ttl,
             self.max_ttl,
         );
-        self.store
-            .create_all(&minted.store_items())
-            .await
-            .map_err(|e| LoginError::Store(e.into()))?;
+        // Not for a user deleted (or made again) since the password check.
+        let mut ops = minted.store_ops();
+        ops.push(drover_store::Op::live(&user_kv));
+        match self.store.txn(&ops).await {
+            Ok(_) => {}
+            Err(
+                drover_store::StoreError::NotFound(_) | drover_store::StoreError::Conflict { .. },
+            ) => return Err(LoginError::Invalid),
+            Err(e) => return Err(LoginError::Store(e.into())),
+        }
         tracing::info!(user = %user, token = %minted.name, "login");
         Ok(LoggedIn {
             token: minted.bearer,
@@ -223,8 +229,12 @@ impl Login {
         })
     }
 
-    /// (user object name, password hash, enabled) for a login name.
-    async fn find(&self, username: &str) -> Result<Option<(String, String, bool)>, AuthError> {
+    /// (user object name, password hash, enabled, the User as stored) for a
+    /// login name.
+    async fn find(
+        &self,
+        username: &str,
+    ) -> Result<Option<(String, String, bool, drover_store::KeyValue)>, AuthError> {
         if username.is_empty() || drover_store::validate_key(&username_key(username)).is_err() {
             return Ok(None);
         }
@@ -251,6 +261,7 @@ impl Login {
             user,
             String::from_utf8_lossy(&hash.value).into_owned(),
             enabled,
+            user_kv,
         )))
     }
 }

@@ -528,6 +528,60 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The downstream rules the user holds in every cluster, present and
+    /// future: what a role template they write may grant. Only a global
+    /// admin holds any.
+    pub fn downstream_everywhere(&self, user: &UserInfo) -> Vec<PolicyRule> {
+        if self.is_admin(user) {
+            vec![
+                PolicyRule::resource(&["*"], &["*"], &["*"]),
+                PolicyRule::non_resource(&["*"], &["*"]),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The templates that name `template` among theirs.
+    pub fn inheritors(&self, template: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .templates
+            .iter()
+            .filter(|(_, t)| t.role_template_names.iter().any(|n| n == template))
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What `target` holds that `caller` does not: on the management API
+    /// (cluster-wide and per namespace) and in each cluster and project the
+    /// target is bound in. Acting as someone (their password, their
+    /// account) is holding their rights, so it needs all of them.
+    pub fn rights_missing(&self, caller: &UserInfo, target: &UserInfo) -> Vec<PolicyRule> {
+        let mine = self.rules(caller);
+        let theirs = self.rules(target);
+        let mut missing = mine.covers(None, &theirs.cluster);
+        for (ns, rules) in &theirs.namespaced {
+            missing.extend(mine.covers(Some(ns), rules));
+        }
+        for (subject, cluster, template) in &self.crtbs {
+            if subject.matches(target) {
+                let held = self.downstream_rules(caller, cluster, None);
+                missing.extend(drover_rbac::covers(&held, &self.template_rules(template)));
+            }
+        }
+        for (subject, cluster, project, template) in &self.prtbs {
+            if subject.matches(target) {
+                let held = self.downstream_rules(caller, cluster, Some(project));
+                missing.extend(drover_rbac::covers(&held, &self.template_rules(template)));
+            }
+        }
+        missing
+    }
+}
+
 /// Whether rules grant every verb on every resource of every group.
 fn all_powerful(rules: &[PolicyRule]) -> bool {
     rules.iter().any(|r| {

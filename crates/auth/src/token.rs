@@ -91,6 +91,14 @@ impl Minted {
             (record_key(&self.name), self.record_bytes()),
         ]
     }
+
+    /// [`Self::store_items`] as the creates of a transaction.
+    pub fn store_ops(&self) -> Vec<drover_store::Op> {
+        self.store_items()
+            .into_iter()
+            .map(|(k, v)| drover_store::Op::create(k, v))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Minted {

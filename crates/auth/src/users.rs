@@ -1,12 +1,15 @@
 //! Setting a password: `POST …/users/{name}/password` with
 //! `{"newPassword", "currentPassword"?}`. Changing your own password needs
 //! the current one; changing someone else's needs `update` on
-//! `users/password` for them (admins).
+//! `users/password` for them (admins), and every right they hold (or
+//! `impersonate` on them): whoever sets a password can act as its user.
 
 use drover_apiserver::{ApiError, Authorizer};
+
+use crate::policy::RbacAuthorizer;
 use drover_core::{api, keys};
 use drover_rbac::{Attributes, UserInfo};
-use drover_store::Store;
+use drover_store::{Op, Store};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -33,7 +36,7 @@ impl std::fmt::Debug for PasswordChange {
 /// Set `target`'s password on behalf of `caller`.
 pub async fn set_password(
     store: &Store,
-    authz: &dyn Authorizer,
+    authz: &RbacAuthorizer,
     caller: &UserInfo,
     target: &str,
     change: &PasswordChange,
@@ -56,6 +59,7 @@ pub async fn set_password(
                 "password",
             ));
         }
+        crate::kinds::may_act_as(authz, caller, target, "the password").await?;
     }
     let kv = store
         .get(&user_key(target))
@@ -107,25 +111,30 @@ pub async fn set_password(
     let hash = password::hash_async(change.new_password.clone())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let written = match current_hash {
-        Some(h) => {
-            store
-                .update(&hash_key, hash.into_bytes(), h.mod_revision)
-                .await
-        }
-        None => store.create(&hash_key, hash.into_bytes()).await,
-    };
-    written.map_err(|e| ApiError::from_store(e, subject))?;
+    // The hash, and the end of a forced change, in one transaction; it
+    // fails if the user was replaced or the hash changed meanwhile.
+    let mut ops = vec![match current_hash {
+        Some(h) => Op::update(hash_key, hash.into_bytes(), h.mod_revision),
+        None => Op::create(hash_key, hash.into_bytes()),
+    }];
     if own && user.pointer("/spec/mustChangePassword") == Some(&Value::Bool(true)) {
         user["spec"]["mustChangePassword"] = Value::Bool(false);
-        let _ = store
-            .update(
-                &user_key(target),
-                serde_json::to_vec(&user).expect("JSON"),
-                kv.mod_revision,
-            )
-            .await;
+        ops.push(Op::update(
+            user_key(target),
+            serde_json::to_vec(&user).expect("JSON"),
+            kv.mod_revision,
+        ));
+    } else {
+        ops.push(Op::live(&kv));
     }
+    store.txn(&ops).await.map_err(|e| match e {
+        drover_store::StoreError::Conflict { .. }
+        | drover_store::StoreError::NotFound(_)
+        | drover_store::StoreError::AlreadyExists(_) => {
+            ApiError::conflict_because(subject, "the user changed meanwhile; try again")
+        }
+        other => ApiError::from_store(other, subject),
+    })?;
     tracing::info!(user = %target, by = %caller.name, "password changed");
     Ok(())
 }

@@ -160,7 +160,7 @@ pub(crate) async fn set_password(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match users::set_password(&state.store, state.api.authorizer().as_ref(), &caller, &name, &body).await {
+    match users::set_password(&state.store, &state.authz, &caller, &name, &body).await {
         Ok(()) => (StatusCode::OK, Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "message": "password changed"}))).into_response(),
         Err(e) => e.into_response(),
     }
