@@ -247,6 +247,18 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
     let (mut nodes, node_rv) = list_slim(link, "/api/v1/nodes", slim).await?;
     let mut sums = sum(&nodes);
     let (mut namespaces, ns_rv) = list_slim(link, "/api/v1/namespaces", project_id).await?;
+    // Drover's records of the namespaces: a namespace made through the
+    // proxy is recorded once the cluster made it, maybe after its watch
+    // event arrived here.
+    let records_from = state
+        .store
+        .revisions()
+        .await
+        .map_err(|e| DownstreamError::Body(e.to_string()))?
+        .current;
+    let mut records = state
+        .store
+        .watch(&namespaces::record_prefix(&link.cluster), records_from);
     let mut projector = Projector::default();
     projector.run(state, link, &namespaces, true).await;
     // Ready only once Drover's RBAC is in the cluster, so that a cluster
@@ -312,6 +324,14 @@ async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
                 while let Some(Some(_)) = managed.next().now_or_never() {}
                 projector.run(state, link, &namespaces, true).await;
             }
+            event = records.next() => {
+                if event.is_none_or(|e| e.is_err()) {
+                    return Ok(()); // relist and watch again
+                }
+                while let Some(Some(_)) = records.next().now_or_never() {}
+                projector.records_changed = true;
+                projector.run(state, link, &namespaces, false).await;
+            }
             _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
             _ = drift.tick() => projector.run(state, link, &namespaces, true).await,
             _ = policy.tick() => projector.run(state, link, &namespaces, false).await,
@@ -349,11 +369,12 @@ fn slim(node: &Value) -> Value {
     }})
 }
 
-/// Only a namespace's project annotation (null when unset).
+/// Only a namespace's project annotation (null when unset) and its UID.
 fn project_id(ns: &Value) -> Value {
-    ns.pointer("/metadata/annotations/drover.io~1project-id")
-        .cloned()
-        .unwrap_or(Value::Null)
+    json!({
+        "project": ns.pointer("/metadata/annotations/drover.io~1project-id").cloned().unwrap_or(Value::Null),
+        "uid": ns.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+    })
 }
 
 /// Apply a watch event; `Ok(true)` if the items changed. An `ERROR` event
@@ -432,11 +453,14 @@ struct Projector {
     inputs: Option<ClusterPolicy>,
     namespaces: Option<BTreeMap<String, Value>>,
     last: Option<BTreeMap<projection::ObjectKey, Value>>,
+    /// Drover's records of the cluster's namespaces changed since the last
+    /// run.
+    records_changed: bool,
     /// (namespace, annotation) pairs already reported as not adopted.
     refused: HashSet<(String, String)>,
     /// Namespaces this task has seen exist: a record is dropped only when
-    /// its namespace was seen and is gone (the proxy records a namespace
-    /// just before creating it).
+    /// its namespace was seen and is gone (a namespace just made through
+    /// the proxy may be recorded before its watch event arrives here).
     seen: HashSet<String>,
 }
 
@@ -455,11 +479,12 @@ impl Projector {
             return;
         };
         let same_policy = std::sync::Weak::ptr_eq(&self.snapshot, &Arc::downgrade(&snapshot));
-        if !force && same_policy && self.namespaces.as_ref() == Some(namespaces) {
+        let same_inputs = !force && !self.records_changed;
+        if same_inputs && same_policy && self.namespaces.as_ref() == Some(namespaces) {
             return;
         }
         let inputs = ClusterPolicy::of(&snapshot, &link.cluster);
-        if !force
+        if same_inputs
             && self.namespaces.as_ref() == Some(namespaces)
             && self.inputs.as_ref() == Some(&inputs)
         {
@@ -467,7 +492,10 @@ impl Projector {
             return;
         }
         let members = match self.membership(state, link, namespaces).await {
-            Ok(m) => m,
+            Ok(m) => {
+                self.records_changed = false;
+                m
+            }
             Err(e) => {
                 tracing::warn!(cluster = %link.cluster, error = %e, "cannot work out project membership");
                 return;
@@ -507,7 +535,8 @@ impl Projector {
     /// Namespace → project, from the annotations and Drover's records;
     /// adopts the Default and System namespaces, fixes annotations Drover
     /// changed (a project deleted with its namespaces moved to Default),
-    /// drops records of namespaces that are gone.
+    /// drops records of namespaces that are gone or were made again (their
+    /// UID differs), and stamps records kept from before UIDs with theirs.
     async fn membership(
         &mut self,
         state: &AppState,
@@ -521,24 +550,34 @@ impl Projector {
         let projects = namespaces::project_objects(store, cluster).await;
         let exists = |p: &str| projects.iter().any(|(n, _)| n == p);
         let (default_project, system_project) = namespaces::system_projects(&projects);
-        let gone: Vec<String> = records
-            .keys()
-            .filter(|ns| !namespaces.contains_key(*ns) && self.seen.contains(*ns))
-            .cloned()
+        let uid_of = |ns: &str| {
+            namespaces
+                .get(ns)
+                .and_then(|v| v["uid"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let stale: Vec<String> = records
+            .iter()
+            .filter(|(ns, (record, _))| match namespaces.get(*ns) {
+                None => self.seen.contains(*ns),
+                Some(_) => !record.is_for(&uid_of(ns)),
+            })
+            .map(|(ns, _)| ns.clone())
             .collect();
-        for ns in gone {
-            namespaces::set_record(store, cluster, &ns, None)
+        for ns in stale {
+            let (_, kv) = records.remove(&ns).expect("listed");
+            namespaces::set_record(store, cluster, &ns, Some(&kv), None)
                 .await
                 .map_err(failed)?;
-            records.remove(&ns);
             self.seen.remove(&ns);
         }
         self.seen.extend(namespaces.keys().cloned());
         let mut members = BTreeMap::new();
-        for (ns, annotation) in namespaces {
-            let annotation = annotation.as_str();
-            let record = records.get(ns).cloned();
-            let record = match (record, annotation) {
+        for (ns, seen) in namespaces {
+            let annotation = seen["project"].as_str();
+            let uid = uid_of(ns);
+            let project = match (records.get(ns), annotation) {
                 (None, None) => {
                     let home = if ns == "default" {
                         default_project.clone()
@@ -548,14 +587,28 @@ impl Projector {
                         None
                     };
                     let Some(home) = home else { continue };
-                    namespaces::set_record(store, cluster, ns, Some(&home))
+                    let record = namespaces::Record {
+                        project: home.clone(),
+                        uid: Some(uid.clone()),
+                    };
+                    namespaces::set_record(store, cluster, ns, None, Some(&record))
                         .await
                         .map_err(failed)?;
                     Some(home)
                 }
-                (r, _) => r,
+                (Some((record, kv)), _) if record.uid.is_none() && !uid.is_empty() => {
+                    let stamped = namespaces::Record {
+                        project: record.project.clone(),
+                        uid: Some(uid.clone()),
+                    };
+                    namespaces::set_record(store, cluster, ns, Some(kv), Some(&stamped))
+                        .await
+                        .map_err(failed)?;
+                    Some(record.project.clone())
+                }
+                (r, _) => r.map(|(record, _)| record.project.clone()),
             };
-            let Some(project) = record else {
+            let Some(project) = project else {
                 if let Some(a) = annotation {
                     if self.refused.insert((ns.clone(), a.to_owned())) {
                         tracing::warn!(%cluster, namespace = %ns, annotation = a, "namespace not adopted: its project annotation was not set through Drover by someone allowed to use the project");
@@ -668,7 +721,10 @@ pub(crate) fn spawn_removals(state: Arc<AppState>) -> tokio::task::JoinHandle<()
 /// Finish removing one Cluster.
 async fn remove(state: &AppState, cluster: &str) {
     // Revoke the registration tokens first: no agent may connect again.
-    crate::import::revoke_all(&state.store, cluster).await;
+    if let Err(e) = crate::import::revoke_all(&state.store, cluster).await {
+        // Its removal deletes them in any case.
+        tracing::warn!(%cluster, error = %e, "cannot revoke the cluster's registration tokens yet");
+    }
     state.tunnels.set_removing(cluster, true);
     let deadline = tokio::time::Instant::now() + REMOVAL_TIMEOUT;
     loop {

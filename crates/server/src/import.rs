@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use drover_apiserver::{ApiError, Context, NewObject, Prepared, Strategy};
 use drover_core::api::{self, schema_for};
-use drover_store::Store;
+use drover_store::{Op, Store};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -163,38 +163,67 @@ impl Strategy for RegistrationTokens {
         })
     }
 
-    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            revoke(&ctx.store, obj).await;
-        })
+    /// Deleting the object revokes the token, in the same transaction.
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async move { Ok(revoke_op(&ctx.store, obj).await?.into_iter().collect()) })
     }
 }
 
-/// Remove a registration token's record (idempotent).
-pub async fn revoke(store: &Store, obj: &Value) {
-    if let Some(token) = obj.pointer("/status/token").and_then(Value::as_str) {
-        let _ = store.delete(&record_key(token), None).await;
-    }
-}
-
-/// Delete a cluster's registration tokens and revoke them (idempotent).
-pub async fn revoke_all(store: &Store, cluster: &str) {
-    let prefix = drover_core::keys::prefix(api::GROUP, "clusterregistrationtokens", Some(cluster));
-    let Ok(page) = store
-        .list(&drover_store::ListOptions {
-            prefix,
-            ..Default::default()
-        })
-        .await
-    else {
-        return;
+/// The delete of a registration token's record, if it is there.
+pub async fn revoke_op(store: &Store, obj: &Value) -> Result<Option<Op>, ApiError> {
+    let Some(token) = obj.pointer("/status/token").and_then(Value::as_str) else {
+        return Ok(None);
     };
-    for kv in page.items {
-        if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
-            revoke(store, &obj).await;
+    let kv = store
+        .get(&record_key(token))
+        .await
+        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+    Ok(kv.map(|kv| Op::delete(kv.key, kv.mod_revision)))
+}
+
+/// Delete a cluster's registration tokens with their records, in one
+/// transaction: no agent may connect with them again.
+pub async fn revoke_all(store: &Store, cluster: &str) -> Result<(), ApiError> {
+    let prefix = drover_core::keys::prefix(api::GROUP, "clusterregistrationtokens", Some(cluster));
+    for _ in 0..5 {
+        let page = store
+            .list(&drover_store::ListOptions {
+                prefix: prefix.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+        let mut ops = Vec::new();
+        for kv in &page.items {
+            ops.push(Op::delete(kv.key.clone(), kv.mod_revision));
+            if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
+                ops.extend(revoke_op(store, &obj).await?);
+            }
         }
-        let _ = store.delete(&kv.key, None).await;
+        ops.push(Op::Unchanged {
+            prefix: prefix.clone(),
+            since: page.revision,
+        });
+        match store.txn(&ops).await {
+            Ok(_) => return Ok(()),
+            Err(drover_store::StoreError::Conflict { .. })
+            | Err(drover_store::StoreError::NotFound(_))
+            | Err(drover_store::StoreError::PrefixChanged { .. }) => continue,
+            Err(_) => return Err(ApiError::unavailable("the datastore is unavailable")),
+        }
     }
+    Err(ApiError::conflict_because(
+        drover_apiserver::error::Subject {
+            group: api::GROUP,
+            resource: "clusterregistrationtokens",
+            name: "",
+        },
+        "the tokens kept changing; try again",
+    ))
 }
 
 /// `GET /v1-public/import/{token}.yaml`.

@@ -94,9 +94,27 @@ pub(crate) async fn kubeconfig(
         Some(state.kubeconfig_ttl),
         state.token_max_ttl,
     );
-    if let Err(e) = state.store.create_all(&minted.store_items()).await {
-        tracing::error!(error = %e, "cannot store a kubeconfig token");
-        return ApiError::unavailable("the datastore is unavailable").into_response();
+    // Not for a user deleted (or made again) meanwhile.
+    let user_kv = match state
+        .store
+        .get(&drover_auth::authn::user_key(&user.name))
+        .await
+    {
+        Ok(Some(kv)) => kv,
+        Ok(None) => return ApiError::unauthorized().into_response(),
+        Err(_) => return ApiError::unavailable("the datastore is unavailable").into_response(),
+    };
+    let mut ops = minted.store_ops();
+    ops.push(drover_store::Op::live(&user_kv));
+    match state.store.txn(&ops).await {
+        Ok(_) => {}
+        Err(drover_store::StoreError::NotFound(_) | drover_store::StoreError::Conflict { .. }) => {
+            return ApiError::unauthorized().into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a kubeconfig token");
+            return ApiError::unavailable("the datastore is unavailable").into_response();
+        }
     }
     let body = render(
         &state.import.server_url,

@@ -17,7 +17,7 @@ use drover_apiserver::{
 use drover_auth::policy::RbacAuthorizer;
 use drover_core::api::{self, schema_for};
 use drover_core::keys;
-use drover_store::{ListOptions, Store};
+use drover_store::{KeyValue, ListOptions, Op, Store};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
@@ -228,24 +228,90 @@ async fn reserve_namespace(store: &Store, name: &str) -> Result<(String, Vec<u8>
     Ok((namespace_key(name), name.as_bytes().to_vec()))
 }
 
-/// Delete every object of `plural` in `namespace` (cleanup after a parent's
-/// deletion; idempotent).
-async fn delete_namespace_contents(store: &Store, plural: &str, namespace: &str) -> Vec<String> {
-    let prefix = drover_core::keys::prefix(api::GROUP, plural, Some(namespace));
-    let mut names = Vec::new();
-    if let Ok(page) = store
+fn unavailable(_: drover_store::StoreError) -> ApiError {
+    ApiError::unavailable("the datastore is unavailable")
+}
+
+/// The deletes of every key under `prefix` as of revision `at`, and the
+/// condition that none was added or changed since.
+async fn delete_all_under(
+    store: &Store,
+    prefix: String,
+    at: drover_store::Revision,
+) -> Result<(Vec<KeyValue>, Vec<Op>), ApiError> {
+    let page = store
         .list(&ListOptions {
-            prefix,
+            prefix: prefix.clone(),
+            revision: Some(at),
             ..Default::default()
         })
         .await
+        .map_err(unavailable)?;
+    let mut ops: Vec<Op> = page
+        .items
+        .iter()
+        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision))
+        .collect();
+    ops.push(Op::Unchanged { prefix, since: at });
+    Ok((page.items, ops))
+}
+
+/// Everything that lives in a cluster's namespace and goes with it, as one
+/// transaction's steps: its name's reservation, its projects (and theirs,
+/// and their bindings), its bindings, its registration tokens and their
+/// records, Drover's records of its namespaces.
+pub(crate) async fn cluster_dependents(store: &Store, cluster: &str) -> Result<Vec<Op>, ApiError> {
+    let at = store.revisions().await.map_err(unavailable)?.current;
+    let mut ops = Vec::new();
+    if let Some(kv) = store
+        .get(&namespace_key(cluster))
+        .await
+        .map_err(unavailable)?
     {
-        for kv in page.items {
-            names.push(kv.key.rsplit('/').next().unwrap_or_default().to_owned());
-            let _ = store.delete(&kv.key, None).await;
-        }
+        ops.push(Op::delete(kv.key, kv.mod_revision));
     }
-    names
+    let (projects, project_ops) = delete_all_under(
+        store,
+        keys::prefix(api::GROUP, "projects", Some(cluster)),
+        at,
+    )
+    .await?;
+    ops.extend(project_ops);
+    for kv in &projects {
+        let project = kv.key.rsplit('/').next().unwrap_or_default();
+        ops.extend(project_dependents(store, project, at).await?);
+    }
+    let crtbs = keys::prefix(api::GROUP, "clusterroletemplatebindings", Some(cluster));
+    ops.extend(delete_all_under(store, crtbs, at).await?.1);
+    let tokens = keys::prefix(api::GROUP, "clusterregistrationtokens", Some(cluster));
+    let (tokens, token_ops) = delete_all_under(store, tokens, at).await?;
+    ops.extend(token_ops);
+    for kv in &tokens {
+        let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        ops.extend(crate::import::revoke_op(store, &obj).await?);
+    }
+    let adopted = crate::namespaces::record_prefix(cluster);
+    ops.extend(delete_all_under(store, adopted, at).await?.1);
+    Ok(ops)
+}
+
+/// What goes with a project: its name's reservation and its bindings.
+async fn project_dependents(
+    store: &Store,
+    project: &str,
+    at: drover_store::Revision,
+) -> Result<Vec<Op>, ApiError> {
+    let mut ops = Vec::new();
+    if let Some(kv) = store
+        .get(&namespace_key(project))
+        .await
+        .map_err(unavailable)?
+    {
+        ops.push(Op::delete(kv.key, kv.mod_revision));
+    }
+    let prtbs = keys::prefix(api::GROUP, "projectroletemplatebindings", Some(project));
+    ops.extend(delete_all_under(store, prtbs, at).await?.1);
+    Ok(ops)
 }
 
 struct Clusters {
@@ -352,30 +418,18 @@ impl Strategy for Clusters {
         self.authz.invalidate();
     }
 
-    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            forget_cluster(&ctx.store, str_at(obj, "/metadata/name")).await;
-            self.authz.invalidate();
-        })
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async move { cluster_dependents(&ctx.store, str_at(obj, "/metadata/name")).await })
     }
-}
-
-/// Delete what lives in a deleted cluster's namespace: its projects and
-/// their bindings, its bindings, its registration tokens (revoked).
-async fn forget_cluster(store: &Store, cluster: &str) {
-    let _ = store.delete(&namespace_key(cluster), None).await;
-    for project in delete_namespace_contents(store, "projects", cluster).await {
-        let _ = store.delete(&namespace_key(&project), None).await;
-        delete_namespace_contents(store, "projectroletemplatebindings", &project).await;
-    }
-    delete_namespace_contents(store, "clusterroletemplatebindings", cluster).await;
-    crate::import::revoke_all(store, cluster).await;
-    crate::namespaces::forget(store, cluster).await;
 }
 
 /// Drop the cleanup finalizer of a deleting Cluster; with no finalizer
-/// left, delete it and what lives in its namespace, as the API does when
-/// the last finalizer goes.
+/// left, delete it and what lives in its namespace in one transaction, as
+/// the API does when the last finalizer goes.
 pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer, cluster: &str) {
     let key = keys::object(api::GROUP, "clusters", None, cluster);
     for _ in 0..10 {
@@ -390,24 +444,31 @@ pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer
             .filter(|f| f != crate::clusters::CLEANUP_FINALIZER)
             .map(Value::from)
             .collect();
-        let result = if rest.is_empty() {
-            store.delete(&key, Some(kv.mod_revision)).await.map(drop)
+        let ops = if rest.is_empty() {
+            let Ok(mut ops) = cluster_dependents(store, cluster).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            ops.insert(0, Op::delete(key.clone(), kv.mod_revision));
+            ops
         } else {
             obj["metadata"]["finalizers"] = Value::Array(rest.clone());
-            store
-                .update(&key, obj.to_string(), kv.mod_revision)
-                .await
-                .map(drop)
+            vec![Op::update(key.clone(), obj.to_string(), kv.mod_revision)]
         };
-        match result {
-            Ok(()) if rest.is_empty() => {
-                forget_cluster(store, cluster).await;
+        match store.txn(&ops).await {
+            Ok(_) => {
                 authz.invalidate();
                 return;
             }
-            Ok(()) => return,
-            Err(drover_store::StoreError::Conflict { .. }) => continue,
-            Err(_) => return,
+            Err(
+                drover_store::StoreError::Conflict { .. }
+                | drover_store::StoreError::NotFound(_)
+                | drover_store::StoreError::PrefixChanged { .. },
+            ) => continue,
+            Err(e) => {
+                tracing::warn!(%cluster, error = %e, "cannot finish removing the cluster");
+                return;
+            }
         }
     }
 }
@@ -546,32 +607,38 @@ impl Strategy for Projects {
         self.authz.invalidate();
     }
 
-    fn after_delete<'a>(&'a self, ctx: &'a Context, obj: &'a Value) -> BoxFuture<'a, ()> {
+    /// Its reservation and bindings go with it; its namespaces (when the
+    /// deletion asked for it) move to the Default project, whose records
+    /// change in the same transaction; the cluster's controller then sets
+    /// their annotation.
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move {
-            let _ = ctx
-                .store
-                .delete(&namespace_key(str_at(obj, "/metadata/name")), None)
-                .await;
-            delete_namespace_contents(
-                &ctx.store,
-                "projectroletemplatebindings",
-                str_at(obj, "/metadata/name"),
-            )
-            .await;
-            // Its namespaces (when asked) move to the Default project; the
-            // cluster's controller then sets their annotation.
-            let cluster = str_at(obj, "/metadata/namespace");
             let project = str_at(obj, "/metadata/name");
+            let cluster = str_at(obj, "/metadata/namespace");
+            let at = ctx.store.revisions().await.map_err(unavailable)?.current;
+            let mut ops = project_dependents(&ctx.store, project, at).await?;
             let projects = crate::namespaces::project_objects(&ctx.store, cluster).await;
             let (default, _) = crate::namespaces::system_projects(&projects);
-            if let Ok(held) = crate::namespaces::of_project(&ctx.store, cluster, project).await {
-                for ns in held {
-                    let _ =
-                        crate::namespaces::set_record(&ctx.store, cluster, &ns, default.as_deref())
-                            .await;
+            for (ns, (record, kv)) in crate::namespaces::records(&ctx.store, cluster).await? {
+                if record.project != project {
+                    continue;
                 }
+                let moved = default.as_ref().map(|d| crate::namespaces::Record {
+                    project: d.clone(),
+                    uid: record.uid.clone(),
+                });
+                ops.extend(crate::namespaces::record_op(
+                    cluster,
+                    &ns,
+                    Some(&kv),
+                    moved.as_ref(),
+                ));
             }
-            self.authz.invalidate();
+            Ok(ops)
         })
     }
 }

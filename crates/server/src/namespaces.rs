@@ -2,18 +2,24 @@
 //!
 //! A downstream namespace belongs to a project when its annotation
 //! `drover.io/project-id: <cluster>:<project>` agrees with Drover's own
-//! record of it (`/drover/adopted/{cluster}/{namespace}` → project). Records
-//! are written only by Drover: when a namespace is created or moved through
+//! record of it (`/drover/adopted/{cluster}/{namespace}` → [`Record`]: the
+//! project, and the UID of the namespace it was made for). Records are
+//! written only by Drover: after a namespace was created or moved through
 //! Drover's proxy by someone allowed to, and for the namespaces of the
 //! Default and System projects. A namespace annotated directly in the
-//! cluster, bypassing Drover, is therefore not adopted (and logged).
+//! cluster, bypassing Drover, is therefore not adopted (and logged); nor is
+//! one deleted and made again under the same name, whose UID differs.
 //!
-//! Through the proxy ([`intercept`]): a JSON create of a namespace carrying
-//! the annotation is allowed to the project's owners and members (and the
-//! cluster's owners) and sent as the agent, since members hold no cluster-
-//! wide right to create namespaces; changing the annotation of an existing
-//! namespace (a move) is for cluster owners. Both are refused when the
-//! project's quota could not hold one more namespace, saying by how much.
+//! Through the proxy ([`inspect`], [`authorize`], then [`record_write`]): a
+//! JSON create of a namespace carrying the annotation is allowed to the
+//! project's owners and members (and the cluster's owners) and sent as the
+//! agent, since members hold no cluster-wide right to create namespaces;
+//! changing the annotation of an existing namespace (a move) is for cluster
+//! owners. Both are refused when the project's quota could not hold one
+//! more namespace, saying by how much. The deciding writes nothing: the
+//! record changes only once the cluster accepted the write, for the UID it
+//! answered with, and only if nobody changed the record meanwhile. A
+//! refused or failed write leaves the record exactly as it was.
 
 use std::collections::BTreeMap;
 
@@ -22,13 +28,44 @@ use drover_apiserver::ApiError;
 use drover_auth::policy::Snapshot;
 use drover_core::{api, keys, quantity};
 use drover_rbac::UserInfo;
-use drover_store::{ListOptions, Store};
+use drover_store::{KeyValue, ListOptions, Op, Store, StoreError};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The annotation that puts a namespace in a project.
 pub const PROJECT_ANNOTATION: &str = "drover.io/project-id";
 
-fn record_prefix(cluster: &str) -> String {
+/// Drover's record of a namespace's project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The project.
+    pub project: String,
+    /// The UID of the namespace the record is for; `None` in records from
+    /// before UIDs were kept, taken from the namespace when next seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl Record {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok().or_else(|| {
+            // A record from before UIDs: the project's name alone.
+            let project = std::str::from_utf8(bytes).ok()?;
+            (!project.is_empty() && !project.starts_with('{')).then(|| Record {
+                project: project.to_owned(),
+                uid: None,
+            })
+        })
+    }
+
+    /// Whether the record is for this incarnation of the namespace.
+    pub fn is_for(&self, uid: &str) -> bool {
+        self.uid.as_deref().is_none_or(|u| u == uid)
+    }
+}
+
+/// Where a cluster's records live.
+pub fn record_prefix(cluster: &str) -> String {
     format!("/drover/adopted/{cluster}/")
 }
 
@@ -40,8 +77,11 @@ fn unavailable<E>(_: E) -> ApiError {
     ApiError::unavailable("the datastore is unavailable")
 }
 
-/// Drover's records of a cluster: namespace → project.
-pub async fn records(store: &Store, cluster: &str) -> Result<BTreeMap<String, String>, ApiError> {
+/// Drover's records of a cluster: namespace → (record, as stored).
+pub async fn records(
+    store: &Store,
+    cluster: &str,
+) -> Result<BTreeMap<String, (Record, KeyValue)>, ApiError> {
     let page = store
         .list(&ListOptions {
             prefix: record_prefix(cluster),
@@ -54,31 +94,43 @@ pub async fn records(store: &Store, cluster: &str) -> Result<BTreeMap<String, St
         .into_iter()
         .filter_map(|kv| {
             let ns = kv.key.rsplit('/').next()?.to_owned();
-            Some((ns, String::from_utf8(kv.value.to_vec()).ok()?))
+            Some((ns, (Record::parse(&kv.value)?, kv)))
         })
         .collect())
 }
 
-/// Record that `namespace` belongs to `project` (or to none).
+/// The write that makes a namespace's record `record` (or removes it),
+/// given the record as it was read (`None`: there was none). Committed in
+/// a transaction, it fails if the record changed since it was read.
+pub fn record_op(
+    cluster: &str,
+    namespace: &str,
+    before: Option<&KeyValue>,
+    record: Option<&Record>,
+) -> Option<Op> {
+    let key = record_key(cluster, namespace);
+    let bytes = |r: &Record| serde_json::to_vec(r).expect("a plain record");
+    match (before, record) {
+        (None, None) => None,
+        (None, Some(r)) => Some(Op::create(key, bytes(r))),
+        (Some(kv), Some(r)) => Some(Op::update(key, bytes(r), kv.mod_revision)),
+        (Some(kv), None) => Some(Op::delete(key, kv.mod_revision)),
+    }
+}
+
+/// Write a namespace's record, if it is still as read.
 pub async fn set_record(
     store: &Store,
     cluster: &str,
     namespace: &str,
-    project: Option<&str>,
+    before: Option<&KeyValue>,
+    record: Option<&Record>,
 ) -> Result<(), ApiError> {
-    let key = record_key(cluster, namespace);
-    let current = store.get(&key).await.map_err(unavailable)?;
-    let result = match (current, project) {
-        (None, None) => return Ok(()),
-        (None, Some(p)) => store.create(&key, p.as_bytes().to_vec()).await.map(drop),
-        (Some(kv), Some(p)) => store
-            .update(&key, p.as_bytes().to_vec(), kv.mod_revision)
-            .await
-            .map(drop),
-        (Some(kv), None) => store.delete(&key, Some(kv.mod_revision)).await.map(drop),
+    let Some(op) = record_op(cluster, namespace, before, record) else {
+        return Ok(());
     };
-    result.map_err(|e| match e {
-        drover_store::StoreError::Conflict { .. } | drover_store::StoreError::AlreadyExists(_) => {
+    store.txn(&[op]).await.map(drop).map_err(|e| match e {
+        StoreError::Conflict { .. } | StoreError::AlreadyExists(_) | StoreError::NotFound(_) => {
             ApiError::new(
                 409,
                 "Conflict",
@@ -87,15 +139,6 @@ pub async fn set_record(
         }
         other => unavailable(other),
     })
-}
-
-/// Delete every record of a cluster (it is gone).
-pub async fn forget(store: &Store, cluster: &str) {
-    if let Ok(recs) = records(store, cluster).await {
-        for ns in recs.keys() {
-            let _ = store.delete(&record_key(cluster, ns), None).await;
-        }
-    }
 }
 
 /// The namespaces of a project, by Drover's records.
@@ -107,7 +150,7 @@ pub async fn of_project(
     Ok(records(store, cluster)
         .await?
         .into_iter()
-        .filter(|(_, p)| p == project)
+        .filter(|(_, (r, _))| r.project == project)
         .map(|(ns, _)| ns)
         .collect())
 }
@@ -200,15 +243,25 @@ pub fn inspect(method: &Method, path: &str, body: &[u8]) -> Option<NamespaceWrit
     })
 }
 
-/// Decide a namespace write through the proxy; on success the record is
-/// written and the answer says whether to send the request as the agent.
+/// What the proxy decided about a namespace write.
+#[derive(Debug)]
+pub struct Decision {
+    /// Send it as the agent (a create in a project the caller may use).
+    pub as_agent: bool,
+    /// The record to write once the cluster accepted the write, and the
+    /// record as it was when the write was decided.
+    pub change: Option<(Option<String>, Option<KeyValue>)>,
+}
+
+/// Decide a namespace write through the proxy. Writes nothing; see
+/// [`record_write`] for what follows the cluster's answer.
 pub async fn authorize(
     store: &Store,
     snapshot: &Snapshot,
     user: &UserInfo,
     cluster: &str,
     write: &NamespaceWrite,
-) -> Result<bool, ApiError> {
+) -> Result<Decision, ApiError> {
     let target = match &write.project_id {
         None => None,
         Some(id) => {
@@ -228,8 +281,11 @@ pub async fn authorize(
     let projects = snapshot.projects_of(cluster);
     let current = records(store, cluster).await?;
     let before = current.get(&write.namespace);
-    if before.map(String::as_str) == target.as_deref() {
-        return Ok(false);
+    if !write.create && before.map(|(r, _)| r.project.as_str()) == target.as_deref() {
+        return Ok(Decision {
+            as_agent: false,
+            change: None,
+        });
     }
     if let Some(p) = &target {
         let Some(spec) = projects.get(p) else {
@@ -256,16 +312,70 @@ pub async fn authorize(
                 if write.create { "in" } else { "to" },
             )));
         }
-        let count = current.values().filter(|q| *q == p).count() + 1;
-        check_quota(p, spec, count)?;
+        let others = current
+            .iter()
+            .filter(|(ns, (r, _))| r.project == *p && **ns != write.namespace)
+            .count();
+        check_quota(p, spec, others + 1)?;
     } else if !snapshot.owns_cluster(user, cluster) {
         return Err(ApiError::forbidden_because(format!(
             "user {:?} may not take namespace {:?} out of its project",
             user.name, write.namespace
         )));
     }
-    set_record(store, cluster, &write.namespace, target.as_deref()).await?;
-    Ok(write.create && target.is_some())
+    Ok(Decision {
+        as_agent: write.create && target.is_some(),
+        change: Some((target, before.map(|(_, kv)| kv.clone()))),
+    })
+}
+
+/// After the cluster accepted a namespace write (its answer: the namespace
+/// as stored), record the namespace's project for the UID the cluster gave
+/// it. The record must still be as it was when the write was decided —
+/// except that a create made a new namespace, whose record replaces any
+/// left by an earlier one of that name.
+pub async fn record_write(
+    store: &Store,
+    cluster: &str,
+    write: &NamespaceWrite,
+    decision: &Decision,
+    answer: &Value,
+) -> Result<(), ApiError> {
+    let Some((project, before)) = &decision.change else {
+        return Ok(());
+    };
+    let uid = answer
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
+    let Some(uid) = uid else {
+        return Err(ApiError::new(
+            502,
+            "BadGateway",
+            "the cluster's answer carries no namespace UID",
+        ));
+    };
+    let record = project.as_ref().map(|p| Record {
+        project: p.clone(),
+        uid: Some(uid.to_owned()),
+    });
+    let before = if write.create {
+        // Whatever is recorded for this name is about an earlier namespace.
+        store
+            .get(&record_key(cluster, &write.namespace))
+            .await
+            .map_err(unavailable)?
+    } else {
+        before.clone()
+    };
+    set_record(
+        store,
+        cluster,
+        &write.namespace,
+        before.as_ref(),
+        record.as_ref(),
+    )
+    .await
 }
 
 /// The Default and System projects of a cluster, by their label.

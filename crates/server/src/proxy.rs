@@ -136,7 +136,10 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     let (parts, mut body) = req.into_parts();
     // Namespace writes that set a project are Drover's to decide.
     let mut as_agent = false;
-    let mut adopted: Option<String> = None;
+    let mut membership: Option<(
+        crate::namespaces::NamespaceWrite,
+        crate::namespaces::Decision,
+    )> = None;
     let json_write = matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH")
         && path.starts_with("/api/v1/namespaces")
         && !parts
@@ -159,11 +162,11 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             )
             .await
             {
-                Ok(agent) => {
-                    as_agent = agent;
-                    if agent {
-                        // A record was just made for this create.
-                        adopted = Some(write.namespace.clone());
+                Ok(decision) => {
+                    as_agent = decision.as_agent;
+                    // A dry run changes nothing downstream, nor here.
+                    if !dry_run(&path) {
+                        membership = Some((write, decision));
                     }
                 }
                 Err(e) => return e.into_response(),
@@ -210,12 +213,6 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     let out = out.body(body).expect("headers copied from a valid request");
 
     let result = downstream::send(&link, out).await;
-    if let Some(ns) = adopted {
-        // The namespace was not made: its record goes too.
-        if !result.as_ref().is_ok_and(|r| r.status().is_success()) {
-            let _ = crate::namespaces::set_record(&state.store, &cluster, &ns, None).await;
-        }
-    }
     let mut resp = match result {
         Ok(r) => r,
         Err(DownstreamError::NotConnected) => return not_connected(&cluster),
@@ -224,6 +221,13 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             return ApiError::new(502, "BadGateway", e.to_string()).into_response();
         }
     };
+    if let Some((write, decision)) = membership {
+        // The cluster accepted the write: now, and only now, the namespace's
+        // project is recorded, for the UID the cluster answered with.
+        if resp.status().is_success() {
+            return record_membership(&state, &cluster, &write, &decision, resp).await;
+        }
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client) = upgrade else {
             return ApiError::new(502, "BadGateway", "the cluster switched protocols unasked")
@@ -238,6 +242,45 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         parts.headers.remove(h);
     }
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Whether a forwarded path asks for a dry run.
+fn dry_run(path: &str) -> bool {
+    path.split_once('?').is_some_and(|(_, q)| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "dryRun" && !v.is_empty())
+    })
+}
+
+/// Read the cluster's answer to an accepted namespace write, record the
+/// namespace's project, and pass the answer on.
+async fn record_membership(
+    state: &AppState,
+    cluster: &str,
+    write: &crate::namespaces::NamespaceWrite,
+    decision: &crate::namespaces::Decision,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(Body::new(body), crate::routes::MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "cannot read the cluster's answer");
+            return ApiError::new(502, "BadGateway", "the cluster's answer could not be read")
+                .into_response();
+        }
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Err(e) =
+        crate::namespaces::record_write(&state.store, cluster, write, decision, &answer).await
+    {
+        tracing::warn!(%cluster, namespace = %write.namespace, error = %e, "the namespace was written, but its project could not be recorded");
+        return e.into_response();
+    }
+    for h in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+        parts.headers.remove(h);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn not_connected(cluster: &str) -> Response {
