@@ -133,31 +133,74 @@ fn write_lines(
     }
 }
 
-/// Replace secret values in a JSON document, in place.
-pub fn redact(v: &mut Value) {
+/// The annotation `kubectl apply` keeps the whole applied object in, data
+/// included.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Replace secret values in a JSON document, in place: values under
+/// secret-sounding keys, and the `data` and `stringData` of Secrets —
+/// objects of kind Secret, the items of a SecretList (which carry no kind
+/// of their own), and, with `secrets` set, the whole document (a request
+/// to the `secrets` resource: its patches and lists say no kind at all).
+/// An object kept in a `last-applied-configuration` annotation is redacted
+/// by the same rules.
+pub fn redact(v: &mut Value, secrets: bool) {
     match v {
         Value::Object(map) => {
-            let is_secret_kind = map.get("kind").and_then(Value::as_str) == Some("Secret");
+            let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let is_secret = secrets || kind == "Secret";
+            let items_are_secrets = secrets || kind == "SecretList";
             for (k, child) in map.iter_mut() {
                 let lower = k.to_ascii_lowercase();
                 if SECRET_KEYS.iter().any(|k| lower.contains(k))
-                    || (is_secret_kind && (k == "data" || k == "stringData"))
+                    || (is_secret && (k == "data" || k == "stringData"))
                 {
                     *child = Value::String("[REDACTED]".into());
+                } else if k == "items" {
+                    redact(child, items_are_secrets);
+                } else if k == "annotations" {
+                    redact_annotations(child, is_secret);
                 } else {
-                    redact(child);
+                    redact(child, secrets);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::Array(items) => items.iter_mut().for_each(|i| redact(i, secrets)),
         _ => {}
     }
 }
 
-fn body_for_log(bytes: &[u8]) -> Value {
+/// Annotations: the applied object in `last-applied-configuration` is
+/// redacted like any body (or dropped if it is not JSON).
+fn redact_annotations(v: &mut Value, secrets: bool) {
+    let Value::Object(map) = v else {
+        return redact(v, secrets);
+    };
+    for (k, child) in map.iter_mut() {
+        if k == LAST_APPLIED {
+            let applied = child
+                .as_str()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok());
+            *child = match applied {
+                Some(mut obj) => {
+                    redact(&mut obj, secrets);
+                    Value::String(obj.to_string())
+                }
+                None => Value::String("[REDACTED]".into()),
+            };
+        } else {
+            let lower = k.to_ascii_lowercase();
+            if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
+                *child = Value::String("[REDACTED]".into());
+            }
+        }
+    }
+}
+
+fn body_for_log(bytes: &[u8], secrets: bool) -> Value {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(mut v) => {
-            redact(&mut v);
+            redact(&mut v, secrets);
             v
         }
         Err(_) if bytes.is_empty() => Value::Null,
@@ -165,25 +208,33 @@ fn body_for_log(bytes: &[u8]) -> Value {
     }
 }
 
-/// The verb kube-apiserver would log for this request (for a proxied one,
-/// the verb the downstream API server sees).
-fn verb(req: &Request) -> String {
+/// The Kubernetes resource a request is about (for a proxied one, the
+/// resource downstream), if its path names one.
+fn resource_of(req: &Request) -> Option<drover_apiserver::request::RequestInfo> {
     let mut path = req.uri().path();
     if let Some(after) = path.strip_prefix(crate::proxy::PREFIX) {
         path = after.find('/').map_or("/", |i| &after[i..]);
     }
-    if path.starts_with("/api") {
-        let watch = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "watch=1" || p == "watch=true"));
-        if let Some(drover_apiserver::request::Target::Resource(info)) =
-            drover_apiserver::request::parse(req.method(), path, watch)
-        {
-            return info.verb;
-        }
+    if !path.starts_with("/api") {
+        return None;
     }
-    req.method().as_str().to_ascii_lowercase()
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=1" || p == "watch=true"));
+    match drover_apiserver::request::parse(req.method(), path, watch) {
+        Some(drover_apiserver::request::Target::Resource(info)) => Some(info),
+        _ => None,
+    }
+}
+
+/// The verb kube-apiserver would log for this request (for a proxied one,
+/// the verb the downstream API server sees).
+fn verb(req: &Request) -> String {
+    match resource_of(req) {
+        Some(info) => info.verb,
+        None => req.method().as_str().to_ascii_lowercase(),
+    }
 }
 
 /// Middleware: log each request at the configured level.
@@ -202,6 +253,7 @@ pub(crate) async fn record(
     let caller = Caller::default();
     req.extensions_mut().insert(caller.clone());
     let verb = verb(&req);
+    let secrets = resource_of(&req).is_some_and(|info| info.resource == "secrets");
     let cluster = crate::proxy::split(req.uri()).map(|(c, _)| c.to_owned());
     let uri = redact_uri(
         req.uri()
@@ -231,7 +283,7 @@ pub(crate) async fn record(
                 return drover_apiserver::ApiError::too_large(MAX_LOGGED_BODY).into_response()
             }
         };
-        request_body = Some(body_for_log(&bytes));
+        request_body = Some(body_for_log(&bytes, secrets));
         req = Request::from_parts(parts, Body::from(bytes));
     }
     let mut response = next.run(req).await;
@@ -244,7 +296,7 @@ pub(crate) async fn record(
             let bytes = axum::body::to_bytes(body, MAX_LOGGED_BODY)
                 .await
                 .unwrap_or_default();
-            response_body = Some(body_for_log(&bytes));
+            response_body = Some(body_for_log(&bytes, secrets));
             response = Response::from_parts(parts, Body::from(bytes));
         }
     }
@@ -325,7 +377,7 @@ mod tests {
             "token": "token-abc:SECRET", "status": {"token": "token-abc:SECRET", "expiresAt": "t"},
             "items": [{"kind": "Secret", "data": {"k": "c2VjcmV0"}, "metadata": {"name": "s"}}],
         });
-        redact(&mut v);
+        redact(&mut v, false);
         let text = v.to_string();
         for secret in ["hunter2", "SECRET", "c2VjcmV0"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
@@ -333,5 +385,55 @@ mod tests {
         assert_eq!(v["username"], "alice");
         assert_eq!(v["status"]["expiresAt"], "t");
         assert_eq!(v["items"][0]["metadata"]["name"], "s");
+    }
+
+    #[test]
+    fn secret_data_is_redacted_wherever_it_appears() {
+        let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                             "data": {"k": "c2VjcmV0"}, "stringData": {"p": "plaintext"}})
+        .to_string();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "data": {"k": "c2VjcmV0"},
+            "metadata": {"name": "s", "annotations": {LAST_APPLIED: applied, "note": "kept"}}});
+        // A list whose items carry no kind, a watch event, a patch body
+        // (no kind at all: known from the path), a Table row.
+        let list = json!({"kind": "SecretList", "items": [{"data": {"k": "c2VjcmV0"},
+            "metadata": {"annotations": {LAST_APPLIED: applied}}}]});
+        let event = json!({"type": "ADDED", "object": secret});
+        let patch = json!({"data": {"k": "c2VjcmV0"}, "metadata": {"annotations": {LAST_APPLIED: applied}}});
+        let table = json!({"kind": "Table", "rows": [{"cells": ["s"], "object": secret}]});
+        for (mut v, by_path) in [
+            (secret.clone(), false),
+            (list, false),
+            (event, false),
+            (patch.clone(), true),
+            (table, false),
+        ] {
+            redact(&mut v, by_path);
+            let text = v.to_string();
+            assert!(
+                !text.contains("c2VjcmV0") && !text.contains("plaintext"),
+                "leaked: {text}"
+            );
+        }
+        let mut v = secret;
+        redact(&mut v, false);
+        assert_eq!(v["metadata"]["annotations"]["note"], "kept");
+        let kept: Value =
+            serde_json::from_str(v["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap())
+                .unwrap();
+        assert_eq!(
+            kept["metadata"]["name"], "s",
+            "the rest of the annotation stays"
+        );
+        // A ConfigMap's data is not a secret.
+        let mut cm = json!({"kind": "ConfigMap", "data": {"k": "visible"}});
+        redact(&mut cm, false);
+        assert_eq!(cm["data"]["k"], "visible");
+        let mut unparsable = json!({"metadata": {"annotations": {LAST_APPLIED: "{not json"}}});
+        redact(&mut unparsable, true);
+        assert_eq!(
+            unparsable["metadata"]["annotations"][LAST_APPLIED],
+            "[REDACTED]"
+        );
     }
 }
