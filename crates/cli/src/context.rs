@@ -162,9 +162,9 @@ pub async fn run(cmd: ContextCommand) -> Result<(), CliError> {
                 "server": entry.name, "url": entry.url, "user": entry.username,
                 "cluster": entry.cluster, "project": entry.project,
             });
-            if !output::document(out, &doc) {
+            if !output::document(out, &doc)? {
                 let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-                print!(
+                crate::out!(
                     "{}",
                     output::table(
                         &["SERVER", "URL", "USER", "CLUSTER", "PROJECT"],
@@ -234,7 +234,7 @@ pub async fn run(cmd: ContextCommand) -> Result<(), CliError> {
             e.cluster = Some(cluster);
             e.project = project;
             config.save()?;
-            println!("Switched to {label}.");
+            crate::outln!("Switched to {label}.");
             Ok(())
         }
     }
@@ -339,7 +339,7 @@ pub async fn kubeconfig(args: KubeconfigArgs) -> Result<(), CliError> {
     let entry = config.server(None)?;
     let client = Client::for_entry(entry)?;
     let cluster = cluster_of(&client, entry, args.cluster.as_deref()).await?;
-    print!("{}", fetch_kubeconfig(&client, &cluster).await?);
+    crate::out!("{}", fetch_kubeconfig(&client, &cluster).await?);
     Ok(())
 }
 

@@ -12,6 +12,27 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage.
 
+/// `print!` to stdout that ends the command quietly when the pipe is
+/// closed, instead of panicking ([`CliError::ClosedPipe`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` to stdout that ends the command quietly when the pipe is
+/// closed ([`CliError::ClosedPipe`]).
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 pub mod client;
 pub mod config;
 pub mod context;
@@ -80,6 +101,10 @@ pub enum CliError {
     /// A child process (kubectl) ended with this code.
     #[error("exited with {0}")]
     Exit(i32),
+    /// Whoever read the output stopped reading (`drover … | head`): the
+    /// command ends quietly, with success, as ripgrep and friends do.
+    #[error("the output was closed")]
+    ClosedPipe,
 }
 
 impl CliError {
@@ -88,6 +113,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Exit(code) => *code,
+            CliError::ClosedPipe => 0,
             _ => 1,
         }
     }

@@ -195,7 +195,7 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
         project,
     });
     config.save()?;
-    println!(
+    crate::outln!(
         "Logged in to {url} as {username} (saved as {name:?} in {}).",
         crate::config::path().display()
     );
@@ -230,8 +230,8 @@ pub async fn whoami(args: WhoamiArgs) -> Result<(), CliError> {
     let client = Client::for_entry(entry)?;
     let (user, groups) = whoami_with(&client).await?;
     let doc = json!({"server": entry.url, "username": user, "groups": groups});
-    if !output::document(args.out, &doc) {
-        print!(
+    if !output::document(args.out, &doc)? {
+        crate::out!(
             "{}",
             output::table(
                 &["SERVER", "USERNAME", "GROUPS"],
@@ -262,6 +262,6 @@ pub async fn logout(args: LogoutArgs) -> Result<(), CliError> {
     let e = config.server_mut(Some(&entry.name))?;
     e.token.clear();
     config.save()?;
-    println!("Logged out of {}.", entry.url);
+    crate::outln!("Logged out of {}.", entry.url);
     Ok(())
 }

@@ -2,6 +2,21 @@
 
 use serde_json::Value;
 
+use crate::CliError;
+
+/// Write to stdout. A closed pipe ends the command quietly
+/// ([`CliError::ClosedPipe`]); Rust's `print!` would panic.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::ClosedPipe,
+            _ => CliError::Config(format!("cannot write the output: {e}")),
+        })
+}
+
 /// How to print.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -23,17 +38,17 @@ pub struct Output {
 }
 
 /// Print a document as JSON or YAML; `false` when the format is a table.
-pub fn document(out: Output, v: &Value) -> bool {
+pub fn document(out: Output, v: &Value) -> Result<bool, CliError> {
     match out.format {
         Format::Json => {
-            println!("{}", serde_json::to_string_pretty(v).expect("JSON"));
-            true
+            crate::outln!("{}", serde_json::to_string_pretty(v).expect("JSON"));
+            Ok(true)
         }
         Format::Yaml => {
-            print!("{}", serde_yaml::to_string(v).expect("YAML"));
-            true
+            crate::out!("{}", serde_yaml::to_string(v).expect("YAML"));
+            Ok(true)
         }
-        Format::Table => false,
+        Format::Table => Ok(false),
     }
 }
 

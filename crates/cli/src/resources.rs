@@ -20,9 +20,9 @@ fn current() -> Result<(ServerEntry, Client), CliError> {
 /// Print a list: the server's table, or the objects.
 async fn list(client: &Client, path: &str, out: Output) -> Result<(), CliError> {
     if out.format == output::Format::Table {
-        print!("{}", output::server_table(&client.table(path).await?));
+        crate::out!("{}", output::server_table(&client.table(path).await?));
     } else {
-        output::document(out, &client.get(path).await?);
+        output::document(out, &client.get(path).await?)?;
     }
     Ok(())
 }
@@ -95,16 +95,17 @@ async fn import_commands(client: &Client, cluster: &str) -> Result<Value, CliErr
     }))
 }
 
-fn print_import(cmds: &Value) {
-    println!("Run this against the cluster to import it:\n");
-    println!("    {}\n", cmds["command"].as_str().unwrap_or_default());
-    println!(
+fn print_import(cmds: &Value) -> Result<(), CliError> {
+    crate::outln!("Run this against the cluster to import it:\n");
+    crate::outln!("    {}\n", cmds["command"].as_str().unwrap_or_default());
+    crate::outln!(
         "If the Drover server's certificate is self-signed and the cluster does not trust it:\n"
     );
-    println!(
+    crate::outln!(
         "    {}",
         cmds["insecureCommand"].as_str().unwrap_or_default()
     );
+    Ok(())
 }
 
 /// `drover clusters …`.
@@ -116,9 +117,9 @@ pub async fn clusters(cmd: ClustersCommand) -> Result<(), CliError> {
             let (id, _) = resolve_cluster(&client, &cluster).await?;
             let path = format!("{MGMT}/clusters/{id}");
             if out.format == output::Format::Table {
-                print!("{}", output::server_table(&client.table(&path).await?));
+                crate::out!("{}", output::server_table(&client.table(&path).await?));
             } else {
-                output::document(out, &client.get(&path).await?);
+                output::document(out, &client.get(&path).await?)?;
             }
             Ok(())
         }
@@ -142,23 +143,23 @@ pub async fn clusters(cmd: ClustersCommand) -> Result<(), CliError> {
                 .unwrap_or_default()
                 .to_owned();
             let cmds = import_commands(&client, &id).await?;
-            if !output::document(out, &json!({"cluster": c, "import": cmds})) {
-                println!("Cluster {name} created ({id}).\n");
-                print_import(&cmds);
+            if !output::document(out, &json!({"cluster": c, "import": cmds}))? {
+                crate::outln!("Cluster {name} created ({id}).\n");
+                print_import(&cmds)?;
             }
             Ok(())
         }
         ClustersCommand::Rm { cluster } => {
             let (id, name) = resolve_cluster(&client, &cluster).await?;
             client.delete(&format!("{MGMT}/clusters/{id}")).await?;
-            println!("Cluster {name} ({id}) is being removed.");
+            crate::outln!("Cluster {name} ({id}) is being removed.");
             Ok(())
         }
         ClustersCommand::ImportCommand { cluster, out } => {
             let (id, _) = resolve_cluster(&client, &cluster).await?;
             let cmds = import_commands(&client, &id).await?;
-            if !output::document(out, &cmds) {
-                print_import(&cmds);
+            if !output::document(out, &cmds)? {
+                print_import(&cmds)?;
             }
             Ok(())
         }
@@ -226,8 +227,8 @@ pub async fn projects(cmd: ProjectsCommand) -> Result<(), CliError> {
                     &json!({"apiVersion": "management.drover.io/v1", "kind": "Project", "spec": {"displayName": name}}),
                 )
                 .await?;
-            if !output::document(out, &p) {
-                println!(
+            if !output::document(out, &p)? {
+                crate::outln!(
                     "Project {name} created ({}:{}).",
                     c,
                     p["metadata"]["name"].as_str().unwrap_or_default()
@@ -249,7 +250,7 @@ pub async fn projects(cmd: ProjectsCommand) -> Result<(), CliError> {
                     .await?;
             }
             client.delete(&path).await?;
-            println!("Project {name} ({id}) removed.");
+            crate::outln!("Project {name} ({id}) removed.");
             Ok(())
         }
     }
@@ -362,8 +363,8 @@ pub async fn namespaces(cmd: NamespacesCommand) -> Result<(), CliError> {
                 ]);
                 items.push(json!({"name": name, "project": pid, "projectName": pname, "phase": ns["status"]["phase"]}));
             }
-            if !output::document(out, &json!({"items": items})) {
-                print!("{}", output::table(&["NAME", "PROJECT", "STATUS"], &rows));
+            if !output::document(out, &json!({"items": items}))? {
+                crate::out!("{}", output::table(&["NAME", "PROJECT", "STATUS"], &rows));
             }
             Ok(())
         }
@@ -382,7 +383,7 @@ pub async fn namespaces(cmd: NamespacesCommand) -> Result<(), CliError> {
                             "metadata": {"name": name, "annotations": {"drover.io/project-id": format!("{c}:{pid}")}}}),
                 )
                 .await?;
-            println!("Namespace {name} created in project {pname}.");
+            crate::outln!("Namespace {name} created in project {pname}.");
             Ok(())
         }
         NamespacesCommand::Move {
@@ -398,7 +399,7 @@ pub async fn namespaces(cmd: NamespacesCommand) -> Result<(), CliError> {
                     &json!({"metadata": {"annotations": {"drover.io/project-id": format!("{c}:{pid}")}}}),
                 )
                 .await?;
-            println!("Namespace {name} moved to project {pname}.");
+            crate::outln!("Namespace {name} moved to project {pname}.");
             Ok(())
         }
     }
@@ -537,7 +538,7 @@ pub async fn members(cmd: MembersCommand) -> Result<(), CliError> {
                             "spec": spec}),
                 )
                 .await?;
-            println!("{who} is now {role}.");
+            crate::outln!("{who} is now {role}.");
             Ok(())
         }
         MembersCommand::Rm {
@@ -568,7 +569,7 @@ pub async fn members(cmd: MembersCommand) -> Result<(), CliError> {
                     subject.user.or(subject.group).unwrap_or_default()
                 )));
             }
-            println!("Removed.");
+            crate::outln!("Removed.");
             Ok(())
         }
     }
@@ -686,7 +687,7 @@ pub async fn users(cmd: UsersCommand) -> Result<(), CliError> {
                     &json!({"newPassword": pw}),
                 )
                 .await?;
-            println!("User {username} created.");
+            crate::outln!("User {username} created.");
             Ok(())
         }
         UsersCommand::SetPassword {
@@ -702,7 +703,7 @@ pub async fn users(cmd: UsersCommand) -> Result<(), CliError> {
             client
                 .post(&format!("{MGMT}/users/{id}/password"), &body)
                 .await?;
-            println!("Password of {username} changed.");
+            crate::outln!("Password of {username} changed.");
             Ok(())
         }
         UsersCommand::Disable { username } => set_enabled(&client, &username, false).await,
@@ -718,7 +719,7 @@ async fn set_enabled(client: &Client, username: &str, enabled: bool) -> Result<(
             &json!({"spec": {"enabled": enabled}}),
         )
         .await?;
-    println!(
+    crate::outln!(
         "User {username} {}.",
         if enabled { "enabled" } else { "disabled" }
     );
@@ -799,21 +800,21 @@ pub async fn tokens(cmd: TokensCommand) -> Result<(), CliError> {
                     &json!({"apiVersion": "management.drover.io/v1", "kind": "Token", "spec": spec}),
                 )
                 .await?;
-            if !output::document(out, &t) {
-                println!(
+            if !output::document(out, &t)? {
+                crate::outln!(
                     "Token {} created. Its secret, shown only now:\n",
                     t["metadata"]["name"].as_str().unwrap_or_default()
                 );
-                println!("    {}", t["status"]["token"].as_str().unwrap_or_default());
+                crate::outln!("    {}", t["status"]["token"].as_str().unwrap_or_default());
                 if let Some(e) = t["status"]["expiresAt"].as_str() {
-                    println!("\nIt expires at {e}.");
+                    crate::outln!("\nIt expires at {e}.");
                 }
             }
             Ok(())
         }
         TokensCommand::Rm { name } => {
             client.delete(&format!("{MGMT}/tokens/{name}")).await?;
-            println!("Token {name} revoked.");
+            crate::outln!("Token {name} revoked.");
             Ok(())
         }
     }

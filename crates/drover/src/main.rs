@@ -114,13 +114,13 @@ fn main() -> ExitCode {
                 .map_err(Into::into),
             Command::Completion { shell } => {
                 use clap::CommandFactory;
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "drover",
-                    &mut std::io::stdout(),
-                );
-                Ok(())
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "drover", &mut script);
+                drover_cli::output::write_stdout(format_args!(
+                    "{}",
+                    String::from_utf8_lossy(&script)
+                ))
+                .map_err(Into::into)
             }
             Command::Cli(cmd) => drover_cli::run(cmd).await.map_err(Into::into),
             Command::Bench(args) => tokio::select! {
@@ -141,6 +141,8 @@ fn main() -> ExitCode {
             let code = match e.downcast_ref::<drover_cli::CliError>() {
                 // kubectl spoke for itself.
                 Some(drover_cli::CliError::Exit(code)) => return ExitCode::from(*code as u8),
+                // The reader stopped reading (`| head`): nothing to say.
+                Some(drover_cli::CliError::ClosedPipe) => return ExitCode::SUCCESS,
                 Some(cli) => cli.exit_code() as u8,
                 None => 1,
             };
@@ -157,10 +159,13 @@ async fn run_sim(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let sim = drover_sim::Sim::start(&args).await?;
-    println!("drover sim {} serving at {}", sim.name, sim.url);
+    // Whoever started the sim may read only the first line (`| head -1`):
+    // a closed stdout must not stop it.
+    let mut banner = format!("drover sim {} serving at {}\n", sim.name, sim.url);
     if let Some(path) = &args.kubeconfig_out {
-        println!("admin kubeconfig: {}", path.display());
+        banner.push_str(&format!("admin kubeconfig: {}\n", path.display()));
     }
+    let _ = drover_cli::output::write_stdout(format_args!("{banner}"));
     tracing::info!(name = %sim.name, url = %sim.url, nodes = args.nodes, version = %args.k8s_version, "simulated cluster running");
     shutdown.await;
     sim.stop().await;
