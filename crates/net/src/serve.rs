@@ -2,6 +2,13 @@
 //! upgrades, a cap on open connections, and graceful shutdown — stop
 //! accepting, let in-flight requests finish within the grace period, then
 //! drop whatever is left.
+//!
+//! An HTTP/2 request whose body the handler did not read to the end (a 413
+//! for a body over the limit, a 401 or 503 before the body mattered) has
+//! the rest of its body read and dropped before the answer goes out, up to
+//! a bound: dropping it unread would reset the stream (CANCEL), and clients
+//! such as curl then report a framing error instead of the answer. HTTP/1.1
+//! needs nothing of the kind: hyper closes the connection after the answer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,10 +17,10 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +32,11 @@ const MAX_CONNECTIONS: usize = 16_384;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request's headers to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of an unread HTTP/2 request body is read past what the handler
+/// took, and for how long, so that its answer reaches the client; past
+/// either, the stream is reset.
+const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve `app` over TLS on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -74,12 +86,8 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let app = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            });
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| answer(app.clone(), peer, req));
         connections.spawn(async move {
             let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -93,7 +101,6 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = TowerToHyperService::new(app);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -112,6 +119,89 @@ pub async fn serve(
             tracing::warn!("grace period over; dropping the remaining connections");
             // Long streams (watches, logs -f, exec) end here, with their tasks.
             connections.abort_all();
+        }
+    }
+}
+
+/// Answer one request with `app`; over HTTP/2, read what the handler left
+/// of the request body before the answer goes out.
+async fn answer(
+    app: Router,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    let http2 = req.version() == hyper::Version::HTTP_2;
+    let (left, unread) = tokio::sync::oneshot::channel();
+    let mut req = req.map(|body| {
+        axum::body::Body::new(Unread {
+            body: Some(body),
+            left: http2.then_some(left),
+        })
+    });
+    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+    let response = app.oneshot(req).await;
+    // Only a body the handler dropped comes back; one still read (by a
+    // proxied stream, say) goes on with the answer.
+    if let Ok(rest) = unread.await {
+        drain(rest).await;
+    }
+    response
+}
+
+/// Read and drop the rest of a request body, within the drain bounds.
+async fn drain(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN_MAX_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, reading).await;
+}
+
+/// A request body that, dropped before its end, hands what is left back to
+/// [`answer`] (over HTTP/2).
+struct Unread {
+    body: Option<Incoming>,
+    left: Option<tokio::sync::oneshot::Sender<Incoming>>,
+}
+
+impl http_body::Body for Unread {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut().body.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if let (Some(body), Some(left)) = (self.body.take(), self.left.take()) {
+            if !http_body::Body::is_end_stream(&body) {
+                let _ = left.send(body);
+            }
         }
     }
 }
