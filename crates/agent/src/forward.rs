@@ -100,7 +100,11 @@ async fn forward(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(server_side) = upgrade {
-            drover_tunnel::upgrade::splice(server_side, hyper::upgrade::on(&mut resp));
+            drover_tunnel::upgrade::splice(
+                server_side,
+                hyper::upgrade::on(&mut resp),
+                std::future::pending(),
+            );
         }
     }
     Ok(resp.map(Body::new))

@@ -209,6 +209,36 @@ impl Authenticator {
         Ok(Ok(identity))
     }
 
+    /// Whether the token an identity came from still stands: not deleted,
+    /// not expired, its user still there (the same one) and enabled. Read
+    /// from the store, for connections opened with the token, which must
+    /// end when it no longer does.
+    pub async fn still_valid(&self, identity: &Identity) -> Result<bool, AuthError> {
+        let Some(kv) = self.store.get(&token::record_key(&identity.token)).await? else {
+            return Ok(false);
+        };
+        let Ok(record) = serde_json::from_slice::<TokenRecord>(&kv.value) else {
+            return Ok(false);
+        };
+        if record.user_name != identity.user.name
+            || token::expired(record.expires_at.as_deref())
+            || self
+                .store
+                .get(&token::object_key(&identity.token))
+                .await?
+                .is_none()
+        {
+            return Ok(false);
+        }
+        let Some(user_kv) = self.store.get(&user_key(&record.user_name)).await? else {
+            return Ok(false);
+        };
+        let user: Value = serde_json::from_slice(&user_kv.value).unwrap_or_default();
+        Ok(user.pointer("/spec/enabled") != Some(&Value::Bool(false))
+            && user.pointer("/metadata/uid").and_then(Value::as_str)
+                == Some(identity.user.uid.as_str()))
+    }
+
     /// Whether the cache is in use (the watch that keeps it current is up).
     #[cfg(test)]
     fn caching(&self) -> bool {

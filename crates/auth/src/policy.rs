@@ -543,6 +543,36 @@ impl Snapshot {
         }
     }
 
+    /// The bindings that give the user rights, each named by what it binds
+    /// (`global:ROLE`, `cluster:CLUSTER:TEMPLATE`,
+    /// `project:CLUSTER:PROJECT:TEMPLATE`); with `cluster`, only the global
+    /// ones and those in that cluster. A connection opened with these
+    /// rights ends when one of them goes.
+    pub fn grants_of(
+        &self,
+        user: &UserInfo,
+        cluster: Option<&str>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (subject, role) in &self.grbs {
+            if subject.matches(user) && self.global_roles.contains_key(role) {
+                out.insert(format!("global:{role}"));
+            }
+        }
+        let here = |c: &str| cluster.is_none_or(|want| want == c);
+        for (subject, c, template) in &self.crtbs {
+            if subject.matches(user) && here(c) {
+                out.insert(format!("cluster:{c}:{template}"));
+            }
+        }
+        for (subject, c, project, template) in &self.prtbs {
+            if subject.matches(user) && here(c) {
+                out.insert(format!("project:{c}:{project}:{template}"));
+            }
+        }
+        out
+    }
+
     /// The templates that name `template` among theirs.
     pub fn inheritors(&self, template: &str) -> Vec<String> {
         let mut out: Vec<String> = self

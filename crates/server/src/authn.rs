@@ -94,9 +94,20 @@ pub(crate) async fn require(
         ))
         .into_response();
     }
+    let long_lived = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|p| crate::proxy::streams(p.as_str()));
     req.extensions_mut().insert(identity.user.clone());
-    req.extensions_mut().insert(identity);
-    next.run(req).await
+    req.extensions_mut().insert(identity.clone());
+    let response = next.run(req).await;
+    if !long_lived || !response.status().is_success() {
+        return response;
+    }
+    // A watch ends, as a finished stream, when its rights are revoked.
+    let registration = state.sessions.open(&state, &identity, None).await;
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, crate::sessions::Revocable::wrap(body, registration))
 }
 
 /// What a user who must change their password may still do: change it, and

@@ -720,12 +720,13 @@ pub(crate) fn spawn_removals(state: Arc<AppState>) -> tokio::task::JoinHandle<()
 
 /// Finish removing one Cluster.
 async fn remove(state: &AppState, cluster: &str) {
-    // Revoke the registration tokens first: no agent may connect again.
+    // Revoke the registration tokens first: no agent may connect again
+    // (the one connected stays, to clean up).
+    state.tunnels.set_removing(cluster, true);
     if let Err(e) = crate::import::revoke_all(&state.store, cluster).await {
         // Its removal deletes them in any case.
         tracing::warn!(%cluster, error = %e, "cannot revoke the cluster's registration tokens yet");
     }
-    state.tunnels.set_removing(cluster, true);
     let deadline = tokio::time::Instant::now() + REMOVAL_TIMEOUT;
     loop {
         if let Some(link) = state.tunnels.get(cluster) {

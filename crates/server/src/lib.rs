@@ -34,6 +34,7 @@ pub mod namespaces;
 pub mod projection;
 pub mod proxy;
 mod routes;
+pub mod sessions;
 mod tls;
 pub mod tunnels;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub authn: Arc<drover_auth::authn::Authenticator>,
     /// Connected agents.
     pub tunnels: tunnels::Tunnels,
+    /// Long-lived connections, ended when their rights are revoked.
+    pub sessions: Arc<sessions::Sessions>,
     /// What import manifests say.
     pub import: import::ImportSettings,
     /// Keep-alive of agent tunnels.
@@ -170,11 +173,13 @@ pub async fn run(
         authz,
         authn,
         tunnels: tunnels::Tunnels::default(),
+        sessions: Arc::default(),
         keepalive: drover_tunnel::Keepalive::default(),
         kubeconfig_ttl: std::time::Duration::from_secs(args.kubeconfig_ttl_seconds),
         token_max_ttl: args.token_max_ttl(),
     });
     let _removals = clusters::spawn_removals(state.clone());
+    let _revoker = sessions::Sessions::spawn_revoker(state.clone());
     let app = routes::router(state);
     drover_net::serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
     store.close().await;

@@ -133,6 +133,7 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
 
     let upgrade =
         drover_tunnel::upgrade::requested(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let long_lived = streams(&path);
     let (parts, mut body) = req.into_parts();
     // Namespace writes that set a project are Drover's to decide.
     let mut as_agent = false;
@@ -233,7 +234,14 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             return ApiError::new(502, "BadGateway", "the cluster switched protocols unasked")
                 .into_response();
         };
-        drover_tunnel::upgrade::splice(client, hyper::upgrade::on(&mut resp));
+        // An exec or port-forward session ends when its rights are revoked.
+        let registration = state.sessions.open(&state, &identity, Some(&cluster)).await;
+        let revoked = async move {
+            let end = registration.end.clone();
+            end.cancelled().await;
+            drop(registration);
+        };
+        drover_tunnel::upgrade::splice(client, hyper::upgrade::on(&mut resp), revoked);
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
@@ -241,7 +249,23 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     for h in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
         parts.headers.remove(h);
     }
-    Response::from_parts(parts, Body::new(body))
+    let mut body = Body::new(body);
+    if long_lived {
+        // A watch or `logs -f` ends, as a finished stream, when its rights
+        // are revoked.
+        let registration = state.sessions.open(&state, &identity, Some(&cluster)).await;
+        body = crate::sessions::Revocable::wrap(body, registration);
+    }
+    Response::from_parts(parts, body)
+}
+
+/// Whether a request asks for an answer that streams on (a watch, or logs
+/// that follow): such answers end when their rights are revoked.
+pub(crate) fn streams(path_and_query: &str) -> bool {
+    path_and_query.split_once('?').is_some_and(|(_, q)| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| (k == "watch" || k == "follow") && matches!(&*v, "1" | "true" | "True"))
+    })
 }
 
 /// Whether a forwarded path asks for a dry run.

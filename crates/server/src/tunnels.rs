@@ -3,7 +3,9 @@
 //!
 //! An agent authenticates with its cluster's registration token
 //! (`Authorization: Bearer …`); a wrong one gets 401 and a warning with the
-//! source address, and touches no cluster state. A second agent for the
+//! source address, and touches no cluster state. A link remembers the token
+//! it connected with, and is closed when that token is revoked
+//! ([`crate::sessions`]). A second agent for the
 //! same cluster replaces the first: the old session is closed. While a
 //! link is up, the cluster's controller ([`crate::clusters`]) runs over it.
 
@@ -27,6 +29,9 @@ use crate::AppState;
 pub struct Link {
     /// The cluster.
     pub cluster: String,
+    /// The store key of the registration token the agent connected with:
+    /// when it goes, so does the link.
+    pub registration: String,
     /// Tells this link from the one that may replace it.
     pub id: u64,
     /// Opens streams to the agent.
@@ -80,6 +85,39 @@ impl Tunnels {
         }
     }
 
+    /// Close the links that connected with the registration token whose
+    /// record is `key` (it was deleted). Each link's own task then removes
+    /// it and marks its cluster disconnected. A cluster being removed keeps
+    /// its link until its agent cleaned up (its removal revokes the tokens
+    /// first, then closes the link itself).
+    pub fn close_registration(&self, key: &str) {
+        let gone: Vec<Link> = self
+            .lock()
+            .values()
+            .filter(|l| l.registration == key && !l.opener.is_closed())
+            .filter(|l| !self.is_removing(&l.cluster))
+            .cloned()
+            .collect();
+        for link in gone {
+            tracing::info!(cluster = %link.cluster, "closing the agent's link: its registration token was revoked");
+            link.opener.close();
+        }
+    }
+
+    /// Close every link whose registration token is gone from the store.
+    pub async fn close_revoked(&self, store: &drover_store::Store) {
+        let keys: Vec<String> = self
+            .lock()
+            .values()
+            .map(|l| l.registration.clone())
+            .collect();
+        for key in keys {
+            if let Ok(None) = store.get(&key).await {
+                self.close_registration(&key);
+            }
+        }
+    }
+
     fn insert(&self, link: Link) -> Option<Link> {
         self.lock().insert(link.cluster.clone(), link)
     }
@@ -125,6 +163,7 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request
         Err(e) => return e.into_response(),
     };
     let cluster = registration.cluster;
+    let registration = crate::import::record_key(&token);
     match state
         .store
         .get(&keys::object(api::GROUP, "clusters", None, &cluster))
@@ -156,7 +195,9 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request
     let keepalive = state.keepalive;
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => serve_link(state, cluster, peer, upgraded, keepalive).await,
+            Ok(upgraded) => {
+                serve_link(state, cluster, registration, peer, upgraded, keepalive).await
+            }
             Err(e) => tracing::warn!(%cluster, error = %e, "agent upgrade failed"),
         }
     });
@@ -174,6 +215,7 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request
 async fn serve_link(
     state: Arc<AppState>,
     cluster: String,
+    registration: String,
     peer: Option<SocketAddr>,
     upgraded: hyper::upgrade::Upgraded,
     keepalive: Keepalive,
@@ -184,12 +226,18 @@ async fn serve_link(
     let session = mux::start(WsIo::new(ws, keepalive), Mode::Client);
     let link = Link {
         cluster: cluster.clone(),
+        registration,
         id: state.tunnels.next_id.fetch_add(1, Ordering::Relaxed),
         opener: session.opener,
     };
     if let Some(old) = state.tunnels.insert(link.clone()) {
         tracing::info!(%cluster, "a new agent connection replaces the previous one");
         old.opener.close();
+    }
+    // Revoked between the check and now: the revoker may have looked
+    // before this link was there.
+    if let Ok(None) = state.store.get(&link.registration).await {
+        state.tunnels.close_registration(&link.registration);
     }
     tracing::info!(%cluster, source = peer.map(|p| p.to_string()).unwrap_or_default(), "agent connected");
     let controller = tokio::spawn(crate::clusters::run_link(state.clone(), link.clone()));

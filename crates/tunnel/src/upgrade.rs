@@ -20,15 +20,27 @@ pub fn requested(headers: &HeaderMap) -> bool {
 }
 
 /// Once both sides have switched, copy bytes between them until either
-/// closes (in a task of its own).
-pub fn splice(a: OnUpgrade, b: OnUpgrade) {
+/// closes, or until `until` resolves (the right to the connection was
+/// revoked): then both are closed. Runs in a task of its own.
+pub fn splice(
+    a: OnUpgrade,
+    b: OnUpgrade,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     tokio::spawn(async move {
-        match tokio::try_join!(a, b) {
-            Ok((a, b)) => {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+        let pipe = async move {
+            match tokio::try_join!(a, b) {
+                Ok((a, b)) => {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
+                            .await;
+                }
+                Err(e) => tracing::debug!(error = %e, "an upgraded connection failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "an upgraded connection failed"),
+        };
+        tokio::select! {
+            () = pipe => {}
+            () = until => tracing::debug!("an upgraded connection was ended: its right to it was revoked"),
         }
     });
 }

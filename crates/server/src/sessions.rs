@@ -1,0 +1,273 @@
+//! Revocation reaches open connections.
+//!
+//! A request is authorized when it starts; a watch, `logs -f` or an exec
+//! session then lives on. Each such connection is registered here with the
+//! identity it was opened with and the bindings that gave it its rights
+//! ([`Sessions::open`]); each agent link, with the registration token it
+//! connected with ([`crate::tunnels`]). A task ([`Sessions::spawn_revoker`])
+//! follows the store and, on every change to tokens, users, bindings, roles,
+//! projects, clusters or registration tokens (and every two seconds, for
+//! expiry), checks them all again:
+//!
+//! - a connection whose token was deleted or expired, or whose user was
+//!   disabled, deleted or made again, ends;
+//! - so does one whose user lost a binding it had when it opened (in the
+//!   cluster it reaches, for the proxy), or the cluster itself;
+//! - an agent link whose registration token was deleted is closed at once
+//!   (and every link is checked against its token every 30 s).
+//!
+//! A response body ends cleanly (the chunked stream closes, as when
+//! kube-apiserver ends a watch), so clients see the end of a stream and
+//! reconnect with whatever rights they have now; an upgraded connection is
+//! closed on both sides.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use drover_auth::authn::Identity;
+use futures::StreamExt;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::AppState;
+
+/// How often every connection is checked even without a change (expiry).
+const SWEEP: Duration = Duration::from_secs(2);
+/// How often every agent link is checked against its registration token,
+/// besides the deletions seen as they happen.
+const LINK_SWEEP: Duration = Duration::from_secs(30);
+
+/// The store prefixes whose changes may revoke a connection's rights.
+const WATCHED: &[&str] = &["/drover/tokens/", "/registry/management.drover.io/"];
+/// Where registration tokens' records live.
+const REGISTRATIONS: &str = "/drover/registration/";
+
+/// One open connection.
+#[derive(Debug)]
+struct Session {
+    identity: Identity,
+    /// The cluster a proxied connection reaches.
+    cluster: Option<String>,
+    /// The bindings that gave it its rights when it opened.
+    grants: BTreeSet<String>,
+    end: CancellationToken,
+}
+
+/// The open connections of this replica.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<u64, Session>>,
+    next: AtomicU64,
+}
+
+/// Keeps a connection registered; dropped with the connection.
+#[derive(Debug)]
+pub struct Registration {
+    sessions: Arc<Sessions>,
+    id: u64,
+    /// Cancelled when the connection's rights are revoked.
+    pub end: CancellationToken,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.id);
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register a connection opened by `identity` (reaching `cluster`
+    /// through the proxy, if given), with the bindings it holds now.
+    pub async fn open(
+        self: &Arc<Self>,
+        state: &AppState,
+        identity: &Identity,
+        cluster: Option<&str>,
+    ) -> Registration {
+        let grants = match state.authz.snapshot().await {
+            Ok(s) => s.grants_of(&identity.user, cluster),
+            Err(_) => BTreeSet::new(),
+        };
+        let end = CancellationToken::new();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Session {
+                identity: identity.clone(),
+                cluster: cluster.map(str::to_owned),
+                grants,
+                end: end.clone(),
+            },
+        );
+        Registration {
+            sessions: self.clone(),
+            id,
+            end,
+        }
+    }
+
+    /// How many connections are open (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Check every open connection again; end those whose rights are gone.
+    async fn check(&self, state: &AppState) {
+        let open: Vec<(u64, Identity, Option<String>, BTreeSet<String>)> = self
+            .lock()
+            .iter()
+            .map(|(id, s)| (*id, s.identity.clone(), s.cluster.clone(), s.grants.clone()))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let Ok(snapshot) = state.authz.snapshot().await else {
+            return;
+        };
+        let mut revoked = Vec::new();
+        // Each token is read once, however many connections it opened.
+        let mut tokens: HashMap<String, bool> = HashMap::new();
+        for (id, identity, cluster, grants) in open {
+            let valid = match tokens.get(&identity.token) {
+                Some(v) => *v,
+                None => {
+                    let Ok(v) = state.authn.still_valid(&identity).await else {
+                        continue; // the store is away: check again later
+                    };
+                    tokens.insert(identity.token.clone(), v);
+                    v
+                }
+            };
+            let now = snapshot.grants_of(&identity.user, cluster.as_deref());
+            let reaches = cluster
+                .as_deref()
+                .is_none_or(|c| snapshot.reaches_cluster(&identity.user, c));
+            if !valid || !reaches || !grants.is_subset(&now) {
+                tracing::info!(user = %identity.user.name, cluster = cluster.as_deref().unwrap_or(""), "ending a connection: its rights were revoked");
+                revoked.push(id);
+            }
+        }
+        let open = self.lock();
+        for id in revoked {
+            if let Some(s) = open.get(&id) {
+                s.end.cancel();
+            }
+        }
+    }
+
+    /// Check every connection on each change that may revoke rights, and
+    /// every [`SWEEP`]; close agent links whose registration token goes.
+    /// Runs until the store closes.
+    pub fn spawn_revoker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let sessions = state.sessions.clone();
+            let mut links = tokio::time::interval(LINK_SWEEP);
+            loop {
+                let from = match state.store.revisions().await {
+                    Ok(r) => r.current,
+                    Err(drover_store::StoreError::Closed) => return,
+                    Err(_) => {
+                        tokio::time::sleep(SWEEP).await;
+                        continue;
+                    }
+                };
+                let mut changes = state.store.watch("", from);
+                let mut sweep = tokio::time::interval(SWEEP);
+                loop {
+                    tokio::select! {
+                        event = changes.next() => {
+                            // Take whatever else is here, then check once.
+                            let mut batch = vec![event];
+                            while let Some(Some(more)) = futures::FutureExt::now_or_never(changes.next()) {
+                                batch.push(Some(more));
+                            }
+                            let mut revoking = false;
+                            let mut ended = false;
+                            for event in batch {
+                                match event {
+                                    Some(Ok(e)) => {
+                                        let key = e.kv.key.as_str();
+                                        let deleted = e.kind == drover_store::EventType::Deleted;
+                                        if deleted && key.starts_with(REGISTRATIONS) {
+                                            state.tunnels.close_registration(key);
+                                        }
+                                        revoking |= e.kind != drover_store::EventType::Added
+                                            && WATCHED.iter().any(|p| key.starts_with(p));
+                                    }
+                                    Some(Err(drover_store::StoreError::Closed)) => return,
+                                    Some(Err(_)) | None => ended = true,
+                                }
+                            }
+                            if revoking {
+                                sessions.check(&state).await;
+                            }
+                            if ended {
+                                break; // the watch ended: follow again
+                            }
+                        }
+                        _ = sweep.tick() => sessions.check(&state).await,
+                        _ = links.tick() => state.tunnels.close_revoked(&state.store).await,
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A response body that ends (cleanly, as a finished stream) when its
+/// connection's rights are revoked.
+pub struct Revocable {
+    body: Body,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    _registration: Registration,
+}
+
+impl Revocable {
+    /// Wrap `body`, registered as `registration`.
+    pub fn wrap(body: Body, registration: Registration) -> Body {
+        let ended = Box::pin(registration.end.clone().cancelled_owned());
+        Body::new(Self {
+            body,
+            ended,
+            _registration: registration,
+        })
+    }
+}
+
+impl http_body::Body for Revocable {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
