@@ -58,13 +58,14 @@ pub(crate) async fn sweep_expired_tokens(store: &Store) -> Result<usize, StoreEr
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        match store.delete(&kv.key, Some(kv.mod_revision)).await {
+        // The Token and its record go together, or not at all.
+        let mut ops = vec![drover_store::Op::delete(kv.key.clone(), kv.mod_revision)];
+        if let Some(record) = store.get(&token::record_key(name)).await? {
+            ops.push(drover_store::Op::delete(record.key, record.mod_revision));
+        }
+        match store.txn(&ops).await {
             Ok(_) => deleted += 1,
             Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-        match store.delete(&token::record_key(name), None).await {
-            Ok(_) | Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
