@@ -351,4 +351,54 @@ mod tests {
             json!({"verbs": ["get"], "nonResourceURLs": ["/healthz"]})
         );
     }
+
+    /// A protobuf message on the wire, generated: fields with any tag
+    /// (mostly the low ones real messages use) and any wire type, nested.
+    fn wire() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let leaf = proptest::collection::vec(any::<u8>(), 0..24);
+        leaf.prop_recursive(5, 256, 6, |inner| {
+            proptest::collection::vec((1u32..20, 0u8..6, inner, any::<u64>()), 0..6).prop_map(
+                |fields| {
+                    let mut out = Vec::new();
+                    for (tag, wire_type, payload, n) in fields {
+                        match wire_type {
+                            0 => out.extend(varint(tag, n)),
+                            2 => out.extend(field(tag, &payload)),
+                            w => {
+                                out.push(((tag << 3) | u32::from(w)) as u8);
+                                out.extend(payload.iter().take(8));
+                            }
+                        }
+                    }
+                    out
+                },
+            )
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any bytes, as any built-in kind: decoded or refused, never a
+        /// panic.
+        #[test]
+        fn any_body_decodes_or_is_refused(body in wire(), raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), which in 0usize..6) {
+            static KINDS: std::sync::OnceLock<Vec<(&'static str, Value)>> = std::sync::OnceLock::new();
+            let kinds = KINDS.get_or_init(|| vec![
+                ("api.core.v1.Pod", drover_core::api::schema_for::<k8s_openapi::api::core::v1::Pod>()),
+                ("api.core.v1.Secret", drover_core::api::schema_for::<k8s_openapi::api::core::v1::Secret>()),
+                ("api.core.v1.Namespace", drover_core::api::schema_for::<k8s_openapi::api::core::v1::Namespace>()),
+                ("api.apps.v1.Deployment", drover_core::api::schema_for::<k8s_openapi::api::apps::v1::Deployment>()),
+                ("api.rbac.v1.ClusterRole", drover_core::api::schema_for::<k8s_openapi::api::rbac::v1::ClusterRole>()),
+                ("api.core.v1.ConfigMap", drover_core::api::schema_for::<k8s_openapi::api::core::v1::ConfigMap>()),
+            ]);
+            let (name, schema) = &kinds[which];
+            let _ = decode(name, &body, schema);
+            let _ = decode(name, &raw, schema);
+        }
+    }
 }
