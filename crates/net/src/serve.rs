@@ -3,12 +3,13 @@
 //! accepting, let in-flight requests finish within the grace period, then
 //! drop whatever is left.
 //!
-//! An HTTP/2 request whose body the handler did not read to the end (a 413
-//! for a body over the limit, a 401 or 503 before the body mattered) has
-//! the rest of its body read and dropped before the answer goes out, up to
-//! a bound: dropping it unread would reset the stream (CANCEL), and clients
-//! such as curl then report a framing error instead of the answer. HTTP/1.1
-//! needs nothing of the kind: hyper closes the connection after the answer.
+//! A request whose body the handler did not read to the end (a 413 for a
+//! body over the limit, a 401 or 503 before the body mattered) has the
+//! rest of its body read and dropped before the answer goes out, up to a
+//! bound. Dropped unread, an HTTP/2 stream is reset (CANCEL), and clients
+//! such as curl then report a framing error instead of the answer; an
+//! HTTP/1.1 connection is closed under a client still writing, which many
+//! clients report as a broken pipe, and loses its keep-alive.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,9 +33,9 @@ const MAX_CONNECTIONS: usize = 16_384;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request's headers to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of an unread HTTP/2 request body is read past what the handler
-/// took, and for how long, so that its answer reaches the client; past
-/// either, the stream is reset.
+/// How much of an unread request body is read past what the handler took,
+/// and for how long, so that its answer reaches the client; past either,
+/// the stream is reset (HTTP/2) or the connection closed (HTTP/1.1).
 const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,19 +124,18 @@ pub async fn serve(
     }
 }
 
-/// Answer one request with `app`; over HTTP/2, read what the handler left
-/// of the request body before the answer goes out.
+/// Answer one request with `app`, reading what the handler left of the
+/// request body before the answer goes out.
 async fn answer(
     app: Router,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> Result<axum::response::Response, std::convert::Infallible> {
-    let http2 = req.version() == hyper::Version::HTTP_2;
     let (left, unread) = tokio::sync::oneshot::channel();
     let mut req = req.map(|body| {
         axum::body::Body::new(Unread {
             body: Some(body),
-            left: http2.then_some(left),
+            left: Some(left),
         })
     });
     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
@@ -165,7 +165,7 @@ async fn drain(mut body: Incoming) {
 }
 
 /// A request body that, dropped before its end, hands what is left back to
-/// [`answer`] (over HTTP/2).
+/// [`answer`].
 struct Unread {
     body: Option<Incoming>,
     left: Option<tokio::sync::oneshot::Sender<Incoming>>,
