@@ -286,6 +286,13 @@ impl ApiServer {
             }
         }
         let outcome = schema::validate(obj, &r.schema);
+        if let Some(why) = &outcome.undecodable {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: {why}",
+                kind = r.info.kind,
+                version = r.info.version,
+            )));
+        }
         let name = object::name(obj).to_owned();
         if !outcome.errors.is_empty() {
             return Err(ApiError::invalid(
