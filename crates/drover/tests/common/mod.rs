@@ -257,12 +257,15 @@ pub struct Mgmt {
 
 impl Mgmt {
     pub fn start(extra: &[&str]) -> Mgmt {
+        Self::start_env(extra, &[])
+    }
+
+    /// [`Mgmt::start`] with more environment for the server.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Mgmt {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(
-            &dir.path().join("data"),
-            extra,
-            &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
-        );
+        let mut all = vec![("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)];
+        all.extend_from_slice(env);
+        let server = Server::start(&dir.path().join("data"), extra, &all);
         let (ca, _) = save_ca(&server, dir.path());
         Mgmt {
             server,
