@@ -29,12 +29,51 @@ use tower::ServiceExt;
 /// Words the generators draw on, so that inputs reach the interesting
 /// branches (Kubernetes' own field names, patch directives, operators).
 const WORDS: &[&str] = &[
-    "metadata", "name", "namespace", "spec", "status", "items", "kind", "apiVersion",
-    "labels", "annotations", "finalizers", "resourceVersion", "generateName", "uid",
-    "containers", "ports", "env", "volumes", "$patch", "$retainKeys", "$deleteFromPrimitiveList/finalizers",
-    "$setElementOrder/containers", "op", "path", "value", "from", "add", "remove", "replace",
-    "move", "copy", "test", "replicas", "size", "color", "n", "Widget", "Gadget",
-    "test.drover.io/v1", "v1", "default", "delete", "merge", "replace", "x",
+    "metadata",
+    "name",
+    "namespace",
+    "spec",
+    "status",
+    "items",
+    "kind",
+    "apiVersion",
+    "labels",
+    "annotations",
+    "finalizers",
+    "resourceVersion",
+    "generateName",
+    "uid",
+    "containers",
+    "ports",
+    "env",
+    "volumes",
+    "$patch",
+    "$retainKeys",
+    "$deleteFromPrimitiveList/finalizers",
+    "$setElementOrder/containers",
+    "op",
+    "path",
+    "value",
+    "from",
+    "add",
+    "remove",
+    "replace",
+    "move",
+    "copy",
+    "test",
+    "replicas",
+    "size",
+    "color",
+    "n",
+    "Widget",
+    "Gadget",
+    "test.drover.io/v1",
+    "v1",
+    "default",
+    "delete",
+    "merge",
+    "replace",
+    "x",
 ];
 
 fn word() -> impl Strategy<Value = String> {
@@ -51,7 +90,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         word().prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
@@ -71,12 +111,16 @@ fn json_patch() -> impl Strategy<Value = Value> {
     )
     .prop_map(|parts| parts.iter().map(|p| format!("/{p}")).collect::<String>());
     let op = (
-        proptest::sample::select(&["add", "remove", "replace", "move", "copy", "test", "bogus"][..]),
+        proptest::sample::select(
+            &["add", "remove", "replace", "move", "copy", "test", "bogus"][..],
+        ),
         pointer.clone(),
         pointer,
         json_value(),
     )
-        .prop_map(|(op, path, from, value)| json!({"op": op, "path": path, "from": from, "value": value}));
+        .prop_map(
+            |(op, path, from, value)| json!({"op": op, "path": path, "from": from, "value": value}),
+        );
     prop_oneof![
         4 => proptest::collection::vec(op, 0..8).prop_map(Value::Array),
         1 => json_value(),
@@ -209,7 +253,11 @@ struct Everything;
 impl Authorizer for Everything {
     fn rules<'a>(&'a self, user: &'a UserInfo) -> BoxFuture<'a, Result<Arc<RuleSet>, ApiError>> {
         Box::pin(async move {
-            let verbs: &[&str] = if user.name == "reader" { &["get", "list", "watch"] } else { &["*"] };
+            let verbs: &[&str] = if user.name == "reader" {
+                &["get", "list", "watch"]
+            } else {
+                &["*"]
+            };
             Ok(Arc::new(RuleSet {
                 cluster: vec![PolicyRule::resource(verbs, &["*"], &["*"])],
                 ..Default::default()
@@ -225,7 +273,11 @@ impl Namespaces for DefaultOnly {
             if ns == "default" {
                 Ok(())
             } else {
-                Err(ApiError::new(404, "NotFound", format!("namespaces {ns:?} not found")))
+                Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("namespaces {ns:?} not found"),
+                ))
             }
         })
     }
@@ -251,19 +303,32 @@ fn kind(kind: &'static str, plural: &'static str, namespaced: bool) -> KindInfo 
 }
 
 async fn router(dir: &std::path::Path) -> Router {
-    let store = Store::open(&format!("sqlite://{}/s.db", dir.display()), StoreOptions::default())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &format!("sqlite://{}/s.db", dir.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut reg = Registry::default();
     reg.register(kind("Widget", "widgets", false), Thing);
     reg.register(kind("Gadget", "gadgets", true), Thing);
     drover_apiserver::reviews::register(&mut reg);
-    let api = ApiServer::with_garbage_collector(store, reg, Arc::new(Everything), Arc::new(DefaultOnly));
+    let api =
+        ApiServer::with_garbage_collector(store, reg, Arc::new(Everything), Arc::new(DefaultOnly));
     Router::new().fallback(move |mut req: axum::extract::Request| {
         let api = api.clone();
         async move {
-            let name = req.headers().get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("admin").to_owned();
-            req.extensions_mut().insert(UserInfo { name, groups: vec!["system:authenticated".into()], ..Default::default() });
+            let name = req
+                .headers()
+                .get("x-user")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("admin")
+                .to_owned();
+            req.extensions_mut().insert(UserInfo {
+                name,
+                groups: vec!["system:authenticated".into()],
+                ..Default::default()
+            });
             api.handle(req).await
         }
     })
@@ -309,7 +374,21 @@ fn call() -> impl Strategy<Value = Call> {
         "-?[0-9]{0,20}".prop_map(|s| format!("limit={s}")),
         "[A-Za-z0-9_=-]{0,60}".prop_map(|s| format!("continue={s}")),
         "[0-9a-z]{0,12}".prop_map(|s| format!("resourceVersion={s}")),
-        proptest::sample::select(&["fieldValidation=Strict", "fieldValidation=Warn", "fieldValidation=Ignore", "fieldValidation=Bogus", "dryRun=All", "dryRun=x", "propagationPolicy=Orphan", "propagationPolicy=Foreground", "propagationPolicy=x", "includeObject=Object"][..]).prop_map(str::to_owned),
+        proptest::sample::select(
+            &[
+                "fieldValidation=Strict",
+                "fieldValidation=Warn",
+                "fieldValidation=Ignore",
+                "fieldValidation=Bogus",
+                "dryRun=All",
+                "dryRun=x",
+                "propagationPolicy=Orphan",
+                "propagationPolicy=Foreground",
+                "propagationPolicy=x",
+                "includeObject=Object"
+            ][..]
+        )
+        .prop_map(str::to_owned),
     ];
     let body = prop_oneof![
         4 => json_value().prop_map(|v| v.to_string().into_bytes()),
@@ -327,11 +406,18 @@ fn call() -> impl Strategy<Value = Call> {
         proptest::sample::select(&["GET", "POST", "PUT", "PATCH", "DELETE"][..]),
         path,
         proptest::collection::vec(param, 0..3),
-        proptest::sample::select(&[
-            "application/json", "application/merge-patch+json", "application/strategic-merge-patch+json",
-            "application/json-patch+json", "application/apply-patch+yaml", "application/vnd.kubernetes.protobuf",
-            "text/plain", "",
-        ][..]),
+        proptest::sample::select(
+            &[
+                "application/json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/json-patch+json",
+                "application/apply-patch+yaml",
+                "application/vnd.kubernetes.protobuf",
+                "text/plain",
+                "",
+            ][..],
+        ),
         body,
         proptest::sample::select(&["admin", "reader"][..]),
     )
@@ -373,7 +459,11 @@ fn whole_requests_get_an_answer_and_every_refusal_is_a_status() {
         .run(&call(), |c| {
             let app = app.clone();
             rt.block_on(async move {
-                let uri = if c.query.is_empty() { c.path.clone() } else { format!("{}?{}", c.path, c.query) };
+                let uri = if c.query.is_empty() {
+                    c.path.clone()
+                } else {
+                    format!("{}?{}", c.path, c.query)
+                };
                 let Ok(req) = Request::builder()
                     .method(c.method)
                     .uri(&uri)
@@ -388,11 +478,32 @@ fn whole_requests_get_an_answer_and_every_refusal_is_a_status() {
                 if status.is_success() {
                     return Ok(()); // a watch may stream on: not read
                 }
-                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                prop_assert_eq!(&body["kind"], "Status", "{} {}: {} {}", c.method, uri, status, String::from_utf8_lossy(&bytes));
-                prop_assert_eq!(body["code"].as_u64(), Some(status.as_u16() as u64), "{}", body);
-                prop_assert!(status.as_u16() != 500, "a 500 for {} {}: {}", c.method, uri, body);
+                prop_assert_eq!(
+                    &body["kind"],
+                    "Status",
+                    "{} {}: {} {}",
+                    c.method,
+                    uri,
+                    status,
+                    String::from_utf8_lossy(&bytes)
+                );
+                prop_assert_eq!(
+                    body["code"].as_u64(),
+                    Some(status.as_u16() as u64),
+                    "{}",
+                    body
+                );
+                prop_assert!(
+                    status.as_u16() != 500,
+                    "a 500 for {} {}: {}",
+                    c.method,
+                    uri,
+                    body
+                );
                 Ok(())
             })
         })

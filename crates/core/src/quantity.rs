@@ -28,7 +28,11 @@ pub fn parse(q: &str) -> Option<i128> {
     if digits.len() > 32 {
         return None;
     }
-    let mut mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let mut mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     // The value is mantissa × 10^exp × 1024^binary.
     let mut exp = -(fraction.len() as i32);
     let binary = match suffix {
@@ -57,7 +61,10 @@ pub fn parse(q: &str) -> Option<i128> {
                     .strip_prefix('e')
                     .or_else(|| other.strip_prefix('E'))?;
                 let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
-                if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                if digits.is_empty()
+                    || digits.len() > 3
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
                     return None;
                 }
                 e.parse::<i32>().ok()?
@@ -113,17 +120,27 @@ mod tests {
         assert_eq!(parse("nonsense"), None);
         assert_eq!(parse("-1"), None, "negative");
         assert_eq!(parse("1e36"), None, "absurd");
-        assert_eq!(parse("532964710945695k"), Some(532_964_710_945_695_000_000), "exact");
+        assert_eq!(
+            parse("532964710945695k"),
+            Some(532_964_710_945_695_000_000),
+            "exact"
+        );
         assert_eq!(parse(".5"), Some(500));
         assert_eq!(parse("1."), Some(1000));
         assert_eq!(parse("+2"), Some(2000));
-        assert_eq!(parse("1E"), Some(1_000_000_000_000_000_000_000), "exa, not an exponent");
+        assert_eq!(
+            parse("1E"),
+            Some(1_000_000_000_000_000_000_000),
+            "exa, not an exponent"
+        );
         assert_eq!(parse("1E2"), Some(100_000));
         assert_eq!(parse("2e-3"), Some(2));
         assert_eq!(parse("1Ei"), Some((1i128 << 60) * 1000));
         assert_eq!(parse("1n"), Some(1), "finer than a thousandth rounds up");
         assert_eq!(parse("0"), Some(0));
-        for bad in ["", ".", "1.2.3", "1e", "1e+", "1x", "1 k", "1ki", "e3", "--1", "1e9999"] {
+        for bad in [
+            "", ".", "1.2.3", "1e", "1e+", "1x", "1 k", "1ki", "e3", "--1", "1e9999",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(format(500, false), "500m");
