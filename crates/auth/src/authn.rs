@@ -239,6 +239,18 @@ impl Authenticator {
                 == Some(identity.user.uid.as_str()))
     }
 
+    /// When the token an identity came from expires (`None`: never, or it
+    /// is gone).
+    pub async fn expiry(&self, identity: &Identity) -> Result<Option<SystemTime>, AuthError> {
+        let Some(kv) = self.store.get(&token::record_key(&identity.token)).await? else {
+            return Ok(None);
+        };
+        let record: Option<TokenRecord> = serde_json::from_slice(&kv.value).ok();
+        Ok(record
+            .and_then(|r| r.expires_at)
+            .map(|t| drover_core::meta::parse_rfc3339(&t).unwrap_or(SystemTime::UNIX_EPOCH)))
+    }
+
     /// Whether the cache is in use (the watch that keeps it current is up).
     #[cfg(test)]
     fn caching(&self) -> bool {

@@ -603,6 +603,28 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         }
     };
 
+    // A watch ends when its token expires.
+    let (code, out) = m.http(
+        "POST",
+        "/v1-public/login",
+        None,
+        Some(
+            &json!({"username": "frank", "password": "frank has a long password", "ttlSeconds": 3}),
+        ),
+        &[],
+    );
+    assert_eq!(code, 200, "{out}");
+    let mut short = watch(out["token"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while short.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "a watch outlived its token: {}",
+            short.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // kubectl get clusters -w, and a plain watch: a deleted token and a
     // removed binding end them.
     let kc = m.kubeconfig("frank", &frank);

@@ -5,9 +5,11 @@
 //! identity it was opened with and the bindings that gave it its rights
 //! ([`Sessions::open`]); each agent link, with the registration token it
 //! connected with ([`crate::tunnels`]). A task ([`Sessions::spawn_revoker`])
-//! follows the store and, on every change to tokens, users, bindings, roles,
-//! projects, clusters or registration tokens (and every two seconds, for
-//! expiry), checks them all again:
+//! follows the store and, on every change that may take rights away (see
+//! [`revokes`]: a token or user changed or deleted, a binding, role,
+//! project or cluster deleted — creations grant, and a cluster's status
+//! changes nothing), checks them all again; every second it ends those
+//! whose token has expired, which needs no store read:
 //!
 //! - a connection whose token was deleted or expired, or whose user was
 //!   disabled, deleted or made again, ends;
@@ -36,14 +38,37 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::AppState;
 
-/// How often every connection is checked even without a change (expiry).
-const SWEEP: Duration = Duration::from_secs(2);
+/// How often connections are checked for their token's expiry.
+const SWEEP: Duration = Duration::from_secs(1);
 /// How often every agent link is checked against its registration token,
 /// besides the deletions seen as they happen.
 const LINK_SWEEP: Duration = Duration::from_secs(30);
 
-/// The store prefixes whose changes may revoke a connection's rights.
-const WATCHED: &[&str] = &["/drover/tokens/", "/registry/management.drover.io/"];
+/// Whether a change may take rights away from open connections.
+fn revokes(e: &drover_store::Event) -> bool {
+    use drover_store::EventType;
+    let key = e.kv.key.as_str();
+    if key.starts_with("/drover/tokens/") {
+        return e.kind != EventType::Added;
+    }
+    let Some(rest) = key.strip_prefix("/registry/management.drover.io/") else {
+        return false;
+    };
+    match rest.split('/').next().unwrap_or_default() {
+        // A token's expiry or a user's state can change in place.
+        "tokens" | "users" => e.kind != EventType::Added,
+        // Bindings are immutable; the others' updates (a cluster's status,
+        // a project's quota, a role's rules) leave every binding as it was.
+        "globalrolebindings"
+        | "clusterroletemplatebindings"
+        | "projectroletemplatebindings"
+        | "globalroles"
+        | "roletemplates"
+        | "projects"
+        | "clusters" => e.kind == EventType::Deleted,
+        _ => false,
+    }
+}
 /// Where registration tokens' records live.
 const REGISTRATIONS: &str = "/drover/registration/";
 
@@ -55,6 +80,8 @@ struct Session {
     cluster: Option<String>,
     /// The bindings that gave it its rights when it opened.
     grants: BTreeSet<String>,
+    /// When its token expires.
+    expires: Option<std::time::SystemTime>,
     end: CancellationToken,
 }
 
@@ -97,6 +124,8 @@ impl Sessions {
             Ok(s) => s.grants_of(&identity.user, cluster),
             Err(_) => BTreeSet::new(),
         };
+        // Unreadable: checked at the next change instead.
+        let expires = state.authn.expiry(identity).await.ok().flatten();
         let end = CancellationToken::new();
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
@@ -105,6 +134,7 @@ impl Sessions {
                 identity: identity.clone(),
                 cluster: cluster.map(str::to_owned),
                 grants,
+                expires,
                 end: end.clone(),
             },
         );
@@ -169,9 +199,21 @@ impl Sessions {
         }
     }
 
-    /// Check every connection on each change that may revoke rights, and
-    /// every [`SWEEP`]; close agent links whose registration token goes.
-    /// Runs until the store closes.
+    /// End the connections whose token has expired.
+    fn expire(&self) {
+        let now = std::time::SystemTime::now();
+        for s in self.lock().values() {
+            if s.expires.is_some_and(|at| at <= now) && !s.end.is_cancelled() {
+                tracing::info!(user = %s.identity.user.name, "ending a connection: its token expired");
+                s.end.cancel();
+            }
+        }
+    }
+
+    /// Check every connection on each change that may revoke rights (and
+    /// whenever the store's watch starts again), end those whose token
+    /// expired every [`SWEEP`], and close agent links whose registration
+    /// token goes. Runs until the store closes.
     pub fn spawn_revoker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let sessions = state.sessions.clone();
@@ -186,6 +228,8 @@ impl Sessions {
                     }
                 };
                 let mut changes = state.store.watch("", from);
+                // Whatever happened while no watch was up.
+                sessions.check(&state).await;
                 let mut sweep = tokio::time::interval(SWEEP);
                 loop {
                     tokio::select! {
@@ -205,8 +249,7 @@ impl Sessions {
                                         if deleted && key.starts_with(REGISTRATIONS) {
                                             state.tunnels.close_registration(key);
                                         }
-                                        revoking |= e.kind != drover_store::EventType::Added
-                                            && WATCHED.iter().any(|p| key.starts_with(p));
+                                        revoking |= revokes(&e);
                                     }
                                     Some(Err(drover_store::StoreError::Closed)) => return,
                                     Some(Err(_)) | None => ended = true,
@@ -219,7 +262,7 @@ impl Sessions {
                                 break; // the watch ended: follow again
                             }
                         }
-                        _ = sweep.tick() => sessions.check(&state).await,
+                        _ = sweep.tick() => sessions.expire(),
                         _ = links.tick() => state.tunnels.close_revoked(&state.store).await,
                     }
                 }
