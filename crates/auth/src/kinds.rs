@@ -14,8 +14,9 @@
 //! - acting on another user's account (update, delete, password) needs
 //!   every right they hold, or `impersonate` on them.
 //!
-//! Every write commits with its side effects in one store transaction, with
-//! the conditions it was checked under: a binding names the very role and
+//! Every create and delete commits with its side effects in one store
+//! transaction, with the conditions it was checked under (an update writes
+//! its one object, on condition of its resourceVersion): a binding names the very role and
 //! user that were checked; a deleted user or role takes its bindings (and a
 //! user, its tokens, password hash and login name) with it, so nothing
 //! comes back to life under a name made again; a create that fails changes
@@ -745,6 +746,16 @@ impl Strategy for GlobalRoles {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             refuse_builtin_change("global roles", new, old)?;
+            if builtin(new) && !builtin(old) {
+                return Err(invalid(
+                    "GlobalRole",
+                    new,
+                    vec![FieldError::forbidden(
+                        "spec.builtin",
+                        "only Drover ships built-in roles",
+                    )],
+                ));
+            }
             if new.get("spec") != old.get("spec") {
                 self.check_grant(ctx, new).await?;
             }
@@ -889,6 +900,18 @@ impl Strategy for GlobalRoleBindings {
                     &format!("global role {role:?}"),
                     &missing,
                 ));
+            }
+            // Whoever may bind a role without holding it (`bind`) may not
+            // bind it to a group they are in: that would be theirs.
+            let group = str_at(obj, "/spec/groupName");
+            if !group.is_empty()
+                && ctx.user.groups.iter().any(|g| g == group)
+                && !snapshot.rules(&ctx.user).covers(None, &rules).is_empty()
+            {
+                return Err(ApiError::forbidden_because(format!(
+                    "nobody can change their own global roles: user {:?} is in group {group:?} and does not hold the rules of {role:?}",
+                    ctx.user.name
+                )));
             }
             Ok(Prepared {
                 ops,
