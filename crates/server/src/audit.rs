@@ -141,12 +141,18 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// secret-sounding keys, and the `data` and `stringData` of Secrets —
 /// objects of kind Secret, the items of a SecretList (which carry no kind
 /// of their own), and, with `secrets` set, the whole document (a request
-/// to the `secrets` resource: its patches and lists say no kind at all).
+/// to the `secrets` resource: its patches and lists say no kind at all),
+/// where the value of every JSON patch operation goes too.
 /// An object kept in a `last-applied-configuration` annotation is redacted
 /// by the same rules.
 pub fn redact(v: &mut Value, secrets: bool) {
     match v {
         Value::Object(map) => {
+            // An operation of a JSON patch to a Secret: its value may be
+            // anything of it, data or the last-applied annotation.
+            if secrets && map.contains_key("op") && map.contains_key("value") {
+                map.insert("value".into(), Value::String("[REDACTED]".into()));
+            }
             let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
             let is_secret = secrets || kind == "Secret";
             let items_are_secrets = secrets || kind == "SecretList";
@@ -401,11 +407,14 @@ mod tests {
         let event = json!({"type": "ADDED", "object": secret});
         let patch = json!({"data": {"k": "c2VjcmV0"}, "metadata": {"annotations": {LAST_APPLIED: applied}}});
         let table = json!({"kind": "Table", "rows": [{"cells": ["s"], "object": secret}]});
+        let json_patch = json!([{"op": "replace", "path": "/data/k", "value": "c2VjcmV0"},
+                                {"op": "add", "path": "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration", "value": applied}]);
         for (mut v, by_path) in [
             (secret.clone(), false),
             (list, false),
             (event, false),
             (patch.clone(), true),
+            (json_patch, true),
             (table, false),
         ] {
             redact(&mut v, by_path);
