@@ -3,10 +3,12 @@
 //! accepting, let in-flight requests finish within the grace period, then
 //! drop whatever is left.
 //!
-//! A request whose body the handler did not read to the end (a 413 for a
+//! A request whose body the handler dropped before its end (a 413 for a
 //! body over the limit, a 401 or 503 before the body mattered) has the
 //! rest of its body read and dropped before the answer goes out, up to a
-//! bound. Dropped unread, an HTTP/2 stream is reset (CANCEL), and clients
+//! bound — unless the client waits for `100 Continue` before sending it
+//! and the handler never asked for it: no body is invited only to be
+//! thrown away. Dropped unread, an HTTP/2 stream is reset (CANCEL), and clients
 //! such as curl then report a framing error instead of the answer; an
 //! HTTP/1.1 connection is closed under a client still writing, which many
 //! clients report as a broken pipe, and loses its keep-alive.
@@ -36,8 +38,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an unread request body is read past what the handler took,
 /// and for how long, so that its answer reaches the client; past either,
 /// the stream is reset (HTTP/2) or the connection closed (HTTP/1.1).
-const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serve `app` over TLS on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -131,18 +133,24 @@ async fn answer(
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> Result<axum::response::Response, std::convert::Infallible> {
-    let (left, unread) = tokio::sync::oneshot::channel();
+    let (left, mut unread) = tokio::sync::oneshot::channel();
+    let waits_to_send = req
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut req = req.map(|body| {
         axum::body::Body::new(Unread {
             body: Some(body),
             left: Some(left),
+            polled: false,
+            waits_to_send,
         })
     });
     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
     let response = app.oneshot(req).await;
-    // Only a body the handler dropped comes back; one still read (by a
-    // proxied stream, say) goes on with the answer.
-    if let Ok(rest) = unread.await {
+    // Only a body the handler dropped comes back; one it still reads (a
+    // proxied stream, say) goes on beside the answer.
+    if let Ok(rest) = unread.try_recv() {
         drain(rest).await;
     }
     response
@@ -169,6 +177,10 @@ async fn drain(mut body: Incoming) {
 struct Unread {
     body: Option<Incoming>,
     left: Option<tokio::sync::oneshot::Sender<Incoming>>,
+    /// Whether the handler read from it (which sends `100 Continue`).
+    polled: bool,
+    /// The client sends the body only after `100 Continue`.
+    waits_to_send: bool,
 }
 
 impl http_body::Body for Unread {
@@ -179,7 +191,9 @@ impl http_body::Body for Unread {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        match self.get_mut().body.as_mut() {
+        let this = self.get_mut();
+        this.polled = true;
+        match this.body.as_mut() {
             Some(body) => std::pin::Pin::new(body).poll_frame(cx),
             None => std::task::Poll::Ready(None),
         }
@@ -198,6 +212,9 @@ impl http_body::Body for Unread {
 
 impl Drop for Unread {
     fn drop(&mut self) {
+        if self.waits_to_send && !self.polled {
+            return; // never invited: nothing to read
+        }
         if let (Some(body), Some(left)) = (self.body.take(), self.left.take()) {
             if !http_body::Body::is_end_stream(&body) {
                 let _ = left.send(body);
