@@ -724,6 +724,17 @@ impl RbacAuthorizer {
         self.store.follow("", self.clone())
     }
 
+    /// Wait (up to a few seconds) until the mirror has applied every write
+    /// up to `revision`, so that the next snapshot reflects them: a change
+    /// seen by another watch of the store may not have reached it yet.
+    pub async fn caught_up(&self, revision: drover_store::Revision) {
+        if !self.mirror().live {
+            return;
+        }
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(MIRROR_WAIT, applied.wait_for(|r| *r >= revision)).await;
+    }
+
     /// The current snapshot, rebuilt first if stale.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
         self.snapshot.get(|| self.build()).await

@@ -94,18 +94,31 @@ pub(crate) async fn require(
         ))
         .into_response();
     }
-    let long_lived = req
-        .uri()
-        .path_and_query()
-        .is_some_and(|p| crate::proxy::streams(p.as_str()));
+    // The bindings that authorize a watch, taken before it runs: one
+    // removed meanwhile must end it.
+    let grants = if crate::sessions::watch_requested(req.method(), req.uri()) {
+        match state.authz.snapshot().await {
+            Ok(s) => Some(s.grants_of(&identity.user, None)),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
     req.extensions_mut().insert(identity.user.clone());
     req.extensions_mut().insert(identity.clone());
     let response = next.run(req).await;
-    if !long_lived || !response.status().is_success() {
+    if !response.status().is_success() || !crate::sessions::streams(response.body()) {
         return response;
     }
     // A watch ends, as a finished stream, when its rights are revoked.
-    let registration = state.sessions.open(&state, &identity, None).await;
+    let grants = match grants {
+        Some(g) => g,
+        None => match state.authz.snapshot().await {
+            Ok(s) => s.grants_of(&identity.user, None),
+            Err(e) => return e.into_response(),
+        },
+    };
+    let registration = state.sessions.open(&state, &identity, None, grants).await;
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, crate::sessions::Revocable::wrap(body, registration))
 }

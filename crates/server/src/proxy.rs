@@ -133,7 +133,9 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
 
     let upgrade =
         drover_tunnel::upgrade::requested(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let long_lived = streams(&path);
+    let streaming = path
+        .parse::<Uri>()
+        .is_ok_and(|uri| crate::sessions::streaming_request(req.method(), &uri));
     let (parts, mut body) = req.into_parts();
     // Namespace writes that set a project are Drover's to decide.
     let mut as_agent = false;
@@ -235,7 +237,11 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
                 .into_response();
         };
         // An exec or port-forward session ends when its rights are revoked.
-        let registration = state.sessions.open(&state, &identity, Some(&cluster)).await;
+        let grants = snapshot.grants_of(&identity.user, Some(&cluster));
+        let registration = state
+            .sessions
+            .open(&state, &identity, Some(&cluster), grants)
+            .await;
         let revoked = async move {
             let end = registration.end.clone();
             end.cancelled().await;
@@ -250,22 +256,17 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         parts.headers.remove(h);
     }
     let mut body = Body::new(body);
-    if long_lived {
-        // A watch or `logs -f` ends, as a finished stream, when its rights
-        // are revoked.
-        let registration = state.sessions.open(&state, &identity, Some(&cluster)).await;
+    if streaming {
+        // A watch, `logs -f` or any other stream ends, as a finished
+        // stream, when its rights are revoked.
+        let grants = snapshot.grants_of(&identity.user, Some(&cluster));
+        let registration = state
+            .sessions
+            .open(&state, &identity, Some(&cluster), grants)
+            .await;
         body = crate::sessions::Revocable::wrap(body, registration);
     }
     Response::from_parts(parts, body)
-}
-
-/// Whether a request asks for an answer that streams on (a watch, or logs
-/// that follow): such answers end when their rights are revoked.
-pub(crate) fn streams(path_and_query: &str) -> bool {
-    path_and_query.split_once('?').is_some_and(|(_, q)| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .any(|(k, v)| (k == "watch" || k == "follow") && matches!(&*v, "1" | "true" | "True"))
-    })
 }
 
 /// Whether a forwarded path asks for a dry run.

@@ -113,17 +113,16 @@ impl Sessions {
     }
 
     /// Register a connection opened by `identity` (reaching `cluster`
-    /// through the proxy, if given), with the bindings it holds now.
+    /// through the proxy, if given) with `grants`, the bindings that
+    /// authorized it. A right revoked while the connection was being opened
+    /// (the revoker may have looked before it was here) ends it at once.
     pub async fn open(
         self: &Arc<Self>,
         state: &AppState,
         identity: &Identity,
         cluster: Option<&str>,
+        grants: BTreeSet<String>,
     ) -> Registration {
-        let grants = match state.authz.snapshot().await {
-            Ok(s) => s.grants_of(&identity.user, cluster),
-            Err(_) => BTreeSet::new(),
-        };
         // Unreadable: checked at the next change instead.
         let expires = state.authn.expiry(identity).await.ok().flatten();
         let end = CancellationToken::new();
@@ -133,16 +132,27 @@ impl Sessions {
             Session {
                 identity: identity.clone(),
                 cluster: cluster.map(str::to_owned),
-                grants,
+                grants: grants.clone(),
                 expires,
                 end: end.clone(),
             },
         );
-        Registration {
+        let registration = Registration {
             sessions: self.clone(),
             id,
             end,
+        };
+        if let Ok(current) = state.store.revisions().await.map(|r| r.current) {
+            state.authz.caught_up(current).await;
+            if let Ok(snapshot) = state.authz.snapshot().await {
+                let mut tokens = HashMap::new();
+                if !holds(state, &snapshot, &mut tokens, identity, cluster, &grants).await {
+                    tracing::info!(user = %identity.user.name, "ending a connection: its rights were revoked as it opened");
+                    registration.end.cancel();
+                }
+            }
         }
+        registration
     }
 
     /// How many connections are open (for tests and metrics).
@@ -155,8 +165,9 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Check every open connection again; end those whose rights are gone.
-    async fn check(&self, state: &AppState) {
+    /// Check every open connection again, once the policy reflects every
+    /// write up to `revision`; end those whose rights are gone.
+    async fn check(&self, state: &AppState, revision: drover_store::Revision) {
         let open: Vec<(u64, Identity, Option<String>, BTreeSet<String>)> = self
             .lock()
             .iter()
@@ -165,6 +176,9 @@ impl Sessions {
         if open.is_empty() {
             return;
         }
+        // The policy mirror follows the store on a watch of its own: the
+        // change that woke this check may not have reached it yet.
+        state.authz.caught_up(revision).await;
         let Ok(snapshot) = state.authz.snapshot().await else {
             return;
         };
@@ -172,22 +186,9 @@ impl Sessions {
         // Each token is read once, however many connections it opened.
         let mut tokens: HashMap<String, bool> = HashMap::new();
         for (id, identity, cluster, grants) in open {
-            let valid = match tokens.get(&identity.token) {
-                Some(v) => *v,
-                None => {
-                    let Ok(v) = state.authn.still_valid(&identity).await else {
-                        continue; // the store is away: check again later
-                    };
-                    tokens.insert(identity.token.clone(), v);
-                    v
-                }
-            };
-            let now = snapshot.grants_of(&identity.user, cluster.as_deref());
-            let reaches = cluster
-                .as_deref()
-                .is_none_or(|c| snapshot.reaches_cluster(&identity.user, c));
-            if !valid || !reaches || !grants.is_subset(&now) {
-                tracing::info!(user = %identity.user.name, cluster = cluster.as_deref().unwrap_or(""), "ending a connection: its rights were revoked");
+            let cluster = cluster.as_deref();
+            if !holds(state, &snapshot, &mut tokens, &identity, cluster, &grants).await {
+                tracing::info!(user = %identity.user.name, cluster = cluster.unwrap_or(""), "ending a connection: its rights were revoked");
                 revoked.push(id);
             }
         }
@@ -229,7 +230,7 @@ impl Sessions {
                 };
                 let mut changes = state.store.watch("", from);
                 // Whatever happened while no watch was up.
-                sessions.check(&state).await;
+                sessions.check(&state, from).await;
                 let mut sweep = tokio::time::interval(SWEEP);
                 loop {
                     tokio::select! {
@@ -240,14 +241,16 @@ impl Sessions {
                                 batch.push(Some(more));
                             }
                             let mut revoking = false;
-                            let mut ended = false;
+                                let mut ended = false;
+                            let mut last = from;
                             for event in batch {
                                 match event {
                                     Some(Ok(e)) => {
+                                        last = last.max(e.revision());
                                         let key = e.kv.key.as_str();
                                         let deleted = e.kind == drover_store::EventType::Deleted;
                                         if deleted && key.starts_with(REGISTRATIONS) {
-                                            state.tunnels.close_registration(key);
+                                            state.tunnels.close_registration(&state.store, key).await;
                                         }
                                         revoking |= revokes(&e);
                                     }
@@ -256,7 +259,7 @@ impl Sessions {
                                 }
                             }
                             if revoking {
-                                sessions.check(&state).await;
+                                sessions.check(&state, last).await;
                             }
                             if ended {
                                 break; // the watch ended: follow again
@@ -268,6 +271,80 @@ impl Sessions {
                 }
             }
         })
+    }
+}
+
+/// Whether a connection still holds what opened it: its token (read once
+/// per check, in `tokens`), its cluster, and every binding it had. A token
+/// that cannot be read now counts as held: it is checked again later.
+async fn holds(
+    state: &AppState,
+    snapshot: &drover_auth::policy::Snapshot,
+    tokens: &mut HashMap<String, bool>,
+    identity: &Identity,
+    cluster: Option<&str>,
+    grants: &BTreeSet<String>,
+) -> bool {
+    let valid = match tokens.get(&identity.token) {
+        Some(v) => *v,
+        None => match state.authn.still_valid(identity).await {
+            Ok(v) => {
+                tokens.insert(identity.token.clone(), v);
+                v
+            }
+            Err(_) => true,
+        },
+    };
+    let reaches = cluster.is_none_or(|c| snapshot.reaches_cluster(&identity.user, c));
+    valid && reaches && grants.is_subset(&snapshot.grants_of(&identity.user, cluster))
+}
+
+/// Whether a response streams on (a watch, logs that follow, a proxied
+/// stream): its length is not known ahead. Such answers end when their
+/// rights are revoked.
+pub fn streams(body: &Body) -> bool {
+    http_body::Body::size_hint(body).exact().is_none()
+}
+
+/// Whether a request asks for a watch, in either form kube serves
+/// (`?watch=…` with any value but `0` or `false`, or `/watch/` in the
+/// path).
+pub fn watch_requested(method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
+    matches!(
+        resource(method, uri),
+        Some(info) if info.verb == "watch"
+    )
+}
+
+/// Whether a request to a cluster asks for an answer that streams on: a
+/// watch, logs that follow, or a proxy subresource (a pod's, a service's,
+/// a node's). A list answered in chunks is not one: it ends by itself.
+pub fn streaming_request(method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
+    let follow = query_flag(uri, "follow");
+    match resource(method, uri) {
+        Some(info) => {
+            info.verb == "watch"
+                || info.subresource == "proxy"
+                || (info.subresource == "log" && follow)
+        }
+        None => false,
+    }
+}
+
+fn query_flag(uri: &axum::http::Uri, name: &str) -> bool {
+    uri.query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == name && !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"))
+    })
+}
+
+fn resource(
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> Option<drover_apiserver::request::RequestInfo> {
+    match drover_apiserver::request::parse(method, uri.path(), query_flag(uri, "watch")) {
+        Some(drover_apiserver::request::Target::Resource(info)) => Some(info),
+        _ => None,
     }
 }
 

@@ -89,16 +89,28 @@ impl Tunnels {
     /// record is `key` (it was deleted). Each link's own task then removes
     /// it and marks its cluster disconnected. A cluster being removed keeps
     /// its link until its agent cleaned up (its removal revokes the tokens
-    /// first, then closes the link itself).
-    pub fn close_registration(&self, key: &str) {
-        let gone: Vec<Link> = self
+    /// first, then closes the link itself), whichever replica removes it.
+    pub async fn close_registration(&self, store: &drover_store::Store, key: &str) {
+        let links: Vec<Link> = self
             .lock()
             .values()
             .filter(|l| l.registration == key && !l.opener.is_closed())
-            .filter(|l| !self.is_removing(&l.cluster))
             .cloned()
             .collect();
-        for link in gone {
+        for link in links {
+            if self.is_removing(&link.cluster) {
+                continue;
+            }
+            let cluster_key = keys::object(api::GROUP, "clusters", None, &link.cluster);
+            let deleting = match store.get(&cluster_key).await {
+                Ok(Some(kv)) => serde_json::from_slice::<serde_json::Value>(&kv.value)
+                    .is_ok_and(|v| drover_apiserver::object::is_deleting(&v)),
+                Ok(None) => false,
+                Err(_) => continue, // checked again by the next sweep
+            };
+            if deleting {
+                continue;
+            }
             tracing::info!(cluster = %link.cluster, "closing the agent's link: its registration token was revoked");
             link.opener.close();
         }
@@ -113,7 +125,7 @@ impl Tunnels {
             .collect();
         for key in keys {
             if let Ok(None) = store.get(&key).await {
-                self.close_registration(&key);
+                self.close_registration(store, &key).await;
             }
         }
     }
@@ -237,7 +249,10 @@ async fn serve_link(
     // Revoked between the check and now: the revoker may have looked
     // before this link was there.
     if let Ok(None) = state.store.get(&link.registration).await {
-        state.tunnels.close_registration(&link.registration);
+        state
+            .tunnels
+            .close_registration(&state.store, &link.registration)
+            .await;
     }
     tracing::info!(%cluster, source = peer.map(|p| p.to_string()).unwrap_or_default(), "agent connected");
     let controller = tokio::spawn(crate::clusters::run_link(state.clone(), link.clone()));
