@@ -137,6 +137,17 @@ fn roles_grant_only_what_their_author_holds() {
         &[],
     );
     assert_eq!(code, 403, "{out}");
+    // Nor make a role of theirs a built-in that nobody may change.
+    let mut locked = role.clone();
+    locked["spec"]["builtin"] = json!(true);
+    let (code, out) = m.http(
+        "PUT",
+        &format!("{MGMT}/globalroles/role-writer"),
+        Some(&writer),
+        Some(&locked),
+        &[],
+    );
+    assert_eq!(code, 422, "{out}");
     // Role templates carry downstream rules: the same rule.
     let (code, out) = post(
         &m,
@@ -146,15 +157,28 @@ fn roles_grant_only_what_their_author_holds() {
                "spec": {"context": "cluster", "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]}}),
     );
     assert_eq!(code, 403, "{out}");
-    // Inheriting an all-powerful template is the same grant.
+    // A template that grants nothing may be made; one that inherits rights
+    // is the same grant as having them.
+    let (code, out) = post(
+        &m,
+        &writer,
+        &format!("{MGMT}/roletemplates"),
+        json!({"apiVersion": API, "kind": "RoleTemplate", "metadata": {"name": "empty"},
+               "spec": {"context": "project", "rules": []}}),
+    );
+    assert_eq!(code, 201, "{out}");
     let (code, out) = post(
         &m,
         &writer,
         &format!("{MGMT}/roletemplates"),
         json!({"apiVersion": API, "kind": "RoleTemplate", "metadata": {"name": "evil-inherit"},
-               "spec": {"context": "cluster", "rules": [], "roleTemplateNames": ["cluster-owner"]}}),
+               "spec": {"context": "project", "rules": [], "roleTemplateNames": ["empty", "read-only"]}}),
     );
     assert_eq!(code, 403, "{out}");
+    assert!(
+        out["message"].as_str().unwrap().contains("get"),
+        "names what is missing: {out}"
+    );
     // What the author holds may be granted.
     let (code, out) = post(
         &m,
@@ -167,6 +191,31 @@ fn roles_grant_only_what_their_author_holds() {
         ),
     );
     assert_eq!(code, 201, "{out}");
+
+    // With `bind` on a role, a user may bind it to others, not to a group
+    // of their own.
+    created(
+        &m,
+        &admin,
+        &format!("{MGMT}/globalroles"),
+        global_role(
+            "binder",
+            json!([{"verbs": ["bind"], "apiGroups": ["management.drover.io"], "resources": ["globalroles"], "resourceNames": ["admin"]},
+                   {"verbs": ["create"], "apiGroups": ["management.drover.io"], "resources": ["globalrolebindings"]}]),
+            false,
+        ),
+    );
+    let binder = m.user(&admin, "binder");
+    bind_global(&m, &admin, "binder", "binder");
+    let (code, out) = post(
+        &m,
+        &binder,
+        &format!("{MGMT}/globalrolebindings"),
+        json!({"apiVersion": API, "kind": "GlobalRoleBinding", "metadata": {"generateName": "grb-"},
+               "spec": {"groupName": "system:authenticated", "globalRoleName": "admin"}}),
+    );
+    assert_eq!(code, 403, "bound admin to a group of their own: {out}");
+    assert!(!can_i(&m, &binder, &["*", "*"]));
 
     // Nothing of it reached the next user an admin creates.
     let next = m.user(&admin, "next");
@@ -620,8 +669,18 @@ fn secret_values_never_reach_the_audit_log() {
     let file = file.display().to_string();
     let (code, _, err) = kubectl(m, &f.admin_kc, &["apply", "-f", &file]);
     assert_eq!(code, 0, "{err}");
-    // Applied again (a patch), read, listed (items carry no kind), watched.
+    // Applied again (a patch), patched as JSON, read, listed (items carry
+    // no kind).
     let (code, _, err) = kubectl(m, &f.admin_kc, &["apply", "-f", &file]);
+    assert_eq!(code, 0, "{err}");
+    let patched = "canary-patched-c4e2a9";
+    let patch =
+        json!([{"op": "replace", "path": "/data/encoded", "value": b64(patched)}]).to_string();
+    let (code, _, err) = kubectl(
+        m,
+        &f.admin_kc,
+        &["patch", "secret", "canary", "--type=json", "-p", &patch],
+    );
     assert_eq!(code, 0, "{err}");
     for args in [
         vec!["get", "secret", "canary", "-o", "yaml"],
@@ -631,7 +690,7 @@ fn secret_values_never_reach_the_audit_log() {
         let (code, out, err) = kubectl(m, &f.admin_kc, &args);
         assert_eq!(code, 0, "{err}");
         assert!(
-            out.contains(&b64(data)),
+            out.contains(&b64(patched)),
             "kubectl shows the value to its reader"
         );
     }
@@ -648,8 +707,18 @@ fn secret_values_never_reach_the_audit_log() {
                 .then_some(log)
         },
     );
-    assert!(log.contains("last-applied-configuration") || log.contains("[REDACTED]"));
-    for canary in [plain.to_owned(), data.to_owned(), b64(plain), b64(data)] {
+    assert!(
+        log.contains("\"verb\":\"patch\""),
+        "the JSON patch is logged"
+    );
+    for canary in [
+        plain.to_owned(),
+        data.to_owned(),
+        b64(plain),
+        b64(data),
+        patched.to_owned(),
+        b64(patched),
+    ] {
         assert!(!log.contains(&canary), "{canary} is in the audit log");
     }
     assert!(!f.m.server.log().contains(plain) && !f.m.server.log().contains(&b64(data)));
@@ -766,8 +835,22 @@ fn revocation_reaches_open_connections() {
     f.bind(&team, "dave", "project-member");
     f.wait_allowed(&dkc, &["get", "pods", "-n", "team-ns"]);
 
-    // A disabled user: watches, logs -f and exec sessions end.
+    // A disabled user: watches (in either form), logs -f and exec
+    // sessions end.
     let mut w = watch(&f, &dave, "team-ns");
+    let mut path_form = {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sN", "--cacert"])
+            .arg(&f.m.ca)
+            .args(["-H", &format!("Authorization: Bearer {dave}")])
+            .arg(f.m.server.url(&format!(
+                "/k8s/clusters/{}/api/v1/watch/namespaces/team-ns/pods",
+                f.cluster
+            )));
+        let p = Proc::spawn(cmd);
+        p.wait_for("\"ADDED\"", Duration::from_secs(10));
+        p
+    };
     let mut logs = Proc::spawn(kubectl_cmd(
         &dkc,
         &f.cache,
@@ -808,6 +891,11 @@ fn revocation_reaches_open_connections() {
     assert_eq!(code, 200, "{out}");
     let disabled = Instant::now();
     ends_within(&mut w, "a watch of a disabled user", Duration::from_secs(5));
+    ends_within(
+        &mut path_form,
+        "a /watch/ path of a disabled user",
+        Duration::from_secs(5),
+    );
     ends_within(
         &mut logs,
         "logs -f of a disabled user",

@@ -585,16 +585,17 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         .as_str()
         .unwrap()
         .to_owned();
-    let watch = |token: &str| {
+    let watch_at = |token: &str, path: &str| {
         let mut cmd = Command::new("curl");
         cmd.args(["-sN", "--cacert"])
             .arg(&m.ca)
             .args(["-H", &format!("Authorization: Bearer {token}")])
-            .arg(m.server.url(&format!("{MGMT}/clusters?watch=1")));
+            .arg(m.server.url(path));
         let p = Proc::spawn(cmd);
         p.wait_for(&cluster, Duration::from_secs(10));
         p
     };
+    let watch = |token: &str| watch_at(token, &format!("{MGMT}/clusters?watch=1"));
     let ends_within = |p: &mut Proc, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(5);
         while p.child.try_wait().unwrap().is_none() {
@@ -636,6 +637,7 @@ fn revocation_reaches_management_watches_and_ui_streams() {
     kubectl_watch.wait_for(&cluster, Duration::from_secs(10));
     let second = m.login("frank", "frank has a long password");
     let mut by_second = watch(&second);
+    let mut path_form = watch_at(&second, &format!("{MGMT}/watch/clusters"));
     let (code, out) = m.http(
         "DELETE",
         &format!("{MGMT}/tokens/{}", second.split(':').next().unwrap()),
@@ -645,6 +647,7 @@ fn revocation_reaches_management_watches_and_ui_streams() {
     );
     assert_eq!(code, 200, "{out}");
     ends_within(&mut by_second, "a management watch of a deleted token");
+    ends_within(&mut path_form, "a /watch/ path of a deleted token");
     assert!(
         kubectl_watch.child.try_wait().unwrap().is_none(),
         "another token's watch ended"
@@ -693,4 +696,91 @@ fn revocation_reaches_management_watches_and_ui_streams() {
     );
     assert_eq!(code, 200, "{out}");
     ends_within(&mut sse, "the UI's live rows of a disabled user");
+}
+
+/// Revocation made through one replica reaches a connection open on
+/// another: each follows the store.
+#[test]
+#[cfg_attr(
+    not(drover_pg),
+    ignore = "DROVER_TEST_POSTGRES_URL is unset: PostgreSQL not tested"
+)]
+fn revocation_reaches_connections_on_other_replicas() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(common::postgres_database());
+    let a = Mgmt::start(&["--datastore", &db]);
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = common::Server::start(
+        b_dir.path(),
+        &["--datastore", &db],
+        &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let admin = a.admin();
+    let cluster = common::create_cluster(&a, &admin, "east");
+    created(
+        &a,
+        &admin,
+        &format!("{MGMT}/globalroles"),
+        json!({"apiVersion": API, "kind": "GlobalRole", "metadata": {"name": "viewer"},
+               "spec": {"rules": [{"verbs": ["get", "list", "watch"], "apiGroups": ["management.drover.io"], "resources": ["clusters"]}]}}),
+    );
+    let henry = a.user(&admin, "henry");
+    let binding = created(
+        &a,
+        &admin,
+        &format!("{MGMT}/globalrolebindings"),
+        json!({"apiVersion": API, "kind": "GlobalRoleBinding", "metadata": {"generateName": "g-"},
+               "spec": {"userName": "henry", "globalRoleName": "viewer"}}),
+    )["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let open_on_b = |token: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sN", "--cacert"])
+            .arg(&a.ca)
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(b.url(&format!("{MGMT}/clusters?watch=1")));
+        let p = Proc::spawn(cmd);
+        p.wait_for(&cluster, Duration::from_secs(10));
+        p
+    };
+    let ends_within = |p: &mut Proc, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{what} still open: {}", p.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let second = a.login("henry", "henry has a long password");
+    let mut by_second = open_on_b(&second);
+    let mut by_first = open_on_b(&henry);
+    let (code, out) = a.http(
+        "DELETE",
+        &format!("{MGMT}/tokens/{}", second.split(':').next().unwrap()),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{out}");
+    ends_within(
+        &mut by_second,
+        "a watch on the other replica, of a deleted token",
+    );
+    assert!(
+        by_first.child.try_wait().unwrap().is_none(),
+        "another token's watch ended"
+    );
+    let (code, out) = a.http(
+        "DELETE",
+        &format!("{MGMT}/globalrolebindings/{binding}"),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{out}");
+    ends_within(
+        &mut by_first,
+        "a watch on the other replica, after its binding went",
+    );
 }
