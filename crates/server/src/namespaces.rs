@@ -359,23 +359,38 @@ pub async fn record_write(
         project: p.clone(),
         uid: Some(uid.to_owned()),
     });
-    let before = if write.create {
-        // Whatever is recorded for this name is about an earlier namespace.
-        store
+    if !write.create {
+        return set_record(
+            store,
+            cluster,
+            &write.namespace,
+            before.as_ref(),
+            record.as_ref(),
+        )
+        .await;
+    }
+    // The cluster made a new namespace: whatever is recorded for its name
+    // is about an earlier one, and gives way, however often it changes.
+    let mut last = None;
+    for _ in 0..5 {
+        let current = store
             .get(&record_key(cluster, &write.namespace))
             .await
-            .map_err(unavailable)?
-    } else {
-        before.clone()
-    };
-    set_record(
-        store,
-        cluster,
-        &write.namespace,
-        before.as_ref(),
-        record.as_ref(),
-    )
-    .await
+            .map_err(unavailable)?;
+        match set_record(
+            store,
+            cluster,
+            &write.namespace,
+            current.as_ref(),
+            record.as_ref(),
+        )
+        .await
+        {
+            Err(e) if e.code == 409 => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.expect("five conflicts"))
 }
 
 /// The Default and System projects of a cluster, by their label.
