@@ -315,7 +315,7 @@ async fn may_grant_global(
     rules: &[PolicyRule],
 ) -> Result<Result<(), Vec<PolicyRule>>, ApiError> {
     let missing = snapshot.rules(&ctx.user).covers(None, rules);
-    if missing.is_empty() || may_bind(ctx, role, "globalroles").await? {
+    if missing.is_empty() || may(ctx, "bind", "globalroles", role).await? {
         Ok(Ok(()))
     } else {
         Ok(Err(missing))
@@ -662,12 +662,31 @@ fn builtin(obj: &Value) -> bool {
     obj.pointer("/spec/builtin") == Some(&Value::Bool(true))
 }
 
-/// Built-in roles (`spec.builtin`) keep their spec.
-fn refuse_builtin_change(what: &str, new: &Value, old: &Value) -> Result<(), ApiError> {
-    if builtin(old) && new.get("spec") != old.get("spec") {
-        return Err(ApiError::forbidden_because(format!(
-            "built-in {what} cannot be changed"
-        )));
+/// Only Drover ships built-ins (`spec.builtin`), and they keep their spec:
+/// a create or update may not make a role or template one (`old` is the
+/// stored object, on updates), nor change one.
+fn refuse_builtin(
+    kind: &str,
+    what: &str,
+    new: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if let Some(old) = old {
+        if builtin(old) && new.get("spec") != old.get("spec") {
+            return Err(ApiError::forbidden_because(format!(
+                "built-in {what} cannot be changed"
+            )));
+        }
+    }
+    if builtin(new) && !old.is_some_and(builtin) {
+        return Err(invalid(
+            kind,
+            new,
+            vec![FieldError::forbidden(
+                "spec.builtin",
+                format!("only Drover ships built-in {what}"),
+            )],
+        ));
     }
     Ok(())
 }
@@ -701,7 +720,7 @@ impl GlobalRoles {
         let rules = role_rules(obj)?;
         let snapshot = self.authz.snapshot().await?;
         let missing = snapshot.rules(&ctx.user).covers(None, &rules);
-        if missing.is_empty() || may_escalate(ctx, "globalroles", name).await? {
+        if missing.is_empty() || may(ctx, "escalate", "globalroles", name).await? {
             return Ok(());
         }
         Err(forbidden_escalation(
@@ -723,16 +742,7 @@ impl Strategy for GlobalRoles {
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
-            if builtin(obj) {
-                return Err(invalid(
-                    "GlobalRole",
-                    obj,
-                    vec![FieldError::forbidden(
-                        "spec.builtin",
-                        "only Drover ships built-in roles",
-                    )],
-                ));
-            }
+            refuse_builtin("GlobalRole", "global roles", obj, None)?;
             self.check_grant(ctx, obj).await?;
             Ok(Prepared::default())
         })
@@ -745,17 +755,7 @@ impl Strategy for GlobalRoles {
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            refuse_builtin_change("global roles", new, old)?;
-            if builtin(new) && !builtin(old) {
-                return Err(invalid(
-                    "GlobalRole",
-                    new,
-                    vec![FieldError::forbidden(
-                        "spec.builtin",
-                        "only Drover ships built-in roles",
-                    )],
-                ));
-            }
+            refuse_builtin("GlobalRole", "global roles", new, Some(old))?;
             if new.get("spec") != old.get("spec") {
                 self.check_grant(ctx, new).await?;
             }
@@ -832,20 +832,13 @@ async fn subject_user(ctx: &Context, kind: &str, obj: &Value) -> Result<Option<O
     }
 }
 
-async fn may_bind(ctx: &Context, template_or_role: &str, resource: &str) -> Result<bool, ApiError> {
+/// Whether the caller holds `verb` (`bind`, `escalate`) on one role or
+/// template: kube's way to trust someone with a grant beyond their rights.
+async fn may(ctx: &Context, verb: &str, resource: &str, name: &str) -> Result<bool, ApiError> {
     ctx.authorizer
         .authorize(
             &ctx.user,
-            &Attributes::resource("bind", api::GROUP, resource, "", template_or_role),
-        )
-        .await
-}
-
-async fn may_escalate(ctx: &Context, resource: &str, name: &str) -> Result<bool, ApiError> {
-    ctx.authorizer
-        .authorize(
-            &ctx.user,
-            &Attributes::resource("escalate", api::GROUP, resource, "", name),
+            &Attributes::resource(verb, api::GROUP, resource, "", name),
         )
         .await
 }
@@ -992,7 +985,7 @@ impl RoleTemplates {
             rules.extend(snapshot.template_rules(n));
         }
         let missing = drover_rbac::covers(&snapshot.downstream_everywhere(&ctx.user), &rules);
-        if missing.is_empty() || may_escalate(ctx, "roletemplates", name).await? {
+        if missing.is_empty() || may(ctx, "escalate", "roletemplates", name).await? {
             return Ok(ops);
         }
         Err(forbidden_escalation(
@@ -1026,16 +1019,7 @@ impl Strategy for RoleTemplates {
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
-            if builtin(obj) {
-                return Err(invalid(
-                    "RoleTemplate",
-                    obj,
-                    vec![FieldError::forbidden(
-                        "spec.builtin",
-                        "only Drover ships built-in templates",
-                    )],
-                ));
-            }
+            refuse_builtin("RoleTemplate", "role templates", obj, None)?;
             let ops = self.check_grant(ctx, obj).await?;
             Ok(Prepared {
                 ops,
@@ -1051,17 +1035,7 @@ impl Strategy for RoleTemplates {
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            refuse_builtin_change("role templates", new, old)?;
-            if builtin(new) && !builtin(old) {
-                return Err(invalid(
-                    "RoleTemplate",
-                    new,
-                    vec![FieldError::forbidden(
-                        "spec.builtin",
-                        "only Drover ships built-in templates",
-                    )],
-                ));
-            }
+            refuse_builtin("RoleTemplate", "role templates", new, Some(old))?;
             if new.get("spec") != old.get("spec") {
                 self.check_grant(ctx, new).await?;
             }
@@ -1181,7 +1155,7 @@ async fn check_template_binding(
     }
     let held = snapshot.downstream_rules(&ctx.user, cluster, project);
     let missing = drover_rbac::covers(&held, &snapshot.template_rules(&template));
-    if !missing.is_empty() && !may_bind(ctx, &template, "roletemplates").await? {
+    if !missing.is_empty() && !may(ctx, "bind", "roletemplates", &template).await? {
         return Err(forbidden_escalation(
             &ctx.user.name,
             &format!("role template {template:?}"),

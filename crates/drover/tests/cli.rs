@@ -6,37 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{wait, Mgmt, Proc, SimProc, ADMIN_PASSWORD, BIN};
+use common::{cli, wait, Mgmt, Proc, SimProc, ADMIN_PASSWORD, BIN};
 use serde_json::Value;
-
-/// `drover` with a config file of its own; returns (exit code, stdout,
-/// stderr).
-fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("DROVER_CONFIG", config)
-        .env_remove("DROVER_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ok(config: &Path, args: &[&str]) -> String {
     let (code, out, err) = cli(config, args, None);

@@ -724,26 +724,6 @@ fn secret_values_never_reach_the_audit_log() {
     assert!(!f.m.server.log().contains(plain) && !f.m.server.log().contains(&b64(data)));
 }
 
-/// A process's exit, within `timeout`.
-fn ends_within(p: &mut Proc, what: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if p.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} still open after {timeout:?}: {}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn still_running(p: &mut Proc) -> bool {
-    p.child.try_wait().unwrap().is_none()
-}
-
 fn watch(f: &Fleet, token: &str, ns: &str) -> Proc {
     let mut cmd = Command::new("curl");
     cmd.args(["-sN", "--cacert"])
@@ -811,12 +791,8 @@ fn revocation_reaches_open_connections() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(
-        &mut cut,
-        "a watch of a deleted token",
-        Duration::from_secs(5),
-    );
-    assert!(still_running(&mut kept), "a watch of another token ended");
+    cut.ends_within("a watch of a deleted token", Duration::from_secs(5));
+    assert!(kept.running(), "a watch of another token ended");
 
     // A removed binding ends the watches into the cluster it gave.
     let (code, out) = m.http(
@@ -827,11 +803,7 @@ fn revocation_reaches_open_connections() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(
-        &mut kept,
-        "a watch after its binding went",
-        Duration::from_secs(5),
-    );
+    kept.ends_within("a watch after its binding went", Duration::from_secs(5));
     f.bind(&team, "dave", "project-member");
     f.wait_allowed(&dkc, &["get", "pods", "-n", "team-ns"]);
 
@@ -880,7 +852,7 @@ fn revocation_reaches_open_connections() {
     wait("logs -f streams", Duration::from_secs(10), || {
         (!logs.log().trim().is_empty()).then_some(())
     });
-    assert!(still_running(&mut logs), "logs -f: {}", logs.log());
+    assert!(logs.running(), "logs -f: {}", logs.log());
     let (code, out) = m.http(
         "PATCH",
         &format!("{MGMT}/users/dave"),
@@ -890,17 +862,9 @@ fn revocation_reaches_open_connections() {
     );
     assert_eq!(code, 200, "{out}");
     let disabled = Instant::now();
-    ends_within(&mut w, "a watch of a disabled user", Duration::from_secs(5));
-    ends_within(
-        &mut path_form,
-        "a /watch/ path of a disabled user",
-        Duration::from_secs(5),
-    );
-    ends_within(
-        &mut logs,
-        "logs -f of a disabled user",
-        Duration::from_secs(5),
-    );
+    w.ends_within("a watch of a disabled user", Duration::from_secs(5));
+    path_form.ends_within("a /watch/ path of a disabled user", Duration::from_secs(5));
+    logs.ends_within("logs -f of a disabled user", Duration::from_secs(5));
     loop {
         if exec.try_wait().unwrap().is_some() {
             break;

@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use common::{
-    agent, ca_checksum, import, kubectl, user_kubeconfig, wait_ready, Mgmt, Proc, SimProc,
-    ADMIN_PASSWORD, BIN, MGMT,
+    agent, ca_checksum, cli, import, kubectl, user_kubeconfig, wait_ready, Mgmt, Proc, SimProc,
+    ADMIN_PASSWORD, MGMT,
 };
 use serde_json::{json, Value};
 
@@ -122,33 +122,6 @@ fn rand_suffix() -> u32 {
         .subsec_nanos()
 }
 
-/// `drover` with a config file of its own and some stdin; returns (exit
-/// code, stdout, stderr).
-fn cli(config: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("DROVER_CONFIG", config)
-        .env_remove("DROVER_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn cli_login(m: &Mgmt, user: &str, password: &str) -> PathBuf {
     let config = m.dir.path().join(format!("{user}.cli.yaml"));
     let ca = m.ca.display().to_string();
@@ -163,7 +136,7 @@ fn cli_login(m: &Mgmt, user: &str, password: &str) -> PathBuf {
             "--cacert",
             &ca,
         ],
-        &format!("{password}\n"),
+        Some(&format!("{password}\n")),
     );
     assert_eq!(code, 0, "{out}{err}");
     config
@@ -302,7 +275,7 @@ fn no_path_grants_what_its_author_does_not_hold() {
             "--role",
             "wide",
         ],
-        "",
+        None,
     );
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("cannot grant"), "{err}");
@@ -310,7 +283,7 @@ fn no_path_grants_what_its_author_does_not_hold() {
     let (code, out, err) = cli(
         &writer_cli,
         &["users", "set-password", "admin", "--password-stdin"],
-        "the writer's password for admin\n",
+        Some("the writer's password for admin\n"),
     );
     assert_ne!(code, 0, "the writer set the admin's password: {out}");
     assert!(
@@ -320,7 +293,7 @@ fn no_path_grants_what_its_author_does_not_hold() {
     let (code, out, err) = cli(
         &writer_cli,
         &["users", "create", "by-cli", "--password-stdin"],
-        "by-cli has a long password\n",
+        Some("by-cli has a long password\n"),
     );
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(global_roles_of(&m, &admin, "by-cli"), vec!["user"]);
@@ -498,14 +471,14 @@ fn secrets_never_come_back_by_any_path() {
     let (code, out, err) = cli(
         &admin_cli,
         &["users", "create", "erin", "--password-stdin"],
-        &format!("{cli_password}\n"),
+        Some(&format!("{cli_password}\n")),
     );
     assert_eq!(code, 0, "{out}{err}");
     let erin_cli = cli_login(&m, "erin", cli_password);
     let (code, out, err) = cli(
         &erin_cli,
         &["tokens", "create", "--description", "canary", "-o", "json"],
-        "",
+        None,
     );
     assert_eq!(code, 0, "{out}{err}");
     let cli_token: Value = serde_json::from_str(&out).unwrap();
@@ -596,13 +569,6 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         p
     };
     let watch = |token: &str| watch_at(token, &format!("{MGMT}/clusters?watch=1"));
-    let ends_within = |p: &mut Proc, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while p.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "{what} still open: {}", p.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
 
     // A watch ends when its token expires.
     let (code, out) = m.http(
@@ -616,15 +582,7 @@ fn revocation_reaches_management_watches_and_ui_streams() {
     );
     assert_eq!(code, 200, "{out}");
     let mut short = watch(out["token"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while short.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "a watch outlived its token: {}",
-            short.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    short.ends_within("a watch of an expired token", Duration::from_secs(8));
 
     // kubectl get clusters -w, and a plain watch: a deleted token and a
     // removed binding end them.
@@ -646,12 +604,12 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(&mut by_second, "a management watch of a deleted token");
-    ends_within(&mut path_form, "a /watch/ path of a deleted token");
-    assert!(
-        kubectl_watch.child.try_wait().unwrap().is_none(),
-        "another token's watch ended"
+    by_second.ends_within(
+        "a management watch of a deleted token",
+        Duration::from_secs(5),
     );
+    path_form.ends_within("a /watch/ path of a deleted token", Duration::from_secs(5));
+    assert!(kubectl_watch.running(), "another token's watch ended");
     let (code, out) = m.http(
         "DELETE",
         &format!("{MGMT}/globalrolebindings/{binding}"),
@@ -660,7 +618,10 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(&mut kubectl_watch, "kubectl get -w after its binding went");
+    kubectl_watch.ends_within(
+        "kubectl get -w after its binding went",
+        Duration::from_secs(5),
+    );
     // Listed again, the cluster is no longer there for frank.
     let (code, out, err) = m.kubectl(&kc, &["get", "clusters"]);
     assert_eq!(code, 0, "{err}");
@@ -695,7 +656,10 @@ fn revocation_reaches_management_watches_and_ui_streams() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(&mut sse, "the UI's live rows of a disabled user");
+    sse.ends_within(
+        "the UI's live rows of a disabled user",
+        Duration::from_secs(5),
+    );
 }
 
 /// Revocation made through one replica reaches a connection open on
@@ -745,13 +709,6 @@ fn revocation_reaches_connections_on_other_replicas() {
         p.wait_for(&cluster, Duration::from_secs(10));
         p
     };
-    let ends_within = |p: &mut Proc, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while p.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "{what} still open: {}", p.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let second = a.login("henry", "henry has a long password");
     let mut by_second = open_on_b(&second);
     let mut by_first = open_on_b(&henry);
@@ -763,14 +720,11 @@ fn revocation_reaches_connections_on_other_replicas() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(
-        &mut by_second,
+    by_second.ends_within(
         "a watch on the other replica, of a deleted token",
+        Duration::from_secs(5),
     );
-    assert!(
-        by_first.child.try_wait().unwrap().is_none(),
-        "another token's watch ended"
-    );
+    assert!(by_first.running(), "another token's watch ended");
     let (code, out) = a.http(
         "DELETE",
         &format!("{MGMT}/globalrolebindings/{binding}"),
@@ -779,8 +733,8 @@ fn revocation_reaches_connections_on_other_replicas() {
         &[],
     );
     assert_eq!(code, 200, "{out}");
-    ends_within(
-        &mut by_first,
+    by_first.ends_within(
         "a watch on the other replica, after its binding went",
+        Duration::from_secs(5),
     );
 }

@@ -159,6 +159,32 @@ pub fn printed_password(server: &Server) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The CLI (`drover …`) with a config file of its own and, if given, text
+/// on its stdin; returns (exit code, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("DROVER_CONFIG", config)
+        .env_remove("DROVER_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Run `drover` with args; returns (exit code, stderr).
 pub fn drover(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
@@ -465,6 +491,24 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Wait until the process ends by itself, or fail naming `what`.
+    pub fn ends_within(&mut self, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} still open after {timeout:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGKILL and reap.
