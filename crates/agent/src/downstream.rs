@@ -93,7 +93,7 @@ impl Downstream {
 
     fn from_kubeconfig(path: &Path) -> Result<Arc<Self>, AgentError> {
         let bad = |why: &str| AgentError::Config(format!("kubeconfig {}: {why}", path.display()));
-        let doc: Value = serde_yaml::from_str(&read(path)?).map_err(|e| bad(&e.to_string()))?;
+        let doc: Value = yaml_serde::from_str(&read(path)?).map_err(|e| bad(&e.to_string()))?;
         let named = |list: &str, name: &str| -> Option<Value> {
             doc[list]
                 .as_array()?

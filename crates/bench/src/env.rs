@@ -401,7 +401,7 @@ pub async fn import(
             .json(&body)
             .send()
     };
-    for doc in serde_yaml::Deserializer::from_str(&manifest) {
+    for doc in yaml_serde::Deserializer::from_str(&manifest) {
         let obj: Value = serde::Deserialize::deserialize(doc)
             .map_err(|e| BenchError::Run(format!("manifest YAML: {e}")))?;
         if let Some(path) = collection(&obj) {

@@ -85,7 +85,7 @@ impl Config {
     pub fn load() -> Result<Self, CliError> {
         let p = path();
         match std::fs::read_to_string(&p) {
-            Ok(text) => serde_yaml::from_str(&text)
+            Ok(text) => yaml_serde::from_str(&text)
                 .map_err(|e| CliError::Config(format!("{}: {e}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(CliError::Config(format!("{}: {e}", p.display()))),
@@ -94,7 +94,7 @@ impl Config {
 
     /// Write the file, readable by its owner only.
     pub fn save(&self) -> Result<(), CliError> {
-        let text = serde_yaml::to_string(self).expect("plain data serialises");
+        let text = yaml_serde::to_string(self).expect("plain data serialises");
         write_private(&path(), text.as_bytes())
     }
 

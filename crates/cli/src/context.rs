@@ -268,7 +268,7 @@ pub fn forget_cache(entry: &ServerEntry) {
 }
 
 fn token_in(kubeconfig: &str) -> Option<String> {
-    let doc: Value = serde_yaml::from_str(kubeconfig).ok()?;
+    let doc: Value = yaml_serde::from_str(kubeconfig).ok()?;
     doc["users"][0]["user"]["token"].as_str().map(str::to_owned)
 }
 

@@ -45,7 +45,7 @@ pub fn document(out: Output, v: &Value) -> Result<bool, CliError> {
             Ok(true)
         }
         Format::Yaml => {
-            crate::out!("{}", serde_yaml::to_string(v).expect("YAML"));
+            crate::out!("{}", yaml_serde::to_string(v).expect("YAML"));
             Ok(true)
         }
         Format::Table => Ok(false),

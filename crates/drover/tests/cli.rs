@@ -307,7 +307,7 @@ fn the_cli_from_login_to_kubectl() {
     );
 
     // Logout revokes the token on the server.
-    let saved: Value = serde_yaml::from_str(&std::fs::read_to_string(&bob_cfg).unwrap()).unwrap();
+    let saved: Value = yaml_serde::from_str(&std::fs::read_to_string(&bob_cfg).unwrap()).unwrap();
     let bob_token = saved["servers"][0]["token"].as_str().unwrap().to_owned();
     ok(&bob_cfg, &["logout"]);
     let (code, _) = m.http(

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -32,7 +33,7 @@ pub fn client_config(ca_pem: Option<&str>, insecure: bool) -> Result<ClientConfi
         let mut roots = RootCertStore::empty();
         match ca_pem {
             Some(pem) => {
-                for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                     let cert = cert.map_err(|e| format!("CA PEM: {e}"))?;
                     roots
                         .add(cert)
@@ -110,7 +111,9 @@ impl ServerCertVerifier for AnyCertificate {
 /// `openssl x509 -fingerprint -sha256` prints it (`AB:CD:…`).
 pub fn fingerprint(pem: &str) -> Option<String> {
     use sha2::{Digest, Sha256};
-    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     let digest = Sha256::digest(der.as_ref());
     Some(
         digest

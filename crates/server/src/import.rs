@@ -281,7 +281,7 @@ fn agent_rules() -> Vec<(&'static str, Value)> {
 }
 
 fn yaml_doc(v: &Value) -> String {
-    serde_yaml::to_string(v).expect("JSON values always serialise to YAML")
+    yaml_serde::to_string(v).expect("JSON values always serialise to YAML")
 }
 
 /// The import manifest for `cluster`.
@@ -355,7 +355,7 @@ mod tests {
             ca_checksum: "ab".repeat(32),
         };
         let text = render_manifest(&settings, "c-abcde", "tok123");
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&text)
             .map(|d| Value::deserialize(d).unwrap())
             .collect();
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();

@@ -40,7 +40,7 @@ pub fn render(
         "current-context": display,
         "preferences": {},
     });
-    serde_yaml::to_string(&doc).expect("JSON values always serialise to YAML")
+    yaml_serde::to_string(&doc).expect("JSON values always serialise to YAML")
 }
 
 pub(crate) async fn kubeconfig(
