@@ -67,10 +67,20 @@ pub enum StoreError {
     Schema(#[source] sqlx::Error),
     /// A query failed (database gone, disk full, …).
     #[error("datastore query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(#[source] sqlx::Error),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A query's failure; on a pool this process closed, [`StoreError::Closed`].
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            other => StoreError::Query(other),
+        }
+    }
 }
 
 impl StoreError {

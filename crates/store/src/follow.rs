@@ -64,3 +64,141 @@ impl Store {
         })
     }
 }
+
+/// The keys under a prefix, each parsed into a `T`, kept current from the
+/// store's watch ([`Store::follow`]). Subscribers ([`Mirror::changes`]) learn
+/// of every change; readers get what the mirror has seen, which is every
+/// write up to [`Mirror::revision`].
+pub struct Mirror<T> {
+    items: std::sync::RwLock<std::collections::BTreeMap<String, (T, Revision)>>,
+    parse: fn(&[u8]) -> Option<T>,
+    prefix: String,
+    store: Store,
+    /// The last revision applied (0 until the first load).
+    applied: tokio::sync::watch::Sender<Revision>,
+}
+
+impl<T> std::fmt::Debug for Mirror<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("prefix", &self.prefix)
+            .field("revision", &*self.applied.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Mirror<T> {
+    /// Mirror the keys under `prefix`, parsed by `parse` (keys it cannot
+    /// parse are left out), until the store closes.
+    pub fn spawn(
+        store: &Store,
+        prefix: &str,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let mirror = Arc::new(Self {
+            items: Default::default(),
+            parse,
+            prefix: prefix.to_owned(),
+            store: store.clone(),
+            applied: tokio::sync::watch::channel(0).0,
+        });
+        let task = store.follow(prefix, mirror.clone());
+        (mirror, task)
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<String, (T, Revision)>> {
+        self.items.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The item under `key` and the revision it was last written at.
+    pub fn get(&self, key: &str) -> Option<(T, Revision)> {
+        self.read().get(key).cloned()
+    }
+
+    /// Every item, by key.
+    pub fn items(&self) -> Vec<(String, T, Revision)> {
+        self.read()
+            .iter()
+            .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
+            .collect()
+    }
+
+    /// The last revision applied: every write up to it is seen.
+    pub fn revision(&self) -> Revision {
+        *self.applied.borrow()
+    }
+
+    /// Changes: the receiver sees a new revision after each change (and
+    /// each reload).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+
+    /// Wait until the mirror has applied every write up to `revision`, for
+    /// at most `timeout`; whether it has.
+    pub async fn caught_up(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Wait until it has seen the store as it is now (the first load, and
+    /// every write committed so far), for at most `timeout`.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        match self.store.revisions().await {
+            Ok(r) => self.caught_up(r.current.max(1), timeout).await,
+            Err(_) => false,
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Follower for Mirror<T> {
+    fn reset(&self, revision: Revision) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let Ok(page) = self
+                .store
+                .list(&crate::ListOptions {
+                    prefix: self.prefix.clone(),
+                    revision: Some(revision),
+                    ..Default::default()
+                })
+                .await
+            else {
+                return false;
+            };
+            let items = page
+                .items
+                .into_iter()
+                .filter_map(|kv| Some((kv.key, ((self.parse)(&kv.value)?, kv.mod_revision))))
+                .collect();
+            *self.items.write().unwrap_or_else(|e| e.into_inner()) = items;
+            self.applied.send_replace(revision.max(1));
+            true
+        })
+    }
+
+    fn apply(&self, event: &Event) {
+        {
+            let mut items = self.items.write().unwrap_or_else(|e| e.into_inner());
+            match event.kind {
+                crate::EventType::Deleted => {
+                    items.remove(&event.kv.key);
+                }
+                _ => match (self.parse)(&event.kv.value) {
+                    Some(v) => {
+                        items.insert(event.kv.key.clone(), (v, event.kv.mod_revision));
+                    }
+                    None => {
+                        items.remove(&event.kv.key);
+                    }
+                },
+            }
+        }
+        self.applied.send_replace(event.revision());
+    }
+
+    fn lost(&self) {}
+}

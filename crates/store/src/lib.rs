@@ -18,7 +18,8 @@
 //!   every watcher; a watcher first catches up from the log, then follows the
 //!   pump, so it sees each change exactly once and in order.
 //! - [`Follower`] and [`Store::follow`]: an in-memory view kept current from
-//!   a watch, reloaded after a broken one.
+//!   a watch, reloaded after a broken one; [`Mirror`], such a view of the
+//!   parsed keys under a prefix, with change notification.
 //!
 //! # Data flow of a write
 //! ```text
@@ -46,7 +47,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 pub use error::StoreError;
-pub use follow::Follower;
+pub use follow::{Follower, Mirror};
 pub use keys::{prefix_end, validate_key};
 
 /// A store revision: the value of the global write counter after a write.

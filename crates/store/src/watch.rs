@@ -135,6 +135,7 @@ async fn pump(
                     let _ = tx.send(Signal::Gap);
                     break;
                 }
+                Err(StoreError::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch pump cannot read changes; retrying");
                     break;

@@ -50,6 +50,7 @@ store_tests!(
     create_all_is_all_or_nothing,
     txn_is_all_or_nothing_and_its_conditions_hold,
     txn_conditions_hold_against_racing_writers,
+    a_mirror_follows_its_prefix,
 );
 
 async fn create_get_update_delete(f: Fixture) {
@@ -677,4 +678,50 @@ async fn txn_conditions_hold_against_racing_writers(f: Fixture) {
     }
     adders.await.unwrap();
     assert!(sealed > 0, "no transaction ever went through");
+}
+
+async fn a_mirror_follows_its_prefix(f: Fixture) {
+    let s = f.store;
+    s.create("/m/a", b"1".to_vec()).await.unwrap();
+    s.create("/m/junk", b"not a number".to_vec()).await.unwrap();
+    s.create("/other/x", b"9".to_vec()).await.unwrap();
+    let parse = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
+    let (mirror, _task) = drover_store::Mirror::spawn(&s, "/m/", parse);
+    assert!(mirror.ready(Duration::from_secs(5)).await);
+    let names = |m: &drover_store::Mirror<u32>| -> Vec<(String, u32)> {
+        m.items().into_iter().map(|(k, v, _)| (k, v)).collect()
+    };
+    // What cannot be parsed is left out; other prefixes are not there.
+    assert_eq!(names(&mirror), vec![("/m/a".to_owned(), 1)]);
+
+    let mut changes = mirror.changes();
+    changes.borrow_and_update();
+    let a = s.get("/m/a").await.unwrap().unwrap();
+    let kvs = s
+        .txn(&[
+            Op::update("/m/a", b"2".to_vec(), a.mod_revision),
+            Op::create("/m/b", b"3".to_vec()),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        mirror
+            .caught_up(kvs[1].mod_revision, Duration::from_secs(5))
+            .await
+    );
+    assert!(changes.has_changed().unwrap(), "subscribers learn of it");
+    assert_eq!(
+        mirror.get("/m/a").map(|(v, r)| (v, r)),
+        Some((2, kvs[0].mod_revision))
+    );
+    assert_eq!(names(&mirror).len(), 2);
+
+    let b = s.get("/m/b").await.unwrap().unwrap();
+    let gone = s.txn(&[Op::delete("/m/b", b.mod_revision)]).await.unwrap();
+    let at = gone
+        .first()
+        .map_or_else(|| b.mod_revision + 1, |kv| kv.mod_revision);
+    assert!(mirror.caught_up(at, Duration::from_secs(5)).await);
+    assert_eq!(mirror.get("/m/b"), None);
+    assert!(mirror.revision() >= at);
 }
