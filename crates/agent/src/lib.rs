@@ -12,7 +12,8 @@
 //!    each inbound stream ([`forward`]).
 //!
 //! After any failure — server restart, network cut, server replaced — it
-//! dials again with jittered exponential backoff capped at 30 s.
+//! dials again with jittered exponential backoff from 250 ms, capped at
+//! 30 s: behind a load balancer, the next replica is tried at once.
 //!
 //! - [`downstream`]: the cluster's API server address and credentials.
 //! - [`forward`]: one proxied request, upgrades included.
@@ -88,11 +89,16 @@ pub enum AgentError {
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The wait before attempt `n` (0-based): exponential from 1 s, capped,
+/// Time to open a connection to the server (TCP, then TLS), and for its
+/// answer to the upgrade: past it, the next attempt goes (behind a load
+/// balancer, maybe to another replica).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The wait before attempt `n` (0-based): exponential from 250 ms, capped,
 /// with the upper half jittered so a fleet of agents does not dial in step.
 pub fn backoff(n: u32) -> Duration {
-    let base = Duration::from_secs(1)
-        .saturating_mul(1u32 << n.min(5))
+    let base = Duration::from_millis(250)
+        .saturating_mul(1u32 << n.min(7))
         .min(MAX_BACKOFF);
     let half = base / 2;
     half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
@@ -157,18 +163,15 @@ async fn tls_connect(
     config: rustls::ClientConfig,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, AgentError> {
     let (host, port) = host_port(url);
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| AgentError::Connect(format!("{url}: connection timed out")))?
-    .map_err(|e| AgentError::Connect(format!("{url}: {e}")))?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| AgentError::Connect(format!("{url}: connection timed out")))?
+        .map_err(|e| AgentError::Connect(format!("{url}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|_| AgentError::Config(format!("{host:?} is not a valid server name")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
         .await
         .map_err(|_| AgentError::Connect(format!("{url}: TLS handshake timed out")))?
         .map_err(|e| AgentError::Connect(format!("{url}: TLS: {e}")))
@@ -189,7 +192,7 @@ async fn fetch_ca(server: &url::Url) -> Result<String, AgentError> {
         .header("host", server.host_str().unwrap_or_default())
         .body(axum::body::Body::empty())
         .expect("a static request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+    let resp = tokio::time::timeout(CONNECT_TIMEOUT, sender.send_request(req))
         .await
         .map_err(|_| AgentError::Connect(format!("{server}cacerts: no answer")))?
         .map_err(|e| AgentError::Connect(format!("{server}cacerts: {e}")))?;
@@ -240,15 +243,17 @@ async fn session(
         "user-agent",
         HeaderValue::from_static(concat!("drover-agent/", env!("CARGO_PKG_VERSION"))),
     );
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(request, io, Some(drover_tunnel::ws::config()))
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 401 => {
-                    AgentError::Connect("the server refused the registration token (401)".into())
-                }
-                other => AgentError::Connect(format!("{url}: {other}")),
-            })?;
+    let upgrade =
+        tokio_tungstenite::client_async_with_config(request, io, Some(drover_tunnel::ws::config()));
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, upgrade)
+        .await
+        .map_err(|_| AgentError::Connect(format!("{url}: no answer to the upgrade")))?
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 401 => {
+                AgentError::Connect("the server refused the registration token (401)".into())
+            }
+            other => AgentError::Connect(format!("{url}: {other}")),
+        })?;
     tracing::info!(server = %args.server, "connected to the Drover server");
     let mut session = mux::start(WsIo::new(ws, Keepalive::default()), Mode::Server);
     while let Some(stream) = session.inbound.next().await {
@@ -269,7 +274,7 @@ mod tests {
     fn backoff_grows_jittered_and_capped() {
         for n in 0..10 {
             let b = backoff(n);
-            let base = Duration::from_secs(1 << n.min(5)).min(MAX_BACKOFF);
+            let base = Duration::from_millis(250 << n.min(7)).min(MAX_BACKOFF);
             assert!(b >= base / 2 && b <= base, "attempt {n}: {b:?}");
         }
         assert!(backoff(40) <= MAX_BACKOFF);

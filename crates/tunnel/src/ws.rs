@@ -27,10 +27,13 @@ pub struct Keepalive {
 }
 
 impl Default for Keepalive {
+    /// A ping every 2 s, gone after 7 s of silence: a frozen or cut-off
+    /// peer is noticed within 10 s, while a slow moment (a 1 s pause) is
+    /// not mistaken for one.
     fn default() -> Self {
         Self {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(7),
         }
     }
 }
