@@ -679,6 +679,8 @@ pub struct RbacAuthorizer {
     mirror: std::sync::Mutex<Mirror>,
     /// The last store revision the mirror has seen.
     applied: tokio::sync::watch::Sender<drover_store::Revision>,
+    /// Bumped on every change of the policy: what controllers wait on.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// The kinds a snapshot is built from.
@@ -704,12 +706,20 @@ impl RbacAuthorizer {
             snapshot: drover_apiserver::versioned::Versioned::new(),
             mirror: std::sync::Mutex::new(Mirror::default()),
             applied: tokio::sync::watch::channel(0).0,
+            changed: tokio::sync::watch::channel(0).0,
         })
     }
 
     /// Mark the snapshot stale (after a write to a policy kind).
     pub fn invalidate(&self) {
         self.snapshot.invalidate();
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every change of the policy (pushed, not
+    /// polled): controllers take a new snapshot when it changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {

@@ -35,7 +35,7 @@ enum Command {
     /// Run the management server.
     ///
     /// Example: drover server --data-dir ./drover-data --listen 127.0.0.1:8443
-    Server(drover_server::ServerArgs),
+    Server(Box<drover_server::ServerArgs>),
     /// Run the cluster agent: keep the tunnel to the server up and forward
     /// its requests to this cluster's API server.
     ///
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
             }
         };
         match cli.command {
-            Command::Server(args) => drover_server::run(args, shutdown)
+            Command::Server(args) => drover_server::run(*args, shutdown)
                 .await
                 .map_err(Into::into),
             Command::Sim(args) => run_sim(args, shutdown).await,

@@ -135,12 +135,98 @@ pub fn generate_serving(
     })
 }
 
-/// A rustls client configuration that trusts only `ca_pem`.
-pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+/// A certificate for one replica of the server, signed by `ca`: it serves
+/// under `names` (DNS names or IPs) and identifies the replica as `id`
+/// when it calls another (client authentication), valid for `days`.
+pub fn generate_peer(
+    ca: &CertPair,
+    id: &str,
+    names: &[String],
+    days: i64,
+) -> Result<CertPair, rcgen::Error> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let ca_cn = ca.names.first().map(String::as_str).unwrap_or("drover-ca");
+    let ca_not_after = OffsetDateTime::from_unix_timestamp(ca.not_after).unwrap_or_else(|_| now());
+    let issuer = Issuer::new(ca_params(ca_cn, ca_not_after), ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "drover");
+    dn.push(DnType::CommonName, id);
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = now() - Duration::hours(1);
+    let not_after = (now() + Duration::days(days)).min(ca_not_after);
+    params.not_after = not_after;
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        names: names.to_vec(),
+        not_after: not_after.unix_timestamp(),
+    })
+}
+
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in parse_certs(ca_pem)? {
         roots.add(cert).map_err(|e| e.to_string())?;
     }
+    Ok(roots)
+}
+
+/// A rustls server configuration that serves `chain` and accepts only
+/// clients presenting a certificate issued by `client_ca_pem` (mutual
+/// TLS). HTTP/1.1 only, so that upgrades pass.
+pub fn mutual_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(client_ca_pem)?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A rustls client configuration that trusts only `ca_pem` and presents
+/// `chain` (mutual TLS). Without ALPN: the HTTP client sets it (HTTP/1.1
+/// only for the peer connection, so that upgrades pass).
+pub fn mutual_client_config(
+    ca_pem: &str,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, String> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// A rustls client configuration that trusts only `ca_pem`.
+pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = roots(ca_pem)?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -75,6 +75,19 @@ pub struct ServerArgs {
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "DROVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
+    /// Seconds a draining replica keeps answering, with `/healthz` at 503,
+    /// before it stops taking requests (when other replicas are serving):
+    /// time for the load balancer's health checks to notice.
+    #[arg(long, env = "DROVER_DRAIN_DELAY", default_value_t = 3)]
+    pub drain_delay_seconds: u64,
+    /// Address of the replica-to-replica listener (mutual TLS; only other
+    /// replicas can connect). Default: the --listen IP, any free port.
+    #[arg(long, env = "DROVER_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// The host (name or IP) other replicas reach this one at. Default: the
+    /// --peer-listen IP if specific, else this host's outward IP.
+    #[arg(long, env = "DROVER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
 }
 
 impl ServerArgs {
@@ -116,6 +129,44 @@ impl ServerArgs {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
+
+    /// How long a draining replica answers `/healthz` 503 before it stops
+    /// taking requests.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_seconds)
+    }
+
+    /// The peer listener's address.
+    pub fn peer_listen(&self) -> SocketAddr {
+        self.peer_listen
+            .unwrap_or_else(|| SocketAddr::new(self.listen.ip(), 0))
+    }
+
+    /// The host other replicas reach this one at, given the peer
+    /// listener's address.
+    pub fn advertise_host(&self, peer: SocketAddr) -> String {
+        if let Some(host) = self.advertise_address.as_deref().filter(|h| !h.is_empty()) {
+            return host.to_owned();
+        }
+        let ip = if peer.ip().is_unspecified() {
+            outward_ip().unwrap_or(peer.ip())
+        } else {
+            peer.ip()
+        };
+        match ip {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    }
+}
+
+/// The IP this host sends from towards the outside (no packet is sent: a
+/// UDP socket is only connected), or loopback.
+fn outward_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 fn parse_server_url(s: &str) -> Result<url::Url, String> {

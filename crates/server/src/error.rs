@@ -29,6 +29,9 @@ pub enum ServerError {
     /// Generating or loading the stored certificates failed.
     #[error("cannot prepare the server certificates: {0}")]
     Certificates(String),
+    /// The replica-to-replica connection cannot be set up.
+    #[error("cannot prepare the peer connection: {0}")]
+    Peer(#[from] crate::link::peer::PeerError),
     /// The audit log cannot be opened.
     #[error("cannot open the audit log {path}: {reason}")]
     Audit {

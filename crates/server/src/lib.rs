@@ -1,84 +1,60 @@
 //! The Drover management server (`drover server`).
 //!
 //! # Layout
+//! ```text
+//!   http/        the edge: routes, authentication, audit, metrics, the proxy,
+//!                agents' connections, kubeconfigs, open sessions (revocation)
+//!   kinds/       Drover's kinds in the management API: strategies, import,
+//!                namespace records
+//!   link/        how to reach a cluster: this replica's agent links, their
+//!                records in the store, the peer connection, the Dialer
+//!   controller/  the runtime (reconcile → action, backoff), ownership leases,
+//!                the cluster and leader controllers
+//!   replicas     who is there: each replica's record, renewed
+//! ```
+//! Dependencies point down: `http` → `controller` → `link` → `replicas`;
+//! `kinds` is used by all and uses none of them.
+//!
 //! - [`args`]: the flags of `drover server`, each also read from `DROVER_*`.
 //! - `tls`: the server's CA and serving certificate — generated once and kept
 //!   in the datastore, so restarts and replicas serve the same CA — or the
 //!   operator's own files.
-//! - `routes`: the HTTP surface (`/ping`, `/healthz`, `/cacerts`, `/metrics`).
-//! - `metrics`: Prometheus counters and latency histograms per route.
-//! - The TLS accept loop and certificate generation live in `drover-net`.
 //!
-//! # Start-up
+//! # Start-up and shutdown
 //! ```text
 //! run(args, shutdown)
-//!   ├─ bind listener                   fails fast: address in use, nothing written
+//!   ├─ bind listeners (API, peer)      fails fast: address in use, nothing written
 //!   ├─ Store::open(datastore)          fails fast: scheme, connection, data dir
 //!   ├─ tls::load(...)                  CA + serving cert (store or files)
 //!   ├─ auth::bootstrap::ensure_admin   first start only
-//!   └─ serve until shutdown, drain in-flight requests (bounded), close store
+//!   ├─ Registry::join                  this replica's record, renewed
+//!   ├─ peer listener, Links, Dialer    reach any cluster from here
+//!   ├─ Ownership                       leases: cluster controllers, leader
+//!   └─ serve until shutdown, then drain:
+//!        /healthz 503, leases handed over, wait --drain-delay,
+//!        agents told to reconnect elsewhere, streams ended,
+//!        in-flight requests finished (bounded), record removed, store closed
 //! ```
 
 pub mod args;
-pub mod audit;
-mod authn;
-mod clusters;
-mod controllers;
-pub mod downstream;
+pub mod controller;
 mod error;
-pub mod import;
-pub mod kubeconfig;
-mod management;
-mod metrics;
-pub mod namespaces;
-pub mod projection;
-pub mod proxy;
-mod routes;
-pub mod sessions;
+pub mod http;
+pub mod kinds;
+pub mod link;
+pub mod replicas;
 mod tls;
-pub mod tunnels;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use drover_auth::bootstrap::{self, Bootstrap};
 use drover_store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
 
 pub use args::ServerArgs;
 pub use error::ServerError;
-
-/// What every request handler can reach.
-#[derive(Debug)]
-pub struct AppState {
-    /// The datastore.
-    pub store: Store,
-    /// The management API.
-    pub api: Arc<drover_apiserver::ApiServer>,
-    /// Logins.
-    pub login: drover_auth::login::Login,
-    /// The audit log.
-    pub audit: audit::Audit,
-    /// The CA certificate served at `/cacerts` (empty with a public CA).
-    pub ca_pem: String,
-    /// Request metrics.
-    pub metrics: metrics::Metrics,
-    /// The management API's authorizer (policy snapshots).
-    pub authz: Arc<drover_auth::policy::RbacAuthorizer>,
-    /// Checks bearer tokens (cached, kept current from the store's watch).
-    pub authn: Arc<drover_auth::authn::Authenticator>,
-    /// Connected agents.
-    pub tunnels: tunnels::Tunnels,
-    /// Long-lived connections, ended when their rights are revoked.
-    pub sessions: Arc<sessions::Sessions>,
-    /// What import manifests say.
-    pub import: import::ImportSettings,
-    /// Keep-alive of agent tunnels.
-    pub keepalive: drover_tunnel::Keepalive,
-    /// Lifetime of kubeconfig tokens.
-    pub kubeconfig_ttl: std::time::Duration,
-    /// Longest token lifetime (zero: no limit).
-    pub token_max_ttl: std::time::Duration,
-}
+pub use http::AppState;
 
 /// Run the server until `shutdown` resolves, then drain and close.
 pub async fn run(
@@ -86,17 +62,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     // Bind first: a taken port fails before anything is written.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: args.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: args.listen,
-        source,
-    })?;
-
+    let bind = |addr: std::net::SocketAddr| async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok::<_, ServerError>((listener, local))
+    };
+    let (listener, local) = bind(args.listen).await?;
+    let (peer_listener, peer_local) = bind(args.peer_listen()).await?;
     if args.listen.port() == 0 {
         // An ephemeral port: URLs given to agents and kubeconfigs name it.
         args.listen.set_port(local.port());
@@ -126,17 +102,52 @@ pub async fn run(
         }
     }
 
-    tracing::info!(%local, url = %server_url, backend = store.backend_name(), "drover server listening");
+    // This replica among the others, and the way to every cluster.
+    let stop = CancellationToken::new();
+    let replica = replicas::new_id();
+    let advertise = args.advertise_host(peer_local);
+    let peer_url = format!("https://{advertise}:{}", peer_local.port());
+    let peer_tls = link::peer::PeerTls::load(
+        &store,
+        &replica,
+        advertise.trim_start_matches('[').trim_end_matches(']'),
+    )
+    .await?;
+    let registry = replicas::Registry::join(&store, replica.clone(), peer_url.clone()).await?;
+    let _renewal = registry.spawn(stop.clone());
+    let links = link::Links::new(&store, replica.clone());
+    let peer_server = tokio::spawn(drover_net::serve::serve(
+        peer_listener,
+        peer_tls.server.clone(),
+        link::peer::router(links.clone()),
+        stop.clone().cancelled_owned(),
+        std::time::Duration::from_secs(1),
+    ));
+    let dialer = link::Dialer::new(
+        links.clone(),
+        registry.clone(),
+        link::peer::Peers::new(peer_tls.client),
+    );
+
+    tracing::info!(%local, url = %server_url, %replica, peer = %peer_url, backend = store.backend_name(), "drover server listening");
 
     let authz = drover_auth::policy::RbacAuthorizer::new(store.clone());
     let _follow = authz.follow();
     let authn = drover_auth::authn::Authenticator::new(store.clone());
     let _authn_follow = authn.follow();
-    let _token_expiry = controllers::spawn_token_expiry(store.clone());
-    // Watchers further behind than this get 410 and relist, as with etcd.
-    let _compaction = store.spawn_compaction(std::time::Duration::from_secs(300), 10_000);
+    let ownership = controller::lease::Ownership::new(
+        controller::Ctx {
+            store: store.clone(),
+            authz: authz.clone(),
+            dialer: dialer.clone(),
+            registry: registry.clone(),
+        },
+        controller::cluster::starter(),
+        Arc::new(controller::leader::start),
+    );
+    let _ownership = ownership.spawn(stop.clone());
     let url_text = server_url.as_str().trim_end_matches('/').to_owned();
-    let api = management::api_server(
+    let api = kinds::api_server(
         store.clone(),
         authz.clone(),
         args.token_max_ttl(),
@@ -148,7 +159,7 @@ pub async fn run(
         .audit_log
         .clone()
         .unwrap_or_else(|| args.data_dir.join("audit.log"));
-    let audit = audit::Audit::open(
+    let audit = http::audit::Audit::open(
         args.audit_level,
         audit_path.clone(),
         args.audit_log_max_size_mb * 1024 * 1024,
@@ -163,25 +174,65 @@ pub async fn run(
         api,
         login,
         audit,
-        import: import::ImportSettings {
+        import: kinds::registration::ImportSettings {
             server_url: url_text,
             agent_image: args.agent_image.clone(),
-            ca_checksum: import::ca_checksum(&tls.ca_pem),
+            ca_checksum: kinds::registration::ca_checksum(&tls.ca_pem),
         },
         ca_pem: tls.ca_pem,
-        metrics: metrics::Metrics::new(),
+        metrics: http::metrics::Metrics::new(),
         authz,
         authn,
-        tunnels: tunnels::Tunnels::default(),
+        links: links.clone(),
+        dialer,
+        registry: registry.clone(),
+        ownership: ownership.clone(),
         sessions: Arc::default(),
         keepalive: drover_tunnel::Keepalive::default(),
         kubeconfig_ttl: std::time::Duration::from_secs(args.kubeconfig_ttl_seconds),
         token_max_ttl: args.token_max_ttl(),
     });
-    let _removals = clusters::spawn_removals(state.clone());
-    let _revoker = sessions::Sessions::spawn_revoker(state.clone());
-    let app = routes::router(state);
-    drover_net::serve::serve(listener, tls.config, app, shutdown, args.shutdown_grace()).await;
+    let _revoker = http::sessions::Sessions::spawn_revoker(state.clone());
+    let app = http::router(state.clone());
+
+    // Drain on shutdown: stop taking new work while still answering, so
+    // that the balancer and the agents move elsewhere without a failure.
+    let (serving_ends, stop_serving) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let state = state.clone();
+        let drain_delay = args.drain_delay();
+        async move {
+            shutdown.await;
+            tracing::info!("draining: /healthz answers 503 from now on");
+            state.registry.drain().await;
+            state.ownership.release_all().await;
+            // Only when other replicas can take the traffic is there a
+            // balancer worth waiting for.
+            let me = state.registry.id();
+            if state.registry.members().serving.iter().any(|r| *r != me) {
+                tokio::time::sleep(drain_delay).await;
+            }
+            // Agents reconnect, through the balancer, to another replica;
+            // streams end cleanly and their clients reconnect there too.
+            state.links.close_all();
+            state.sessions.end_all();
+            let _ = serving_ends.send(());
+        }
+    };
+    tokio::spawn(drain);
+    drover_net::serve::serve(
+        listener,
+        tls.config,
+        app,
+        async move {
+            let _ = stop_serving.await;
+        },
+        args.shutdown_grace(),
+    )
+    .await;
+    stop.cancel();
+    let _ = peer_server.await;
+    registry.leave().await;
     store.close().await;
     tracing::info!("drover server stopped");
     Ok(())

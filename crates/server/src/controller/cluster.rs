@@ -1,75 +1,234 @@
-//! Controllers of imported clusters, level-based and idempotent.
+//! One cluster's controller, on the replica holding the cluster's lease,
+//! reaching the cluster through the [`Dialer`] wherever its link is.
 //!
-//! - Status ([`run_link`], one task per connected agent): on connect, read
-//!   `/version` and list the nodes, then watch them, all through the tunnel
-//!   as the agent's own identity; write `status.version`, `nodeCount`,
-//!   summed `capacity` and `allocatable`, conditions `Connected` and
-//!   `Ready`, and `lastHeartbeat` (also every 30 s while nothing changes).
-//!   The first status is written after the first projection, so a cluster
-//!   is Ready only once its members can use it. When the link ends,
-//!   [`mark_disconnected`].
-//! - Admin projection (same task): global admins and the cluster's owners
-//!   get a ClusterRoleBinding to `cluster-admin` labelled
-//!   `drover.io/managed=true`; bindings Drover no longer wants are deleted,
-//!   edited ones repaired. Run on connect, when the policy changes and every
-//!   10 s against drift. Nothing unlabelled is touched.
-//! - Removal ([`spawn_removals`]): a deleting Cluster's registration tokens
-//!   are revoked, its agent removes what Drover created downstream, and the
-//!   `drover.io/cluster-cleanup` finalizer goes — after [`REMOVAL_TIMEOUT`]
-//!   even if no agent is there to clean up. The finalizer is added when an
-//!   agent first connects, so a cluster never imported is deleted at once.
+//! - Status (only this controller writes it, fenced by the lease):
+//!   `Connected` and `Ready` follow the store's record of the cluster's
+//!   link and the liveness of the replica holding it — never one replica's
+//!   memory. A link gone (its record deleted) shows as `Connected=False`
+//!   after [`LINK_GRACE`], giving a reconnecting agent a moment; a link
+//!   whose holder is gone, [`HOLDER_DEADLINE`] after the holder's last
+//!   renewal.
+//!   While connected: `version`, `nodeCount`, summed `capacity` and
+//!   `allocatable` from a node watch, and `lastHeartbeat` every
+//!   [`HEARTBEAT`]. The first status is written after the first
+//!   projection, so a cluster is Ready only once its members can use it.
+//! - Projection: global admins and the cluster's owners as `cluster-admin`
+//!   bindings, the templates in use, a binding per subject and namespace,
+//!   project quotas and limit ranges ([`projection`]); worked out again on
+//!   every change of the policy (pushed, never polled), of the namespaces
+//!   (a watch), of Drover's records of them, and reconciled against a
+//!   cache the drift watches keep, so an edit or deletion in the cluster is
+//!   repaired at once; everything is listed again every [`DRIFT_CHECK`].
+//! - Removal: a deleting Cluster is removed ([`super::removal`]).
+//!
+//! A connected session ends when a watch ends or the link moves; the
+//! controller then starts again, with backoff after a failure.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
-use drover_core::{api, keys, meta, quantity};
-use drover_store::{ListOptions, Store, StoreError};
+use drover_core::api::{self, ClusterStatus, Condition};
+use drover_core::{keys, meta, quantity};
+use drover_store::{Op, StoreError};
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
-use crate::downstream::{self, DownstreamError};
-use crate::import::{AGENT_NAME, AGENT_NAMESPACE};
-use crate::tunnels::Link;
-use crate::AppState;
-use crate::{namespaces, projection};
+use super::lease::Held;
+use super::membership::{self, Membership};
+use super::projection::{self, Observed};
+use super::{Backoff, Ctx};
+use crate::kinds::management::CLEANUP_FINALIZER;
+use crate::kinds::namespaces;
+use crate::link::kube::{self, Client, DownstreamError};
+use crate::link::{records, Route};
 
-/// The finalizer that holds a Cluster until its downstream cleanup.
-pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
-/// How long a deleting Cluster waits for its agent to clean up.
-pub const REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often `lastHeartbeat` is written while nothing else changes.
 const HEARTBEAT: Duration = Duration::from_secs(30);
-/// How often projected objects are compared in full, besides the watches
-/// that repair drift as it happens.
+/// How often everything is listed again, besides the watches.
 const DRIFT_CHECK: Duration = Duration::from_secs(300);
-const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+/// How long a cluster whose link record went away stays Connected, for its
+/// agent to reconnect.
+pub const LINK_GRACE: Duration = Duration::from_secs(3);
+/// How long after the last renewal of a link's holder that is gone (killed,
+/// frozen, cut off) the cluster shows as not connected: past the replicas'
+/// TTL, and within 10 s of the last sign of life.
+pub const HOLDER_DEADLINE: Duration = Duration::from_millis(9500);
+
+/// When replica `id` last renewed its record (`None`: no record left).
+fn holder_silent_since(ctx: &Ctx, id: &str) -> Option<std::time::SystemTime> {
+    ctx.registry
+        .members()
+        .records
+        .get(id)
+        .and_then(|r| meta::parse_rfc3339(&r.renewed))
+}
 
 fn cluster_key(name: &str) -> String {
     keys::object(api::GROUP, "clusters", None, name)
 }
 
-/// Set a condition, keeping its transition time when the status holds.
-fn set_condition(status: &mut Value, type_: &str, state: &str, reason: &str, message: &str) {
-    if !status["conditions"].is_array() {
-        status["conditions"] = json!([]);
-    }
-    let conditions = status["conditions"].as_array_mut().expect("just made");
-    let now = meta::now_rfc3339();
-    match conditions.iter_mut().find(|c| c["type"] == type_) {
-        Some(c) => {
-            if c["status"] != state {
-                c["lastTransitionTime"] = json!(now);
+/// Why a connected session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+    #[error("the datastore failed: {0}")]
+    Store(#[from] StoreError),
+    /// The lease changed hands: nothing more may be written.
+    #[error("the cluster's lease changed hands")]
+    LostLease,
+}
+
+/// Writes the cluster's status, fenced by its lease.
+struct Status<'a> {
+    ctx: &'a Ctx,
+    cluster: &'a str,
+    held: &'a Held,
+}
+
+impl Status<'_> {
+    /// Change the status (and the object, for the finalizer) with `change`;
+    /// written only if it says something changed.
+    async fn write(
+        &self,
+        change: impl Fn(&mut Value, &mut ClusterStatus) -> bool,
+    ) -> Result<(), SessionError> {
+        let key = cluster_key(self.cluster);
+        for _ in 0..10 {
+            if !self.ctx.registry.may_act() {
+                return Err(SessionError::LostLease);
             }
-            c["status"] = json!(state);
-            c["reason"] = json!(reason);
-            c["message"] = json!(message);
+            let Some(kv) = self.ctx.store.get(&key).await? else {
+                return Ok(());
+            };
+            let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
+                return Ok(());
+            };
+            let mut status: ClusterStatus =
+                serde_json::from_value(obj["status"].clone()).unwrap_or_default();
+            if !change(&mut obj, &mut status) {
+                return Ok(());
+            }
+            obj["status"] = serde_json::to_value(&status).expect("plain data");
+            let write = Op::update(key.clone(), obj.to_string(), kv.mod_revision);
+            match self.ctx.store.txn(&[self.held.fence(), write]).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
+                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
+                    return Err(SessionError::LostLease)
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        None => conditions.push(json!({
-            "type": type_, "status": state, "reason": reason, "message": message,
-            "lastTransitionTime": now,
-        })),
+        Ok(())
+    }
+
+    async fn connected(&self, version: &str, sums: &NodeSums) -> Result<(), SessionError> {
+        let now = meta::now_rfc3339();
+        self.write(|obj, status| {
+            if !drover_apiserver::object::is_deleting(obj) {
+                // Once an agent connected, removal waits for downstream
+                // cleanup (a cluster never connected goes at once).
+                let meta = obj["metadata"].as_object_mut().expect("a stored object");
+                let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    if !list.iter().any(|f| f == CLEANUP_FINALIZER) {
+                        list.push(json!(CLEANUP_FINALIZER));
+                    }
+                }
+            }
+            status.version = Some(version.to_owned());
+            status.node_count = Some(sums.count as u32);
+            status.capacity = sums.capacity.clone();
+            status.allocatable = sums.allocatable.clone();
+            status.last_heartbeat = Some(now.clone());
+            set_condition(
+                status,
+                "Connected",
+                "True",
+                "AgentConnected",
+                "the cluster agent is connected",
+            );
+            set_condition(
+                status,
+                "Ready",
+                "True",
+                "ClusterReady",
+                "the cluster's API server answers through the agent",
+            );
+            true
+        })
+        .await
+    }
+
+    async fn disconnected(&self, why: &str) -> Result<(), SessionError> {
+        self.write(|_, status| {
+            let connected = set_condition(status, "Connected", "False", "AgentDisconnected", why);
+            let ready = set_condition(status, "Ready", "False", "AgentDisconnected", why);
+            connected || ready
+        })
+        .await
+    }
+
+    async fn projected(&self, desired: &projection::Desired) -> Result<(), SessionError> {
+        let counts: BTreeMap<String, u64> = [
+            ("clusterRoles", projection::Kind::ClusterRole),
+            ("clusterRoleBindings", projection::Kind::ClusterRoleBinding),
+            ("roleBindings", projection::Kind::RoleBinding),
+            ("resourceQuotas", projection::Kind::ResourceQuota),
+            ("limitRanges", projection::Kind::LimitRange),
+        ]
+        .into_iter()
+        .map(|(k, kind)| (k.to_owned(), desired.count(kind) as u64))
+        .collect();
+        self.write(|_, status| {
+            if status.projected == counts || status.conditions.is_empty() {
+                return false;
+            }
+            status.projected = counts.clone();
+            true
+        })
+        .await
+    }
+}
+
+/// Set a condition, keeping its transition time while its status holds;
+/// whether anything changed.
+fn set_condition(
+    status: &mut ClusterStatus,
+    type_: &str,
+    state: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let wanted = |c: &Condition| {
+        c.status == state
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+    };
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) if wanted(c) => false,
+        Some(c) => {
+            if c.status != state {
+                c.last_transition_time = Some(meta::now_rfc3339());
+            }
+            c.status = state.to_owned();
+            c.reason = Some(reason.to_owned());
+            c.message = Some(message.to_owned());
+            true
+        }
+        None => {
+            status.conditions.push(Condition {
+                type_: type_.to_owned(),
+                status: state.to_owned(),
+                reason: Some(reason.to_owned()),
+                message: Some(message.to_owned()),
+                last_transition_time: Some(meta::now_rfc3339()),
+            });
+            true
+        }
     }
 }
 
@@ -96,7 +255,8 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
             if let Some(Value::Object(m)) = node.pointer(&format!("/status/{field}")) {
                 for (k, v) in m {
                     if let Some(q) = v.as_str().and_then(quantity::parse) {
-                        *out.entry(k.clone()).or_default() += q;
+                        let total = out.entry(k.clone()).or_default();
+                        *total = total.saturating_add(q);
                     }
                 }
             }
@@ -117,240 +277,28 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
     }
 }
 
-async fn write_status(store: &Store, cluster: &str, version: &str, sums: &NodeSums) {
-    let now = meta::now_rfc3339();
-    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
-        if !drover_apiserver::object::is_deleting(obj) {
-            // Once an agent connected, removal waits for downstream cleanup.
-            // (A cluster never connected has nothing there and goes at once.)
-            let meta = obj["metadata"].as_object_mut().expect("a stored object");
-            let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-            if let Some(list) = list.as_array_mut() {
-                if !list.iter().any(|f| f == CLEANUP_FINALIZER) {
-                    list.push(json!(CLEANUP_FINALIZER));
-                }
-            }
-        }
-        if !obj["status"].is_object() {
-            obj["status"] = json!({});
-        }
-        let status = &mut obj["status"];
-        status["version"] = json!(version);
-        status["nodeCount"] = json!(sums.count);
-        status["capacity"] = json!(sums.capacity);
-        status["allocatable"] = json!(sums.allocatable);
-        status["lastHeartbeat"] = json!(now);
-        set_condition(
-            status,
-            "Connected",
-            "True",
-            "AgentConnected",
-            "the cluster agent is connected",
-        );
-        set_condition(
-            status,
-            "Ready",
-            "True",
-            "ClusterReady",
-            "the cluster's API server answers through the agent",
-        );
-        true
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(%cluster, error = %e, "cannot write the cluster's status");
-    }
+/// Only what the status needs of a node.
+fn slim_node(node: &Value) -> Value {
+    json!({"status": {
+        "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
+        "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
+    }})
 }
 
-/// Write how many objects of each kind are projected, when it changed.
-async fn report_projected(store: &Store, cluster: &str, desired: &projection::Desired) {
-    let counts: serde_json::Map<String, Value> = [
-        ("clusterRoles", projection::Kind::ClusterRole),
-        ("clusterRoleBindings", projection::Kind::ClusterRoleBinding),
-        ("roleBindings", projection::Kind::RoleBinding),
-        ("resourceQuotas", projection::Kind::ResourceQuota),
-        ("limitRanges", projection::Kind::LimitRange),
-    ]
-    .into_iter()
-    .map(|(k, kind)| (k.to_owned(), json!(desired.count(kind))))
-    .collect();
-    let counts = Value::Object(counts);
-    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
-        if obj.pointer("/status/projected") == Some(&counts) || !obj["status"].is_object() {
-            return false;
-        }
-        obj["status"]["projected"] = counts.clone();
-        true
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(%cluster, error = %e, "cannot report the projection");
-    }
-}
-
-/// Mark a cluster whose agent went away.
-pub async fn mark_disconnected(store: &Store, cluster: &str) {
-    let result = drover_apiserver::object::update_json(store, &cluster_key(cluster), |obj| {
-        if !obj["status"].is_object() {
-            obj["status"] = json!({});
-        }
-        let status = &mut obj["status"];
-        set_condition(
-            status,
-            "Connected",
-            "False",
-            "AgentDisconnected",
-            "the cluster agent is not connected",
-        );
-        set_condition(
-            status,
-            "Ready",
-            "False",
-            "AgentDisconnected",
-            "the cluster agent is not connected",
-        );
-        true
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(%cluster, error = %e, "cannot mark the cluster disconnected");
-    }
-}
-
-/// The controller of one connected cluster; runs until aborted (when the
-/// link ends).
-pub(crate) async fn run_link(state: Arc<AppState>, link: Link) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match follow(&state, &link).await {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                tracing::warn!(cluster = %link.cluster, error = %e, "cluster status sync failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-        if link.opener.is_closed() {
-            return;
-        }
-    }
-}
-
-/// List and watch the nodes and namespaces, keeping the status and the
-/// projection current, until a watch ends.
-async fn follow(state: &AppState, link: &Link) -> Result<(), DownstreamError> {
-    let version = downstream::get(link, "/version").await?;
-    let version = version["gitVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let (mut nodes, node_rv) = list_slim(link, "/api/v1/nodes", slim).await?;
-    let mut sums = sum(&nodes);
-    let (mut namespaces, ns_rv) = list_slim(link, "/api/v1/namespaces", project_id).await?;
-    // Drover's records of the namespaces: a namespace made through the
-    // proxy is recorded once the cluster made it, maybe after its watch
-    // event arrived here.
-    let records_from = state
-        .store
-        .revisions()
-        .await
-        .map_err(|e| DownstreamError::Body(e.to_string()))?
-        .current;
-    let mut records = state
-        .store
-        .watch(&namespaces::record_prefix(&link.cluster), records_from);
-    let mut projector = Projector::default();
-    projector.run(state, link, &namespaces, true).await;
-    // Ready only once Drover's RBAC is in the cluster, so that a cluster
-    // shown Active is one its members can use.
-    write_status(&state.store, &link.cluster, &version, &sums).await;
-
-    let mut node_events = downstream::watch(
-        link,
-        &format!("/api/v1/nodes?watch=true&resourceVersion={node_rv}&allowWatchBookmarks=true"),
-    )
-    .await?;
-    let mut ns_events = downstream::watch(
-        link,
-        &format!("/api/v1/namespaces?watch=true&resourceVersion={ns_rv}&allowWatchBookmarks=true"),
-    )
-    .await?;
-    // Drift: every labelled object Drover projects is watched, so an edit or
-    // deletion in the cluster is repaired at once (Drover's own writes echo
-    // back once and find nothing to do).
-    let paths = projection::Kind::ALL.map(projection::Kind::watch_path);
-    let mut managed = futures::stream::select_all(
-        futures::future::try_join_all(paths.iter().map(|p| downstream::watch(link, p))).await?,
-    );
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.tick().await;
-    let mut drift = tokio::time::interval(DRIFT_CHECK);
-    drift.tick().await;
-    let mut policy = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            event = node_events.next() => {
-                let Some(event) = event else { return Ok(()) };
-                let mut changed = apply(&mut nodes, &event, slim)?;
-                // Take whatever else is already here before writing once.
-                while let Some(Some(more)) = node_events.next().now_or_never() {
-                    changed |= apply(&mut nodes, &more, slim)?;
-                }
-                if changed {
-                    let now = sum(&nodes);
-                    if now != sums {
-                        sums = now;
-                        write_status(&state.store, &link.cluster, &version, &sums).await;
-                    }
-                }
-            }
-            event = ns_events.next() => {
-                let Some(event) = event else { return Ok(()) };
-                let mut changed = apply(&mut namespaces, &event, project_id)?;
-                while let Some(Some(more)) = ns_events.next().now_or_never() {
-                    changed |= apply(&mut namespaces, &more, project_id)?;
-                }
-                if changed {
-                    projector.run(state, link, &namespaces, false).await;
-                }
-            }
-            event = managed.next() => {
-                match event {
-                    // A watch ended or failed (e.g. 410): relist everything.
-                    None => return Ok(()),
-                    Some(e) if e["type"] == "ERROR" => return Ok(()),
-                    Some(_) => {}
-                }
-                while let Some(Some(_)) = managed.next().now_or_never() {}
-                projector.run(state, link, &namespaces, true).await;
-            }
-            event = records.next() => {
-                if event.is_none_or(|e| e.is_err()) {
-                    return Ok(()); // relist and watch again
-                }
-                while let Some(Some(_)) = records.next().now_or_never() {}
-                projector.records_changed = true;
-                projector.run(state, link, &namespaces, false).await;
-            }
-            _ = heartbeat.tick() => write_status(&state.store, &link.cluster, &version, &sums).await,
-            _ = drift.tick() => projector.run(state, link, &namespaces, true).await,
-            _ = policy.tick() => projector.run(state, link, &namespaces, false).await,
-        }
-    }
-}
-
-/// List a collection, keeping a slim form of each item by name; returns the
-/// items and the list's resourceVersion.
+/// List a collection, keeping a slim form of each item by name (only names
+/// a path can carry); returns the items and the list's resourceVersion.
 async fn list_slim(
-    link: &Link,
+    client: &Client,
     path: &str,
     slim: fn(&Value) -> Value,
 ) -> Result<(BTreeMap<String, Value>, String), DownstreamError> {
-    let list = downstream::get(link, path).await?;
+    let list = client.get(path).await?;
     let mut items = BTreeMap::new();
     for item in list["items"].as_array().into_iter().flatten() {
         if let Some(name) = item.pointer("/metadata/name").and_then(Value::as_str) {
-            items.insert(name.to_owned(), slim(item));
+            if drover_apiserver::object::is_dns_subdomain(name) {
+                items.insert(name.to_owned(), slim(item));
+            }
         }
     }
     let rv = list
@@ -361,24 +309,8 @@ async fn list_slim(
     Ok((items, rv))
 }
 
-/// Only what the status needs of a node.
-fn slim(node: &Value) -> Value {
-    json!({"status": {
-        "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
-        "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
-    }})
-}
-
-/// Only a namespace's project annotation (null when unset) and its UID.
-fn project_id(ns: &Value) -> Value {
-    json!({
-        "project": ns.pointer("/metadata/annotations/drover.io~1project-id").cloned().unwrap_or(Value::Null),
-        "uid": ns.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
-    })
-}
-
 /// Apply a watch event; `Ok(true)` if the items changed. An `ERROR` event
-/// (e.g. 410 Gone) ends the watch so it relists.
+/// (e.g. 410 Gone) ends the watch so that it lists again.
 fn apply(
     items: &mut BTreeMap<String, Value>,
     event: &Value,
@@ -388,20 +320,126 @@ fn apply(
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
+    if !drover_apiserver::object::is_dns_subdomain(name) && event["type"] != "ERROR" {
+        return Ok(false);
+    }
     match event["type"].as_str() {
         Some("ADDED" | "MODIFIED") => {
             let slim = slim(obj);
-            Ok(items.insert(name, slim.clone()).as_ref() != Some(&slim))
+            Ok(items.insert(name.to_owned(), slim.clone()).as_ref() != Some(&slim))
         }
-        Some("DELETED") => Ok(items.remove(&name).is_some()),
+        Some("DELETED") => Ok(items.remove(name).is_some()),
         Some("ERROR") => Err(DownstreamError::Status {
-            status: StatusCode::GONE,
+            status: axum::http::StatusCode::GONE,
             message: obj["message"].as_str().unwrap_or("watch error").to_owned(),
         }),
         _ => Ok(false),
     }
+}
+
+/// Start the controller of the cluster whose lease is `held`, until `stop`.
+pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let cluster = held
+        .name
+        .strip_prefix("clusters/")
+        .unwrap_or(&held.name)
+        .to_owned();
+    let span = tracing::info_span!("cluster", %cluster);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move { run(ctx, cluster, held, stop).await },
+        span,
+    ))
+}
+
+async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
+    let status = Status {
+        ctx: &ctx,
+        cluster: &cluster,
+        held: &held,
+    };
+    let mut backoff = Backoff::default();
+    let mut missing_since: Option<tokio::time::Instant> = None;
+    let mut membership = Membership::default();
+    // Writes to the cluster stop as soon as the lease is lost (the
+    // ownership loop cancels `stop`) or this replica may no longer act.
+    let fence: kube::Fence = {
+        let registry = ctx.registry.clone();
+        let stop = stop.clone();
+        Arc::new(move || registry.may_act() && !stop.is_cancelled())
+    };
+    let client = Client::new(ctx.dialer.clone(), &cluster).under_lease(held.generation, fence);
+    loop {
+        if stop.is_cancelled() || !ctx.registry.may_act() {
+            return;
+        }
+        let obj = match ctx.store.get(&cluster_key(&cluster)).await {
+            Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).unwrap_or_default(),
+            Ok(None) => return, // gone: the lease goes with it
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster");
+                wait(&stop, backoff.next_wait()).await;
+                continue;
+            }
+        };
+        if drover_apiserver::object::is_deleting(&obj) {
+            super::removal::run(&ctx, &client, &held, &stop).await;
+            return;
+        }
+        if matches!(ctx.dialer.route(&cluster), Route::Nowhere) {
+            // A record whose holder is gone: not connected from
+            // HOLDER_DEADLINE after the holder's last renewal (its agent
+            // has had time to reconnect elsewhere). No record at all: give
+            // a reconnecting agent LINK_GRACE.
+            let record = ctx.dialer.links().table().get(&records::key(&cluster));
+            let since = *missing_since.get_or_insert_with(tokio::time::Instant::now);
+            let due = match &record {
+                Some((r, _)) => holder_silent_since(&ctx, &r.replica)
+                    .is_none_or(|t| t.elapsed().unwrap_or_default() >= HOLDER_DEADLINE),
+                None => since.elapsed() >= LINK_GRACE,
+            };
+            if due {
+                if let Err(SessionError::LostLease) = status
+                    .disconnected("the cluster agent is not connected")
+                    .await
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = ctx.dialer.changed(Duration::from_millis(500)) => {}
+            }
+            continue;
+        }
+        missing_since = None;
+        match session(&ctx, &client, &held, &status, &mut membership, &stop).await {
+            Ok(()) => backoff.reset(),
+            Err(SessionError::LostLease) => return,
+            Err(e) => {
+                let d = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cluster sync failed");
+                wait(&stop, d).await;
+            }
+        }
+    }
+}
+
+async fn wait(stop: &CancellationToken, d: Duration) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Keeps the projection current: works out what is wanted, and reconciles
+/// when it changed or a drift was seen.
+struct Projector {
+    /// The policy as it concerns this cluster, when last projected.
+    inputs: Option<ClusterPolicy>,
+    namespaces: Option<BTreeMap<String, Value>>,
+    members: BTreeMap<String, String>,
+    desired: Option<projection::Desired>,
 }
 
 /// What of the policy bears on one cluster's projection.
@@ -435,321 +473,243 @@ impl ClusterPolicy {
     }
 }
 
-/// The namespaces the System project holds from the start.
-const SYSTEM_NAMESPACES: &[&str] = &[
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    AGENT_NAMESPACE,
-];
+/// What a projection run works with.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    ctx: &'a Ctx,
+    client: &'a Client,
+    held: &'a Held,
+    status: &'a Status<'a>,
+}
 
-/// Keeps one cluster's projection current: works out what is wanted and
-/// reconciles when it changed, or on a drift check.
-#[derive(Default)]
-struct Projector {
-    snapshot: std::sync::Weak<drover_auth::policy::Snapshot>,
-    /// The policy as it concerns this cluster, when last projected: a new
-    /// snapshot that leaves it alone costs no store read.
-    inputs: Option<ClusterPolicy>,
-    namespaces: Option<BTreeMap<String, Value>>,
-    last: Option<BTreeMap<projection::ObjectKey, Value>>,
-    /// Drover's records of the cluster's namespaces changed since the last
-    /// run.
-    records_changed: bool,
-    /// (namespace, annotation) pairs already reported as not adopted.
-    refused: HashSet<(String, String)>,
-    /// Namespaces this task has seen exist: a record is dropped only when
-    /// its namespace was seen and is gone (a namespace just made through
-    /// the proxy may be recorded before its watch event arrives here).
-    seen: HashSet<String>,
+/// What started a projection run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// The policy, the namespaces or Drover's records of them changed: work
+    /// the plan out again.
+    Inputs,
+    /// The cluster's objects changed: reconcile against the cached plan.
+    Drift,
 }
 
 impl Projector {
     async fn run(
         &mut self,
-        state: &AppState,
-        link: &Link,
+        scope: &Scope<'_>,
+        membership: &mut Membership,
         namespaces: &BTreeMap<String, Value>,
-        force: bool,
-    ) {
-        if state.tunnels.is_removing(&link.cluster) {
-            return; // its cleanup must not be undone as drift
-        }
-        let Ok(snapshot) = state.authz.snapshot().await else {
-            return;
-        };
-        let same_policy = std::sync::Weak::ptr_eq(&self.snapshot, &Arc::downgrade(&snapshot));
-        let same_inputs = !force && !self.records_changed;
-        if same_inputs && same_policy && self.namespaces.as_ref() == Some(namespaces) {
-            return;
-        }
-        let inputs = ClusterPolicy::of(&snapshot, &link.cluster);
-        if same_inputs
-            && self.namespaces.as_ref() == Some(namespaces)
-            && self.inputs.as_ref() == Some(&inputs)
-        {
-            self.snapshot = Arc::downgrade(&snapshot);
-            return;
-        }
-        let members = match self.membership(state, link, namespaces).await {
-            Ok(m) => {
-                self.records_changed = false;
-                m
-            }
-            Err(e) => {
-                tracing::warn!(cluster = %link.cluster, error = %e, "cannot work out project membership");
-                return;
-            }
-        };
-        let rules = |t: &str| snapshot.template_rules(t);
-        let desired = projection::plan(&projection::Inputs {
-            admins: inputs.admins.clone(),
-            cluster_bindings: inputs.cluster_bindings.clone(),
-            project_bindings: inputs.project_bindings.clone(),
-            rules: &rules,
-            projects: inputs.projects.clone(),
-            namespaces: members,
-        });
-        if !force && self.last.as_ref() == Some(&desired.objects) {
-            self.snapshot = Arc::downgrade(&snapshot);
+        observed: &mut Observed,
+        why: Why,
+    ) -> Result<(), SessionError> {
+        let snapshot = scope
+            .ctx
+            .authz
+            .snapshot()
+            .await
+            .map_err(|e| DownstreamError::Body(e.to_string()))?;
+        let Scope {
+            ctx,
+            client,
+            held,
+            status,
+        } = *scope;
+        let cluster = client.cluster();
+        let inputs = ClusterPolicy::of(&snapshot, cluster);
+        let replan = why == Why::Inputs
+            || self.desired.is_none()
+            || self.inputs.as_ref() != Some(&inputs)
+            || self.namespaces.as_ref() != Some(namespaces);
+        if replan {
+            self.members = membership
+                .work_out(ctx, client, &held.fence(), namespaces)
+                .await?;
+            let rules = |t: &str| snapshot.template_rules(t);
+            let desired = projection::plan(&projection::Inputs {
+                admins: inputs.admins.clone(),
+                cluster_bindings: inputs.cluster_bindings.clone(),
+                project_bindings: inputs.project_bindings.clone(),
+                rules: &rules,
+                projects: inputs.projects.clone(),
+                namespaces: self.members.clone(),
+            });
+            self.desired = Some(desired);
+            self.inputs = Some(inputs);
             self.namespaces = Some(namespaces.clone());
-            return;
         }
-        match projection::reconcile(link, &desired).await {
-            Ok(changes) => {
-                if changes != projection::Changes::default() {
-                    tracing::info!(cluster = %link.cluster, created = changes.created, updated = changes.updated, deleted = changes.deleted, "projected RBAC and quotas");
-                }
-                self.snapshot = Arc::downgrade(&snapshot);
-                self.namespaces = Some(namespaces.clone());
-                report_projected(&state.store, &link.cluster, &desired).await;
-                self.last = Some(desired.objects);
-                self.inputs = Some(inputs);
-            }
-            Err(e) => {
-                tracing::warn!(cluster = %link.cluster, error = %e, "cannot project RBAC and quotas")
-            }
+        let desired = self.desired.as_ref().expect("planned");
+        let changes = projection::reconcile(client, desired, observed).await?;
+        if changes != projection::Changes::default() {
+            tracing::info!(
+                created = changes.created,
+                updated = changes.updated,
+                deleted = changes.deleted,
+                "projected RBAC and quotas"
+            );
         }
-    }
-
-    /// Namespace → project, from the annotations and Drover's records;
-    /// adopts the Default and System namespaces, fixes annotations Drover
-    /// changed (a project deleted with its namespaces moved to Default),
-    /// drops records of namespaces that are gone or were made again (their
-    /// UID differs), and stamps records kept from before UIDs with theirs.
-    async fn membership(
-        &mut self,
-        state: &AppState,
-        link: &Link,
-        namespaces: &BTreeMap<String, Value>,
-    ) -> Result<BTreeMap<String, String>, DownstreamError> {
-        let cluster = &link.cluster;
-        let store = &state.store;
-        let failed = |e: drover_apiserver::ApiError| DownstreamError::Body(e.to_string());
-        let mut records = namespaces::records(store, cluster).await.map_err(failed)?;
-        let projects = namespaces::project_objects(store, cluster).await;
-        let exists = |p: &str| projects.iter().any(|(n, _)| n == p);
-        let (default_project, system_project) = namespaces::system_projects(&projects);
-        let uid_of = |ns: &str| {
-            namespaces
-                .get(ns)
-                .and_then(|v| v["uid"].as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let stale: Vec<String> = records
-            .iter()
-            .filter(|(ns, (record, _))| match namespaces.get(*ns) {
-                None => self.seen.contains(*ns),
-                Some(_) => !record.is_for(&uid_of(ns)),
-            })
-            .map(|(ns, _)| ns.clone())
-            .collect();
-        for ns in stale {
-            let (_, kv) = records.remove(&ns).expect("listed");
-            namespaces::set_record(store, cluster, &ns, Some(&kv), None)
-                .await
-                .map_err(failed)?;
-            self.seen.remove(&ns);
-        }
-        self.seen.extend(namespaces.keys().cloned());
-        let mut members = BTreeMap::new();
-        for (ns, seen) in namespaces {
-            let annotation = seen["project"].as_str();
-            let uid = uid_of(ns);
-            let project = match (records.get(ns), annotation) {
-                (None, None) => {
-                    let home = if ns == "default" {
-                        default_project.clone()
-                    } else if SYSTEM_NAMESPACES.contains(&ns.as_str()) {
-                        system_project.clone()
-                    } else {
-                        None
-                    };
-                    let Some(home) = home else { continue };
-                    let record = namespaces::Record {
-                        project: home.clone(),
-                        uid: Some(uid.clone()),
-                    };
-                    namespaces::set_record(store, cluster, ns, None, Some(&record))
-                        .await
-                        .map_err(failed)?;
-                    Some(home)
-                }
-                (Some((record, kv)), _) if record.uid.is_none() && !uid.is_empty() => {
-                    let stamped = namespaces::Record {
-                        project: record.project.clone(),
-                        uid: Some(uid.clone()),
-                    };
-                    namespaces::set_record(store, cluster, ns, Some(kv), Some(&stamped))
-                        .await
-                        .map_err(failed)?;
-                    Some(record.project.clone())
-                }
-                (r, _) => r.map(|(record, _)| record.project.clone()),
-            };
-            let Some(project) = project else {
-                if let Some(a) = annotation {
-                    if self.refused.insert((ns.clone(), a.to_owned())) {
-                        tracing::warn!(%cluster, namespace = %ns, annotation = a, "namespace not adopted: its project annotation was not set through Drover by someone allowed to use the project");
-                    }
-                }
-                continue;
-            };
-            let wanted = format!("{cluster}:{project}");
-            match annotation {
-                Some(a) if a == wanted => {}
-                Some(a)
-                    if a.split_once(':')
-                        .is_some_and(|(c, p)| c == cluster && exists(p)) =>
-                {
-                    if self.refused.insert((ns.clone(), a.to_owned())) {
-                        tracing::warn!(%cluster, namespace = %ns, annotation = a, "namespace not adopted by the project its annotation names: the change did not go through Drover");
-                    }
-                    continue;
-                }
-                _ => {
-                    // Drover's record stands: set the annotation to match.
-                    let patch = json!({"metadata": {"annotations": {namespaces::PROJECT_ANNOTATION: wanted}}});
-                    downstream::call(
-                        link,
-                        Method::PATCH,
-                        &format!("/api/v1/namespaces/{ns}"),
-                        Some(&patch),
-                        &[StatusCode::NOT_FOUND],
-                    )
-                    .await?;
-                }
-            }
-            if exists(&project) {
-                members.insert(ns.clone(), project);
-            }
-        }
-        Ok(members)
+        status.projected(desired).await
     }
 }
 
-/// Remove what Drover created in the cluster: every object it projects
-/// (labelled `drover.io/managed=true`), then `drover-system` (the agent's
-/// namespace), then the agent's ClusterRole. The agent's
-/// ClusterRoleBinding stays: once its role is gone it grants nothing, and
-/// nobody is left with the right to delete it.
-async fn clean_downstream(link: &Link) -> Result<(), DownstreamError> {
-    projection::reconcile(link, &projection::Desired::default()).await?;
-    projection::delete(link, &format!("/api/v1/namespaces/{AGENT_NAMESPACE}")).await?;
-    projection::delete(link, &format!("{RBAC}/clusterroles/{AGENT_NAME}")).await?;
-    Ok(())
-}
+/// One connected session: list, project, report, then follow the watches
+/// until one ends, the link moves, or `stop`.
+async fn session(
+    ctx: &Ctx,
+    client: &Client,
+    held: &Held,
+    status: &Status<'_>,
+    membership: &mut Membership,
+    stop: &CancellationToken,
+) -> Result<(), SessionError> {
+    let scope = Scope {
+        ctx,
+        client,
+        held,
+        status,
+    };
+    let cluster = client.cluster();
+    let version = client.get("/version").await?;
+    let version = version["gitVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (mut nodes, node_rv) = list_slim(client, "/api/v1/nodes", slim_node).await?;
+    let mut sums = sum(&nodes);
+    let (mut namespaces, ns_rv) = list_slim(client, "/api/v1/namespaces", membership::slim).await?;
+    namespaces.retain(|name, _| drover_apiserver::object::is_dns_label(name));
+    let mut observed = Observed::list(client).await?;
+    // Drover's records of the namespaces: a namespace made through the
+    // proxy is recorded once the cluster made it, maybe after its watch
+    // event arrived here.
+    let from = ctx.store.revisions().await?.current;
+    let mut records = ctx.store.watch(&namespaces::record_prefix(cluster), from);
+    let mut cluster_events = ctx.store.watch(&cluster_key(cluster), from);
+    let mut policy = ctx.authz.changes();
+    let mut projector = Projector {
+        inputs: None,
+        namespaces: None,
+        members: BTreeMap::new(),
+        desired: None,
+    };
+    projector
+        .run(&scope, membership, &namespaces, &mut observed, Why::Inputs)
+        .await?;
+    // Ready only once Drover's RBAC is in the cluster, so that a cluster
+    // shown Active is one its members can use.
+    status.connected(&version, &sums).await?;
 
-/// Watch for deleting Clusters and finish their removal. Runs until the
-/// task is dropped.
-pub(crate) fn spawn_removals(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let prefix = keys::prefix(api::GROUP, "clusters", None);
-        loop {
-            let Ok(page) = state
-                .store
-                .list(&ListOptions {
-                    prefix: prefix.clone(),
-                    ..Default::default()
-                })
-                .await
-            else {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            };
-            let seen = |value: &[u8]| {
-                let Ok(obj) = serde_json::from_slice::<Value>(value) else {
-                    return;
-                };
-                if !drover_apiserver::object::is_deleting(&obj)
-                    || !drover_apiserver::object::finalizers(&obj)
-                        .iter()
-                        .any(|f| f == CLEANUP_FINALIZER)
-                {
-                    return;
-                }
-                let name = drover_apiserver::object::name(&obj).to_owned();
-                if !busy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.clone())
-                {
-                    return;
-                }
-                let (state, busy) = (state.clone(), busy.clone());
-                tokio::spawn(async move {
-                    remove(&state, &name).await;
-                    busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-                });
-            };
-            for kv in &page.items {
-                seen(&kv.value);
-            }
-            let mut events = state.store.watch(&prefix, page.revision);
-            while let Some(Ok(event)) = events.next().await {
-                seen(&event.kv.value);
-            }
-            if matches!(state.store.revisions().await, Err(StoreError::Closed)) {
-                return;
-            }
-        }
-    })
-}
-
-/// Finish removing one Cluster.
-async fn remove(state: &AppState, cluster: &str) {
-    // Revoke the registration tokens first: no agent may connect again
-    // (the one connected stays, to clean up).
-    state.tunnels.set_removing(cluster, true);
-    if let Err(e) = crate::import::revoke_all(&state.store, cluster).await {
-        // Its removal deletes them in any case.
-        tracing::warn!(%cluster, error = %e, "cannot revoke the cluster's registration tokens yet");
+    let mut node_events = client
+        .watch(&format!(
+            "/api/v1/nodes?watch=true&resourceVersion={node_rv}&allowWatchBookmarks=true"
+        ))
+        .await?;
+    let mut ns_events = client
+        .watch(&format!(
+            "/api/v1/namespaces?watch=true&resourceVersion={ns_rv}&allowWatchBookmarks=true"
+        ))
+        .await?;
+    // Drift: every labelled object Drover projects is watched into the
+    // cache, so an edit or deletion in the cluster is repaired at once
+    // (Drover's own writes echo back and find nothing to do).
+    let mut managed = Vec::new();
+    for kind in projection::Kind::ALL {
+        let rv = observed
+            .listed_at
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| "0".into());
+        let events = client.watch(&kind.watch_path(&rv)).await?;
+        managed.push(events.map(move |e| (kind, e)).boxed());
     }
-    let deadline = tokio::time::Instant::now() + REMOVAL_TIMEOUT;
+    let mut managed = futures::stream::select_all(managed);
+    let mut links = ctx.dialer.links().table().changes();
+    let mut members = ctx.registry.watch();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    let drift = tokio::time::sleep(DRIFT_CHECK);
+    tokio::pin!(drift);
     loop {
-        if let Some(link) = state.tunnels.get(cluster) {
-            match clean_downstream(&link).await {
-                Ok(()) => {
-                    tracing::info!(%cluster, "removed Drover's objects from the cluster");
-                    state.tunnels.close(cluster);
-                    break;
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = &mut drift => return Ok(()), // list everything again
+            event = node_events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let mut changed = apply(&mut nodes, &event, slim_node)?;
+                // Take whatever else is already here before writing once.
+                while let Some(Some(more)) = node_events.next().now_or_never() {
+                    changed |= apply(&mut nodes, &more, slim_node)?;
                 }
-                Err(e) => {
-                    tracing::warn!(%cluster, error = %e, "downstream cleanup failed; retrying")
+                if changed {
+                    let now = sum(&nodes);
+                    if now != sums {
+                        sums = now;
+                        status.connected(&version, &sums).await?;
+                    }
                 }
             }
+            event = ns_events.next() => {
+                let Some(event) = event else { return Ok(()) };
+                let mut changed = apply(&mut namespaces, &event, membership::slim)?;
+                while let Some(Some(more)) = ns_events.next().now_or_never() {
+                    changed |= apply(&mut namespaces, &more, membership::slim)?;
+                }
+                namespaces.retain(|name, _| drover_apiserver::object::is_dns_label(name));
+                if changed {
+                    projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+                }
+            }
+            event = managed.next() => {
+                let Some((kind, event)) = event else { return Ok(()) };
+                let mut changed = observed.apply(kind, &event)?;
+                while let Some(Some((kind, more))) = managed.next().now_or_never() {
+                    changed |= observed.apply(kind, &more)?;
+                }
+                if changed {
+                    projector.run(&scope, membership, &namespaces, &mut observed, Why::Drift).await?;
+                }
+            }
+            event = records.next() => {
+                if event.is_none_or(|e| e.is_err()) {
+                    return Ok(());
+                }
+                while let Some(Some(_)) = records.next().now_or_never() {}
+                projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+            }
+            changed = policy.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+            }
+            event = cluster_events.next() => {
+                let deleting = match event {
+                    Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value)
+                        .map_or(true, |v| drover_apiserver::object::is_deleting(&v))
+                        || e.kind == drover_store::EventType::Deleted,
+                    _ => true,
+                };
+                if deleting {
+                    return Ok(()); // removal, or a new watch
+                }
+            }
+            _ = links.changed() => {
+                if !matches!(ctx.dialer.route(cluster), Route::Local(_) | Route::Peer { .. }) {
+                    return Ok(());
+                }
+            }
+            _ = members.changed() => {
+                if matches!(ctx.dialer.route(cluster), Route::Nowhere) {
+                    return Ok(());
+                }
+            }
+            _ = heartbeat.tick() => status.connected(&version, &sums).await?,
         }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(%cluster, "no agent cleaned up the cluster in time; removing it from Drover anyway");
-            state.tunnels.close(cluster);
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    crate::management::finish_cluster_removal(&state.store, &state.authz, cluster).await;
-    state.tunnels.set_removing(cluster, false);
+}
+
+/// The controller of a cluster: what `start` runs, as a closure the
+/// ownership loop can hold.
+pub fn starter() -> super::lease::Start {
+    Arc::new(start)
 }
 
 #[cfg(test)]
@@ -776,11 +736,20 @@ mod tests {
 
     #[test]
     fn conditions_keep_their_transition_time() {
-        let mut status = json!({});
-        set_condition(&mut status, "Ready", "True", "R", "m");
-        let first = status["conditions"][0]["lastTransitionTime"].clone();
-        set_condition(&mut status, "Ready", "True", "R", "m");
-        assert_eq!(status["conditions"][0]["lastTransitionTime"], first);
-        assert_eq!(status["conditions"].as_array().unwrap().len(), 1);
+        let mut status = ClusterStatus::default();
+        assert!(set_condition(&mut status, "Ready", "True", "R", "m"));
+        let first = status.conditions[0].last_transition_time.clone();
+        assert!(!set_condition(&mut status, "Ready", "True", "R", "m"));
+        assert!(set_condition(&mut status, "Ready", "True", "R", "other"));
+        assert_eq!(status.conditions[0].last_transition_time, first);
+        assert_eq!(status.conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_hostile_name_changes_nothing() {
+        let mut items = BTreeMap::new();
+        let event = json!({"type": "ADDED", "object": {"metadata": {"name": "../../x"}}});
+        assert!(!apply(&mut items, &event, slim_node).unwrap());
+        assert!(items.is_empty());
     }
 }

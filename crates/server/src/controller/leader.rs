@@ -1,39 +1,74 @@
-//! Background reconcilers of the management server. Each is level-based
-//! and idempotent, so any replica may run it and a restart loses nothing.
+//! What runs once for the whole installation, on the leader (the replica
+//! holding the `leader` lease), each level-based and idempotent so that a
+//! new leader just carries on:
 //!
-//! - Token expiry: every minute, delete expired Tokens and their hash
-//!   records. (An expired token is already refused at authentication; this
-//!   keeps the list and the store clean.)
+//! - token expiry: every minute, delete expired Tokens with their hash
+//!   records (an expired token is refused at authentication already; this
+//!   keeps the list and the store clean);
+//! - compaction: every 5 minutes, keep the last 10,000 revisions;
+//! - the orphan sweep: every minute, remove what something that is gone
+//!   left behind — link records and leases of deleted clusters, link
+//!   records of replicas gone for a while, namespace records of deleted
+//!   clusters, name reservations of deleted clusters and projects, token
+//!   hash records without their Token (and Tokens without theirs),
+//!   registration records without their ClusterRegistrationToken, records
+//!   of replicas gone for ten minutes.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use drover_auth::token;
-use drover_core::api;
-use drover_store::{ListOptions, Store, StoreError};
+use drover_core::{api, keys};
+use drover_store::{ListOptions, Op, Store, StoreError};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use super::lease::{self, Held};
+use super::{Action, Ctx};
+use crate::link::records as link_records;
+use crate::replicas::{self, ReplicaRecord};
 
 /// How often expired tokens are swept.
 const TOKEN_SWEEP: Duration = Duration::from_secs(60);
+/// How often the store is compacted, and how much history it keeps:
+/// watchers further behind get 410 and list again, as with etcd.
+const COMPACTION: Duration = Duration::from_secs(300);
+const KEEP_REVISIONS: i64 = 10_000;
+/// How often orphans are swept.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(60);
+/// How long a replica's record stays after it is gone.
+const FORGET_REPLICAS: Duration = Duration::from_secs(600);
 
-/// Run the token-expiry reconciler until the task is dropped.
-pub(crate) fn spawn_token_expiry(store: Store) -> tokio::task::JoinHandle<()> {
+/// Start the leader's controllers under `held`, until `stop`.
+pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
-            let mut tick = tokio::time::interval(TOKEN_SWEEP);
-            loop {
-                tick.tick().await;
-                match sweep_expired_tokens(&store).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "removed expired tokens"),
-                    Err(StoreError::Closed) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "token expiry sweep failed; retrying later")
+            let never = || std::future::pending::<()>();
+            let tokens = super::run("token-expiry", stop.clone(), never, || async {
+                sweep_expired_tokens(&ctx.store).await.map(|n| {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "removed expired tokens");
                     }
-                }
-            }
+                    Action::Requeue(TOKEN_SWEEP)
+                })
+            });
+            let compaction = super::run("compaction", stop.clone(), never, || async {
+                ctx.store
+                    .compact(KEEP_REVISIONS)
+                    .await
+                    .map(|_| Action::Requeue(COMPACTION))
+            });
+            let orphans = super::run("orphan-sweep", stop.clone(), never, || async {
+                sweep_orphans(&ctx, &held).await.map(|n| {
+                    if n > 0 {
+                        tracing::info!(removed = n, "swept orphaned records");
+                    }
+                    Action::Requeue(ORPHAN_SWEEP)
+                })
+            });
+            tokio::join!(tokens, compaction, orphans);
         }
-        .instrument(tracing::info_span!("token-expiry")),
+        .instrument(tracing::info_span!("leader")),
     )
 }
 
@@ -70,6 +105,145 @@ pub(crate) async fn sweep_expired_tokens(store: &Store) -> Result<usize, StoreEr
         }
     }
     Ok(deleted)
+}
+
+/// The keys under a prefix, as of revision `at`.
+async fn list(
+    store: &Store,
+    prefix: &str,
+    at: drover_store::Revision,
+) -> Result<Vec<drover_store::KeyValue>, StoreError> {
+    Ok(store
+        .list(&ListOptions {
+            prefix: prefix.to_owned(),
+            revision: Some(at),
+            ..Default::default()
+        })
+        .await?
+        .items)
+}
+
+/// The names of the objects of a kind (all namespaces), as of `at`.
+async fn names(
+    store: &Store,
+    plural: &str,
+    at: drover_store::Revision,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    Ok(list(store, &keys::prefix(api::GROUP, plural, None), at)
+        .await?
+        .into_iter()
+        .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_owned))
+        .collect())
+}
+
+/// Remove what something that is gone left behind; returns how many
+/// records went. Everything is read at one revision (a Token and its
+/// record, made together, are never seen apart); each delete is
+/// conditioned on the revision it was read at and on the leader's lease.
+pub(crate) async fn sweep_orphans(ctx: &Ctx, held: &Held) -> Result<usize, StoreError> {
+    let store = &ctx.store;
+    let at = store.revisions().await?.current;
+    let clusters = names(store, "clusters", at).await?;
+    let projects = names(store, "projects", at).await?;
+    let members = ctx.registry.members();
+    let now = SystemTime::now();
+    let mut gone = Vec::new();
+    for kv in list(store, link_records::PREFIX, at).await? {
+        let cluster = link_records::cluster_of(&kv.key);
+        let holder_gone_long = link_records::parse(&kv.value).is_some_and(|r| {
+            members
+                .records
+                .get(&r.replica)
+                .is_none_or(|rec| !rec.alive_at(now - replicas::TTL))
+        });
+        if !clusters.contains(cluster) || holder_gone_long {
+            gone.push(kv);
+        }
+    }
+    for kv in list(store, lease::PREFIX, at).await? {
+        let name = kv.key.strip_prefix(lease::PREFIX).unwrap_or_default();
+        if name
+            .strip_prefix("clusters/")
+            .is_some_and(|c| !clusters.contains(c))
+        {
+            gone.push(kv);
+        }
+    }
+    for kv in list(store, "/drover/adopted/", at).await? {
+        let cluster = kv.key["/drover/adopted/".len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if !clusters.contains(cluster) {
+            gone.push(kv);
+        }
+    }
+    for kv in list(store, "/drover/namespaces/", at).await? {
+        let name = kv.key.rsplit('/').next().unwrap_or_default();
+        if !clusters.contains(name) && !projects.contains(name) {
+            gone.push(kv);
+        }
+    }
+    let tokens = names(store, "tokens", at).await?;
+    for kv in list(store, &token::record_key(""), at).await? {
+        let name = kv.key.rsplit('/').next().unwrap_or_default();
+        if !tokens.contains(name) {
+            gone.push(kv);
+        }
+    }
+    let records: std::collections::BTreeSet<String> = list(store, &token::record_key(""), at)
+        .await?
+        .into_iter()
+        .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_owned))
+        .collect();
+    for kv in list(store, &keys::prefix(api::GROUP, "tokens", None), at).await? {
+        let name = kv.key.rsplit('/').next().unwrap_or_default();
+        if !records.contains(name) {
+            gone.push(kv);
+        }
+    }
+    let registrations: Vec<String> = list(
+        store,
+        &keys::prefix(api::GROUP, "clusterregistrationtokens", None),
+        at,
+    )
+    .await?
+    .into_iter()
+    .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+    .filter_map(|o| {
+        o.pointer("/status/token")
+            .and_then(Value::as_str)
+            .map(crate::kinds::registration::record_key)
+    })
+    .collect();
+    for kv in list(store, "/drover/registration/", at).await? {
+        if !registrations.contains(&kv.key) {
+            gone.push(kv);
+        }
+    }
+    for kv in list(store, replicas::PREFIX, at).await? {
+        let stale = serde_json::from_slice::<ReplicaRecord>(&kv.value)
+            .map_or(true, |r| !r.alive_at(now - FORGET_REPLICAS));
+        if stale {
+            gone.push(kv);
+        }
+    }
+    let mut removed = 0;
+    for kv in gone {
+        // Each on its own: one that changed meanwhile is left to the next
+        // sweep; none survives the leader losing its lease.
+        match store
+            .txn(&[held.fence(), Op::delete(kv.key.clone(), kv.mod_revision)])
+            .await
+        {
+            Ok(_) => removed += 1,
+            // The lease changed hands: the new leader sweeps.
+            Err(StoreError::Conflict { key, .. }) if key == lease::key(&held.name) => break,
+            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

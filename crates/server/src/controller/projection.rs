@@ -19,6 +19,12 @@
 //!   `drover-limit-range`.
 //!
 //! Nothing without the label is read for comparison, changed or deleted.
+//!
+//! What is there is an [`Observed`] cache of Drover's labelled objects,
+//! listed once and kept current from watches of them: a reconcile compares
+//! it with the plan and writes only the differences (updates and deletes
+//! conditioned on the resourceVersion it saw), and its own writes come back
+//! into the cache from their answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,9 +35,8 @@ use drover_rbac::PolicyRule;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::downstream::{self, DownstreamError};
-use crate::import::MANAGED_LABEL;
-use crate::tunnels::Link;
+use crate::kinds::registration::MANAGED_LABEL;
+use crate::link::kube::{Client, DownstreamError};
 
 const RBAC: &str = "rbac.authorization.k8s.io";
 
@@ -95,10 +100,11 @@ impl Kind {
         }
     }
 
-    /// A watch of Drover's objects of this kind in every namespace.
-    pub fn watch_path(self) -> String {
+    /// A watch of Drover's objects of this kind in every namespace, from
+    /// `resource_version`.
+    pub fn watch_path(self, resource_version: &str) -> String {
         format!(
-            "{}?watch=true&labelSelector={MANAGED_LABEL}%3Dtrue",
+            "{}?watch=true&allowWatchBookmarks=true&labelSelector={MANAGED_LABEL}%3Dtrue&resourceVersion={resource_version}",
             self.collection("")
         )
     }
@@ -230,19 +236,6 @@ fn binding(
 pub fn template_role_name(template: &str) -> String {
     format!("drover-rt-{template}")
 }
-
-/// Kubernetes' names for the quota keys a project may limit.
-pub const QUOTA_KEYS: &[&str] = &[
-    "pods",
-    "services",
-    "configmaps",
-    "secrets",
-    "persistentvolumeclaims",
-    "requests.cpu",
-    "requests.memory",
-    "limits.cpu",
-    "limits.memory",
-];
 
 /// Work out what one cluster should hold.
 pub fn plan(inputs: &Inputs<'_>) -> Desired {
@@ -389,35 +382,109 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
 }
 
 /// What a reconcile changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Objects created.
     pub created: usize,
-    /// Objects replaced or updated.
+    /// Objects updated (or replaced).
     pub updated: usize,
     /// Objects deleted.
     pub deleted: usize,
 }
 
-/// Make the cluster hold exactly `desired` among its Drover-labelled objects.
-pub async fn reconcile(link: &Link, desired: &Desired) -> Result<Changes, DownstreamError> {
-    let mut changes = Changes::default();
-    let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
-    for kind in Kind::ALL {
-        let list = downstream::get(link, &format!("{}?{selector}", kind.collection(""))).await?;
-        let mut have: BTreeMap<(String, String), Value> = BTreeMap::new();
-        for item in list["items"].as_array().into_iter().flatten() {
-            let ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
-            let name = item["metadata"]["name"].as_str().unwrap_or_default();
-            // Only Drover's own objects (named drover-…), even among labelled ones.
-            if name.starts_with("drover-") {
-                have.insert((ns.to_owned(), name.to_owned()), item.clone());
+/// Drover's labelled objects in one cluster, as its watches report them.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The objects, by identity.
+    pub objects: BTreeMap<ObjectKey, Value>,
+    /// The resourceVersion of each kind's list, to watch from.
+    pub listed_at: BTreeMap<Kind, String>,
+}
+
+fn identity(kind: Kind, obj: &Value) -> Option<ObjectKey> {
+    let name = obj["metadata"]["name"].as_str()?;
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    // Only Drover's own objects (named drover-…), even among labelled ones;
+    // and only names a path can carry, whatever the cluster sends.
+    let valid = name.starts_with("drover-")
+        && drover_apiserver::object::is_dns_subdomain(name)
+        && (ns.is_empty() || drover_apiserver::object::is_dns_label(ns));
+    valid.then(|| (kind, ns.to_owned(), name.to_owned()))
+}
+
+impl Observed {
+    /// List Drover's labelled objects of every kind.
+    pub async fn list(client: &Client) -> Result<Self, DownstreamError> {
+        let mut observed = Self::default();
+        let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
+        for kind in Kind::ALL {
+            let list = client
+                .get(&format!("{}?{selector}", kind.collection("")))
+                .await?;
+            for item in list["items"].as_array().into_iter().flatten() {
+                if let Some(id) = identity(kind, item) {
+                    observed.objects.insert(id, item.clone());
+                }
             }
+            let rv = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .to_owned();
+            observed.listed_at.insert(kind, rv);
         }
+        Ok(observed)
+    }
+
+    /// Apply a watch event of `kind`; whether it changed what is there. An
+    /// `ERROR` event (e.g. 410 Gone) is an error: list again.
+    pub fn apply(&mut self, kind: Kind, event: &Value) -> Result<bool, DownstreamError> {
+        let obj = &event["object"];
+        match event["type"].as_str() {
+            Some("ADDED" | "MODIFIED") => {
+                let Some(id) = identity(kind, obj) else {
+                    return Ok(false);
+                };
+                let before = self.objects.insert(id, obj.clone());
+                Ok(before.is_none_or(|b| kind.content(&b) != kind.content(obj)))
+            }
+            Some("DELETED") => {
+                Ok(identity(kind, obj).is_some_and(|id| self.objects.remove(&id).is_some()))
+            }
+            Some("ERROR") => Err(DownstreamError::Status {
+                status: StatusCode::GONE,
+                message: obj["message"].as_str().unwrap_or("watch error").to_owned(),
+            }),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Make what is there match what is wanted: create what is missing, update
+/// (or replace, for a changed roleRef) what differs, delete what is not
+/// wanted — each on condition of the resourceVersion it was seen at, and
+/// only while the client's fence allows.
+pub async fn reconcile(
+    client: &Client,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<Changes, DownstreamError> {
+    let mut changes = Changes::default();
+    for kind in Kind::ALL {
         for ((k, ns, name), want) in desired.objects.iter().filter(|((k, _, _), _)| *k == kind) {
-            match have.remove(&(ns.clone(), name.clone())) {
+            let id = (*k, ns.clone(), name.clone());
+            match observed.objects.get(&id).cloned() {
                 None => {
-                    create(link, &k.collection(ns), want).await?;
+                    let (status, made) = client
+                        .call(
+                            Method::POST,
+                            &k.collection(ns),
+                            Some(want),
+                            &[StatusCode::CONFLICT],
+                        )
+                        .await?;
+                    if status.is_success() {
+                        observed.objects.insert(id, made);
+                    }
                     changes.created += 1;
                 }
                 Some(existing) if k.content(&existing) == k.content(want) => {}
@@ -425,42 +492,70 @@ pub async fn reconcile(link: &Link, desired: &Desired) -> Result<Changes, Downst
                     let immutable_ref = matches!(k, Kind::ClusterRoleBinding | Kind::RoleBinding)
                         && existing["roleRef"] != want["roleRef"];
                     if immutable_ref {
-                        delete(link, &k.item(ns, name)).await?;
-                        create(link, &k.collection(ns), want).await?;
+                        delete_seen(client, *k, &existing).await?;
+                        let (status, made) = client
+                            .call(
+                                Method::POST,
+                                &k.collection(ns),
+                                Some(want),
+                                &[StatusCode::CONFLICT],
+                            )
+                            .await?;
+                        if status.is_success() {
+                            observed.objects.insert(id, made);
+                        } else {
+                            observed.objects.remove(&id);
+                        }
                     } else {
                         let mut update = want.clone();
                         update["metadata"]["resourceVersion"] =
                             existing["metadata"]["resourceVersion"].clone();
-                        downstream::call(link, Method::PUT, &k.item(ns, name), Some(&update), &[])
+                        let (_, made) = client
+                            .call(Method::PUT, &k.item(ns, name), Some(&update), &[])
                             .await?;
+                        observed.objects.insert(id, made);
                     }
                     changes.updated += 1;
                 }
             }
         }
-        for (ns, name) in have.keys() {
-            delete(link, &kind.item(ns, name)).await?;
+        let extra: Vec<(ObjectKey, Value)> = observed
+            .objects
+            .iter()
+            .filter(|(id, _)| id.0 == kind && !desired.objects.contains_key(*id))
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect();
+        for (id, existing) in extra {
+            delete_seen(client, kind, &existing).await?;
+            observed.objects.remove(&id);
             changes.deleted += 1;
         }
     }
     Ok(changes)
 }
 
-async fn create(link: &Link, path: &str, body: &Value) -> Result<(), DownstreamError> {
-    downstream::call(
-        link,
-        Method::POST,
-        path,
-        Some(body),
-        &[StatusCode::CONFLICT],
-    )
-    .await
-    .map(drop)
+/// Delete an object as it was seen (a precondition on its
+/// resourceVersion); already gone is fine.
+async fn delete_seen(client: &Client, kind: Kind, seen: &Value) -> Result<(), DownstreamError> {
+    let ns = seen["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = seen["metadata"]["name"].as_str().unwrap_or_default();
+    let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+        "preconditions": {"resourceVersion": seen["metadata"]["resourceVersion"]}});
+    client
+        .call(
+            Method::DELETE,
+            &kind.item(ns, name),
+            Some(&options),
+            &[StatusCode::NOT_FOUND, StatusCode::CONFLICT],
+        )
+        .await
+        .map(drop)
 }
 
 /// Delete at `path`; already gone is fine.
-pub(crate) async fn delete(link: &Link, path: &str) -> Result<(), DownstreamError> {
-    downstream::call(link, Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
+pub async fn delete(client: &Client, path: &str) -> Result<(), DownstreamError> {
+    client
+        .call(Method::DELETE, path, None, &[StatusCode::NOT_FOUND])
         .await
         .map(drop)
 }

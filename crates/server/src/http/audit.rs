@@ -19,7 +19,7 @@ use drover_rbac::UserInfo;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::AppState;
+use super::AppState;
 
 /// Bodies larger than this are not copied into the log.
 const MAX_LOGGED_BODY: usize = 3 * 1024 * 1024;
@@ -218,7 +218,7 @@ fn body_for_log(bytes: &[u8], secrets: bool) -> Value {
 /// resource downstream), if its path names one.
 fn resource_of(req: &Request) -> Option<drover_apiserver::request::RequestInfo> {
     let mut path = req.uri().path();
-    if let Some(after) = path.strip_prefix(crate::proxy::PREFIX) {
+    if let Some(after) = path.strip_prefix(super::proxy::PREFIX) {
         path = after.find('/').map_or("/", |i| &after[i..]);
     }
     if !path.starts_with("/api") {
@@ -260,7 +260,7 @@ pub(crate) async fn record(
     req.extensions_mut().insert(caller.clone());
     let verb = verb(&req);
     let secrets = resource_of(&req).is_some_and(|info| info.resource == "secrets");
-    let cluster = crate::proxy::split(req.uri()).map(|(c, _)| c.to_owned());
+    let cluster = super::proxy::split(req.uri()).map(|(c, _)| c.to_owned());
     let uri = redact_uri(
         req.uri()
             .path_and_query()

@@ -16,7 +16,7 @@ use drover_auth::users::{self, PasswordChange};
 use drover_rbac::UserInfo;
 use serde_json::json;
 
-use crate::AppState;
+use super::AppState;
 
 /// Largest login or password body.
 const SMALL_BODY: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub(crate) async fn require(
         )
         .into_response();
     }
-    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
+    if let Some(caller) = req.extensions().get::<super::audit::Caller>() {
         caller.set(&identity.user);
     }
     if identity.must_change_password && !password_change_allowed(&req, &identity.user.name) {
@@ -96,7 +96,7 @@ pub(crate) async fn require(
     }
     // The bindings that authorize a watch, taken before it runs: one
     // removed meanwhile must end it.
-    let grants = if crate::sessions::watch_requested(req.method(), req.uri()) {
+    let grants = if super::sessions::watch_requested(req.method(), req.uri()) {
         match state.authz.snapshot().await {
             Ok(s) => Some(s.grants_of(&identity.user, None)),
             Err(e) => return e.into_response(),
@@ -107,7 +107,7 @@ pub(crate) async fn require(
     req.extensions_mut().insert(identity.user.clone());
     req.extensions_mut().insert(identity.clone());
     let response = next.run(req).await;
-    if !response.status().is_success() || !crate::sessions::streams(response.body()) {
+    if !response.status().is_success() || !super::sessions::streams(response.body()) {
         return response;
     }
     // A watch ends, as a finished stream, when its rights are revoked.
@@ -120,7 +120,7 @@ pub(crate) async fn require(
     };
     let registration = state.sessions.open(&state, &identity, None, grants).await;
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, crate::sessions::Revocable::wrap(body, registration))
+    Response::from_parts(parts, super::sessions::Revocable::wrap(body, registration))
 }
 
 /// What a user who must change their password may still do: change it, and

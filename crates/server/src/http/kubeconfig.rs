@@ -16,7 +16,7 @@ use drover_core::{api, keys};
 use drover_rbac::{Attributes, UserInfo};
 use serde_json::{json, Value};
 
-use crate::AppState;
+use super::AppState;
 
 /// The kubeconfig document.
 pub fn render(

@@ -1,6 +1,19 @@
-//! The HTTP surface. Public endpoints: `/ping`, `/healthz`, `/cacerts`,
-//! `/metrics`; the web UI under `/dashboard/` (crate `drover-ui`). Anything
-//! else answers as kube-apiserver does, with a `metav1.Status`.
+//! The HTTP edge. Public endpoints: `/ping`, `/healthz`, `/cacerts`,
+//! `/metrics`, the agents' `/v1-public/connect` ([`connect`]) and import
+//! manifests ([`import`]), logins; the web UI under `/dashboard/` (crate
+//! `drover-ui`). Everything else is authenticated ([`authn`]) and audited
+//! ([`audit`]): the management API, the proxy to clusters ([`proxy`]),
+//! kubeconfig downloads ([`kubeconfig`]) and `/v1-admin/replicas`. Errors
+//! answer as kube-apiserver does, with a `metav1.Status`.
+
+pub mod audit;
+pub mod authn;
+pub mod connect;
+pub mod import;
+pub mod kubeconfig;
+pub mod metrics;
+pub mod proxy;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +26,51 @@ use axum::{Json, Router};
 use drover_apiserver::ApiError;
 use serde_json::json;
 
-use crate::{metrics, AppState};
+use drover_rbac::{Attributes, UserInfo};
+
+use crate::controller::lease::Ownership;
+use crate::kinds::registration::ImportSettings;
+use crate::link::{Dialer, Links};
+use crate::replicas::Registry;
+
+/// What every request handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// The datastore.
+    pub store: drover_store::Store,
+    /// The management API.
+    pub api: Arc<drover_apiserver::ApiServer>,
+    /// Logins.
+    pub login: drover_auth::login::Login,
+    /// The audit log.
+    pub audit: audit::Audit,
+    /// The CA certificate served at `/cacerts` (empty with a public CA).
+    pub ca_pem: String,
+    /// Request metrics.
+    pub metrics: metrics::Metrics,
+    /// The management API's authorizer (policy snapshots).
+    pub authz: Arc<drover_auth::policy::RbacAuthorizer>,
+    /// Checks bearer tokens (cached, kept current from the store's watch).
+    pub authn: Arc<drover_auth::authn::Authenticator>,
+    /// The agent links this replica holds.
+    pub links: Arc<Links>,
+    /// The way to every cluster, wherever its link is.
+    pub dialer: Arc<Dialer>,
+    /// The replicas, and this one's membership.
+    pub registry: Arc<Registry>,
+    /// Which replica runs which controllers.
+    pub ownership: Arc<Ownership>,
+    /// Long-lived connections, ended when their rights are revoked.
+    pub sessions: Arc<sessions::Sessions>,
+    /// What import manifests say.
+    pub import: ImportSettings,
+    /// Keep-alive of agent tunnels.
+    pub keepalive: drover_tunnel::Keepalive,
+    /// Lifetime of kubeconfig tokens.
+    pub kubeconfig_ttl: Duration,
+    /// Longest token lifetime (zero: no limit).
+    pub token_max_ttl: Duration,
+}
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
 pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -30,12 +87,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     let authenticated = Router::new()
         .route(
             "/apis/management.drover.io/v1/users/{name}/password",
-            post(crate::authn::set_password),
+            post(authn::set_password),
         )
         .route(
             "/apis/management.drover.io/v1/clusters/{name}/kubeconfig",
-            post(crate::kubeconfig::kubeconfig),
+            post(kubeconfig::kubeconfig),
         )
+        .route("/v1-admin/replicas", get(replicas))
         .route("/api", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
@@ -43,14 +101,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/{*rest}", any(api))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::authn::require,
+            authn::require,
         ));
     let app = Router::new()
         .merge(authenticated)
-        .route("/v1-public/login", post(crate::authn::login))
-        .route("/v1-public/import/{file}", get(crate::import::manifest))
-        .route(drover_tunnel::CONNECT_PATH, get(crate::tunnels::connect))
-        .route("/k8s/clusters/{*rest}", any(crate::proxy::proxy))
+        .route("/v1-public/login", post(authn::login))
+        .route("/v1-public/import/{file}", get(import::manifest))
+        .route(drover_tunnel::CONNECT_PATH, get(connect::connect))
+        .route("/k8s/clusters/{*rest}", any(proxy::proxy))
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(healthz))
         .route("/cacerts", get(cacerts))
@@ -59,7 +117,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::audit::record,
+            audit::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -74,7 +132,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     app.merge(ui)
 }
 
+/// `GET /healthz`: 200 while the datastore answers and this replica is
+/// serving; 503 while it drains, so that a balancer sends no new requests.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let replica = state.registry.id();
+    if state.registry.draining() {
+        let body =
+            json!({"status": "draining", "version": drover_core::VERSION, "replica": replica});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let backend = state.store.backend_name();
     let check = tokio::time::timeout(Duration::from_secs(3), state.store.revisions()).await;
     let (code, datastore) = match check {
@@ -96,8 +162,70 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         "unavailable"
     };
-    let body = json!({"status": status, "version": drover_core::VERSION, "datastore": datastore});
+    let body = json!({"status": status, "version": drover_core::VERSION, "replica": replica, "datastore": datastore});
     (code, Json(body)).into_response()
+}
+
+/// `GET /v1-admin/replicas` (who may `get` `replicas`: admins): every
+/// replica with its address and state, which holds each cluster's link, and
+/// who holds each lease, with its generation.
+async fn replicas(State(state): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    let Some(user) = req.extensions().get::<UserInfo>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
+    let attrs = Attributes::resource("get", drover_core::api::GROUP, "replicas", "", "");
+    match state.api.authorizer().authorize(&user, &attrs).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return ApiError::forbidden_because(format!(
+                "User {:?} cannot get resource \"replicas\"",
+                user.name
+            ))
+            .into_response()
+        }
+        Err(e) => return e.into_response(),
+    }
+    let members = state.registry.members();
+    let replicas: Vec<_> = members
+        .records
+        .iter()
+        .map(|(id, r)| {
+            json!({
+                "id": id,
+                "peerURL": r.peer_url,
+                "live": members.is_live(id),
+                "serving": members.serving.contains(id),
+                "draining": r.draining,
+            })
+        })
+        .collect();
+    let links: serde_json::Map<String, serde_json::Value> = state
+        .links
+        .table()
+        .items()
+        .into_iter()
+        .map(|(k, r, _)| {
+            (
+                crate::link::records::cluster_of(&k).to_owned(),
+                json!({"replica": r.replica, "generation": r.generation}),
+            )
+        })
+        .collect();
+    let leases: serde_json::Map<String, serde_json::Value> = state
+        .ownership
+        .leases()
+        .into_iter()
+        .map(|(name, (holder, generation))| {
+            (name, json!({"holder": holder, "generation": generation}))
+        })
+        .collect();
+    Json(json!({
+        "self": state.registry.id(),
+        "replicas": replicas,
+        "links": links,
+        "leases": leases,
+    }))
+    .into_response()
 }
 
 async fn cacerts(State(state): State<Arc<AppState>>) -> Response {

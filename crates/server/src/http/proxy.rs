@@ -8,14 +8,19 @@
 //! 3. Authorize: an admin, or someone bound to a role in the cluster or one
 //!    of its projects; anyone else gets the same 403 whether or not the
 //!    cluster exists.
-//! 4. Drop the client's `Authorization`, `Impersonate-*`, cookies and
+//! 4. Reach the cluster through the [`crate::link::Dialer`], on whichever
+//!    replica holds its agent's link; only when none does is the answer
+//!    503 "not connected".
+//! 5. Drop the client's `Authorization`, `Impersonate-*`, cookies and
 //!    hop-by-hop headers; add `Impersonate-User` and one `Impersonate-Group`
 //!    per group; send the rest of the path, as is, down the tunnel.
 //!    A JSON namespace write that sets a project goes through
-//!    [`crate::namespaces`] first (who may, quota); a create in a project
+//!    [`crate::kinds::namespaces`] first (who may, quota); a create in a project
 //!    the caller may use is sent as the agent.
-//! 5. Stream the answer back. An upgrade (exec, attach, port-forward) becomes
-//!    a byte pipe between the client and the tunnel stream.
+//! 6. Stream the answer back. An upgrade (exec, attach, port-forward) becomes
+//!    a byte pipe between the client and the tunnel stream. A stream (a
+//!    watch, `logs -f`) whose link fails ends as a finished response, as
+//!    when kube-apiserver restarts, so clients list and watch again.
 //!
 //! The downstream API server authorizes the impersonated user with the RBAC
 //! Drover projected there.
@@ -29,8 +34,10 @@ use axum::response::{IntoResponse, Response};
 use drover_apiserver::ApiError;
 use drover_auth::authn::AUTHENTICATED;
 
-use crate::downstream::{self, DownstreamError};
-use crate::AppState;
+use super::AppState;
+use crate::kinds::namespaces;
+use crate::link::dialer::LINK_WAIT;
+use crate::link::kube::DownstreamError;
 
 /// Where the proxy's paths start.
 pub const PREFIX: &str = "/k8s/clusters/";
@@ -79,12 +86,12 @@ pub fn split(uri: &Uri) -> Option<(&str, String)> {
 
 /// `/k8s/clusters/{id}/…`, every method.
 pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
-    let peer = crate::authn::peer_of(&req);
-    let identity = match crate::authn::identify(&state, req.headers(), peer).await {
+    let peer = super::authn::peer_of(&req);
+    let identity = match super::authn::identify(&state, req.headers(), peer).await {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    if let Some(caller) = req.extensions().get::<crate::audit::Caller>() {
+    if let Some(caller) = req.extensions().get::<super::audit::Caller>() {
         caller.set(&identity.user);
     }
     let Some((cluster, path)) = split(req.uri()) else {
@@ -127,22 +134,24 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     if !snapshot.reaches_cluster(&identity.user, &cluster) {
         return forbidden();
     }
-    let Some(link) = state.tunnels.get(&cluster) else {
-        return not_connected(&cluster);
-    };
-
+    // No link anywhere: an agent may be reconnecting (its replica went
+    // away), so wait a moment for one — for a cluster that exists.
+    if !state.dialer.connected(&cluster) {
+        let key = drover_core::keys::object(drover_core::api::GROUP, "clusters", None, &cluster);
+        let exists = matches!(state.store.get(&key).await, Ok(Some(_)));
+        if !exists || !state.dialer.wait_connected(&cluster, LINK_WAIT).await {
+            return DownstreamError::NotConnected.into_response_for(&cluster);
+        }
+    }
     let upgrade =
         drover_tunnel::upgrade::requested(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let streaming = path
         .parse::<Uri>()
-        .is_ok_and(|uri| crate::sessions::streaming_request(req.method(), &uri));
+        .is_ok_and(|uri| super::sessions::streaming_request(req.method(), &uri));
     let (parts, mut body) = req.into_parts();
     // Namespace writes that set a project are Drover's to decide.
     let mut as_agent = false;
-    let mut membership: Option<(
-        crate::namespaces::NamespaceWrite,
-        crate::namespaces::Decision,
-    )> = None;
+    let mut membership: Option<(namespaces::NamespaceWrite, namespaces::Decision)> = None;
     let json_write = matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH")
         && path.starts_with("/api/v1/namespaces")
         && !parts
@@ -151,19 +160,13 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("protobuf"));
     if json_write {
-        let bytes = match axum::body::to_bytes(body, crate::routes::MAX_BODY).await {
+        let bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
             Ok(b) => b,
-            Err(_) => return ApiError::too_large(crate::routes::MAX_BODY).into_response(),
+            Err(_) => return ApiError::too_large(super::MAX_BODY).into_response(),
         };
-        if let Some(write) = crate::namespaces::inspect(&parts.method, &path, &bytes) {
-            match crate::namespaces::authorize(
-                &state.store,
-                &snapshot,
-                &identity.user,
-                &cluster,
-                &write,
-            )
-            .await
+        if let Some(write) = namespaces::inspect(&parts.method, &path, &bytes) {
+            match namespaces::authorize(&state.store, &snapshot, &identity.user, &cluster, &write)
+                .await
             {
                 Ok(decision) => {
                     as_agent = decision.as_agent;
@@ -215,13 +218,11 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     }
     let out = out.body(body).expect("headers copied from a valid request");
 
-    let result = downstream::send(&link, out).await;
-    let mut resp = match result {
+    let mut resp = match state.dialer.send(&cluster, out).await {
         Ok(r) => r,
-        Err(DownstreamError::NotConnected) => return not_connected(&cluster),
         Err(e) => {
-            tracing::warn!(%cluster, error = %e, "proxied request failed");
-            return ApiError::new(502, "BadGateway", e.to_string()).into_response();
+            tracing::debug!(%cluster, error = %e, "proxied request failed");
+            return e.into_response_for(&cluster);
         }
     };
     if let Some((write, decision)) = membership {
@@ -255,8 +256,9 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     for h in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
         parts.headers.remove(h);
     }
-    let mut body = Body::new(body);
+    let mut body = body;
     if streaming {
+        body = Body::new(CleanEnd { body });
         // A watch, `logs -f` or any other stream ends, as a finished
         // stream, when its rights are revoked.
         let grants = snapshot.grants_of(&identity.user, Some(&cluster));
@@ -264,7 +266,7 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             .sessions
             .open(&state, &identity, Some(&cluster), grants)
             .await;
-        body = crate::sessions::Revocable::wrap(body, registration);
+        body = super::sessions::Revocable::wrap(body, registration);
     }
     Response::from_parts(parts, body)
 }
@@ -281,12 +283,12 @@ fn dry_run(path: &str) -> bool {
 async fn record_membership(
     state: &AppState,
     cluster: &str,
-    write: &crate::namespaces::NamespaceWrite,
-    decision: &crate::namespaces::Decision,
-    resp: hyper::Response<hyper::body::Incoming>,
+    write: &namespaces::NamespaceWrite,
+    decision: &namespaces::Decision,
+    resp: Response,
 ) -> Response {
     let (mut parts, body) = resp.into_parts();
-    let bytes = match axum::body::to_bytes(Body::new(body), crate::routes::MAX_BODY).await {
+    let bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(%cluster, error = %e, "cannot read the cluster's answer");
@@ -295,8 +297,7 @@ async fn record_membership(
         }
     };
     let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if let Err(e) =
-        crate::namespaces::record_write(&state.store, cluster, write, decision, &answer).await
+    if let Err(e) = namespaces::record_write(&state.store, cluster, write, decision, &answer).await
     {
         tracing::warn!(%cluster, namespace = %write.namespace, error = %e, "the namespace was written, but its project could not be recorded");
         return e.into_response();
@@ -308,9 +309,38 @@ async fn record_membership(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn not_connected(cluster: &str) -> Response {
-    ApiError::unavailable(format!("the cluster agent of {cluster:?} is not connected"))
-        .into_response()
+/// A streamed answer whose failure (the link or the replica holding it
+/// went away) ends it as a finished response instead of a reset: the
+/// chunked stream closes, and kubectl and client-go list and watch again,
+/// as after a kube-apiserver restart.
+struct CleanEnd {
+    body: Body,
+}
+
+impl http_body::Body for CleanEnd {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, "a proxied stream lost its link; ending it");
+                std::task::Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! session then lives on. Each such connection is registered here with the
 //! identity it was opened with and the bindings that gave it its rights
 //! ([`Sessions::open`]); each agent link, with the registration token it
-//! connected with ([`crate::tunnels`]). A task ([`Sessions::spawn_revoker`])
+//! connected with ([`crate::link`]). A task ([`Sessions::spawn_revoker`])
 //! follows the store and, on every change that may take rights away (see
 //! [`revokes`]: a token or user changed or deleted, a binding, role,
 //! project or cluster deleted — creations grant, and a cluster's status
@@ -16,7 +16,8 @@
 //! - so does one whose user lost a binding it had when it opened (in the
 //!   cluster it reaches, for the proxy), or the cluster itself;
 //! - an agent link whose registration token was deleted is closed at once
-//!   (and every link is checked against its token every 30 s).
+//!   (and every link is checked against its token every 30 s), as is one
+//!   whose cluster is gone.
 //!
 //! A response body ends cleanly (the chunked stream closes, as when
 //! kube-apiserver ends a watch), so clients see the end of a stream and
@@ -36,7 +37,7 @@ use drover_auth::authn::Identity;
 use futures::StreamExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::AppState;
+use super::AppState;
 
 /// How often connections are checked for their token's expiry.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -71,6 +72,8 @@ fn revokes(e: &drover_store::Event) -> bool {
 }
 /// Where registration tokens' records live.
 const REGISTRATIONS: &str = "/drover/registration/";
+/// Where Clusters live.
+const CLUSTERS: &str = "/registry/management.drover.io/clusters/";
 
 /// One open connection.
 #[derive(Debug)]
@@ -200,6 +203,14 @@ impl Sessions {
         }
     }
 
+    /// End every open connection (a draining replica): its clients
+    /// connect again, through the balancer, to another replica.
+    pub fn end_all(&self) {
+        for s in self.lock().values() {
+            s.end.cancel();
+        }
+    }
+
     /// End the connections whose token has expired.
     fn expire(&self) {
         let now = std::time::SystemTime::now();
@@ -250,7 +261,13 @@ impl Sessions {
                                         let key = e.kv.key.as_str();
                                         let deleted = e.kind == drover_store::EventType::Deleted;
                                         if deleted && key.starts_with(REGISTRATIONS) {
-                                            state.tunnels.close_registration(&state.store, key).await;
+                                            state.links.close_registration(key).await;
+                                        }
+                                        // A cluster gone: its agent's link too.
+                                        if deleted {
+                                            if let Some(cluster) = key.strip_prefix(CLUSTERS) {
+                                                state.links.close(cluster);
+                                            }
                                         }
                                         revoking |= revokes(&e);
                                     }
@@ -266,7 +283,7 @@ impl Sessions {
                             }
                         }
                         _ = sweep.tick() => sessions.expire(),
-                        _ = links.tick() => state.tunnels.close_revoked(&state.store).await,
+                        _ = links.tick() => state.links.close_revoked().await,
                     }
                 }
             }

@@ -21,6 +21,23 @@ use drover_store::{KeyValue, ListOptions, Op, Store};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
+/// The finalizer that holds a Cluster until its downstream cleanup.
+pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
+
+/// The quota keys a project may limit (what Kubernetes' ResourceQuota
+/// takes, as Drover projects it).
+pub const QUOTA_KEYS: &[&str] = &[
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "requests.cpu",
+    "requests.memory",
+    "limits.cpu",
+    "limits.memory",
+];
+
 /// Build the management API.
 pub fn api_server(
     store: Store,
@@ -73,7 +90,7 @@ pub fn api_server(
     tokens.status = true;
     reg.register(
         tokens,
-        crate::import::RegistrationTokens {
+        super::registration::RegistrationTokens {
             server_url: server_url.to_owned(),
         },
     );
@@ -138,7 +155,7 @@ impl Namespaces for ManagementNamespaces {
 /// and the namespace default given, the default within the limit.
 fn validate_quota(spec: &api::ProjectSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let keys = crate::projection::QUOTA_KEYS;
+    let keys = QUOTA_KEYS;
     for (field, quota) in [
         ("spec.resourceQuota.limit", &spec.resource_quota),
         (
@@ -288,9 +305,9 @@ pub(crate) async fn cluster_dependents(store: &Store, cluster: &str) -> Result<V
     ops.extend(token_ops);
     for kv in &tokens {
         let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        ops.extend(crate::import::revoke_op(store, &obj).await?);
+        ops.extend(super::registration::revoke_op(store, &obj).await?);
     }
-    let adopted = crate::namespaces::record_prefix(cluster);
+    let adopted = super::namespaces::record_prefix(cluster);
     ops.extend(delete_all_under(store, adopted, at).await?.1);
     Ok(ops)
 }
@@ -378,7 +395,7 @@ impl Strategy for Clusters {
                     "spec": {"userName": ctx.user.name, "roleTemplateName": "cluster-owner", "clusterName": name},
                 }),
             };
-            let (token, token_record) = crate::import::default_token(&name, &self.server_url);
+            let (token, token_record) = super::registration::default_token(&name, &self.server_url);
             let mut extra = vec![owner, token];
             let mut records = vec![reserve_namespace(&ctx.store, &name).await?, token_record];
             // Every cluster has a Default project (namespace `default`) and a
@@ -429,8 +446,14 @@ impl Strategy for Clusters {
 
 /// Drop the cleanup finalizer of a deleting Cluster; with no finalizer
 /// left, delete it and what lives in its namespace in one transaction, as
-/// the API does when the last finalizer goes.
-pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer, cluster: &str) {
+/// the API does when the last finalizer goes; with `fence`, only while the
+/// lease it is done under is held.
+pub(crate) async fn finish_cluster_removal(
+    store: &Store,
+    authz: &RbacAuthorizer,
+    cluster: &str,
+    fence: Option<Op>,
+) {
     let key = keys::object(api::GROUP, "clusters", None, cluster);
     for _ in 0..10 {
         let Ok(Some(kv)) = store.get(&key).await else {
@@ -441,7 +464,7 @@ pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer
         };
         let rest: Vec<Value> = drover_apiserver::object::finalizers(&obj)
             .into_iter()
-            .filter(|f| f != crate::clusters::CLEANUP_FINALIZER)
+            .filter(|f| f != CLEANUP_FINALIZER)
             .map(Value::from)
             .collect();
         let ops = if rest.is_empty() {
@@ -455,6 +478,7 @@ pub(crate) async fn finish_cluster_removal(store: &Store, authz: &RbacAuthorizer
             obj["metadata"]["finalizers"] = Value::Array(rest.clone());
             vec![Op::update(key.clone(), obj.to_string(), kv.mod_revision)]
         };
+        let ops: Vec<Op> = fence.clone().into_iter().chain(ops).collect();
         match store.txn(&ops).await {
             Ok(_) => {
                 authz.invalidate();
@@ -509,7 +533,7 @@ impl Strategy for Projects {
         Box::pin(async move {
             let project = str_at(obj, "/metadata/name");
             let cluster = str_at(obj, "/metadata/namespace");
-            let held = crate::namespaces::of_project(&ctx.store, cluster, project).await?;
+            let held = super::namespaces::of_project(&ctx.store, cluster, project).await?;
             if held.is_empty() {
                 return Ok(());
             }
@@ -621,17 +645,17 @@ impl Strategy for Projects {
             let cluster = str_at(obj, "/metadata/namespace");
             let at = ctx.store.revisions().await.map_err(unavailable)?.current;
             let mut ops = project_dependents(&ctx.store, project, at).await?;
-            let projects = crate::namespaces::project_objects(&ctx.store, cluster).await;
-            let (default, _) = crate::namespaces::system_projects(&projects);
-            for (ns, (record, kv)) in crate::namespaces::records(&ctx.store, cluster).await? {
+            let projects = super::namespaces::project_objects(&ctx.store, cluster).await;
+            let (default, _) = super::namespaces::system_projects(&projects);
+            for (ns, (record, kv)) in super::namespaces::records(&ctx.store, cluster).await? {
                 if record.project != project {
                     continue;
                 }
-                let moved = default.as_ref().map(|d| crate::namespaces::Record {
+                let moved = default.as_ref().map(|d| super::namespaces::Record {
                     project: d.clone(),
                     uid: record.uid.clone(),
                 });
-                ops.extend(crate::namespaces::record_op(
+                ops.extend(super::namespaces::record_op(
                     cluster,
                     &ns,
                     Some(&kv),

@@ -118,18 +118,21 @@ pub fn record_op(
     }
 }
 
-/// Write a namespace's record, if it is still as read.
+/// Write a namespace's record, if it is still as read (and, with `fence`,
+/// if the lease it is written under is still held).
 pub async fn set_record(
     store: &Store,
     cluster: &str,
     namespace: &str,
     before: Option<&KeyValue>,
     record: Option<&Record>,
+    fence: Option<&Op>,
 ) -> Result<(), ApiError> {
     let Some(op) = record_op(cluster, namespace, before, record) else {
         return Ok(());
     };
-    store.txn(&[op]).await.map(drop).map_err(|e| match e {
+    let ops: Vec<Op> = fence.cloned().into_iter().chain([op]).collect();
+    store.txn(&ops).await.map(drop).map_err(|e| match e {
         StoreError::Conflict { .. } | StoreError::AlreadyExists(_) | StoreError::NotFound(_) => {
             ApiError::new(
                 409,
@@ -366,6 +369,7 @@ pub async fn record_write(
             &write.namespace,
             before.as_ref(),
             record.as_ref(),
+            None,
         )
         .await;
     }
@@ -383,6 +387,7 @@ pub async fn record_write(
             &write.namespace,
             current.as_ref(),
             record.as_ref(),
+            None,
         )
         .await
         {

@@ -4,15 +4,9 @@
 //! token; only the token's SHA-256 is the lookup key
 //! (`/drover/registration/{sha256}` → cluster), written in the same
 //! transaction as the object and removed with it, so a deleted token stops
-//! working at once. `GET /v1-public/import/{token}.yaml` answers the
-//! manifest that `kubectl apply` installs the agent with; an unknown or
-//! revoked token gets a bare 404.
+//! working at once. [`render_manifest`] is what `kubectl apply` installs
+//! the agent with (served at `GET /v1-public/import/{token}.yaml`).
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use drover_apiserver::{ApiError, Context, NewObject, Prepared, Strategy};
 use drover_core::api::{self, schema_for};
 use drover_store::{Op, Store};
@@ -20,8 +14,6 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-use crate::AppState;
 
 /// The namespace the agent runs in, downstream.
 pub const AGENT_NAMESPACE: &str = "drover-system";
@@ -224,25 +216,6 @@ pub async fn revoke_all(store: &Store, cluster: &str) -> Result<(), ApiError> {
         },
         "the tokens kept changing; try again",
     ))
-}
-
-/// `GET /v1-public/import/{token}.yaml`.
-pub(crate) async fn manifest(
-    State(state): State<Arc<AppState>>,
-    Path(file): Path<String>,
-) -> Response {
-    let not_found = || ApiError::new(404, "NotFound", "not found").into_response();
-    let Some(token) = file.strip_suffix(".yaml") else {
-        return not_found();
-    };
-    let registration = match lookup(&state.store, token).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return not_found(),
-        Err(e) => return e.into_response(),
-    };
-    let settings = &state.import;
-    let body = render_manifest(settings, &registration.cluster, token);
-    ([(header::CONTENT_TYPE, "application/yaml")], body).into_response()
 }
 
 /// The agent's rules downstream, each with why it is there.

@@ -1,28 +1,38 @@
-//! The tunnel registry: which cluster's agent is connected to this replica,
-//! and `GET /v1-public/connect`, where agents dial in.
+//! How to reach a cluster: its agent's link, on whichever replica holds it.
 //!
-//! An agent authenticates with its cluster's registration token
-//! (`Authorization: Bearer …`); a wrong one gets 401 and a warning with the
-//! source address, and touches no cluster state. A link remembers the token
-//! it connected with, and is closed when that token is revoked
-//! ([`crate::sessions`]). A second agent for the
-//! same cluster replaces the first: the old session is closed. While a
-//! link is up, the cluster's controller ([`crate::clusters`]) runs over it.
+//! ```text
+//!   proxy, UI, controllers ──▶ Dialer ──┬─▶ a local Link ──▶ tunnel ──▶ agent
+//!                                       └─▶ peer (mutual TLS) ──▶ the holder's Link
+//! ```
+//!
+//! - [`Links`]: the agent links this replica holds, by cluster; serving one
+//!   ([`Links::serve`]) claims the cluster's record in the store
+//!   ([`records`]) and releases it when the link ends.
+//! - [`records`]: which replica holds which cluster's link, with a
+//!   generation, so that a stale holder cannot overwrite a newer one.
+//! - [`peer`]: the replica-to-replica connection (mutual TLS with
+//!   certificates from Drover's own peer CA) that carries a request to the
+//!   holder, and nothing else.
+//! - [`dialer`]: one way to send a request to a cluster from anywhere:
+//!   the local link, else the holder's, waiting a moment for one to appear.
+//! - [`kube`]: JSON requests and watches to a cluster over the dialer.
+
+pub mod dialer;
+pub mod kube;
+pub mod peer;
+pub mod records;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use drover_apiserver::ApiError;
 use drover_core::{api, keys};
+use drover_store::{Mirror, Store};
 use drover_tunnel::{mux, Keepalive, Mode, Opener, WsIo};
 use hyper_util::rt::TokioIo;
 
-use crate::AppState;
+pub use dialer::{Dialer, Route};
+pub use records::LinkRecord;
 
 /// One connected agent.
 #[derive(Debug, Clone)]
@@ -38,21 +48,48 @@ pub struct Link {
     pub opener: Opener,
 }
 
-/// The links of this replica, by cluster.
-#[derive(Debug, Default)]
-pub struct Tunnels {
+/// The agent links of this replica, by cluster.
+#[derive(Debug)]
+pub struct Links {
+    store: Store,
+    /// This replica's id, in the records it writes.
+    replica: String,
     links: Mutex<HashMap<String, Link>>,
     next_id: AtomicU64,
-    /// Clusters being removed: nothing is projected into them any more.
-    removing: Mutex<std::collections::HashSet<String>>,
+    /// Every cluster's record, to give way to a newer link elsewhere.
+    table: Arc<Mirror<LinkRecord>>,
+    _follow: tokio::task::JoinHandle<()>,
 }
 
-impl Tunnels {
+impl Links {
+    /// The links of replica `replica`, with the store's records followed.
+    pub fn new(store: &Store, replica: String) -> Arc<Self> {
+        let (table, follow) = Mirror::spawn(store, records::PREFIX, records::parse);
+        Arc::new(Self {
+            store: store.clone(),
+            replica,
+            links: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            table,
+            _follow: follow,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live link of a cluster.
+    /// Every cluster's record, as the store has it.
+    pub fn table(&self) -> &Arc<Mirror<LinkRecord>> {
+        &self.table
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The live link of a cluster held here.
     pub fn get(&self, cluster: &str) -> Option<Link> {
         self.lock()
             .get(cluster)
@@ -60,49 +97,44 @@ impl Tunnels {
             .cloned()
     }
 
-    /// Mark a cluster as being removed (or no longer).
-    pub fn set_removing(&self, cluster: &str, removing: bool) {
-        let mut set = self.removing.lock().unwrap_or_else(|e| e.into_inner());
-        if removing {
-            set.insert(cluster.to_owned());
-        } else {
-            set.remove(cluster);
+    /// Every live link held here.
+    pub fn all(&self) -> Vec<Link> {
+        self.lock()
+            .values()
+            .filter(|l| !l.opener.is_closed())
+            .cloned()
+            .collect()
+    }
+
+    /// Close a cluster's link, if this replica holds one.
+    pub fn close(&self, cluster: &str) {
+        if let Some(link) = self.get(cluster) {
+            link.opener.close();
         }
     }
 
-    /// Whether a cluster is being removed.
-    pub fn is_removing(&self, cluster: &str) -> bool {
-        self.removing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(cluster)
-    }
-
-    /// Close a cluster's link, if any.
-    pub fn close(&self, cluster: &str) {
-        if let Some(link) = self.lock().remove(cluster) {
+    /// Close every link: their agents reconnect, through the balancer, to
+    /// another replica (a draining one).
+    pub fn close_all(&self) {
+        for link in self.all() {
             link.opener.close();
         }
     }
 
     /// Close the links that connected with the registration token whose
-    /// record is `key` (it was deleted). Each link's own task then removes
-    /// it and marks its cluster disconnected. A cluster being removed keeps
-    /// its link until its agent cleaned up (its removal revokes the tokens
-    /// first, then closes the link itself), whichever replica removes it.
-    pub async fn close_registration(&self, store: &drover_store::Store, key: &str) {
+    /// record is `key` (it was deleted). Each link's own task then releases
+    /// its record. A cluster being removed keeps its link, whichever
+    /// replica removes it, so that its agent can clean up (its removal
+    /// revokes the tokens first, then closes the link itself).
+    pub async fn close_registration(&self, key: &str) {
         let links: Vec<Link> = self
-            .lock()
-            .values()
-            .filter(|l| l.registration == key && !l.opener.is_closed())
-            .cloned()
+            .all()
+            .into_iter()
+            .filter(|l| l.registration == key)
             .collect();
         for link in links {
-            if self.is_removing(&link.cluster) {
-                continue;
-            }
             let cluster_key = keys::object(api::GROUP, "clusters", None, &link.cluster);
-            let deleting = match store.get(&cluster_key).await {
+            let deleting = match self.store.get(&cluster_key).await {
                 Ok(Some(kv)) => serde_json::from_slice::<serde_json::Value>(&kv.value)
                     .is_ok_and(|v| drover_apiserver::object::is_deleting(&v)),
                 Ok(None) => false,
@@ -117,153 +149,98 @@ impl Tunnels {
     }
 
     /// Close every link whose registration token is gone from the store.
-    pub async fn close_revoked(&self, store: &drover_store::Store) {
-        let keys: Vec<String> = self
-            .lock()
-            .values()
-            .map(|l| l.registration.clone())
-            .collect();
+    pub async fn close_revoked(&self) {
+        let keys: Vec<String> = self.all().into_iter().map(|l| l.registration).collect();
         for key in keys {
-            if let Ok(None) = store.get(&key).await {
-                self.close_registration(store, &key).await;
+            if let Ok(None) = self.store.get(&key).await {
+                self.close_registration(&key).await;
             }
         }
     }
 
-    fn insert(&self, link: Link) -> Option<Link> {
-        self.lock().insert(link.cluster.clone(), link)
-    }
-
-    /// Remove the link if it is still `id` (not already replaced).
-    fn remove_if(&self, cluster: &str, id: u64) -> bool {
-        let mut links = self.lock();
-        if links.get(cluster).is_some_and(|l| l.id == id) {
-            links.remove(cluster);
-            true
-        } else {
-            false
+    /// Serve an agent's upgraded connection for `cluster` until it ends:
+    /// run the tunnel, claim the cluster's record (a newer link than any
+    /// before it, here or elsewhere), give way when the record changes
+    /// (a newer link on another replica), and release the record at the
+    /// end if it is still this link's.
+    pub async fn serve(
+        self: &Arc<Self>,
+        cluster: String,
+        registration: String,
+        source: String,
+        upgraded: hyper::upgrade::Upgraded,
+        keepalive: Keepalive,
+    ) {
+        let ws = drover_tunnel::ws::server(TokioIo::new(upgraded)).await;
+        // The server opens streams; the agent never does (its inbound side
+        // is dropped, which refuses any stream it opens).
+        let session = mux::start(WsIo::new(ws, keepalive), Mode::Client);
+        let link = Link {
+            cluster: cluster.clone(),
+            registration,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            opener: session.opener,
+        };
+        if let Some(old) = self.lock().insert(cluster.clone(), link.clone()) {
+            tracing::info!(%cluster, "a new agent connection replaces the previous one");
+            old.opener.close();
         }
-    }
-}
-
-fn refused(peer: Option<SocketAddr>, why: &str) -> Response {
-    tracing::warn!(
-        source = peer.map(|p| p.to_string()).unwrap_or_default(),
-        "agent connection refused: {why}"
-    );
-    ApiError::new(401, "Unauthorized", "invalid registration token").into_response()
-}
-
-/// `GET /v1-public/connect`: authenticate the agent and upgrade to the
-/// tunnel's WebSocket.
-pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let registration = match crate::import::lookup(&state.store, &token).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return refused(peer, "unknown or revoked registration token"),
-        Err(e) => return e.into_response(),
-    };
-    let cluster = registration.cluster;
-    let registration = crate::import::record_key(&token);
-    match state
-        .store
-        .get(&keys::object(api::GROUP, "clusters", None, &cluster))
-        .await
-    {
-        Ok(Some(kv)) => {
-            let deleting = serde_json::from_slice::<serde_json::Value>(&kv.value)
-                .map(|v| drover_apiserver::object::is_deleting(&v))
-                .unwrap_or(true);
-            if deleting {
-                return refused(peer, "the cluster is being removed");
+        let claimed = match records::claim(&self.store, &cluster, &self.replica, link.id).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(%cluster, error = %e, "cannot record the agent's link; closing it");
+                link.opener.close();
+                None
+            }
+        };
+        // Revoked between the check and now: the revoker may have looked
+        // before this link was there.
+        if let Ok(None) = self.store.get(&link.registration).await {
+            self.close_registration(&link.registration).await;
+        }
+        tracing::info!(%cluster, %source, "agent connected");
+        if let Some((_, revision)) = &claimed {
+            // The link stands while the record is the one it wrote: a newer
+            // claim (the agent reconnected elsewhere) or the record's
+            // removal (this replica was taken for dead) ends it.
+            let mut changes = self.table.changes();
+            let key = records::key(&cluster);
+            loop {
+                let superseded = self.table.revision() >= *revision
+                    && self.table.get(&key).is_none_or(|(_, r)| r != *revision);
+                if superseded {
+                    tracing::info!(%cluster, "the cluster's link is recorded elsewhere now; closing this one");
+                    link.opener.close();
+                    break;
+                }
+                tokio::select! {
+                    () = link.opener.closed() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            link.opener.closed().await;
+                            break;
+                        }
+                    }
+                }
             }
         }
-        Ok(None) => return refused(peer, "the token's cluster is gone"),
-        Err(_) => return ApiError::unavailable("the datastore is unavailable").into_response(),
-    }
-    let is_websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return ApiError::bad_request("expected a WebSocket upgrade").into_response();
-    };
-    if !is_websocket {
-        return ApiError::bad_request("expected a WebSocket upgrade").into_response();
-    }
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let keepalive = state.keepalive;
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                serve_link(state, cluster, registration, peer, upgraded, keepalive).await
+        let replaced_here = {
+            let mut links = self.lock();
+            if links.get(&cluster).is_some_and(|l| l.id == link.id) {
+                links.remove(&cluster);
+                false
+            } else {
+                true
             }
-            Err(e) => tracing::warn!(%cluster, error = %e, "agent upgrade failed"),
+        };
+        // A newer link here claims the record itself.
+        if let (Some((_, revision)), false) = (claimed, replaced_here) {
+            if records::release(&self.store, &cluster, revision).await {
+                tracing::info!(%cluster, "agent disconnected");
+            }
         }
-    });
-    let accept = drover_tunnel::ws::accept_key(key.as_bytes());
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    resp
-}
-
-async fn serve_link(
-    state: Arc<AppState>,
-    cluster: String,
-    registration: String,
-    peer: Option<SocketAddr>,
-    upgraded: hyper::upgrade::Upgraded,
-    keepalive: Keepalive,
-) {
-    let ws = drover_tunnel::ws::server(TokioIo::new(upgraded)).await;
-    // The server opens streams; the agent never does (its inbound side is
-    // dropped, which refuses any stream it opens).
-    let session = mux::start(WsIo::new(ws, keepalive), Mode::Client);
-    let link = Link {
-        cluster: cluster.clone(),
-        registration,
-        id: state.tunnels.next_id.fetch_add(1, Ordering::Relaxed),
-        opener: session.opener,
-    };
-    if let Some(old) = state.tunnels.insert(link.clone()) {
-        tracing::info!(%cluster, "a new agent connection replaces the previous one");
-        old.opener.close();
-    }
-    // Revoked between the check and now: the revoker may have looked
-    // before this link was there.
-    if let Ok(None) = state.store.get(&link.registration).await {
-        state
-            .tunnels
-            .close_registration(&state.store, &link.registration)
-            .await;
-    }
-    tracing::info!(%cluster, source = peer.map(|p| p.to_string()).unwrap_or_default(), "agent connected");
-    let controller = tokio::spawn(crate::clusters::run_link(state.clone(), link.clone()));
-    link.opener.closed().await;
-    controller.abort();
-    let _ = controller.await;
-    if state.tunnels.remove_if(&cluster, link.id) {
-        tracing::info!(%cluster, "agent disconnected");
-        crate::clusters::mark_disconnected(&state.store, &cluster).await;
-    }
-    if let Ok(Err(e)) = session.driver.await {
-        tracing::debug!(%cluster, error = %e, "tunnel ended");
+        if let Ok(Err(e)) = session.driver.await {
+            tracing::debug!(%cluster, error = %e, "tunnel ended");
+        }
     }
 }

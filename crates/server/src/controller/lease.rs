@@ -1,0 +1,375 @@
+//! Which replica runs what: each cluster's controllers on exactly one
+//! replica at a time, the global controllers on one leader.
+//!
+//! Every replica works out the same assignment from the same view of the
+//! serving replicas by rendezvous hashing ([`crate::replicas::owner`]): a
+//! replica joining takes over only the clusters it now wins, one leaving
+//! gives up only its own — no cascade of moves. The assignment is made
+//! real by leases in the store (`/drover/leases/{name}` → [`Lease`]),
+//! written only when a lease changes hands:
+//!
+//! - the replica a lease is assigned to takes it when it is free, or held
+//!   by a replica that is gone (a compare-and-swap with the next
+//!   generation);
+//! - a holder that is no longer assigned the lease (a replica joined, or it
+//!   is draining) stops what runs under it, then gives it up;
+//! - a lease is valid only while its holder is alive, and a holder acts
+//!   only while its own registration is fresh ([`Registry::may_act`],
+//!   shorter than the time after which others may take over): two replicas
+//!   never act under one lease at once.
+//!
+//! Writes to the store made under a lease carry its [`Held::fence`]: they
+//! fail if the lease changed hands meanwhile.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_core::{api, keys, meta};
+use drover_store::{Mirror, Op, Revision, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use crate::replicas::{self, Registry};
+
+/// Where the leases live.
+pub const PREFIX: &str = "/drover/leases/";
+/// The lease of the global controllers.
+pub const LEADER: &str = "leader";
+/// How long a stopping controller is given before its lease is let go.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// A lease, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The replica holding it.
+    pub holder: String,
+    /// One more than the lease it replaced.
+    pub generation: u64,
+    /// When it was taken (RFC 3339).
+    pub acquired: String,
+}
+
+/// The lease of one cluster's controllers.
+pub fn cluster_lease(cluster: &str) -> String {
+    format!("clusters/{cluster}")
+}
+
+/// The key of a lease.
+pub fn key(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+fn parse(bytes: &[u8]) -> Option<Lease> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// A lease this replica holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its name (`leader`, `clusters/{id}`).
+    pub name: String,
+    /// The revision it was written at.
+    pub revision: Revision,
+    /// Its generation.
+    pub generation: u64,
+}
+
+impl Held {
+    /// The condition that keeps a write to the store made under this lease:
+    /// the lease has not changed hands.
+    pub fn fence(&self) -> Op {
+        Op::check(key(&self.name), Some(self.revision))
+    }
+}
+
+/// What a controller run under a lease is started with.
+pub type Start =
+    Arc<dyn Fn(Ctx, Held, CancellationToken) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
+struct Running {
+    held: Held,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A cluster as assignment needs it: whether it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Brief;
+
+fn parse_cluster(_: &[u8]) -> Option<Brief> {
+    Some(Brief)
+}
+
+/// This replica's part in the assignment, and what it runs under it.
+pub struct Ownership {
+    ctx: Ctx,
+    leases: Arc<Mirror<Lease>>,
+    clusters: Arc<Mirror<Brief>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// Starts a cluster's controllers, and the leader's.
+    start_cluster: Start,
+    start_leader: Start,
+    _follow: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership")
+            .field("running", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ownership {
+    /// Follow the leases and the clusters; `start_cluster` and
+    /// `start_leader` start what runs under each lease this replica takes.
+    pub fn new(ctx: Ctx, start_cluster: Start, start_leader: Start) -> Arc<Self> {
+        let (leases, a) = Mirror::spawn(&ctx.store, PREFIX, parse);
+        let (clusters, b) = Mirror::spawn(
+            &ctx.store,
+            &keys::prefix(api::GROUP, "clusters", None),
+            parse_cluster,
+        );
+        Arc::new(Self {
+            ctx,
+            leases,
+            clusters,
+            running: Mutex::default(),
+            start_cluster,
+            start_leader,
+            _follow: [a, b],
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The leases this replica runs something under, by name.
+    pub fn held(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .iter()
+            .map(|(n, r)| (n.clone(), r.held.generation))
+            .collect()
+    }
+
+    /// Every lease in the store, by name: (holder, generation).
+    pub fn leases(&self) -> BTreeMap<String, (String, u64)> {
+        self.leases
+            .items()
+            .into_iter()
+            .map(|(k, l, _)| {
+                (
+                    k.strip_prefix(PREFIX).unwrap_or(&k).to_owned(),
+                    (l.holder, l.generation),
+                )
+            })
+            .collect()
+    }
+
+    /// Keep the assignment real until `stop`: on every change of the
+    /// leases, the clusters or who is serving, and every second.
+    pub fn spawn(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut leases = me.leases.changes();
+            let mut clusters = me.clusters.changes();
+            let mut members = me.ctx.registry.watch();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = None;
+            loop {
+                let now = (
+                    me.leases.revision(),
+                    me.cluster_names(),
+                    me.ctx.registry.members().serving.clone(),
+                    me.ctx.registry.may_act(),
+                );
+                // Cluster status writes change the mirror's revision, not
+                // the names: nothing to do for those.
+                let key = (now.0, now.1.clone(), now.2.clone(), now.3);
+                if last.as_ref() != Some(&key) || me.finished_any() {
+                    me.rebalance(&now.1).await;
+                    last = Some(key);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        me.stop_all().await;
+                        return;
+                    }
+                    _ = leases.changed() => {}
+                    _ = clusters.changed() => {}
+                    _ = members.changed() => {}
+                    _ = tick.tick() => {}
+                }
+            }
+        })
+    }
+
+    fn cluster_names(&self) -> BTreeSet<String> {
+        self.clusters
+            .items()
+            .into_iter()
+            .filter_map(|(k, _, _)| k.rsplit('/').next().map(str::to_owned))
+            .collect()
+    }
+
+    /// Whether a controller ended by itself (a cluster removed): its lease
+    /// is then given up.
+    fn finished_any(&self) -> bool {
+        self.lock().values().any(|r| r.task.is_finished())
+    }
+
+    /// Take, keep or give up each lease as the assignment says.
+    async fn rebalance(&self, clusters: &BTreeSet<String>) {
+        let registry = &self.ctx.registry;
+        if !registry.may_act() {
+            // Cut off from the store (or frozen) for too long: others may
+            // take over now, so nothing here may act any more.
+            if !self.lock().is_empty() {
+                tracing::warn!("this replica could not renew its registration in time; stopping its controllers");
+            }
+            self.stop_all().await;
+            return;
+        }
+        let me = registry.id();
+        let members = registry.members();
+        let mut names: BTreeSet<String> = clusters.iter().map(|c| cluster_lease(c)).collect();
+        names.insert(LEADER.to_owned());
+        // Leases of clusters that are gone, still held here, go too.
+        names.extend(self.lock().keys().cloned());
+        for name in names {
+            let assigned = replicas::owner(&name, &members.serving) == Some(me.as_str());
+            let exists = name == LEADER
+                || name
+                    .strip_prefix("clusters/")
+                    .is_some_and(|c| clusters.contains(c));
+            let current = self.leases.get(&key(&name));
+            let mine = current.as_ref().is_some_and(|(l, _)| l.holder == me);
+            let finished = self.lock().get(&name).is_some_and(|r| r.task.is_finished());
+            if mine && (!assigned || !exists || finished) {
+                self.stop(&name).await;
+                if let Some((_, revision)) = &current {
+                    let _ = self
+                        .ctx
+                        .store
+                        .txn(&[Op::delete(key(&name), *revision)])
+                        .await;
+                }
+                continue;
+            }
+            if assigned && exists && !mine {
+                let free = current
+                    .as_ref()
+                    .is_none_or(|(l, _)| !members.is_live(&l.holder));
+                if !free {
+                    continue; // its holder gives it up when it sees the change
+                }
+                match self.acquire(&name, current.as_ref(), &me).await {
+                    Ok(held) => self.start(&name, held),
+                    Err(e) => tracing::debug!(lease = %name, error = %e, "lease not taken"),
+                }
+                continue;
+            }
+            if mine {
+                let (lease, revision) = current.expect("mine");
+                let held = Held {
+                    name: name.clone(),
+                    revision,
+                    generation: lease.generation,
+                };
+                let running = self.lock().get(&name).map(|r| r.held.clone());
+                if running.as_ref() != Some(&held) {
+                    self.stop(&name).await;
+                    self.start(&name, held);
+                }
+            } else if self.lock().contains_key(&name) {
+                // Taken over by another replica (this one was away).
+                self.stop(&name).await;
+            }
+        }
+    }
+
+    async fn acquire(
+        &self,
+        name: &str,
+        current: Option<&(Lease, Revision)>,
+        me: &str,
+    ) -> Result<Held, StoreError> {
+        let lease = Lease {
+            holder: me.to_owned(),
+            generation: current.map_or(1, |(l, _)| l.generation + 1),
+            acquired: meta::now_rfc3339(),
+        };
+        let bytes = serde_json::to_vec(&lease).expect("plain data");
+        let op = match current {
+            Some((_, revision)) => Op::update(key(name), bytes, *revision),
+            None => Op::create(key(name), bytes),
+        };
+        let kvs = self.ctx.store.txn(&[op]).await?;
+        tracing::info!(lease = %name, generation = lease.generation, "took the lease");
+        Ok(Held {
+            name: name.to_owned(),
+            revision: kvs[0].mod_revision,
+            generation: lease.generation,
+        })
+    }
+
+    fn start(&self, name: &str, held: Held) {
+        let stop = CancellationToken::new();
+        let task = if name == LEADER {
+            (self.start_leader)(self.ctx.clone(), held.clone(), stop.clone())
+        } else {
+            (self.start_cluster)(self.ctx.clone(), held.clone(), stop.clone())
+        };
+        self.lock()
+            .insert(name.to_owned(), Running { held, stop, task });
+    }
+
+    async fn stop(&self, name: &str) {
+        let Some(running) = self.lock().remove(name) else {
+            return;
+        };
+        running.stop.cancel();
+        let mut task = running.task;
+        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+
+    async fn stop_all(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+
+    /// Stop everything and give up every lease (a draining replica): the
+    /// others take them over at once instead of after this one is gone.
+    pub async fn release_all(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in names {
+            self.stop(&name).await;
+            if let Some((lease, revision)) = self.leases.get(&key(&name)) {
+                if lease.holder == self.ctx.registry.id() {
+                    let _ = self
+                        .ctx
+                        .store
+                        .txn(&[Op::delete(key(&name), revision)])
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// The controllers of a cluster's lease, or the leader's, with their
+/// registry: what the HA test and `/healthz` read.
+pub fn describe(registry: &Registry, ownership: &Ownership) -> serde_json::Value {
+    serde_json::json!({
+        "replica": registry.id(),
+        "held": ownership.held(),
+    })
+}

@@ -1,0 +1,188 @@
+//! The server's controllers, and the small runtime they run on.
+//!
+//! ```text
+//!   store ──▶ Ownership (leases, rendezvous hashing over the serving replicas)
+//!               ├─ "leader"        ──▶ leader: token expiry, compaction, orphan sweep
+//!               └─ "clusters/{id}" ──▶ cluster: status, projection, membership, removal
+//!                                        └─ reaches the cluster through the Dialer
+//! ```
+//!
+//! - [`lease`]: which replica runs what. Each cluster's controllers run on
+//!   exactly one replica at a time, chosen by rendezvous hashing and held
+//!   by a lease in the store; global controllers run on the leader. Writes
+//!   made under a lease are fenced by it.
+//! - [`cluster`]: one cluster's controller: its status (Connected and
+//!   Ready from the store's record of its link, never from one replica's
+//!   memory), and, while connected, its nodes, its namespaces' project
+//!   membership ([`membership`]) and the RBAC and quotas projected into it
+//!   ([`projection`]), repaired as soon as they drift.
+//! - [`removal`]: a deleting cluster's downstream cleanup.
+//! - [`leader`]: token expiry, store compaction, the sweep of orphans.
+//!
+//! The runtime, as kube-runtime's: a reconcile returns an [`Action`]; a
+//! failure goes to an error policy (jittered exponential backoff); one
+//! cancellation tree stops everything.
+
+pub mod cluster;
+pub mod leader;
+pub mod lease;
+pub mod membership;
+pub mod projection;
+pub mod removal;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_auth::policy::RbacAuthorizer;
+use drover_store::Store;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::Dialer;
+use crate::replicas::Registry;
+
+/// What the controllers work with.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The datastore.
+    pub store: Store,
+    /// The policy (bindings, templates, projects).
+    pub authz: Arc<RbacAuthorizer>,
+    /// The way to every cluster.
+    pub dialer: Arc<Dialer>,
+    /// This replica's membership (whether it may act on its leases).
+    pub registry: Arc<Registry>,
+}
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run again after this long, or sooner on a change.
+    Requeue(Duration),
+    /// Run again on the next change only.
+    AwaitChange,
+}
+
+/// Jittered exponential backoff: 0.5 s doubling up to 30 s, each wait
+/// between half and all of its step, so that many failing together do not
+/// retry in step.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    /// The wait before the next attempt.
+    pub fn next_wait(&mut self) -> Duration {
+        let step = Duration::from_millis(500)
+            .saturating_mul(1u32 << self.attempts.min(6))
+            .min(Duration::from_secs(30));
+        self.attempts = self.attempts.saturating_add(1);
+        step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    /// Start again from the shortest wait (after a success).
+    pub fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
+
+/// Run `reconcile` until `stop`: again when its [`Action`] says, or at once
+/// when `changed` resolves; after a failure, after the error policy's
+/// backoff. `name` names it in the logs.
+pub async fn run<R, Fut, E, C, CFut>(
+    name: &str,
+    stop: CancellationToken,
+    mut changed: C,
+    mut reconcile: R,
+) where
+    R: FnMut() -> Fut,
+    Fut: Future<Output = Result<Action, E>>,
+    E: std::fmt::Display,
+    C: FnMut() -> CFut,
+    CFut: Future<Output = ()>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        let wait = match reconcile().await {
+            Ok(Action::Requeue(d)) => {
+                backoff.reset();
+                Some(d)
+            }
+            Ok(Action::AwaitChange) => {
+                backoff.reset();
+                None
+            }
+            Err(e) => {
+                let d = backoff.next_wait();
+                tracing::warn!(controller = name, error = %e, retry_in_ms = d.as_millis() as u64, "reconcile failed");
+                Some(d)
+            }
+        };
+        let sleep = async {
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = sleep => {}
+            () = changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..10).map(|_| b.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(250) && waits[0] <= Duration::from_millis(500));
+        assert!(waits[9] <= Duration::from_secs(30) && waits[9] >= Duration::from_secs(15));
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_on_requeue_and_on_change_until_stopped() {
+        let stop = CancellationToken::new();
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let changes = notify.clone();
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = runs.clone();
+        let task = tokio::spawn(run(
+            "test",
+            stop.clone(),
+            move || {
+                let changes = changes.clone();
+                async move { changes.notified().await }
+            },
+            move || {
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n == 1 {
+                        Err("failed once")
+                    } else {
+                        Ok(Action::Requeue(Duration::from_secs(60)))
+                    }
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        notify.notify_one(); // a change: again at once (and it fails)
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_secs(1)).await; // the backoff
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_secs(61)).await; // the requeue
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

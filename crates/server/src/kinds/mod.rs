@@ -1,0 +1,16 @@
+//! The management API's own kinds, as this server serves them, and the
+//! records that go with them. Nothing here reaches a cluster or knows of
+//! replicas: the controllers and the HTTP edge build on it.
+//!
+//! - [`management`]: Cluster, Project, the namespace rule of the management
+//!   API, what a Cluster's or Project's deletion takes with it.
+//! - [`registration`]: ClusterRegistrationToken and the import manifest.
+//! - [`namespaces`]: which downstream namespace is in which project
+//!   (Drover's records, tied to the namespace's UID), and how a namespace
+//!   write through the proxy is decided.
+
+pub mod management;
+pub mod namespaces;
+pub mod registration;
+
+pub use management::api_server;
