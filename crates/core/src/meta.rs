@@ -40,8 +40,19 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
+/// A time as an RFC 3339 UTC timestamp with microseconds
+/// (`metav1.MicroTime`, as Leases and audit events carry).
+pub fn rfc3339_micro(t: std::time::SystemTime) -> String {
+    let micros = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    let whole = rfc3339(t);
+    format!("{}.{micros:06}Z", whole.trim_end_matches('Z'))
+}
+
 /// Parse an RFC 3339 UTC timestamp (`2024-02-29T12:34:56Z`, optional
-/// fraction) as Kubernetes writes them.
+/// fraction, kept) as Kubernetes writes them.
 pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20
@@ -55,6 +66,18 @@ pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let fraction = match s.get(19..s.len() - 1)? {
+        "" => std::time::Duration::ZERO,
+        f => {
+            let digits = f.strip_prefix('.')?;
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            let nanos: u32 = format!("{digits:0<9}").parse().ok()?;
+            std::time::Duration::from_nanos(nanos.into())
+        }
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
@@ -62,7 +85,7 @@ pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
     }
     let secs = days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + se;
     let secs = u64::try_from(secs).ok()?;
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs) + fraction)
 }
 
 /// A duration as `kubectl get` shows ages (`duration.HumanDuration`).
@@ -179,6 +202,15 @@ mod tests {
         }
         assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_none());
         assert!(parse_rfc3339("yesterday").is_none());
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(rfc3339_micro(t), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(parse_rfc3339(&rfc3339_micro(t)), Some(t));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.5Z"),
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500))
+        );
+        assert!(parse_rfc3339("2023-11-14T22:13:20.Z").is_none());
+        assert!(parse_rfc3339("2023-11-14T22:13:20éZ").is_none());
         let d = |s| human_duration(Duration::from_secs(s));
         assert_eq!(
             [

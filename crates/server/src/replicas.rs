@@ -49,7 +49,7 @@ pub struct ReplicaRecord {
     pub version: String,
     /// When it started (RFC 3339).
     pub started: String,
-    /// When it last renewed this record (RFC 3339, milliseconds).
+    /// When it last renewed this record (RFC 3339, microseconds).
     pub renewed: String,
     /// It is shutting down: nothing new is given to it.
     #[serde(default)]
@@ -137,7 +137,7 @@ impl Registry {
         id: String,
         peer_url: String,
     ) -> Result<Arc<Self>, StoreError> {
-        let now = meta::rfc3339(SystemTime::now());
+        let now = meta::rfc3339_micro(SystemTime::now());
         let me = ReplicaRecord {
             id,
             peer_url,
@@ -221,7 +221,7 @@ impl Registry {
         let started = Instant::now();
         let record = {
             let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
-            me.renewed = meta::rfc3339(SystemTime::now());
+            me.renewed = meta::rfc3339_micro(SystemTime::now());
             me.draining = self.draining();
             me.clone()
         };
@@ -336,7 +336,7 @@ mod tests {
             peer_url: format!("https://{id}"),
             version: "x".into(),
             started: meta::rfc3339(SystemTime::now()),
-            renewed: meta::rfc3339(SystemTime::now() - age),
+            renewed: meta::rfc3339_micro(SystemTime::now() - age),
             draining,
         }
     }
