@@ -351,6 +351,7 @@ pub async fn import(
         data_dir: Some(sim_dir),
         heartbeat_seconds,
         node_flap: false,
+        audit_log: None,
     })
     .await
     .map_err(|e| BenchError::Setup(format!("sim {name}: {e}")))?;

@@ -33,6 +33,7 @@ fn args(i: usize, nodes: usize) -> SimArgs {
         data_dir: None,
         heartbeat_seconds: 10,
         node_flap: false,
+        audit_log: None,
     }
 }
 

@@ -35,6 +35,9 @@
 //! - `admission`: LimitRange defaults and ResourceQuota (with `status.used`).
 //! - `reviews`: SubjectAccessReview and TokenReview.
 //!
+//! - `audit`: `--audit-log`, kube-apiserver's audit events (level
+//!   Metadata) as JSON lines.
+//!
 //! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`) with a tiny
 //!   built-in command set.
 //!
@@ -42,6 +45,7 @@
 //! DaemonSet controllers.
 
 mod admission;
+mod audit;
 pub mod authz;
 mod bootstrap;
 mod controllers;
@@ -112,6 +116,10 @@ pub struct SimArgs {
     /// status and alerting tests).
     #[arg(long, env = "DROVER_SIM_NODE_FLAP")]
     pub node_flap: bool,
+    /// Write an audit event (`audit.k8s.io/v1`, level Metadata) for every
+    /// API request to this file, as kube-apiserver's `--audit-log-path`.
+    #[arg(long, env = "DROVER_SIM_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Why a simulated cluster could not start.
@@ -135,6 +143,15 @@ pub enum SimError {
     /// Certificates could not be made.
     #[error("cannot make the simulated cluster's certificates: {0}")]
     Certificates(String),
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The kubeconfig could not be written.
     #[error("cannot write the kubeconfig {path}: {source}")]
     Kubeconfig {
@@ -275,7 +292,18 @@ impl Sim {
             stopping: exec::Stopping(stopping_rx),
         });
         let _ = state_cell.set(Arc::downgrade(&state));
-        let app = router(state);
+        let audit = match &args.audit_log {
+            Some(path) => {
+                Some(
+                    audit::AuditLog::open(path).map_err(|source| SimError::AuditLog {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let app = router(state, audit);
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -376,7 +404,7 @@ fn version_info(version: &str) -> Value {
     })
 }
 
-fn router(state: Arc<SimState>) -> Router {
+fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
     let api = {
         let state = state.clone();
         move |req: Request| {
@@ -384,16 +412,21 @@ fn router(state: Arc<SimState>) -> Router {
             async move { api.handle(req).await }
         }
     };
-    let authenticated = Router::new()
+    let mut authenticated = Router::new()
         .route("/api", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
         .route("/apis/{*rest}", any(api.clone()))
-        .route("/openapi/{*rest}", any(api))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ));
+        .route("/openapi/{*rest}", any(api));
+    if let Some(log) = audit {
+        // Inside authentication: the event names who asked.
+        authenticated =
+            authenticated.route_layer(axum::middleware::from_fn_with_state(log, audit::record));
+    }
+    let authenticated = authenticated.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authenticate,
+    ));
     let version = state.version.clone();
     Router::new()
         .merge(authenticated)
@@ -438,6 +471,8 @@ async fn authenticate(
     let Some(caller) = identify(&state, bearer).await else {
         return ApiError::unauthorized().into_response();
     };
+    req.extensions_mut()
+        .insert(audit::Authenticated(caller.clone()));
     let user = match impersonation::resolve(state.api.authorizer().as_ref(), caller, req.headers())
         .await
     {

@@ -31,6 +31,7 @@ async fn env_with(node_flap: bool) -> Env {
         data_dir: None,
         heartbeat_seconds: 1,
         node_flap,
+        audit_log: Some(dir.path().join("audit.log")),
     };
     let sim = Sim::start(&args).await.unwrap();
     Env {
@@ -1372,4 +1373,49 @@ async fn rbac_refuses_escalation() {
         .await;
     assert_ne!(code, 0);
     assert!(err.contains("cannot change roleRef"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_says_who_did_what_as_whom() {
+    let e = env().await;
+    e.ok(&["create", "namespace", "audited"]).await;
+    e.ok(&[
+        "get",
+        "namespace",
+        "audited",
+        "--as",
+        "alice",
+        "--as-group",
+        "system:masters",
+    ])
+    .await;
+    let text = std::fs::read_to_string(e.dir.path().join("audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let create = events
+        .iter()
+        .find(|ev| ev["verb"] == "create" && ev["objectRef"]["resource"] == "namespaces")
+        .expect("the create is logged");
+    assert_eq!(create["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(create["kind"], "Event");
+    assert_eq!(create["stage"], "ResponseComplete");
+    assert_eq!(create["user"]["username"], drover_sim::ADMIN_USER);
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert!(
+        create["userAgent"].as_str().unwrap().starts_with("kubectl"),
+        "{create}"
+    );
+    let get = events
+        .iter()
+        .find(|ev| ev["verb"] == "get" && ev["objectRef"]["name"] == "audited")
+        .expect("the get is logged");
+    assert_eq!(get["user"]["username"], drover_sim::ADMIN_USER);
+    assert_eq!(get["impersonatedUser"]["username"], "alice");
+    assert_eq!(get["objectRef"]["namespace"], "audited");
+    let received =
+        drover_core::meta::parse_rfc3339(get["requestReceivedTimestamp"].as_str().unwrap());
+    let done = drover_core::meta::parse_rfc3339(get["stageTimestamp"].as_str().unwrap());
+    assert!(received.unwrap() <= done.unwrap());
 }
