@@ -31,7 +31,7 @@
 //!   ├─ peer listener, Links, Dialer    reach any cluster from here
 //!   ├─ Ownership                       leases: cluster controllers, leader
 //!   └─ serve until shutdown, then drain:
-//!        /healthz 503, leases handed over, wait --drain-delay,
+//!        /healthz 503, leases handed over, wait --drain-delay-seconds,
 //!        agents told to reconnect elsewhere, streams ended,
 //!        in-flight requests finished (bounded), record removed, store closed
 //! ```

@@ -27,13 +27,14 @@ pub struct Keepalive {
 }
 
 impl Default for Keepalive {
-    /// A ping every 2 s, gone after 7 s of silence: a frozen or cut-off
-    /// peer is noticed within 10 s, while a slow moment (a 1 s pause) is
-    /// not mistaken for one.
+    /// A ping every 2 s, gone after 6 s of silence (two pongs missed): a
+    /// frozen or cut-off peer is noticed well within 10 s — an agent has
+    /// moved to another replica before that replica's clusters would show
+    /// as disconnected — while a slow moment is not mistaken for one.
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(7),
+            timeout: Duration::from_secs(6),
         }
     }
 }

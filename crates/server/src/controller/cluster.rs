@@ -54,7 +54,7 @@ pub const LINK_GRACE: Duration = Duration::from_secs(3);
 /// How long after the last renewal of a link's holder that is gone (killed,
 /// frozen, cut off) the cluster shows as not connected: past the replicas'
 /// TTL, and within 10 s of the last sign of life.
-pub const HOLDER_DEADLINE: Duration = Duration::from_millis(9500);
+pub const HOLDER_DEADLINE: Duration = Duration::from_millis(8500);
 
 /// When replica `id` last renewed its record (`None`: no record left).
 fn holder_silent_since(ctx: &Ctx, id: &str) -> Option<std::time::SystemTime> {
@@ -368,7 +368,10 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
         let stop = stop.clone();
         Arc::new(move || registry.may_act() && !stop.is_cancelled())
     };
-    let client = Client::new(ctx.dialer.clone(), &cluster).under_lease(held.generation, fence);
+    // A missing link is this controller's to report, not to wait for.
+    let client = Client::new(ctx.dialer.clone(), &cluster)
+        .under_lease(held.generation, fence)
+        .without_waiting();
     loop {
         if stop.is_cancelled() || !ctx.registry.may_act() {
             return;
@@ -419,7 +422,9 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
             Err(e) => {
                 let d = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cluster sync failed");
-                wait(&stop, d).await;
+                // A link gone meanwhile is reported at once, not after
+                // the backoff.
+                wait_unless_gone(&ctx, &cluster, &stop, d).await;
             }
         }
     }
@@ -429,6 +434,25 @@ async fn wait(stop: &CancellationToken, d: Duration) {
     tokio::select! {
         () = stop.cancelled() => {}
         () = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Wait `d`, or less: until `stop`, or until no live replica holds the
+/// cluster's link.
+async fn wait_unless_gone(ctx: &Ctx, cluster: &str, stop: &CancellationToken, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until
+            || stop.is_cancelled()
+            || matches!(ctx.dialer.route(cluster), Route::Nowhere)
+        {
+            return;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = ctx.dialer.changed(until - now) => {}
+        }
     }
 }
 

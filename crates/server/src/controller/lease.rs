@@ -12,7 +12,8 @@
 //!   by a replica that is gone (a compare-and-swap with the next
 //!   generation);
 //! - a holder that is no longer assigned the lease (a replica joined, or it
-//!   is draining) stops what runs under it, then gives it up;
+//!   is draining) stops what runs under it, then gives it up (the lease
+//!   stays, without a holder, so generations only grow);
 //! - a lease is valid only while its holder is alive, and a holder acts
 //!   only while its own registration is fresh ([`Registry::may_act`],
 //!   shorter than the time after which others may take over): two replicas
@@ -44,9 +45,11 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
-    /// The replica holding it.
+    /// The replica holding it (empty: released).
     pub holder: String,
-    /// One more than the lease it replaced.
+    /// One more than the lease it replaced: leases are released by
+    /// emptying the holder, never removed while their cluster exists, so
+    /// generations only grow.
     pub generation: u64,
     /// When it was taken (RFC 3339).
     pub acquired: String,
@@ -251,19 +254,15 @@ impl Ownership {
             let finished = self.lock().get(&name).is_some_and(|r| r.task.is_finished());
             if mine && (!assigned || !exists || finished) {
                 self.stop(&name).await;
-                if let Some((_, revision)) = &current {
-                    let _ = self
-                        .ctx
-                        .store
-                        .txn(&[Op::delete(key(&name), *revision)])
-                        .await;
+                if let Some((lease, revision)) = &current {
+                    self.release(&name, lease, *revision).await;
                 }
                 continue;
             }
             if assigned && exists && !mine {
                 let free = current
                     .as_ref()
-                    .is_none_or(|(l, _)| !members.is_live(&l.holder));
+                    .is_none_or(|(l, _)| l.holder.is_empty() || !members.is_live(&l.holder));
                 if !free {
                     continue; // its holder gives it up when it sees the change
                 }
@@ -354,14 +353,27 @@ impl Ownership {
             self.stop(&name).await;
             if let Some((lease, revision)) = self.leases.get(&key(&name)) {
                 if lease.holder == self.ctx.registry.id() {
-                    let _ = self
-                        .ctx
-                        .store
-                        .txn(&[Op::delete(key(&name), revision)])
-                        .await;
+                    self.release(&name, &lease, revision).await;
                 }
             }
         }
+    }
+
+    /// Give up a lease held here: it stays, with no holder and its
+    /// generation, so that the next holder's generation is higher than
+    /// any before it.
+    async fn release(&self, name: &str, lease: &Lease, revision: Revision) {
+        let released = Lease {
+            holder: String::new(),
+            generation: lease.generation,
+            acquired: lease.acquired.clone(),
+        };
+        let bytes = serde_json::to_vec(&released).expect("plain data");
+        let _ = self
+            .ctx
+            .store
+            .txn(&[Op::update(key(name), bytes, revision)])
+            .await;
     }
 }
 

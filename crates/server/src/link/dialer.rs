@@ -168,7 +168,18 @@ impl Dialer {
         cluster: &str,
         req: Request<Body>,
     ) -> Result<Response<Body>, DownstreamError> {
-        let deadline = tokio::time::Instant::now() + LINK_WAIT;
+        self.send_within(cluster, req, LINK_WAIT).await
+    }
+
+    /// [`Dialer::send`], waiting at most `wait` for a link (zero: only
+    /// the route there is now, once).
+    pub async fn send_within(
+        &self,
+        cluster: &str,
+        req: Request<Body>,
+        wait: Duration,
+    ) -> Result<Response<Body>, DownstreamError> {
+        let deadline = tokio::time::Instant::now() + wait;
         let (parts, body) = req.into_parts();
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut body = match http_body::Body::size_hint(&body).exact() {

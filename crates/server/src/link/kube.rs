@@ -137,6 +137,8 @@ pub struct Client {
     cluster: String,
     user_agent: String,
     fence: Option<Fence>,
+    /// How long a request waits for a link to appear.
+    link_wait: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -161,7 +163,15 @@ impl Client {
             cluster: cluster.to_owned(),
             user_agent,
             fence: None,
+            link_wait: super::dialer::LINK_WAIT,
         }
+    }
+
+    /// The same client, failing at once when no replica holds the link
+    /// (a controller that handles a missing link itself).
+    pub fn without_waiting(mut self) -> Self {
+        self.link_wait = Duration::ZERO;
+        self
     }
 
     /// The same client, writing under the lease of `generation`, while
@@ -224,7 +234,10 @@ impl Client {
             return Err(DownstreamError::Fenced);
         }
         let req = self.request(method, path, body)?;
-        let resp = self.dialer.send(&self.cluster, req).await?;
+        let resp = self
+            .dialer
+            .send_within(&self.cluster, req, self.link_wait)
+            .await?;
         let (status, value) = read_json(resp).await?;
         if status.is_success() || accept.contains(&status) {
             return Ok((status, value));
@@ -252,7 +265,10 @@ impl Client {
         path: &str,
     ) -> Result<impl futures::Stream<Item = Value> + Send + Unpin, DownstreamError> {
         let req = self.request(Method::GET, path, None)?;
-        let resp = self.dialer.send(&self.cluster, req).await?;
+        let resp = self
+            .dialer
+            .send_within(&self.cluster, req, self.link_wait)
+            .await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let (_, v) = read_json(resp).await.unwrap_or((status, Value::Null));

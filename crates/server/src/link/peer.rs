@@ -41,8 +41,12 @@ const PEER_CA_DAYS: i64 = 3650;
 const PEER_CERT_DAYS: i64 = 365;
 /// Where forwarded requests arrive.
 pub const PATH_PREFIX: &str = "/v1-peer/clusters/";
-/// The header a replica answers with when it holds no link for the cluster.
+/// The header a replica answers with when it holds no link for the cluster
+/// (the request was not sent).
 pub const NO_LINK: &str = "x-drover-no-link";
+/// The header a replica answers with when its link closed after the request
+/// went down it, before the answer.
+pub const LOST: &str = "x-drover-link-lost";
 /// Time to open a connection to another replica (TCP and TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -192,7 +196,23 @@ async fn forwarded(
     };
     let mut resp = match kube::send_on(&link, out).await {
         Ok(r) => r,
-        Err(e) => return e.into_response_for(&cluster),
+        Err(e) => {
+            // The calling replica sends again what did not arrive, and
+            // an idempotent request that was lost.
+            let mark = if e.not_sent() {
+                Some(NO_LINK)
+            } else if matches!(e, DownstreamError::Lost) {
+                Some(LOST)
+            } else {
+                None
+            };
+            let mut resp = e.into_response_for(&cluster);
+            if let Some(name) = mark {
+                resp.headers_mut()
+                    .insert(name, HeaderValue::from_static("1"));
+            }
+            return resp;
+        }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client) = upgrade else {
@@ -276,6 +296,9 @@ impl Peers {
         })?;
         if resp.headers().contains_key(NO_LINK) {
             return Err(DownstreamError::NotConnected);
+        }
+        if resp.headers().contains_key(LOST) {
+            return Err(DownstreamError::Lost);
         }
         Ok(resp)
     }
