@@ -57,7 +57,7 @@ impl Server {
                 lines.lock().unwrap().push(line);
             }
         });
-        let server = Server {
+        let mut server = Server {
             child,
             port,
             stderr,
@@ -69,12 +69,16 @@ impl Server {
 
     /// Wait until the server says it is serving (it binds its port before
     /// opening the datastore, so an open port alone is not enough).
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         while !self.log().contains("drover server listening")
             || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
         {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100)); // the last lines
+                panic!("server exited ({status}); stderr:\n{}", self.log());
+            }
             assert!(
                 Instant::now() < deadline,
                 "server did not start; stderr:\n{}",
@@ -322,6 +326,19 @@ impl Mgmt {
             &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
         );
         log
+    }
+
+    /// Start the server again on the same port and data after its process
+    /// died (killed by the test).
+    pub fn restart_killed(&mut self) {
+        let port = self.server.port;
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.server = Server::start_on(
+            port,
+            &self.dir.path().join("data"),
+            &extra,
+            &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
+        );
     }
 
     /// curl with the CA; returns (code, JSON body or Null).
