@@ -698,6 +698,83 @@ fn scenario_body() {
             "replica {i} asked directly serves the cluster through {via}: {got:?}"
         );
     }
+    // Streams and upgrades, kubeconfig downloads and the UI's cluster page
+    // work on every replica: logs -f, exec and the page go down whichever
+    // replica holds the link.
+    let (code, _, err) = ha.kubectl(
+        &imp.kubeconfig,
+        &["create", "deployment", "web", "--image=nginx"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pod = wait("a web pod runs", Duration::from_secs(20), || {
+        let (_, out, _) = ha.kubectl(
+            &imp.kubeconfig,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[?(@.status.phase==\"Running\")].metadata.name}",
+            ],
+        );
+        out.split_whitespace().next().map(str::to_owned)
+    });
+    for i in 0..REPLICAS {
+        let kc = ha.dir.path().join(format!("direct-{i}.kubeconfig"));
+        let text = std::fs::read_to_string(&imp.kubeconfig).unwrap().replace(
+            &format!("127.0.0.1:{}/", ha.lb),
+            &format!("127.0.0.1:{}/", ha.ports[i]),
+        );
+        std::fs::write(&kc, text).unwrap();
+        let (code, out, err) = ha.kubectl(&kc, &["exec", &pod, "--", "echo", "hi"]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "hi"),
+            "exec through replica {i}: {err}"
+        );
+        let mut logs = Proc::spawn(common::kubectl_cmd(
+            &kc,
+            &ha.dir.path().join("kube-cache"),
+            &["logs", "-f", &pod, "--tail=1"],
+        ));
+        wait(
+            &format!("logs -f through replica {i}"),
+            Duration::from_secs(10),
+            || (logs.lines.lock().unwrap().len() >= 2).then_some(()),
+        );
+        logs.kill();
+        let (code, yaml) = common::curl(
+            &[
+                "--cacert",
+                &ha.ca_arg(),
+                "-X",
+                "POST",
+                "-H",
+                &format!("Authorization: Bearer {}", ha.admin),
+            ],
+            &ha.direct(i, &format!("{MGMT}/clusters/{}/kubeconfig", imp.cluster)),
+        );
+        assert_eq!(code, 200, "kubeconfig from replica {i}: {yaml}");
+        assert!(
+            yaml.contains(&ha.url(&format!("/k8s/clusters/{}", imp.cluster))),
+            "{yaml}"
+        );
+        let (code, page) = common::curl(
+            &[
+                "--cacert",
+                &ha.ca_arg(),
+                "-H",
+                &format!("Cookie: __Host-drover-session={}", ha.admin),
+            ],
+            &ha.direct(i, &format!("/dashboard/clusters/{}", imp.cluster)),
+        );
+        assert_eq!(code, 200, "the cluster page on replica {i}");
+        assert!(
+            page.contains("ha-node-0") && page.contains("ha-node-1"),
+            "the nodes on replica {i}'s page: {page}"
+        );
+    }
     // The peer listener answers only replicas: a client without a peer
     // certificate is refused in the handshake.
     let peer_url = ha.view()["replicas"][0]["peerURL"]
