@@ -115,6 +115,8 @@ pub struct ServerOptions {
     pub listen: Option<String>,
     /// The admin password (default: [`PASSWORD`]).
     pub password: Option<String>,
+    /// More flags for `drover server`.
+    pub extra: Vec<String>,
 }
 
 impl Server {
@@ -161,6 +163,7 @@ impl Server {
         if let Some(ds) = datastore {
             cmd.arg("--datastore").arg(ds);
         }
+        cmd.args(&opts.extra);
         let mut child = cmd
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start drover server: {e}")))?;
@@ -217,6 +220,12 @@ impl Server {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL the server and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A JSON request as admin; non-2xx is an error.

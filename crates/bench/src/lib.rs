@@ -8,6 +8,8 @@
 //! - [`proxy`]: latency and throughput through Drover's proxy and directly
 //!   to the same simulated cluster; memory while a large log streams.
 //! - [`api`]: creating, listing and watching many management objects.
+//! - [`ha`]: three replicas on PostgreSQL: the peer hop's added latency
+//!   and failover times after kill -9.
 //! - [`ui`]: the web UI's clusters page with many clusters.
 //! - [`env`]: the server process, sims, agents, `/proc` readings.
 //! - [`demo`]: `drover demo`, the same parts kept running for a first look.
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod demo;
 pub mod env;
+pub mod ha;
 pub mod proxy;
 pub mod scale;
 pub mod ui;
@@ -74,6 +77,10 @@ enum Scenario {
     ///
     /// Example: drover bench ui --clusters 10000 --json ui.json
     Ui(ui::UiArgs),
+    /// Three replicas: the peer hop's added latency, failover times.
+    ///
+    /// Example: drover bench ha --datastore postgres://… --json ha.json
+    Ha(ha::HaArgs),
 }
 
 /// Run a scenario.
@@ -94,6 +101,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Ui(a) => {
             let common = a.common.clone();
             (ui::run(a).await?, common)
+        }
+        Scenario::Ha(a) => {
+            let common = a.common.clone();
+            (ha::run(a).await?, common)
         }
     };
     if let Some(path) = common.json {
