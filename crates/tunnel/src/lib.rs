@@ -34,3 +34,45 @@ pub enum TunnelError {
     #[error("tunnel multiplexer: {0}")]
     Mux(#[from] yamux::ConnectionError),
 }
+
+impl TunnelError {
+    /// Whether the session ended because the other end fell silent for the
+    /// keep-alive's timeout.
+    /// yamux reports the transport's failure as an I/O or a frame-decode
+    /// error depending on which side noticed it, so the cause is looked
+    /// for along the error's sources.
+    pub fn is_silence(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TunnelError;
+    use std::io;
+
+    #[test]
+    fn silence_is_found_whichever_side_noticed_it() {
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "silent");
+        let read = TunnelError::Mux(yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(
+            timed_out(),
+        )));
+        let write = TunnelError::Mux(yamux::ConnectionError::Io(timed_out()));
+        assert!(read.is_silence());
+        assert!(write.is_silence());
+        let reset = TunnelError::Mux(yamux::ConnectionError::Io(
+            io::ErrorKind::ConnectionReset.into(),
+        ));
+        assert!(!reset.is_silence());
+        assert!(!TunnelError::Closed.is_silence());
+    }
+}

@@ -27,10 +27,10 @@ pub struct Keepalive {
 }
 
 impl Default for Keepalive {
-    /// A ping every 2 s, gone after 6 s of silence (two pongs missed): a
-    /// frozen or cut-off peer is noticed well within 10 s — an agent has
-    /// moved to another replica before that replica's clusters would show
-    /// as disconnected — while a slow moment is not mistaken for one.
+    /// A ping every 2 s, gone after 6 s of silence (checked every second):
+    /// a frozen or cut-off peer is noticed within 7 s — an agent has moved
+    /// to another replica before that replica's clusters would show as
+    /// disconnected — while a slow moment is not mistaken for one.
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
@@ -74,6 +74,8 @@ pub struct WsIo<S> {
     last_seen: Instant,
     timeout: Duration,
     ping_due: bool,
+    /// Whether the next tick pings (every other one does).
+    ping_tick: bool,
 }
 
 impl<S> std::fmt::Debug for WsIo<S> {
@@ -88,8 +90,10 @@ where
 {
     /// Wrap an open WebSocket. Must be called inside a tokio runtime.
     pub fn new(ws: WebSocketStream<S>, keepalive: Keepalive) -> Self {
-        let mut ticker =
-            tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
+        // Ticks at half the ping interval: silence is noticed within half
+        // an interval of the timeout, and every other tick pings.
+        let tick = keepalive.interval / 2;
+        let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             ws,
@@ -99,6 +103,7 @@ where
             last_seen: Instant::now(),
             timeout: keepalive.timeout,
             ping_due: false,
+            ping_tick: true,
         }
     }
 
@@ -111,7 +116,8 @@ where
                     "no sign of life from the tunnel's other end",
                 ));
             }
-            self.ping_due = true;
+            self.ping_due |= self.ping_tick;
+            self.ping_tick = !self.ping_tick;
         }
         if self.ping_due {
             match Pin::new(&mut self.ws).poll_ready(cx) {

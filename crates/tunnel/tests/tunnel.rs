@@ -83,6 +83,11 @@ async fn a_silent_peer_ends_the_session() {
     let done = tokio::time::timeout(Duration::from_secs(5), session.opener.closed()).await;
     assert!(done.is_ok(), "the session noticed the silent peer");
     assert!(session.opener.open().await.is_err());
+    let ended = session.driver.await.unwrap();
+    assert!(
+        ended.as_ref().is_err_and(|e| e.is_silence()),
+        "it ended for the silence: {ended:?}"
+    );
     drop(b);
 }
 
