@@ -145,13 +145,11 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Wait until it has seen the store as it is now (the first load, and
-    /// every write committed so far), for at most `timeout`.
+    /// Wait until it has loaded once — it then holds every write committed
+    /// before it was made — for at most `timeout`. (For a later write of
+    /// one's own, wait with [`Mirror::caught_up`] for its revision.)
     pub async fn ready(&self, timeout: Duration) -> bool {
-        match self.store.revisions().await {
-            Ok(r) => self.caught_up(r.current.max(1), timeout).await,
-            Err(_) => false,
-        }
+        self.caught_up(1, timeout).await
     }
 }
 
