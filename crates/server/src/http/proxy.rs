@@ -36,7 +36,7 @@ use drover_auth::authn::AUTHENTICATED;
 
 use super::AppState;
 use crate::kinds::namespaces;
-use crate::link::dialer::LINK_WAIT;
+use crate::link::dialer::{UpgradeCut, LINK_WAIT};
 use crate::link::kube::DownstreamError;
 
 /// Where the proxy's paths start.
@@ -243,9 +243,17 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             .sessions
             .open(&state, &identity, Some(&cluster), grants)
             .await;
+        // ...and when its link, or the replica holding it, goes.
+        let cut = resp.extensions().get::<UpgradeCut>().cloned();
         let revoked = async move {
             let end = registration.end.clone();
-            end.cancelled().await;
+            match cut {
+                Some(cut) => tokio::select! {
+                    () = end.cancelled() => {}
+                    () = cut.cancelled() => {}
+                },
+                None => end.cancelled().await,
+            }
             drop(registration);
         };
         drover_tunnel::upgrade::splice(client, hyper::upgrade::on(&mut resp), revoked);

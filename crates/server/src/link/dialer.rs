@@ -27,6 +27,39 @@ use super::peer::Peers;
 use super::{records, Link, Links};
 use crate::replicas::Registry;
 
+/// On an upgraded answer (exec, attach, port-forward): cancelled when the
+/// link it goes down, or the replica holding it, is gone. The byte pipe
+/// ends with it; once every copy is dropped (the pipe ended by itself),
+/// nothing waits for that any more.
+#[derive(Debug, Clone)]
+pub struct UpgradeCut {
+    token: tokio_util::sync::CancellationToken,
+    _guard: Arc<tokio_util::sync::DropGuard>,
+}
+
+impl UpgradeCut {
+    /// A token cancelled when `gone` resolves.
+    pub(crate) fn when(gone: impl Future<Output = ()> + Send + 'static) -> Self {
+        let token = tokio_util::sync::CancellationToken::new();
+        let cut = token.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = gone => cut.cancel(),
+                () = cut.cancelled() => {}
+            }
+        });
+        Self {
+            _guard: Arc::new(token.clone().drop_guard()),
+            token,
+        }
+    }
+
+    /// Resolves when the link goes.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+}
+
 /// How long a request waits for some replica to hold the cluster's link.
 pub const LINK_WAIT: Duration = Duration::from_secs(5);
 /// Bodies up to this size are read first, so that a request can be sent
@@ -73,6 +106,24 @@ pub enum Route {
     Nowhere,
 }
 
+/// What changes routes, subscribed to ([`Dialer::subscribe`]).
+#[derive(Debug)]
+pub struct RouteChanges {
+    table: tokio::sync::watch::Receiver<drover_store::Revision>,
+    members: tokio::sync::watch::Receiver<Arc<crate::replicas::Members>>,
+}
+
+impl RouteChanges {
+    /// Resolves on the next change since the last, or after `at_most`.
+    pub async fn next(&mut self, at_most: Duration) {
+        tokio::select! {
+            _ = self.table.changed() => {}
+            _ = self.members.changed() => {}
+            () = tokio::time::sleep(at_most) => {}
+        }
+    }
+}
+
 /// Sends requests to clusters, wherever their links are.
 #[derive(Debug)]
 pub struct Dialer {
@@ -107,7 +158,12 @@ impl Dialer {
         if let Some(link) = self.links.get(cluster) {
             return Route::Local(link);
         }
-        let Some((record, _)) = self.links.table().get(&records::key(cluster)) else {
+        let Some((record, _)) = self
+            .links
+            .table()
+            .get(&records::key(cluster))
+            .filter(|(r, _)| r.is_held())
+        else {
             return Route::Nowhere;
         };
         if record.replica == self.replica() {
@@ -127,22 +183,28 @@ impl Dialer {
         !matches!(self.route(cluster), Route::Nowhere)
     }
 
-    /// Resolves on the next change of the links' records or of who is
-    /// alive, or after `at_most`.
-    pub async fn changed(&self, at_most: Duration) {
-        let mut table = self.links.table().changes();
-        let mut members = self.registry.watch();
-        tokio::select! {
-            _ = table.changed() => {}
-            _ = members.changed() => {}
-            () = tokio::time::sleep(at_most) => {}
+    /// A subscription to what changes routes: the links' records and who
+    /// is alive. Take it before looking at a route, so that no change in
+    /// between is missed.
+    pub fn subscribe(&self) -> RouteChanges {
+        RouteChanges {
+            table: self.links.table().changes(),
+            members: self.registry.watch(),
         }
+    }
+
+    /// Resolves on the next change of the links' records or of who is
+    /// alive, or after `at_most` (a fresh subscription: a loop should
+    /// [`Dialer::subscribe`] once instead).
+    pub async fn changed(&self, at_most: Duration) {
+        self.subscribe().next(at_most).await
     }
 
     /// Wait up to `at_most` for some replica to hold `cluster`'s link;
     /// whether one does.
     pub async fn wait_connected(&self, cluster: &str, at_most: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + at_most;
+        let mut changes = self.subscribe();
         loop {
             if self.connected(cluster) {
                 return true;
@@ -151,7 +213,7 @@ impl Dialer {
             if now >= deadline {
                 return false;
             }
-            self.changed(deadline - now).await;
+            changes.next(deadline - now).await;
         }
     }
 
@@ -180,6 +242,7 @@ impl Dialer {
         wait: Duration,
     ) -> Result<Response<Body>, DownstreamError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.subscribe();
         let (parts, body) = req.into_parts();
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut body = match http_body::Body::size_hint(&body).exact() {
@@ -225,7 +288,8 @@ impl Dialer {
             if !matches!(failed, DownstreamError::NotConnected) {
                 tracing::debug!(%cluster, error = %failed, "sending the request again");
             }
-            self.changed((deadline - now).min(Duration::from_millis(250)))
+            changes
+                .next((deadline - now).min(Duration::from_millis(250)))
                 .await;
         }
     }
@@ -248,6 +312,11 @@ impl Dialer {
             }
         };
         let cut = self.gone(cluster, replica);
+        if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+            let mut resp = resp.map(Body::new);
+            resp.extensions_mut().insert(UpgradeCut::when(cut));
+            return Ok(resp);
+        }
         Ok(resp.map(|body| {
             Body::new(CutWhen::new(
                 body,
@@ -293,6 +362,8 @@ pub(crate) struct CutWhen<B> {
     body: B,
     cut: Pin<Box<dyn Future<Output = ()> + Send>>,
     why: &'static str,
+    /// Cut already: nothing more comes.
+    done: bool,
 }
 
 impl<B> CutWhen<B> {
@@ -306,6 +377,7 @@ impl<B> CutWhen<B> {
             body,
             cut: Box::pin(cut),
             why,
+            done: false,
         }
     }
 }
@@ -323,18 +395,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
         // What has arrived is passed on first.
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.cut.as_mut().poll(cx).is_ready() {
+            this.done = true;
             return Poll::Ready(Some(Err(this.why.into())));
         }
         Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.done || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::dialer::CutWhen;
+use super::dialer::{CutWhen, UpgradeCut};
 use super::{Dialer, Link};
 
 /// Largest JSON answer a controller reads (a node list of a big cluster).
@@ -111,9 +111,15 @@ pub async fn send_on(link: &Link, req: Request<Body>) -> Result<Response<Body>, 
             .map_err(|_| DownstreamError::Timeout(HEAD_TIMEOUT))??,
         () = link.opener.closed() => return Err(DownstreamError::Lost),
     };
-    // The answer's body is cut when the link goes, even if the stream
-    // itself would not notice.
+    // The answer's body (or the pipe of an upgrade) is cut when the link
+    // goes, even if the stream itself would not notice.
     let opener = link.opener.clone();
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let mut resp = resp.map(Body::new);
+        resp.extensions_mut()
+            .insert(UpgradeCut::when(async move { opener.closed().await }));
+        return Ok(resp);
+    }
     Ok(resp.map(|body| {
         Body::new(CutWhen::new(
             body,

@@ -31,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
+use super::dialer::UpgradeCut;
 use super::kube::{self, DownstreamError};
 use super::Links;
 
@@ -195,7 +196,12 @@ async fn forwarded(
         return ApiError::bad_request("the forwarded request is malformed").into_response();
     };
     let mut resp = match kube::send_on(&link, out).await {
-        Ok(r) => r,
+        Ok(mut r) => {
+            // The markers below are this replica's to set; a cluster (or a
+            // service behind its proxy) cannot send them.
+            strip_markers(r.headers_mut());
+            r
+        }
         Err(e) => {
             // The calling replica sends again what did not arrive, and
             // an idempotent request that was lost.
@@ -220,12 +226,15 @@ async fn forwarded(
                 .into_response();
         };
         // The replica that took the request ends its side when its rights
-        // go; this side then ends with it.
-        drover_tunnel::upgrade::splice(
-            client,
-            hyper::upgrade::on(&mut resp),
-            std::future::pending(),
-        );
+        // go; this side then ends with it, or when the link goes.
+        let cut = resp.extensions().get::<UpgradeCut>().cloned();
+        let gone = async move {
+            match cut {
+                Some(cut) => cut.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        drover_tunnel::upgrade::splice(client, hyper::upgrade::on(&mut resp), gone);
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
@@ -294,12 +303,21 @@ impl Peers {
                 DownstreamError::Peer(e.to_string())
             }
         })?;
-        if resp.headers().contains_key(NO_LINK) {
+        // Only the holder's own error answers carry a marker (it strips
+        // them from the cluster's).
+        let own_error = matches!(resp.status().as_u16(), 502 | 503);
+        if own_error && resp.headers().contains_key(NO_LINK) {
             return Err(DownstreamError::NotConnected);
         }
-        if resp.headers().contains_key(LOST) {
+        if own_error && resp.headers().contains_key(LOST) {
             return Err(DownstreamError::Lost);
         }
         Ok(resp)
     }
+}
+
+/// Remove the peer connection's markers from a cluster's answer.
+fn strip_markers(headers: &mut axum::http::HeaderMap) {
+    headers.remove(NO_LINK);
+    headers.remove(LOST);
 }
