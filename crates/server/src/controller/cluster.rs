@@ -390,15 +390,24 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
             return;
         }
         if matches!(ctx.dialer.route(&cluster), Route::Nowhere) {
-            // A record whose holder is gone: not connected from
-            // HOLDER_DEADLINE after the holder's last renewal (its agent
-            // has had time to reconnect elsewhere). No record at all: give
-            // a reconnecting agent LINK_GRACE.
+            // A link's holder gone: not connected from HOLDER_DEADLINE
+            // after the holder's last renewal (its agent has had time to
+            // reconnect elsewhere). A link released: LINK_GRACE after the
+            // agent was last heard from (at once if it fell silent). No
+            // record at all: LINK_GRACE from now.
             let record = ctx.dialer.links().table().get(&records::key(&cluster));
             let since = *missing_since.get_or_insert_with(tokio::time::Instant::now);
+            let past = |t: Option<std::time::SystemTime>, d: Duration| {
+                t.is_none_or(|t| t.elapsed().unwrap_or_default() >= d)
+            };
             let due = match &record {
-                Some((r, _)) => holder_silent_since(&ctx, &r.replica)
-                    .is_none_or(|t| t.elapsed().unwrap_or_default() >= HOLDER_DEADLINE),
+                Some((r, _)) if r.is_held() => {
+                    past(holder_silent_since(&ctx, &r.replica), HOLDER_DEADLINE)
+                }
+                Some((r, _)) => past(
+                    r.last_seen.as_deref().and_then(meta::parse_rfc3339),
+                    LINK_GRACE,
+                ),
                 None => since.elapsed() >= LINK_GRACE,
             };
             if due {
@@ -441,6 +450,7 @@ async fn wait(stop: &CancellationToken, d: Duration) {
 /// cluster's link.
 async fn wait_unless_gone(ctx: &Ctx, cluster: &str, stop: &CancellationToken, d: Duration) {
     let until = tokio::time::Instant::now() + d;
+    let mut changes = ctx.dialer.subscribe();
     loop {
         let now = tokio::time::Instant::now();
         if now >= until
@@ -451,7 +461,7 @@ async fn wait_unless_gone(ctx: &Ctx, cluster: &str, stop: &CancellationToken, d:
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = ctx.dialer.changed(until - now) => {}
+            () = changes.next(until - now) => {}
         }
     }
 }

@@ -7,9 +7,9 @@
 //!   keeps the list and the store clean);
 //! - compaction: every 5 minutes, keep the last 10,000 revisions;
 //! - the orphan sweep: every minute, remove what something that is gone
-//!   left behind — link records and leases of deleted clusters, link
-//!   records of replicas gone for a while, namespace records of deleted
-//!   clusters, name reservations of deleted clusters and projects, token
+//!   left behind — link records and leases of deleted clusters, namespace
+//!   records of deleted clusters, name reservations of deleted clusters
+//!   and projects, token
 //!   hash records without their Token (and Tokens without theirs),
 //!   registration records without their ClusterRegistrationToken, records
 //!   of replicas gone for ten minutes.
@@ -145,18 +145,14 @@ pub(crate) async fn sweep_orphans(ctx: &Ctx, held: &Held) -> Result<usize, Store
     let at = store.revisions().await?.current;
     let clusters = names(store, "clusters", at).await?;
     let projects = names(store, "projects", at).await?;
-    let members = ctx.registry.members();
     let now = SystemTime::now();
     let mut gone = Vec::new();
     for kv in list(store, link_records::PREFIX, at).await? {
         let cluster = link_records::cluster_of(&kv.key);
-        let holder_gone_long = link_records::parse(&kv.value).is_some_and(|r| {
-            members
-                .records
-                .get(&r.replica)
-                .is_none_or(|rec| !rec.alive_at(now - replicas::TTL))
-        });
-        if !clusters.contains(cluster) || holder_gone_long {
+        // Released records stay (their generation orders the next link);
+        // so do those of dead holders (the cluster's controller reports
+        // them). Only a deleted cluster's record goes.
+        if !clusters.contains(cluster) {
             gone.push(kv);
         }
     }

@@ -148,6 +148,47 @@ impl Links {
         }
     }
 
+    /// Every few seconds, release the records that name this replica for a
+    /// link it no longer holds (a release that failed): otherwise such a
+    /// record would keep the cluster routed here, and shown connected.
+    pub fn spawn_record_sweep(
+        self: &Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                for (key, record, revision) in me.table.items() {
+                    let cluster = records::cluster_of(&key).to_owned();
+                    if record.replica != me.replica || me.get(&cluster).is_some() {
+                        continue;
+                    }
+                    // Whether the link is still registered (closing).
+                    let registered = me.lock().get(&cluster).is_some_and(|l| l.id == record.link);
+                    if registered {
+                        continue;
+                    }
+                    if records::release(
+                        &me.store,
+                        &cluster,
+                        &record,
+                        revision,
+                        std::time::SystemTime::now(),
+                    )
+                    .await
+                    {
+                        tracing::info!(%cluster, "released a record of a link this replica no longer holds");
+                    }
+                }
+            }
+        })
+    }
+
     /// Close every link whose registration token is gone from the store.
     pub async fn close_revoked(&self) {
         let keys: Vec<String> = self.all().into_iter().map(|l| l.registration).collect();
@@ -185,8 +226,21 @@ impl Links {
             tracing::info!(%cluster, "a new agent connection replaces the previous one");
             old.opener.close();
         }
-        let claimed = match records::claim(&self.store, &cluster, &self.replica, link.id).await {
+        // A link claimed elsewhere after this one was accepted is the
+        // agent's newer connection: this one then gives way.
+        let claimed = match self.store.revisions().await {
+            Ok(at) => {
+                records::claim(&self.store, &cluster, &self.replica, link.id, at.current).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let claimed = match claimed {
             Ok(c) => Some(c),
+            Err(records::ClaimError::Superseded) => {
+                tracing::info!(%cluster, "a newer link for the cluster is recorded; closing this one");
+                link.opener.close();
+                None
+            }
             Err(e) => {
                 tracing::warn!(%cluster, error = %e, "cannot record the agent's link; closing it");
                 link.opener.close();
@@ -224,6 +278,18 @@ impl Links {
                 }
             }
         }
+        // The tunnel's end: whether the agent fell silent before it.
+        let ended = session.driver.await;
+        let silent = matches!(&ended, Ok(Err(e)) if e.is_silence());
+        if let Ok(Err(e)) = &ended {
+            tracing::debug!(%cluster, error = %e, "tunnel ended");
+        }
+        let last_seen = std::time::SystemTime::now()
+            - if silent {
+                keepalive.timeout
+            } else {
+                std::time::Duration::ZERO
+            };
         let replaced_here = {
             let mut links = self.lock();
             if links.get(&cluster).is_some_and(|l| l.id == link.id) {
@@ -234,13 +300,10 @@ impl Links {
             }
         };
         // A newer link here claims the record itself.
-        if let (Some((_, revision)), false) = (claimed, replaced_here) {
-            if records::release(&self.store, &cluster, revision).await {
-                tracing::info!(%cluster, "agent disconnected");
+        if let (Some((record, revision)), false) = (claimed, replaced_here) {
+            if records::release(&self.store, &cluster, &record, revision, last_seen).await {
+                tracing::info!(%cluster, silent, "agent disconnected");
             }
-        }
-        if let Ok(Err(e)) = session.driver.await {
-            tracing::debug!(%cluster, error = %e, "tunnel ended");
         }
     }
 }
