@@ -143,13 +143,14 @@ impl ServerArgs {
     }
 
     /// The host other replicas reach this one at, given the peer
-    /// listener's address.
+    /// listener's address (never an unspecified address).
     pub fn advertise_host(&self, peer: SocketAddr) -> String {
         if let Some(host) = self.advertise_address.as_deref().filter(|h| !h.is_empty()) {
             return host.to_owned();
         }
         let ip = if peer.ip().is_unspecified() {
-            outward_ip().unwrap_or(peer.ip())
+            // No route out: only replicas on this host can reach it.
+            outward_ip().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
         } else {
             peer.ip()
         };

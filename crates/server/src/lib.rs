@@ -107,6 +107,14 @@ pub async fn run(
     let replica = replicas::new_id();
     let advertise = args.advertise_host(peer_local);
     let peer_url = format!("https://{advertise}:{}", peer_local.port());
+    let loopback = advertise
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if loopback && store.backend_name() == "postgres" {
+        tracing::warn!(%peer_url, "other replicas can reach this one only from this host; set --advertise-address");
+    }
     let peer_tls = link::peer::PeerTls::load(
         &store,
         &replica,
@@ -116,6 +124,7 @@ pub async fn run(
     let registry = replicas::Registry::join(&store, replica.clone(), peer_url.clone()).await?;
     let _renewal = registry.spawn(stop.clone());
     let links = link::Links::new(&store, replica.clone());
+    let _record_sweep = links.spawn_record_sweep(stop.clone());
     let peer_server = tokio::spawn(drover_net::serve::serve(
         peer_listener,
         peer_tls.server.clone(),
@@ -145,7 +154,7 @@ pub async fn run(
         controller::cluster::starter(),
         Arc::new(controller::leader::start),
     );
-    let _ownership = ownership.spawn(stop.clone());
+    let ownership_task = ownership.spawn(stop.clone());
     let url_text = server_url.as_str().trim_end_matches('/').to_owned();
     let api = kinds::api_server(
         store.clone(),
@@ -204,8 +213,11 @@ pub async fn run(
         async move {
             shutdown.await;
             tracing::info!("draining: /healthz answers 503 from now on");
-            state.registry.drain().await;
-            state.ownership.release_all().await;
+            // Bounded: a datastore that does not answer must not hold up
+            // the shutdown (the leases then lapse with this replica).
+            let bound = std::time::Duration::from_secs(5);
+            let _ = tokio::time::timeout(bound, state.registry.drain()).await;
+            let _ = tokio::time::timeout(2 * bound, state.ownership.release_all()).await;
             // Only when other replicas can take the traffic is there a
             // balancer worth waiting for.
             let me = state.registry.id();
@@ -230,9 +242,12 @@ pub async fn run(
         args.shutdown_grace(),
     )
     .await;
+    // Every controller has stopped before this replica's record goes (the
+    // others take its leases at once then).
     stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ownership_task).await;
     let _ = peer_server.await;
-    registry.leave().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), registry.leave()).await;
     store.close().await;
     tracing::info!("drover server stopped");
     Ok(())

@@ -193,6 +193,12 @@ impl Registry {
             .is_some_and(|at| at.elapsed() < ACT_FOR)
     }
 
+    /// The revision replica `id`'s record was last written at, as this
+    /// replica has seen it (`None`: no record).
+    pub fn record_revision(&self, id: &str) -> Option<drover_store::Revision> {
+        self.mirror.get(&key(id)).map(|(_, revision)| revision)
+    }
+
     /// Whether this replica is shutting down.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)

@@ -19,8 +19,12 @@
 //!   shorter than the time after which others may take over): two replicas
 //!   never act under one lease at once.
 //!
-//! Writes to the store made under a lease carry its [`Held::fence`]: they
-//! fail if the lease changed hands meanwhile.
+//! A cluster controller's writes to the store (status, namespace records,
+//! the end of a removal) and the leader's orphan sweep carry the lease's
+//! [`Held::fence`]: they fail if the lease changed hands meanwhile. Token
+//! expiry and compaction need none: done twice, they change nothing more.
+//! Writes to a cluster stop as soon as the lease is lost (the controller's
+//! stop token, a child of this replica's one cancellation tree).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -112,6 +116,8 @@ pub struct Ownership {
     leases: Arc<Mirror<Lease>>,
     clusters: Arc<Mirror<Brief>>,
     running: Mutex<HashMap<String, Running>>,
+    /// The parent of every controller's stop token: one cancellation tree.
+    root: CancellationToken,
     /// Starts a cluster's controllers, and the leader's.
     start_cluster: Start,
     start_leader: Start,
@@ -141,6 +147,7 @@ impl Ownership {
             leases,
             clusters,
             running: Mutex::default(),
+            root: CancellationToken::new(),
             start_cluster,
             start_leader,
             _follow: [a, b],
@@ -199,6 +206,7 @@ impl Ownership {
                 }
                 tokio::select! {
                     () = stop.cancelled() => {
+                        me.root.cancel();
                         me.stop_all().await;
                         return;
                     }
@@ -243,8 +251,12 @@ impl Ownership {
         names.insert(LEADER.to_owned());
         // Leases of clusters that are gone, still held here, go too.
         names.extend(self.lock().keys().cloned());
+        // A draining replica takes nothing, even before the others see it
+        // draining.
+        let draining = registry.draining();
         for name in names {
-            let assigned = replicas::owner(&name, &members.serving) == Some(me.as_str());
+            let assigned =
+                !draining && replicas::owner(&name, &members.serving) == Some(me.as_str());
             let exists = name == LEADER
                 || name
                     .strip_prefix("clusters/")
@@ -282,7 +294,11 @@ impl Ownership {
                 let running = self.lock().get(&name).map(|r| r.held.clone());
                 if running.as_ref() != Some(&held) {
                     self.stop(&name).await;
-                    self.start(&name, held);
+                    // The mirror may lag (this replica was frozen or cut
+                    // off): start only under the lease the store has now.
+                    if self.still_mine(&held, &me).await {
+                        self.start(&name, held);
+                    }
                 }
             } else if self.lock().contains_key(&name) {
                 // Taken over by another replica (this one was away).
@@ -303,11 +319,19 @@ impl Ownership {
             acquired: meta::now_rfc3339(),
         };
         let bytes = serde_json::to_vec(&lease).expect("plain data");
-        let op = match current {
+        let mut ops = vec![match current {
             Some((_, revision)) => Op::update(key(name), bytes, *revision),
             None => Op::create(key(name), bytes),
-        };
-        let kvs = self.ctx.store.txn(&[op]).await?;
+        }];
+        // The holder judged gone must not have renewed since this replica
+        // last saw it (its view of the replicas may lag).
+        if let Some((old, _)) = current.filter(|(l, _)| !l.holder.is_empty()) {
+            ops.push(Op::check(
+                replicas::key(&old.holder),
+                self.ctx.registry.record_revision(&old.holder),
+            ));
+        }
+        let kvs = self.ctx.store.txn(&ops).await?;
         tracing::info!(lease = %name, generation = lease.generation, "took the lease");
         Ok(Held {
             name: name.to_owned(),
@@ -316,8 +340,19 @@ impl Ownership {
         })
     }
 
+    /// Whether the store (not the mirror) still has `held` as this
+    /// replica's lease.
+    async fn still_mine(&self, held: &Held, me: &str) -> bool {
+        match self.ctx.store.get(&key(&held.name)).await {
+            Ok(Some(kv)) => {
+                kv.mod_revision == held.revision && parse(&kv.value).is_some_and(|l| l.holder == me)
+            }
+            _ => false,
+        }
+    }
+
     fn start(&self, name: &str, held: Held) {
-        let stop = CancellationToken::new();
+        let stop = self.root.child_token();
         let task = if name == LEADER {
             (self.start_leader)(self.ctx.clone(), held.clone(), stop.clone())
         } else {
@@ -331,32 +366,51 @@ impl Ownership {
         let Some(running) = self.lock().remove(name) else {
             return;
         };
-        running.stop.cancel();
-        let mut task = running.task;
-        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
-            task.abort();
+        Self::finish(vec![running]).await;
+    }
+
+    /// Cancel every one of `running` first, then wait for them together,
+    /// up to [`STOP_WAIT`]; what is left is aborted (and waited for).
+    async fn finish(running: Vec<Running>) -> Vec<Held> {
+        for r in &running {
+            r.stop.cancel();
         }
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        let waits = running.into_iter().map(|r| async move {
+            let mut task = r.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+            r.held
+        });
+        futures::future::join_all(waits).await
     }
 
     async fn stop_all(&self) {
-        let names: Vec<String> = self.lock().keys().cloned().collect();
-        for name in names {
-            self.stop(&name).await;
-        }
+        let running: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
+        Self::finish(running).await;
     }
 
     /// Stop everything and give up every lease (a draining replica): the
     /// others take them over at once instead of after this one is gone.
     pub async fn release_all(&self) {
-        let names: Vec<String> = self.lock().keys().cloned().collect();
-        for name in names {
-            self.stop(&name).await;
-            if let Some((lease, revision)) = self.leases.get(&key(&name)) {
-                if lease.holder == self.ctx.registry.id() {
-                    self.release(&name, &lease, revision).await;
-                }
+        let running: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
+        let held = Self::finish(running).await;
+        let me = self.ctx.registry.id();
+        let releases = held.into_iter().map(|h| {
+            let me = me.clone();
+            async move {
+                let lease = Lease {
+                    holder: me,
+                    generation: h.generation,
+                    acquired: String::new(),
+                };
+                let release = self.release(&h.name, &lease, h.revision);
+                let _ = tokio::time::timeout(STOP_WAIT, release).await;
             }
-        }
+        });
+        futures::future::join_all(releases).await;
     }
 
     /// Give up a lease held here: it stays, with no holder and its
