@@ -71,6 +71,17 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// A load was refused: the datastore already holds data.
+    #[error("the datastore is not empty: it is at revision {revision} with {objects} objects")]
+    NotEmpty {
+        /// Its current revision.
+        revision: i64,
+        /// Its live objects.
+        objects: u64,
+    },
+    /// A load ended before it was complete; nothing of it was written.
+    #[error("the load was abandoned before it was complete; nothing was written")]
+    LoadAborted,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -17,6 +17,9 @@
 //! - `watch`: one pump per store reads new log rows once and fans them out to
 //!   every watcher; a watcher first catches up from the log, then follows the
 //!   pump, so it sees each change exactly once and in order.
+//! - `dump`: whole-store reads and loads for backups: a consistent
+//!   [`Store::snapshot`], the raw log with write times
+//!   ([`Store::log_since`]) and [`Store::load`] into an empty datastore.
 //! - [`Follower`] and [`Store::follow`]: an in-memory view kept current from
 //!   a watch, reloaded after a broken one; [`Mirror`], such a view of the
 //!   parsed keys under a prefix, with change notification.
@@ -33,6 +36,7 @@
 //! revision order, "every row with revision > R" never has a hole that a later
 //! commit could fill.
 
+mod dump;
 mod error;
 mod follow;
 mod keys;
@@ -46,6 +50,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub use dump::{Contents, Load, LogRow, Snapshot};
 pub use error::StoreError;
 pub use follow::{Follower, Mirror};
 pub use keys::{prefix_end, validate_key};
@@ -297,9 +302,10 @@ pub trait Backend: Send + Sync + 'static {
         after: Revision,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
-    /// Drop history so that only the last `keep` revisions remain watchable.
-    /// Returns the new compacted revision.
-    fn compact(&self, keep: i64) -> BoxFuture<'_, Result<Revision>>;
+    /// Drop history so that only the last `keep` revisions remain watchable,
+    /// and none after `ceiling` (when given) is dropped. Returns the new
+    /// compacted revision.
+    fn compact(&self, keep: i64, ceiling: Option<Revision>) -> BoxFuture<'_, Result<Revision>>;
     /// Resolves each time something may have been written (by this process or,
     /// where the backend can tell, by another one).
     fn wait_for_change(&self) -> BoxFuture<'_, ()>;
@@ -307,6 +313,22 @@ pub trait Backend: Send + Sync + 'static {
     fn poll_interval(&self) -> Duration;
     /// Close connections.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// See [`Store::snapshot`].
+    fn snapshot(
+        &self,
+        batch: usize,
+        out: tokio::sync::mpsc::Sender<Snapshot>,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// See [`Store::log_since`].
+    fn log_since(&self, after: Revision, limit: usize) -> BoxFuture<'_, Result<Vec<LogRow>>>;
+    /// See [`Store::contents`].
+    fn contents(&self) -> BoxFuture<'_, Result<Contents>>;
+    /// See [`Store::load`].
+    fn load(
+        &self,
+        replace: bool,
+        rows: tokio::sync::mpsc::Receiver<Load>,
+    ) -> BoxFuture<'_, Result<Contents>>;
 }
 
 /// Options for opening a store.
@@ -474,7 +496,13 @@ impl Store {
     /// Keep only the last `keep` revisions of history; returns the compacted
     /// revision.
     pub async fn compact(&self, keep: i64) -> Result<Revision> {
-        self.backend.compact(keep).await
+        self.backend.compact(keep, None).await
+    }
+
+    /// As [`Store::compact`], but never past `ceiling` (when given): the
+    /// log after it is still needed (by the log archive).
+    pub async fn compact_at_most(&self, keep: i64, ceiling: Option<Revision>) -> Result<Revision> {
+        self.backend.compact(keep, ceiling).await
     }
 
     /// Compact every `every`, keeping the last `keep` revisions, until the

@@ -16,9 +16,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
+use crate::dump::{Contents, Load, LogRow, Snapshot};
 use crate::keys::prefix_end;
 use crate::{
     Backend, Event, EventType, KeyValue, ListOptions, ListResult, Op, Result, Revision, Revisions,
@@ -57,7 +58,8 @@ const SQLITE_SCHEMA: &[&str] = &[
         created INTEGER NOT NULL,
         deleted INTEGER NOT NULL,
         create_revision INTEGER NOT NULL,
-        value BLOB NOT NULL)",
+        value BLOB NOT NULL,
+        at INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS drover_log_key_revision ON drover_log (key, revision)",
 ];
 
@@ -73,12 +75,22 @@ const POSTGRES_SCHEMA: &[&str] = &[
         created BIGINT NOT NULL,
         deleted BIGINT NOT NULL,
         create_revision BIGINT NOT NULL,
-        value BYTEA NOT NULL)",
+        value BYTEA NOT NULL,
+        at BIGINT NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS drover_log_key_revision ON drover_log (key, revision)",
+    // Stores made before commit times were kept.
+    "ALTER TABLE drover_log ADD COLUMN IF NOT EXISTS at BIGINT NOT NULL DEFAULT 0",
 ];
 
 /// Columns every log query selects, in this order.
 const LOG_COLUMNS: &str = "revision, key, created, deleted, create_revision, value";
+/// Columns of a raw log row ([`LogRow`]).
+const ROW_COLUMNS: &str = "revision, key, deleted, create_revision, value, at";
+/// Rows per INSERT when loading.
+const LOAD_CHUNK: usize = 200;
+/// The latest row of each live key (`l`), as of the transaction's snapshot.
+const LIVE_ROWS: &str = "FROM drover_log l WHERE l.deleted = 0 AND NOT EXISTS (
+    SELECT 1 FROM drover_log m WHERE m.key = l.key AND m.revision > l.revision)";
 
 /// The SQL backend.
 pub(crate) struct SqlBackend {
@@ -159,6 +171,19 @@ impl SqlBackend {
             .map_err(StoreError::Schema)?;
         for stmt in SQLITE_SCHEMA {
             pool.execute(*stmt).await.map_err(StoreError::Schema)?;
+        }
+        // Stores made before commit times were kept (SQLite has no
+        // `ADD COLUMN IF NOT EXISTS`).
+        let has_at: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('drover_log') WHERE name = 'at'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(StoreError::Schema)?;
+        if has_at == 0 {
+            pool.execute("ALTER TABLE drover_log ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
+                .await
+                .map_err(StoreError::Schema)?;
         }
         Ok(Self {
             pool,
@@ -443,8 +468,8 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result
         }
     };
     sqlx::query(
-        "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(revision)
     .bind(key)
@@ -452,6 +477,7 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result
     .bind(deleted as i64)
     .bind(create_revision)
     .bind(&value[..])
+    .bind(crate::dump::now_micros())
     .execute(&mut **tx)
     .await?;
     Ok(KeyValue {
@@ -683,7 +709,7 @@ impl Backend for SqlBackend {
         })
     }
 
-    fn compact(&self, keep: i64) -> BoxFuture<'_, Result<Revision>> {
+    fn compact(&self, keep: i64, ceiling: Option<Revision>) -> BoxFuture<'_, Result<Revision>> {
         Box::pin(async move {
             let _local = match self.dialect {
                 Dialect::Sqlite => Some(self.write_lock.lock().await),
@@ -698,7 +724,10 @@ impl Backend for SqlBackend {
             .await?;
             let current: i64 = row.try_get("revision")?;
             let compacted: i64 = row.try_get("compacted")?;
-            let target = current - keep.max(0);
+            let mut target = current - keep.max(0);
+            if let Some(ceiling) = ceiling {
+                target = target.min(ceiling);
+            }
             if target <= compacted {
                 return Ok(compacted);
             }
@@ -743,4 +772,206 @@ impl Backend for SqlBackend {
             self.pool.close().await;
         })
     }
+    fn snapshot(&self, batch: usize, out: mpsc::Sender<Snapshot>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            if self.dialect == Dialect::Postgres {
+                // One snapshot for every read below, however long it takes.
+                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?;
+                tx.execute("SET LOCAL statement_timeout = 0").await?;
+                tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                    .await?;
+            }
+            // SQLite's read transaction takes its snapshot at this first read.
+            let revision: i64 = sqlx::query_scalar("SELECT revision FROM drover_meta WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            let objects: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {LIVE_ROWS}"))
+                .fetch_one(&mut *tx)
+                .await?;
+            let begin = Snapshot::Begin {
+                revision,
+                objects: objects.max(0) as u64,
+            };
+            if out.send(begin).await.is_err() {
+                return Ok(());
+            }
+            let query = format!(
+                "SELECT l.revision, l.key, l.deleted, l.create_revision, l.value, l.at
+                 {LIVE_ROWS} ORDER BY l.key"
+            );
+            let mut rows = sqlx::query(&query).fetch(&mut *tx);
+            let mut pending = Vec::with_capacity(batch);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                pending.push(log_row(&row)?);
+                if pending.len() >= batch {
+                    let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
+                    if out.send(Snapshot::Rows(full)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            drop(rows);
+            if !pending.is_empty() {
+                let _ = out.send(Snapshot::Rows(pending)).await;
+            }
+            tx.rollback().await?;
+            Ok(())
+        })
+    }
+
+    fn log_since(&self, after: Revision, limit: usize) -> BoxFuture<'_, Result<Vec<LogRow>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {ROW_COLUMNS} FROM drover_log WHERE revision > $1
+                 ORDER BY revision LIMIT $2"
+            ))
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            // As for changes: checked after reading.
+            let compacted = self.revisions().await?.compacted;
+            if after < compacted {
+                return Err(StoreError::TooOld {
+                    requested: after,
+                    compacted,
+                });
+            }
+            rows.iter().map(log_row).collect()
+        })
+    }
+
+    fn contents(&self) -> BoxFuture<'_, Result<Contents>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            contents(&mut conn).await
+        })
+    }
+
+    fn load(
+        &self,
+        replace: bool,
+        mut rows: mpsc::Receiver<Load>,
+    ) -> BoxFuture<'_, Result<Contents>> {
+        Box::pin(async move {
+            let _local = match self.dialect {
+                Dialect::Sqlite => Some(self.write_lock.lock().await),
+                Dialect::Postgres => None,
+            };
+            let mut tx = self.pool.begin().await?;
+            if self.dialect == Dialect::Postgres {
+                tx.execute("SET LOCAL statement_timeout = 0").await?;
+                tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                    .await?;
+            }
+            // Hold the writers' lock for the whole load.
+            sqlx::query("UPDATE drover_meta SET revision = revision WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            let before = contents(&mut tx).await?;
+            if !before.is_empty() {
+                if !replace {
+                    return Err(StoreError::NotEmpty {
+                        revision: before.revision,
+                        objects: before.objects,
+                    });
+                }
+                tx.execute("DELETE FROM drover_log").await?;
+            }
+            loop {
+                match rows.recv().await {
+                    Some(Load::Rows(batch)) => {
+                        for chunk in batch.chunks(LOAD_CHUNK) {
+                            insert_rows(&mut tx, chunk).await?;
+                        }
+                    }
+                    Some(Load::Commit {
+                        revision,
+                        compacted,
+                    }) => {
+                        sqlx::query(
+                            "UPDATE drover_meta SET revision = $1, compacted = $2 WHERE id = 1",
+                        )
+                        .bind(revision)
+                        .bind(compacted)
+                        .execute(&mut *tx)
+                        .await?;
+                        let after = contents(&mut tx).await?;
+                        tx.commit().await?;
+                        return Ok(after);
+                    }
+                    // Dropping the transaction rolls it back.
+                    None => return Err(StoreError::LoadAborted),
+                }
+            }
+        })
+    }
+}
+
+/// A raw log row, from [`ROW_COLUMNS`].
+fn log_row(row: &AnyRow) -> Result<LogRow> {
+    let deleted: i64 = row.try_get("deleted")?;
+    Ok(LogRow {
+        revision: row.try_get("revision")?,
+        key: row.try_get("key")?,
+        create_revision: row.try_get("create_revision")?,
+        deleted: deleted != 0,
+        value: Bytes::from(row.try_get::<Vec<u8>, _>("value")?),
+        at_micros: row.try_get("at")?,
+    })
+}
+
+/// The revision and number of live objects, on one connection.
+async fn contents(conn: &mut sqlx::AnyConnection) -> Result<Contents> {
+    let revision: i64 = sqlx::query_scalar("SELECT revision FROM drover_meta WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let objects: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {LIVE_ROWS}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Contents {
+        revision,
+        objects: objects.max(0) as u64,
+    })
+}
+
+/// Insert rows as they are, revisions included, in one statement.
+async fn insert_rows(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[LogRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO drover_log (revision, key, created, deleted, create_revision, value, at) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let n = i * 7;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${},${},${},${},${},${},${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7
+        ));
+    }
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        query = query
+            .bind(row.revision)
+            .bind(row.key.as_str())
+            .bind(row.created() as i64)
+            .bind(row.deleted as i64)
+            .bind(row.create_revision)
+            .bind(&row.value[..])
+            .bind(row.at_micros);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
