@@ -124,6 +124,72 @@ kind!(
     Cluster, ClusterSpec, ClusterStatus
 );
 
+/// A backup of the management server's datastore: one-shot, or on a
+/// schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Where the files go: `file:///DIR` (on the server) or
+    /// `s3://BUCKET/PREFIX` (credentials and endpoint from the server's
+    /// AWS environment variables).
+    #[serde(default)]
+    pub location: String,
+    /// A cron schedule (`minute hour day month weekday`, UTC); one backup
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How many files of this Backup to keep (default 10); older ones are
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_count: Option<u32>,
+    /// Encrypt with the server's `--backup-encryption-key-file`.
+    #[serde(default)]
+    pub encrypt: bool,
+}
+
+/// One backup file a Backup made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFile {
+    /// The file's name at the location.
+    pub name: String,
+    /// When the snapshot was taken (RFC 3339).
+    pub time: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The datastore revision it holds.
+    pub revision: i64,
+    /// Objects in it.
+    #[serde(default)]
+    pub objects: u64,
+}
+
+/// What Drover observed of a Backup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `Ready` (the last backup succeeded) with the reason of a failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The files kept, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<BackupFile>,
+    /// When the last backup succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
+    /// When the last attempt ran, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<String>,
+    /// When the next scheduled backup runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_backup_time: Option<String>,
+}
+
+kind!(
+    /// A backup of the management server (cluster-scoped).
+    Backup, BackupSpec, BackupStatus
+);
+
 /// The cluster a registration token is for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

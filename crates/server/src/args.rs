@@ -88,6 +88,18 @@ pub struct ServerArgs {
     /// --peer-listen IP if specific, else this host's outward IP.
     #[arg(long, env = "DROVER_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
+    /// File holding the secret (16 bytes or more) that Backups with
+    /// `spec.encrypt` and the log archive are encrypted with.
+    #[arg(long, env = "DROVER_BACKUP_ENCRYPTION_KEY_FILE")]
+    pub backup_encryption_key_file: Option<PathBuf>,
+    /// Archive the datastore's log here for point-in-time recovery
+    /// (`file:///DIR` or `s3://BUCKET/PREFIX`), a segment every few seconds.
+    #[arg(long, env = "DROVER_BACKUP_LOG_ARCHIVE", value_parser = parse_location)]
+    pub backup_log_archive: Option<String>,
+}
+
+fn parse_location(url: &str) -> Result<String, String> {
+    drover_backup::location::validate(url).map(|()| url.to_owned())
 }
 
 impl ServerArgs {

@@ -40,6 +40,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The backup key file or log archive cannot be used.
+    #[error("{0}")]
+    Backup(#[from] drover_backup::BackupError),
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -144,12 +144,14 @@ pub async fn run(
     let _follow = authz.follow();
     let authn = drover_auth::authn::Authenticator::new(store.clone());
     let _authn_follow = authn.follow();
+    let backups = Arc::new(backup_config(&args)?);
     let ownership = controller::lease::Ownership::new(
         controller::Ctx {
             store: store.clone(),
             authz: authz.clone(),
             dialer: dialer.clone(),
             registry: registry.clone(),
+            backups: backups.clone(),
         },
         controller::cluster::starter(),
         Arc::new(controller::leader::start),
@@ -161,6 +163,10 @@ pub async fn run(
         authz.clone(),
         args.token_max_ttl(),
         &url_text,
+        kinds::backups::Backups {
+            default_location: default_backup_location(&args.data_dir),
+            has_key: backups.key.is_some(),
+        },
     );
     let login =
         drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());
@@ -251,4 +257,28 @@ pub async fn run(
     store.close().await;
     tracing::info!("drover server stopped");
     Ok(())
+}
+
+/// Where a Backup without a location writes: `file://DATA_DIR/backups`.
+fn default_backup_location(data_dir: &std::path::Path) -> String {
+    let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    format!("file://{}", dir.join("backups").display())
+}
+
+/// The backup settings: the key read now (a bad key file stops the start),
+/// the log archive checked, files staged in `DATA_DIR/backup-staging`.
+fn backup_config(args: &ServerArgs) -> Result<controller::backups::BackupConfig, ServerError> {
+    let key = args
+        .backup_encryption_key_file
+        .as_deref()
+        .map(drover_backup::Key::from_file)
+        .transpose()?;
+    if let Some(url) = &args.backup_log_archive {
+        drover_backup::Location::open(url)?;
+    }
+    Ok(controller::backups::BackupConfig {
+        key,
+        log_archive: args.backup_log_archive.clone(),
+        scratch: args.data_dir.join("backup-staging"),
+    })
 }

@@ -5,7 +5,9 @@
 //! - token expiry: every minute, delete expired Tokens with their hash
 //!   records (an expired token is refused at authentication already; this
 //!   keeps the list and the store clean);
-//! - compaction: every 5 minutes, keep the last 10,000 revisions;
+//! - compaction: every 5 minutes, keep the last 10,000 revisions (never
+//!   past what the log archive holds, when there is one);
+//! - backups and the log archive ([`super::backups`]);
 //! - the orphan sweep: every minute, remove what something that is gone
 //!   left behind — link records and leases of deleted clusters, namespace
 //!   records of deleted clusters, name reservations of deleted clusters
@@ -52,12 +54,37 @@ pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::Join
                     Action::Requeue(TOKEN_SWEEP)
                 })
             });
+            let archiver = match super::backups::archiver(&ctx.store, &ctx.backups) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot archive the log");
+                    None
+                }
+            };
+            let archived = archiver.as_ref().map(|a| a.archived());
             let compaction = super::run("compaction", stop.clone(), never, || async {
-                ctx.store
-                    .compact(KEEP_REVISIONS)
+                super::backups::compact(&ctx.store, KEEP_REVISIONS, archived.as_ref())
                     .await
-                    .map(|_| Action::Requeue(COMPACTION))
+                    .map(|()| Action::Requeue(COMPACTION))
             });
+            let log_archive = async {
+                if let Some(archiver) = &archiver {
+                    super::run("log-archive", stop.clone(), never, || {
+                        super::backups::archive_step(archiver)
+                    })
+                    .await;
+                }
+            };
+            let changes = backup_changes(&ctx.store, stop.clone());
+            let backups = super::run(
+                "backups",
+                stop.clone(),
+                || {
+                    let changes = changes.clone();
+                    async move { changes.notified().await }
+                },
+                || super::backups::reconcile(&ctx, &held, &ctx.backups),
+            );
             let orphans = super::run("orphan-sweep", stop.clone(), never, || async {
                 sweep_orphans(&ctx, &held).await.map(|n| {
                     if n > 0 {
@@ -66,10 +93,40 @@ pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::Join
                     Action::Requeue(ORPHAN_SWEEP)
                 })
             });
-            tokio::join!(tokens, compaction, orphans);
+            tokio::join!(tokens, compaction, orphans, log_archive, backups);
         }
         .instrument(tracing::info_span!("leader")),
     )
+}
+
+/// Woken on every change to a Backup, until `stop`.
+fn backup_changes(store: &Store, stop: CancellationToken) -> std::sync::Arc<tokio::sync::Notify> {
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (store, wake) = (store.clone(), notify.clone());
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let prefix = drover_core::keys::prefix(api::GROUP, "backups", None);
+        while !stop.is_cancelled() {
+            let Ok(at) = store.revisions().await else {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            };
+            let mut events = store.watch(&prefix, at.current);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = events.next() => match next {
+                        Some(Ok(_)) => wake.notify_one(),
+                        _ => break,
+                    },
+                }
+            }
+            wake.notify_one();
+        }
+    });
+    notify
 }
 
 /// Delete every expired Token (and its record); returns how many.

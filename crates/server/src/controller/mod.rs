@@ -23,6 +23,7 @@
 //! failure goes to an error policy (jittered exponential backoff); one
 //! cancellation tree stops everything.
 
+pub mod backups;
 pub mod cluster;
 pub mod leader;
 pub mod lease;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub dialer: Arc<Dialer>,
     /// This replica's membership (whether it may act on its leases).
     pub registry: Arc<Registry>,
+    /// Backups and the log archive.
+    pub backups: Arc<backups::BackupConfig>,
 }
 
 /// What a reconcile asks for next.

@@ -44,6 +44,7 @@ pub fn api_server(
     authz: Arc<RbacAuthorizer>,
     max_token_ttl: Duration,
     server_url: &str,
+    backups: super::backups::Backups,
 ) -> Arc<ApiServer> {
     let mut reg = Registry::default();
     drover_auth::kinds::register(&mut reg, authz.clone(), max_token_ttl);
@@ -94,6 +95,10 @@ pub fn api_server(
             server_url: server_url.to_owned(),
         },
     );
+
+    let mut backup = base("Backup", "backups", "backup", false);
+    backup.status = true;
+    reg.register(backup, backups);
 
     drover_apiserver::reviews::register(&mut reg);
     ApiServer::new(

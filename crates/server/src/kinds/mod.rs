@@ -5,10 +5,12 @@
 //! - [`management`]: Cluster, Project, the namespace rule of the management
 //!   API, what a Cluster's or Project's deletion takes with it.
 //! - [`registration`]: ClusterRegistrationToken and the import manifest.
+//! - [`backups`]: the Backup kind (the leader's controller does the work).
 //! - [`namespaces`]: which downstream namespace is in which project
 //!   (Drover's records, tied to the namespace's UID), and how a namespace
 //!   write through the proxy is decided.
 
+pub mod backups;
 pub mod management;
 pub mod namespaces;
 pub mod registration;
