@@ -9,6 +9,8 @@
 //! - [`context`]: the current cluster and project, the picker, and
 //!   `kubectl` with a cached kubeconfig.
 //! - [`resources`]: clusters, projects, namespaces, members, users, tokens.
+//! - [`backups`]: `backup create|ls` through the server, `verify|restore`
+//!   on files.
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage.
 
@@ -33,6 +35,7 @@ macro_rules! outln {
     };
 }
 
+pub mod backups;
 pub mod client;
 pub mod config;
 pub mod context;
@@ -183,6 +186,11 @@ pub enum Command {
     /// Example: drover tokens create --description ci --ttl 86400
     #[command(subcommand, alias = "token")]
     Tokens(resources::TokensCommand),
+    /// Backups of the server: create, list, verify, restore.
+    ///
+    /// Example: drover backup create --wait
+    #[command(subcommand, alias = "backups")]
+    Backup(backups::BackupCommand),
 }
 
 /// Run a CLI command.
@@ -200,6 +208,7 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
         Command::Members(c) => resources::members(c).await,
         Command::Users(c) => resources::users(c).await,
         Command::Tokens(c) => resources::tokens(c).await,
+        Command::Backup(c) => backups::run(c).await,
     }
 }
 

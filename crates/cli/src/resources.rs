@@ -17,8 +17,13 @@ fn current() -> Result<(ServerEntry, Client), CliError> {
     Ok((entry, client))
 }
 
+/// The current server's entry and a client for it.
+pub(crate) fn current_client() -> Result<(ServerEntry, Client), CliError> {
+    current()
+}
+
 /// Print a list: the server's table, or the objects.
-async fn list(client: &Client, path: &str, out: Output) -> Result<(), CliError> {
+pub(crate) async fn list(client: &Client, path: &str, out: Output) -> Result<(), CliError> {
     if out.format == output::Format::Table {
         crate::out!("{}", output::server_table(&client.table(path).await?));
     } else {
