@@ -202,6 +202,69 @@ pub fn drover(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// moto's S3 server on a free 127.0.0.1 port, with one bucket; stopped on
+/// drop.
+pub struct S3 {
+    pub proc: Proc,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Start `$DROVER_TEST_MOTO` and create `bucket`.
+    pub fn start(bucket: &str) -> S3 {
+        let bin =
+            std::env::var("DROVER_TEST_MOTO").expect("DROVER_TEST_MOTO (./scripts/test sets it)");
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let proc = Proc::spawn(cmd);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let s3 = S3 {
+            proc,
+            endpoint,
+            bucket: bucket.to_owned(),
+        };
+        wait("moto's S3 server", Duration::from_secs(60), || {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("{}/{bucket}", s3.endpoint))
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout) == "200").then_some(())
+        });
+        s3
+    }
+
+    /// The AWS environment a client of this server needs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "drover-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "drover-test-secret".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+
+    /// The keys under `prefix` in the bucket, as S3 lists them.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf"])
+            .arg(format!(
+                "{}/{}?list-type=2&prefix={prefix}",
+                self.endpoint, self.bucket
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "listing the bucket failed");
+        let xml = String::from_utf8_lossy(&out.stdout);
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+}
+
 /// A fresh database on the test PostgreSQL server.
 pub async fn postgres_database() -> String {
     use sqlx::{Connection, Executor};
@@ -325,6 +388,34 @@ impl Mgmt {
             &extra,
             &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
         );
+        log
+    }
+
+    /// Clients for a server started otherwise, trusting `ca`.
+    pub fn attach(server: Server, ca: PathBuf) -> Mgmt {
+        Mgmt {
+            server,
+            ca,
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Stop the server (SIGTERM) and start another on the same port (its
+    /// URL stays, so agents and kubeconfigs keep working) with this data
+    /// directory, flags and environment; returns the old server's stderr.
+    pub fn replace(&mut self, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+        let port = self.server.port;
+        let placeholder = Server {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            stderr: Arc::default(),
+            reader: None,
+        };
+        let old = std::mem::replace(&mut self.server, placeholder);
+        let (_, log) = old.stop();
+        self.server = Server::start_on(port, data_dir, extra, env);
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
         log
     }
 
