@@ -231,10 +231,34 @@ try {
   say("settings");
   await page.getByRole("link", { name: "Settings" }).click();
   assert.match(await page.locator("#ca-checksum").textContent(), /^[0-9a-f]{64}$/);
+
+  say("back up now, and a backup that fails says why");
+  await page.getByRole("button", { name: "Back up now" }).click();
+  await page.waitForURL(/\/dashboard\/settings\?notice=backup-started$/);
+  await page.getByText("The backup was started").waitFor();
+  const stateOf = async (row) => (await row.locator("[data-state]").getAttribute("data-state"));
+  const waitState = async (row, want) => {
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      if ((await row.count()) > 0 && (await stateOf(row)) === want) return;
+      assert.ok(Date.now() < deadline, `no ${want} backup within 30 s`);
+      await page.waitForTimeout(250);
+      await page.reload();
+    }
+  };
+  const first = page.locator("#backups tbody tr").first();
+  await waitState(first, "Ready");
+  assert.equal((await first.locator("td").nth(5).textContent()).trim(), "1", "one file");
+  await page.getByLabel("Location (empty: the server's data directory)").fill("file:///proc/drover-cannot-write-here");
+  await page.getByRole("button", { name: "Back up now" }).click();
+  await page.waitForURL(/notice=backup-started$/);
+  const failed = page.locator("#backups tbody tr").nth(1);
+  await waitState(failed, "Failed");
+  assert.match(await failed.locator("td.failure").textContent(), /drover-cannot-write-here/);
   await shot("08-settings");
 
   say("every visible field has a label");
-  for (const p of ["/dashboard/clusters", `/dashboard/clusters/${id}`, "/dashboard/users", "/dashboard/tokens"]) {
+  for (const p of ["/dashboard/clusters", `/dashboard/clusters/${id}`, "/dashboard/users", "/dashboard/tokens", "/dashboard/settings"]) {
     await page.goto(`${url}${p}`);
     const unlabeled = await page.evaluate(() =>
       [...document.querySelectorAll("input:not([type=hidden]), select")]
@@ -282,6 +306,8 @@ try {
   await cp.getByRole("button", { name: "Change password" }).click();
   await cp.waitForURL(/\/dashboard\/clusters\?notice=password$/);
   await cp.getByText("Your password was changed.").waitFor();
+  await cp.goto(`${url}/dashboard/settings`);
+  assert.equal(await cp.locator("#backups, #backup-now").count(), 0, "backups are for admins only");
   await carol.close();
 
   say("signing out");

@@ -10,7 +10,8 @@
 //! - [`api`]: the in-process API client.
 //! - [`session`]: the session cookie, CSRF tokens, security headers.
 //! - [`view`]: the page frame and shared pieces.
-//! - `pages`: clusters, projects, members, users, API keys, settings,
+//! - `pages`: clusters, projects, members, users, API keys, settings (with
+//!   backups and "Back up now" for those who may make them),
 //!   sign-in.
 
 use std::sync::Arc;
@@ -121,6 +122,7 @@ pub fn router(api: Router, ca_checksum: String) -> Router {
         )
         .route("/dashboard/tokens/{name}/delete", post(admin::delete_token))
         .route("/dashboard/settings", get(admin::settings))
+        .route("/dashboard/settings/backups", post(admin::backup_now))
         .layer(axum::middleware::from_fn(session::check_csrf))
         .layer(axum::middleware::from_fn(session::security_headers))
         .with_state(ui)

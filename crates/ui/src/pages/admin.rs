@@ -387,14 +387,45 @@ pub(crate) async fn delete_token(
     Ok(Redirect::to("/dashboard/tokens?notice=key-deleted").into_response())
 }
 
-/// `GET /dashboard/settings`.
-pub(crate) async fn settings(State(ui): State<Arc<Ui>>, session: Session) -> Markup {
-    view::page(
+/// `GET /dashboard/settings`: the server's facts and, for those who may
+/// see them (admins), its backups with "Back up now".
+pub(crate) async fn settings(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Markup, UiError> {
+    // Lists show only what the caller may see; the section is for those
+    // who may make backups (admins, by default).
+    let review = ui
+        .api
+        .call(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &session.token,
+            Some(&json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"group": "management.drover.io", "resource": "backups", "verb": "create"}}})),
+        )
+        .await?;
+    let backups = if review.pointer("/status/allowed") == Some(&Value::Bool(true)) {
+        Some(
+            ui.api
+                .items(&format!("{MGMT}/backups"), &session.token)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let notice = match q.notice.as_deref() {
+        Some("backup-started") => Some("The backup was started; its state shows below."),
+        other => notice_text(other),
+    };
+    Ok(view::page(
         "Settings",
         &session,
         Section::Settings,
         html! {
             h1 { "Settings" }
+            (view::notice(notice))
             dl.summary {
                 dt { "Drover version" } dd { (drover_core::VERSION) }
                 dt { "CA certificate" } dd { a href="/cacerts" { "Download (PEM)" } }
@@ -406,8 +437,96 @@ pub(crate) async fn settings(State(ui): State<Arc<Ui>>, session: Session) -> Mar
                 }
                 dt { "Sessions" } dd { "A sign-in lasts 12 hours, or until you sign out." }
             }
+            @if let Some(backups) = &backups {
+                (backups_section(&session, backups))
+            }
             h2 { "Your account" }
             p { a href="/dashboard/password" { "Change your password" } }
         },
-    )
+    ))
+}
+
+/// The backups table and the "Back up now" form.
+fn backups_section(session: &Session, backups: &[Value]) -> Markup {
+    html! {
+        h2 { "Backups" }
+        @if backups.is_empty() {
+            p { "No backups yet." }
+        } @else {
+            div.scroll { table #backups {
+                thead { tr {
+                    th scope="col" { "Backup" } th scope="col" { "Location" } th scope="col" { "Schedule" }
+                    th scope="col" { "State" } th scope="col" { "Last backup" } th scope="col" { "Files" }
+                    th scope="col" { "Last failure" }
+                } }
+                tbody { @for b in backups {
+                    @let ready = b.pointer("/status/conditions").and_then(Value::as_array)
+                        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+                    @let state = match ready {
+                        None => "Pending",
+                        Some(c) if c["status"] == "True" => "Ready",
+                        Some(_) => "Failed",
+                    };
+                    tr data-backup=(s(b, "/metadata/name")) {
+                        td { (s(b, "/metadata/name")) }
+                        td { code { (s(b, "/spec/location")) } }
+                        td { @if s(b, "/spec/schedule").is_empty() { "once" } @else { code { (s(b, "/spec/schedule")) } } }
+                        td { span class={ "badge " (if state == "Ready" { "active" } else if state == "Failed" { "unavailable" } else { "pending" }) } data-state=(state) { (state) } }
+                        td { (s(b, "/status/lastBackupTime")) }
+                        td { (b.pointer("/status/files").and_then(Value::as_array).map_or(0, Vec::len)) }
+                        td.failure { @if state == "Failed" { (ready.map(|c| s(c, "/message")).unwrap_or_default()) } }
+                    }
+                } }
+            } }
+        }
+        h3 { "Back up now" }
+        form #backup-now method="post" action="/dashboard/settings/backups" {
+            (view::csrf(session))
+            div.field {
+                label for="f-location" { "Location (empty: the server's data directory)" }
+                input #f-location name="location" type="text" placeholder="s3://bucket/prefix or file:///dir" autocomplete="off";
+            }
+            div.check {
+                input #f-encrypt name="encrypt" type="checkbox" value="true";
+                label for="f-encrypt" { "Encrypt with the server's backup key" }
+            }
+            button type="submit" { "Back up now" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewBackup {
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    encrypt: Option<String>,
+}
+
+/// `POST /dashboard/settings/backups`: a one-shot Backup, now.
+pub(crate) async fn backup_now(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Form(form): Form<NewBackup>,
+) -> Result<Response, UiError> {
+    let mut spec = json!({"encrypt": form.encrypt.as_deref() == Some("true")});
+    if !form.location.trim().is_empty() {
+        spec["location"] = json!(form.location.trim());
+    }
+    let stamp: String = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis().to_string())
+        .unwrap_or_default();
+    ui.api
+        .call(
+            Method::POST,
+            &format!("{MGMT}/backups"),
+            &session.token,
+            Some(
+                &json!({"apiVersion": "management.drover.io/v1", "kind": "Backup",
+                "metadata": {"name": format!("manual-{stamp}")}, "spec": spec}),
+            ),
+        )
+        .await?;
+    Ok(Redirect::to("/dashboard/settings?notice=backup-started").into_response())
 }
