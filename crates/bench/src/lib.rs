@@ -10,6 +10,8 @@
 //! - [`api`]: creating, listing and watching many management objects.
 //! - [`ha`]: three replicas on PostgreSQL: the peer hop's added latency
 //!   and failover times after kill -9.
+//! - [`backup`]: a backup and a restore of 100,000 objects: times, the
+//!   server's memory, and API write latency during a backup.
 //! - [`ui`]: the web UI's clusters page with many clusters.
 //! - [`env`]: the server process, sims, agents, `/proc` readings.
 //! - [`demo`]: `drover demo`, the same parts kept running for a first look.
@@ -18,6 +20,7 @@
 //! 127.0.0.1 only.
 
 pub mod api;
+pub mod backup;
 pub mod demo;
 pub mod env;
 pub mod ha;
@@ -81,6 +84,10 @@ enum Scenario {
     ///
     /// Example: drover bench ha --datastore postgres://… --json ha.json
     Ha(ha::HaArgs),
+    /// Back up and restore many objects; write latency during a backup.
+    ///
+    /// Example: drover bench backup --objects 100000 --json backup.json
+    Backup(backup::BackupArgs),
 }
 
 /// Run a scenario.
@@ -105,6 +112,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Ha(a) => {
             let common = a.common.clone();
             (ha::run(a).await?, common)
+        }
+        Scenario::Backup(a) => {
+            let common = a.common.clone();
+            (backup::run(a).await?, common)
         }
     };
     if let Some(path) = common.json {
