@@ -27,8 +27,9 @@ pub struct LogRow {
     pub deleted: bool,
     /// The value written.
     pub value: Bytes,
-    /// When it was written: microseconds since the Unix epoch (0 for rows
-    /// written before the store kept times).
+    /// When it was written: microseconds since the Unix epoch, the same
+    /// for every row of one transaction (0 for rows written before the
+    /// store kept times).
     pub at_micros: i64,
 }
 

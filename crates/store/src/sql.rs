@@ -78,8 +78,6 @@ const POSTGRES_SCHEMA: &[&str] = &[
         value BYTEA NOT NULL,
         at BIGINT NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS drover_log_key_revision ON drover_log (key, revision)",
-    // Stores made before commit times were kept.
-    "ALTER TABLE drover_log ADD COLUMN IF NOT EXISTS at BIGINT NOT NULL DEFAULT 0",
 ];
 
 /// Columns every log query selects, in this order.
@@ -208,8 +206,27 @@ impl SqlBackend {
             .map_err(|source| connect_error(Dialect::Postgres, source))?;
         let lock = "SELECT 1 FROM (SELECT pg_advisory_lock(7239001)) AS locked";
         conn.execute(lock).await.map_err(StoreError::Schema)?;
+        // A schema change waits at most this long for a lock (a backup's
+        // long read holds one) rather than queueing every writer behind it.
+        conn.execute("SET lock_timeout = '10s'")
+            .await
+            .map_err(StoreError::Schema)?;
         for stmt in POSTGRES_SCHEMA {
             conn.execute(*stmt).await.map_err(StoreError::Schema)?;
+        }
+        // Stores made before commit times were kept. Checked first: even
+        // `ADD COLUMN IF NOT EXISTS` takes the table's exclusive lock.
+        let has_at: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'drover_log' AND column_name = 'at'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(StoreError::Schema)?;
+        if has_at == 0 {
+            conn.execute("ALTER TABLE drover_log ADD COLUMN at BIGINT NOT NULL DEFAULT 0")
+                .await
+                .map_err(StoreError::Schema)?;
         }
         let _ = conn.close().await;
 
@@ -272,9 +289,12 @@ impl SqlBackend {
                 _ => {}
             }
         }
+        // One time for the whole transaction: a point-in-time restore
+        // takes all of it or none.
+        let at = crate::dump::now_micros();
         let mut done = Vec::with_capacity(ops.len());
         for op in ops.iter().filter(|op| op.writes()) {
-            done.push(write_one(&mut tx, op).await?);
+            done.push(write_one(&mut tx, op, at).await?);
         }
         if self.dialect == Dialect::Postgres && !done.is_empty() {
             // Delivered to listeners when (and only if) the transaction commits.
@@ -421,7 +441,11 @@ async fn check_unchanged(
 }
 
 /// One write inside a transaction.
-async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result<KeyValue> {
+async fn write_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    op: &Op,
+    at: i64,
+) -> Result<KeyValue> {
     let revision: i64 = sqlx::query_scalar(
         "UPDATE drover_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
     )
@@ -477,7 +501,7 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, op: &Op) -> Result
     .bind(deleted as i64)
     .bind(create_revision)
     .bind(&value[..])
-    .bind(crate::dump::now_micros())
+    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(KeyValue {

@@ -51,6 +51,9 @@ store_tests!(
     txn_is_all_or_nothing_and_its_conditions_hold,
     txn_conditions_hold_against_racing_writers,
     a_mirror_follows_its_prefix,
+    a_snapshot_under_writes_is_exactly_one_revision,
+    a_load_commits_whole_or_not_at_all,
+    compaction_stops_at_its_ceiling,
 );
 
 async fn create_get_update_delete(f: Fixture) {
@@ -721,4 +724,164 @@ async fn a_mirror_follows_its_prefix(f: Fixture) {
     assert!(mirror.caught_up(at, Duration::from_secs(5)).await);
     assert_eq!(mirror.get("/m/b"), None);
     assert!(mirror.revision() >= at);
+}
+
+/// Take a snapshot; returns its revision and rows.
+async fn snapshot_of(store: &Store) -> (i64, Vec<drover_store::LogRow>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let reading = {
+        let store = store.clone();
+        tokio::spawn(async move { store.snapshot(7, tx).await })
+    };
+    let mut revision = -1;
+    let mut rows = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            drover_store::Snapshot::Begin {
+                revision: r,
+                objects,
+            } => {
+                revision = r;
+                rows.reserve(objects as usize);
+            }
+            drover_store::Snapshot::Rows(batch) => {
+                // A slow reader: writes go on meanwhile.
+                tokio::task::yield_now().await;
+                rows.extend(batch);
+            }
+        }
+    }
+    reading.await.unwrap().unwrap();
+    (revision, rows)
+}
+
+async fn a_snapshot_under_writes_is_exactly_one_revision(f: Fixture) {
+    let s = &f.store;
+    for i in 0..200 {
+        s.create(&format!("/snap/k{i:04}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let key = format!("/snap/k{:04}", i % 250);
+                match s.get(&key).await.unwrap() {
+                    Some(kv) if i % 3 == 0 => {
+                        s.delete(&key, Some(kv.mod_revision)).await.ok();
+                    }
+                    Some(kv) => {
+                        s.update(&key, format!("u{i}"), kv.mod_revision).await.ok();
+                    }
+                    None => {
+                        s.create(&key, format!("c{i}")).await.ok();
+                    }
+                }
+            }
+        })
+    };
+    let (revision, rows) = snapshot_of(s).await;
+    writer.await.unwrap();
+    // Exactly what a list at that revision holds, no more, no fewer.
+    let listed = s
+        .list(&ListOptions {
+            prefix: "/".into(),
+            revision: Some(revision),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let want: Vec<(String, Vec<u8>, i64)> = listed
+        .items
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.to_vec(), kv.mod_revision))
+        .collect();
+    let got: Vec<(String, Vec<u8>, i64)> = rows
+        .iter()
+        .map(|r| (r.key.clone(), r.value.to_vec(), r.revision))
+        .collect();
+    assert_eq!(got, want, "snapshot at revision {revision}");
+    assert!(rows.iter().all(|r| !r.deleted && r.revision <= revision));
+}
+
+async fn a_load_commits_whole_or_not_at_all(f: Fixture) {
+    let s = &f.store;
+    for i in 0..50 {
+        s.create(&format!("/load/k{i:03}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    let (revision, rows) = snapshot_of(s).await;
+    let log = s.log_since(0, 1000).await.unwrap();
+    assert_eq!(log.len() as i64, revision, "every write is in the log");
+    assert!(log.windows(2).all(|w| w[0].revision + 1 == w[1].revision));
+    assert!(log.iter().all(|r| r.at_micros > 0));
+
+    // Into a non-empty store: refused.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(drover_store::Load::Rows(rows.clone()))
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(matches!(
+        s.load(false, rx).await,
+        Err(StoreError::NotEmpty { objects: 50, .. })
+    ));
+
+    // An abandoned load writes nothing.
+    let target = common::sqlite().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(drover_store::Load::Rows(rows[..20].to_vec()))
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(matches!(
+        target.store.load(false, rx).await,
+        Err(StoreError::LoadAborted)
+    ));
+    assert!(target.store.contents().await.unwrap().is_empty());
+
+    // A whole one keeps revisions, and history before the snapshot is gone.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(drover_store::Load::Rows(rows.clone()))
+        .await
+        .unwrap();
+    tx.send(drover_store::Load::Commit {
+        revision,
+        compacted: revision,
+    })
+    .await
+    .unwrap();
+    let after = target.store.load(false, rx).await.unwrap();
+    assert_eq!((after.revision, after.objects), (revision, 50));
+    let kv = target.store.get("/load/k007").await.unwrap().unwrap();
+    let original = s.get("/load/k007").await.unwrap().unwrap();
+    assert_eq!(kv, original);
+    assert!(matches!(
+        target.store.log_since(0, 10).await,
+        Err(StoreError::TooOld { .. })
+    ));
+    // And the store goes on from there.
+    let next = target.store.create("/load/new", "n").await.unwrap();
+    assert_eq!(next.mod_revision, revision + 1);
+}
+
+async fn compaction_stops_at_its_ceiling(f: Fixture) {
+    let s = &f.store;
+    let kv = s.create("/ceil/k", "0").await.unwrap();
+    let mut rev = kv.mod_revision;
+    for i in 1..20 {
+        rev = s
+            .update("/ceil/k", format!("{i}"), rev)
+            .await
+            .unwrap()
+            .mod_revision;
+    }
+    let ceiling = kv.mod_revision + 5;
+    assert_eq!(s.compact_at_most(0, Some(ceiling)).await.unwrap(), ceiling);
+    // Everything after the ceiling is still in the log.
+    let rows = s.log_since(ceiling, 100).await.unwrap();
+    assert_eq!(rows.len() as i64, rev - ceiling);
+    assert_eq!(s.compact_at_most(0, None).await.unwrap(), rev);
 }
