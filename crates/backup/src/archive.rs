@@ -7,7 +7,10 @@
 //!
 //! The archiver runs on one replica (the leader). It starts where the
 //! archive ends (the last segment's revision) and publishes how far it got,
-//! so that compaction never drops a row it has not archived yet.
+//! so that compaction never drops a row it has not archived yet. An archive
+//! that goes past the store's own revision belongs to another history (the
+//! datastore was restored): the archiver refuses it rather than mix the
+//! two. Segments older than the retention are deleted, once an hour.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,9 +25,11 @@ use crate::{BackupError, Key, Location, SEGMENT_EXT};
 /// The name prefix of log segments.
 pub const SEGMENT_PREFIX: &str = "log-";
 /// A segment is written at least this often while there are writes.
-pub const SEGMENT_EVERY: Duration = Duration::from_secs(5);
+pub const SEGMENT_EVERY: Duration = Duration::from_secs(8);
 /// Rows per segment at most.
-const SEGMENT_ROWS: usize = 20_000;
+const SEGMENT_ROWS: usize = 5_000;
+/// How often old segments are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A segment's name.
 pub fn segment_name(first: Revision, last: Revision) -> String {
@@ -61,19 +66,53 @@ pub struct Archiver {
     scratch: PathBuf,
     /// The last revision archived; -1 until the archive's end is known.
     archived: Arc<AtomicI64>,
+    /// Segments older than this are deleted.
+    retention: Duration,
+    last_prune: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Archiver {
     /// An archiver of `store` to `location`, encrypting when `key` is
-    /// given, staging files in `scratch`.
-    pub fn new(store: Store, location: Location, key: Option<Key>, scratch: PathBuf) -> Self {
+    /// given, staging files in `scratch`, keeping segments for `retention`.
+    pub fn new(
+        store: Store,
+        location: Location,
+        key: Option<Key>,
+        scratch: PathBuf,
+        retention: Duration,
+    ) -> Self {
         Self {
             store,
             location,
             key,
             scratch,
             archived: Arc::new(AtomicI64::new(-1)),
+            retention,
+            last_prune: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Delete segments last written before the retention, at most once an
+    /// hour; returns how many.
+    async fn prune(&self) -> Result<usize, BackupError> {
+        {
+            let mut last = self.last_prune.lock().expect("not poisoned");
+            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Some(cutoff) = SystemTime::now().checked_sub(self.retention) else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        for e in self.location.list(SEGMENT_PREFIX).await? {
+            if parse_segment_name(&e.name).is_some() && e.modified < cutoff {
+                self.location.delete(&e.name).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// How far the archive goes (-1 until known): compaction must not go
@@ -93,15 +132,26 @@ impl Archiver {
             .iter()
             .filter_map(|e| parse_segment_name(&e.name).map(|(_, last)| last))
             .max();
+        let at = self.store.revisions().await?;
         match last {
+            Some(last) if last > at.current => Err(BackupError::Refused(format!(
+                "the log archive {} holds revisions up to {last}, past this datastore's {}: \
+                 it is the archive of the datastore this one was restored from; give \
+                 --backup-log-archive a new location",
+                self.location, at.current
+            ))),
             Some(last) => Ok(last),
-            None => Ok(self.store.revisions().await?.compacted),
+            None => Ok(at.compacted),
         }
     }
 
     /// Archive what was written since the last call (or since the
     /// archive's end, the first time); returns the segments written.
     pub async fn step(&self) -> Result<usize, BackupError> {
+        let pruned = self.prune().await?;
+        if pruned > 0 {
+            tracing::info!(segments = pruned, "pruned log segments past the retention");
+        }
         let mut from = self.archived.load(Ordering::SeqCst);
         if from < 0 {
             from = self.resume_point().await?;

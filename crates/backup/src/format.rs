@@ -10,9 +10,10 @@
 //! payload is one message of an XChaCha20-Poly1305 STREAM (key derived
 //! from the key file with Argon2id and the header's salt; every message
 //! authenticates the header too). The trailer holds the counts and the
-//! SHA-256 of every byte before it, so a damaged file is told without a
-//! key. Records: a tag byte (1: a row, 0: the end), then revision, create
-//! revision, deleted flag, write time, key and value; the end tag is
+//! SHA-256 of every byte before it (an encrypted file is read, and so
+//! checked, only with its key). Records: a tag byte (1: a row, 0: the
+//! end), then revision, create revision, deleted flag, write time, key and
+//! value; the end tag is
 //! followed by the number of rows.
 //!
 //! Reading and writing are synchronous over `std::io` and stream: a file
@@ -67,7 +68,8 @@ pub enum FileKind {
     Log,
 }
 
-/// The header: what the file is, readable without the key.
+/// The header: what the file is, readable without the key. A newer
+/// format or Drover version is refused before the fields are read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Header {
@@ -271,10 +273,9 @@ impl<W: Write> Writer<W> {
         let mut rng = rand::thread_rng();
         let mut cipher = None;
         if let Some(key) = key {
-            let mut salt = [0u8; 16];
+            let salt = key.write_salt();
             let mut nonce = [0u8; 19];
             let mut check_nonce = [0u8; 24];
-            rng.fill_bytes(&mut salt);
             rng.fill_bytes(&mut nonce);
             rng.fill_bytes(&mut check_nonce);
             let derived = key.derive(&salt)?;
@@ -467,18 +468,24 @@ pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, Vec<u8>), BackupEr
     input.read_exact(&mut json).map_err(damaged)?;
     // The version first, so that a newer file is named as such even if
     // its header has fields this build does not know.
-    let version = serde_json::from_slice::<serde_json::Value>(&json)
-        .ok()
-        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64))
-        .ok_or_else(|| BackupError::Corrupt("the header is not readable".into()))?;
+    let loose: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|_| BackupError::Corrupt("the header is not readable".into()))?;
+    let version = loose
+        .get("format")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| BackupError::Corrupt("the header has no format".into()))?;
+    let drover = loose["droverVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if version > u64::from(FORMAT_VERSION) {
         return Err(BackupError::NewerFormat {
             format: version,
-            drover: serde_json::from_slice::<serde_json::Value>(&json)
-                .ok()
-                .and_then(|v| v["droverVersion"].as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            drover,
         });
+    }
+    if newer(&drover) {
+        return Err(BackupError::NewerDrover(drover));
     }
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| BackupError::Corrupt(format!("the header is not readable: {e}")))?;
@@ -499,9 +506,6 @@ impl<R: Read> Reader<R> {
     pub fn open(input: R, key: Option<&Key>) -> Result<Self, BackupError> {
         let mut input = Hashing::new(input);
         let (header, header_json) = read_header(&mut input)?;
-        if newer(&header.drover_version) {
-            return Err(BackupError::NewerDrover(header.drover_version.clone()));
-        }
         let opening = match (&header.encryption, key) {
             (None, _) => None,
             (Some(_), None) => return Err(BackupError::KeyRequired),

@@ -151,7 +151,7 @@ pub fn parse_backup_name(name: &str) -> Option<(String, SystemTime, drover_store
     let revision = revision.parse().ok()?;
     let (prefix, stamp) = rest.rsplit_once('-')?;
     // 20261126T172300.123Z → 2026-11-26T17:23:00.123Z
-    if stamp.len() != 20 {
+    if stamp.len() != 20 || !stamp.is_ascii() {
         return None;
     }
     let iso = format!(
@@ -178,5 +178,8 @@ mod tests {
         let (prefix, t, rev) = parse_backup_name(&name).unwrap();
         assert_eq!((prefix.as_str(), t, rev), ("nightly-prod", at, 4242));
         assert!(parse_backup_name("nightly.drbk").is_none());
+        // Anyone who can write to the location can name files: no panic.
+        assert!(parse_backup_name("nightly-éééééééééé-r1.drbk").is_none());
+        assert!(parse_backup_name("x-2026112xT172300.123Z-r1.drbk").is_none());
     }
 }

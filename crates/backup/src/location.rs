@@ -25,6 +25,8 @@ pub struct Entry {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
 }
 
 /// A parsed location.
@@ -33,6 +35,9 @@ pub struct Location {
     url: String,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The directory of a `file://` location: files written there are
+    /// made readable by the server's user only.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Location {
@@ -92,15 +97,28 @@ fn parse_url(url: &str) -> Result<Parsed, String> {
 }
 
 impl Location {
-    /// Open the location named by `url` (a directory is created if
-    /// missing).
+    /// Open the location named by `url` to write to (a directory is
+    /// created if missing, mode 0700).
     pub fn open(url: &str) -> Result<Self, BackupError> {
+        Self::open_as(url, true)
+    }
+
+    /// Open the location named by `url` to read from: a missing directory
+    /// is an error, not made.
+    pub fn open_existing(url: &str) -> Result<Self, BackupError> {
+        Self::open_as(url, false)
+    }
+
+    fn open_as(url: &str, create: bool) -> Result<Self, BackupError> {
         let bad = |reason: String| BackupError::Location {
             url: url.to_owned(),
             reason,
         };
         match parse_url(url).map_err(bad)? {
             Parsed::Dir(dir) => {
+                if !create && !dir.is_dir() {
+                    return Err(BackupError::NotFound(url.to_owned()));
+                }
                 if !dir.exists() {
                     // Backups hold password and token hashes: only the
                     // server's user may read a directory Drover makes.
@@ -117,6 +135,7 @@ impl Location {
                     url: url.to_owned(),
                     store: Arc::new(store),
                     prefix: Path::default(),
+                    dir: Some(dir),
                 })
             }
             Parsed::S3 { bucket, prefix } => {
@@ -133,6 +152,7 @@ impl Location {
                     url: url.to_owned(),
                     store: Arc::new(store),
                     prefix: Path::from(prefix),
+                    dir: None,
                 })
             }
         }
@@ -149,6 +169,7 @@ impl Location {
             url: format!("{}/{name}", self.url.trim_end_matches('/')),
             store: self.store.clone(),
             prefix: self.prefix.clone().join(name),
+            dir: self.dir.as_ref().map(|d| d.join(name)),
         }
     }
 
@@ -181,6 +202,13 @@ impl Location {
             }
         }
         out.shutdown().await.map_err(|e| self.failed(e))?;
+        if let Some(dir) = &self.dir {
+            // Backups hold password and token hashes (and, unencrypted,
+            // the CA's key): only the server's user may read them.
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(name);
+            tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).await?;
+        }
         Ok(total)
     }
 
@@ -222,9 +250,11 @@ impl Location {
             .into_iter()
             .filter_map(|meta| {
                 let name = meta.location.filename()?.to_owned();
+                let millis = meta.last_modified.timestamp_millis().max(0) as u64;
                 name.starts_with(prefix).then_some(Entry {
                     name,
                     size: meta.size,
+                    modified: std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
                 })
             })
             .collect();

@@ -19,6 +19,9 @@ use crate::{BackupError, Key, Location, Progress, ProgressFn, BACKUP_EXT};
 
 /// Rows per batch sent to the datastore.
 const BATCH: usize = 500;
+/// Log rows fetched past `--to-revision`, so that a transaction that
+/// straddles it is restored whole.
+const TXN_MARGIN: Revision = 1000;
 
 /// The datastore to restore into.
 #[derive(Debug, Clone)]
@@ -174,9 +177,9 @@ async fn fetch_backup(
         let trimmed = source.trim_end_matches('/');
         match trimmed.rsplit_once('/') {
             Some((base, name)) if name.ends_with(BACKUP_EXT) => {
-                (Location::open(base)?, Some(name.to_owned()))
+                (Location::open_existing(base)?, Some(name.to_owned()))
             }
-            _ => (Location::open(trimmed)?, None),
+            _ => (Location::open_existing(trimmed)?, None),
         }
     } else {
         let path = Path::new(source);
@@ -191,7 +194,10 @@ async fn fetch_backup(
             return Err(BackupError::NotFound(source.to_owned()));
         }
         let abs = std::fs::canonicalize(path)?;
-        (Location::open(&format!("file://{}", abs.display()))?, None)
+        (
+            Location::open_existing(&format!("file://{}", abs.display()))?,
+            None,
+        )
     };
     let name = match name {
         Some(name) => name,
@@ -255,6 +261,15 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
         )));
     }
     let base = manifest.header.revision;
+    if let Some(t) = opts.to_time {
+        if manifest.header.created().is_none_or(|created| created > t) {
+            return Err(BackupError::Refused(format!(
+                "{name} was taken at {}, after {}",
+                manifest.header.created_at,
+                crate::rfc3339(t)
+            )));
+        }
+    }
     if let Some(r) = opts.to_revision {
         if r < base {
             return Err(BackupError::Refused(format!(
@@ -271,7 +286,7 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
             ));
         };
         segments = fetch_segments(
-            &Location::open(archive)?,
+            &Location::open_existing(archive)?,
             base,
             opts.to_time,
             opts.to_revision,
@@ -391,9 +406,16 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
         .await
         .map_err(|e| BackupError::Refused(format!("the restore reader failed: {e}")))?;
     store.close().await;
-    // The reader's own error says more than "the load was abandoned".
+    // Whichever side failed first says why: the datastore's own error, or
+    // the reader's (which makes the load abandoned).
+    let after = match loaded {
+        Err(drover_store::StoreError::LoadAborted) => {
+            produced?;
+            return Err(drover_store::StoreError::LoadAborted.into());
+        }
+        other => other?,
+    };
     let (replayed, revision, last_at) = produced?;
-    let after = loaded?;
     Ok(Restored {
         backup: name,
         backup_revision: base,
@@ -428,7 +450,9 @@ async fn fetch_segments(
     let mut next = base + 1;
     let mut out = Vec::new();
     for (first, last, name) in listed {
-        if to_revision.is_some_and(|r| next > r) {
+        // Past the revision asked for, by enough to finish a transaction
+        // that straddles it.
+        if to_revision.is_some_and(|r| next > r.saturating_add(TXN_MARGIN)) {
             break;
         }
         if first > next {
