@@ -40,7 +40,7 @@ pub enum BackupCommand {
         #[arg(long)]
         encrypt: bool,
         /// Wait until the backup is written (or failed).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "schedule")]
         wait: bool,
         /// How to print.
         #[command(flatten)]
@@ -222,7 +222,9 @@ pub async fn run(cmd: BackupCommand) -> Result<(), CliError> {
                 redact_url(&target.url()),
                 restored.objects,
                 restored.revision,
-                if restored.replayed > 0 {
+                if to_time.is_some() && restored.replayed == 0 {
+                    ", the log archive holding no write after the backup up to that time".to_owned()
+                } else if restored.replayed > 0 {
                     format!(
                         ", {} writes replayed from the log archive up to {}",
                         restored.replayed,
@@ -263,8 +265,10 @@ fn failed(e: drover_backup::BackupError) -> CliError {
     }
 }
 
+/// Downloads go to a private directory made under the system's temporary
+/// directory for each run.
 fn scratch() -> PathBuf {
-    std::env::temp_dir().join("drover-backup")
+    std::env::temp_dir()
 }
 
 fn key_of(path: Option<&std::path::Path>) -> Result<Option<Key>, CliError> {
@@ -282,7 +286,7 @@ fn progress_printer() -> Option<impl Fn(Progress) + Send + Sync> {
 }
 
 async fn ls_location(url: &str, out: Output) -> Result<(), CliError> {
-    let location = drover_backup::Location::open(url).map_err(failed)?;
+    let location = drover_backup::Location::open_existing(url).map_err(failed)?;
     let files = location.list("").await.map_err(failed)?;
     let rows: Vec<Value> = files
         .iter()

@@ -96,6 +96,11 @@ pub struct ServerArgs {
     /// (`file:///DIR` or `s3://BUCKET/PREFIX`), a segment every few seconds.
     #[arg(long, env = "DROVER_BACKUP_LOG_ARCHIVE", value_parser = parse_location)]
     pub backup_log_archive: Option<String>,
+    /// Days archived log segments are kept (point-in-time recovery reaches
+    /// back this far, from the newest backup before it).
+    #[arg(long, env = "DROVER_BACKUP_LOG_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub backup_log_retention_days: u64,
 }
 
 fn parse_location(url: &str) -> Result<String, String> {

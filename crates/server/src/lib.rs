@@ -279,6 +279,7 @@ fn backup_config(args: &ServerArgs) -> Result<controller::backups::BackupConfig,
     Ok(controller::backups::BackupConfig {
         key,
         log_archive: args.backup_log_archive.clone(),
+        log_retention: std::time::Duration::from_secs(args.backup_log_retention_days * 86_400),
         scratch: args.data_dir.join("backup-staging"),
     })
 }

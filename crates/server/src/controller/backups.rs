@@ -27,12 +27,14 @@ use super::{Action, Ctx};
 use crate::kinds::backups::{parse_schedule, DEFAULT_RETENTION};
 
 /// What the server was told about backups.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BackupConfig {
     /// `--backup-encryption-key-file`.
     pub key: Option<Key>,
     /// `--backup-log-archive`.
     pub log_archive: Option<String>,
+    /// How long archived log segments are kept.
+    pub log_retention: Duration,
     /// Where files are staged before upload.
     pub scratch: PathBuf,
 }
@@ -49,6 +51,9 @@ pub enum BackupsError {
     /// The leader lease is gone.
     #[error("the leader lease changed hands")]
     LostLease,
+    /// The Backup kept changing under the status write.
+    #[error("{0} kept changing; its status was not written")]
+    Contended(String),
 }
 
 fn backups_prefix() -> String {
@@ -296,7 +301,7 @@ async fn write_status(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Err(BackupsError::Contended(key.to_owned()))
 }
 
 /// Archive the log once; `Ok` with when to run again.
@@ -336,6 +341,7 @@ pub fn archiver(store: &Store, config: &BackupConfig) -> Result<Option<Archiver>
         Location::open(url)?,
         config.key.clone(),
         config.scratch.clone(),
+        config.log_retention,
     )))
 }
 

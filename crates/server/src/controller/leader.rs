@@ -61,7 +61,15 @@ pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::Join
                     None
                 }
             };
-            let archived = archiver.as_ref().map(|a| a.archived());
+            // With an archive configured but not running, compaction
+            // waits: what it would drop is not archived.
+            let archived = match &archiver {
+                Some(a) => Some(a.archived()),
+                None if ctx.backups.log_archive.is_some() => {
+                    Some(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)))
+                }
+                None => None,
+            };
             let compaction = super::run("compaction", stop.clone(), never, || async {
                 super::backups::compact(&ctx.store, KEEP_REVISIONS, archived.as_ref())
                     .await

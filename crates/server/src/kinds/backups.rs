@@ -1,6 +1,7 @@
 //! The Backup kind (`management.drover.io/v1`, cluster-scoped): where,
 //! when and how many. Its checks: a valid location (an empty one becomes
-//! the server's default, `file://DATA_DIR/backups`), a cron schedule that
+//! the server's default, `file://DATA_DIR/backups`, on create; an update
+//! must keep one), a cron schedule that
 //! parses, a retention of 1 to 1000 files, and encryption only when the
 //! server has a key. The leader's backup controller does the work and
 //! writes the status. Only those holding rights on `backups` (by default,
@@ -73,13 +74,20 @@ impl Strategy for Backups {
         )
     }
 
-    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let spec: api::BackupSpec = match serde_json::from_value(obj["spec"].clone()) {
             Ok(spec) => spec,
             // The schema check reports the field.
             Err(_) => return errors,
         };
+        // A create without a location gets the default; an update keeps one.
+        if spec.location.is_empty() && old.is_some() {
+            errors.push(FieldError::required(
+                "spec.location",
+                "file:///DIR or s3://BUCKET/PREFIX",
+            ));
+        }
         if !spec.location.is_empty() {
             if let Err(e) = drover_backup::location::validate(&spec.location) {
                 errors.push(FieldError::invalid(
