@@ -364,19 +364,27 @@ fn a_schedule_of_every_minute_with_retention_two_keeps_two_files_in_s3() {
     assert!(b["status"]["nextBackupTime"].is_string(), "{b}");
 }
 
-/// The highest revision the log archive in `dir` holds.
-fn archived(dir: &Path) -> i64 {
-    std::fs::read_dir(dir)
+/// The segments of the log archive in `dir`: first and last revision,
+/// path; in order.
+fn segments(dir: &Path) -> Vec<(i64, i64, PathBuf)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    drover_backup::archive::parse_segment_name(&name).map(|(_, last)| last)
+                    drover_backup::archive::parse_segment_name(&name)
+                        .map(|(first, last)| (first, last, e.path()))
                 })
-                .max()
-                .unwrap_or(0)
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The highest revision the log archive in `dir` holds.
+fn archived(dir: &Path) -> i64 {
+    segments(dir).last().map_or(0, |s| s.1)
 }
 
 #[test]
@@ -425,21 +433,26 @@ fn point_in_time_restore_has_what_was_there_at_that_time() {
         (archived(&archive) >= rv_b).then_some(())
     });
 
-    let target = dir.path().join("restored");
     let backups = m.dir.path().join("data/backups");
-    let (code, out, err) = backup_cli(
-        &[
-            "restore",
-            backups.to_str().unwrap(),
-            "--to-time",
-            &t,
-            "--log-archive",
-            &archive_url,
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-        &[],
-    );
+    // `drover backup restore` of the newest backup before a time or
+    // revision, replaying the archive, into a new data directory.
+    let restore_to = |flag: &str, value: &str, target: &Path| {
+        backup_cli(
+            &[
+                "restore",
+                backups.to_str().unwrap(),
+                flag,
+                value,
+                "--log-archive",
+                &archive_url,
+                "--data-dir",
+                target.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let target = dir.path().join("restored");
+    let (code, out, err) = restore_to("--to-time", &t, &target);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("replayed from the log archive"), "{out}");
     let r = Mgmt::attach(common::Server::start(&target, &[], &[]), m.ca.clone());
@@ -452,19 +465,7 @@ fn point_in_time_restore_has_what_was_there_at_that_time() {
 
     // To a revision too: the one that created B.
     let target = dir.path().join("restored-rev");
-    let (code, out, err) = backup_cli(
-        &[
-            "restore",
-            backups.to_str().unwrap(),
-            "--to-revision",
-            &rv_b.to_string(),
-            "--log-archive",
-            &archive_url,
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, out, err) = restore_to("--to-revision", &rv_b.to_string(), &target);
     assert_eq!(code, 0, "{out}{err}");
     let r = Mgmt::attach(common::Server::start(&target, &[], &[]), m.ca.clone());
     assert_eq!(
@@ -474,19 +475,7 @@ fn point_in_time_restore_has_what_was_there_at_that_time() {
 
     // A hole in the archive is refused, naming it, and nothing is written:
     // the segment holding B's creation goes, once a later one exists.
-    let segments = || -> Vec<(i64, i64, PathBuf)> {
-        let mut v: Vec<_> = std::fs::read_dir(&archive)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                drover_backup::archive::parse_segment_name(&name).map(|(a, b)| (a, b, e.path()))
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let (first, last, hole) = segments()
+    let (first, last, hole) = segments(&archive)
         .into_iter()
         .find(|(first, last, _)| (*first..=*last).contains(&rv_b))
         .expect("B's segment");
@@ -495,19 +484,7 @@ fn point_in_time_restore_has_what_was_there_at_that_time() {
     });
     std::fs::remove_file(&hole).unwrap();
     let target = dir.path().join("restored-hole");
-    let (code, _, err) = backup_cli(
-        &[
-            "restore",
-            backups.to_str().unwrap(),
-            "--to-revision",
-            &rv_b.to_string(),
-            "--log-archive",
-            &archive_url,
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, _, err) = restore_to("--to-revision", &rv_b.to_string(), &target);
     assert_ne!(code, 0);
     assert!(
         err.contains(&format!("no segment with revisions {first} to {last}")),
@@ -600,22 +577,25 @@ async fn refused_restores_write_nothing() {
     std::fs::write(&newer, &newer_bytes).unwrap();
 
     let empty_target = dir.path().join("target");
+    // `drover backup restore SOURCE --data-dir TARGET --key-file KEY …`.
+    let restore = |source: &Path, key: &str, more: &[&str]| {
+        let mut args = vec![
+            "restore",
+            source.to_str().unwrap(),
+            "--data-dir",
+            empty_target.to_str().unwrap(),
+            "--key-file",
+            key,
+        ];
+        args.extend_from_slice(more);
+        backup_cli(&args, &[])
+    };
     for (source, key, expect) in [
         (&corrupted, key_arg, "damaged"),
         (&good, wrong_key.to_str().unwrap(), "wrong key"),
         (&newer, key_arg, "newer"),
     ] {
-        let (code, out, err) = backup_cli(
-            &[
-                "restore",
-                source.to_str().unwrap(),
-                "--data-dir",
-                empty_target.to_str().unwrap(),
-                "--key-file",
-                key,
-            ],
-            &[],
-        );
+        let (code, out, err) = restore(source, key, &[]);
         assert_ne!(code, 0, "{out}");
         assert!(err.contains(expect), "{expect}: {err}");
         assert!(
@@ -634,32 +614,12 @@ async fn refused_restores_write_nothing() {
     // A server's datastore that holds data is refused whole: every row it
     // holds is unchanged (SQLite may rewrite its file's pages on open and
     // close; what it stores is what counts).
-    let (code, out, err) = backup_cli(
-        &[
-            "restore",
-            good.to_str().unwrap(),
-            "--data-dir",
-            empty_target.to_str().unwrap(),
-            "--key-file",
-            key_arg,
-        ],
-        &[],
-    );
+    let (code, out, err) = restore(&good, key_arg, &[]);
     assert_eq!(code, 0, "{out}{err}");
     let db = empty_target.join("state.db");
     let before = sqlite_rows(&db).await;
     assert!(!before.1.is_empty());
-    let (code, _, err) = backup_cli(
-        &[
-            "restore",
-            good.to_str().unwrap(),
-            "--data-dir",
-            empty_target.to_str().unwrap(),
-            "--key-file",
-            key_arg,
-        ],
-        &[],
-    );
+    let (code, _, err) = restore(&good, key_arg, &[]);
     assert_ne!(code, 0);
     assert!(
         err.contains("not empty") && err.contains("nothing was written"),
@@ -671,18 +631,7 @@ async fn refused_restores_write_nothing() {
         "a refused restore changed the datastore"
     );
     // --force says what it replaces, and does.
-    let (code, out, err) = backup_cli(
-        &[
-            "restore",
-            good.to_str().unwrap(),
-            "--data-dir",
-            empty_target.to_str().unwrap(),
-            "--key-file",
-            key_arg,
-            "--force",
-        ],
-        &[],
-    );
+    let (code, out, err) = restore(&good, key_arg, &["--force"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         err.contains("replacing") && err.contains("objects"),

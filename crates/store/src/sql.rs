@@ -305,6 +305,20 @@ impl SqlBackend {
         Ok(done)
     }
 
+    /// [`StoreError::TooOld`] if history after `after` was compacted.
+    /// Checked after reading rows: rows read before a compaction finished
+    /// may already be incomplete.
+    async fn check_not_compacted(&self, after: Revision) -> Result<()> {
+        let compacted = self.revisions().await?.compacted;
+        if after < compacted {
+            return Err(StoreError::TooOld {
+                requested: after,
+                compacted,
+            });
+        }
+        Ok(())
+    }
+
     /// One write: see [`Self::write_all`].
     async fn write(&self, op: Op) -> Result<KeyValue> {
         let mut kvs = self.write_all(std::slice::from_ref(&op)).await?;
@@ -720,15 +734,7 @@ impl Backend for SqlBackend {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-            // Checked after reading: rows read before a compaction finished
-            // may already be incomplete.
-            let compacted = self.revisions().await?.compacted;
-            if after < compacted {
-                return Err(StoreError::TooOld {
-                    requested: after,
-                    compacted,
-                });
-            }
+            self.check_not_compacted(after).await?;
             rows.iter().map(event_from_row).collect()
         })
     }
@@ -855,14 +861,7 @@ impl Backend for SqlBackend {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-            // As for changes: checked after reading.
-            let compacted = self.revisions().await?.compacted;
-            if after < compacted {
-                return Err(StoreError::TooOld {
-                    requested: after,
-                    compacted,
-                });
-            }
+            self.check_not_compacted(after).await?;
             rows.iter().map(log_row).collect()
         })
     }

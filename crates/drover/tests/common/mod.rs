@@ -371,24 +371,14 @@ impl Mgmt {
     /// Stop the server (SIGTERM) and start it again on the same port and
     /// data; returns the old server's stderr.
     pub fn restart(&mut self) -> String {
-        let port = self.server.port;
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        // Start the new one only after the old one let go of the port.
-        let placeholder = Server {
-            child: Command::new("true").spawn().unwrap(),
-            port,
-            stderr: Arc::default(),
-            reader: None,
-        };
-        let old = std::mem::replace(&mut self.server, placeholder);
-        let (_, log) = old.stop();
-        self.server = Server::start_on(
-            port,
-            &self.dir.path().join("data"),
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let data = self.dir.path().join("data");
+        self.replace(
+            &data,
             &extra,
             &[("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)],
-        );
-        log
+        )
     }
 
     /// Clients for a server started otherwise, trusting `ca`.
@@ -406,6 +396,7 @@ impl Mgmt {
     /// directory, flags and environment; returns the old server's stderr.
     pub fn replace(&mut self, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
         let port = self.server.port;
+        // Start the new one only after the old one let go of the port.
         let placeholder = Server {
             child: Command::new("true").spawn().unwrap(),
             port,
