@@ -4,7 +4,7 @@
 //! per proxied request); the agent is yamux's server (it accepts them).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::task::Poll;
 
 use futures::io::{AsyncRead, AsyncWrite};
@@ -20,6 +20,10 @@ pub type TunnelStream = Compat<yamux::Stream>;
 
 /// Streams open at once per tunnel; more wait for one to close.
 const MAX_STREAMS: usize = 256;
+/// How long a close waits for the peer to take what is still being sent
+/// (a cut-off peer behind a full send buffer would otherwise hold it until
+/// the kernel gives up).
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type OpenReply = oneshot::Sender<Result<TunnelStream, TunnelError>>;
 
@@ -29,6 +33,8 @@ pub struct Opener {
     requests: mpsc::UnboundedSender<OpenReply>,
     closed: watch::Receiver<bool>,
     close: mpsc::UnboundedSender<()>,
+    /// Set by [`Opener::close`]: the session takes no more streams.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Opener {
@@ -39,9 +45,9 @@ impl Opener {
         rx.await.map_err(|_| TunnelError::Closed)?
     }
 
-    /// Whether the session has ended.
+    /// Whether the session has ended, or was asked to close.
     pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
+        self.closing.load(std::sync::atomic::Ordering::Acquire) || *self.closed.borrow()
     }
 
     /// Resolves when the session has ended.
@@ -51,7 +57,11 @@ impl Opener {
     }
 
     /// Ask the session to close (idempotent); streams in flight are cut.
+    /// The close is bounded: a peer that does not take it within
+    /// [`CLOSE_WAIT`] is dropped.
     pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self.close.send(());
     }
 }
@@ -100,14 +110,17 @@ where
     let mut conn = yamux::Connection::new(io, config(), mode);
     let driver = tokio::spawn(async move {
         let mut waiting: VecDeque<OpenReply> = VecDeque::new();
-        let mut closing = false;
+        let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let result = poll_fn(|cx| {
-            if !closing {
+            if closing.is_none() {
                 if let Poll::Ready(Some(())) = close_rx.poll_recv(cx) {
-                    closing = true;
+                    closing = Some(Box::pin(tokio::time::sleep(CLOSE_WAIT)));
                 }
             }
-            if closing {
+            if let Some(deadline) = closing.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(TunnelError::Closed));
+                }
                 return conn.poll_close(cx).map_err(TunnelError::from);
             }
             while let Poll::Ready(Some(reply)) = req_rx.poll_recv(cx) {
@@ -149,6 +162,7 @@ where
             requests: req_tx,
             closed: closed_rx,
             close: close_tx,
+            closing: Default::default(),
         },
         inbound: Inbound(in_rx),
         driver,

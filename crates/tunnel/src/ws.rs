@@ -107,15 +107,10 @@ where
         }
     }
 
-    /// Send a due ping, and fail if the peer has been silent too long.
+    /// Send a due ping. The ticker also wakes the reader each tick, which
+    /// then judges silence once nothing more is waiting.
     fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         while self.ticker.poll_tick(cx).is_ready() {
-            if self.last_seen.elapsed() > self.timeout {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no sign of life from the tunnel's other end",
-                ));
-            }
             self.ping_due |= self.ping_tick;
             self.ping_tick = !self.ping_tick;
         }
@@ -190,6 +185,15 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
                 Poll::Ready(None) => return Poll::Ready(Ok(0)),
+                // Silence is judged only once nothing more is waiting: what
+                // arrived while this process itself was paused is a sign of
+                // life, not its absence.
+                Poll::Pending if this.last_seen.elapsed() > this.timeout => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no sign of life from the tunnel's other end",
+                    )))
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
