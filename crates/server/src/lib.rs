@@ -248,8 +248,10 @@ pub async fn run(
         args.shutdown_grace(),
     )
     .await;
-    // Every controller has stopped before this replica's record goes (the
-    // others take its leases at once then).
+    // Every controller is told to stop, and the assignment loop waited for
+    // (bounded), before this replica's record goes (the others take its
+    // leases at once then).
+    ownership.cancel_all();
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ownership_task).await;
     let _ = peer_server.await;

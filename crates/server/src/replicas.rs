@@ -193,10 +193,16 @@ impl Registry {
             .is_some_and(|at| at.elapsed() < ACT_FOR)
     }
 
-    /// The revision replica `id`'s record was last written at, as this
-    /// replica has seen it (`None`: no record).
-    pub fn record_revision(&self, id: &str) -> Option<drover_store::Revision> {
-        self.mirror.get(&key(id)).map(|(_, revision)| revision)
+    /// If replica `id` is gone by its record as this replica sees it now:
+    /// that record's revision (`None`: no record), for a condition that it
+    /// has not renewed since. `None` if it is alive.
+    pub fn gone_record(&self, id: &str) -> Option<Option<drover_store::Revision>> {
+        match self.mirror.get(&key(id)) {
+            None => Some(None),
+            Some((record, revision)) => {
+                (!record.alive_at(SystemTime::now())).then_some(Some(revision))
+            }
+        }
     }
 
     /// Whether this replica is shutting down.

@@ -118,6 +118,10 @@ pub struct Ownership {
     running: Mutex<HashMap<String, Running>>,
     /// The parent of every controller's stop token: one cancellation tree.
     root: CancellationToken,
+    /// Set once the leases are being given up (drain): the assignment
+    /// neither takes nor releases any more, [`Ownership::release_all`]
+    /// does.
+    releasing: std::sync::atomic::AtomicBool,
     /// Starts a cluster's controllers, and the leader's.
     start_cluster: Start,
     start_leader: Start,
@@ -148,6 +152,7 @@ impl Ownership {
             clusters,
             running: Mutex::default(),
             root: CancellationToken::new(),
+            releasing: Default::default(),
             start_cluster,
             start_leader,
             _follow: [a, b],
@@ -201,8 +206,9 @@ impl Ownership {
                 // the names: nothing to do for those.
                 let key = (now.0, now.1.clone(), now.2.clone(), now.3);
                 if last.as_ref() != Some(&key) || me.finished_any() {
-                    me.rebalance(&now.1).await;
-                    last = Some(key);
+                    // Unsettled (a store read or write failed): again on
+                    // the next tick, even if nothing else changes.
+                    last = me.rebalance(&now.1).await.then_some(key);
                 }
                 tokio::select! {
                     () = stop.cancelled() => {
@@ -233,9 +239,14 @@ impl Ownership {
         self.lock().values().any(|r| r.task.is_finished())
     }
 
-    /// Take, keep or give up each lease as the assignment says.
-    async fn rebalance(&self, clusters: &BTreeSet<String>) {
+    /// Take, keep or give up each lease as the assignment says; `false`
+    /// when a step failed on the store and must be tried again.
+    async fn rebalance(&self, clusters: &BTreeSet<String>) -> bool {
+        if self.releasing.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
         let registry = &self.ctx.registry;
+        let mut settled = true;
         if !registry.may_act() {
             // Cut off from the store (or frozen) for too long: others may
             // take over now, so nothing here may act any more.
@@ -243,7 +254,7 @@ impl Ownership {
                 tracing::warn!("this replica could not renew its registration in time; stopping its controllers");
             }
             self.stop_all().await;
-            return;
+            return true;
         }
         let me = registry.id();
         let members = registry.members();
@@ -279,8 +290,19 @@ impl Ownership {
                     continue; // its holder gives it up when it sees the change
                 }
                 match self.acquire(&name, current.as_ref(), &me).await {
-                    Ok(held) => self.start(&name, held),
-                    Err(e) => tracing::debug!(lease = %name, error = %e, "lease not taken"),
+                    Ok(Some(held)) => self.start(&name, held),
+                    Ok(None) => {}
+                    // Another replica won, or the holder renewed: the
+                    // change wakes this loop.
+                    Err(
+                        e @ (StoreError::Conflict { .. }
+                        | StoreError::AlreadyExists(_)
+                        | StoreError::NotFound(_)),
+                    ) => tracing::debug!(lease = %name, error = %e, "lease not taken"),
+                    Err(e) => {
+                        tracing::debug!(lease = %name, error = %e, "lease not taken; trying again");
+                        settled = false;
+                    }
                 }
                 continue;
             }
@@ -296,8 +318,10 @@ impl Ownership {
                     self.stop(&name).await;
                     // The mirror may lag (this replica was frozen or cut
                     // off): start only under the lease the store has now.
-                    if self.still_mine(&held, &me).await {
-                        self.start(&name, held);
+                    match self.still_mine(&held, &me).await {
+                        Ok(true) => self.start(&name, held),
+                        Ok(false) => {}
+                        Err(_) => settled = false,
                     }
                 }
             } else if self.lock().contains_key(&name) {
@@ -305,14 +329,17 @@ impl Ownership {
                 self.stop(&name).await;
             }
         }
+        settled
     }
 
+    /// Take a free lease; `None` when its holder turns out to be alive
+    /// after all.
     async fn acquire(
         &self,
         name: &str,
         current: Option<&(Lease, Revision)>,
         me: &str,
-    ) -> Result<Held, StoreError> {
+    ) -> Result<Option<Held>, StoreError> {
         let lease = Lease {
             holder: me.to_owned(),
             generation: current.map_or(1, |(l, _)| l.generation + 1),
@@ -323,32 +350,33 @@ impl Ownership {
             Some((_, revision)) => Op::update(key(name), bytes, *revision),
             None => Op::create(key(name), bytes),
         }];
-        // The holder judged gone must not have renewed since this replica
-        // last saw it (its view of the replicas may lag).
+        // The holder is judged gone from its record as this replica sees
+        // it now, and the take holds only if that record is still the one
+        // in the store: a holder that renewed meanwhile keeps its lease.
         if let Some((old, _)) = current.filter(|(l, _)| !l.holder.is_empty()) {
-            ops.push(Op::check(
-                replicas::key(&old.holder),
-                self.ctx.registry.record_revision(&old.holder),
-            ));
+            let Some(seen) = self.ctx.registry.gone_record(&old.holder) else {
+                return Ok(None);
+            };
+            ops.push(Op::check(replicas::key(&old.holder), seen));
         }
         let kvs = self.ctx.store.txn(&ops).await?;
         tracing::info!(lease = %name, generation = lease.generation, "took the lease");
-        Ok(Held {
+        Ok(Some(Held {
             name: name.to_owned(),
             revision: kvs[0].mod_revision,
             generation: lease.generation,
-        })
+        }))
     }
 
     /// Whether the store (not the mirror) still has `held` as this
     /// replica's lease.
-    async fn still_mine(&self, held: &Held, me: &str) -> bool {
-        match self.ctx.store.get(&key(&held.name)).await {
-            Ok(Some(kv)) => {
+    async fn still_mine(&self, held: &Held, me: &str) -> Result<bool, StoreError> {
+        Ok(match self.ctx.store.get(&key(&held.name)).await? {
+            Some(kv) => {
                 kv.mod_revision == held.revision && parse(&kv.value).is_some_and(|l| l.holder == me)
             }
-            _ => false,
-        }
+            None => false,
+        })
     }
 
     fn start(&self, name: &str, held: Held) {
@@ -392,9 +420,17 @@ impl Ownership {
         Self::finish(running).await;
     }
 
+    /// Cancel every controller's stop token now (and any started later):
+    /// shutdown does not wait for the assignment loop to notice.
+    pub fn cancel_all(&self) {
+        self.root.cancel();
+    }
+
     /// Stop everything and give up every lease (a draining replica): the
     /// others take them over at once instead of after this one is gone.
     pub async fn release_all(&self) {
+        self.releasing
+            .store(true, std::sync::atomic::Ordering::Release);
         let running: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
         let held = Self::finish(running).await;
         let me = self.ctx.registry.id();
