@@ -78,6 +78,14 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request
     if !is_websocket {
         return ApiError::bad_request("expected a WebSocket upgrade").into_response();
     }
+    // The link's claim is refused if the cluster's record was written
+    // after this point: read it before answering, so that a replica paused
+    // between its answer and its claim cannot take the record from the
+    // agent's newer connection elsewhere.
+    let accepted = match state.store.revisions().await {
+        Ok(at) => at.current,
+        Err(_) => return ApiError::unavailable("the datastore is unavailable").into_response(),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let keepalive = state.keepalive;
     let links = state.links.clone();
@@ -86,7 +94,7 @@ pub(crate) async fn connect(State(state): State<Arc<AppState>>, mut req: Request
         match on_upgrade.await {
             Ok(upgraded) => {
                 links
-                    .serve(cluster, registration, source, upgraded, keepalive)
+                    .serve(cluster, registration, source, upgraded, keepalive, accepted)
                     .await
             }
             Err(e) => tracing::warn!(%cluster, error = %e, "agent upgrade failed"),

@@ -211,6 +211,7 @@ impl Links {
         source: String,
         upgraded: hyper::upgrade::Upgraded,
         keepalive: Keepalive,
+        accepted: drover_store::Revision,
     ) {
         let ws = drover_tunnel::ws::server(TokioIo::new(upgraded)).await;
         // The server opens streams; the agent never does (its inbound side
@@ -226,13 +227,14 @@ impl Links {
             tracing::info!(%cluster, "a new agent connection replaces the previous one");
             old.opener.close();
         }
-        // A link claimed elsewhere after this one was accepted is the
-        // agent's newer connection: this one then gives way.
-        let claimed = match self.store.revisions().await {
-            Ok(at) => {
-                records::claim(&self.store, &cluster, &self.replica, link.id, at.current).await
-            }
-            Err(e) => Err(e.into()),
+        // A link claimed elsewhere after this one was accepted (the store's
+        // revision when the agent was answered) is the agent's newer
+        // connection: this one then gives way. A link already closing
+        // claims nothing.
+        let claimed = if link.opener.is_closed() {
+            Err(records::ClaimError::Superseded)
+        } else {
+            records::claim(&self.store, &cluster, &self.replica, link.id, accepted).await
         };
         let claimed = match claimed {
             Ok(c) => Some(c),
