@@ -1200,19 +1200,31 @@ fn a_restarted_server_without_its_agent_shows_the_cluster_disconnected() {
     agent.kill();
     m.restart_killed();
     let admin = m.admin();
-    let deadline = killed + Duration::from_secs(10);
+    let after = disconnected_within_10s(&m, &admin, &imp.cluster, killed, "the kill");
+    eprintln!("Connected=False {after:?} after the kill");
+}
+
+/// Wait until the cluster shows `Connected=False`, failing if that takes
+/// 10 s from `since`; returns how long it took.
+fn disconnected_within_10s(
+    m: &common::Mgmt,
+    admin: &str,
+    cluster: &str,
+    since: Instant,
+    what: &str,
+) -> Duration {
+    let deadline = since + Duration::from_secs(10);
     loop {
-        let c = common::cluster(&m, &admin, &imp.cluster);
+        let c = common::cluster(m, admin, cluster);
         if common::condition(&c, "Connected") == "False" {
-            break;
+            return since.elapsed();
         }
         assert!(
             Instant::now() < deadline,
-            "still connected 10 s after the kill: {c}"
+            "still connected 10 s after {what}: {c}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("Connected=False {:?} after the kill", killed.elapsed());
 }
 
 /// A frozen agent (its process stopped, its connection open) shows as
@@ -1229,22 +1241,8 @@ fn a_frozen_agent_shows_the_cluster_disconnected() {
     let pid = agent.child.id().to_string();
     let stopped = Instant::now();
     Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    let deadline = stopped + Duration::from_secs(10);
-    loop {
-        let c = common::cluster(&m, &admin, &imp.cluster);
-        if common::condition(&c, "Connected") == "False" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still connected 10 s after the agent froze: {c}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!(
-        "agent frozen: Connected=False after {:?}",
-        stopped.elapsed()
-    );
+    let after = disconnected_within_10s(&m, &admin, &imp.cluster, stopped, "the agent froze");
+    eprintln!("agent frozen: Connected=False after {after:?}");
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
     drop(agent);
