@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::api::{self, ClusterStatus, Condition};
+use drover_core::api::{self, ClusterStatus};
 use drover_core::{keys, meta, quantity};
 use drover_store::{Op, StoreError};
 use futures::{FutureExt, StreamExt};
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::Held;
 use super::membership::{self, Membership};
 use super::projection::{self, Observed};
-use super::{Backoff, Ctx};
+use super::{set_condition, Backoff, Ctx};
 use crate::kinds::management::CLEANUP_FINALIZER;
 use crate::kinds::namespaces;
 use crate::link::kube::{self, Client, DownstreamError};
@@ -145,14 +145,14 @@ impl Status<'_> {
             status.allocatable = sums.allocatable.clone();
             status.last_heartbeat = Some(now.clone());
             set_condition(
-                status,
+                &mut status.conditions,
                 "Connected",
                 "True",
                 "AgentConnected",
                 "the cluster agent is connected",
             );
             set_condition(
-                status,
+                &mut status.conditions,
                 "Ready",
                 "True",
                 "ClusterReady",
@@ -165,8 +165,10 @@ impl Status<'_> {
 
     async fn disconnected(&self, why: &str) -> Result<(), SessionError> {
         self.write(|_, status| {
-            let connected = set_condition(status, "Connected", "False", "AgentDisconnected", why);
-            let ready = set_condition(status, "Ready", "False", "AgentDisconnected", why);
+            let conditions = &mut status.conditions;
+            let connected =
+                set_condition(conditions, "Connected", "False", "AgentDisconnected", why);
+            let ready = set_condition(conditions, "Ready", "False", "AgentDisconnected", why);
             connected || ready
         })
         .await
@@ -191,44 +193,6 @@ impl Status<'_> {
             true
         })
         .await
-    }
-}
-
-/// Set a condition, keeping its transition time while its status holds;
-/// whether anything changed.
-fn set_condition(
-    status: &mut ClusterStatus,
-    type_: &str,
-    state: &str,
-    reason: &str,
-    message: &str,
-) -> bool {
-    let wanted = |c: &Condition| {
-        c.status == state
-            && c.reason.as_deref() == Some(reason)
-            && c.message.as_deref() == Some(message)
-    };
-    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) if wanted(c) => false,
-        Some(c) => {
-            if c.status != state {
-                c.last_transition_time = Some(meta::now_rfc3339());
-            }
-            c.status = state.to_owned();
-            c.reason = Some(reason.to_owned());
-            c.message = Some(message.to_owned());
-            true
-        }
-        None => {
-            status.conditions.push(Condition {
-                type_: type_.to_owned(),
-                status: state.to_owned(),
-                reason: Some(reason.to_owned()),
-                message: Some(message.to_owned()),
-                last_transition_time: Some(meta::now_rfc3339()),
-            });
-            true
-        }
     }
 }
 
@@ -372,6 +336,9 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
     let client = Client::new(ctx.dialer.clone(), &cluster)
         .under_lease(held.generation, fence)
         .without_waiting();
+    // Subscribed before the route is read each time round, so that no
+    // change between the read and the wait is missed.
+    let mut route_changes = ctx.dialer.subscribe();
     loop {
         if stop.is_cancelled() || !ctx.registry.may_act() {
             return;
@@ -420,7 +387,7 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = ctx.dialer.changed(Duration::from_millis(500)) => {}
+                () = route_changes.next(Duration::from_millis(500)) => {}
             }
             continue;
         }
@@ -766,17 +733,6 @@ mod tests {
         assert_eq!(s.capacity["memory"], "48Gi");
         assert_eq!(s.capacity["pods"], "330");
         assert_eq!(s.allocatable["cpu"], "11400m");
-    }
-
-    #[test]
-    fn conditions_keep_their_transition_time() {
-        let mut status = ClusterStatus::default();
-        assert!(set_condition(&mut status, "Ready", "True", "R", "m"));
-        let first = status.conditions[0].last_transition_time.clone();
-        assert!(!set_condition(&mut status, "Ready", "True", "R", "m"));
-        assert!(set_condition(&mut status, "Ready", "True", "R", "other"));
-        assert_eq!(status.conditions[0].last_transition_time, first);
-        assert_eq!(status.conditions.len(), 1);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use super::lease::{self, Held};
 use super::{Action, Ctx};
+use crate::kinds::{management, namespaces, registration};
 use crate::link::records as link_records;
 use crate::replicas::{self, ReplicaRecord};
 
@@ -230,8 +231,8 @@ pub(crate) async fn sweep_orphans(ctx: &Ctx, held: &Held) -> Result<usize, Store
             gone.push(kv);
         }
     }
-    for kv in list(store, "/drover/adopted/", at).await? {
-        let cluster = kv.key["/drover/adopted/".len()..]
+    for kv in list(store, namespaces::RECORDS, at).await? {
+        let cluster = kv.key[namespaces::RECORDS.len()..]
             .split('/')
             .next()
             .unwrap_or_default();
@@ -239,30 +240,30 @@ pub(crate) async fn sweep_orphans(ctx: &Ctx, held: &Held) -> Result<usize, Store
             gone.push(kv);
         }
     }
-    for kv in list(store, "/drover/namespaces/", at).await? {
+    for kv in list(store, management::NAMESPACE_RESERVATIONS, at).await? {
         let name = kv.key.rsplit('/').next().unwrap_or_default();
         if !clusters.contains(name) && !projects.contains(name) {
             gone.push(kv);
         }
     }
-    let tokens = names(store, "tokens", at).await?;
-    for kv in list(store, &token::record_key(""), at).await? {
-        let name = kv.key.rsplit('/').next().unwrap_or_default();
-        if !tokens.contains(name) {
-            gone.push(kv);
-        }
-    }
-    let records: std::collections::BTreeSet<String> = list(store, &token::record_key(""), at)
-        .await?
-        .into_iter()
-        .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_owned))
-        .collect();
-    for kv in list(store, &keys::prefix(api::GROUP, "tokens", None), at).await? {
-        let name = kv.key.rsplit('/').next().unwrap_or_default();
-        if !records.contains(name) {
-            gone.push(kv);
-        }
-    }
+    // Tokens and their hash records, each listed once: either without the
+    // other goes.
+    let name_of =
+        |kv: &drover_store::KeyValue| kv.key.rsplit('/').next().unwrap_or_default().to_owned();
+    let tokens = list(store, &keys::prefix(api::GROUP, "tokens", None), at).await?;
+    let records = list(store, &token::record_key(""), at).await?;
+    let token_names: std::collections::BTreeSet<String> = tokens.iter().map(name_of).collect();
+    let record_names: std::collections::BTreeSet<String> = records.iter().map(name_of).collect();
+    gone.extend(
+        records
+            .into_iter()
+            .filter(|kv| !token_names.contains(&name_of(kv))),
+    );
+    gone.extend(
+        tokens
+            .into_iter()
+            .filter(|kv| !record_names.contains(&name_of(kv))),
+    );
     let registrations: Vec<String> = list(
         store,
         &keys::prefix(api::GROUP, "clusterregistrationtokens", None),
@@ -277,7 +278,7 @@ pub(crate) async fn sweep_orphans(ctx: &Ctx, held: &Held) -> Result<usize, Store
             .map(crate::kinds::registration::record_key)
     })
     .collect();
-    for kv in list(store, "/drover/registration/", at).await? {
+    for kv in list(store, registration::RECORDS, at).await? {
         if !registrations.contains(&kv.key) {
             gone.push(kv);
         }

@@ -36,7 +36,7 @@ const SYSTEM_NAMESPACES: &[&str] = &[
 /// unset) and its UID.
 pub fn slim(ns: &Value) -> Value {
     json!({
-        "project": ns.pointer("/metadata/annotations/drover.io~1project-id").cloned().unwrap_or(Value::Null),
+        "project": ns["metadata"]["annotations"].get(namespaces::PROJECT_ANNOTATION).cloned().unwrap_or(Value::Null),
         "uid": ns.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
     })
 }

@@ -36,6 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_auth::policy::RbacAuthorizer;
+use drover_core::api::Condition;
+use drover_core::meta;
 use drover_store::Store;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -137,9 +139,64 @@ pub async fn run<R, Fut, E, C, CFut>(
     }
 }
 
+/// Set a condition, keeping its transition time while its status holds;
+/// whether anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    state: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let wanted = |c: &Condition| {
+        c.status == state
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) if wanted(c) => false,
+        Some(c) => {
+            if c.status != state {
+                c.last_transition_time = Some(meta::now_rfc3339());
+            }
+            c.status = state.to_owned();
+            c.reason = Some(reason.to_owned());
+            c.message = Some(message.to_owned());
+            true
+        }
+        None => {
+            conditions.push(Condition {
+                type_: type_.to_owned(),
+                status: state.to_owned(),
+                reason: Some(reason.to_owned()),
+                message: Some(message.to_owned()),
+                last_transition_time: Some(meta::now_rfc3339()),
+            });
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditions_keep_their_transition_time() {
+        let mut conditions = Vec::new();
+        assert!(set_condition(&mut conditions, "Ready", "True", "R", "m"));
+        let first = conditions[0].last_transition_time.clone();
+        assert!(!set_condition(&mut conditions, "Ready", "True", "R", "m"));
+        assert!(set_condition(
+            &mut conditions,
+            "Ready",
+            "True",
+            "R",
+            "other"
+        ));
+        assert_eq!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions.len(), 1);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {

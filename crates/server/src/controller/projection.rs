@@ -474,15 +474,7 @@ pub async fn reconcile(
             let id = (*k, ns.clone(), name.clone());
             match observed.objects.get(&id).cloned() {
                 None => {
-                    let (status, made) = client
-                        .call(
-                            Method::POST,
-                            &k.collection(ns),
-                            Some(want),
-                            &[StatusCode::CONFLICT],
-                        )
-                        .await?;
-                    if status.is_success() {
+                    if let Some(made) = create(client, *k, ns, want).await? {
                         observed.objects.insert(id, made);
                     }
                     changes.created += 1;
@@ -493,19 +485,11 @@ pub async fn reconcile(
                         && existing["roleRef"] != want["roleRef"];
                     if immutable_ref {
                         delete_seen(client, *k, &existing).await?;
-                        let (status, made) = client
-                            .call(
-                                Method::POST,
-                                &k.collection(ns),
-                                Some(want),
-                                &[StatusCode::CONFLICT],
-                            )
-                            .await?;
-                        if status.is_success() {
-                            observed.objects.insert(id, made);
-                        } else {
-                            observed.objects.remove(&id);
-                        }
+                        // What was seen is gone either way.
+                        match create(client, *k, ns, want).await? {
+                            Some(made) => observed.objects.insert(id, made),
+                            None => observed.objects.remove(&id),
+                        };
                     } else {
                         let mut update = want.clone();
                         update["metadata"]["resourceVersion"] =
@@ -532,6 +516,25 @@ pub async fn reconcile(
         }
     }
     Ok(changes)
+}
+
+/// Create `want`; the object made, or `None` when one of its name was
+/// made meanwhile (409: the next pass sees it).
+async fn create(
+    client: &Client,
+    kind: Kind,
+    ns: &str,
+    want: &Value,
+) -> Result<Option<Value>, DownstreamError> {
+    let (status, made) = client
+        .call(
+            Method::POST,
+            &kind.collection(ns),
+            Some(want),
+            &[StatusCode::CONFLICT],
+        )
+        .await?;
+    Ok(status.is_success().then_some(made))
 }
 
 /// Delete an object as it was seen (a precondition on its

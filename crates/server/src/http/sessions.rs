@@ -70,10 +70,6 @@ fn revokes(e: &drover_store::Event) -> bool {
         _ => false,
     }
 }
-/// Where registration tokens' records live.
-const REGISTRATIONS: &str = "/drover/registration/";
-/// Where Clusters live.
-const CLUSTERS: &str = "/registry/management.drover.io/clusters/";
 
 /// One open connection.
 #[derive(Debug)]
@@ -242,6 +238,7 @@ impl Sessions {
                 let mut changes = state.store.watch("", from);
                 // Whatever happened while no watch was up.
                 sessions.check(&state, from).await;
+                let clusters = drover_core::keys::prefix(drover_core::api::GROUP, "clusters", None);
                 let mut sweep = tokio::time::interval(SWEEP);
                 loop {
                     tokio::select! {
@@ -260,12 +257,12 @@ impl Sessions {
                                         last = last.max(e.revision());
                                         let key = e.kv.key.as_str();
                                         let deleted = e.kind == drover_store::EventType::Deleted;
-                                        if deleted && key.starts_with(REGISTRATIONS) {
+                                        if deleted && key.starts_with(crate::kinds::registration::RECORDS) {
                                             state.links.close_registration(key).await;
                                         }
                                         // A cluster gone: its agent's link too.
                                         if deleted {
-                                            if let Some(cluster) = key.strip_prefix(CLUSTERS) {
+                                            if let Some(cluster) = key.strip_prefix(clusters.as_str()) {
                                                 state.links.close(cluster);
                                             }
                                         }

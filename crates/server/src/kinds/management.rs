@@ -230,8 +230,11 @@ fn validate_quota(spec: &api::ProjectSpec) -> Vec<FieldError> {
 /// unique across them, or one user's project could share another's
 /// project bindings.
 fn namespace_key(name: &str) -> String {
-    format!("/drover/namespaces/{name}")
+    format!("{NAMESPACE_RESERVATIONS}{name}")
 }
+
+/// Where namespace names are reserved ([`namespace_key`]).
+pub const NAMESPACE_RESERVATIONS: &str = "/drover/namespaces/";
 
 /// Check a namespace name is free and give the record that reserves it in
 /// the create's transaction (a racing create fails on that record).

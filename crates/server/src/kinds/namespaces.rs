@@ -64,9 +64,12 @@ impl Record {
     }
 }
 
+/// Where every cluster's records live.
+pub const RECORDS: &str = "/drover/adopted/";
+
 /// Where a cluster's records live.
 pub fn record_prefix(cluster: &str) -> String {
-    format!("/drover/adopted/{cluster}/")
+    format!("{RECORDS}{cluster}/")
 }
 
 fn record_key(cluster: &str, namespace: &str) -> String {

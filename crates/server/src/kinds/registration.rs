@@ -33,12 +33,12 @@ pub struct Registration {
     pub name: String,
 }
 
+/// Where registration tokens' records live.
+pub const RECORDS: &str = "/drover/registration/";
+
 /// The store key of a registration token's record.
 pub fn record_key(token: &str) -> String {
-    format!(
-        "/drover/registration/{}",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    )
+    format!("{RECORDS}{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
 /// The cluster a registration token imports, if the token is live.

@@ -193,13 +193,6 @@ impl Dialer {
         }
     }
 
-    /// Resolves on the next change of the links' records or of who is
-    /// alive, or after `at_most` (a fresh subscription: a loop should
-    /// [`Dialer::subscribe`] once instead).
-    pub async fn changed(&self, at_most: Duration) {
-        self.subscribe().next(at_most).await
-    }
-
     /// Wait up to `at_most` for some replica to hold `cluster`'s link;
     /// whether one does.
     pub async fn wait_connected(&self, cluster: &str, at_most: Duration) -> bool {
