@@ -10,7 +10,7 @@ use drover_store::{Revision, Snapshot, Store};
 use tokio::sync::mpsc;
 
 use crate::format::{FileKind, Header, Trailer, Writer};
-use crate::{BackupError, Key, Location, Progress, ProgressFn};
+use crate::{BackupError, Key, Location};
 
 /// Rows per batch read from the store.
 const BATCH: usize = 500;
@@ -38,7 +38,6 @@ pub async fn create(
     prefix: &str,
     key: Option<&Key>,
     scratch: &Path,
-    progress: Option<ProgressFn<'_>>,
 ) -> Result<Created, BackupError> {
     std::fs::create_dir_all(scratch)?;
     let (tx, mut rx) = mpsc::channel::<Snapshot>(4);
@@ -58,33 +57,20 @@ pub async fn create(
     let out = std::io::BufWriter::with_capacity(256 * 1024, file.reopen()?);
     let header = Header::new(FileKind::Snapshot, 0, revision);
     let key = key.cloned();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let writing = tokio::task::spawn_blocking(move || -> Result<Trailer, BackupError> {
         let mut w = Writer::new(out, header, key.as_ref())?;
-        let mut written = 0u64;
         while let Some(msg) = rx.blocking_recv() {
             if let Snapshot::Rows(rows) = msg {
                 for row in &rows {
                     w.write_row(row)?;
                 }
-                written += rows.len() as u64;
-                let _ = done_tx.send(written);
             }
         }
+        // Read back at once by the upload, then deleted: no fsync.
         let (trailer, out) = w.finish()?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        out.into_inner().map_err(|e| e.into_error())?;
         Ok(trailer)
     });
-    if let Some(report) = progress {
-        while let Some(done) = done_rx.recv().await {
-            report(Progress {
-                stage: "backing up",
-                done,
-                total: Some(objects),
-            });
-        }
-    }
     let trailer = writing
         .await
         .map_err(|e| BackupError::Refused(format!("the backup writer failed: {e}")))??;

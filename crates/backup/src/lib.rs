@@ -109,8 +109,6 @@ pub struct Progress {
     pub stage: &'static str,
     /// Rows done.
     pub done: u64,
-    /// Rows in all, when known.
-    pub total: Option<u64>,
 }
 
 /// Something to report progress to.

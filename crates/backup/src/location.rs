@@ -158,21 +158,6 @@ impl Location {
         }
     }
 
-    /// The location's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The same store, one level down (`log` for log segments).
-    pub fn child(&self, name: &str) -> Self {
-        Self {
-            url: format!("{}/{name}", self.url.trim_end_matches('/')),
-            store: self.store.clone(),
-            prefix: self.prefix.clone().join(name),
-            dir: self.dir.as_ref().map(|d| d.join(name)),
-        }
-    }
-
     fn path(&self, name: &str) -> Path {
         self.prefix.clone().join(name)
     }

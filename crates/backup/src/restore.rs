@@ -152,11 +152,7 @@ async fn check_async(
     });
     while let Some(done) = prx.recv().await {
         if let Some(report) = progress {
-            report(Progress {
-                stage,
-                done,
-                total: None,
-            });
+            report(Progress { stage, done });
         }
     }
     task.await
@@ -229,11 +225,6 @@ async fn fetch_backup(
     let path = dir.join(&name);
     location.download(&name, &path).await?;
     Ok((path, name))
-}
-
-/// A checked log segment to replay.
-struct Segment {
-    path: PathBuf,
 }
 
 /// Restore a backup as `opts` says.
@@ -318,7 +309,6 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
     let key = opts.key.clone();
     let to_time = opts.to_time.map(crate::archive::micros);
     let to_revision = opts.to_revision;
-    let report = opts.progress.map(|_| ());
     let (prog_tx, mut prog_rx) = mpsc::unbounded_channel::<u64>();
     let producer = tokio::task::spawn_blocking(
         move || -> Result<(u64, Revision, Option<i64>), BackupError> {
@@ -349,7 +339,7 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
             let mut stopped = false;
             for seg in &segments {
                 check_file(
-                    &seg.path,
+                    seg,
                     key.as_ref(),
                     Some(&mut |row: LogRow| {
                         if stopped || row.revision <= applied {
@@ -395,9 +385,9 @@ pub async fn restore(source: &str, opts: RestoreOptions<'_>) -> Result<Restored,
     let loaded = loop {
         tokio::select! {
             done = &mut loading => break done,
-            Some(n) = prog_rx.recv(), if report.is_some() => {
+            Some(n) = prog_rx.recv(), if opts.progress.is_some() => {
                 if let Some(progress) = opts.progress {
-                    progress(Progress { stage: "restoring", done: n, total: None });
+                    progress(Progress { stage: "restoring", done: n });
                 }
             }
         }
@@ -435,7 +425,7 @@ async fn fetch_segments(
     to_revision: Option<Revision>,
     key: Option<&Key>,
     dir: &Path,
-) -> Result<Vec<Segment>, BackupError> {
+) -> Result<Vec<PathBuf>, BackupError> {
     let mut listed: Vec<(Revision, Revision, String)> = archive
         .list(SEGMENT_PREFIX)
         .await?
@@ -474,7 +464,7 @@ async fn fetch_segments(
         if manifest.header.kind != FileKind::Log {
             return Err(BackupError::Corrupt(format!("{name} is not a log segment")));
         }
-        out.push(Segment { path });
+        out.push(path);
         next = next.max(last + 1);
         if past_time {
             break;

@@ -279,10 +279,7 @@ fn key_of(path: Option<&std::path::Path>) -> Result<Option<Key>, CliError> {
 fn progress_printer() -> Option<impl Fn(Progress) + Send + Sync> {
     std::io::stderr()
         .is_terminal()
-        .then_some(|p: Progress| match p.total {
-            Some(total) => eprint!("\r{}: {}/{} objects   ", p.stage, p.done, total),
-            None => eprint!("\r{}: {} objects   ", p.stage, p.done),
-        })
+        .then_some(|p: Progress| eprint!("\r{}: {} objects   ", p.stage, p.done))
 }
 
 async fn ls_location(url: &str, out: Output) -> Result<(), CliError> {

@@ -814,15 +814,10 @@ impl Backend for SqlBackend {
                     .await?;
             }
             // SQLite's read transaction takes its snapshot at this first read.
-            let revision: i64 = sqlx::query_scalar("SELECT revision FROM drover_meta WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-            let objects: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {LIVE_ROWS}"))
-                .fetch_one(&mut *tx)
-                .await?;
+            let at = contents(&mut tx).await?;
             let begin = Snapshot::Begin {
-                revision,
-                objects: objects.max(0) as u64,
+                revision: at.revision,
+                objects: at.objects,
             };
             if out.send(begin).await.is_err() {
                 return Ok(());

@@ -18,12 +18,12 @@ use std::time::{Duration, SystemTime};
 
 use drover_backup::archive::Archiver;
 use drover_backup::{BackupError, Key, Location};
-use drover_core::{api, keys};
+use drover_core::{api, keys, meta};
 use drover_store::{ListOptions, Op, Store, StoreError};
 use serde_json::Value;
 
 use super::lease::Held;
-use super::{Action, Ctx};
+use super::{set_condition, Action, Ctx};
 use crate::kinds::backups::{parse_schedule, DEFAULT_RETENTION};
 
 /// What the server was told about backups.
@@ -87,7 +87,7 @@ pub async fn reconcile(
             .and_then(|v| {
                 v.pointer("/metadata/creationTimestamp")
                     .and_then(Value::as_str)
-                    .and_then(drover_backup::parse_rfc3339)
+                    .and_then(meta::parse_rfc3339)
             });
         let status = backup.status.clone().unwrap_or_default();
         let due = match due_at(backup.spec.schedule.as_deref(), created, &status) {
@@ -96,9 +96,9 @@ pub async fn reconcile(
         };
         if due > now {
             next_look = next_look.min(due.duration_since(now).unwrap_or_default());
-            if status.next_backup_time.as_deref() != Some(&drover_backup::rfc3339(due)) {
+            if status.next_backup_time.as_deref() != Some(&meta::rfc3339_micro(due)) {
                 write_status(ctx, held, &kv.key, |s| {
-                    s.next_backup_time = Some(drover_backup::rfc3339(due));
+                    s.next_backup_time = Some(meta::rfc3339_micro(due));
                 })
                 .await?;
             }
@@ -122,7 +122,7 @@ fn due_at(schedule: Option<&str>, created: Option<SystemTime>, status: &api::Bac
     let last = status
         .last_attempt_time
         .as_deref()
-        .and_then(drover_backup::parse_rfc3339);
+        .and_then(meta::parse_rfc3339);
     let Some(schedule) = schedule else {
         return match last {
             None => Due::At(SystemTime::UNIX_EPOCH),
@@ -153,11 +153,10 @@ async fn run_one(
     // The attempt is recorded first: a leader that dies mid-backup does
     // not leave a one-shot Backup to run again and again.
     write_status(ctx, held, key, |s| {
-        s.last_attempt_time = Some(drover_backup::rfc3339(started));
+        s.last_attempt_time = Some(meta::rfc3339_micro(started));
     })
     .await?;
     let outcome = take(ctx, config, backup).await;
-    let finished = drover_backup::rfc3339(SystemTime::now());
     match outcome {
         Ok((created, kept)) => {
             tracing::info!(backup = %name, file = %created.name, revision = created.revision,
@@ -176,13 +175,14 @@ async fn run_one(
                         f
                     })
                     .collect();
-                s.last_backup_time = Some(drover_backup::rfc3339(created.at));
-                set_ready(
-                    s,
+                s.last_backup_time = Some(meta::rfc3339_micro(created.at));
+                let written = format!("{} written", created.name);
+                set_condition(
+                    &mut s.conditions,
+                    "Ready",
                     "True",
                     "BackupSucceeded",
-                    &format!("{} written", created.name),
-                    &finished,
+                    &written,
                 );
             })
             .await?;
@@ -190,7 +190,8 @@ async fn run_one(
         Err(e) => {
             tracing::warn!(backup = %name, error = %e, "backup failed");
             write_status(ctx, held, key, |s| {
-                set_ready(s, "False", "BackupFailed", &e.to_string(), &finished);
+                let why: String = e.to_string().chars().take(1024).collect();
+                set_condition(&mut s.conditions, "Ready", "False", "BackupFailed", &why);
             })
             .await?;
         }
@@ -214,8 +215,7 @@ async fn take(
     } else {
         None
     };
-    let created =
-        drover_backup::create(&ctx.store, &location, name, key, &config.scratch, None).await?;
+    let created = drover_backup::create(&ctx.store, &location, name, key, &config.scratch).await?;
     let mine = files_of(&location, name).await?;
     let keep = backup
         .spec
@@ -242,7 +242,7 @@ async fn files_of(location: &Location, name: &str) -> Result<Vec<api::BackupFile
                     at,
                     api::BackupFile {
                         name: e.name,
-                        time: drover_backup::rfc3339(at),
+                        time: meta::rfc3339_micro(at),
                         size: e.size,
                         revision,
                         objects: 0,
@@ -253,22 +253,6 @@ async fn files_of(location: &Location, name: &str) -> Result<Vec<api::BackupFile
         .collect();
     files.sort_by_key(|f| f.0);
     Ok(files.into_iter().map(|(_, f)| f).collect())
-}
-
-fn set_ready(status: &mut api::BackupStatus, value: &str, reason: &str, message: &str, now: &str) {
-    let changed = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .is_none_or(|c| c.status != value);
-    status.conditions.retain(|c| c.type_ != "Ready");
-    status.conditions.push(api::Condition {
-        type_: "Ready".into(),
-        status: value.into(),
-        reason: Some(reason.into()),
-        message: Some(message.chars().take(1024).collect()),
-        last_transition_time: changed.then(|| now.to_owned()),
-    });
 }
 
 /// Change a Backup's status, fenced by the leader lease.
@@ -350,7 +334,7 @@ mod tests {
     use super::*;
 
     fn at(t: &str) -> Option<SystemTime> {
-        drover_backup::parse_rfc3339(t)
+        meta::parse_rfc3339(t)
     }
 
     #[test]
