@@ -784,7 +784,8 @@ impl ApiServer {
         }
         self.validate_all(r, &new, Some(old))?;
         r.strategy.prepare_update(ctx, &mut new, old).await?;
-        if new == *old {
+        let extra = r.strategy.update_ops(ctx, &mut new, old).await?;
+        if new == *old && extra.is_empty() {
             return Ok(current.with_rv());
         }
         if dry_run {
@@ -804,11 +805,17 @@ impl ApiServer {
             .with_rv());
         }
         let bytes = serde_json::to_vec(&new).expect("JSON");
-        let kv = self
-            .store
-            .update(&key, bytes, current.revision)
-            .await
-            .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
+        let kv = if extra.is_empty() {
+            self.store.update(&key, bytes, current.revision).await
+        } else {
+            let mut ops = vec![Op::update(key.clone(), bytes, current.revision)];
+            ops.extend(extra);
+            self.store
+                .txn(&ops)
+                .await
+                .and_then(|kvs| kvs.into_iter().next().ok_or(drover_store::StoreError::NotFound(key.clone())))
+        }
+        .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
         r.strategy.committed();
         Ok(Stored {
             value: new,

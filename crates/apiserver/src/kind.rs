@@ -208,6 +208,19 @@ pub trait Strategy: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Further steps of an update's transaction (the server's own records),
+    /// worked out after [`Strategy::prepare_update`] (and free to take
+    /// fields out of `new` that belong in them); an update with steps
+    /// commits even when the object itself is unchanged.
+    fn update_ops<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _new: &'a mut Value,
+        _old: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// For `create_only` kinds: answer a create without storing anything.
     fn virtual_create<'a>(
         &'a self,

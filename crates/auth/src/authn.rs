@@ -98,12 +98,15 @@ async fn verify(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let Some(groups) = standing(store, &record.user_name, &user).await? else {
+        return Ok(Err(Refusal::UserDisabled));
+    };
     Ok(Ok(Verified {
         identity: Identity {
             user: UserInfo {
                 name: record.user_name,
                 uid,
-                groups: vec![AUTHENTICATED.to_owned()],
+                groups,
                 extra: Default::default(),
             },
             token: name.to_owned(),
@@ -117,6 +120,28 @@ async fn verify(
             .as_deref()
             .map(|t| drover_core::meta::parse_rfc3339(t).unwrap_or(SystemTime::UNIX_EPOCH)),
     }))
+}
+
+/// A user's groups, or `None` when a provider user may not act now: their
+/// provider is disabled or gone, or it no longer knows them, or they have no
+/// recorded membership. Local users are in [`AUTHENTICATED`] only.
+async fn standing(store: &Store, name: &str, user: &Value) -> Result<Option<Vec<String>>, AuthError> {
+    let from_provider = user
+        .pointer("/spec/principalIds")
+        .and_then(Value::as_array)
+        .is_some_and(|ids| !ids.is_empty());
+    if !from_provider {
+        return Ok(Some(vec![AUTHENTICATED.to_owned()]));
+    }
+    let Some((membership, _)) = crate::principals::membership(store, name).await? else {
+        return Ok(None);
+    };
+    if membership.disabled || !crate::providers::enabled(store, &membership.provider).await? {
+        return Ok(None);
+    }
+    let mut groups = vec![AUTHENTICATED.to_owned()];
+    groups.extend(membership.groups);
+    Ok(Some(groups))
 }
 
 /// How long a cached token is trusted before it is checked against the
@@ -170,6 +195,8 @@ impl Authenticator {
                 records: token::record_key(""),
                 tokens: keys::prefix(api::GROUP, "tokens", None),
                 users: keys::prefix(api::GROUP, "users", None),
+                memberships: crate::principals::MEMBERSHIPS.to_owned(),
+                providers: keys::prefix(api::GROUP, "authconfigs", None),
             },
         })
     }
@@ -234,9 +261,16 @@ impl Authenticator {
             return Ok(false);
         };
         let user: Value = serde_json::from_slice(&user_kv.value).unwrap_or_default();
-        Ok(user.pointer("/spec/enabled") != Some(&Value::Bool(false))
-            && user.pointer("/metadata/uid").and_then(Value::as_str)
-                == Some(identity.user.uid.as_str()))
+        if user.pointer("/spec/enabled") == Some(&Value::Bool(false))
+            || user.pointer("/metadata/uid").and_then(Value::as_str)
+                != Some(identity.user.uid.as_str())
+        {
+            return Ok(false);
+        }
+        // A provider user's groups as when the connection opened: losing
+        // one ends it (it reconnects with what is left).
+        let groups = standing(&self.store, &record.user_name, &user).await?;
+        Ok(groups.is_some_and(|g| identity.user.groups.iter().all(|have| g.contains(have))))
     }
 
     /// When the token an identity came from expires (`None`: never, or it
@@ -303,7 +337,15 @@ impl drover_store::Follower for Authenticator {
             let mut cache = self.cache();
             cache.epoch += 1;
             cache.entries.remove(token);
-        } else if let Some(user) = key.strip_prefix(self.prefixes.users.as_str()) {
+        } else if key.starts_with(self.prefixes.providers.as_str()) {
+            // A provider enabled or disabled: every entry may be stale.
+            let mut cache = self.cache();
+            cache.epoch += 1;
+            cache.entries.clear();
+        } else if let Some(user) = key
+            .strip_prefix(self.prefixes.users.as_str())
+            .or_else(|| key.strip_prefix(self.prefixes.memberships.as_str()))
+        {
             let mut cache = self.cache();
             cache.epoch += 1;
             cache
@@ -330,6 +372,10 @@ struct Prefixes {
     tokens: String,
     /// User objects.
     users: String,
+    /// Provider users' groups.
+    memberships: String,
+    /// AuthConfig objects.
+    providers: String,
 }
 
 #[cfg(test)]

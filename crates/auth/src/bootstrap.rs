@@ -27,7 +27,7 @@ pub enum Bootstrap {
     CreatedWithGeneratedPassword(String),
 }
 
-fn object(kind: &str, name: &str, spec: Value) -> Value {
+pub(crate) fn object(kind: &str, name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": api::API_VERSION,
         "kind": kind,

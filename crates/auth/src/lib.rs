@@ -5,6 +5,11 @@
 //! - [`token`]: API tokens (`token-xxxxx:SECRET`, only a hash stored).
 //! - [`authn`]: a bearer token → an [`authn::Identity`].
 //! - [`login`]: `POST /v1-public/login`, with lockout after failures.
+//! - [`authconfigs`]: the AuthConfig kind, its write-only secrets.
+//! - [`providers`]: LDAP / Active Directory and OIDC logins, built from the
+//!   AuthConfig objects at run time.
+//! - [`principals`]: provider principals, the Users they are linked to, and
+//!   their groups as last read.
 //! - [`policy`]: the RBAC authorizer of the management API and the built-in
 //!   global roles and role templates.
 //! - [`kinds`]: User, Token, GlobalRole(Binding), RoleTemplate and the
@@ -14,14 +19,20 @@
 //!
 //! Secrets live outside the API objects: password hashes under
 //! `/drover/passwords/{user}`, token hashes under `/drover/tokens/{name}`,
-//! login names under `/drover/usernames/{username}`.
+//! login names under `/drover/usernames/{username}`, provider secrets under
+//! `/drover/authsecrets/{name}`, principal links under
+//! `/drover/principals/{hash}`, provider users' groups under
+//! `/drover/usergroups/{user}`.
 
+pub mod authconfigs;
 pub mod authn;
 pub mod bootstrap;
 pub mod kinds;
 pub mod login;
 pub mod password;
 pub mod policy;
+pub mod principals;
+pub mod providers;
 pub mod token;
 pub mod users;
 

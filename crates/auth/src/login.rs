@@ -1,4 +1,9 @@
-//! `POST /v1-public/login`: username and password for a token.
+//! `POST /v1-public/login`: username and password for a token — a local
+//! user's, or a directory user's (`"provider": "ldap" | "activedirectory"`);
+//! or, with `"provider": "oidc"`, the code and state an OIDC provider
+//! redirected back with ([`crate::providers::oidc`]). A provider's user is
+//! linked to their Drover User (made on first login) and their groups are
+//! recorded with the token, in one transaction ([`crate::principals`]).
 //!
 //! An unknown user, a wrong password and a disabled user get the same answer
 //! in about the same time (an unknown user is checked against a dummy hash).
@@ -15,6 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::authn::user_key;
+use crate::principals::{self, Principal};
+use crate::providers::{ProviderError, Providers};
 use crate::{password, token, AuthError};
 
 /// Failures allowed within [`WINDOW`].
@@ -26,10 +33,21 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
+    /// `local` (the default), `ldap`, `activedirectory` or `oidc`.
+    #[serde(default)]
+    pub provider: Option<String>,
     /// Login name.
+    #[serde(default)]
     pub username: String,
     /// Password.
+    #[serde(default)]
     pub password: String,
+    /// OIDC: the code the provider redirected back with.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// OIDC: the state it came back with.
+    #[serde(default)]
+    pub state: Option<String>,
     /// Token lifetime (default: the server's login TTL).
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
@@ -41,6 +59,7 @@ pub struct LoginRequest {
 impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginRequest")
+            .field("provider", &self.provider)
             .field("username", &self.username)
             .field("password", &"[REDACTED]")
             .finish_non_exhaustive()
@@ -55,6 +74,8 @@ pub struct LoggedIn {
     pub expires_at: Option<String>,
     /// The user's object name.
     pub user: String,
+    /// The provider's principal, for a provider's user.
+    pub principal: Option<Principal>,
 }
 
 impl std::fmt::Debug for LoggedIn {
@@ -73,6 +94,9 @@ pub enum LoginError {
     Invalid,
     /// Too many failures (429), retry after this many seconds.
     Locked(u64),
+    /// The provider cannot be reached or is misconfigured (503; the detail
+    /// is logged, not answered).
+    Unavailable,
     /// The store failed.
     Store(AuthError),
 }
@@ -93,6 +117,7 @@ struct Attempts {
 #[derive(Debug)]
 pub struct Login {
     store: Store,
+    providers: std::sync::Arc<Providers>,
     failures: Mutex<HashMap<String, Attempts>>,
     /// Default token lifetime for a login.
     pub login_ttl: Duration,
@@ -107,10 +132,16 @@ fn dummy_hash() -> &'static str {
 
 impl Login {
     /// A login service over `store`.
-    pub fn new(store: Store, login_ttl: Duration, max_ttl: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        providers: std::sync::Arc<Providers>,
+        login_ttl: Duration,
+        max_ttl: Duration,
+    ) -> Self {
         let _ = dummy_hash();
         Self {
             store,
+            providers,
             failures: Mutex::new(HashMap::new()),
             login_ttl,
             max_ttl,
@@ -165,8 +196,109 @@ impl Login {
         }
     }
 
-    /// Check the password and mint a token.
+    /// Log in: check the credentials and mint a token.
     pub async fn login(&self, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
+        match req.provider.as_deref() {
+            None | Some("local") => self.local(req).await,
+            Some(provider) => self.through_provider(provider, req).await,
+        }
+    }
+
+    /// A provider's login: the principal it vouches for, then the user and
+    /// the token.
+    async fn through_provider(&self, provider: &str, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
+        let found = match provider {
+            "ldap" | "activedirectory" => {
+                let counted = format!("{provider}:{}", req.username);
+                if let Err(secs) = self.begin(&counted) {
+                    tracing::warn!(provider, username = %req.username, "login refused: too many failed attempts");
+                    return Err(LoginError::Locked(secs));
+                }
+                let found = match self.providers.directory(provider).await {
+                    Ok(d) => d.login(&req.username, &req.password).await,
+                    Err(e) => Err(e),
+                };
+                self.end(&counted, found.is_err());
+                found
+            }
+            "oidc" => match (&req.code, &req.state) {
+                (Some(code), Some(state)) => match self.providers.oidc().await {
+                    Ok(o) => o.finish(&self.store, code, state).await,
+                    Err(e) => Err(e),
+                },
+                _ => Err(ProviderError::Invalid),
+            },
+            _ => Err(ProviderError::Invalid),
+        };
+        let principal = match found {
+            Ok(p) => p,
+            Err(ProviderError::Invalid | ProviderError::Disabled(_)) => return Err(LoginError::Invalid),
+            Err(ProviderError::Store(e)) => return Err(LoginError::Store(e.into())),
+            Err(e) => {
+                tracing::error!(provider, error = %e, "login through a provider failed");
+                return Err(LoginError::Unavailable);
+            }
+        };
+        self.commit(principal, req).await
+    }
+
+    /// Link the principal to its user, record its groups, mint the token:
+    /// one transaction, tried again if another login raced it.
+    async fn commit(&self, principal: Principal, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
+        let store_err = |e: AuthError| LoginError::Store(e);
+        for _ in 0..3 {
+            let (user, mut ops) = principals::user_for_login(&self.store, &principal)
+                .await
+                .map_err(store_err)?;
+            if let Some(kv) = self.store.get(&user_key(&user)).await.map_err(|e| store_err(e.into()))? {
+                let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                if obj.pointer("/spec/enabled") == Some(&Value::Bool(false)) {
+                    return Err(LoginError::Invalid);
+                }
+            }
+            let current = principals::membership(&self.store, &user).await.map_err(store_err)?;
+            ops.push(principals::write_membership(
+                &user,
+                &principals::found(&principal),
+                current.as_ref().map(|(_, kv)| kv),
+            ));
+            let minted = self.mint(&user, req);
+            ops.extend(minted.store_ops());
+            match self.store.txn(&ops).await {
+                Ok(_) => {
+                    tracing::info!(user = %user, provider = %principal.provider, principal = %principal.id,
+                        groups = principal.groups.len(), token = %minted.name, "login");
+                    return Ok(LoggedIn {
+                        token: minted.bearer,
+                        expires_at: minted.record.expires_at,
+                        user,
+                        principal: Some(principal),
+                    });
+                }
+                Err(e) if principals::raced(&e) => continue,
+                Err(e) => return Err(LoginError::Store(e.into())),
+            }
+        }
+        Err(LoginError::Unavailable)
+    }
+
+    fn mint(&self, user: &str, req: &LoginRequest) -> token::Minted {
+        let ttl = Some(
+            req.ttl_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(self.login_ttl),
+        );
+        token::mint(
+            user,
+            Some(req.description.as_deref().unwrap_or("login")),
+            None,
+            ttl,
+            self.max_ttl,
+        )
+    }
+
+    /// A local user's login.
+    async fn local(&self, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
         // Names that cannot exist are refused without being counted, so
         // they cannot grow the failure table.
         if !crate::kinds::valid_username(&req.username) {
@@ -199,18 +331,7 @@ impl Login {
         let Some((user, _, _, user_kv)) = found.filter(|_| ok) else {
             return Err(LoginError::Invalid);
         };
-        let ttl = Some(
-            req.ttl_seconds
-                .map(Duration::from_secs)
-                .unwrap_or(self.login_ttl),
-        );
-        let minted = token::mint(
-            &user,
-            Some(req.description.as_deref().unwrap_or("login")),
-            None,
-            ttl,
-            self.max_ttl,
-        );
+        let minted = self.mint(&user, req);
         // Not for a user deleted (or made again) since the password check.
         let mut ops = minted.store_ops();
         ops.push(drover_store::Op::live(&user_kv));
@@ -226,6 +347,7 @@ impl Login {
             token: minted.bearer,
             expires_at: minted.record.expires_at,
             user,
+            principal: None,
         })
     }
 
@@ -279,7 +401,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let login = Login::new(store, Duration::from_secs(60), Duration::ZERO);
+        let providers = Providers::new(store.clone(), false);
+        let login = Login::new(store, providers, Duration::from_secs(60), Duration::ZERO);
         for _ in 0..MAX_FAILURES {
             assert!(login.begin("bob").is_ok());
         }

@@ -1,5 +1,12 @@
 //! `drover login`, `logout`, `whoami`.
 //!
+//! `--provider ldap|activedirectory` logs in with a directory account;
+//! `--provider oidc` signs in through the OIDC provider's page: the CLI
+//! listens on a loopback port, prints (or opens) the provider's URL, and
+//! takes the code the browser is redirected back with. With `--no-browser`
+//! nothing is opened: the URL is printed for a browser anywhere, and the
+//! address the browser ends on can also be pasted back.
+//!
 //! Trust: `--cacert FILE` trusts that CA only; otherwise the machine's
 //! public roots. A server whose CA is not trusted shows the CA's SHA-256
 //! fingerprint and, on a terminal, asks whether to trust it (the CA is then
@@ -30,6 +37,13 @@ pub struct LoginArgs {
     /// Read the password from standard input.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Where the account is: local (default), ldap, activedirectory, oidc.
+    #[arg(long, default_value = "local",
+          value_parser = ["local", "ldap", "activedirectory", "oidc"])]
+    pub provider: String,
+    /// OIDC: print the sign-in URL instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
     /// Trust this CA (PEM) for the server.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
@@ -130,12 +144,113 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
     Ok((Some(pem), false))
 }
 
+/// The OIDC sign-in: a loopback listener for the redirect, the provider's
+/// URL printed (and opened unless `no_browser`), then the code and state
+/// exchanged for a Drover token.
+async fn oidc_login(anon: &Client, url: &str, no_browser: bool) -> Result<String, CliError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| CliError::Config(format!("cannot listen on a loopback port: {e}")))?;
+    let port = listener.local_addr().map_err(|e| CliError::Config(e.to_string()))?.port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let started = anon
+        .post("/v1-public/oidc/start", &json!({"redirectUri": redirect}))
+        .await?;
+    let auth_url = started["url"].as_str().unwrap_or_default().to_owned();
+    eprintln!("Sign in at:\n\n  {auth_url}\n");
+    if no_browser {
+        eprintln!("Waiting for the browser to come back to {redirect} (or paste the address it ends on here).");
+    } else {
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&auth_url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok();
+        if !opened {
+            eprintln!("Open that address in a browser (no browser could be started here).");
+        }
+    }
+    // The redirect, or the address pasted on stdin (for a browser on
+    // another machine, whose redirect cannot reach this one).
+    let from_browser = async {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 8192];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let target = head
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_default()
+                .to_owned();
+            let page = "<!doctype html><title>Drover</title><p>Signed in. You can close this tab and go back to the terminal.";
+            let _ = conn
+                .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}", page.len()).as_bytes())
+                .await;
+            if target.starts_with("/callback") {
+                return format!("http://127.0.0.1{target}");
+            }
+        }
+    };
+    let pasted = async {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("code=") {
+                return line.trim().to_owned();
+            }
+        }
+        std::future::pending::<String>().await
+    };
+    let came_back = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        tokio::select! { u = from_browser => u, u = pasted => u }
+    })
+    .await
+    .map_err(|_| CliError::Config("no sign-in within 5 minutes".into()))?;
+    let parsed = url::Url::parse(&came_back)
+        .map_err(|_| CliError::Usage(format!("{came_back:?} is not the address the browser ended on")))?;
+    let param = |k: &str| parsed.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    if let Some(err) = param("error") {
+        return Err(CliError::Unauthorized {
+            url: url.to_owned(),
+            message: format!("the provider refused the sign-in: {err}"),
+        });
+    }
+    let (Some(code), Some(state)) = (param("code"), param("state")) else {
+        return Err(CliError::Usage("the address has no code and state".into()));
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "a terminal".into());
+    let done = anon
+        .post(
+            "/v1-public/login",
+            &json!({"provider": "oidc", "code": code, "state": state, "description": format!("drover CLI on {host}")}),
+        )
+        .await
+        .map_err(|e| match e {
+            CliError::Unauthorized { .. } => CliError::Unauthorized {
+                url: url.to_owned(),
+                message: "the sign-in was refused (expired, used already, or not verified)".into(),
+            },
+            other => other,
+        })?;
+    Ok(done["token"].as_str().unwrap_or_default().to_owned())
+}
+
 /// `drover login`.
 pub async fn login(args: LoginArgs) -> Result<(), CliError> {
     let url = normalise(&args.url)?;
     let (ca, insecure) = trust(&url, &args).await?;
     let anon = Client::anonymous(&url, ca.as_deref(), insecure)?;
     let (token, username) = match (&args.token, &args.username) {
+        (None, _) if args.provider == "oidc" => {
+            let token = oidc_login(&anon, &url, args.no_browser).await?;
+            let me = whoami_with(&anon.with_token(&token)).await?;
+            (token, me.0)
+        }
         (Some(t), _) => {
             let me = whoami_with(&anon.with_token(t)).await?;
             (t.clone(), me.0)
@@ -155,7 +270,7 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
             let done = anon
                 .post(
                     "/v1-public/login",
-                    &json!({"username": user, "password": password, "description": format!("drover CLI on {host}")}),
+                    &json!({"provider": args.provider, "username": user, "password": password, "description": format!("drover CLI on {host}")}),
                 )
                 .await
                 .map_err(|e| match e {
@@ -170,7 +285,7 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
         }
         (None, None) => {
             return Err(CliError::Usage(
-                "pass --token TOKEN, or --username NAME (the password is asked for)".into(),
+                "pass --token TOKEN, --username NAME (the password is asked for), or --provider oidc".into(),
             ))
         }
     };

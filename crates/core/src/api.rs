@@ -301,6 +301,11 @@ pub struct UserSpec {
     /// The user must set a new password before doing anything else.
     #[serde(default)]
     pub must_change_password: bool,
+    /// The provider principals this user is (`ldap_user://<dn>`,
+    /// `oidc_user://<sub>`); set by the server when a provider's user first
+    /// logs in, never by a client. Empty for local users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principal_ids: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -314,6 +319,7 @@ impl Default for UserSpec {
             display_name: None,
             enabled: true,
             must_change_password: false,
+            principal_ids: Vec::new(),
         }
     }
 }
@@ -321,6 +327,131 @@ impl Default for UserSpec {
 kind!(
     /// A local user (cluster-scoped; named `u-xxxxx`).
     User, UserSpec, NoStatus
+);
+
+/// An authentication provider's configuration (cluster-scoped; named
+/// `ldap`, `activedirectory` or `oidc`). Field names are Rancher's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfigSpec {
+    /// Whether its users may log in (and their tokens work).
+    #[serde(default)]
+    pub enabled: bool,
+    /// For `ldap` and `activedirectory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConfig>,
+    /// For `oidc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An LDAP or Active Directory directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Host names or addresses, tried in order.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Port (default 389, or 636 with `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// LDAPS: TLS from the first byte.
+    #[serde(default)]
+    pub tls: bool,
+    /// StartTLS on the plain port.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA certificate(s) that sign the directory's certificate (default:
+    /// the system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// Connection and operation timeout in milliseconds (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_timeout: Option<u64>,
+    /// The service account that searches the directory.
+    #[serde(default)]
+    pub service_account_distinguished_name: String,
+    /// Its password: write-only, kept as a server record, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_password: Option<String>,
+    /// Where users are searched.
+    #[serde(default)]
+    pub user_search_base: String,
+    /// Users' object class (default `inetOrgPerson`; `person` for AD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_object_class: Option<String>,
+    /// The attribute people log in with (default `uid`;
+    /// `sAMAccountName` for AD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_login_attribute: Option<String>,
+    /// The attribute shown as the user's name (default `cn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name_attribute: Option<String>,
+    /// An extra LDAP filter users must match, e.g. `(!(employeeType=disabled))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_search_filter: Option<String>,
+    /// An integer attribute holding account flags (AD: `userAccountControl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_enabled_attribute: Option<String>,
+    /// The bits of `userEnabledAttribute` that mean disabled (AD: 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_disabled_bit_mask: Option<u64>,
+    /// Where groups are searched (default: `userSearchBase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_search_base: Option<String>,
+    /// Groups' object class (default `groupOfNames`; `group` for AD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_object_class: Option<String>,
+    /// The attribute shown as a group's name (default `cn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name_attribute: Option<String>,
+    /// The group attribute listing members (default `member`); `memberOf`
+    /// reads the user's `memberOf` instead (AD's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_member_mapping_attribute: Option<String>,
+    /// The user attribute the members' values are (default: the DN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_member_user_attribute: Option<String>,
+    /// Follow groups that are members of groups.
+    #[serde(default)]
+    pub nested_group_membership_enabled: bool,
+    /// How many levels of nesting to follow (default 5, at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_group_max_depth: Option<u32>,
+}
+
+/// An OpenID Connect provider (authorization code with PKCE).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its discovery document is read from
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub issuer: String,
+    /// The client id registered with the provider.
+    #[serde(default)]
+    pub client_id: String,
+    /// The client secret: write-only, kept as a server record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Scopes asked for besides `openid` (default `profile email groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that names the user (default
+    /// `preferred_username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// The ID token claim listing the user's groups (default `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// PEM CA certificate(s) for a provider with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+kind!(
+    /// An authentication provider (cluster-scoped).
+    AuthConfig, AuthConfigSpec, NoStatus
 );
 
 /// An API token.

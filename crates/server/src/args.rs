@@ -101,6 +101,14 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_BACKUP_LOG_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub backup_log_retention_days: u64,
+    /// Let user-supplied addresses (directory servers, identity providers)
+    /// be loopback or private ones; refused by default.
+    #[arg(long, env = "DROVER_ALLOW_PRIVATE_OUTBOUND")]
+    pub allow_private_outbound: bool,
+    /// How often directory users' groups are read again, in seconds.
+    #[arg(long, env = "DROVER_GROUP_REFRESH_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub group_refresh_seconds: u64,
 }
 
 fn parse_location(url: &str) -> Result<String, String> {

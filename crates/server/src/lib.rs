@@ -145,6 +145,7 @@ pub async fn run(
     let authn = drover_auth::authn::Authenticator::new(store.clone());
     let _authn_follow = authn.follow();
     let backups = Arc::new(backup_config(&args)?);
+    let providers = drover_auth::providers::Providers::new(store.clone(), args.allow_private_outbound);
     let ownership = controller::lease::Ownership::new(
         controller::Ctx {
             store: store.clone(),
@@ -152,6 +153,8 @@ pub async fn run(
             dialer: dialer.clone(),
             registry: registry.clone(),
             backups: backups.clone(),
+            providers: providers.clone(),
+            group_refresh: std::time::Duration::from_secs(args.group_refresh_seconds),
         },
         controller::cluster::starter(),
         Arc::new(controller::leader::start),
@@ -168,8 +171,12 @@ pub async fn run(
             has_key: backups.key.is_some(),
         },
     );
-    let login =
-        drover_auth::login::Login::new(store.clone(), args.login_ttl(), args.token_max_ttl());
+    let login = drover_auth::login::Login::new(
+        store.clone(),
+        providers.clone(),
+        args.login_ttl(),
+        args.token_max_ttl(),
+    );
     let audit_path = args
         .audit_log
         .clone()
@@ -206,6 +213,7 @@ pub async fn run(
         keepalive: drover_tunnel::Keepalive::default(),
         kubeconfig_ttl: std::time::Duration::from_secs(args.kubeconfig_ttl_seconds),
         token_max_ttl: args.token_max_ttl(),
+        providers,
     });
     let _revoker = http::sessions::Sessions::spawn_revoker(state.clone());
     let app = http::router(state.clone());

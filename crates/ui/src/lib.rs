@@ -54,6 +54,8 @@ pub fn router(api: Router, ca_checksum: String) -> Router {
         .route("/dashboard/static/app.js", get(js))
         .route("/dashboard/static/icon.svg", get(icon))
         .route("/dashboard/login", get(auth::login_page).post(auth::login))
+        .route("/dashboard/login/oidc", get(auth::oidc_start))
+        .route("/dashboard/login/oidc/callback", get(auth::oidc_callback))
         .route("/dashboard/logout", post(auth::logout))
         .route(
             "/dashboard/password",

@@ -64,7 +64,7 @@ pub(crate) fn csrf_for(session_token: &str) -> String {
     hex::encode(&h.finalize()[..20])
 }
 
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     !a.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 

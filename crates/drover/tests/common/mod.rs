@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod directory;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
 
 /// A free 127.0.0.1 port (released before use; the window is small).

@@ -8,6 +8,7 @@
 //! - compaction: every 5 minutes, keep the last 10,000 revisions (never
 //!   past what the log archive holds, when there is one);
 //! - backups and the log archive ([`super::backups`]);
+//! - provider users' groups, refreshed ([`super::groups`]);
 //! - the orphan sweep: every minute, remove what something that is gone
 //!   left behind — link records and leases of deleted clusters, namespace
 //!   records of deleted clusters, name reservations of deleted clusters
@@ -102,7 +103,10 @@ pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::Join
                     Action::Requeue(ORPHAN_SWEEP)
                 })
             });
-            tokio::join!(tokens, compaction, orphans, log_archive, backups);
+            let groups = super::run("group-refresh", stop.clone(), never, || {
+                super::groups::refresh_all(&ctx)
+            });
+            tokio::join!(tokens, compaction, orphans, log_archive, backups, groups);
         }
         .instrument(tracing::info_span!("leader")),
     )

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   store ──▶ Ownership (leases, rendezvous hashing over the serving replicas)
-//!               ├─ "leader"        ──▶ leader: token expiry, compaction, orphan sweep
+//!               ├─ "leader"        ──▶ leader: token expiry, compaction, orphan sweep,
+//!               │                       backups, provider users' groups
 //!               └─ "clusters/{id}" ──▶ cluster: status, projection, membership, removal
 //!                                        └─ reaches the cluster through the Dialer
 //! ```
@@ -18,6 +19,8 @@
 //!   ([`projection`]), repaired as soon as they drift.
 //! - [`removal`]: a deleting cluster's downstream cleanup.
 //! - [`leader`]: token expiry, store compaction, the sweep of orphans.
+//! - [`groups`]: provider users' groups and standing, refreshed from their
+//!   directory.
 //!
 //! The runtime, as kube-runtime's: a reconcile returns an [`Action`]; a
 //! failure goes to an error policy (jittered exponential backoff); one
@@ -25,6 +28,7 @@
 
 pub mod backups;
 pub mod cluster;
+pub mod groups;
 pub mod leader;
 pub mod lease;
 pub mod membership;
@@ -58,6 +62,10 @@ pub struct Ctx {
     pub registry: Arc<Registry>,
     /// Backups and the log archive.
     pub backups: Arc<backups::BackupConfig>,
+    /// The authentication providers.
+    pub providers: Arc<drover_auth::providers::Providers>,
+    /// How often provider users' groups are refreshed.
+    pub group_refresh: Duration,
 }
 
 /// What a reconcile asks for next.

@@ -307,11 +307,12 @@ pub(crate) async fn record(
         }
     }
     let user = caller.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let (username, groups) = match user {
-        Some(u) => (u.name, u.groups),
+    let (username, groups, extra) = match user {
+        Some(u) => (u.name, u.groups, u.extra),
         None => (
             "system:anonymous".to_owned(),
             vec!["system:unauthenticated".to_owned()],
+            Default::default(),
         ),
     };
     let level = ["None", "Metadata", "Request", "RequestResponse"][audit.level.min(3) as usize];
@@ -329,6 +330,9 @@ pub(crate) async fn record(
         "responseStatus": {"code": code},
         "latencyMs": (start.elapsed().as_secs_f64() * 1e3 * 1000.0).round() / 1000.0,
     });
+    if !extra.is_empty() {
+        entry["user"]["extra"] = json!(extra);
+    }
     if let Some(c) = cluster {
         entry["cluster"] = json!(c);
     }

@@ -144,21 +144,44 @@ async fn small_json<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, A
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-/// `POST /v1-public/login`.
+/// `POST /v1-public/login`. A login through a provider is audited as the
+/// user it logged in, with the provider, the principal and its groups.
 pub(crate) async fn login(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let caller = req.extensions().get::<super::audit::Caller>().cloned();
     let body: LoginRequest = match small_json(req).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     match state.login.login(&body).await {
-        Ok(done) => (
-            StatusCode::OK,
-            Json(json!({"token": done.token, "expiresAt": done.expires_at})),
-        )
-            .into_response(),
+        Ok(done) => {
+            if let (Some(caller), Some(p)) = (caller, &done.principal) {
+                let mut groups = vec![drover_auth::authn::AUTHENTICATED.to_owned()];
+                groups.extend(p.groups.iter().cloned());
+                caller.set(&UserInfo {
+                    name: done.user.clone(),
+                    uid: String::new(),
+                    groups,
+                    extra: [
+                        ("drover.io/provider".to_owned(), vec![p.provider.clone()]),
+                        ("drover.io/principal".to_owned(), vec![p.id.clone()]),
+                    ]
+                    .into_iter()
+                    .collect(),
+                });
+            }
+            (
+                StatusCode::OK,
+                Json(json!({"token": done.token, "expiresAt": done.expires_at, "user": done.user})),
+            )
+                .into_response()
+        }
         Err(LoginError::Invalid) => {
             ApiError::new(401, "Unauthorized", "invalid username or password").into_response()
         }
+        Err(LoginError::Unavailable) => ApiError::unavailable(
+            "the identity provider is unavailable; try again later or ask an admin",
+        )
+        .into_response(),
         Err(LoginError::Locked(secs)) => ApiError::too_many_requests(
             "too many failed logins for this user; try again later",
             secs,
@@ -187,5 +210,147 @@ pub(crate) async fn set_password(
     match users::set_password(&state.store, &state.authz, &caller, &name, &body).await {
         Ok(()) => (StatusCode::OK, Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "message": "password changed"}))).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1-public/authproviders`: the providers people may log in with.
+pub(crate) async fn providers(State(state): State<Arc<AppState>>) -> Response {
+    let mut names = vec!["local"];
+    names.extend(state.providers.enabled_names().await);
+    Json(json!({"providers": names})).into_response()
+}
+
+/// The body of `POST /v1-public/oidc/start`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OidcStart {
+    /// A loopback `http://127.0.0.1:PORT/…` URL of the CLI; absent: the web
+    /// UI's callback.
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+/// The web UI's OIDC callback, under the server's URL.
+pub const OIDC_CALLBACK: &str = "/dashboard/login/oidc/callback";
+
+/// Whether a redirect is a loopback one a CLI may listen on (RFC 8252).
+fn loopback_redirect(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| {
+        u.scheme() == "http"
+            && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+            && u.port().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.fragment().is_none()
+    })
+}
+
+/// `POST /v1-public/oidc/start`: where to send someone signing in with
+/// the OIDC provider, and the state it will come back with.
+pub(crate) async fn oidc_start(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let body: OidcStart = match small_json(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let redirect = match body.redirect_uri {
+        Some(uri) if loopback_redirect(&uri) => uri,
+        Some(_) => {
+            return ApiError::bad_request(
+                "redirectUri must be a loopback URL such as http://127.0.0.1:PORT/callback",
+            )
+            .into_response()
+        }
+        None => format!("{}{OIDC_CALLBACK}", state.import.server_url),
+    };
+    let oidc = match state.providers.oidc().await {
+        Ok(o) => o,
+        Err(_) => {
+            return ApiError::new(404, "NotFound", "the oidc provider is not enabled").into_response()
+        }
+    };
+    match oidc.start(&state.store, &redirect).await {
+        Ok(started) => Json(started).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start an OIDC sign-in");
+            ApiError::unavailable("the identity provider is unavailable; try again later or ask an admin")
+                .into_response()
+        }
+    }
+}
+
+/// `GET /v1/principals?q=…`: users and groups of the enabled directories
+/// whose names contain the query (at least 2 characters), for pickers.
+pub(crate) async fn search_principals(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let query = q.get("q").map(|s| s.trim()).unwrap_or_default();
+    if query.chars().count() < 2 || query.len() > 128 {
+        return ApiError::bad_request("q must be 2 to 128 characters").into_response();
+    }
+    match state.providers.search(query).await {
+        Ok(found) => Json(json!({"items": found})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "principal search failed");
+            ApiError::unavailable("the directory is unavailable").into_response()
+        }
+    }
+}
+
+/// `POST …/users/{name}/refreshgroups`: read a provider user's groups from
+/// their directory now (needs `update` on `users/refreshgroups`).
+pub(crate) async fn refresh_groups(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let Some(caller) = req.extensions().get::<UserInfo>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
+    let attrs = drover_rbac::Attributes::resource(
+        "update",
+        drover_core::api::GROUP,
+        "users",
+        "",
+        &name,
+    )
+    .on_subresource("refreshgroups");
+    match drover_apiserver::Authorizer::authorize(state.authz.as_ref(), &caller, &attrs).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return ApiError::forbidden_because(format!(
+                "user {:?} cannot refresh the groups of user {name:?}",
+                caller.name
+            ))
+            .into_response()
+        }
+        Err(e) => return e.into_response(),
+    }
+    use crate::controller::groups::Refreshed;
+    match crate::controller::groups::refresh_user(&state.store, &state.providers, &name).await {
+        Ok(r) => Json(json!({"refreshed": match r {
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Groups => "groups changed",
+            Refreshed::Disabled => "disabled in the directory",
+            Refreshed::Skipped => "not a directory user, or their provider is disabled",
+        }}))
+        .into_response(),
+        Err(e) => {
+            tracing::error!(user = %name, error = %e, "cannot refresh a user's groups");
+            ApiError::unavailable("the directory is unavailable").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_redirects() {
+        assert!(super::loopback_redirect("http://127.0.0.1:8000/callback"));
+        assert!(super::loopback_redirect("http://localhost:1234/cb"));
+        assert!(!super::loopback_redirect("http://127.0.0.1/callback"));
+        assert!(!super::loopback_redirect("https://evil.example:443/cb"));
+        assert!(!super::loopback_redirect("http://127.0.0.1.evil.example:80/cb"));
+        assert!(!super::loopback_redirect("http://user@127.0.0.1:80/cb"));
     }
 }

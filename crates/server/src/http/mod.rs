@@ -70,6 +70,8 @@ pub struct AppState {
     pub kubeconfig_ttl: Duration,
     /// Longest token lifetime (zero: no limit).
     pub token_max_ttl: Duration,
+    /// The authentication providers.
+    pub providers: Arc<drover_auth::providers::Providers>,
 }
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
@@ -94,6 +96,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(kubeconfig::kubeconfig),
         )
         .route("/v1-admin/replicas", get(replicas))
+        .route("/v1/principals", get(authn::search_principals))
+        .route(
+            "/apis/management.drover.io/v1/users/{name}/refreshgroups",
+            post(authn::refresh_groups),
+        )
         .route("/api", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
@@ -106,6 +113,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let app = Router::new()
         .merge(authenticated)
         .route("/v1-public/login", post(authn::login))
+        .route("/v1-public/authproviders", get(authn::providers))
+        .route("/v1-public/oidc/start", post(authn::oidc_start))
         .route("/v1-public/import/{file}", get(import::manifest))
         .route(drover_tunnel::CONNECT_PATH, get(connect::connect))
         .route("/k8s/clusters/{*rest}", any(proxy::proxy))

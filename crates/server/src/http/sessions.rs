@@ -49,7 +49,7 @@ const LINK_SWEEP: Duration = Duration::from_secs(30);
 fn revokes(e: &drover_store::Event) -> bool {
     use drover_store::EventType;
     let key = e.kv.key.as_str();
-    if key.starts_with("/drover/tokens/") {
+    if key.starts_with("/drover/tokens/") || key.starts_with(drover_auth::principals::MEMBERSHIPS) {
         return e.kind != EventType::Added;
     }
     let Some(rest) = key.strip_prefix("/registry/management.drover.io/") else {
@@ -58,6 +58,8 @@ fn revokes(e: &drover_store::Event) -> bool {
     match rest.split('/').next().unwrap_or_default() {
         // A token's expiry or a user's state can change in place.
         "tokens" | "users" => e.kind != EventType::Added,
+        // A provider disabled ends its users' connections.
+        "authconfigs" => true,
         // Bindings are immutable; the others' updates (a cluster's status,
         // a project's quota, a role's rules) leave every binding as it was.
         "globalrolebindings"

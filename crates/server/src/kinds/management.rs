@@ -100,6 +100,11 @@ pub fn api_server(
     backup.status = true;
     reg.register(backup, backups);
 
+    reg.register(
+        base("AuthConfig", "authconfigs", "authconfig", false),
+        drover_auth::authconfigs::AuthConfigs,
+    );
+
     drover_apiserver::reviews::register(&mut reg);
     ApiServer::new(
         store.clone(),

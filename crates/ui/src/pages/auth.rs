@@ -22,14 +22,52 @@ use crate::Ui;
 /// How long a UI session lasts.
 const SESSION_SECONDS: u64 = 12 * 3600;
 
-fn login_form(csrf: &str, username: &str, error: Option<&str>) -> Markup {
+/// The cookie binding an OIDC sign-in to the browser that started it
+/// (`SameSite=Lax`: it must come back with the provider's redirect).
+const OIDC_COOKIE: &str = "__Host-drover-oidc";
+
+/// The providers people may sign in with, as the server says.
+async fn providers(ui: &Ui) -> Vec<String> {
+    match ui.api.call(Method::GET, "/v1-public/authproviders", "", None).await {
+        Ok(v) => v["providers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect(),
+        Err(_) => vec!["local".to_owned()],
+    }
+}
+
+fn provider_label(p: &str) -> &str {
+    match p {
+        "local" => "Local account",
+        "ldap" => "LDAP directory",
+        "activedirectory" => "Active Directory",
+        other => other,
+    }
+}
+
+fn login_form(csrf: &str, username: &str, error: Option<&str>, providers: &[String]) -> Markup {
+    let password_providers: Vec<&String> = providers.iter().filter(|p| *p != "oidc").collect();
     view::bare(
         "Sign in",
         html! {
             h1 { "Sign in to Drover" }
             @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if providers.iter().any(|p| p == "oidc") {
+                p { a.button #oidc href="/dashboard/login/oidc" { "Sign in with single sign-on" } }
+            }
             form method="post" action="/dashboard/login" {
                 input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                @if password_providers.len() > 1 {
+                    div.field {
+                        label for="provider" { "Account" }
+                        select #provider name="provider" {
+                            @for p in &password_providers { option value=(p) { (provider_label(p)) } }
+                        }
+                    }
+                }
                 div.field {
                     label for="username" { "Username" }
                     input #username name="username" type="text" value=(username) required autocomplete="username" autofocus;
@@ -45,7 +83,7 @@ fn login_form(csrf: &str, username: &str, error: Option<&str>) -> Markup {
 }
 
 /// `GET /dashboard/login`: the form, with a fresh sign-in CSRF cookie.
-pub(crate) async fn login_page(headers: HeaderMap) -> Response {
+pub(crate) async fn login_page(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     if cookie(&headers, SESSION_COOKIE).is_some() {
         // Already signed in (or a stale cookie, which the next page clears).
         return Redirect::to("/dashboard/clusters").into_response();
@@ -53,15 +91,116 @@ pub(crate) async fn login_page(headers: HeaderMap) -> Response {
     let csrf = drover_core::names::random_suffix(32);
     (
         [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &csrf, 3600))],
-        login_form(&csrf, "", None),
+        login_form(&csrf, "", None, &providers(&ui).await),
     )
         .into_response()
 }
 
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
+    #[serde(default)]
+    provider: Option<String>,
     username: String,
     password: String,
+}
+
+/// The page that ends a sign-in: sets the session and moves on from the
+/// site itself, so the `SameSite=Strict` session cookie goes with the
+/// next request even after a provider's cross-site redirect.
+fn signed_in(token: &str) -> Response {
+    let page = view::bare(
+        "Signed in",
+        html! {
+            meta http-equiv="refresh" content="0;url=/dashboard/clusters";
+            p { "Signed in. " a href="/dashboard/clusters" { "Continue" } }
+        },
+    );
+    let mut resp = page.into_response();
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, SESSION_SECONDS));
+    h.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
+    h.append(header::SET_COOKIE, clear_cookie(OIDC_COOKIE));
+    resp
+}
+
+/// `GET /dashboard/login/oidc`: off to the provider's page.
+pub(crate) async fn oidc_start(State(ui): State<Arc<Ui>>) -> Response {
+    match ui
+        .api
+        .call(Method::POST, "/v1-public/oidc/start", "", Some(&json!({})))
+        .await
+    {
+        Ok(started) => {
+            let state = started["state"].as_str().unwrap_or_default();
+            let url = started["url"].as_str().unwrap_or_default();
+            let mut resp = Redirect::to(url).into_response();
+            let value = format!("{OIDC_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600");
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => {
+            let csrf = drover_core::names::random_suffix(32);
+            (
+                e.status(),
+                [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &csrf, 3600))],
+                login_form(&csrf, "", Some(&e.to_string()), &providers(&ui).await),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OidcCallback {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `GET /dashboard/login/oidc/callback`: the provider's redirect. The state
+/// must be the one this browser started with.
+pub(crate) async fn oidc_callback(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Query(q): Query<OidcCallback>,
+) -> Response {
+    let started_here = cookie(&headers, OIDC_COOKIE);
+    let outcome = match (&q.code, &q.state, &q.error) {
+        (_, _, Some(err)) => Err(format!("The identity provider refused the sign-in ({err}).")),
+        (Some(code), Some(state), None)
+            if started_here.as_deref().is_some_and(|s| crate::session::same(s, state)) =>
+        {
+            let body = json!({
+                "provider": "oidc", "code": code, "state": state,
+                "ttlSeconds": SESSION_SECONDS, "description": "Drover web UI session",
+            });
+            ui.api
+                .call(Method::POST, "/v1-public/login", "", Some(&body))
+                .await
+                .map_err(|e| match e {
+                    UiError::SignedOut => "The sign-in was refused; try again.".to_owned(),
+                    other => other.to_string(),
+                })
+        }
+        _ => Err("This sign-in was not started in this browser, or it expired; try again.".to_owned()),
+    };
+    match outcome {
+        Ok(done) => signed_in(done["token"].as_str().unwrap_or_default()),
+        Err(message) => {
+            let csrf = drover_core::names::random_suffix(32);
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &csrf, 3600))],
+                login_form(&csrf, "", Some(&message), &providers(&ui).await),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// `POST /dashboard/login`.
@@ -72,6 +211,7 @@ pub(crate) async fn login(
 ) -> Response {
     let csrf = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let body = json!({
+        "provider": form.provider.as_deref().unwrap_or("local"),
         "username": form.username, "password": form.password,
         "ttlSeconds": SESSION_SECONDS, "description": "Drover web UI session",
     });
@@ -91,6 +231,11 @@ pub(crate) async fn login(
             h.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
             resp
         }
+        Err(e) if form.provider.as_deref().is_some_and(|p| p != "local") && matches!(e, UiError::SignedOut) => (
+            StatusCode::UNAUTHORIZED,
+            login_form(&csrf, &form.username, Some("Invalid username or password."), &providers(&ui).await),
+        )
+            .into_response(),
         Err(e) => {
             let (status, message) = match &e {
                 UiError::SignedOut => (
@@ -99,7 +244,7 @@ pub(crate) async fn login(
                 ),
                 other => (other.status(), other.to_string()),
             };
-            (status, login_form(&csrf, &form.username, Some(&message))).into_response()
+            (status, login_form(&csrf, &form.username, Some(&message), &providers(&ui).await)).into_response()
         }
     }
 }

@@ -1,0 +1,484 @@
+//! LDAP and Active Directory: logins, group lookups and searches.
+//!
+//! A login:
+//! 1. refuses an empty password before anything is sent (an LDAP bind with
+//!    a DN and no password is an unauthenticated bind, which "succeeds");
+//! 2. searches the user as the service account, every value escaped as
+//!    RFC 4515 says, with the configured filter (and, for AD, the
+//!    account-disabled bit) applied;
+//! 3. binds as the user, then again as the service account;
+//! 4. reads the user's groups: groups whose member attribute names the user
+//!    (or the user's `memberOf`), and, if asked, the groups those are in,
+//!    a level at a time with one search per 50 groups, to a depth bound.
+//!
+//! Connections bound as the service account are pooled per configuration;
+//! one that fails is dropped, and a changed configuration starts a new
+//! pool.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_core::api::LdapConfig;
+use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+
+use super::ProviderError;
+use crate::principals::{self, Principal};
+
+/// Most idle connections kept per configuration.
+const POOL_SIZE: usize = 8;
+/// Groups asked about per nested-group search.
+const NESTED_BATCH: usize = 50;
+/// Most entries a people search returns.
+const SEARCH_LIMIT: i32 = 20;
+
+/// A directory as configured, with its pool of service-account connections.
+pub struct Directory {
+    /// `ldap` or `activedirectory`.
+    pub provider: String,
+    config: LdapConfig,
+    password: String,
+    allow_private: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    idle: Mutex<Vec<Ldap>>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("provider", &self.provider)
+            .field("servers", &self.config.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable(e.to_string())
+}
+
+/// What a search found of a user.
+struct UserEntry {
+    dn: String,
+    attrs: HashMap<String, Vec<String>>,
+}
+
+impl Directory {
+    /// A directory for `config`, whose service account's password is
+    /// `password`.
+    pub fn new(
+        provider: &str,
+        config: LdapConfig,
+        password: String,
+        allow_private: bool,
+    ) -> Result<Self, ProviderError> {
+        let tls = if config.tls || config.starttls {
+            let c = drover_net::client::client_config(config.certificate.as_deref(), false)
+                .map_err(ProviderError::Config)?;
+            Some(Arc::new(c))
+        } else {
+            None
+        };
+        Ok(Self {
+            provider: provider.to_owned(),
+            config,
+            password,
+            allow_private,
+            tls,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.connection_timeout.unwrap_or(5000))
+    }
+
+    fn ad(&self) -> bool {
+        self.provider == "activedirectory"
+    }
+
+    fn user_class(&self) -> &str {
+        self.config
+            .user_object_class
+            .as_deref()
+            .unwrap_or(if self.ad() { "person" } else { "inetOrgPerson" })
+    }
+
+    fn login_attr(&self) -> &str {
+        self.config
+            .user_login_attribute
+            .as_deref()
+            .unwrap_or(if self.ad() { "sAMAccountName" } else { "uid" })
+    }
+
+    fn name_attr(&self) -> &str {
+        self.config.user_name_attribute.as_deref().unwrap_or("cn")
+    }
+
+    fn group_class(&self) -> &str {
+        self.config
+            .group_object_class
+            .as_deref()
+            .unwrap_or(if self.ad() { "group" } else { "groupOfNames" })
+    }
+
+    fn group_name_attr(&self) -> &str {
+        self.config.group_name_attribute.as_deref().unwrap_or("cn")
+    }
+
+    fn member_attr(&self) -> &str {
+        self.config
+            .group_member_mapping_attribute
+            .as_deref()
+            .unwrap_or(if self.ad() { "memberOf" } else { "member" })
+    }
+
+    fn uses_member_of(&self) -> bool {
+        self.member_attr().eq_ignore_ascii_case("memberOf")
+    }
+
+    fn group_base(&self) -> &str {
+        self.config
+            .group_search_base
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(&self.config.user_search_base)
+    }
+
+    fn enabled_attr(&self) -> Option<(&str, u64)> {
+        match (&self.config.user_enabled_attribute, self.config.user_disabled_bit_mask) {
+            (Some(a), mask) => Some((a.as_str(), mask.unwrap_or(2))),
+            (None, _) if self.ad() => Some(("userAccountControl", 2)),
+            _ => None,
+        }
+    }
+
+    /// A new connection to the first server that answers (not bound).
+    async fn connect(&self) -> Result<Ldap, ProviderError> {
+        let port = self
+            .config
+            .port
+            .unwrap_or(if self.config.tls { 636 } else { 389 });
+        let scheme = if self.config.tls { "ldaps" } else { "ldap" };
+        let mut last = ProviderError::Unavailable("no servers".into());
+        for server in &self.config.servers {
+            if let Err(e) = drover_net::outbound::resolve(server, port, self.allow_private).await {
+                last = ProviderError::Config(e.to_string());
+                continue;
+            }
+            let host = if server.contains(':') && !server.starts_with('[') {
+                format!("[{server}]")
+            } else {
+                server.clone()
+            };
+            let mut settings = LdapConnSettings::new()
+                .set_conn_timeout(self.timeout())
+                .set_starttls(self.config.starttls);
+            if let Some(tls) = &self.tls {
+                settings = settings.set_config(tls.clone());
+            }
+            match LdapConnAsync::with_settings(settings, &format!("{scheme}://{host}:{port}")).await {
+                Ok((conn, ldap)) => {
+                    ldap3::drive!(conn);
+                    return Ok(ldap);
+                }
+                Err(e) => last = unavailable(format!("{server}:{port}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// A connection bound as the service account: an idle one, or a new one.
+    async fn service(&self) -> Result<Ldap, ProviderError> {
+        if let Some(ldap) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(ldap);
+        }
+        let mut ldap = self.connect().await?;
+        self.bind_service(&mut ldap).await?;
+        Ok(ldap)
+    }
+
+    async fn bind_service(&self, ldap: &mut Ldap) -> Result<(), ProviderError> {
+        if self.password.is_empty() {
+            return Err(ProviderError::Config("the service account has no password".into()));
+        }
+        ldap.with_timeout(self.timeout())
+            .simple_bind(&self.config.service_account_distinguished_name, &self.password)
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(|e| unavailable(format!("the service account cannot bind: {e}")))?;
+        Ok(())
+    }
+
+    fn give_back(&self, ldap: Ldap) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(ldap);
+        }
+    }
+
+    async fn search(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<&str>,
+        limit: i32,
+    ) -> Result<Vec<SearchEntry>, ProviderError> {
+        let mut op = ldap.with_timeout(self.timeout());
+        if limit > 0 {
+            op = op.with_search_options(ldap3::SearchOptions::new().sizelimit(limit));
+        }
+        let result = op.search(base, scope, filter, attrs).await.map_err(unavailable)?;
+        // noSuchObject: the base (or the user) is not there.
+        if result.1.rc == 32 {
+            return Ok(Vec::new());
+        }
+        // sizeLimitExceeded still returns what fits.
+        if result.1.rc != 0 && result.1.rc != 4 {
+            return Err(unavailable(format!("search failed: {}", result.1)));
+        }
+        Ok(result.0.into_iter().map(SearchEntry::construct).collect())
+    }
+
+    fn user_attrs(&self) -> Vec<&str> {
+        let mut attrs = vec![self.login_attr(), self.name_attr()];
+        if self.uses_member_of() {
+            attrs.push("memberOf");
+        }
+        if let Some(a) = self.config.group_member_user_attribute.as_deref() {
+            attrs.push(a);
+        }
+        if let Some((a, _)) = self.enabled_attr() {
+            attrs.push(a);
+        }
+        attrs
+    }
+
+    fn user_filter(&self, extra: &str) -> String {
+        format!(
+            "(&(objectClass={}){}{})",
+            ldap_escape(self.user_class()),
+            extra,
+            self.config.user_search_filter.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn disabled(&self, entry: &UserEntry) -> bool {
+        let Some((attr, mask)) = self.enabled_attr() else {
+            return false;
+        };
+        first(&entry.attrs, attr)
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|flags| flags & mask != 0)
+    }
+
+    /// Run `f` on a service connection, returning it to the pool if `f`
+    /// left it healthy.
+    async fn with_service<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Ldap) -> Result<(T, bool), ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut ldap = self.service().await?;
+        match f(&mut ldap).await {
+            Ok((value, healthy)) => {
+                if healthy {
+                    self.give_back(ldap);
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if matches!(e, ProviderError::Invalid) {
+                    self.give_back(ldap);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Check a login name and password; the principal with its groups.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Principal, ProviderError> {
+        if password.is_empty() || username.is_empty() || username.len() > 256 {
+            return Err(ProviderError::Invalid);
+        }
+        self.with_service(async |ldap| {
+            let filter = self.user_filter(&format!(
+                "({}={})",
+                ldap_escape(self.login_attr()),
+                ldap_escape(username)
+            ));
+            let found = self
+                .search(ldap, &self.config.user_search_base, Scope::Subtree, &filter, self.user_attrs(), 2)
+                .await?;
+            let [entry] = <[SearchEntry; 1]>::try_from(found).map_err(|_| ProviderError::Invalid)?;
+            let entry = UserEntry { dn: entry.dn, attrs: entry.attrs };
+            if self.disabled(&entry) {
+                return Err(ProviderError::Invalid);
+            }
+            // The user's bind, on this connection; then back to the
+            // service account (if that fails, the connection is dropped).
+            let bound = ldap
+                .with_timeout(self.timeout())
+                .simple_bind(&entry.dn, password)
+                .await
+                .map_err(unavailable)?;
+            let user_ok = bound.rc == 0;
+            if let Err(e) = self.bind_service(ldap).await {
+                return if user_ok { Err(e) } else { Ok((Err(ProviderError::Invalid), false)) };
+            }
+            if !user_ok {
+                return Ok((Err(ProviderError::Invalid), true));
+            }
+            let groups = self.groups_of(ldap, &entry).await?;
+            Ok((Ok(self.principal(&entry, groups)), true))
+        })
+        .await?
+    }
+
+    fn principal(&self, entry: &UserEntry, groups: Vec<String>) -> Principal {
+        Principal {
+            provider: self.provider.clone(),
+            id: principals::user_id(&self.provider, &entry.dn),
+            login: first(&entry.attrs, self.login_attr())
+                .unwrap_or(&entry.dn)
+                .to_owned(),
+            display_name: first(&entry.attrs, self.name_attr()).map(str::to_owned),
+            groups: groups
+                .iter()
+                .map(|dn| principals::group_id(&self.provider, dn))
+                .collect(),
+        }
+    }
+
+    /// The user as the directory has them now: `None` if gone or disabled.
+    pub async fn refresh(&self, user_dn: &str) -> Result<Option<Principal>, ProviderError> {
+        self.with_service(async |ldap| {
+            let found = self
+                .search(ldap, user_dn, Scope::Base, &self.user_filter(""), self.user_attrs(), 1)
+                .await?;
+            let Some(entry) = found.into_iter().next() else {
+                return Ok((None, true));
+            };
+            let entry = UserEntry { dn: entry.dn, attrs: entry.attrs };
+            if self.disabled(&entry) {
+                return Ok((None, true));
+            }
+            let groups = self.groups_of(ldap, &entry).await?;
+            Ok((Some(self.principal(&entry, groups)), true))
+        })
+        .await
+    }
+
+    /// The DNs of the user's groups, nested ones included if asked; sorted.
+    async fn groups_of(&self, ldap: &mut Ldap, user: &UserEntry) -> Result<Vec<String>, ProviderError> {
+        let class = ldap_escape(self.group_class()).into_owned();
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        let direct: Vec<String> = if self.uses_member_of() {
+            user.attrs.get("memberOf").cloned().unwrap_or_default()
+        } else {
+            let value = match self.config.group_member_user_attribute.as_deref() {
+                Some(a) if !a.eq_ignore_ascii_case("dn") && !a.eq_ignore_ascii_case("distinguishedName") && !a.eq_ignore_ascii_case("entryDN") => {
+                    match first(&user.attrs, a) {
+                        Some(v) => v.to_owned(),
+                        None => return Ok(Vec::new()),
+                    }
+                }
+                _ => user.dn.clone(),
+            };
+            let filter = format!(
+                "(&(objectClass={class})({}={}))",
+                ldap_escape(self.member_attr()),
+                ldap_escape(&value)
+            );
+            self.search(ldap, self.group_base(), Scope::Subtree, &filter, vec!["1.1"], 0)
+                .await?
+                .into_iter()
+                .map(|e| e.dn)
+                .collect()
+        };
+        let mut level: Vec<String> = direct.into_iter().filter(|d| found.insert(d.clone())).collect();
+        if self.config.nested_group_membership_enabled {
+            // Parents are found through their `member` values (AD groups
+            // list members too).
+            let member = if self.uses_member_of() { "member" } else { self.member_attr() };
+            let depth = self.config.nested_group_max_depth.unwrap_or(5);
+            for _ in 0..depth {
+                let mut next = Vec::new();
+                for chunk in level.chunks(NESTED_BATCH) {
+                    let any: String = chunk
+                        .iter()
+                        .map(|dn| format!("({}={})", ldap_escape(member), ldap_escape(dn)))
+                        .collect();
+                    let filter = format!("(&(objectClass={class})(|{any}))");
+                    for e in self
+                        .search(ldap, self.group_base(), Scope::Subtree, &filter, vec!["1.1"], 0)
+                        .await?
+                    {
+                        if found.insert(e.dn.clone()) {
+                            next.push(e.dn);
+                        }
+                    }
+                }
+                if next.is_empty() {
+                    break;
+                }
+                level = next;
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Users and groups whose names contain `query`, for pickers.
+    pub async fn search_principals(&self, query: &str) -> Result<Vec<super::Found>, ProviderError> {
+        let q = ldap_escape(query).into_owned();
+        self.with_service(async |ldap| {
+            let mut out = Vec::new();
+            let filter = self.user_filter(&format!(
+                "(|({}=*{q}*)({}=*{q}*))",
+                ldap_escape(self.login_attr()),
+                ldap_escape(self.name_attr())
+            ));
+            for e in self
+                .search(ldap, &self.config.user_search_base, Scope::Subtree, &filter, self.user_attrs(), SEARCH_LIMIT)
+                .await?
+            {
+                let login = first(&e.attrs, self.login_attr()).unwrap_or(&e.dn).to_owned();
+                out.push(super::Found {
+                    id: principals::user_id(&self.provider, &e.dn),
+                    kind: "user",
+                    name: login,
+                    display_name: first(&e.attrs, self.name_attr()).map(str::to_owned),
+                });
+            }
+            let filter = format!(
+                "(&(objectClass={})({}=*{q}*))",
+                ldap_escape(self.group_class()),
+                ldap_escape(self.group_name_attr())
+            );
+            for e in self
+                .search(ldap, self.group_base(), Scope::Subtree, &filter, vec![self.group_name_attr()], SEARCH_LIMIT)
+                .await?
+            {
+                let name = first(&e.attrs, self.group_name_attr()).unwrap_or(&e.dn).to_owned();
+                out.push(super::Found {
+                    id: principals::group_id(&self.provider, &e.dn),
+                    kind: "group",
+                    name,
+                    display_name: None,
+                });
+            }
+            Ok((out, true))
+        })
+        .await
+    }
+}
+
+/// An attribute's first value (attribute names compared without case).
+fn first<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(String::as_str)
+}

@@ -1,0 +1,323 @@
+//! OpenID Connect: the authorization code flow with PKCE.
+//!
+//! [`Oidc::start`] reads the provider's discovery document, makes a PKCE
+//! verifier, a nonce and a state, keeps them under
+//! `/drover/oidc/pending/{state}` for ten minutes, and returns the
+//! provider's authorization URL. [`Oidc::finish`] takes the code and state
+//! the provider redirected back with, uses up the pending record (once
+//! only), exchanges the code with the verifier and the client secret, and
+//! verifies the ID token against the provider's keys: signature, issuer,
+//! audience, expiry and nonce. The username and groups come from the
+//! verified token's claims.
+//!
+//! Every request goes through a client that refuses internal addresses
+//! (unless allowed) and follows no redirects.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use drover_core::api::OidcConfig;
+use drover_store::{Op, Store};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ProviderError;
+use crate::principals::{self, Principal};
+
+/// Where pending sign-ins are kept.
+pub const PENDING: &str = "/drover/oidc/pending/";
+/// How long a sign-in may take.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+
+/// A sign-in under way.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pending {
+    verifier: String,
+    nonce: String,
+    redirect_uri: String,
+    created: u64,
+}
+
+/// A started sign-in.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    /// Where to send the user.
+    pub url: String,
+    /// The state the provider will send back.
+    pub state: String,
+}
+
+/// A configured OIDC provider.
+pub struct Oidc {
+    config: OidcConfig,
+    secret: Option<String>,
+    http: reqwest::Client,
+    allow_private: bool,
+    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable(e.to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Resolves names for the provider's client, refusing internal addresses.
+struct Resolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let addrs = drover_net::outbound::resolve(name.as_str(), 0, allow).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Refuse a URL whose host is an internal address literal (names are
+/// checked by the resolver as they are looked up).
+fn check_url(url: &str, allow_private: bool) -> Result<(), ProviderError> {
+    let parsed = url::Url::parse(url).map_err(|e| ProviderError::Config(format!("{url}: {e}")))?;
+    let internal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => drover_net::outbound::internal(ip.into()),
+        Some(url::Host::Ipv6(ip)) => drover_net::outbound::internal(ip.into()),
+        Some(url::Host::Domain(_)) => false,
+        None => true,
+    };
+    if internal && !allow_private {
+        return Err(ProviderError::Config(
+            drover_net::outbound::OutboundError::Internal(url.to_owned()).to_string(),
+        ));
+    }
+    Ok(())
+}
+
+impl Oidc {
+    /// A provider for `config`, with its client secret.
+    pub fn new(config: OidcConfig, secret: Option<String>, allow_private: bool) -> Result<Self, ProviderError> {
+        let tls = drover_net::client::client_config(config.certificate.as_deref(), false)
+            .map_err(ProviderError::Config)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(Resolver { allow_private }))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            secret,
+            http,
+            allow_private,
+            metadata: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The discovery document, read at most every ten minutes.
+    async fn metadata(&self) -> Result<CoreProviderMetadata, ProviderError> {
+        let mut cached = self.metadata.lock().await;
+        if let Some((m, at)) = &*cached {
+            if at.elapsed() < Duration::from_secs(600) {
+                return Ok(m.clone());
+            }
+        }
+        check_url(&self.config.issuer, self.allow_private)?;
+        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| unavailable(format!("discovery at {}: {e}", self.config.issuer)))?;
+        check_url(m.authorization_endpoint().as_str(), self.allow_private)?;
+        check_url(m.jwks_uri().as_str(), self.allow_private)?;
+        if let Some(t) = m.token_endpoint() {
+            check_url(t.as_str(), self.allow_private)?;
+        }
+        *cached = Some((m.clone(), std::time::Instant::now()));
+        Ok(m)
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        if self.config.scopes.is_empty() {
+            ["profile", "email", "groups"].map(str::to_owned).to_vec()
+        } else {
+            self.config.scopes.iter().filter(|s| *s != "openid").cloned().collect()
+        }
+    }
+
+    /// Start a sign-in that will come back to `redirect_uri`.
+    pub async fn start(&self, store: &Store, redirect_uri: &str) -> Result<Started, ProviderError> {
+        let metadata = self.metadata().await?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for s in self.scopes() {
+            request = request.add_scope(Scope::new(s));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let pending = Pending {
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            redirect_uri: redirect_uri.to_owned(),
+            created: now_secs(),
+        };
+        prune(store).await;
+        store
+            .create(
+                &format!("{PENDING}{}", state.secret()),
+                serde_json::to_vec(&pending).expect("JSON"),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Started {
+            url: url.to_string(),
+            state: state.secret().clone(),
+        })
+    }
+
+    /// Finish a sign-in: the principal the verified ID token names.
+    pub async fn finish(&self, store: &Store, code: &str, state: &str) -> Result<Principal, ProviderError> {
+        let pending = take_pending(store, state).await?;
+        let metadata = self.metadata().await?;
+        let redirect = RedirectUrl::new(pending.redirect_uri).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect);
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| ProviderError::Config(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| {
+                tracing::info!(error = %e, "OIDC code exchange refused");
+                ProviderError::Invalid
+            })?;
+        let id_token = response.id_token().ok_or(ProviderError::Invalid)?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(pending.nonce))
+            .map_err(|e| {
+                tracing::info!(error = %e, "OIDC ID token refused");
+                ProviderError::Invalid
+            })?;
+        // The token is verified; its payload gives the configured claims.
+        let raw = id_token.to_string();
+        let payload = raw
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .ok_or(ProviderError::Invalid)?;
+        let sub = claims.subject().as_str().to_owned();
+        let username_claim = self.config.username_claim.as_deref().unwrap_or("preferred_username");
+        let login = payload
+            .get(username_claim)
+            .and_then(Value::as_str)
+            .unwrap_or(&sub)
+            .to_owned();
+        let groups_claim = self.config.groups_claim.as_deref().unwrap_or("groups");
+        let mut groups: Vec<String> = match payload.get(groups_claim) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(|g| principals::group_id("oidc", g)).collect(),
+            Some(Value::String(g)) => vec![principals::group_id("oidc", g)],
+            _ => Vec::new(),
+        };
+        groups.sort();
+        groups.dedup();
+        Ok(Principal {
+            provider: "oidc".into(),
+            id: principals::user_id("oidc", &sub),
+            login,
+            display_name: payload.get("name").and_then(Value::as_str).map(str::to_owned),
+            groups,
+        })
+    }
+}
+
+/// Use up a pending sign-in: it exists, is recent, and no other finish
+/// took it first.
+async fn take_pending(store: &Store, state: &str) -> Result<Pending, ProviderError> {
+    if state.is_empty() || state.len() > 128 || !state.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ProviderError::Invalid);
+    }
+    let key = format!("{PENDING}{state}");
+    let kv = store.get(&key).await.map_err(unavailable)?.ok_or(ProviderError::Invalid)?;
+    store
+        .txn(&[Op::delete(key, kv.mod_revision)])
+        .await
+        .map_err(|_| ProviderError::Invalid)?;
+    let pending: Pending = serde_json::from_slice(&kv.value).map_err(|_| ProviderError::Invalid)?;
+    if now_secs().saturating_sub(pending.created) > PENDING_TTL.as_secs() {
+        return Err(ProviderError::Invalid);
+    }
+    Ok(pending)
+}
+
+/// Drop sign-ins never finished.
+async fn prune(store: &Store) {
+    let Ok(list) = store
+        .list(&drover_store::ListOptions {
+            prefix: PENDING.to_owned(),
+            ..Default::default()
+        })
+        .await
+    else {
+        return;
+    };
+    let now = now_secs();
+    for kv in list.items {
+        let old = serde_json::from_slice::<Pending>(&kv.value)
+            .map_or(true, |p| now.saturating_sub(p.created) > PENDING_TTL.as_secs());
+        if old {
+            let _ = store.txn(&[Op::delete(kv.key.clone(), kv.mod_revision)]).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_literals_are_refused() {
+        assert!(check_url("http://127.0.0.1:5556/dex", false).is_err());
+        assert!(check_url("http://127.0.0.1:5556/dex", true).is_ok());
+        assert!(check_url("https://accounts.example.com", false).is_ok());
+    }
+}

@@ -1,0 +1,200 @@
+//! Identity providers for the sign-in tests: Debian's OpenLDAP `slapd`
+//! with a generated directory (`tests/fixtures/gen.py`: 1,000 users, 1,100
+//! groups, nested groups, a locked user) over LDAP, StartTLS and LDAPS with
+//! a test CA; npm's `oidc-provider` (`ui-tests/oidc-provider.mjs`); and
+//! chromium sign-ins (`ui-tests/sso.mjs`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait};
+
+/// The fixture directory's base DN.
+pub const BASE: &str = "dc=example,dc=org";
+/// The service account and its password.
+pub const READONLY_DN: &str = "cn=readonly,dc=example,dc=org";
+pub const READONLY_PASSWORD: &str = "readonly-password";
+/// Every fixture user's password.
+pub const USER_PASSWORD: &str = "password";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running slapd; killed on drop.
+pub struct Slapd {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub port: u16,
+    pub ldaps_port: u16,
+    pub ca_pem: String,
+}
+
+impl Slapd {
+    pub fn start() -> Slapd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("db")).unwrap();
+        let ca = drover_net::pki::generate_ca(30).unwrap();
+        let serving = drover_net::pki::generate_serving(
+            &ca,
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            30,
+        )
+        .unwrap();
+        std::fs::write(d.join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(d.join("server.pem"), &serving.cert_pem).unwrap();
+        std::fs::write(d.join("server.key"), &serving.key_pem).unwrap();
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let conf = std::fs::read_to_string(fixtures.join("slapd.conf"))
+            .unwrap()
+            .replace("@DIR@", &d.display().to_string());
+        std::fs::write(d.join("slapd.conf"), conf).unwrap();
+        run(Command::new("python3")
+            .arg(fixtures.join("gen.py"))
+            .args(["-o", &d.join("data.ldif").display().to_string()]));
+        run(Command::new("/usr/sbin/slapadd")
+            .args(["-q", "-f"])
+            .arg(d.join("slapd.conf"))
+            .arg("-l")
+            .arg(d.join("data.ldif")));
+        let (port, ldaps_port) = (free_port(), free_port());
+        let log = std::fs::File::create(d.join("slapd.log")).unwrap();
+        // -d keeps it in the foreground: the child is the daemon.
+        let child = Command::new("/usr/sbin/slapd")
+            .arg("-f")
+            .arg(d.join("slapd.conf"))
+            .args([
+                "-h",
+                &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"),
+                "-d",
+                "0",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("slapd runs (./scripts/test installs it)");
+        let s = Slapd {
+            dir,
+            child,
+            port,
+            ldaps_port,
+            ca_pem: ca.cert_pem,
+        };
+        wait("slapd to listen", Duration::from_secs(15), || {
+            (std::net::TcpStream::connect(("127.0.0.1", ldaps_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .then_some(())
+        });
+        s
+    }
+
+    /// Change the directory as its root (an LDIF for `ldapmodify`).
+    pub fn modify(&self, ldif: &str) {
+        let mut child = Command::new("ldapmodify")
+            .args([
+                "-x",
+                "-H",
+                &format!("ldap://127.0.0.1:{}", self.port),
+                "-D",
+                &format!("cn=admin,{BASE}"),
+                "-w",
+                "admin-password",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(ldif.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "ldapmodify failed");
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `oidc-provider`; ended on drop.
+pub struct OidcProvider {
+    child: Child,
+    pub issuer: String,
+}
+
+impl OidcProvider {
+    /// Start it with one confidential client whose redirects are Drover's
+    /// UI callback and any loopback port's `/callback`, and these users
+    /// (`{"alice": {"password": …, "groups": […]}}`).
+    pub fn start(client_id: &str, secret: &str, ui_callback: &str, users: &serde_json::Value) -> OidcProvider {
+        let mut child = Command::new("node")
+            .arg(repo().join("ui-tests/oidc-provider.mjs"))
+            .current_dir(repo().join("ui-tests"))
+            .env("OIDC_PORT", "0")
+            .env("OIDC_CLIENT_ID", client_id)
+            .env("OIDC_CLIENT_SECRET", secret)
+            .env(
+                "OIDC_REDIRECT_URIS",
+                format!("{ui_callback},http://127.0.0.1/callback"),
+            )
+            .env("OIDC_LOOPBACK_ANY_PORT", "1")
+            .env("OIDC_USERS", users.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let issuer = first
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("oidc-provider did not start: {first:?}"))
+            .to_owned();
+        OidcProvider { child, issuer }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `ui-tests/sso.mjs` in chromium: (exit code, stdout, stderr).
+pub fn sso(mode: &str, target: &str, user: &str, password: &str) -> (i32, String, String) {
+    let chromium = std::env::var("DROVER_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = Command::new("node")
+        .arg(repo().join("ui-tests/sso.mjs"))
+        .args([mode, target, user, password])
+        .current_dir(repo().join("ui-tests"))
+        .env("DROVER_CHROMIUM", chromium)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether the browser sign-in tests can run here.
+pub fn browser_ready() -> bool {
+    std::env::var_os("DROVER_TEST_CHROMIUM").is_some()
+        && Path::new(&repo().join("ui-tests/node_modules/playwright-core")).is_dir()
+}

@@ -1,0 +1,125 @@
+//! Provider users' groups, kept fresh (on the leader): every
+//! `--group-refresh-seconds`, each directory user who holds a token is
+//! looked up again as the service account, and what changed is recorded —
+//! new groups, lost groups, or the user gone or disabled in the directory.
+//! The token checks and the revoker of open connections read that record,
+//! so access a group gave ends with the next request, and the downstream
+//! RBAC follows through the groups the proxy impersonates. An admin can
+//! refresh one user at once ([`refresh_user`]).
+//!
+//! OIDC offers no lookup without the user present, so OIDC users' groups
+//! are those of their last login.
+
+use std::collections::BTreeSet;
+
+use drover_auth::principals::{self, Membership};
+use drover_auth::providers::{ProviderError, Providers};
+use drover_core::{api, keys, meta};
+use drover_store::{KeyValue, ListOptions, Store};
+use serde_json::Value;
+
+use super::{Action, Ctx};
+
+/// What a refresh did to one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Nothing changed.
+    Unchanged,
+    /// Their groups changed.
+    Groups,
+    /// The directory no longer knows them, or disabled them.
+    Disabled,
+    /// Not a directory user, or their provider is disabled.
+    Skipped,
+}
+
+/// Refresh every directory user who holds a token.
+pub async fn refresh_all(ctx: &Ctx) -> Result<Action, ProviderError> {
+    let holders = token_holders(&ctx.store).await?;
+    let mut changed = 0;
+    for (user, membership, kv) in principals::all_memberships(&ctx.store).await? {
+        if !holders.contains(&user) {
+            continue;
+        }
+        match refresh(&ctx.store, &ctx.providers, &user, membership, &kv).await {
+            Ok(Refreshed::Groups | Refreshed::Disabled) => changed += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(user = %user, error = %e, "cannot refresh a user's groups"),
+        }
+    }
+    if changed > 0 {
+        tracing::info!(changed, "provider users' groups refreshed");
+    }
+    Ok(Action::Requeue(ctx.group_refresh))
+}
+
+/// Refresh one user now.
+pub async fn refresh_user(store: &Store, providers: &Providers, user: &str) -> Result<Refreshed, ProviderError> {
+    let Some((membership, kv)) = principals::membership(store, user).await? else {
+        return Ok(Refreshed::Skipped);
+    };
+    refresh(store, providers, user, membership, &kv).await
+}
+
+async fn refresh(
+    store: &Store,
+    providers: &Providers,
+    user: &str,
+    membership: Membership,
+    kv: &KeyValue,
+) -> Result<Refreshed, ProviderError> {
+    if membership.provider == "oidc" {
+        return Ok(Refreshed::Skipped);
+    }
+    let now = match providers.refresh(&membership.provider, &membership.principal).await {
+        Ok(found) => found,
+        Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
+        Err(e) => return Err(e),
+    };
+    let next = match &now {
+        Some(p) => Membership {
+            groups: p.groups.clone(),
+            disabled: false,
+            refreshed_at: meta::now_rfc3339(),
+            ..membership.clone()
+        },
+        None => Membership {
+            disabled: true,
+            refreshed_at: meta::now_rfc3339(),
+            ..membership.clone()
+        },
+    };
+    let outcome = if next.disabled && !membership.disabled {
+        Refreshed::Disabled
+    } else if next.groups != membership.groups || next.disabled != membership.disabled {
+        Refreshed::Groups
+    } else {
+        Refreshed::Unchanged
+    };
+    // An unchanged user's record is left alone: no write, no revocation
+    // check.
+    if outcome != Refreshed::Unchanged {
+        store
+            .txn(&[principals::write_membership(user, &next, Some(kv))])
+            .await?;
+        tracing::info!(user, principal = %membership.principal, groups = next.groups.len(),
+            disabled = next.disabled, "a provider user's standing changed");
+    }
+    Ok(outcome)
+}
+
+/// The users who hold at least one token.
+async fn token_holders(store: &Store) -> Result<BTreeSet<String>, ProviderError> {
+    let tokens = store
+        .list(&ListOptions {
+            prefix: keys::prefix(api::GROUP, "tokens", None),
+            ..Default::default()
+        })
+        .await?;
+    Ok(tokens
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter_map(|t| t.pointer("/spec/userName").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
