@@ -810,10 +810,11 @@ impl ApiServer {
         } else {
             let mut ops = vec![Op::update(key.clone(), bytes, current.revision)];
             ops.extend(extra);
-            self.store
-                .txn(&ops)
-                .await
-                .and_then(|kvs| kvs.into_iter().next().ok_or(drover_store::StoreError::NotFound(key.clone())))
+            self.store.txn(&ops).await.and_then(|kvs| {
+                kvs.into_iter()
+                    .next()
+                    .ok_or(drover_store::StoreError::NotFound(key.clone()))
+            })
         }
         .map_err(|e| ApiError::from_store(e, subject(r, &info.name)))?;
         r.strategy.committed();

@@ -44,7 +44,10 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// Read a provider's secrets.
-pub async fn read_secrets(store: &Store, name: &str) -> Result<(Secrets, Option<KeyValue>), drover_store::StoreError> {
+pub async fn read_secrets(
+    store: &Store,
+    name: &str,
+) -> Result<(Secrets, Option<KeyValue>), drover_store::StoreError> {
     let kv = store.get(&secrets_key(name)).await?;
     let secrets = kv
         .as_ref()
@@ -65,7 +68,10 @@ fn take_secrets(obj: &mut Value) -> Secrets {
         .pointer_mut("/metadata/annotations")
         .and_then(|a| a.get_mut(LAST_APPLIED))
     {
-        if let Some(mut doc) = applied.as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+        if let Some(mut doc) = applied
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        {
             take(&mut doc);
             *applied = Value::String(doc.to_string());
         }
@@ -86,7 +92,12 @@ pub struct AuthConfigs;
 
 impl AuthConfigs {
     /// Record the secrets a write carries (over those recorded).
-    async fn secret_ops(ctx: &Context, name: &str, given: Secrets, create: bool) -> Result<Vec<Op>, ApiError> {
+    async fn secret_ops(
+        ctx: &Context,
+        name: &str,
+        given: Secrets,
+        create: bool,
+    ) -> Result<Vec<Op>, ApiError> {
         let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
         let (mut secrets, kv) = read_secrets(&ctx.store, name).await.map_err(unavailable)?;
         if create {
@@ -126,9 +137,7 @@ impl Strategy for AuthConfigs {
     }
 
     fn invalid_name(&self, name: &str) -> Option<String> {
-        (!PROVIDERS.contains(&name)).then(|| {
-            format!("must be one of {}", PROVIDERS.join(", "))
-        })
+        (!PROVIDERS.contains(&name)).then(|| format!("must be one of {}", PROVIDERS.join(", ")))
     }
 
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
@@ -148,7 +157,10 @@ impl Strategy for AuthConfigs {
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let given = take_secrets(obj);
             let missing = match name.as_str() {
                 "oidc" => None,
@@ -162,7 +174,10 @@ impl Strategy for AuthConfigs {
                     "AuthConfig",
                     api::GROUP,
                     &name,
-                    &[FieldError::required(field, "the service account's password")],
+                    &[FieldError::required(
+                        field,
+                        "the service account's password",
+                    )],
                 ));
             }
             Ok(Prepared {
@@ -179,7 +194,10 @@ impl Strategy for AuthConfigs {
         _old: &'a Value,
     ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move {
-            let name = new["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = new["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let given = take_secrets(new);
             Self::secret_ops(ctx, &name, given, false).await
         })
@@ -210,19 +228,33 @@ pub fn validate_spec(name: &str, spec: &api::AuthConfigSpec) -> Vec<FieldError> 
     let mut errors = Vec::new();
     let is_oidc = name == "oidc";
     match (is_oidc, &spec.ldap, &spec.oidc) {
-        (false, None, _) => errors.push(FieldError::required("spec.ldap", "the directory's settings")),
-        (true, _, None) => errors.push(FieldError::required("spec.oidc", "the provider's settings")),
+        (false, None, _) => errors.push(FieldError::required(
+            "spec.ldap",
+            "the directory's settings",
+        )),
+        (true, _, None) => {
+            errors.push(FieldError::required("spec.oidc", "the provider's settings"))
+        }
         _ => {}
     }
     if is_oidc && spec.ldap.is_some() {
-        errors.push(FieldError::forbidden("spec.ldap", "an oidc provider takes spec.oidc"));
+        errors.push(FieldError::forbidden(
+            "spec.ldap",
+            "an oidc provider takes spec.oidc",
+        ));
     }
     if !is_oidc && spec.oidc.is_some() {
-        errors.push(FieldError::forbidden("spec.oidc", "a directory provider takes spec.ldap"));
+        errors.push(FieldError::forbidden(
+            "spec.oidc",
+            "a directory provider takes spec.ldap",
+        ));
     }
     if let Some(l) = &spec.ldap {
         if l.servers.is_empty() {
-            errors.push(FieldError::required("spec.ldap.servers", "at least one host"));
+            errors.push(FieldError::required(
+                "spec.ldap.servers",
+                "at least one host",
+            ));
         }
         for (i, s) in l.servers.iter().enumerate() {
             let host_ok = !s.is_empty()
@@ -237,10 +269,16 @@ pub fn validate_spec(name: &str, spec: &api::AuthConfigSpec) -> Vec<FieldError> 
             }
         }
         if l.tls && l.starttls {
-            errors.push(FieldError::forbidden("spec.ldap.starttls", "set tls or starttls, not both"));
+            errors.push(FieldError::forbidden(
+                "spec.ldap.starttls",
+                "set tls or starttls, not both",
+            ));
         }
         if l.service_account_distinguished_name.trim().is_empty() {
-            errors.push(FieldError::required("spec.ldap.serviceAccountDistinguishedName", ""));
+            errors.push(FieldError::required(
+                "spec.ldap.serviceAccountDistinguishedName",
+                "",
+            ));
         }
         if l.user_search_base.trim().is_empty() {
             errors.push(FieldError::required("spec.ldap.userSearchBase", ""));
@@ -254,14 +292,18 @@ pub fn validate_spec(name: &str, spec: &api::AuthConfigSpec) -> Vec<FieldError> 
                 ));
             }
         }
-        if l.nested_group_max_depth.is_some_and(|d| !(1..=10).contains(&d)) {
+        if l.nested_group_max_depth
+            .is_some_and(|d| !(1..=10).contains(&d))
+        {
             errors.push(FieldError::invalid(
                 "spec.ldap.nestedGroupMaxDepth",
                 l.nested_group_max_depth.unwrap_or_default().to_string(),
                 "must be between 1 and 10",
             ));
         }
-        if l.connection_timeout.is_some_and(|t| !(100..=60_000).contains(&t)) {
+        if l.connection_timeout
+            .is_some_and(|t| !(100..=60_000).contains(&t))
+        {
             errors.push(FieldError::invalid(
                 "spec.ldap.connectionTimeout",
                 l.connection_timeout.unwrap_or_default().to_string(),
@@ -270,7 +312,11 @@ pub fn validate_spec(name: &str, spec: &api::AuthConfigSpec) -> Vec<FieldError> 
         }
         if let Some(pem) = &l.certificate {
             if drover_net::pki::parse_certs(pem).map_or(true, |c| c.is_empty()) {
-                errors.push(FieldError::invalid("spec.ldap.certificate", "[PEM]", "not a PEM certificate"));
+                errors.push(FieldError::invalid(
+                    "spec.ldap.certificate",
+                    "[PEM]",
+                    "not a PEM certificate",
+                ));
             }
         }
     }
@@ -288,7 +334,11 @@ pub fn validate_spec(name: &str, spec: &api::AuthConfigSpec) -> Vec<FieldError> 
         }
         if let Some(pem) = &o.certificate {
             if drover_net::pki::parse_certs(pem).map_or(true, |c| c.is_empty()) {
-                errors.push(FieldError::invalid("spec.oidc.certificate", "[PEM]", "not a PEM certificate"));
+                errors.push(FieldError::invalid(
+                    "spec.oidc.certificate",
+                    "[PEM]",
+                    "not a PEM certificate",
+                ));
             }
         }
     }
@@ -324,7 +374,8 @@ mod tests {
 
     #[test]
     fn secrets_leave_the_object_and_its_applied_annotation() {
-        let applied = json!({"spec": {"ldap": {"serviceAccountPassword": "s3cret", "servers": ["a"]}}});
+        let applied =
+            json!({"spec": {"ldap": {"serviceAccountPassword": "s3cret", "servers": ["a"]}}});
         let mut obj = json!({
             "metadata": {"name": "ldap", "annotations": {LAST_APPLIED: applied.to_string()}},
             "spec": {"ldap": {"serviceAccountPassword": "s3cret", "servers": ["a"]}},

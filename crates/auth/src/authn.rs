@@ -125,7 +125,11 @@ async fn verify(
 /// A user's groups, or `None` when a provider user may not act now: their
 /// provider is disabled or gone, or it no longer knows them, or they have no
 /// recorded membership. Local users are in [`AUTHENTICATED`] only.
-async fn standing(store: &Store, name: &str, user: &Value) -> Result<Option<Vec<String>>, AuthError> {
+async fn standing(
+    store: &Store,
+    name: &str,
+    user: &Value,
+) -> Result<Option<Vec<String>>, AuthError> {
     let from_provider = user
         .pointer("/spec/principalIds")
         .and_then(Value::as_array)

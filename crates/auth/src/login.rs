@@ -206,7 +206,11 @@ impl Login {
 
     /// A provider's login: the principal it vouches for, then the user and
     /// the token.
-    async fn through_provider(&self, provider: &str, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
+    async fn through_provider(
+        &self,
+        provider: &str,
+        req: &LoginRequest,
+    ) -> Result<LoggedIn, LoginError> {
         let found = match provider {
             "ldap" | "activedirectory" => {
                 let counted = format!("{provider}:{}", req.username);
@@ -232,7 +236,9 @@ impl Login {
         };
         let principal = match found {
             Ok(p) => p,
-            Err(ProviderError::Invalid | ProviderError::Disabled(_)) => return Err(LoginError::Invalid),
+            Err(ProviderError::Invalid | ProviderError::Disabled(_)) => {
+                return Err(LoginError::Invalid)
+            }
             Err(ProviderError::Store(e)) => return Err(LoginError::Store(e.into())),
             Err(e) => {
                 tracing::error!(provider, error = %e, "login through a provider failed");
@@ -244,19 +250,30 @@ impl Login {
 
     /// Link the principal to its user, record its groups, mint the token:
     /// one transaction, tried again if another login raced it.
-    async fn commit(&self, principal: Principal, req: &LoginRequest) -> Result<LoggedIn, LoginError> {
+    async fn commit(
+        &self,
+        principal: Principal,
+        req: &LoginRequest,
+    ) -> Result<LoggedIn, LoginError> {
         let store_err = |e: AuthError| LoginError::Store(e);
         for _ in 0..3 {
             let (user, mut ops) = principals::user_for_login(&self.store, &principal)
                 .await
                 .map_err(store_err)?;
-            if let Some(kv) = self.store.get(&user_key(&user)).await.map_err(|e| store_err(e.into()))? {
+            if let Some(kv) = self
+                .store
+                .get(&user_key(&user))
+                .await
+                .map_err(|e| store_err(e.into()))?
+            {
                 let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
                 if obj.pointer("/spec/enabled") == Some(&Value::Bool(false)) {
                     return Err(LoginError::Invalid);
                 }
             }
-            let current = principals::membership(&self.store, &user).await.map_err(store_err)?;
+            let current = principals::membership(&self.store, &user)
+                .await
+                .map_err(store_err)?;
             ops.push(principals::write_membership(
                 &user,
                 &principals::found(&principal),

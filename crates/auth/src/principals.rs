@@ -52,7 +52,10 @@ pub fn parse(principal: &str) -> Option<(&str, &str, &str)> {
 
 /// The store key linking a principal to its Drover User.
 pub fn link_key(principal: &str) -> String {
-    format!("{LINKS}{}", hex::encode(Sha256::digest(principal.as_bytes())))
+    format!(
+        "{LINKS}{}",
+        hex::encode(Sha256::digest(principal.as_bytes()))
+    )
 }
 
 /// The store key of a user's provider membership.
@@ -93,7 +96,10 @@ pub struct Membership {
 }
 
 /// Read a user's membership (`None` for local users).
-pub async fn membership(store: &Store, user: &str) -> Result<Option<(Membership, KeyValue)>, AuthError> {
+pub async fn membership(
+    store: &Store,
+    user: &str,
+) -> Result<Option<(Membership, KeyValue)>, AuthError> {
     let Some(kv) = store.get(&membership_key(user)).await? else {
         return Ok(None);
     };
@@ -190,11 +196,17 @@ pub async fn user_for_login(
         return new_user_ops(store, principal).await;
     };
     let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let wanted = principal.display_name.as_deref().map(|d| json!(d));
     if wanted.is_some() && obj.pointer("/spec/displayName") != wanted.as_ref() {
         obj["spec"]["displayName"] = wanted.unwrap_or_default();
-        return Ok((name, vec![Op::update(kv.key.clone(), obj.to_string(), kv.mod_revision)]));
+        return Ok((
+            name,
+            vec![Op::update(kv.key.clone(), obj.to_string(), kv.mod_revision)],
+        ));
     }
     Ok((name, vec![Op::live(&kv)]))
 }
@@ -211,7 +223,9 @@ pub fn found(principal: &Principal) -> Membership {
 }
 
 /// Every provider user's membership, with the user's name.
-pub async fn all_memberships(store: &Store) -> Result<Vec<(String, Membership, KeyValue)>, AuthError> {
+pub async fn all_memberships(
+    store: &Store,
+) -> Result<Vec<(String, Membership, KeyValue)>, AuthError> {
     let list = store
         .list(&ListOptions {
             prefix: MEMBERSHIPS.to_owned(),

@@ -146,13 +146,20 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
 
 /// The OIDC sign-in: a loopback listener for the redirect, the provider's
 /// URL printed (and opened unless `no_browser`), then the code and state
-/// exchanged for a Drover token.
-async fn oidc_login(anon: &Client, url: &str, no_browser: bool) -> Result<String, CliError> {
+/// exchanged for a Drover token. Returns the token and the login name.
+async fn oidc_login(
+    anon: &Client,
+    url: &str,
+    no_browser: bool,
+) -> Result<(String, String), CliError> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| CliError::Config(format!("cannot listen on a loopback port: {e}")))?;
-    let port = listener.local_addr().map_err(|e| CliError::Config(e.to_string()))?.port();
+    let port = listener
+        .local_addr()
+        .map_err(|e| CliError::Config(e.to_string()))?
+        .port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let started = anon
         .post("/v1-public/oidc/start", &json!({"redirectUri": redirect}))
@@ -211,9 +218,17 @@ async fn oidc_login(anon: &Client, url: &str, no_browser: bool) -> Result<String
     })
     .await
     .map_err(|_| CliError::Config("no sign-in within 5 minutes".into()))?;
-    let parsed = url::Url::parse(&came_back)
-        .map_err(|_| CliError::Usage(format!("{came_back:?} is not the address the browser ended on")))?;
-    let param = |k: &str| parsed.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+    let parsed = url::Url::parse(&came_back).map_err(|_| {
+        CliError::Usage(format!(
+            "{came_back:?} is not the address the browser ended on"
+        ))
+    })?;
+    let param = |k: &str| {
+        parsed
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
     if let Some(err) = param("error") {
         return Err(CliError::Unauthorized {
             url: url.to_owned(),
@@ -237,7 +252,10 @@ async fn oidc_login(anon: &Client, url: &str, no_browser: bool) -> Result<String
             },
             other => other,
         })?;
-    Ok(done["token"].as_str().unwrap_or_default().to_owned())
+    Ok((
+        done["token"].as_str().unwrap_or_default().to_owned(),
+        done["username"].as_str().unwrap_or_default().to_owned(),
+    ))
 }
 
 /// `drover login`.
@@ -246,11 +264,7 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
     let (ca, insecure) = trust(&url, &args).await?;
     let anon = Client::anonymous(&url, ca.as_deref(), insecure)?;
     let (token, username) = match (&args.token, &args.username) {
-        (None, _) if args.provider == "oidc" => {
-            let token = oidc_login(&anon, &url, args.no_browser).await?;
-            let me = whoami_with(&anon.with_token(&token)).await?;
-            (token, me.0)
-        }
+        (None, _) if args.provider == "oidc" => oidc_login(&anon, &url, args.no_browser).await?,
         (Some(t), _) => {
             let me = whoami_with(&anon.with_token(t)).await?;
             (t.clone(), me.0)
@@ -283,11 +297,10 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
             let token = done["token"].as_str().unwrap_or_default().to_owned();
             (token, user.clone())
         }
-        (None, None) => {
-            return Err(CliError::Usage(
-                "pass --token TOKEN, --username NAME (the password is asked for), or --provider oidc".into(),
-            ))
-        }
+        (None, None) => return Err(CliError::Usage(
+            "pass --token TOKEN, --username NAME (the password is asked for), or --provider oidc"
+                .into(),
+        )),
     };
     let name = args
         .name

@@ -62,20 +62,41 @@ fn directory_users_log_in_and_their_groups_grant_access() {
             "userSearchFilter": "(!(pwdAccountLockedTime=*))",
             "groupSearchBase": GROUPS,
             "nestedGroupMembershipEnabled": true}}});
-    let (code, body) = m.http("POST", &format!("{MGMT}/authconfigs"), Some(&admin), Some(&config), &[]);
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/authconfigs"),
+        Some(&admin),
+        Some(&config),
+        &[],
+    );
     assert_eq!(code, 201, "{body}");
     assert!(!body.to_string().contains(READONLY_PASSWORD), "{body}");
     let akc = m.kubeconfig("admin", &admin);
     let (code, yaml, err) = m.kubectl(&akc, &["get", "authconfigs", "-o", "yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(yaml.contains("userSearchBase") && !yaml.contains(READONLY_PASSWORD), "{yaml}");
+    assert!(
+        yaml.contains("userSearchBase") && !yaml.contains(READONLY_PASSWORD),
+        "{yaml}"
+    );
     // A second create collides, with kube's words, and changes nothing.
-    let (code, _) = m.http("POST", &format!("{MGMT}/authconfigs"), Some(&admin), Some(&config), &[]);
+    let (code, _) = m.http(
+        "POST",
+        &format!("{MGMT}/authconfigs"),
+        Some(&admin),
+        Some(&config),
+        &[],
+    );
     assert_eq!(code, 409);
     // Another name is not a provider.
     let mut other = config.clone();
     other["metadata"]["name"] = json!("kerberos");
-    let (code, body) = m.http("POST", &format!("{MGMT}/authconfigs"), Some(&admin), Some(&other), &[]);
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/authconfigs"),
+        Some(&admin),
+        Some(&other),
+        &[],
+    );
     assert_eq!(code, 422, "{body}");
 
     // Refusals: one message, nothing of the directory.
@@ -117,7 +138,8 @@ fn directory_users_log_in_and_their_groups_grant_access() {
 
     // The browser sign-in, with the LDAP account type.
     if directory::browser_ready() {
-        let (code, out, err) = directory::sso("ui-ldap", &m.server.url(""), "user0002", USER_PASSWORD);
+        let (code, out, err) =
+            directory::sso("ui-ldap", &m.server.url(""), "user0002", USER_PASSWORD);
         assert_eq!(code, 0, "{out}\n{err}");
     } else {
         eprintln!("browser sign-in skipped: set DROVER_TEST_CHROMIUM (./scripts/test does)");
@@ -145,36 +167,53 @@ fn directory_users_log_in_and_their_groups_grant_access() {
     let ns_file = m.dir.path().join("ns.json");
     std::fs::write(&ns_file, ns.to_string()).unwrap();
     let admin_kc = user_kubeconfig(&m, &admin, &c, "admin-c");
-    let (code, _, err) = kubectl(&m, &admin_kc, &["create", "-f", &ns_file.display().to_string()]);
+    let (code, _, err) = kubectl(
+        &m,
+        &admin_kc,
+        &["create", "-f", &ns_file.display().to_string()],
+    );
     assert_eq!(code, 0, "{err}");
     let (code, body) = m.http(
         "POST",
         &format!("{MGMT}/namespaces/{p}/projectroletemplatebindings"),
         Some(&admin),
-        Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
+        Some(
+            &json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
             "metadata": {"generateName": "platform-"},
             "spec": {"groupName": format!("ldap_group://cn=platform,{GROUPS}"),
-                     "roleTemplateName": "project-member", "projectName": format!("{c}:{p}")}})),
+                     "roleTemplateName": "project-member", "projectName": format!("{c}:{p}")}}),
+        ),
         &[],
     );
     assert_eq!(code, 201, "{body}");
     let ukc = user_kubeconfig(&m, &u1, &c, "u1-c");
-    wait("the group's access downstream", Duration::from_secs(30), || {
-        let (code, _, _) = kubectl(&m, &ukc, &["get", "pods", "-n", "team"]);
-        (code == 0).then_some(())
-    });
+    wait(
+        "the group's access downstream",
+        Duration::from_secs(30),
+        || {
+            let (code, _, _) = kubectl(&m, &ukc, &["get", "pods", "-n", "team"]);
+            (code == 0).then_some(())
+        },
+    );
 
     // Out of the group in the directory: the access ends within the
     // refresh interval, for the token already issued.
     ldap.modify(&format!(
         "dn: cn=devs,{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid=user0001,ou=people,dc=example,dc=org\n"
     ));
-    wait("the removal to take the access away", Duration::from_secs(30), || {
-        let (code, _, err) = kubectl(&m, &ukc, &["get", "pods", "-n", "team"]);
-        (code != 0 && err.to_lowercase().contains("forbidden")).then_some(())
-    });
+    wait(
+        "the removal to take the access away",
+        Duration::from_secs(30),
+        || {
+            let (code, _, err) = kubectl(&m, &ukc, &["get", "pods", "-n", "team"]);
+            (code != 0 && err.to_lowercase().contains("forbidden")).then_some(())
+        },
+    );
     let groups = whoami_groups(&m, &u1, "u1");
-    assert!(!groups.iter().any(|g| g.contains("cn=platform")), "{groups:?}");
+    assert!(
+        !groups.iter().any(|g| g.contains("cn=platform")),
+        "{groups:?}"
+    );
 
     // The audit log names the provider, the principal and the groups, and
     // holds no password.
@@ -183,9 +222,15 @@ fn directory_users_log_in_and_their_groups_grant_access() {
         .lines()
         .find(|l| l.contains("drover.io/principal") && l.contains("uid=user0001"))
         .unwrap_or_else(|| panic!("no provider login in the audit log"));
-    assert!(login_line.contains("\"ldap\"") && login_line.contains("cn=devs"), "{login_line}");
+    assert!(
+        login_line.contains("\"ldap\"") && login_line.contains("cn=devs"),
+        "{login_line}"
+    );
     assert!(!audit.contains(READONLY_PASSWORD));
-    assert!(!audit.contains("\"password\":\"password\""), "a password reached the audit log");
+    assert!(
+        !audit.contains("\"password\":\"password\""),
+        "a password reached the audit log"
+    );
     assert!(!m.server.log().contains(READONLY_PASSWORD));
 
     // Disabling the provider stops its users' tokens at once.

@@ -145,7 +145,8 @@ pub async fn run(
     let authn = drover_auth::authn::Authenticator::new(store.clone());
     let _authn_follow = authn.follow();
     let backups = Arc::new(backup_config(&args)?);
-    let providers = drover_auth::providers::Providers::new(store.clone(), args.allow_private_outbound);
+    let providers =
+        drover_auth::providers::Providers::new(store.clone(), args.allow_private_outbound);
     let ownership = controller::lease::Ownership::new(
         controller::Ctx {
             store: store.clone(),

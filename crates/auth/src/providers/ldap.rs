@@ -145,7 +145,10 @@ impl Directory {
     }
 
     fn enabled_attr(&self) -> Option<(&str, u64)> {
-        match (&self.config.user_enabled_attribute, self.config.user_disabled_bit_mask) {
+        match (
+            &self.config.user_enabled_attribute,
+            self.config.user_disabled_bit_mask,
+        ) {
             (Some(a), mask) => Some((a.as_str(), mask.unwrap_or(2))),
             (None, _) if self.ad() => Some(("userAccountControl", 2)),
             _ => None,
@@ -176,7 +179,8 @@ impl Directory {
             if let Some(tls) = &self.tls {
                 settings = settings.set_config(tls.clone());
             }
-            match LdapConnAsync::with_settings(settings, &format!("{scheme}://{host}:{port}")).await {
+            match LdapConnAsync::with_settings(settings, &format!("{scheme}://{host}:{port}")).await
+            {
                 Ok((conn, ldap)) => {
                     ldap3::drive!(conn);
                     return Ok(ldap);
@@ -199,10 +203,15 @@ impl Directory {
 
     async fn bind_service(&self, ldap: &mut Ldap) -> Result<(), ProviderError> {
         if self.password.is_empty() {
-            return Err(ProviderError::Config("the service account has no password".into()));
+            return Err(ProviderError::Config(
+                "the service account has no password".into(),
+            ));
         }
         ldap.with_timeout(self.timeout())
-            .simple_bind(&self.config.service_account_distinguished_name, &self.password)
+            .simple_bind(
+                &self.config.service_account_distinguished_name,
+                &self.password,
+            )
             .await
             .map_err(unavailable)?
             .success()
@@ -230,7 +239,10 @@ impl Directory {
         if limit > 0 {
             op = op.with_search_options(ldap3::SearchOptions::new().sizelimit(limit));
         }
-        let result = op.search(base, scope, filter, attrs).await.map_err(unavailable)?;
+        let result = op
+            .search(base, scope, filter, attrs)
+            .await
+            .map_err(unavailable)?;
         // noSuchObject: the base (or the user) is not there.
         if result.1.rc == 32 {
             return Ok(Vec::new());
@@ -261,7 +273,10 @@ impl Directory {
             "(&(objectClass={}){}{})",
             ldap_escape(self.user_class()),
             extra,
-            self.config.user_search_filter.as_deref().unwrap_or_default()
+            self.config
+                .user_search_filter
+                .as_deref()
+                .unwrap_or_default()
         )
     }
 
@@ -309,10 +324,21 @@ impl Directory {
                 ldap_escape(username)
             ));
             let found = self
-                .search(ldap, &self.config.user_search_base, Scope::Subtree, &filter, self.user_attrs(), 2)
+                .search(
+                    ldap,
+                    &self.config.user_search_base,
+                    Scope::Subtree,
+                    &filter,
+                    self.user_attrs(),
+                    2,
+                )
                 .await?;
-            let [entry] = <[SearchEntry; 1]>::try_from(found).map_err(|_| ProviderError::Invalid)?;
-            let entry = UserEntry { dn: entry.dn, attrs: entry.attrs };
+            let [entry] =
+                <[SearchEntry; 1]>::try_from(found).map_err(|_| ProviderError::Invalid)?;
+            let entry = UserEntry {
+                dn: entry.dn,
+                attrs: entry.attrs,
+            };
             if self.disabled(&entry) {
                 return Err(ProviderError::Invalid);
             }
@@ -325,7 +351,11 @@ impl Directory {
                 .map_err(unavailable)?;
             let user_ok = bound.rc == 0;
             if let Err(e) = self.bind_service(ldap).await {
-                return if user_ok { Err(e) } else { Ok((Err(ProviderError::Invalid), false)) };
+                return if user_ok {
+                    Err(e)
+                } else {
+                    Ok((Err(ProviderError::Invalid), false))
+                };
             }
             if !user_ok {
                 return Ok((Err(ProviderError::Invalid), true));
@@ -355,12 +385,22 @@ impl Directory {
     pub async fn refresh(&self, user_dn: &str) -> Result<Option<Principal>, ProviderError> {
         self.with_service(async |ldap| {
             let found = self
-                .search(ldap, user_dn, Scope::Base, &self.user_filter(""), self.user_attrs(), 1)
+                .search(
+                    ldap,
+                    user_dn,
+                    Scope::Base,
+                    &self.user_filter(""),
+                    self.user_attrs(),
+                    1,
+                )
                 .await?;
             let Some(entry) = found.into_iter().next() else {
                 return Ok((None, true));
             };
-            let entry = UserEntry { dn: entry.dn, attrs: entry.attrs };
+            let entry = UserEntry {
+                dn: entry.dn,
+                attrs: entry.attrs,
+            };
             if self.disabled(&entry) {
                 return Ok((None, true));
             }
@@ -371,14 +411,22 @@ impl Directory {
     }
 
     /// The DNs of the user's groups, nested ones included if asked; sorted.
-    async fn groups_of(&self, ldap: &mut Ldap, user: &UserEntry) -> Result<Vec<String>, ProviderError> {
+    async fn groups_of(
+        &self,
+        ldap: &mut Ldap,
+        user: &UserEntry,
+    ) -> Result<Vec<String>, ProviderError> {
         let class = ldap_escape(self.group_class()).into_owned();
         let mut found: BTreeSet<String> = BTreeSet::new();
         let direct: Vec<String> = if self.uses_member_of() {
             user.attrs.get("memberOf").cloned().unwrap_or_default()
         } else {
             let value = match self.config.group_member_user_attribute.as_deref() {
-                Some(a) if !a.eq_ignore_ascii_case("dn") && !a.eq_ignore_ascii_case("distinguishedName") && !a.eq_ignore_ascii_case("entryDN") => {
+                Some(a)
+                    if !a.eq_ignore_ascii_case("dn")
+                        && !a.eq_ignore_ascii_case("distinguishedName")
+                        && !a.eq_ignore_ascii_case("entryDN") =>
+                {
                     match first(&user.attrs, a) {
                         Some(v) => v.to_owned(),
                         None => return Ok(Vec::new()),
@@ -391,17 +439,31 @@ impl Directory {
                 ldap_escape(self.member_attr()),
                 ldap_escape(&value)
             );
-            self.search(ldap, self.group_base(), Scope::Subtree, &filter, vec!["1.1"], 0)
-                .await?
-                .into_iter()
-                .map(|e| e.dn)
-                .collect()
+            self.search(
+                ldap,
+                self.group_base(),
+                Scope::Subtree,
+                &filter,
+                vec!["1.1"],
+                0,
+            )
+            .await?
+            .into_iter()
+            .map(|e| e.dn)
+            .collect()
         };
-        let mut level: Vec<String> = direct.into_iter().filter(|d| found.insert(d.clone())).collect();
+        let mut level: Vec<String> = direct
+            .into_iter()
+            .filter(|d| found.insert(d.clone()))
+            .collect();
         if self.config.nested_group_membership_enabled {
             // Parents are found through their `member` values (AD groups
             // list members too).
-            let member = if self.uses_member_of() { "member" } else { self.member_attr() };
+            let member = if self.uses_member_of() {
+                "member"
+            } else {
+                self.member_attr()
+            };
             let depth = self.config.nested_group_max_depth.unwrap_or(5);
             for _ in 0..depth {
                 let mut next = Vec::new();
@@ -412,7 +474,14 @@ impl Directory {
                         .collect();
                     let filter = format!("(&(objectClass={class})(|{any}))");
                     for e in self
-                        .search(ldap, self.group_base(), Scope::Subtree, &filter, vec!["1.1"], 0)
+                        .search(
+                            ldap,
+                            self.group_base(),
+                            Scope::Subtree,
+                            &filter,
+                            vec!["1.1"],
+                            0,
+                        )
                         .await?
                     {
                         if found.insert(e.dn.clone()) {
@@ -440,10 +509,19 @@ impl Directory {
                 ldap_escape(self.name_attr())
             ));
             for e in self
-                .search(ldap, &self.config.user_search_base, Scope::Subtree, &filter, self.user_attrs(), SEARCH_LIMIT)
+                .search(
+                    ldap,
+                    &self.config.user_search_base,
+                    Scope::Subtree,
+                    &filter,
+                    self.user_attrs(),
+                    SEARCH_LIMIT,
+                )
                 .await?
             {
-                let login = first(&e.attrs, self.login_attr()).unwrap_or(&e.dn).to_owned();
+                let login = first(&e.attrs, self.login_attr())
+                    .unwrap_or(&e.dn)
+                    .to_owned();
                 out.push(super::Found {
                     id: principals::user_id(&self.provider, &e.dn),
                     kind: "user",
@@ -457,10 +535,19 @@ impl Directory {
                 ldap_escape(self.group_name_attr())
             );
             for e in self
-                .search(ldap, self.group_base(), Scope::Subtree, &filter, vec![self.group_name_attr()], SEARCH_LIMIT)
+                .search(
+                    ldap,
+                    self.group_base(),
+                    Scope::Subtree,
+                    &filter,
+                    vec![self.group_name_attr()],
+                    SEARCH_LIMIT,
+                )
                 .await?
             {
-                let name = first(&e.attrs, self.group_name_attr()).unwrap_or(&e.dn).to_owned();
+                let name = first(&e.attrs, self.group_name_attr())
+                    .unwrap_or(&e.dn)
+                    .to_owned();
                 out.push(super::Found {
                     id: principals::group_id(&self.provider, &e.dn),
                     kind: "group",

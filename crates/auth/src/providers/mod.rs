@@ -108,7 +108,11 @@ impl Providers {
     /// The enabled provider `name`.
     pub async fn get(&self, name: &str) -> Result<Provider, ProviderError> {
         let disabled = || ProviderError::Disabled(name.to_owned());
-        let kv = self.store.get(&config_key(name)).await?.ok_or_else(disabled)?;
+        let kv = self
+            .store
+            .get(&config_key(name))
+            .await?
+            .ok_or_else(disabled)?;
         let config: api::AuthConfig =
             serde_json::from_slice(&kv.value).map_err(|e| ProviderError::Config(e.to_string()))?;
         if !config.spec.enabled {
@@ -116,19 +120,30 @@ impl Providers {
         }
         let (secrets, secrets_kv) = authconfigs::read_secrets(&self.store, name).await?;
         let at = (kv.mod_revision, secrets_kv.map_or(0, |k| k.mod_revision));
-        if let Some((built_at, p)) = self.built.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some((built_at, p)) = self
+            .built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             if *built_at == at {
                 return Ok(p.clone());
             }
         }
         let provider = match (name, config.spec.ldap, config.spec.oidc) {
-            ("oidc", _, Some(o)) => Provider::Oidc(Arc::new(oidc::Oidc::new(o, secrets.client_secret, self.allow_private)?)),
-            ("ldap" | "activedirectory", Some(l), _) => Provider::Directory(Arc::new(ldap::Directory::new(
-                name,
-                l,
-                secrets.service_account_password.unwrap_or_default(),
+            ("oidc", _, Some(o)) => Provider::Oidc(Arc::new(oidc::Oidc::new(
+                o,
+                secrets.client_secret,
                 self.allow_private,
             )?)),
+            ("ldap" | "activedirectory", Some(l), _) => {
+                Provider::Directory(Arc::new(ldap::Directory::new(
+                    name,
+                    l,
+                    secrets.service_account_password.unwrap_or_default(),
+                    self.allow_private,
+                )?))
+            }
             _ => return Err(ProviderError::Config(format!("{name} has no settings"))),
         };
         self.built
@@ -157,13 +172,19 @@ impl Providers {
     /// A provider user as their provider has them now (`Ok(None)`: gone or
     /// disabled there). OIDC offers no lookup without the user, so its
     /// users keep the groups of their last login.
-    pub async fn refresh(&self, provider: &str, principal_id: &str) -> Result<Option<Principal>, ProviderError> {
+    pub async fn refresh(
+        &self,
+        provider: &str,
+        principal_id: &str,
+    ) -> Result<Option<Principal>, ProviderError> {
         let Some((_, "user", id)) = crate::principals::parse(principal_id) else {
             return Ok(None);
         };
         match self.get(provider).await? {
             Provider::Directory(d) => d.refresh(id).await,
-            Provider::Oidc(_) => Err(ProviderError::Unavailable("OIDC users are refreshed at login".into())),
+            Provider::Oidc(_) => Err(ProviderError::Unavailable(
+                "OIDC users are refreshed at login".into(),
+            )),
         }
     }
 

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use drover_core::api::OidcConfig;
 use drover_store::{Op, Store};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
@@ -23,8 +25,6 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -119,7 +119,11 @@ fn check_url(url: &str, allow_private: bool) -> Result<(), ProviderError> {
 
 impl Oidc {
     /// A provider for `config`, with its client secret.
-    pub fn new(config: OidcConfig, secret: Option<String>, allow_private: bool) -> Result<Self, ProviderError> {
+    pub fn new(
+        config: OidcConfig,
+        secret: Option<String>,
+        allow_private: bool,
+    ) -> Result<Self, ProviderError> {
         let tls = drover_net::client::client_config(config.certificate.as_deref(), false)
             .map_err(ProviderError::Config)?;
         let http = reqwest::Client::builder()
@@ -147,7 +151,8 @@ impl Oidc {
             }
         }
         check_url(&self.config.issuer, self.allow_private)?;
-        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
         let m = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| unavailable(format!("discovery at {}: {e}", self.config.issuer)))?;
@@ -164,14 +169,20 @@ impl Oidc {
         if self.config.scopes.is_empty() {
             ["profile", "email", "groups"].map(str::to_owned).to_vec()
         } else {
-            self.config.scopes.iter().filter(|s| *s != "openid").cloned().collect()
+            self.config
+                .scopes
+                .iter()
+                .filter(|s| *s != "openid")
+                .cloned()
+                .collect()
         }
     }
 
     /// Start a sign-in that will come back to `redirect_uri`.
     pub async fn start(&self, store: &Store, redirect_uri: &str) -> Result<Started, ProviderError> {
         let metadata = self.metadata().await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned())
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -209,10 +220,16 @@ impl Oidc {
     }
 
     /// Finish a sign-in: the principal the verified ID token names.
-    pub async fn finish(&self, store: &Store, code: &str, state: &str) -> Result<Principal, ProviderError> {
+    pub async fn finish(
+        &self,
+        store: &Store,
+        code: &str,
+        state: &str,
+    ) -> Result<Principal, ProviderError> {
         let pending = take_pending(store, state).await?;
         let metadata = self.metadata().await?;
-        let redirect = RedirectUrl::new(pending.redirect_uri).map_err(|e| ProviderError::Config(e.to_string()))?;
+        let redirect = RedirectUrl::new(pending.redirect_uri)
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -246,7 +263,11 @@ impl Oidc {
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .ok_or(ProviderError::Invalid)?;
         let sub = claims.subject().as_str().to_owned();
-        let username_claim = self.config.username_claim.as_deref().unwrap_or("preferred_username");
+        let username_claim = self
+            .config
+            .username_claim
+            .as_deref()
+            .unwrap_or("preferred_username");
         let login = payload
             .get(username_claim)
             .and_then(Value::as_str)
@@ -254,7 +275,11 @@ impl Oidc {
             .to_owned();
         let groups_claim = self.config.groups_claim.as_deref().unwrap_or("groups");
         let mut groups: Vec<String> = match payload.get(groups_claim) {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(|g| principals::group_id("oidc", g)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|g| principals::group_id("oidc", g))
+                .collect(),
             Some(Value::String(g)) => vec![principals::group_id("oidc", g)],
             _ => Vec::new(),
         };
@@ -264,7 +289,10 @@ impl Oidc {
             provider: "oidc".into(),
             id: principals::user_id("oidc", &sub),
             login,
-            display_name: payload.get("name").and_then(Value::as_str).map(str::to_owned),
+            display_name: payload
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             groups,
         })
     }
@@ -273,11 +301,20 @@ impl Oidc {
 /// Use up a pending sign-in: it exists, is recent, and no other finish
 /// took it first.
 async fn take_pending(store: &Store, state: &str) -> Result<Pending, ProviderError> {
-    if state.is_empty() || state.len() > 128 || !state.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if state.is_empty()
+        || state.len() > 128
+        || !state
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(ProviderError::Invalid);
     }
     let key = format!("{PENDING}{state}");
-    let kv = store.get(&key).await.map_err(unavailable)?.ok_or(ProviderError::Invalid)?;
+    let kv = store
+        .get(&key)
+        .await
+        .map_err(unavailable)?
+        .ok_or(ProviderError::Invalid)?;
     store
         .txn(&[Op::delete(key, kv.mod_revision)])
         .await
@@ -302,10 +339,13 @@ async fn prune(store: &Store) {
     };
     let now = now_secs();
     for kv in list.items {
-        let old = serde_json::from_slice::<Pending>(&kv.value)
-            .map_or(true, |p| now.saturating_sub(p.created) > PENDING_TTL.as_secs());
+        let old = serde_json::from_slice::<Pending>(&kv.value).map_or(true, |p| {
+            now.saturating_sub(p.created) > PENDING_TTL.as_secs()
+        });
         if old {
-            let _ = store.txn(&[Op::delete(kv.key.clone(), kv.mod_revision)]).await;
+            let _ = store
+                .txn(&[Op::delete(kv.key.clone(), kv.mod_revision)])
+                .await;
         }
     }
 }

@@ -107,7 +107,12 @@ impl Slapd {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(ldif.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ldif.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success(), "ldapmodify failed");
     }
 }
@@ -138,7 +143,12 @@ impl OidcProvider {
     /// Start it with one confidential client whose redirects are Drover's
     /// UI callback and any loopback port's `/callback`, and these users
     /// (`{"alice": {"password": …, "groups": […]}}`).
-    pub fn start(client_id: &str, secret: &str, ui_callback: &str, users: &serde_json::Value) -> OidcProvider {
+    pub fn start(
+        client_id: &str,
+        secret: &str,
+        ui_callback: &str,
+        users: &serde_json::Value,
+    ) -> OidcProvider {
         let mut child = Command::new("node")
             .arg(repo().join("ui-tests/oidc-provider.mjs"))
             .current_dir(repo().join("ui-tests"))

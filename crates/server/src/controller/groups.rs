@@ -54,7 +54,11 @@ pub async fn refresh_all(ctx: &Ctx) -> Result<Action, ProviderError> {
 }
 
 /// Refresh one user now.
-pub async fn refresh_user(store: &Store, providers: &Providers, user: &str) -> Result<Refreshed, ProviderError> {
+pub async fn refresh_user(
+    store: &Store,
+    providers: &Providers,
+    user: &str,
+) -> Result<Refreshed, ProviderError> {
     let Some((membership, kv)) = principals::membership(store, user).await? else {
         return Ok(Refreshed::Skipped);
     };
@@ -71,7 +75,10 @@ async fn refresh(
     if membership.provider == "oidc" {
         return Ok(Refreshed::Skipped);
     }
-    let now = match providers.refresh(&membership.provider, &membership.principal).await {
+    let now = match providers
+        .refresh(&membership.provider, &membership.principal)
+        .await
+    {
         Ok(found) => found,
         Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
         Err(e) => return Err(e),
@@ -120,6 +127,10 @@ async fn token_holders(store: &Store) -> Result<BTreeSet<String>, ProviderError>
         .items
         .iter()
         .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-        .filter_map(|t| t.pointer("/spec/userName").and_then(Value::as_str).map(str::to_owned))
+        .filter_map(|t| {
+            t.pointer("/spec/userName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect())
 }

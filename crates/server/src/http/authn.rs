@@ -171,7 +171,10 @@ pub(crate) async fn login(State(state): State<Arc<AppState>>, req: Request) -> R
             }
             (
                 StatusCode::OK,
-                Json(json!({"token": done.token, "expiresAt": done.expires_at, "user": done.user})),
+                Json(json!({
+                    "token": done.token, "expiresAt": done.expires_at, "user": done.user,
+                    "username": done.principal.as_ref().map_or(body.username.as_str(), |p| p.login.as_str()),
+                })),
             )
                 .into_response()
         }
@@ -265,15 +268,18 @@ pub(crate) async fn oidc_start(State(state): State<Arc<AppState>>, req: Request)
     let oidc = match state.providers.oidc().await {
         Ok(o) => o,
         Err(_) => {
-            return ApiError::new(404, "NotFound", "the oidc provider is not enabled").into_response()
+            return ApiError::new(404, "NotFound", "the oidc provider is not enabled")
+                .into_response()
         }
     };
     match oidc.start(&state.store, &redirect).await {
         Ok(started) => Json(started).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot start an OIDC sign-in");
-            ApiError::unavailable("the identity provider is unavailable; try again later or ask an admin")
-                .into_response()
+            ApiError::unavailable(
+                "the identity provider is unavailable; try again later or ask an admin",
+            )
+            .into_response()
         }
     }
 }
@@ -307,14 +313,9 @@ pub(crate) async fn refresh_groups(
     let Some(caller) = req.extensions().get::<UserInfo>().cloned() else {
         return ApiError::unauthorized().into_response();
     };
-    let attrs = drover_rbac::Attributes::resource(
-        "update",
-        drover_core::api::GROUP,
-        "users",
-        "",
-        &name,
-    )
-    .on_subresource("refreshgroups");
+    let attrs =
+        drover_rbac::Attributes::resource("update", drover_core::api::GROUP, "users", "", &name)
+            .on_subresource("refreshgroups");
     match drover_apiserver::Authorizer::authorize(state.authz.as_ref(), &caller, &attrs).await {
         Ok(true) => {}
         Ok(false) => {
@@ -350,7 +351,9 @@ mod tests {
         assert!(super::loopback_redirect("http://localhost:1234/cb"));
         assert!(!super::loopback_redirect("http://127.0.0.1/callback"));
         assert!(!super::loopback_redirect("https://evil.example:443/cb"));
-        assert!(!super::loopback_redirect("http://127.0.0.1.evil.example:80/cb"));
+        assert!(!super::loopback_redirect(
+            "http://127.0.0.1.evil.example:80/cb"
+        ));
         assert!(!super::loopback_redirect("http://user@127.0.0.1:80/cb"));
     }
 }

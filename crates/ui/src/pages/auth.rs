@@ -28,7 +28,11 @@ const OIDC_COOKIE: &str = "__Host-drover-oidc";
 
 /// The providers people may sign in with, as the server says.
 async fn providers(ui: &Ui) -> Vec<String> {
-    match ui.api.call(Method::GET, "/v1-public/authproviders", "", None).await {
+    match ui
+        .api
+        .call(Method::GET, "/v1-public/authproviders", "", None)
+        .await
+    {
         Ok(v) => v["providers"]
             .as_array()
             .into_iter()
@@ -117,7 +121,10 @@ fn signed_in(token: &str) -> Response {
     );
     let mut resp = page.into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, token, SESSION_SECONDS));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, token, SESSION_SECONDS),
+    );
     h.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
     h.append(header::SET_COOKIE, clear_cookie(OIDC_COOKIE));
     resp
@@ -134,7 +141,9 @@ pub(crate) async fn oidc_start(State(ui): State<Arc<Ui>>) -> Response {
             let state = started["state"].as_str().unwrap_or_default();
             let url = started["url"].as_str().unwrap_or_default();
             let mut resp = Redirect::to(url).into_response();
-            let value = format!("{OIDC_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600");
+            let value = format!(
+                "{OIDC_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"
+            );
             if let Ok(v) = header::HeaderValue::from_str(&value) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -171,9 +180,13 @@ pub(crate) async fn oidc_callback(
 ) -> Response {
     let started_here = cookie(&headers, OIDC_COOKIE);
     let outcome = match (&q.code, &q.state, &q.error) {
-        (_, _, Some(err)) => Err(format!("The identity provider refused the sign-in ({err}).")),
+        (_, _, Some(err)) => Err(format!(
+            "The identity provider refused the sign-in ({err})."
+        )),
         (Some(code), Some(state), None)
-            if started_here.as_deref().is_some_and(|s| crate::session::same(s, state)) =>
+            if started_here
+                .as_deref()
+                .is_some_and(|s| crate::session::same(s, state)) =>
         {
             let body = json!({
                 "provider": "oidc", "code": code, "state": state,
@@ -187,7 +200,9 @@ pub(crate) async fn oidc_callback(
                     other => other.to_string(),
                 })
         }
-        _ => Err("This sign-in was not started in this browser, or it expired; try again.".to_owned()),
+        _ => Err(
+            "This sign-in was not started in this browser, or it expired; try again.".to_owned(),
+        ),
     };
     match outcome {
         Ok(done) => signed_in(done["token"].as_str().unwrap_or_default()),
@@ -231,11 +246,21 @@ pub(crate) async fn login(
             h.append(header::SET_COOKIE, clear_cookie(LOGIN_COOKIE));
             resp
         }
-        Err(e) if form.provider.as_deref().is_some_and(|p| p != "local") && matches!(e, UiError::SignedOut) => (
-            StatusCode::UNAUTHORIZED,
-            login_form(&csrf, &form.username, Some("Invalid username or password."), &providers(&ui).await),
-        )
-            .into_response(),
+        Err(e)
+            if form.provider.as_deref().is_some_and(|p| p != "local")
+                && matches!(e, UiError::SignedOut) =>
+        {
+            (
+                StatusCode::UNAUTHORIZED,
+                login_form(
+                    &csrf,
+                    &form.username,
+                    Some("Invalid username or password."),
+                    &providers(&ui).await,
+                ),
+            )
+                .into_response()
+        }
         Err(e) => {
             let (status, message) = match &e {
                 UiError::SignedOut => (
@@ -244,7 +269,11 @@ pub(crate) async fn login(
                 ),
                 other => (other.status(), other.to_string()),
             };
-            (status, login_form(&csrf, &form.username, Some(&message), &providers(&ui).await)).into_response()
+            (
+                status,
+                login_form(&csrf, &form.username, Some(&message), &providers(&ui).await),
+            )
+                .into_response()
         }
     }
 }
