@@ -815,11 +815,55 @@ fn one_subject(obj: &Value, role_field: &str) -> Vec<FieldError> {
     errors
 }
 
+/// A binding may name a provider's user by principal id
+/// (`ldap_user://<dn>`): the name becomes that of the Drover User linked to
+/// it, made now (in the binding's transaction: the returned steps) if the
+/// principal has not logged in yet, as Rancher does.
+async fn resolve_principal(ctx: &Context, obj: &mut Value) -> Result<Vec<Op>, ApiError> {
+    let named = str_at(obj, "/spec/userName").to_owned();
+    let Some((provider, "user", id)) = crate::principals::parse(&named) else {
+        return Ok(Vec::new());
+    };
+    if let Some(kv) = crate::principals::linked_user(&ctx.store, &named)
+        .await
+        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?
+    {
+        let user: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        obj["spec"]["userName"] = user["metadata"]["name"].clone();
+        return Ok(Vec::new());
+    }
+    // A DN's first value (`uid=alice,…` → alice) or an OIDC subject.
+    let login = id
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .map_or(id, |(_, v)| v)
+        .to_owned();
+    let principal = crate::principals::Principal {
+        provider: provider.to_owned(),
+        id: named.clone(),
+        login,
+        display_name: None,
+        groups: Vec::new(),
+    };
+    let (name, ops) = crate::principals::new_user_ops(&ctx.store, &principal)
+        .await
+        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+    obj["spec"]["userName"] = json!(name);
+    Ok(ops)
+}
+
 /// The binding's user exists; the condition that it still is the same one
-/// when the binding commits (none for a group).
-async fn subject_user(ctx: &Context, kind: &str, obj: &Value) -> Result<Option<Op>, ApiError> {
+/// when the binding commits (none for a group, or for a user made in the
+/// same transaction: `created`).
+async fn subject_user(
+    ctx: &Context,
+    kind: &str,
+    obj: &Value,
+    created: bool,
+) -> Result<Option<Op>, ApiError> {
     let user = str_at(obj, "/spec/userName");
-    if user.is_empty() {
+    if user.is_empty() || created {
         return Ok(None);
     }
     match read(ctx, &crate::authn::user_key(user)).await? {
@@ -862,15 +906,17 @@ impl Strategy for GlobalRoleBindings {
         obj: &'a mut Value,
     ) -> BoxFuture<'a, Result<Prepared, ApiError>> {
         Box::pin(async move {
+            let created = resolve_principal(ctx, obj).await?;
             if str_at(obj, "/spec/userName") == ctx.user.name {
                 return Err(ApiError::forbidden_because(
                     "nobody can change their own global roles",
                 ));
             }
-            let mut ops: Vec<Op> = subject_user(ctx, "GlobalRoleBinding", obj)
+            let mut ops: Vec<Op> = subject_user(ctx, "GlobalRoleBinding", obj, !created.is_empty())
                 .await?
                 .into_iter()
                 .collect();
+            ops.extend(created);
             let role = str_at(obj, "/spec/globalRoleName").to_owned();
             let Some((rules, unchanged)) = global_role_rules(ctx, &role).await? else {
                 return Err(invalid(
@@ -1118,8 +1164,12 @@ async fn check_template_binding(
     context: RoleContext,
     cluster: &str,
     project: Option<&str>,
+    created: bool,
 ) -> Result<Vec<Op>, ApiError> {
-    let mut ops: Vec<Op> = subject_user(ctx, kind, obj).await?.into_iter().collect();
+    let mut ops: Vec<Op> = subject_user(ctx, kind, obj, created)
+        .await?
+        .into_iter()
+        .collect();
     let template = str_at(obj, "/spec/roleTemplateName").to_owned();
     let stored = read(ctx, &key("roletemplates", None, &template)).await?;
     let snapshot = authz.snapshot().await?;
@@ -1208,6 +1258,7 @@ impl Strategy for Crtbs {
                 }
                 _ => {}
             }
+            let created = resolve_principal(ctx, obj).await?;
             let mut ops = check_template_binding(
                 &self.authz,
                 ctx,
@@ -1216,8 +1267,10 @@ impl Strategy for Crtbs {
                 RoleContext::Cluster,
                 &cluster,
                 None,
+                !created.is_empty(),
             )
             .await?;
+            ops.extend(created);
             // Not into a cluster removed meanwhile.
             if let Some((_, kv)) = read(ctx, &key("clusters", None, &cluster)).await? {
                 ops.push(Op::live(&kv));
@@ -1299,6 +1352,7 @@ impl Strategy for Prtbs {
                     )],
                 ));
             };
+            let created = resolve_principal(ctx, obj).await?;
             let mut ops = check_template_binding(
                 &self.authz,
                 ctx,
@@ -1307,8 +1361,10 @@ impl Strategy for Prtbs {
                 RoleContext::Project,
                 &cluster,
                 Some(&project),
+                !created.is_empty(),
             )
             .await?;
+            ops.extend(created);
             // Not into a project removed meanwhile.
             ops.push(Op::live(&project_kv));
             Ok(Prepared {

@@ -200,9 +200,14 @@ pub async fn user_for_login(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let wanted = principal.display_name.as_deref().map(|d| json!(d));
-    if wanted.is_some() && obj.pointer("/spec/displayName") != wanted.as_ref() {
-        obj["spec"]["displayName"] = wanted.unwrap_or_default();
+    // The login and display names as the provider has them now (a User
+    // made by a binding before the first login has a guessed login name).
+    let before = obj.clone();
+    obj["spec"]["username"] = json!(principal.login);
+    if let Some(d) = &principal.display_name {
+        obj["spec"]["displayName"] = json!(d);
+    }
+    if obj != before {
         return Ok((
             name,
             vec![Op::update(kv.key.clone(), obj.to_string(), kv.mod_revision)],

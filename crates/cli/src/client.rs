@@ -189,6 +189,11 @@ impl Client {
         self.json(Method::POST, path, Some(body)).await
     }
 
+    /// `PUT` (replace).
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.json(Method::PUT, path, Some(body)).await
+    }
+
     /// `PATCH` (merge patch).
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.json(Method::PATCH, path, Some(body)).await

@@ -181,6 +181,13 @@ pub enum Command {
     /// Example: drover users create bob --password-stdin < password.txt
     #[command(subcommand, alias = "user")]
     Users(resources::UsersCommand),
+    /// Authentication providers: LDAP, Active Directory, OIDC (admins).
+    ///
+    /// Examples:
+    ///   drover providers apply -f ldap.yaml
+    ///   drover providers disable ldap
+    #[command(subcommand, alias = "provider")]
+    Providers(resources::ProvidersCommand),
     /// Your API tokens.
     ///
     /// Example: drover tokens create --description ci --ttl 86400
@@ -207,6 +214,7 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
         Command::Namespaces(c) => resources::namespaces(c).await,
         Command::Members(c) => resources::members(c).await,
         Command::Users(c) => resources::users(c).await,
+        Command::Providers(c) => resources::providers(c).await,
         Command::Tokens(c) => resources::tokens(c).await,
         Command::Backup(c) => backups::run(c).await,
     }

@@ -448,7 +448,19 @@ pub enum MembersCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Give a user or group a role template in a cluster or project.
+    /// Find directory users and groups by name, to add as members.
+    ///
+    /// Example: drover members search platform
+    Search {
+        /// Part of a user's or group's name (2 characters or more).
+        query: String,
+        /// How to print.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Give a user or group a role template in a cluster or project. A
+    /// name that is not a local user is looked up in the directories: one
+    /// user or group of exactly that name is bound by its principal id.
     ///
     /// Example: drover members add --cluster prod-east --project web --user bob --role project-member
     Add {
@@ -511,6 +523,27 @@ pub async fn members(cmd: MembersCommand) -> Result<(), CliError> {
             let (path, _, _) = member_scope(&client, &entry, &scope).await?;
             list(&client, &path, out).await
         }
+        MembersCommand::Search { query, out } => {
+            let found = search_principals(&client, &query).await?;
+            let doc = json!({"items": found});
+            if !output::document(out, &doc)? {
+                crate::out!(
+                    "{}",
+                    output::table(
+                        &["KIND", "NAME", "DISPLAY NAME", "ID"],
+                        &found
+                            .iter()
+                            .map(|p| {
+                                ["kind", "name", "displayName", "id"]
+                                    .map(|k| p[k].as_str().unwrap_or_default().to_owned())
+                                    .to_vec()
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                );
+            }
+            Ok(())
+        }
         MembersCommand::Add {
             scope,
             subject,
@@ -520,11 +553,11 @@ pub async fn members(cmd: MembersCommand) -> Result<(), CliError> {
             spec["roleTemplateName"] = json!(role);
             let who = match (&subject.user, &subject.group) {
                 (Some(u), _) => {
-                    spec["userName"] = json!(u);
+                    spec["userName"] = json!(resolve_subject(&client, "user", u).await?);
                     u.clone()
                 }
                 (_, Some(g)) => {
-                    spec["groupName"] = json!(g);
+                    spec["groupName"] = json!(resolve_subject(&client, "group", g).await?);
                     g.clone()
                 }
                 _ => unreachable!("clap requires one of them"),
@@ -633,6 +666,14 @@ pub enum UsersCommand {
         /// The login name.
         username: String,
     },
+    /// Read a directory user's groups from their directory now, rather
+    /// than at the next scheduled refresh.
+    ///
+    /// Example: drover users refresh-groups user0001
+    RefreshGroups {
+        /// The login name.
+        username: String,
+    },
 }
 
 fn password(prompt: &str, from_stdin: bool) -> Result<String, CliError> {
@@ -713,6 +754,155 @@ pub async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         }
         UsersCommand::Disable { username } => set_enabled(&client, &username, false).await,
         UsersCommand::Enable { username } => set_enabled(&client, &username, true).await,
+        UsersCommand::RefreshGroups { username } => {
+            let id = user_id(&client, &username).await?;
+            let done = client
+                .post(&format!("{MGMT}/users/{id}/refreshgroups"), &json!({}))
+                .await?;
+            crate::outln!(
+                "User {username}: {}.",
+                done["refreshed"].as_str().unwrap_or("refreshed")
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `drover providers …`: the authentication providers (AuthConfig objects).
+#[derive(Debug, clap::Subcommand)]
+pub enum ProvidersCommand {
+    /// List the providers.
+    ///
+    /// Example: drover providers ls
+    #[command(alias = "list")]
+    Ls {
+        /// How to print.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Create or replace a provider from a YAML or JSON file (an AuthConfig;
+    /// its secrets are kept by the server and never shown again).
+    ///
+    /// Example: drover providers apply -f ldap.yaml
+    Apply {
+        /// The file (`-` for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Let a provider's users log in.
+    ///
+    /// Example: drover providers enable ldap
+    Enable {
+        /// ldap, activedirectory or oidc.
+        name: String,
+    },
+    /// Stop a provider: its users cannot log in, and their tokens stop
+    /// working at once.
+    ///
+    /// Example: drover providers disable ldap
+    Disable {
+        /// ldap, activedirectory or oidc.
+        name: String,
+    },
+}
+
+/// `drover providers …`.
+pub async fn providers(cmd: ProvidersCommand) -> Result<(), CliError> {
+    let (_, client) = current()?;
+    match cmd {
+        ProvidersCommand::Ls { out } => list(&client, &format!("{MGMT}/authconfigs"), out).await,
+        ProvidersCommand::Apply { file } => {
+            let text = if file == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(|e| CliError::Config(format!("cannot read standard input: {e}")))?;
+                t
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| CliError::Config(format!("cannot read {file}: {e}")))?
+            };
+            let mut obj: Value = yaml_serde::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("{file} is not YAML or JSON: {e}")))?;
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .ok_or_else(|| CliError::Usage(format!("{file} has no metadata.name")))?
+                .to_owned();
+            obj["apiVersion"] = json!(drover_core::api::API_VERSION);
+            obj["kind"] = json!("AuthConfig");
+            let path = format!("{MGMT}/authconfigs/{name}");
+            match client.get(&path).await {
+                Ok(current) => {
+                    obj["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                    client.put(&path, &obj).await?;
+                    crate::outln!("Provider {name} updated.");
+                }
+                Err(CliError::NotFound(_)) => {
+                    client.post(&format!("{MGMT}/authconfigs"), &obj).await?;
+                    crate::outln!("Provider {name} created.");
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        }
+        ProvidersCommand::Enable { name } => set_provider(&client, &name, true).await,
+        ProvidersCommand::Disable { name } => set_provider(&client, &name, false).await,
+    }
+}
+
+async fn set_provider(client: &Client, name: &str, enabled: bool) -> Result<(), CliError> {
+    client
+        .patch(
+            &format!("{MGMT}/authconfigs/{name}"),
+            &json!({"spec": {"enabled": enabled}}),
+        )
+        .await?;
+    crate::outln!(
+        "Provider {name} {}.",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(())
+}
+
+/// Principals of the enabled directories whose names contain `query`.
+async fn search_principals(client: &Client, query: &str) -> Result<Vec<Value>, CliError> {
+    let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+    let found = client.get(&format!("/v1/principals?q={q}")).await?;
+    Ok(found["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// A `--user` or `--group` as a binding names it: a principal id or local
+/// user as given, else the one directory user or group of exactly that name.
+async fn resolve_subject(client: &Client, kind: &str, given: &str) -> Result<String, CliError> {
+    if given.contains("://") || given.chars().count() < 2 {
+        return Ok(given.to_owned());
+    }
+    if kind == "user" && user_id(client, given).await.is_ok() {
+        return Ok(given.to_owned());
+    }
+    let matches: Vec<Value> = match search_principals(client, given).await {
+        Ok(found) => found
+            .into_iter()
+            .filter(|p| {
+                p["kind"] == kind
+                    && p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(given))
+            })
+            .collect(),
+        // No directory to ask: the name as given.
+        Err(_) => return Ok(given.to_owned()),
+    };
+    match matches.as_slice() {
+        [] => Ok(given.to_owned()),
+        [one] => Ok(one["id"].as_str().unwrap_or(given).to_owned()),
+        many => Err(CliError::Usage(format!(
+            "{given:?} names several directory {kind}s; pass one of: {}",
+            many.iter()
+                .filter_map(|p| p["id"].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 

@@ -186,6 +186,77 @@ fn directory_users_log_in_and_their_groups_grant_access() {
         &[],
     );
     assert_eq!(code, 201, "{body}");
+    // A directory user who has not logged in yet, found and bound with the
+    // CLI by name: the binding names their principal, and their first login
+    // is that very user.
+    let cfg = m.dir.path().join("admin-cli.yaml");
+    let url = m.server.url("");
+    let ca = m.ca.display().to_string();
+    let (code, _, err) = cli(
+        &cfg,
+        &[
+            "login",
+            &url,
+            "--cacert",
+            &ca,
+            "-u",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(ADMIN_PASSWORD),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&cfg, &["members", "search", "user000"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ldap_user://uid=user0003,ou=people,dc=example,dc=org"),
+        "{out}"
+    );
+    let (code, out, err) = cli(
+        &cfg,
+        &[
+            "members",
+            "add",
+            "--cluster",
+            &c,
+            "--project",
+            &p,
+            "--user",
+            "user0003",
+            "--role",
+            "project-member",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, body) = ldap_login(&m, "user0003", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    let u3 = body["token"].as_str().unwrap().to_owned();
+    let (_, user) = m.http(
+        "GET",
+        &format!("{MGMT}/users/{}", body["user"].as_str().unwrap()),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert_eq!(user["spec"]["username"], "user0003", "{user}");
+    assert_eq!(user["spec"]["displayName"], "User 0003", "{user}");
+    let u3kc = user_kubeconfig(&m, &u3, &c, "u3-c");
+    wait(
+        "the bound principal's access downstream",
+        Duration::from_secs(30),
+        || {
+            let (code, _, _) = kubectl(&m, &u3kc, &["get", "pods", "-n", "team"]);
+            (code == 0).then_some(())
+        },
+    );
+
+    // A local user of the same name is another account.
+    let _local = m.user(&admin, "user0004");
+    let (code, body) = ldap_login(&m, "user0004", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    assert_ne!(body["user"], "user0004", "{body}");
+
     let ukc = user_kubeconfig(&m, &u1, &c, "u1-c");
     wait(
         "the group's access downstream",
@@ -233,6 +304,18 @@ fn directory_users_log_in_and_their_groups_grant_access() {
     );
     assert!(!m.server.log().contains(READONLY_PASSWORD));
 
+    // StartTLS on the plain port works as well.
+    let (code, body) = m.http(
+        "PATCH",
+        &format!("{MGMT}/authconfigs/ldap"),
+        Some(&admin),
+        Some(&json!({"spec": {"ldap": {"port": ldap.port, "tls": false, "starttls": true}}})),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ldap_login(&m, "user0005", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+
     // Disabling the provider stops its users' tokens at once.
     let (code, body) = m.http(
         "PATCH",
@@ -249,4 +332,79 @@ fn directory_users_log_in_and_their_groups_grant_access() {
     // Local users keep working.
     let (code, _) = m.http("GET", &format!("{MGMT}/clusters"), Some(&admin), None, &[]);
     assert_eq!(code, 200);
+}
+
+/// With the schedule far off, an admin's refresh takes a group away, and a
+/// user locked in the directory loses their tokens.
+#[test]
+fn an_admin_refreshes_a_directory_user_now() {
+    let ldap = Slapd::start();
+    let m = Mgmt::start(&["--allow-private-outbound"]);
+    let admin = m.admin();
+    let config = json!({"apiVersion": "management.drover.io/v1", "kind": "AuthConfig",
+        "metadata": {"name": "ldap"},
+        "spec": {"enabled": true, "ldap": {
+            "servers": ["127.0.0.1"], "port": ldap.port,
+            "serviceAccountDistinguishedName": READONLY_DN,
+            "serviceAccountPassword": READONLY_PASSWORD,
+            "userSearchBase": "ou=people,dc=example,dc=org",
+            "userSearchFilter": "(!(pwdAccountLockedTime=*))",
+            "groupSearchBase": GROUPS}}});
+    // The CLI applies it from a file.
+    let file = m.dir.path().join("ldap.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let cfg = m.dir.path().join("admin-cli.yaml");
+    let (code, _, err) = cli(
+        &cfg,
+        &[
+            "login",
+            &m.server.url(""),
+            "--cacert",
+            &m.ca.display().to_string(),
+            "-u",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(ADMIN_PASSWORD),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(
+        &cfg,
+        &["providers", "apply", "-f", &file.display().to_string()],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = cli(&cfg, &["providers", "ls"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ldap") && !out.contains(READONLY_PASSWORD),
+        "{out}"
+    );
+    let _ = &admin;
+
+    let (code, body) = ldap_login(&m, "user0002", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert!(whoami_groups(&m, &token, "u2")
+        .iter()
+        .any(|g| g.contains("cn=devs")));
+
+    ldap.modify(&format!(
+        "dn: cn=devs,{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid=user0002,ou=people,dc=example,dc=org\n"
+    ));
+    let (code, out, err) = cli(&cfg, &["users", "refresh-groups", "user0002"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("groups changed"), "{out}");
+    assert!(!whoami_groups(&m, &token, "u2")
+        .iter()
+        .any(|g| g.contains("cn=devs")));
+
+    ldap.modify("dn: uid=user0002,ou=people,dc=example,dc=org\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n");
+    let (code, out, err) = cli(&cfg, &["users", "refresh-groups", "user0002"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("disabled in the directory"), "{out}");
+    let (code, _) = m.http("GET", &format!("{MGMT}/clusters"), Some(&token), None, &[]);
+    assert_eq!(code, 401);
+    let (code, _) = ldap_login(&m, "user0002", USER_PASSWORD);
+    assert_eq!(code, 401);
 }

@@ -70,7 +70,7 @@ impl Slapd {
                 "-h",
                 &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"),
                 "-d",
-                "0",
+                "none",
             ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
