@@ -9,6 +9,12 @@
 //       provider's form → back in Drover; print the page's heading
 //   node sso.mjs ui-ldap <drover-url> <user> <password>
 //       Drover's sign-in page with the LDAP account type; print the heading
+//   node sso.mjs ui-directory <drover-url> admin <password> <settings.json>
+//       as the admin: save the directory form on the settings page from the
+//       JSON ({servers, port, tls, ca, serviceAccount, serviceAccountPassword,
+//       userSearchBase, userSearchFilter, groupSearchBase, cluster, search,
+//       principal}), then on the cluster's page find `search` in the member
+//       picker, pick `principal` and add it as cluster-member
 //
 // Env: DROVER_CHROMIUM = the chromium binary. Exit 0 on success.
 import { chromium } from 'playwright-core';
@@ -46,6 +52,36 @@ try {
     await fillProvider().catch(() => {});
     const url = await Promise.race([reached, new Promise((_, no) => setTimeout(() => no(new Error(`no redirect from ${page.url()}`)), TIMEOUT))]);
     process.stdout.write(`${url}\n`);
+  } else if (mode === 'ui-directory') {
+    const cfg = JSON.parse(await (await import('node:fs/promises')).readFile(process.argv[6], 'utf8'));
+    await page.goto(`${target}/dashboard/login`);
+    await page.fill('#username', username);
+    await page.fill('#password', password);
+    await page.click('button[type="submit"]');
+    await page.waitForURL(/\/dashboard\/clusters/);
+    await page.goto(`${target}/dashboard/settings`);
+    await page.fill('#l-servers', cfg.servers);
+    await page.fill('#l-port', String(cfg.port));
+    await page.selectOption('#l-tls', cfg.tls);
+    await page.fill('#l-ca', cfg.ca);
+    await page.fill('#l-sa', cfg.serviceAccount);
+    await page.fill('#l-sapw', cfg.serviceAccountPassword);
+    await page.fill('#l-users', cfg.userSearchBase);
+    await page.fill('#l-filter', cfg.userSearchFilter);
+    await page.fill('#l-groups', cfg.groupSearchBase);
+    await page.check('#l-nested');
+    await page.click('#ldap-form button[type="submit"]');
+    await page.locator('tr[data-provider="ldap"] [data-state="Enabled"]').waitFor();
+    // The password field stays empty: the secret is never sent back.
+    if (await page.inputValue('#l-sapw') !== '') throw new Error('the password came back to the page');
+    await page.goto(`${target}/dashboard/clusters/${cfg.cluster}`);
+    await page.locator('#member-principal').pressSequentially(cfg.search, { delay: 30 });
+    await page.locator(`#member-principals option[value="${cfg.principal}"]`).waitFor({ state: 'attached' });
+    await page.fill('#member-principal', cfg.principal);
+    await page.selectOption('#member-role', 'cluster-member');
+    await page.click('form.add-member button[type="submit"]');
+    await page.getByText('The member was added.').waitFor();
+    process.stdout.write('ok\n');
   } else {
     await page.goto(`${target}/dashboard/login`);
     if (mode === 'ui-oidc') {

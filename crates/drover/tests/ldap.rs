@@ -408,3 +408,67 @@ fn an_admin_refreshes_a_directory_user_now() {
     let (code, _) = ldap_login(&m, "user0002", USER_PASSWORD);
     assert_eq!(code, 401);
 }
+
+/// The settings page configures the directory, and a cluster's member
+/// picker finds a directory group as one types and binds it.
+#[test]
+fn directory_settings_and_member_picker_in_the_browser() {
+    if !directory::browser_ready() {
+        eprintln!("skipped: set DROVER_TEST_CHROMIUM (./scripts/test does)");
+        return;
+    }
+    let ldap = Slapd::start();
+    let m = Mgmt::start(&["--allow-private-outbound"]);
+    let admin = m.admin();
+    let cluster = create_cluster(&m, &admin, "picker");
+    let platform = format!("ldap_group://cn=platform,{GROUPS}");
+    let settings = json!({
+        "servers": "127.0.0.1", "port": ldap.ldaps_port, "tls": "ldaps", "ca": ldap.ca_pem,
+        "serviceAccount": READONLY_DN, "serviceAccountPassword": READONLY_PASSWORD,
+        "userSearchBase": "ou=people,dc=example,dc=org", "userSearchFilter": "(!(pwdAccountLockedTime=*))",
+        "groupSearchBase": GROUPS, "cluster": cluster, "search": "platf", "principal": platform,
+    });
+    let file = m.dir.path().join("settings.json");
+    std::fs::write(&file, settings.to_string()).unwrap();
+    let (code, out, err) = directory::sso_with(
+        "ui-directory",
+        &m.server.url(""),
+        "admin",
+        ADMIN_PASSWORD,
+        &[&file.display().to_string()],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // What the browser saved works, and keeps its secret.
+    let (code, body) = m.http(
+        "GET",
+        &format!("{MGMT}/authconfigs/ldap"),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    assert!(!body.to_string().contains(READONLY_PASSWORD), "{body}");
+    assert_eq!(
+        body["spec"]["ldap"]["nestedGroupMembershipEnabled"], true,
+        "{body}"
+    );
+    let (code, body) = ldap_login(&m, "user0001", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    // The picked group is a member of the cluster.
+    let (_, list) = m.http(
+        "GET",
+        &format!("{MGMT}/namespaces/{cluster}/clusterroletemplatebindings"),
+        Some(&admin),
+        None,
+        &[],
+    );
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["spec"]["groupName"] == json!(platform)),
+        "{list}"
+    );
+}

@@ -1,4 +1,5 @@
-// Drover web UI: copy buttons and live cluster updates (server-sent events).
+// Drover web UI: copy buttons, live cluster updates (server-sent events),
+// and the member pickers' directory search.
 // Everything user-supplied is set with textContent, never as HTML.
 "use strict";
 
@@ -89,7 +90,37 @@ function follow(rv, onRow, name) {
   };
 }
 
+// Fill a member picker's suggestions with the directory's users and groups
+// whose names contain what was typed (each option's value is the principal
+// id that the binding will name).
+function principalSearch(input) {
+  const list = document.getElementById(input.dataset.principalSearch);
+  let timer = null;
+  let asked = "";
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    const q = input.value.trim();
+    if (q.length < 2 || q.includes("://") || q === asked) return;
+    timer = setTimeout(async () => {
+      asked = q;
+      const res = await fetch("/dashboard/principals?q=" + encodeURIComponent(q), { credentials: "same-origin" });
+      if (!res.ok) return;
+      const found = await res.json();
+      const options = (found.items || []).map((p) => {
+        const o = document.createElement("option");
+        o.value = p.id;
+        o.textContent = p.kind + " " + p.name + (p.displayName ? " (" + p.displayName + ")" : "");
+        return o;
+      });
+      list.replaceChildren(...options);
+    }, 250);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const input of document.querySelectorAll("input[data-principal-search]")) {
+    principalSearch(input);
+  }
   for (const button of document.querySelectorAll("button[data-copy]")) {
     button.addEventListener("click", () => copyText(button.dataset.copy, button));
   }

@@ -27,7 +27,7 @@ mod pages;
 pub(crate) mod session;
 pub(crate) mod view;
 
-use pages::{admin, auth, clusters, members, projects};
+use pages::{admin, auth, clusters, members, projects, providers};
 
 /// What the pages share.
 pub(crate) struct Ui {
@@ -125,6 +125,19 @@ pub fn router(api: Router, ca_checksum: String) -> Router {
         .route("/dashboard/tokens/{name}/delete", post(admin::delete_token))
         .route("/dashboard/settings", get(admin::settings))
         .route("/dashboard/settings/backups", post(admin::backup_now))
+        .route(
+            "/dashboard/settings/providers/directory",
+            post(providers::save_directory),
+        )
+        .route(
+            "/dashboard/settings/providers/oidc",
+            post(providers::save_oidc),
+        )
+        .route(
+            "/dashboard/settings/providers/{name}/enabled",
+            post(providers::set_enabled),
+        )
+        .route("/dashboard/principals", get(providers::search))
         .layer(axum::middleware::from_fn(session::check_csrf))
         .layer(axum::middleware::from_fn(session::security_headers))
         .with_state(ui)

@@ -188,10 +188,22 @@ impl Drop for OidcProvider {
 
 /// Run `ui-tests/sso.mjs` in chromium: (exit code, stdout, stderr).
 pub fn sso(mode: &str, target: &str, user: &str, password: &str) -> (i32, String, String) {
+    sso_with(mode, target, user, password, &[])
+}
+
+/// [`sso`] with more arguments.
+pub fn sso_with(
+    mode: &str,
+    target: &str,
+    user: &str,
+    password: &str,
+    more: &[&str],
+) -> (i32, String, String) {
     let chromium = std::env::var("DROVER_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let out = Command::new("node")
         .arg(repo().join("ui-tests/sso.mjs"))
         .args([mode, target, user, password])
+        .args(more)
         .current_dir(repo().join("ui-tests"))
         .env("DROVER_CHROMIUM", chromium)
         .output()

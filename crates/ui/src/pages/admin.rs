@@ -392,8 +392,18 @@ pub(crate) async fn delete_token(
 pub(crate) async fn settings(
     State(ui): State<Arc<Ui>>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Markup, UiError> {
+    let providers = if super::providers::may_configure(&ui, &session).await {
+        Some(
+            ui.api
+                .items(&format!("{MGMT}/authconfigs"), &session.token)
+                .await?,
+        )
+    } else {
+        None
+    };
     // Lists show only what the caller may see; the section is for those
     // who may make backups (admins, by default).
     let review = ui
@@ -417,6 +427,7 @@ pub(crate) async fn settings(
     };
     let notice = match q.notice.as_deref() {
         Some("backup-started") => Some("The backup was started; its state shows below."),
+        Some("provider-saved") => Some("The sign-in provider was saved."),
         other => notice_text(other),
     };
     Ok(view::page(
@@ -439,6 +450,9 @@ pub(crate) async fn settings(
             }
             @if let Some(backups) = &backups {
                 (backups_section(&session, backups))
+            }
+            @if let Some(configs) = &providers {
+                (super::providers::section(&session, configs, &super::providers::host(&headers)))
             }
             h2 { "Your account" }
             p { a href="/dashboard/password" { "Change your password" } }

@@ -1,5 +1,6 @@
 //! Members of a cluster or a project: role template bindings, listed,
-//! added (a user and a role template of the right context) and removed.
+//! added (a local user, or a directory user or group found by name as one
+//! types, and a role template of the right context) and removed.
 
 use std::sync::Arc;
 
@@ -42,13 +43,23 @@ pub(crate) fn table(session: &Session, bindings: &[Value], action: &str) -> Mark
 }
 
 /// The add-member form: the users the caller may list (a name field
-/// otherwise) and the role templates of `context` (`cluster`, `project`).
+/// otherwise), a directory search when a directory is enabled, and the
+/// role templates of `context` (`cluster`, `project`).
 pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str) -> Markup {
     let users = ui
         .api
         .items(&format!("{MGMT}/users"), &session.token)
         .await
         .ok();
+    let directory = ui
+        .api
+        .call(Method::GET, "/v1-public/authproviders", "", None)
+        .await
+        .is_ok_and(|p| {
+            p["providers"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == "ldap" || n == "activedirectory"))
+        });
     let roles: Vec<Value> = ui
         .api
         .items(&format!("{MGMT}/roletemplates"), &session.token)
@@ -63,12 +74,21 @@ pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str
             div.field {
                 label for="member-user" { "User" }
                 @match &users {
-                    Some(users) => select #member-user name="user" required {
+                    Some(users) => select #member-user name="user" required[!directory] {
+                        @if directory { option value="" { "(from the directory)" } }
                         @for u in users {
                             option value=(s(u, "/metadata/name")) { (s(u, "/spec/username")) }
                         }
                     },
-                    None => input #member-user name="user" type="text" required;
+                    None => input #member-user name="user" type="text" required[!directory];
+                }
+            }
+            @if directory {
+                div.field {
+                    label for="member-principal" { "or a directory user or group" }
+                    input #member-principal name="principal" type="search" list="member-principals"
+                        autocomplete="off" placeholder="Type a name" data-principal-search="member-principals";
+                    datalist #member-principals {}
                 }
             }
             div.field {
@@ -87,8 +107,26 @@ pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str
 
 #[derive(Deserialize)]
 pub(crate) struct NewMember {
+    #[serde(default)]
     user: String,
+    #[serde(default)]
+    principal: String,
     role: String,
+}
+
+impl NewMember {
+    /// The binding's subject: a directory principal (a group's goes in
+    /// `groupName`), else the local user.
+    fn subject(&self) -> Result<(&'static str, &str), UiError> {
+        match (self.principal.trim(), self.user.trim()) {
+            ("", "") => Err(UiError::BadRequest(
+                "choose a user, or a directory user or group".into(),
+            )),
+            ("", user) => Ok(("userName", user)),
+            (p, _) if p.contains("_group://") => Ok(("groupName", p)),
+            (p, _) => Ok(("userName", p)),
+        }
+    }
 }
 
 /// `POST /dashboard/clusters/{id}/members`.
@@ -98,9 +136,11 @@ pub(crate) async fn add_to_cluster(
     Path(id): Path<String>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let body = json!({"apiVersion": "management.drover.io/v1", "kind": "ClusterRoleTemplateBinding",
+    let (field, who) = form.subject()?;
+    let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ClusterRoleTemplateBinding",
         "metadata": {"generateName": "m-"},
-        "spec": {"userName": form.user, "roleTemplateName": form.role, "clusterName": id}});
+        "spec": {"roleTemplateName": form.role, "clusterName": id}});
+    body["spec"][field] = json!(who);
     ui.api
         .call(
             Method::POST,
@@ -148,9 +188,11 @@ pub(crate) async fn add_to_project(
     Path((id, pid)): Path<(String, String)>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let body = json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
+    let (field, who) = form.subject()?;
+    let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
         "metadata": {"generateName": "m-"},
-        "spec": {"userName": form.user, "roleTemplateName": form.role, "projectName": format!("{id}:{pid}")}});
+        "spec": {"roleTemplateName": form.role, "projectName": format!("{id}:{pid}")}});
+    body["spec"][field] = json!(who);
     ui.api
         .call(
             Method::POST,

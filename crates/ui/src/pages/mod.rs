@@ -5,3 +5,4 @@ pub(crate) mod auth;
 pub(crate) mod clusters;
 pub(crate) mod members;
 pub(crate) mod projects;
+pub(crate) mod providers;
