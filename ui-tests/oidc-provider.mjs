@@ -10,6 +10,9 @@
 //       a second, native client (RFC 8252: http loopback redirects match on any port)
 //   OIDC_LOOPBACK_ANY_PORT=1  let every client's http loopback redirect URIs match on
 //       any port (RFC 8252 §7.3); the library does that for native clients only
+//   OIDC_TEST_ADMIN=1  PUT /test/users/<name> (a user's JSON) and DELETE
+//       /test/users/<name> change the users while it runs, as an admin of a
+//       real provider would
 //
 // Prints one line "listening <issuer>" on stdout when ready; everything else goes to
 // stderr. Exits when stdin closes or on SIGTERM/SIGINT.
@@ -23,6 +26,21 @@ const env = process.env;
 const list = (s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 const users = JSON.parse(env.OIDC_USERS || '{}');
 const bySub = new Map(Object.entries(users).map(([name, u]) => [u.sub ?? name, { ...u, name }]));
+
+async function testAdmin(req, res) {
+  const name = decodeURIComponent(req.url.slice('/test/users/'.length));
+  const old = users[name];
+  if (old) bySub.delete(old.sub ?? name);
+  if (req.method === 'PUT') {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    users[name] = JSON.parse(body);
+    bySub.set(users[name].sub ?? name, { ...users[name], name });
+  } else if (req.method === 'DELETE') {
+    delete users[name];
+  }
+  res.writeHead(204).end();
+}
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const isLoopbackHttp = (u) => { const p = URL.parse(u); return p?.protocol === 'http:' && LOOPBACK.has(p.hostname); };
 
@@ -155,7 +173,9 @@ async function interaction(req, res) {
 
 const app = provider.callback();
 handler = (req, res) => {
-  if (req.url.startsWith('/interaction/')) {
+  if (env.OIDC_TEST_ADMIN === '1' && req.url.startsWith('/test/users/')) {
+    testAdmin(req, res).catch((err) => { res.writeHead(400).end(String(err)); });
+  } else if (req.url.startsWith('/interaction/')) {
     interaction(req, res).catch((err) => {
       console.error('interaction failed:', err);
       if (!res.headersSent) res.writeHead(400, { 'content-type': 'text/plain' });

@@ -349,8 +349,34 @@ impl Strategy for Users {
         ]
     }
 
-    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let username = str_at(obj, "/spec/username");
+        let principals = obj
+            .pointer("/spec/principalIds")
+            .filter(|p| p.as_array().is_some_and(|a| !a.is_empty()));
+        // A provider's user is linked by the server only; the directory's
+        // login names follow its rules, not Drover's.
+        if principals
+            != old
+                .and_then(|o| o.pointer("/spec/principalIds"))
+                .filter(|p| p.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            return vec![FieldError::forbidden(
+                "spec.principalIds",
+                "set by the server when a provider's user logs in",
+            )];
+        }
+        if principals.is_some() {
+            return if username.is_empty() || username.len() > 256 {
+                vec![FieldError::invalid(
+                    "spec.username",
+                    username,
+                    "1 to 256 characters",
+                )]
+            } else {
+                Vec::new()
+            };
+        }
         if username.is_empty() {
             vec![FieldError::required("spec.username", "")]
         } else if !valid_username(username) {
@@ -504,8 +530,33 @@ impl Strategy for Users {
             ops.extend(
                 delete_if_present(&ctx.store, &drover_core::keys::password_hash(name)).await?,
             );
+            // A provider user's records: their groups, their OIDC refresh
+            // token, and the links of their principals to them.
+            for key in [
+                crate::principals::membership_key(name),
+                crate::providers::oidc::refresh_key(name),
+            ] {
+                ops.extend(delete_if_present(&ctx.store, &key).await?);
+            }
+            for principal in obj
+                .pointer("/spec/principalIds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if let Some(link) = ctx
+                    .store
+                    .get(&crate::principals::link_key(principal))
+                    .await
+                    .map_err(unavailable)?
+                    .filter(|kv| kv.value == name.as_bytes())
+                {
+                    ops.push(Op::delete(link.key, link.mod_revision));
+                }
+            }
             let username = str_at(obj, "/spec/username");
-            if !username.is_empty() {
+            if !username.is_empty() && obj.pointer("/spec/principalIds").is_none() {
                 if let Some(index) = ctx
                     .store
                     .get(&username_key(username))

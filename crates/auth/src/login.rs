@@ -223,7 +223,7 @@ impl Login {
                     Err(e) => Err(e),
                 };
                 self.end(&counted, found.is_err());
-                found
+                found.map(|p| (p, None))
             }
             "oidc" => match (&req.code, &req.state) {
                 (Some(code), Some(state)) => match self.providers.oidc().await {
@@ -234,8 +234,8 @@ impl Login {
             },
             _ => Err(ProviderError::Invalid),
         };
-        let principal = match found {
-            Ok(p) => p,
+        let (principal, refresh) = match found {
+            Ok(found) => found,
             Err(ProviderError::Invalid | ProviderError::Disabled(_)) => {
                 return Err(LoginError::Invalid)
             }
@@ -245,7 +245,7 @@ impl Login {
                 return Err(LoginError::Unavailable);
             }
         };
-        self.commit(principal, req).await
+        self.commit(principal, refresh, req).await
     }
 
     /// Link the principal to its user, record its groups, mint the token:
@@ -253,6 +253,7 @@ impl Login {
     async fn commit(
         &self,
         principal: Principal,
+        refresh: Option<String>,
         req: &LoginRequest,
     ) -> Result<LoggedIn, LoginError> {
         let store_err = |e: AuthError| LoginError::Store(e);
@@ -279,6 +280,21 @@ impl Login {
                 &principals::found(&principal),
                 current.as_ref().map(|(_, kv)| kv),
             ));
+            // The OIDC refresh token, for the scheduled group refresh.
+            if let Some(token) = &refresh {
+                let key = crate::providers::oidc::refresh_key(&user);
+                ops.push(
+                    match self
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(|e| store_err(e.into()))?
+                    {
+                        Some(kv) => drover_store::Op::update(key, token.clone(), kv.mod_revision),
+                        None => drover_store::Op::create(key, token.clone()),
+                    },
+                );
+            }
             let minted = self.mint(&user, req);
             ops.extend(minted.store_ops());
             match self.store.txn(&ops).await {

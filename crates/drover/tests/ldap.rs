@@ -402,7 +402,7 @@ fn an_admin_refreshes_a_directory_user_now() {
     ldap.modify("dn: uid=user0002,ou=people,dc=example,dc=org\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n");
     let (code, out, err) = cli(&cfg, &["users", "refresh-groups", "user0002"], None);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("disabled in the directory"), "{out}");
+    assert!(out.contains("disabled or gone at their provider"), "{out}");
     let (code, _) = m.http("GET", &format!("{MGMT}/clusters"), Some(&token), None, &[]);
     assert_eq!(code, 401);
     let (code, _) = ldap_login(&m, "user0002", USER_PASSWORD);

@@ -19,7 +19,8 @@ const SECRET: &str = "oidc-client-secret-for-tests";
 fn oidc_config(issuer: &str) -> Value {
     json!({"apiVersion": "management.drover.io/v1", "kind": "AuthConfig",
         "metadata": {"name": "oidc"},
-        "spec": {"enabled": true, "oidc": {"issuer": issuer, "clientId": "drover", "clientSecret": SECRET}}})
+        "spec": {"enabled": true, "oidc": {"issuer": issuer, "clientId": "drover", "clientSecret": SECRET,
+                 "scopes": ["profile", "email", "groups", "offline_access"]}}})
 }
 
 /// `drover login --provider oidc --no-browser`, completed in chromium as
@@ -215,6 +216,62 @@ fn oidc_users_sign_in_through_the_provider() {
     assert_eq!(code, 401);
     let (code, _, _) = cli(&alice_cfg, &["clusters", "ls"], None);
     assert_ne!(code, 0);
+
+    // Enabled again, the refresh token keeps alice's groups fresh: a group
+    // taken away at the provider goes, and so does alice when the provider
+    // deletes her.
+    let (code, _) = m.http(
+        "PATCH",
+        &format!("{MGMT}/authconfigs/oidc"),
+        Some(&admin),
+        Some(&json!({"spec": {"enabled": true}})),
+        &[],
+    );
+    assert_eq!(code, 200);
+    let alice_user = first["user"].as_str().unwrap();
+    idp.put_user(
+        "alice",
+        &json!({"password": "alice-password", "groups": ["devs"], "sub": "a1b2c3"}),
+    );
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/users/{alice_user}/refreshgroups"),
+        Some(&admin),
+        Some(&json!({})),
+        &[],
+    );
+    assert_eq!(
+        (code, body["refreshed"].as_str()),
+        (200, Some("groups changed")),
+        "{body}"
+    );
+    let (code, out, err) = cli(&alice_cfg, &["clusters", "ls"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("sso-owned"),
+        "the admins group is gone: {out}"
+    );
+    idp.delete_user("alice");
+    let (code, body) = m.http(
+        "POST",
+        &format!("{MGMT}/users/{alice_user}/refreshgroups"),
+        Some(&admin),
+        Some(&json!({})),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["refreshed"], "disabled or gone at their provider",
+        "{body}"
+    );
+    let (code, _) = m.http(
+        "GET",
+        &format!("{MGMT}/clusters"),
+        Some(alice_token),
+        None,
+        &[],
+    );
+    assert_eq!(code, 401);
 }
 
 #[test]

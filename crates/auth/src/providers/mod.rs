@@ -61,6 +61,17 @@ pub struct Found {
     pub display_name: Option<String>,
 }
 
+/// What a provider says of a user now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// There, with these groups.
+    Found(Principal),
+    /// Gone or disabled there.
+    Gone,
+    /// The provider cannot say (an OIDC user without a refresh token).
+    Unknown,
+}
+
 /// A configured provider.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -169,22 +180,49 @@ impl Providers {
         }
     }
 
-    /// A provider user as their provider has them now (`Ok(None)`: gone or
-    /// disabled there). OIDC offers no lookup without the user, so its
-    /// users keep the groups of their last login.
+    /// User `user` (principal `principal_id`) as their provider has them
+    /// now. A directory is searched as its service account; an OIDC
+    /// provider is asked with the user's refresh token, if one was given
+    /// (a rotated one is kept).
     pub async fn refresh(
         &self,
+        user: &str,
         provider: &str,
         principal_id: &str,
-    ) -> Result<Option<Principal>, ProviderError> {
+    ) -> Result<Standing, ProviderError> {
         let Some((_, "user", id)) = crate::principals::parse(principal_id) else {
-            return Ok(None);
+            return Ok(Standing::Unknown);
         };
         match self.get(provider).await? {
-            Provider::Directory(d) => d.refresh(id).await,
-            Provider::Oidc(_) => Err(ProviderError::Unavailable(
-                "OIDC users are refreshed at login".into(),
-            )),
+            Provider::Directory(d) => Ok(match d.refresh(id).await? {
+                Some(p) => Standing::Found(p),
+                None => Standing::Gone,
+            }),
+            Provider::Oidc(o) => {
+                let key = oidc::refresh_key(user);
+                let Some(kv) = self.store.get(&key).await? else {
+                    return Ok(Standing::Unknown);
+                };
+                let token = String::from_utf8_lossy(&kv.value).into_owned();
+                match o.refresh(&token, principal_id).await? {
+                    None => {
+                        // Spent: later refreshes need a new login.
+                        let _ = self
+                            .store
+                            .txn(&[drover_store::Op::delete(key, kv.mod_revision)])
+                            .await;
+                        Ok(Standing::Gone)
+                    }
+                    Some((p, next)) => {
+                        if next != token {
+                            self.store
+                                .txn(&[drover_store::Op::update(key, next, kv.mod_revision)])
+                                .await?;
+                        }
+                        Ok(Standing::Found(p))
+                    }
+                }
+            }
         }
     }
 

@@ -10,6 +10,14 @@
 //! audience, expiry and nonce. The username and groups come from the
 //! verified token's claims.
 //!
+//! When the provider gives a refresh token (ask for `offline_access`), it
+//! is kept as a server record (`/drover/oidc/refresh/{user}`, never shown),
+//! and the scheduled group refresh uses it ([`Oidc::refresh`]): the new ID
+//! token's groups replace the old, and a refresh the provider refuses
+//! (`invalid_grant`: the user was disabled, deleted or signed out there)
+//! ends the user's tokens. Without one, a user keeps the groups of their
+//! last login.
+//!
 //! Every request goes through a client that refuses internal addresses
 //! (unless allowed) and follows no redirects.
 
@@ -22,8 +30,8 @@ use drover_core::api::OidcConfig;
 use drover_store::{Op, Store};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,6 +41,11 @@ use crate::principals::{self, Principal};
 
 /// Where pending sign-ins are kept.
 pub const PENDING: &str = "/drover/oidc/pending/";
+
+/// The store key of a user's refresh token.
+pub fn refresh_key(user: &str) -> String {
+    format!("/drover/oidc/refresh/{user}")
+}
 /// How long a sign-in may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 
@@ -195,7 +208,12 @@ impl Oidc {
             CsrfToken::new_random,
             Nonce::new_random,
         );
-        for s in self.scopes() {
+        let scopes = self.scopes();
+        // OIDC Core §11: offline access is granted only with consent.
+        if scopes.iter().any(|s| s == "offline_access") {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Consent);
+        }
+        for s in scopes {
             request = request.add_scope(Scope::new(s));
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
@@ -219,13 +237,14 @@ impl Oidc {
         })
     }
 
-    /// Finish a sign-in: the principal the verified ID token names.
+    /// Finish a sign-in: the principal the verified ID token names, and
+    /// the refresh token if the provider gave one.
     pub async fn finish(
         &self,
         store: &Store,
         code: &str,
         state: &str,
-    ) -> Result<Principal, ProviderError> {
+    ) -> Result<(Principal, Option<String>), ProviderError> {
         let pending = take_pending(store, state).await?;
         let metadata = self.metadata().await?;
         let redirect = RedirectUrl::new(pending.redirect_uri)
@@ -247,22 +266,72 @@ impl Oidc {
                 ProviderError::Invalid
             })?;
         let id_token = response.id_token().ok_or(ProviderError::Invalid)?;
-        let verifier = client.id_token_verifier();
         let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce))
+            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce))
             .map_err(|e| {
                 tracing::info!(error = %e, "OIDC ID token refused");
                 ProviderError::Invalid
             })?;
-        // The token is verified; its payload gives the configured claims.
-        let raw = id_token.to_string();
+        let principal = self.principal(&id_token.to_string(), claims.subject().as_str())?;
+        let refresh = response.refresh_token().map(|r| r.secret().clone());
+        Ok((principal, refresh))
+    }
+
+    /// A user as the provider has them now, by their refresh token:
+    /// `Ok(None)` when the provider refuses it (the user is gone or
+    /// disabled there, or signed out); else the principal and the refresh
+    /// token to keep (a new one if the provider rotates them).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        principal_id: &str,
+    ) -> Result<Option<(Principal, String)>, ProviderError> {
+        let metadata = self.metadata().await?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.secret.clone().map(ClientSecret::new),
+        );
+        let response = match client
+            .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.to_owned()))
+            .map_err(|e| ProviderError::Config(e.to_string()))?
+            .request_async(&self.http)
+            .await
+        {
+            Ok(r) => r,
+            Err(openidconnect::RequestTokenError::ServerResponse(e))
+                if *e.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(unavailable(format!("refresh: {e}"))),
+        };
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| unavailable("the provider's refresh gave no ID token"))?;
+        // No nonce on a refresh (OIDC Core §12.2).
+        let claims = id_token
+            .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+            .map_err(|e| unavailable(format!("refreshed ID token refused: {e}")))?;
+        let principal = self.principal(&id_token.to_string(), claims.subject().as_str())?;
+        if principal.id != principal_id {
+            return Ok(None);
+        }
+        let next = response
+            .refresh_token()
+            .map_or_else(|| refresh_token.to_owned(), |r| r.secret().clone());
+        Ok(Some((principal, next)))
+    }
+
+    /// The principal a verified ID token (`raw`, whose subject is `sub`)
+    /// names, with the configured username and groups claims.
+    fn principal(&self, raw: &str, sub: &str) -> Result<Principal, ProviderError> {
         let payload = raw
             .split('.')
             .nth(1)
             .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .ok_or(ProviderError::Invalid)?;
-        let sub = claims.subject().as_str().to_owned();
         let username_claim = self
             .config
             .username_claim
@@ -271,7 +340,7 @@ impl Oidc {
         let login = payload
             .get(username_claim)
             .and_then(Value::as_str)
-            .unwrap_or(&sub)
+            .unwrap_or(sub)
             .to_owned();
         let groups_claim = self.config.groups_claim.as_deref().unwrap_or("groups");
         let mut groups: Vec<String> = match payload.get(groups_claim) {
@@ -287,7 +356,7 @@ impl Oidc {
         groups.dedup();
         Ok(Principal {
             provider: "oidc".into(),
-            id: principals::user_id("oidc", &sub),
+            id: principals::user_id("oidc", sub),
             login,
             display_name: payload
                 .get("name")

@@ -160,6 +160,7 @@ impl OidcProvider {
                 format!("{ui_callback},http://127.0.0.1/callback"),
             )
             .env("OIDC_LOOPBACK_ANY_PORT", "1")
+            .env("OIDC_TEST_ADMIN", "1")
             .env("OIDC_USERS", users.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -176,6 +177,35 @@ impl OidcProvider {
             .unwrap_or_else(|| panic!("oidc-provider did not start: {first:?}"))
             .to_owned();
         OidcProvider { child, issuer }
+    }
+}
+
+impl OidcProvider {
+    /// Change (or add) a user at the provider.
+    pub fn put_user(&self, name: &str, user: &serde_json::Value) {
+        self.admin("PUT", name, Some(user));
+    }
+
+    /// Remove a user at the provider.
+    pub fn delete_user(&self, name: &str) {
+        self.admin("DELETE", name, None);
+    }
+
+    fn admin(&self, method: &str, name: &str, body: Option<&serde_json::Value>) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sSf",
+            "-X",
+            method,
+            &format!("{}/test/users/{name}", self.issuer),
+        ]);
+        if let Some(b) = body {
+            cmd.args(["--data-binary", &b.to_string()]);
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "{method} {name} at the provider"
+        );
     }
 }
 

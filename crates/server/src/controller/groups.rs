@@ -7,13 +7,14 @@
 //! RBAC follows through the groups the proxy impersonates. An admin can
 //! refresh one user at once ([`refresh_user`]).
 //!
-//! OIDC offers no lookup without the user present, so OIDC users' groups
-//! are those of their last login.
+//! An OIDC user is looked up with the refresh token their provider gave at
+//! login (when asked for `offline_access`); one without keeps the groups of
+//! their last login.
 
 use std::collections::BTreeSet;
 
 use drover_auth::principals::{self, Membership};
-use drover_auth::providers::{ProviderError, Providers};
+use drover_auth::providers::{ProviderError, Providers, Standing};
 use drover_core::{api, keys, meta};
 use drover_store::{KeyValue, ListOptions, Store};
 use serde_json::Value;
@@ -29,7 +30,8 @@ pub enum Refreshed {
     Groups,
     /// The directory no longer knows them, or disabled them.
     Disabled,
-    /// Not a directory user, or their provider is disabled.
+    /// Not a provider's user, their provider is disabled, or it cannot say
+    /// (an OIDC user without a refresh token).
     Skipped,
 }
 
@@ -72,15 +74,13 @@ async fn refresh(
     membership: Membership,
     kv: &KeyValue,
 ) -> Result<Refreshed, ProviderError> {
-    if membership.provider == "oidc" {
-        return Ok(Refreshed::Skipped);
-    }
     let now = match providers
-        .refresh(&membership.provider, &membership.principal)
+        .refresh(user, &membership.provider, &membership.principal)
         .await
     {
-        Ok(found) => found,
-        Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
+        Ok(Standing::Found(p)) => Some(p),
+        Ok(Standing::Gone) => None,
+        Ok(Standing::Unknown) | Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
         Err(e) => return Err(e),
     };
     let next = match &now {

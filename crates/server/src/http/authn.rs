@@ -332,8 +332,8 @@ pub(crate) async fn refresh_groups(
         Ok(r) => Json(json!({"refreshed": match r {
             Refreshed::Unchanged => "unchanged",
             Refreshed::Groups => "groups changed",
-            Refreshed::Disabled => "disabled in the directory",
-            Refreshed::Skipped => "not a directory user, or their provider is disabled",
+            Refreshed::Disabled => "disabled or gone at their provider",
+            Refreshed::Skipped => "not a provider's user, their provider is disabled, or it cannot be asked",
         }}))
         .into_response(),
         Err(e) => {
