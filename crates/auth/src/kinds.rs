@@ -1215,12 +1215,8 @@ async fn check_template_binding(
     context: RoleContext,
     cluster: &str,
     project: Option<&str>,
-    created: bool,
 ) -> Result<Vec<Op>, ApiError> {
-    let mut ops: Vec<Op> = subject_user(ctx, kind, obj, created)
-        .await?
-        .into_iter()
-        .collect();
+    let mut ops = Vec::new();
     let template = str_at(obj, "/spec/roleTemplateName").to_owned();
     let stored = read(ctx, &key("roletemplates", None, &template)).await?;
     let snapshot = authz.snapshot().await?;
@@ -1318,9 +1314,11 @@ impl Strategy for Crtbs {
                 RoleContext::Cluster,
                 &cluster,
                 None,
-                !created.is_empty(),
             )
             .await?;
+            ops.extend(
+                subject_user(ctx, "ClusterRoleTemplateBinding", obj, !created.is_empty()).await?,
+            );
             ops.extend(created);
             // Not into a cluster removed meanwhile.
             if let Some((_, kv)) = read(ctx, &key("clusters", None, &cluster)).await? {
@@ -1412,9 +1410,11 @@ impl Strategy for Prtbs {
                 RoleContext::Project,
                 &cluster,
                 Some(&project),
-                !created.is_empty(),
             )
             .await?;
+            ops.extend(
+                subject_user(ctx, "ProjectRoleTemplateBinding", obj, !created.is_empty()).await?,
+            );
             ops.extend(created);
             // Not into a project removed meanwhile.
             ops.push(Op::live(&project_kv));

@@ -13,6 +13,8 @@
 //! - [`backup`]: a backup and a restore of 100,000 objects: times, the
 //!   server's memory, and API write latency during a backup.
 //! - [`ui`]: the web UI's clusters page with many clusters.
+//! - [`login`]: directory logins against a real slapd, of users in many
+//!   groups.
 //! - [`env`]: the server process, sims, agents, `/proc` readings.
 //! - [`demo`]: `drover demo`, the same parts kept running for a first look.
 //!
@@ -24,6 +26,7 @@ pub mod backup;
 pub mod demo;
 pub mod env;
 pub mod ha;
+pub mod login;
 pub mod proxy;
 pub mod scale;
 pub mod ui;
@@ -88,6 +91,11 @@ enum Scenario {
     ///
     /// Example: drover bench backup --objects 100000 --json backup.json
     Backup(backup::BackupArgs),
+    /// Directory logins (slapd, 1,000 users, 1,100 groups) of a user in
+    /// 1,000 groups and one in nested groups.
+    ///
+    /// Example: drover bench login --logins 50 --json login.json
+    Login(login::LoginArgs),
 }
 
 /// Run a scenario.
@@ -116,6 +124,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Backup(a) => {
             let common = a.common.clone();
             (backup::run(a).await?, common)
+        }
+        Scenario::Login(a) => {
+            let common = a.common.clone();
+            (login::run(a).await?, common)
         }
     };
     if let Some(path) = common.json {

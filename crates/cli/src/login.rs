@@ -44,6 +44,10 @@ pub struct LoginArgs {
     /// OIDC: print the sign-in URL instead of opening a browser.
     #[arg(long)]
     pub no_browser: bool,
+    /// OIDC: the loopback port the browser comes back to (default: any
+    /// free one; set it when the provider needs the exact redirect URI).
+    #[arg(long, default_value_t = 0)]
+    pub callback_port: u16,
     /// Trust this CA (PEM) for the server.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
@@ -151,9 +155,10 @@ async fn oidc_login(
     anon: &Client,
     url: &str,
     no_browser: bool,
+    port: u16,
 ) -> Result<(String, String), CliError> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| CliError::Config(format!("cannot listen on a loopback port: {e}")))?;
     let port = listener
@@ -264,7 +269,9 @@ pub async fn login(args: LoginArgs) -> Result<(), CliError> {
     let (ca, insecure) = trust(&url, &args).await?;
     let anon = Client::anonymous(&url, ca.as_deref(), insecure)?;
     let (token, username) = match (&args.token, &args.username) {
-        (None, _) if args.provider == "oidc" => oidc_login(&anon, &url, args.no_browser).await?,
+        (None, _) if args.provider == "oidc" => {
+            oidc_login(&anon, &url, args.no_browser, args.callback_port).await?
+        }
         (Some(t), _) => {
             let me = whoami_with(&anon.with_token(t)).await?;
             (t.clone(), me.0)

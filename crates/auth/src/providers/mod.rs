@@ -96,13 +96,16 @@ pub async fn enabled(store: &Store, name: &str) -> Result<bool, drover_store::St
     }))
 }
 
+/// Built providers by name, with the revisions of the object and secrets
+/// each was built from.
+type Built = HashMap<String, ((Revision, Revision), Provider)>;
+
 /// The providers, built from their objects as they are now.
 #[derive(Debug)]
 pub struct Providers {
     store: Store,
     allow_private: bool,
-    /// By name: the revisions of the object and secrets it was built from.
-    built: Mutex<HashMap<String, ((Revision, Revision), Provider)>>,
+    built: Mutex<Built>,
 }
 
 impl Providers {

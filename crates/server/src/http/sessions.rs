@@ -6,13 +6,16 @@
 //! ([`Sessions::open`]); each agent link, with the registration token it
 //! connected with ([`crate::link`]). A task ([`Sessions::spawn_revoker`])
 //! follows the store and, on every change that may take rights away (see
-//! [`revokes`]: a token or user changed or deleted, a binding, role,
+//! [`revokes`]: a token or user changed or deleted, a provider user's
+//! groups or a provider changed, a binding, role,
 //! project or cluster deleted — creations grant, and a cluster's status
 //! changes nothing), checks them all again; every second it ends those
 //! whose token has expired, which needs no store read:
 //!
 //! - a connection whose token was deleted or expired, or whose user was
-//!   disabled, deleted or made again, ends;
+//!   disabled, deleted or made again, ends; so does a provider user's
+//!   whose provider was disabled, or who lost a group they had when it
+//!   opened, or whom their provider no longer knows;
 //! - so does one whose user lost a binding it had when it opened (in the
 //!   cluster it reaches, for the proxy), or the cluster itself;
 //! - an agent link whose registration token was deleted is closed at once
