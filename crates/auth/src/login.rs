@@ -29,31 +29,81 @@ pub const MAX_FAILURES: usize = 5;
 /// The failure window.
 pub const WINDOW: Duration = Duration::from_secs(300);
 
-/// The login body.
+/// The login body: `username` and `password` (local and directory
+/// accounts), or `code` and `state` (OIDC).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "RawLogin")]
 pub struct LoginRequest {
     /// `local` (the default), `ldap`, `activedirectory` or `oidc`.
-    #[serde(default)]
     pub provider: Option<String>,
     /// Login name.
-    #[serde(default)]
     pub username: String,
     /// Password.
-    #[serde(default)]
     pub password: String,
     /// OIDC: the code the provider redirected back with.
-    #[serde(default)]
     pub code: Option<String>,
     /// OIDC: the state it came back with.
-    #[serde(default)]
     pub state: Option<String>,
     /// Token lifetime (default: the server's login TTL).
-    #[serde(default)]
     pub ttl_seconds: Option<u64>,
     /// What the token is for.
-    #[serde(default)]
     pub description: Option<String>,
+}
+
+/// The login body as sent, before the fields its provider needs are
+/// checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLogin {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl TryFrom<RawLogin> for LoginRequest {
+    type Error = String;
+
+    fn try_from(raw: RawLogin) -> Result<Self, String> {
+        let oidc = raw.provider.as_deref() == Some("oidc");
+        match raw.provider.as_deref() {
+            None | Some("local" | "ldap" | "activedirectory" | "oidc") => {}
+            Some(_) => return Err("provider must be local, ldap, activedirectory or oidc".into()),
+        }
+        let (username, password) = if oidc {
+            if raw.code.is_none() || raw.state.is_none() {
+                return Err("an oidc login needs the code and state".into());
+            }
+            if raw.username.is_some() || raw.password.is_some() {
+                return Err("an oidc login takes no username or password".into());
+            }
+            (String::new(), String::new())
+        } else {
+            match (raw.username, raw.password) {
+                (Some(u), Some(p)) => (u, p),
+                _ => return Err("username and password are required".into()),
+            }
+        };
+        Ok(Self {
+            provider: raw.provider,
+            username,
+            password,
+            code: raw.code,
+            state: raw.state,
+            ttl_seconds: raw.ttl_seconds,
+            description: raw.description,
+        })
+    }
 }
 
 impl std::fmt::Debug for LoginRequest {
