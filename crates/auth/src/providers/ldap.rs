@@ -191,10 +191,13 @@ impl Directory {
         Err(last)
     }
 
-    /// A connection bound as the service account: an idle one, or a new one.
+    /// A connection bound as the service account: an idle one still open
+    /// (the directory may close idle connections), or a new one.
     async fn service(&self) -> Result<Ldap, ProviderError> {
-        if let Some(ldap) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(ldap);
+        while let Some(mut ldap) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            if !ldap.is_closed() {
+                return Ok(ldap);
+            }
         }
         let mut ldap = self.connect().await?;
         self.bind_service(&mut ldap).await?;

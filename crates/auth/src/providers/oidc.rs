@@ -48,6 +48,9 @@ pub fn refresh_key(user: &str) -> String {
 }
 /// How long a sign-in may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Most sign-ins under way at once: starts are unauthenticated, and each
+/// keeps a record until it is used or expires.
+const MAX_PENDING: usize = 10_000;
 
 /// A sign-in under way.
 #[derive(Serialize, Deserialize)]
@@ -58,6 +61,17 @@ struct Pending {
     redirect_uri: String,
     created: u64,
 }
+
+/// A client built from discovery: authorization endpoint set, token and
+/// user-info endpoints as the provider says.
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
 
 /// A started sign-in.
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +192,23 @@ impl Oidc {
         Ok(m)
     }
 
+    /// The client for the provider as discovered, redirecting to
+    /// `redirect_uri` if given.
+    async fn client(&self, redirect_uri: Option<&str>) -> Result<Client, ProviderError> {
+        let client = CoreClient::from_provider_metadata(
+            self.metadata().await?,
+            ClientId::new(self.config.client_id.clone()),
+            self.secret.clone().map(ClientSecret::new),
+        );
+        Ok(match redirect_uri {
+            Some(uri) => client.set_redirect_uri(
+                RedirectUrl::new(uri.to_owned())
+                    .map_err(|e| ProviderError::Config(e.to_string()))?,
+            ),
+            None => client,
+        })
+    }
+
     fn scopes(&self) -> Vec<String> {
         if self.config.scopes.is_empty() {
             ["profile", "email", "groups"].map(str::to_owned).to_vec()
@@ -193,15 +224,7 @@ impl Oidc {
 
     /// Start a sign-in that will come back to `redirect_uri`.
     pub async fn start(&self, store: &Store, redirect_uri: &str) -> Result<Started, ProviderError> {
-        let metadata = self.metadata().await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned())
-            .map_err(|e| ProviderError::Config(e.to_string()))?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            self.secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client(Some(redirect_uri)).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -223,7 +246,9 @@ impl Oidc {
             redirect_uri: redirect_uri.to_owned(),
             created: now_secs(),
         };
-        prune(store).await;
+        if prune(store).await >= MAX_PENDING {
+            return Err(unavailable("too many sign-ins under way"));
+        }
         store
             .create(
                 &format!("{PENDING}{}", state.secret()),
@@ -246,15 +271,7 @@ impl Oidc {
         state: &str,
     ) -> Result<(Principal, Option<String>), ProviderError> {
         let pending = take_pending(store, state).await?;
-        let metadata = self.metadata().await?;
-        let redirect = RedirectUrl::new(pending.redirect_uri)
-            .map_err(|e| ProviderError::Config(e.to_string()))?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            self.secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client(Some(&pending.redirect_uri)).await?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| ProviderError::Config(e.to_string()))?
@@ -286,12 +303,7 @@ impl Oidc {
         refresh_token: &str,
         principal_id: &str,
     ) -> Result<Option<(Principal, String)>, ProviderError> {
-        let metadata = self.metadata().await?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            self.secret.clone().map(ClientSecret::new),
-        );
+        let client = self.client(None).await?;
         let response = match client
             .exchange_refresh_token(&openidconnect::RefreshToken::new(refresh_token.to_owned()))
             .map_err(|e| ProviderError::Config(e.to_string()))?
@@ -395,8 +407,8 @@ async fn take_pending(store: &Store, state: &str) -> Result<Pending, ProviderErr
     Ok(pending)
 }
 
-/// Drop sign-ins never finished.
-async fn prune(store: &Store) {
+/// Drop sign-ins never finished; how many are left under way.
+async fn prune(store: &Store) -> usize {
     let Ok(list) = store
         .list(&drover_store::ListOptions {
             prefix: PENDING.to_owned(),
@@ -404,8 +416,9 @@ async fn prune(store: &Store) {
         })
         .await
     else {
-        return;
+        return 0;
     };
+    let mut left = list.items.len();
     let now = now_secs();
     for kv in list.items {
         let old = serde_json::from_slice::<Pending>(&kv.value).map_or(true, |p| {
@@ -415,8 +428,10 @@ async fn prune(store: &Store) {
             let _ = store
                 .txn(&[Op::delete(kv.key.clone(), kv.mod_revision)])
                 .await;
+            left -= 1;
         }
     }
+    left
 }
 
 #[cfg(test)]
