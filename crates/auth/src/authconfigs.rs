@@ -6,7 +6,10 @@
 //! server record `/drover/authsecrets/{name}` in the same transaction and
 //! stores the object without it (a `kubectl apply` annotation included), so
 //! no read, list, watch or log ever shows it. A write without it keeps the
-//! one recorded. The record goes with the object.
+//! one recorded — unless it changes where the secret would be sent (the
+//! servers, port, TLS, account, issuer or client), which needs the secret
+//! again. The record goes with the object, and with an OIDC provider its
+//! users' refresh tokens.
 
 use drover_apiserver::{ApiError, Column, Context, FieldError, Prepared, Strategy};
 use drover_core::api::{self, schema_for};
@@ -16,6 +19,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::principals::PROVIDERS;
+
+/// The fields that say where a directory's service-account password goes.
+const LDAP_DESTINATION: &[&str] = &[
+    "servers",
+    "port",
+    "tls",
+    "starttls",
+    "certificate",
+    "serviceAccountDistinguishedName",
+];
+/// The fields that say where an OIDC client secret goes.
+const OIDC_DESTINATION: &[&str] = &["issuer", "clientId", "certificate"];
 
 /// The annotation `kubectl apply` keeps the applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -191,7 +206,7 @@ impl Strategy for AuthConfigs {
         &'a self,
         ctx: &'a Context,
         new: &'a mut Value,
-        _old: &'a Value,
+        old: &'a Value,
     ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move {
             let name = new["metadata"]["name"]
@@ -199,6 +214,42 @@ impl Strategy for AuthConfigs {
                 .unwrap_or_default()
                 .to_owned();
             let given = take_secrets(new);
+            // A kept secret goes only where it went before: pointing the
+            // provider elsewhere needs the secret again, or whoever can edit
+            // the object could have it sent to a server of theirs.
+            for (parent, secret, given_it, fields) in [
+                (
+                    "ldap",
+                    "serviceAccountPassword",
+                    given.service_account_password.is_some(),
+                    LDAP_DESTINATION,
+                ),
+                (
+                    "oidc",
+                    "clientSecret",
+                    given.client_secret.is_some(),
+                    OIDC_DESTINATION,
+                ),
+            ] {
+                let moved = fields.iter().any(|f| {
+                    new.pointer(&format!("/spec/{parent}/{f}"))
+                        != old.pointer(&format!("/spec/{parent}/{f}"))
+                });
+                if moved && !given_it && old.pointer(&format!("/spec/{parent}")).is_some() {
+                    return Err(ApiError::invalid(
+                        "AuthConfig",
+                        api::GROUP,
+                        &name,
+                        &[FieldError::required(
+                            format!("spec.{parent}.{secret}"),
+                            format!(
+                                "give it again when changing {}: it is sent there",
+                                fields.join(", ")
+                            ),
+                        )],
+                    ));
+                }
+            }
             Self::secret_ops(ctx, &name, given, false).await
         })
     }
@@ -215,10 +266,27 @@ impl Strategy for AuthConfigs {
                 .get(&secrets_key(name))
                 .await
                 .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
-            Ok(kv
+            let mut ops: Vec<Op> = kv
                 .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision))
                 .into_iter()
-                .collect())
+                .collect();
+            if name == "oidc" {
+                let tokens = ctx
+                    .store
+                    .list(&drover_store::ListOptions {
+                        prefix: crate::providers::oidc::REFRESH_TOKENS.to_owned(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+                ops.extend(
+                    tokens
+                        .items
+                        .iter()
+                        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision)),
+                );
+            }
+            Ok(ops)
         })
     }
 }

@@ -241,9 +241,11 @@ impl Authenticator {
     }
 
     /// Whether the token an identity came from still stands: not deleted,
-    /// not expired, its user still there (the same one) and enabled. Read
-    /// from the store, for connections opened with the token, which must
-    /// end when it no longer does.
+    /// not expired, its user still there (the same one) and enabled, and, for
+    /// a provider's user, their provider enabled, still vouching for them,
+    /// and every group they had when the connection opened still theirs.
+    /// Read from the store, for connections opened with the token, which
+    /// must end when it no longer does.
     pub async fn still_valid(&self, identity: &Identity) -> Result<bool, AuthError> {
         let Some(kv) = self.store.get(&token::record_key(&identity.token)).await? else {
             return Ok(false);

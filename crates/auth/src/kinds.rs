@@ -556,7 +556,11 @@ impl Strategy for Users {
                 }
             }
             let username = str_at(obj, "/spec/username");
-            if !username.is_empty() && obj.pointer("/spec/principalIds").is_none() {
+            let from_provider = obj
+                .pointer("/spec/principalIds")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| !ids.is_empty());
+            if !username.is_empty() && !from_provider {
                 if let Some(index) = ctx
                     .store
                     .get(&username_key(username))
@@ -875,6 +879,21 @@ async fn resolve_principal(ctx: &Context, obj: &mut Value) -> Result<Vec<Op>, Ap
     let Some((provider, "user", id)) = crate::principals::parse(&named) else {
         return Ok(Vec::new());
     };
+    if !crate::providers::enabled(&ctx.store, provider)
+        .await
+        .map_err(unavailable)?
+    {
+        let kind = str_at(obj, "/kind").to_owned();
+        return Err(invalid(
+            &kind,
+            obj,
+            vec![FieldError::invalid(
+                "spec.userName",
+                named.clone(),
+                format!("the {provider} provider is not enabled"),
+            )],
+        ));
+    }
     if let Some(kv) = crate::principals::linked_user(&ctx.store, &named)
         .await
         .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?
@@ -896,6 +915,7 @@ async fn resolve_principal(ctx: &Context, obj: &mut Value) -> Result<Vec<Op>, Ap
         login,
         display_name: None,
         groups: Vec::new(),
+        issuer: None,
     };
     let (name, ops) = crate::principals::new_user_ops(&ctx.store, &principal)
         .await

@@ -44,6 +44,8 @@ pub struct LoginRequest {
     pub code: Option<String>,
     /// OIDC: the state it came back with.
     pub state: Option<String>,
+    /// OIDC: the PKCE verifier, when the client kept its own.
+    pub code_verifier: Option<String>,
     /// Token lifetime (default: the server's login TTL).
     pub ttl_seconds: Option<u64>,
     /// What the token is for.
@@ -65,6 +67,8 @@ struct RawLogin {
     code: Option<String>,
     #[serde(default)]
     state: Option<String>,
+    #[serde(default)]
+    code_verifier: Option<String>,
     #[serde(default)]
     ttl_seconds: Option<u64>,
     #[serde(default)]
@@ -100,6 +104,7 @@ impl TryFrom<RawLogin> for LoginRequest {
             password,
             code: raw.code,
             state: raw.state,
+            code_verifier: raw.code_verifier,
             ttl_seconds: raw.ttl_seconds,
             description: raw.description,
         })
@@ -263,21 +268,38 @@ impl Login {
     ) -> Result<LoggedIn, LoginError> {
         let found = match provider {
             "ldap" | "activedirectory" => {
-                let counted = format!("{provider}:{}", req.username);
+                // Names no directory login could match are refused
+                // uncounted, as is any name while the provider is off, so
+                // neither can grow the failure table.
+                let name = req.username.trim();
+                if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+                    return Err(LoginError::Invalid);
+                }
+                let directory = match self.providers.directory(provider).await {
+                    Ok(d) => d,
+                    Err(ProviderError::Disabled(_)) => return Err(LoginError::Invalid),
+                    Err(e) => {
+                        tracing::error!(provider, error = %e, "login through a provider failed");
+                        return Err(LoginError::Unavailable);
+                    }
+                };
+                // Directories match login names without case.
+                let counted = format!("{provider}:{}", name.to_lowercase());
                 if let Err(secs) = self.begin(&counted) {
-                    tracing::warn!(provider, username = %req.username, "login refused: too many failed attempts");
+                    tracing::warn!(provider, username = %name, "login refused: too many failed attempts");
                     return Err(LoginError::Locked(secs));
                 }
-                let found = match self.providers.directory(provider).await {
-                    Ok(d) => d.login(&req.username, &req.password).await,
-                    Err(e) => Err(e),
-                };
-                self.end(&counted, found.is_err());
+                let found = directory.login(name, &req.password).await;
+                // Only a refusal counts: an outage is no guess.
+                self.end(&counted, matches!(found, Err(ProviderError::Invalid)));
                 found.map(|p| (p, None))
             }
             "oidc" => match (&req.code, &req.state) {
                 (Some(code), Some(state)) => match self.providers.oidc().await {
-                    Ok(o) => o.finish(&self.store, code, state).await,
+                    Ok(o) => {
+                        o.finish(&self.store, code, state, req.code_verifier.as_deref())
+                            .await
+                    }
                     Err(e) => Err(e),
                 },
                 _ => Err(ProviderError::Invalid),
@@ -325,11 +347,24 @@ impl Login {
             let current = principals::membership(&self.store, &user)
                 .await
                 .map_err(store_err)?;
-            ops.push(principals::write_membership(
-                &user,
-                &principals::found(&principal),
-                current.as_ref().map(|(_, kv)| kv),
-            ));
+            let next = principals::found(&principal);
+            match &current {
+                // An OIDC subject is unique per issuer only: the user of
+                // another issuer is not this one.
+                Some((m, _)) if m.issuer.is_some() && m.issuer != next.issuer => {
+                    tracing::warn!(user = %user, principal = %principal.id,
+                        "login refused: the user signed in through another OIDC issuer; delete the user to let this one in");
+                    return Err(LoginError::Invalid);
+                }
+                // Unchanged: no write, so open connections are not checked
+                // again for nothing.
+                Some((m, kv)) if !m.differs(&next) => ops.push(drover_store::Op::live(kv)),
+                _ => ops.push(principals::write_membership(
+                    &user,
+                    &next,
+                    current.as_ref().map(|(_, kv)| kv),
+                )),
+            }
             // The OIDC refresh token, for the scheduled group refresh.
             if let Some(token) = &refresh {
                 let key = crate::providers::oidc::refresh_key(&user);

@@ -63,6 +63,12 @@ pub fn membership_key(user: &str) -> String {
     format!("{MEMBERSHIPS}{user}")
 }
 
+/// A name from a provider as Drover keeps and shows it: control
+/// characters (terminal escapes included) dropped, at most 256 characters.
+pub fn printable(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(256).collect()
+}
+
 /// Who someone is at a provider, as a login or a refresh found them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -76,6 +82,9 @@ pub struct Principal {
     pub display_name: Option<String>,
     /// Group principal ids, sorted.
     pub groups: Vec<String>,
+    /// The OIDC issuer that vouched for the user (OIDC subjects are unique
+    /// per issuer only).
+    pub issuer: Option<String>,
 }
 
 /// What is kept of a provider user's standing, under [`membership_key`].
@@ -88,11 +97,22 @@ pub struct Membership {
     pub principal: String,
     /// Group principal ids, sorted.
     pub groups: Vec<String>,
-    /// When the provider was last asked (RFC 3339).
+    /// When this record was last written: a login, or a refresh that found
+    /// a change (RFC 3339).
     pub refreshed_at: String,
     /// The provider no longer knows the user, or says they are disabled.
     #[serde(default)]
     pub disabled: bool,
+    /// The OIDC issuer that vouched for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl Membership {
+    /// Whether `next` says something new (the write time aside).
+    pub fn differs(&self, next: &Membership) -> bool {
+        self.groups != next.groups || self.disabled != next.disabled || self.issuer != next.issuer
+    }
 }
 
 /// Read a user's membership (`None` for local users).
@@ -224,6 +244,7 @@ pub fn found(principal: &Principal) -> Membership {
         groups: principal.groups.clone(),
         refreshed_at: meta::now_rfc3339(),
         disabled: false,
+        issuer: principal.issuer.clone(),
     }
 }
 

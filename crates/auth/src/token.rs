@@ -101,6 +101,32 @@ impl Minted {
     }
 }
 
+/// The steps that delete every token of `user`, objects and records.
+pub async fn revoke_all_ops(
+    store: &drover_store::Store,
+    user: &str,
+) -> Result<Vec<drover_store::Op>, drover_store::StoreError> {
+    let list = store
+        .list(&drover_store::ListOptions {
+            prefix: keys::prefix(api::GROUP, "tokens", None),
+            ..Default::default()
+        })
+        .await?;
+    let mut ops = Vec::new();
+    for kv in list.items {
+        let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        if obj.pointer("/spec/userName").and_then(Value::as_str) != Some(user) {
+            continue;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(record) = store.get(&record_key(name)).await? {
+            ops.push(drover_store::Op::delete(record.key, record.mod_revision));
+        }
+        ops.push(drover_store::Op::delete(kv.key, kv.mod_revision));
+    }
+    Ok(ops)
+}
+
 impl std::fmt::Debug for Minted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Minted")

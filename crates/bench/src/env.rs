@@ -540,3 +540,149 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// The test directory's configuration and generator, shared with the tests
+/// (`crates/drover/tests/fixtures`).
+const SLAPD_CONF: &str = include_str!("../../drover/tests/fixtures/slapd.conf");
+const LDIF_GENERATOR: &str = include_str!("../../drover/tests/fixtures/gen.py");
+
+/// A running OpenLDAP `slapd` (Debian's) with the test directory — 1,000
+/// users and 1,100 groups, nested groups, a locked user; service account
+/// `cn=readonly,dc=example,dc=org` — on two free 127.0.0.1 ports, LDAP
+/// (and StartTLS) and LDAPS with a CA made here; stopped on drop. Needs
+/// `slapd`, `slapadd` and `python3`.
+pub struct Slapd {
+    dir: tempfile::TempDir,
+    _child: KillOnDrop,
+    /// The LDAP port.
+    pub port: u16,
+    /// The LDAPS port.
+    pub ldaps_port: u16,
+    /// The CA that signs its certificate (for 127.0.0.1 and localhost).
+    pub ca_pem: String,
+}
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<(), BenchError> {
+    let out = cmd
+        .output()
+        .map_err(|e| BenchError::Setup(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+impl Slapd {
+    /// Generate the directory and start slapd (from /usr/sbin).
+    pub fn start() -> Result<Slapd, BenchError> {
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| BenchError::Setup(format!("{what}: {e}"));
+        let dir = tempfile::tempdir().map_err(|e| setup("temp dir", &e))?;
+        let d = dir.path();
+        std::fs::create_dir(d.join("db")).map_err(|e| setup("db", &e))?;
+        let ca = drover_net::pki::generate_ca(30).map_err(|e| setup("CA", &e))?;
+        let serving = drover_net::pki::generate_serving(
+            &ca,
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            30,
+        )
+        .map_err(|e| setup("certificate", &e))?;
+        let conf = SLAPD_CONF.replace("@DIR@", &d.display().to_string());
+        for (file, text) in [
+            ("ca.pem", ca.cert_pem.as_str()),
+            ("server.pem", serving.cert_pem.as_str()),
+            ("server.key", serving.key_pem.as_str()),
+            ("gen.py", LDIF_GENERATOR),
+            ("slapd.conf", conf.as_str()),
+        ] {
+            std::fs::write(d.join(file), text).map_err(|e| setup(file, &e))?;
+        }
+        run_tool(
+            Command::new("python3")
+                .arg(d.join("gen.py"))
+                .arg("-o")
+                .arg(d.join("data.ldif")),
+            "python3 gen.py",
+        )?;
+        run_tool(
+            Command::new("/usr/sbin/slapadd")
+                .args(["-q", "-f"])
+                .arg(d.join("slapd.conf"))
+                .arg("-l")
+                .arg(d.join("data.ldif")),
+            "slapadd",
+        )?;
+        let (port, ldaps_port) = (free_port(), free_port());
+        let log = std::fs::File::create(d.join("slapd.log")).map_err(|e| setup("log", &e))?;
+        let err = log.try_clone().map_err(|e| setup("log", &e))?;
+        // -d keeps it in the foreground: the child is the daemon.
+        let child = Command::new("/usr/sbin/slapd")
+            .arg("-f")
+            .arg(d.join("slapd.conf"))
+            .args([
+                "-h",
+                &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"),
+                "-d",
+                "none",
+            ])
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| setup("/usr/sbin/slapd", &e))?;
+        let slapd = Slapd {
+            dir,
+            _child: KillOnDrop(child),
+            port,
+            ldaps_port,
+            ca_pem: ca.cert_pem,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", ldaps_port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(slapd.dir.path().join("slapd.log")).unwrap_or_default();
+                return Err(BenchError::Setup(format!(
+                    "slapd did not listen within 15 s: {log}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(slapd)
+    }
+
+    /// Change the directory as its root, with an LDIF for `ldapmodify`.
+    pub fn modify(&self, ldif: &str) -> Result<(), BenchError> {
+        use std::io::Write;
+        let mut child = Command::new("ldapmodify")
+            .args([
+                "-x",
+                "-H",
+                &format!("ldap://127.0.0.1:{}", self.port),
+                "-D",
+                "cn=admin,dc=example,dc=org",
+                "-w",
+                "admin-password",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("ldapmodify: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(ldif.as_bytes())
+                .map_err(|e| BenchError::Run(format!("ldapmodify: {e}")))?;
+        }
+        let status = child
+            .wait()
+            .map_err(|e| BenchError::Run(format!("ldapmodify: {e}")))?;
+        if !status.success() {
+            return Err(BenchError::Run(format!("ldapmodify failed: {status}")));
+        }
+        Ok(())
+    }
+}

@@ -5,17 +5,12 @@
 //! groups and of one in three nested groups, with nested-group lookup on
 //! (the more searches), after one warm-up login each.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::env::{self, percentile, KillOnDrop, Server, ServerOptions};
+use crate::env::{percentile, Server, ServerOptions, Slapd};
 use crate::{round3, BenchError, Common};
-
-/// The directory's configuration and generator (shared with the tests).
-const SLAPD_CONF: &str = include_str!("../../drover/tests/fixtures/slapd.conf");
-const GENERATOR: &str = include_str!("../../drover/tests/fixtures/gen.py");
 
 /// `drover bench login` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,85 +18,9 @@ pub struct LoginArgs {
     /// Logins timed per user.
     #[arg(long, default_value_t = 50)]
     pub logins: usize,
-    /// slapd's path.
-    #[arg(long, default_value = "/usr/sbin/slapd")]
-    pub slapd: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-}
-
-fn setup(what: &str, e: impl std::fmt::Display) -> BenchError {
-    BenchError::Setup(format!("{what}: {e}"))
-}
-
-fn run_tool(cmd: &mut Command, what: &str) -> Result<(), BenchError> {
-    let out = cmd.output().map_err(|e| setup(what, e))?;
-    if !out.status.success() {
-        return Err(setup(what, String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(())
-}
-
-/// Start slapd with the generated directory over LDAPS; returns it, its
-/// LDAPS port and the CA that signs its certificate.
-fn start_slapd(
-    dir: &std::path::Path,
-    slapd: &str,
-) -> Result<(KillOnDrop, u16, String), BenchError> {
-    std::fs::create_dir_all(dir.join("db")).map_err(|e| setup("directory", e))?;
-    let ca = drover_net::pki::generate_ca(30).map_err(|e| setup("CA", e))?;
-    let serving = drover_net::pki::generate_serving(&ca, &["127.0.0.1".to_owned()], 30)
-        .map_err(|e| setup("certificate", e))?;
-    for (file, text) in [
-        ("ca.pem", ca.cert_pem.as_str()),
-        ("server.pem", serving.cert_pem.as_str()),
-        ("server.key", serving.key_pem.as_str()),
-        ("gen.py", GENERATOR),
-    ] {
-        std::fs::write(dir.join(file), text).map_err(|e| setup(file, e))?;
-    }
-    let conf = SLAPD_CONF.replace("@DIR@", &dir.display().to_string());
-    std::fs::write(dir.join("slapd.conf"), conf).map_err(|e| setup("slapd.conf", e))?;
-    run_tool(
-        Command::new("python3")
-            .arg(dir.join("gen.py"))
-            .arg("-o")
-            .arg(dir.join("data.ldif")),
-        "python3 gen.py",
-    )?;
-    let slapadd = std::path::Path::new(slapd).with_file_name("slapadd");
-    run_tool(
-        Command::new(slapadd)
-            .args(["-q", "-f"])
-            .arg(dir.join("slapd.conf"))
-            .arg("-l")
-            .arg(dir.join("data.ldif")),
-        "slapadd",
-    )?;
-    let (port, ldaps) = (env::free_port(), env::free_port());
-    let child = Command::new(slapd)
-        .arg("-f")
-        .arg(dir.join("slapd.conf"))
-        .args([
-            "-h",
-            &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps}/"),
-            "-d",
-            "none",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| setup(slapd, e))?;
-    let slapd = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", ldaps)).is_err() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Setup("slapd did not listen within 15 s".into()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((slapd, ldaps, ca.cert_pem))
 }
 
 /// Run the scenario.
@@ -110,8 +29,8 @@ pub async fn run(args: LoginArgs) -> Result<Value, BenchError> {
         "login: directory logins, {} per user, slapd over LDAPS",
         args.logins
     );
-    let work = env::work_dir("drover-bench-ldap-")?;
-    let (_slapd, ldaps, ca) = start_slapd(work.path(), &args.slapd)?;
+    let slapd = Slapd::start()?;
+    let (ldaps, ca) = (slapd.ldaps_port, slapd.ca_pem.clone());
     let server = Server::start_with(ServerOptions {
         datastore: args.common.datastore.clone(),
         extra: vec!["--allow-private-outbound".into()],

@@ -150,13 +150,22 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
 
 /// The OIDC sign-in: a loopback listener for the redirect, the provider's
 /// URL printed (and opened unless `no_browser`), then the code and state
-/// exchanged for a Drover token. Returns the token and the login name.
+/// exchanged for a Drover token. The CLI keeps its own PKCE verifier (the
+/// server sees only its challenge), so a code and state that leak — from a
+/// pasted address or a browser's history — are of no use to anyone else;
+/// and it takes only the state it started with, so no other page or
+/// process can sign it in as someone else. Returns the token and the login
+/// name.
 async fn oidc_login(
     anon: &Client,
     url: &str,
     no_browser: bool,
     port: u16,
 ) -> Result<(String, String), CliError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rand::RngCore;
+    use sha2::Digest;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -166,12 +175,21 @@ async fn oidc_login(
         .map_err(|e| CliError::Config(e.to_string()))?
         .port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let verifier = URL_SAFE_NO_PAD.encode(secret);
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let started = anon
-        .post("/v1-public/oidc/start", &json!({"redirectUri": redirect}))
+        .post(
+            "/v1-public/oidc/start",
+            &json!({"redirectUri": redirect, "codeChallenge": challenge}),
+        )
         .await?;
     let auth_url = started["url"].as_str().unwrap_or_default().to_owned();
+    let expected_state = started["state"].as_str().unwrap_or_default().to_owned();
     eprintln!("Sign in at:\n\n  {auth_url}\n");
-    if no_browser {
+    let web = auth_url.starts_with("https://") || auth_url.starts_with("http://");
+    if no_browser || !web {
         eprintln!("Waiting for the browser to come back to {redirect} (or paste the address it ends on here).");
     } else {
         let opened = std::process::Command::new("xdg-open")
@@ -184,15 +202,43 @@ async fn oidc_login(
             eprintln!("Open that address in a browser (no browser could be started here).");
         }
     }
-    // The redirect, or the address pasted on stdin (for a browser on
-    // another machine, whose redirect cannot reach this one).
+    // The answer to a callback: the code and state if they are this
+    // sign-in's (or the provider's refusal), else keep waiting.
+    let check = |target: &str| -> Option<Result<(String, String), String>> {
+        let parsed = url::Url::parse(&format!("http://127.0.0.1{target}")).ok()?;
+        if parsed.path() != "/callback" {
+            return None;
+        }
+        let param = |k: &str| {
+            parsed
+                .query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.into_owned())
+        };
+        if param("state").as_deref() != Some(expected_state.as_str()) {
+            return None;
+        }
+        Some(match (param("code"), param("error")) {
+            (_, Some(err)) => Err(err),
+            (Some(code), None) => Ok((code, expected_state.clone())),
+            (None, None) => return None,
+        })
+    };
     let from_browser = async {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {
                 continue;
             };
             let mut buf = vec![0u8; 8192];
-            let n = conn.read(&mut buf).await.unwrap_or(0);
+            // A connection that sends nothing (a browser's preconnect) does
+            // not hold up the next one for long.
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => continue,
+                };
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
             let target = head
                 .lines()
@@ -200,54 +246,59 @@ async fn oidc_login(
                 .and_then(|l| l.split_whitespace().nth(1))
                 .unwrap_or_default()
                 .to_owned();
-            let page = "<!doctype html><title>Drover</title><p>Signed in. You can close this tab and go back to the terminal.";
+            let outcome = check(&target);
+            let (status, page) = match &outcome {
+                Some(Ok(_)) => (
+                    "200 OK",
+                    "Signed in to Drover. You can close this tab and go back to the terminal.",
+                ),
+                Some(Err(_)) => (
+                    "200 OK",
+                    "The sign-in was refused. Go back to the terminal.",
+                ),
+                None => ("404 Not Found", "Not this sign-in."),
+            };
+            let page = format!("<!doctype html><title>Drover</title><p>{page}");
             let _ = conn
-                .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}", page.len()).as_bytes())
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}", page.len()).as_bytes())
                 .await;
-            if target.starts_with("/callback") {
-                return format!("http://127.0.0.1{target}");
+            if let Some(outcome) = outcome {
+                return outcome;
             }
         }
     };
     let pasted = async {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("code=") {
-                return line.trim().to_owned();
+            let line = line.trim();
+            let target = line
+                .split_once("127.0.0.1")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+                .unwrap_or_default();
+            match check(&target) {
+                Some(outcome) => return outcome,
+                None => eprintln!(
+                    "That is not the address this sign-in ends on; paste the whole address."
+                ),
             }
         }
-        std::future::pending::<String>().await
+        std::future::pending().await
     };
     let came_back = tokio::time::timeout(std::time::Duration::from_secs(300), async {
         tokio::select! { u = from_browser => u, u = pasted => u }
     })
     .await
     .map_err(|_| CliError::Config("no sign-in within 5 minutes".into()))?;
-    let parsed = url::Url::parse(&came_back).map_err(|_| {
-        CliError::Usage(format!(
-            "{came_back:?} is not the address the browser ended on"
-        ))
+    let (code, state) = came_back.map_err(|err| CliError::Unauthorized {
+        url: url.to_owned(),
+        message: format!("the provider refused the sign-in: {err}"),
     })?;
-    let param = |k: &str| {
-        parsed
-            .query_pairs()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.into_owned())
-    };
-    if let Some(err) = param("error") {
-        return Err(CliError::Unauthorized {
-            url: url.to_owned(),
-            message: format!("the provider refused the sign-in: {err}"),
-        });
-    }
-    let (Some(code), Some(state)) = (param("code"), param("state")) else {
-        return Err(CliError::Usage("the address has no code and state".into()));
-    };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "a terminal".into());
     let done = anon
         .post(
             "/v1-public/login",
-            &json!({"provider": "oidc", "code": code, "state": state, "description": format!("drover CLI on {host}")}),
+            &json!({"provider": "oidc", "code": code, "state": state, "codeVerifier": verifier,
+                    "description": format!("drover CLI on {host}")}),
         )
         .await
         .map_err(|e| match e {

@@ -585,16 +585,22 @@ pub async fn members(cmd: MembersCommand) -> Result<(), CliError> {
             role,
         } => {
             let (path, _, _) = member_scope(&client, &entry, &scope).await?;
+            // The subject as `add` named it: a directory user's binding
+            // names the Drover user linked to them.
+            let (field, who) = match (&subject.user, &subject.group) {
+                (Some(u), _) => (
+                    "userName",
+                    linked_user(&client, &resolve_subject(&client, "user", u).await?).await?,
+                ),
+                (_, Some(g)) => ("groupName", resolve_subject(&client, "group", g).await?),
+                _ => unreachable!("clap requires one of them"),
+            };
             let bindings = client.get(&path).await?;
             let mut removed = 0;
             for b in bindings["items"].as_array().into_iter().flatten() {
                 let spec = &b["spec"];
-                let matches = spec["roleTemplateName"] == role.as_str()
-                    && match (&subject.user, &subject.group) {
-                        (Some(u), _) => spec["userName"] == u.as_str(),
-                        (_, Some(g)) => spec["groupName"] == g.as_str(),
-                        _ => false,
-                    };
+                let matches =
+                    spec["roleTemplateName"] == role.as_str() && spec[field] == who.as_str();
                 if matches {
                     let name = b["metadata"]["name"].as_str().unwrap_or_default();
                     client.delete(&format!("{path}/{name}")).await?;
@@ -692,14 +698,34 @@ fn password(prompt: &str, from_stdin: bool) -> Result<String, CliError> {
 /// The User object's name for a login name.
 async fn user_id(client: &Client, username: &str) -> Result<String, CliError> {
     let users = client.get(&format!("{MGMT}/users")).await?;
-    users["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|u| u["spec"]["username"] == username || u["metadata"]["name"] == username)
-        .and_then(|u| u["metadata"]["name"].as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| CliError::NotFound(format!("user {username:?}")))
+    let users = users["items"].as_array().cloned().unwrap_or_default();
+    // The object's own name first; else the one user of that login name (a
+    // local user and a directory user may share one).
+    if users.iter().any(|u| u["metadata"]["name"] == username) {
+        return Ok(username.to_owned());
+    }
+    let named: Vec<&Value> = users
+        .iter()
+        .filter(|u| u["spec"]["username"] == username)
+        .collect();
+    match named.as_slice() {
+        [one] => Ok(one["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()),
+        [] => Err(CliError::NotFound(format!("user {username:?}"))),
+        many => Err(CliError::Usage(format!(
+            "{username:?} is the login name of several users; name one of: {}",
+            many.iter()
+                .map(|u| format!(
+                    "{} ({})",
+                    u["metadata"]["name"].as_str().unwrap_or_default(),
+                    u["spec"]["principalIds"][0].as_str().unwrap_or("local")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// `drover users …`.
@@ -871,14 +897,39 @@ async fn search_principals(client: &Client, query: &str) -> Result<Vec<Value>, C
     Ok(found["items"].as_array().cloned().unwrap_or_default())
 }
 
+/// The Drover user a principal id is linked to (a name that is no
+/// principal id is returned as it is).
+async fn linked_user(client: &Client, principal: &str) -> Result<String, CliError> {
+    if !principal.contains("://") {
+        return Ok(principal.to_owned());
+    }
+    let users = client.get(&format!("{MGMT}/users")).await?;
+    Ok(users["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| {
+            u["spec"]["principalIds"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i == principal))
+        })
+        .and_then(|u| u["metadata"]["name"].as_str())
+        .unwrap_or(principal)
+        .to_owned())
+}
+
 /// A `--user` or `--group` as a binding names it: a principal id or local
 /// user as given, else the one directory user or group of exactly that name.
 async fn resolve_subject(client: &Client, kind: &str, given: &str) -> Result<String, CliError> {
     if given.contains("://") || given.chars().count() < 2 {
         return Ok(given.to_owned());
     }
-    if kind == "user" && user_id(client, given).await.is_ok() {
-        return Ok(given.to_owned());
+    if kind == "user" {
+        match user_id(client, given).await {
+            Ok(id) => return Ok(id),
+            Err(CliError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     let matches: Vec<Value> = match search_principals(client, given).await {
         Ok(found) => found

@@ -48,6 +48,27 @@ fn cli_login(m: &Mgmt, name: &str, user: &str, password: &str) -> (std::path::Pa
         .find(|l| l.starts_with("http://") || l.starts_with("https://"))
         .unwrap()
         .to_owned();
+    // Another page or process cannot sign the CLI in: a callback with a
+    // state it did not start is turned away, and it keeps waiting.
+    let waiting = login
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("come back to ")
+                .nth(1)
+                .map(|r| r.split_whitespace().next().unwrap_or_default().to_owned())
+        })
+        .unwrap();
+    let (code, _) = curl(
+        &["-sS"],
+        &format!("{waiting}?code=forged&state=not-this-one"),
+    );
+    assert_eq!(code, 404);
+    assert!(
+        login.running(),
+        "a forged callback ended the login: {}",
+        login.log()
+    );
     let (code, landed, err) = directory::sso("authorize", &url, user, password);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -124,8 +145,47 @@ fn oidc_users_sign_in_through_the_provider() {
     assert!(!out.contains("sso-owned"), "bob has no group: {out}");
 
     // A wrong password stays on the provider's page.
-    let (code, _, _) = directory::sso("ui-oidc", &m.server.url(""), "alice", "not her password");
+    let (code, _, err) = directory::sso("ui-oidc", &m.server.url(""), "alice", "not her password");
     assert_ne!(code, 0);
+    assert!(err.contains("Invalid username or password"), "{err}");
+
+    // A client that keeps its own PKCE verifier: the code and state are
+    // of no use without it.
+    let verifier = "a-verifier-only-this-client-knows-0123456789";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let (code, started) = m.http(
+        "POST",
+        "/v1-public/oidc/start",
+        None,
+        Some(&json!({"redirectUri": "http://127.0.0.1:9/callback", "codeChallenge": challenge})),
+        &[],
+    );
+    assert_eq!(code, 200, "{started}");
+    let (code, landed, err) = directory::sso(
+        "authorize",
+        started["url"].as_str().unwrap(),
+        "bob",
+        "bob-password",
+    );
+    assert_eq!(code, 0, "{err}");
+    let q: std::collections::HashMap<String, String> = url::Url::parse(&landed)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    for wrong in [None, Some("not-the-verifier-of-this-sign-in-0123456789")] {
+        let mut body = json!({"provider": "oidc", "code": q["code"], "state": q["state"]});
+        if let Some(v) = wrong {
+            body["codeVerifier"] = json!(v);
+        }
+        let (code, _) = m.http("POST", "/v1-public/login", None, Some(&body), &[]);
+        assert_eq!(code, 401, "{wrong:?}");
+    }
 
     // A code and state are good once; a made-up state is refused.
     let (code, started) = m.http(
@@ -214,8 +274,9 @@ fn oidc_users_sign_in_through_the_provider() {
         &[],
     );
     assert_eq!(code, 401);
-    let (code, _, _) = cli(&alice_cfg, &["clusters", "ls"], None);
+    let (code, _, err) = cli(&alice_cfg, &["clusters", "ls"], None);
     assert_ne!(code, 0);
+    assert!(err.contains("run drover login"), "{err}");
 
     // Enabled again, the refresh token keeps alice's groups fresh: a group
     // taken away at the provider goes, and so does alice when the provider
@@ -325,6 +386,16 @@ fn providers_at_internal_addresses_need_the_admins_allowance() {
         &[],
     );
     assert_eq!(code, 503, "{body}");
+    wait(
+        "the directory's refusal in the log",
+        Duration::from_secs(5),
+        || {
+            m.server
+                .log()
+                .contains("10.0.0.1 is a loopback or private address")
+                .then_some(())
+        },
+    );
 
     // Bad configurations are refused with the field named, and change nothing.
     for (spec, field) in [

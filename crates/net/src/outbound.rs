@@ -24,7 +24,7 @@ pub fn internal(ip: IpAddr) -> bool {
 }
 
 fn internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -32,17 +32,26 @@ fn internal_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || ip.is_multicast()
         || a == 0
+        || a >= 240 // reserved
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking
 }
 
 fn internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded = |hi: u16, lo: u16| internal_v4(Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xfe00) == 0xfc00 // unique local
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::/96): the IPv4
+        // address inside decides; 6to4 (2002::/16) carries one too.
+        || (s[..6] == [0; 6] && embedded(s[6], s[7]))
+        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(s[6], s[7]))
+        || (s[0] == 0x2002 && embedded(s[1], s[2]))
 }
 
 /// Why an outbound address was refused.
@@ -98,10 +107,23 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::1",
+            "fec0::1",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!internal(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -34,16 +34,20 @@ pub(crate) struct Ui {
     api: api::Api,
     /// SHA-256 (hex) of the server's CA; empty with a public CA.
     ca_checksum: String,
+    /// The server's URL (`--server-url`), for the redirect URI providers
+    /// must know.
+    server_url: String,
 }
 
 /// The UI's routes. `api` is the server's own router (management API and
 /// cluster proxy), which the pages call in process; `ca_checksum` is the
 /// checksum of the server's CA that agents verify (empty with a public CA),
-/// shown on the settings page.
-pub fn router(api: Router, ca_checksum: String) -> Router {
+/// shown on the settings page, with `server_url`.
+pub fn router(api: Router, ca_checksum: String, server_url: String) -> Router {
     let ui = Arc::new(Ui {
         api: api::Api::new(api),
         ca_checksum,
+        server_url,
     });
     let home = || async { Redirect::to("/dashboard/clusters") };
     Router::new()

@@ -13,14 +13,16 @@
 //!
 //! Connections bound as the service account are pooled per configuration;
 //! one that fails is dropped, and a changed configuration starts a new
-//! pool.
+//! pool. Each connection goes to an address checked against the outbound
+//! rule ([`drover_net::outbound`]): the TCP stream is opened here, to the
+//! address that was checked, and the server's name is kept for TLS.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_core::api::LdapConfig;
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
 
 use super::ProviderError;
 use crate::principals::{self, Principal};
@@ -50,16 +52,6 @@ impl std::fmt::Debug for Directory {
             .field("servers", &self.config.servers)
             .finish_non_exhaustive()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Unavailable(e.to_string())
-}
-
-/// What a search found of a user.
-struct UserEntry {
-    dn: String,
-    attrs: HashMap<String, Vec<String>>,
 }
 
 impl Directory {
@@ -144,18 +136,20 @@ impl Directory {
             .unwrap_or(&self.config.user_search_base)
     }
 
+    /// The account-flags attribute and the bits that mean disabled:
+    /// `userEnabledAttribute` (AD: `userAccountControl`) and
+    /// `userDisabledBitMask` (default 2, AD's ACCOUNTDISABLE).
     fn enabled_attr(&self) -> Option<(&str, u64)> {
-        match (
-            &self.config.user_enabled_attribute,
-            self.config.user_disabled_bit_mask,
-        ) {
-            (Some(a), mask) => Some((a.as_str(), mask.unwrap_or(2))),
-            (None, _) if self.ad() => Some(("userAccountControl", 2)),
-            _ => None,
+        let mask = self.config.user_disabled_bit_mask.unwrap_or(2);
+        match &self.config.user_enabled_attribute {
+            Some(a) => Some((a.as_str(), mask)),
+            None if self.ad() => Some(("userAccountControl", mask)),
+            None => None,
         }
     }
 
-    /// A new connection to the first server that answers (not bound).
+    /// A new connection to the first server that answers (not bound), at
+    /// an address the outbound rule allows.
     async fn connect(&self) -> Result<Ldap, ProviderError> {
         let port = self
             .config
@@ -164,10 +158,31 @@ impl Directory {
         let scheme = if self.config.tls { "ldaps" } else { "ldap" };
         let mut last = ProviderError::Unavailable("no servers".into());
         for server in &self.config.servers {
-            if let Err(e) = drover_net::outbound::resolve(server, port, self.allow_private).await {
-                last = ProviderError::Config(e.to_string());
-                continue;
-            }
+            let addrs = match drover_net::outbound::resolve(server, port, self.allow_private).await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    last = ProviderError::Config(e.to_string());
+                    continue;
+                }
+            };
+            let stream = match tokio::time::timeout(
+                self.timeout(),
+                tokio::net::TcpStream::connect(addrs.as_slice()),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    last = ProviderError::unavailable(format!("{server}:{port}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    last = ProviderError::unavailable(format!("{server}:{port}: timed out"));
+                    continue;
+                }
+            };
+            let stream = stream.into_std().map_err(ProviderError::unavailable)?;
             let host = if server.contains(':') && !server.starts_with('[') {
                 format!("[{server}]")
             } else {
@@ -175,7 +190,8 @@ impl Directory {
             };
             let mut settings = LdapConnSettings::new()
                 .set_conn_timeout(self.timeout())
-                .set_starttls(self.config.starttls);
+                .set_starttls(self.config.starttls)
+                .set_std_stream(StdStream::Tcp(stream));
             if let Some(tls) = &self.tls {
                 settings = settings.set_config(tls.clone());
             }
@@ -185,7 +201,7 @@ impl Directory {
                     ldap3::drive!(conn);
                     return Ok(ldap);
                 }
-                Err(e) => last = unavailable(format!("{server}:{port}: {e}")),
+                Err(e) => last = ProviderError::unavailable(format!("{server}:{port}: {e}")),
             }
         }
         Err(last)
@@ -216,9 +232,11 @@ impl Directory {
                 &self.password,
             )
             .await
-            .map_err(unavailable)?
+            .map_err(ProviderError::unavailable)?
             .success()
-            .map_err(|e| unavailable(format!("the service account cannot bind: {e}")))?;
+            .map_err(|e| {
+                ProviderError::unavailable(format!("the service account cannot bind: {e}"))
+            })?;
         Ok(())
     }
 
@@ -245,14 +263,19 @@ impl Directory {
         let result = op
             .search(base, scope, filter, attrs)
             .await
-            .map_err(unavailable)?;
+            .map_err(ProviderError::unavailable)?;
         // noSuchObject: the base (or the user) is not there.
         if result.1.rc == 32 {
             return Ok(Vec::new());
         }
-        // sizeLimitExceeded still returns what fits.
-        if result.1.rc != 0 && result.1.rc != 4 {
-            return Err(unavailable(format!("search failed: {}", result.1)));
+        // sizeLimitExceeded returns what fits: enough for a search that
+        // asked for a few (a user, a picker's page), but a list of groups
+        // cut short by the directory would take groups away unseen.
+        if result.1.rc != 0 && !(result.1.rc == 4 && limit > 0) {
+            return Err(ProviderError::unavailable(format!(
+                "search failed: {}",
+                result.1
+            )));
         }
         Ok(result.0.into_iter().map(SearchEntry::construct).collect())
     }
@@ -283,7 +306,7 @@ impl Directory {
         )
     }
 
-    fn disabled(&self, entry: &UserEntry) -> bool {
+    fn disabled(&self, entry: &SearchEntry) -> bool {
         let Some((attr, mask)) = self.enabled_attr() else {
             return false;
         };
@@ -292,27 +315,19 @@ impl Directory {
             .is_some_and(|flags| flags & mask != 0)
     }
 
-    /// Run `f` on a service connection, returning it to the pool if `f`
-    /// left it healthy.
+    /// Run `f` on a service connection; `f` says whether it left the
+    /// connection bound as the service account (then it goes back to the
+    /// pool; else it is dropped).
     async fn with_service<T>(
         &self,
-        f: impl AsyncFnOnce(&mut Ldap) -> Result<(T, bool), ProviderError>,
+        f: impl AsyncFnOnce(&mut Ldap) -> (Result<T, ProviderError>, bool),
     ) -> Result<T, ProviderError> {
         let mut ldap = self.service().await?;
-        match f(&mut ldap).await {
-            Ok((value, healthy)) => {
-                if healthy {
-                    self.give_back(ldap);
-                }
-                Ok(value)
-            }
-            Err(e) => {
-                if matches!(e, ProviderError::Invalid) {
-                    self.give_back(ldap);
-                }
-                Err(e)
-            }
+        let (result, healthy) = f(&mut ldap).await;
+        if healthy {
+            self.give_back(ldap);
         }
+        result
     }
 
     /// Check a login name and password; the principal with its groups.
@@ -326,7 +341,7 @@ impl Directory {
                 ldap_escape(self.login_attr()),
                 ldap_escape(username)
             ));
-            let found = self
+            let found = match self
                 .search(
                     ldap,
                     &self.config.user_search_base,
@@ -335,59 +350,61 @@ impl Directory {
                     self.user_attrs(),
                     2,
                 )
-                .await?;
-            let [entry] =
-                <[SearchEntry; 1]>::try_from(found).map_err(|_| ProviderError::Invalid)?;
-            let entry = UserEntry {
-                dn: entry.dn,
-                attrs: entry.attrs,
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return (Err(e), false),
+            };
+            let Ok([entry]) = <[SearchEntry; 1]>::try_from(found) else {
+                return (Err(ProviderError::Invalid), true);
             };
             if self.disabled(&entry) {
-                return Err(ProviderError::Invalid);
+                return (Err(ProviderError::Invalid), true);
             }
             // The user's bind, on this connection; then back to the
             // service account (if that fails, the connection is dropped).
-            let bound = ldap
+            let user_ok = match ldap
                 .with_timeout(self.timeout())
                 .simple_bind(&entry.dn, password)
                 .await
-                .map_err(unavailable)?;
-            let user_ok = bound.rc == 0;
+            {
+                Ok(r) => r.rc == 0,
+                Err(e) => return (Err(ProviderError::unavailable(e)), false),
+            };
             if let Err(e) = self.bind_service(ldap).await {
-                return if user_ok {
-                    Err(e)
-                } else {
-                    Ok((Err(ProviderError::Invalid), false))
-                };
+                return (Err(if user_ok { e } else { ProviderError::Invalid }), false);
             }
             if !user_ok {
-                return Ok((Err(ProviderError::Invalid), true));
+                return (Err(ProviderError::Invalid), true);
             }
-            let groups = self.groups_of(ldap, &entry).await?;
-            Ok((Ok(self.principal(&entry, groups)), true))
+            match self.groups_of(ldap, &entry).await {
+                Ok(groups) => (Ok(self.principal(&entry, groups)), true),
+                Err(e) => (Err(e), false),
+            }
         })
-        .await?
+        .await
     }
 
-    fn principal(&self, entry: &UserEntry, groups: Vec<String>) -> Principal {
+    fn principal(&self, entry: &SearchEntry, groups: Vec<String>) -> Principal {
         Principal {
             provider: self.provider.clone(),
             id: principals::user_id(&self.provider, &entry.dn),
-            login: first(&entry.attrs, self.login_attr())
-                .unwrap_or(&entry.dn)
-                .to_owned(),
-            display_name: first(&entry.attrs, self.name_attr()).map(str::to_owned),
+            login: principals::printable(
+                first(&entry.attrs, self.login_attr()).unwrap_or(&entry.dn),
+            ),
+            display_name: first(&entry.attrs, self.name_attr()).map(principals::printable),
             groups: groups
                 .iter()
                 .map(|dn| principals::group_id(&self.provider, dn))
                 .collect(),
+            issuer: None,
         }
     }
 
     /// The user as the directory has them now: `None` if gone or disabled.
     pub async fn refresh(&self, user_dn: &str) -> Result<Option<Principal>, ProviderError> {
         self.with_service(async |ldap| {
-            let found = self
+            let found = match self
                 .search(
                     ldap,
                     user_dn,
@@ -396,19 +413,21 @@ impl Directory {
                     self.user_attrs(),
                     1,
                 )
-                .await?;
-            let Some(entry) = found.into_iter().next() else {
-                return Ok((None, true));
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return (Err(e), false),
             };
-            let entry = UserEntry {
-                dn: entry.dn,
-                attrs: entry.attrs,
+            let Some(entry) = found.into_iter().next() else {
+                return (Ok(None), true);
             };
             if self.disabled(&entry) {
-                return Ok((None, true));
+                return (Ok(None), true);
             }
-            let groups = self.groups_of(ldap, &entry).await?;
-            Ok((Some(self.principal(&entry, groups)), true))
+            match self.groups_of(ldap, &entry).await {
+                Ok(groups) => (Ok(Some(self.principal(&entry, groups))), true),
+                Err(e) => (Err(e), false),
+            }
         })
         .await
     }
@@ -417,12 +436,12 @@ impl Directory {
     async fn groups_of(
         &self,
         ldap: &mut Ldap,
-        user: &UserEntry,
+        user: &SearchEntry,
     ) -> Result<Vec<String>, ProviderError> {
         let class = ldap_escape(self.group_class()).into_owned();
         let mut found: BTreeSet<String> = BTreeSet::new();
         let direct: Vec<String> = if self.uses_member_of() {
-            user.attrs.get("memberOf").cloned().unwrap_or_default()
+            all(&user.attrs, "memberOf").to_vec()
         } else {
             let value = match self.config.group_member_user_attribute.as_deref() {
                 Some(a)
@@ -504,71 +523,80 @@ impl Directory {
     /// Users and groups whose names contain `query`, for pickers.
     pub async fn search_principals(&self, query: &str) -> Result<Vec<super::Found>, ProviderError> {
         let q = ldap_escape(query).into_owned();
+        let users = self.user_filter(&format!(
+            "(|({}=*{q}*)({}=*{q}*))",
+            ldap_escape(self.login_attr()),
+            ldap_escape(self.name_attr())
+        ));
+        let groups = format!(
+            "(&(objectClass={})({}=*{q}*))",
+            ldap_escape(self.group_class()),
+            ldap_escape(self.group_name_attr())
+        );
         self.with_service(async |ldap| {
-            let mut out = Vec::new();
-            let filter = self.user_filter(&format!(
-                "(|({}=*{q}*)({}=*{q}*))",
-                ldap_escape(self.login_attr()),
-                ldap_escape(self.name_attr())
-            ));
-            for e in self
+            let base = &self.config.user_search_base;
+            let found_users = self
                 .search(
                     ldap,
-                    &self.config.user_search_base,
+                    base,
                     Scope::Subtree,
-                    &filter,
+                    &users,
                     self.user_attrs(),
                     SEARCH_LIMIT,
                 )
-                .await?
-            {
-                let login = first(&e.attrs, self.login_attr())
-                    .unwrap_or(&e.dn)
-                    .to_owned();
-                out.push(super::Found {
+                .await;
+            let found_groups = match &found_users {
+                Ok(_) => {
+                    self.search(
+                        ldap,
+                        self.group_base(),
+                        Scope::Subtree,
+                        &groups,
+                        vec![self.group_name_attr()],
+                        SEARCH_LIMIT,
+                    )
+                    .await
+                }
+                Err(_) => Ok(Vec::new()),
+            };
+            let (found_users, found_groups) = match (found_users, found_groups) {
+                (Ok(u), Ok(g)) => (u, g),
+                (Err(e), _) | (_, Err(e)) => return (Err(e), false),
+            };
+            let mut out: Vec<super::Found> = found_users
+                .into_iter()
+                .map(|e| super::Found {
                     id: principals::user_id(&self.provider, &e.dn),
                     kind: "user",
-                    name: login,
-                    display_name: first(&e.attrs, self.name_attr()).map(str::to_owned),
-                });
-            }
-            let filter = format!(
-                "(&(objectClass={})({}=*{q}*))",
-                ldap_escape(self.group_class()),
-                ldap_escape(self.group_name_attr())
-            );
-            for e in self
-                .search(
-                    ldap,
-                    self.group_base(),
-                    Scope::Subtree,
-                    &filter,
-                    vec![self.group_name_attr()],
-                    SEARCH_LIMIT,
-                )
-                .await?
-            {
-                let name = first(&e.attrs, self.group_name_attr())
-                    .unwrap_or(&e.dn)
-                    .to_owned();
-                out.push(super::Found {
-                    id: principals::group_id(&self.provider, &e.dn),
-                    kind: "group",
-                    name,
-                    display_name: None,
-                });
-            }
-            Ok((out, true))
+                    name: principals::printable(
+                        first(&e.attrs, self.login_attr()).unwrap_or(&e.dn),
+                    ),
+                    display_name: first(&e.attrs, self.name_attr()).map(principals::printable),
+                })
+                .collect();
+            out.extend(found_groups.into_iter().map(|e| super::Found {
+                id: principals::group_id(&self.provider, &e.dn),
+                kind: "group",
+                name: principals::printable(
+                    first(&e.attrs, self.group_name_attr()).unwrap_or(&e.dn),
+                ),
+                display_name: None,
+            }));
+            (Ok(out), true)
         })
         .await
     }
 }
 
-/// An attribute's first value (attribute names compared without case).
-fn first<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+/// An attribute's values (attribute names compared without case).
+fn all<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> &'a [String] {
     attrs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first())
-        .map(String::as_str)
+        .map_or(&[], |(_, v)| v.as_slice())
+}
+
+/// An attribute's first value.
+fn first<'a>(attrs: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    all(attrs, name).first().map(String::as_str)
 }

@@ -46,6 +46,13 @@ pub enum ProviderError {
     Auth(#[from] crate::AuthError),
 }
 
+impl ProviderError {
+    /// The provider cannot be reached or failed, for this reason.
+    pub fn unavailable(reason: impl std::fmt::Display) -> Self {
+        Self::Unavailable(reason.to_string())
+    }
+}
+
 /// A user or group a search found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,47 +191,45 @@ impl Providers {
     }
 
     /// User `user` (principal `principal_id`) as their provider has them
-    /// now. A directory is searched as its service account; an OIDC
-    /// provider is asked with the user's refresh token, if one was given
-    /// (a rotated one is kept).
+    /// now, with the steps that record what the lookup used up, to commit
+    /// with what the caller records of it. A directory is searched as its
+    /// service account; an OIDC provider is asked with the user's refresh
+    /// token, if one was given (a rotated one replaces it, a refused one is
+    /// dropped).
     pub async fn refresh(
         &self,
         user: &str,
         provider: &str,
         principal_id: &str,
-    ) -> Result<Standing, ProviderError> {
+    ) -> Result<(Standing, Vec<drover_store::Op>), ProviderError> {
         let Some((_, "user", id)) = crate::principals::parse(principal_id) else {
-            return Ok(Standing::Unknown);
+            return Ok((Standing::Unknown, Vec::new()));
         };
         match self.get(provider).await? {
-            Provider::Directory(d) => Ok(match d.refresh(id).await? {
-                Some(p) => Standing::Found(p),
-                None => Standing::Gone,
-            }),
+            Provider::Directory(d) => Ok((
+                match d.refresh(id).await? {
+                    Some(p) => Standing::Found(p),
+                    None => Standing::Gone,
+                },
+                Vec::new(),
+            )),
             Provider::Oidc(o) => {
                 let key = oidc::refresh_key(user);
                 let Some(kv) = self.store.get(&key).await? else {
-                    return Ok(Standing::Unknown);
+                    return Ok((Standing::Unknown, Vec::new()));
                 };
                 let token = String::from_utf8_lossy(&kv.value).into_owned();
-                match o.refresh(&token, principal_id).await? {
-                    None => {
-                        // Spent: later refreshes need a new login.
-                        let _ = self
-                            .store
-                            .txn(&[drover_store::Op::delete(key, kv.mod_revision)])
-                            .await;
-                        Ok(Standing::Gone)
-                    }
-                    Some((p, next)) => {
-                        if next != token {
-                            self.store
-                                .txn(&[drover_store::Op::update(key, next, kv.mod_revision)])
-                                .await?;
-                        }
-                        Ok(Standing::Found(p))
-                    }
-                }
+                Ok(match o.refresh(&token, principal_id).await? {
+                    None => (
+                        Standing::Gone,
+                        vec![drover_store::Op::delete(key, kv.mod_revision)],
+                    ),
+                    Some((p, next)) if next != token => (
+                        Standing::Found(p),
+                        vec![drover_store::Op::update(key, next, kv.mod_revision)],
+                    ),
+                    Some((p, _)) => (Standing::Found(p), vec![drover_store::Op::live(&kv)]),
+                })
             }
         }
     }

@@ -1,14 +1,18 @@
 //! OpenID Connect: the authorization code flow with PKCE.
 //!
-//! [`Oidc::start`] reads the provider's discovery document, makes a PKCE
-//! verifier, a nonce and a state, keeps them under
-//! `/drover/oidc/pending/{state}` for ten minutes, and returns the
-//! provider's authorization URL. [`Oidc::finish`] takes the code and state
-//! the provider redirected back with, uses up the pending record (once
-//! only), exchanges the code with the verifier and the client secret, and
-//! verifies the ID token against the provider's keys: signature, issuer,
-//! audience, expiry and nonce. The username and groups come from the
-//! verified token's claims.
+//! [`Oidc::start`] reads the provider's discovery document and returns the
+//! provider's authorization URL with a state that Drover signs (HMAC-SHA256
+//! with a key made once and kept in the store) and that carries the sign-in:
+//! a random seed, when it started, the redirect URI, and whether the PKCE
+//! verifier is the server's (the web UI: derived from the seed with the key)
+//! or the client's (the CLI sends only its challenge, and proves the
+//! verifier at the end). Starting a sign-in writes nothing. [`Oidc::finish`]
+//! takes the code and the state the provider redirected back with, checks
+//! the state's signature and age (ten minutes), exchanges the code with the
+//! verifier and the client secret, verifies the ID token against the
+//! provider's keys — signature, issuer, audience, expiry, and the nonce
+//! derived from the seed — and records the seed as used, so a state works
+//! once. The username and groups come from the verified token's claims.
 //!
 //! When the provider gives a refresh token (ask for `offline_access`), it
 //! is kept as a server record (`/drover/oidc/refresh/{user}`, never shown),
@@ -19,7 +23,8 @@
 //! last login.
 //!
 //! Every request goes through a client that refuses internal addresses
-//! (unless allowed) and follows no redirects.
+//! (unless allowed) and follows no redirects; the discovery document's
+//! endpoints are checked before any is used.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,39 +32,47 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use drover_core::api::OidcConfig;
-use drover_store::{Op, Store};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use drover_store::{Op, Store, StoreError};
+use hmac::{Hmac, Mac};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata,
+};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
-use serde::{Deserialize, Serialize};
+use rand::RngCore;
+use serde::Serialize;
 use serde_json::Value;
+use sha2::Sha256;
 
 use super::ProviderError;
 use crate::principals::{self, Principal};
 
-/// Where pending sign-ins are kept.
-pub const PENDING: &str = "/drover/oidc/pending/";
+/// The key that signs sign-in states, made once.
+const STATE_KEY: &str = "/drover/oidc/state-key";
+/// Seeds of finished sign-ins, kept while their state is young enough to
+/// be presented again.
+const USED: &str = "/drover/oidc/used/";
 
 /// The store key of a user's refresh token.
 pub fn refresh_key(user: &str) -> String {
     format!("/drover/oidc/refresh/{user}")
 }
-/// How long a sign-in may take.
-const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Most sign-ins under way at once: starts are unauthenticated, and each
-/// keeps a record until it is used or expires.
-const MAX_PENDING: usize = 10_000;
 
-/// A sign-in under way.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Pending {
-    verifier: String,
-    nonce: String,
-    redirect_uri: String,
+/// The prefix of users' refresh tokens.
+pub const REFRESH_TOKENS: &str = "/drover/oidc/refresh/";
+
+/// How long a sign-in may take.
+const STATE_TTL: Duration = Duration::from_secs(600);
+
+/// A sign-in, as its signed state carries it.
+struct SignIn {
+    seed: String,
     created: u64,
+    redirect_uri: String,
+    /// The client holds the PKCE verifier (else the server derives it).
+    client_verifier: bool,
 }
 
 /// A client built from discovery: authorization endpoint set, token and
@@ -98,10 +111,6 @@ impl std::fmt::Debug for Oidc {
             .field("issuer", &self.config.issuer)
             .finish_non_exhaustive()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Unavailable(e.to_string())
 }
 
 fn now_secs() -> u64 {
@@ -169,7 +178,9 @@ impl Oidc {
         })
     }
 
-    /// The discovery document, read at most every ten minutes.
+    /// The discovery document and the provider's keys, read at most every
+    /// ten minutes. Every endpoint it names is checked against the outbound
+    /// rule before any is used.
     async fn metadata(&self) -> Result<CoreProviderMetadata, ProviderError> {
         let mut cached = self.metadata.lock().await;
         if let Some((m, at)) = &*cached {
@@ -177,17 +188,41 @@ impl Oidc {
                 return Ok(m.clone());
             }
         }
-        check_url(&self.config.issuer, self.allow_private)?;
-        let issuer = IssuerUrl::new(self.config.issuer.clone())
-            .map_err(|e| ProviderError::Config(e.to_string()))?;
-        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let issuer = self.config.issuer.trim_end_matches('/');
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        check_url(&url, self.allow_private)?;
+        let discovery = |e: &dyn std::fmt::Display| {
+            ProviderError::unavailable(format!("discovery at {url}: {e}"))
+        };
+        let resp = self
+            .http
+            .get(&url)
+            .send()
             .await
-            .map_err(|e| unavailable(format!("discovery at {}: {e}", self.config.issuer)))?;
+            .map_err(|e| discovery(&e))?;
+        if !resp.status().is_success() {
+            return Err(discovery(&resp.status()));
+        }
+        let body = resp.bytes().await.map_err(|e| discovery(&e))?;
+        let m: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|e| discovery(&e))?;
+        if m.issuer().as_str().trim_end_matches('/') != issuer {
+            return Err(discovery(&format!(
+                "it names another issuer, {}",
+                m.issuer().as_str()
+            )));
+        }
         check_url(m.authorization_endpoint().as_str(), self.allow_private)?;
         check_url(m.jwks_uri().as_str(), self.allow_private)?;
         if let Some(t) = m.token_endpoint() {
             check_url(t.as_str(), self.allow_private)?;
         }
+        if let Some(u) = m.userinfo_endpoint() {
+            check_url(u.as_str(), self.allow_private)?;
+        }
+        let keys = CoreJsonWebKeySet::fetch_async(m.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| ProviderError::unavailable(format!("the provider's keys: {e}")))?;
+        let m = m.set_jwks(keys);
         *cached = Some((m.clone(), std::time::Instant::now()));
         Ok(m)
     }
@@ -222,14 +257,39 @@ impl Oidc {
         }
     }
 
-    /// Start a sign-in that will come back to `redirect_uri`.
-    pub async fn start(&self, store: &Store, redirect_uri: &str) -> Result<Started, ProviderError> {
+    /// Start a sign-in that will come back to `redirect_uri`. A client
+    /// that keeps its own PKCE verifier gives its S256 challenge.
+    pub async fn start(
+        &self,
+        store: &Store,
+        redirect_uri: &str,
+        code_challenge: Option<&str>,
+    ) -> Result<Started, ProviderError> {
+        if code_challenge.is_some_and(|c| {
+            c.len() != 43
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            return Err(ProviderError::Invalid);
+        }
         let client = self.client(Some(redirect_uri)).await?;
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let key = state_key(store).await?;
+        let mut seed = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let sign_in = SignIn {
+            seed: hex::encode(seed),
+            created: now_secs(),
+            redirect_uri: redirect_uri.to_owned(),
+            client_verifier: code_challenge.is_some(),
+        };
+        let state = sign_in.encode(&key);
+        let nonce = derive(&key, "nonce", &sign_in.seed);
+        let (csrf, nonce_value) = (state.clone(), nonce);
         let mut request = client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
+            move || CsrfToken::new(csrf),
+            move || Nonce::new(nonce_value),
         );
         let scopes = self.scopes();
         // OIDC Core §11: offline access is granted only with consent.
@@ -239,43 +299,46 @@ impl Oidc {
         for s in scopes {
             request = request.add_scope(Scope::new(s));
         }
-        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        let pending = Pending {
-            verifier: verifier.secret().clone(),
-            nonce: nonce.secret().clone(),
-            redirect_uri: redirect_uri.to_owned(),
-            created: now_secs(),
+        let request = match code_challenge {
+            Some(challenge) => request
+                .add_extra_param("code_challenge", challenge.to_owned())
+                .add_extra_param("code_challenge_method", "S256"),
+            None => request.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
+                &PkceCodeVerifier::new(derive(&key, "pkce", &sign_in.seed)),
+            )),
         };
-        if prune(store).await >= MAX_PENDING {
-            return Err(unavailable("too many sign-ins under way"));
-        }
-        store
-            .create(
-                &format!("{PENDING}{}", state.secret()),
-                serde_json::to_vec(&pending).expect("JSON"),
-            )
-            .await
-            .map_err(unavailable)?;
+        let (url, _, _) = request.url();
         Ok(Started {
             url: url.to_string(),
-            state: state.secret().clone(),
+            state,
         })
     }
 
     /// Finish a sign-in: the principal the verified ID token names, and
-    /// the refresh token if the provider gave one.
+    /// the refresh token if the provider gave one. `code_verifier` is the
+    /// client's, when it kept its own.
     pub async fn finish(
         &self,
         store: &Store,
         code: &str,
         state: &str,
+        code_verifier: Option<&str>,
     ) -> Result<(Principal, Option<String>), ProviderError> {
-        let pending = take_pending(store, state).await?;
-        let client = self.client(Some(&pending.redirect_uri)).await?;
+        let key = state_key(store).await?;
+        let sign_in = SignIn::decode(&key, state).ok_or(ProviderError::Invalid)?;
+        if now_secs().saturating_sub(sign_in.created) > STATE_TTL.as_secs() {
+            return Err(ProviderError::Invalid);
+        }
+        let verifier = match (sign_in.client_verifier, code_verifier) {
+            (true, Some(v)) => v.to_owned(),
+            (false, None) => derive(&key, "pkce", &sign_in.seed),
+            _ => return Err(ProviderError::Invalid),
+        };
+        let client = self.client(Some(&sign_in.redirect_uri)).await?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| ProviderError::Config(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier))
             .request_async(&self.http)
             .await
             .map_err(|e| {
@@ -283,12 +346,26 @@ impl Oidc {
                 ProviderError::Invalid
             })?;
         let id_token = response.id_token().ok_or(ProviderError::Invalid)?;
+        let nonce = Nonce::new(derive(&key, "nonce", &sign_in.seed));
         let claims = id_token
-            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce))
+            .claims(&client.id_token_verifier(), &nonce)
             .map_err(|e| {
                 tracing::info!(error = %e, "OIDC ID token refused");
                 ProviderError::Invalid
             })?;
+        // Once only: the seed is recorded (and old ones dropped).
+        forget_used(store).await;
+        match store
+            .create(
+                &format!("{USED}{}", sign_in.seed),
+                sign_in.created.to_string(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists(_)) => return Err(ProviderError::Invalid),
+            Err(e) => return Err(e.into()),
+        }
         let principal = self.principal(&id_token.to_string(), claims.subject().as_str())?;
         let refresh = response.refresh_token().map(|r| r.secret().clone());
         Ok((principal, refresh))
@@ -316,15 +393,15 @@ impl Oidc {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(unavailable(format!("refresh: {e}"))),
+            Err(e) => return Err(ProviderError::unavailable(format!("refresh: {e}"))),
         };
         let id_token = response
             .id_token()
-            .ok_or_else(|| unavailable("the provider's refresh gave no ID token"))?;
+            .ok_or_else(|| ProviderError::unavailable("the provider's refresh gave no ID token"))?;
         // No nonce on a refresh (OIDC Core §12.2).
         let claims = id_token
             .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
-            .map_err(|e| unavailable(format!("refreshed ID token refused: {e}")))?;
+            .map_err(|e| ProviderError::unavailable(format!("refreshed ID token refused: {e}")))?;
         let principal = self.principal(&id_token.to_string(), claims.subject().as_str())?;
         if principal.id != principal_id {
             return Ok(None);
@@ -369,74 +446,134 @@ impl Oidc {
         Ok(Principal {
             provider: "oidc".into(),
             id: principals::user_id("oidc", sub),
-            login,
+            login: principals::printable(&login),
             display_name: payload
                 .get("name")
                 .and_then(Value::as_str)
-                .map(str::to_owned),
+                .map(principals::printable),
             groups,
+            issuer: Some(self.config.issuer.trim_end_matches('/').to_owned()),
         })
     }
 }
 
-/// Use up a pending sign-in: it exists, is recent, and no other finish
-/// took it first.
-async fn take_pending(store: &Store, state: &str) -> Result<Pending, ProviderError> {
-    if state.is_empty()
-        || state.len() > 128
-        || !state
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ProviderError::Invalid);
+impl SignIn {
+    /// `seed.created.flag.redirect.mac`, each part URL-safe.
+    fn encode(&self, key: &[u8]) -> String {
+        let body = format!(
+            "{}.{}.{}.{}",
+            self.seed,
+            self.created,
+            if self.client_verifier { "c" } else { "s" },
+            URL_SAFE_NO_PAD.encode(&self.redirect_uri)
+        );
+        let mac = URL_SAFE_NO_PAD.encode(mac(key).chain_update(&body).finalize().into_bytes());
+        format!("{body}.{mac}")
     }
-    let key = format!("{PENDING}{state}");
-    let kv = store
-        .get(&key)
-        .await
-        .map_err(unavailable)?
-        .ok_or(ProviderError::Invalid)?;
-    store
-        .txn(&[Op::delete(key, kv.mod_revision)])
-        .await
-        .map_err(|_| ProviderError::Invalid)?;
-    let pending: Pending = serde_json::from_slice(&kv.value).map_err(|_| ProviderError::Invalid)?;
-    if now_secs().saturating_sub(pending.created) > PENDING_TTL.as_secs() {
-        return Err(ProviderError::Invalid);
+
+    /// A state this server signed (checked in constant time), or `None`.
+    fn decode(key: &[u8], state: &str) -> Option<SignIn> {
+        if state.len() > 2048 {
+            return None;
+        }
+        let (body, tag) = state.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        mac(key).chain_update(body).verify_slice(&tag).ok()?;
+        let mut parts = body.split('.');
+        let (seed, created, flag, redirect) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some(SignIn {
+            seed: seed.to_owned(),
+            created: created.parse().ok()?,
+            redirect_uri: String::from_utf8(URL_SAFE_NO_PAD.decode(redirect).ok()?).ok()?,
+            client_verifier: flag == "c",
+        })
     }
-    Ok(pending)
 }
 
-/// Drop sign-ins never finished; how many are left under way.
-async fn prune(store: &Store) -> usize {
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+/// A value derived from a sign-in's seed (its PKCE verifier, its nonce):
+/// 43 URL-safe characters, as PKCE wants.
+fn derive(key: &[u8], what: &str, seed: &str) -> String {
+    URL_SAFE_NO_PAD.encode(
+        mac(key)
+            .chain_update(what)
+            .chain_update(":")
+            .chain_update(seed)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+/// The key that signs states: made by the first sign-in, the same on every
+/// replica.
+async fn state_key(store: &Store) -> Result<Vec<u8>, ProviderError> {
+    loop {
+        if let Some(kv) = store.get(STATE_KEY).await? {
+            return hex::decode(&kv.value)
+                .map_err(|_| ProviderError::Config("the sign-in key is unreadable".into()));
+        }
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        match store.create(STATE_KEY, hex::encode(key)).await {
+            Ok(_) => return Ok(key.to_vec()),
+            Err(StoreError::AlreadyExists(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Drop the seeds of sign-ins whose states have expired anyway.
+async fn forget_used(store: &Store) {
     let Ok(list) = store
         .list(&drover_store::ListOptions {
-            prefix: PENDING.to_owned(),
+            prefix: USED.to_owned(),
             ..Default::default()
         })
         .await
     else {
-        return 0;
+        return;
     };
-    let mut left = list.items.len();
     let now = now_secs();
     for kv in list.items {
-        let old = serde_json::from_slice::<Pending>(&kv.value).map_or(true, |p| {
-            now.saturating_sub(p.created) > PENDING_TTL.as_secs()
-        });
-        if old {
+        let created: u64 = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
+        if now.saturating_sub(created) > STATE_TTL.as_secs() {
             let _ = store
                 .txn(&[Op::delete(kv.key.clone(), kv.mod_revision)])
                 .await;
-            left -= 1;
         }
     }
-    left
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_are_signed_and_carry_the_sign_in() {
+        let key = b"a key for the test, 32 bytes....";
+        let s = SignIn {
+            seed: "00ff".into(),
+            created: 1_700_000_000,
+            redirect_uri: "http://127.0.0.1:8000/callback".into(),
+            client_verifier: true,
+        };
+        let state = s.encode(key);
+        let back = SignIn::decode(key, &state).unwrap();
+        assert_eq!(back.redirect_uri, s.redirect_uri);
+        assert!(back.client_verifier);
+        assert!(SignIn::decode(b"another key", &state).is_none());
+        let forged = state.replacen(".c.", ".s.", 1);
+        assert!(
+            SignIn::decode(key, &forged).is_none(),
+            "a changed state is refused"
+        );
+        assert_eq!(derive(key, "pkce", "00ff").len(), 43);
+        assert_ne!(derive(key, "pkce", "00ff"), derive(key, "nonce", "00ff"));
+    }
 
     #[test]
     fn internal_literals_are_refused() {

@@ -1,18 +1,14 @@
 //! Identity providers for the sign-in tests: Debian's OpenLDAP `slapd`
 //! with a generated directory (`tests/fixtures/gen.py`: 1,000 users, 1,100
 //! groups, nested groups, a locked user) over LDAP, StartTLS and LDAPS with
-//! a test CA; npm's `oidc-provider` (`ui-tests/oidc-provider.mjs`); and
-//! chromium sign-ins (`ui-tests/sso.mjs`).
+//! a test CA (the bench's [`drover_bench::env::Slapd`]); npm's
+//! `oidc-provider` (`ui-tests/oidc-provider.mjs`); and chromium sign-ins
+//! (`ui-tests/sso.mjs`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use super::{free_port, wait};
-
-/// The fixture directory's base DN.
-pub const BASE: &str = "dc=example,dc=org";
 /// The service account and its password.
 pub const READONLY_DN: &str = "cn=readonly,dc=example,dc=org";
 pub const READONLY_PASSWORD: &str = "readonly-password";
@@ -23,114 +19,28 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A running slapd; killed on drop.
-pub struct Slapd {
-    pub dir: tempfile::TempDir,
-    child: Child,
-    pub port: u16,
-    pub ldaps_port: u16,
-    pub ca_pem: String,
-}
+/// A running slapd with the test directory (`tests/fixtures`); stopped on
+/// drop. The bench's, so that `drover bench login` measures the same
+/// directory.
+pub struct Slapd(drover_bench::env::Slapd);
 
 impl Slapd {
     pub fn start() -> Slapd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("db")).unwrap();
-        let ca = drover_net::pki::generate_ca(30).unwrap();
-        let serving = drover_net::pki::generate_serving(
-            &ca,
-            &["127.0.0.1".to_owned(), "localhost".to_owned()],
-            30,
-        )
-        .unwrap();
-        std::fs::write(d.join("ca.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(d.join("server.pem"), &serving.cert_pem).unwrap();
-        std::fs::write(d.join("server.key"), &serving.key_pem).unwrap();
-        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let conf = std::fs::read_to_string(fixtures.join("slapd.conf"))
-            .unwrap()
-            .replace("@DIR@", &d.display().to_string());
-        std::fs::write(d.join("slapd.conf"), conf).unwrap();
-        run(Command::new("python3")
-            .arg(fixtures.join("gen.py"))
-            .args(["-o", &d.join("data.ldif").display().to_string()]));
-        run(Command::new("/usr/sbin/slapadd")
-            .args(["-q", "-f"])
-            .arg(d.join("slapd.conf"))
-            .arg("-l")
-            .arg(d.join("data.ldif")));
-        let (port, ldaps_port) = (free_port(), free_port());
-        let log = std::fs::File::create(d.join("slapd.log")).unwrap();
-        // -d keeps it in the foreground: the child is the daemon.
-        let child = Command::new("/usr/sbin/slapd")
-            .arg("-f")
-            .arg(d.join("slapd.conf"))
-            .args([
-                "-h",
-                &format!("ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"),
-                "-d",
-                "none",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("slapd runs (./scripts/test installs it)");
-        let s = Slapd {
-            dir,
-            child,
-            port,
-            ldaps_port,
-            ca_pem: ca.cert_pem,
-        };
-        wait("slapd to listen", Duration::from_secs(15), || {
-            (std::net::TcpStream::connect(("127.0.0.1", ldaps_port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-            .then_some(())
-        });
-        s
+        Slapd(drover_bench::env::Slapd::start().expect("slapd starts (./scripts/test installs it)"))
     }
 
     /// Change the directory as its root (an LDIF for `ldapmodify`).
     pub fn modify(&self, ldif: &str) {
-        let mut child = Command::new("ldapmodify")
-            .args([
-                "-x",
-                "-H",
-                &format!("ldap://127.0.0.1:{}", self.port),
-                "-D",
-                &format!("cn=admin,{BASE}"),
-                "-w",
-                "admin-password",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ldif.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "ldapmodify failed");
+        self.0.modify(ldif).unwrap();
     }
 }
 
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl std::ops::Deref for Slapd {
+    type Target = drover_bench::env::Slapd;
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// A running `oidc-provider`; ended on drop.

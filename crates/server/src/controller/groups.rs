@@ -4,7 +4,8 @@
 //! new groups, lost groups, or the user gone or disabled in the directory.
 //! The token checks and the revoker of open connections read that record,
 //! so access a group gave ends with the next request, and the downstream
-//! RBAC follows through the groups the proxy impersonates. An admin can
+//! RBAC follows through the groups the proxy impersonates. A user gone or
+//! disabled at their provider loses their tokens in the same transaction. An admin can
 //! refresh one user at once ([`refresh_user`]).
 //!
 //! An OIDC user is looked up with the refresh token their provider gave at
@@ -74,41 +75,51 @@ async fn refresh(
     membership: Membership,
     kv: &KeyValue,
 ) -> Result<Refreshed, ProviderError> {
-    let now = match providers
+    let (standing, mut ops) = match providers
         .refresh(user, &membership.provider, &membership.principal)
         .await
     {
-        Ok(Standing::Found(p)) => Some(p),
-        Ok(Standing::Gone) => None,
-        Ok(Standing::Unknown) | Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
+        Ok(found) => found,
+        Err(ProviderError::Disabled(_)) => return Ok(Refreshed::Skipped),
         Err(e) => return Err(e),
     };
-    let next = match &now {
-        Some(p) => Membership {
-            groups: p.groups.clone(),
-            disabled: false,
-            refreshed_at: meta::now_rfc3339(),
-            ..membership.clone()
-        },
-        None => Membership {
-            disabled: true,
-            refreshed_at: meta::now_rfc3339(),
-            ..membership.clone()
-        },
+    let now = match standing {
+        // An OIDC subject of another issuer is not this user.
+        Standing::Found(p) if membership.issuer.is_none() || p.issuer == membership.issuer => {
+            Some(p)
+        }
+        Standing::Found(_) | Standing::Gone => None,
+        Standing::Unknown => return Ok(Refreshed::Skipped),
+    };
+    let next = Membership {
+        groups: now
+            .as_ref()
+            .map_or_else(|| membership.groups.clone(), |p| p.groups.clone()),
+        disabled: now.is_none(),
+        refreshed_at: meta::now_rfc3339(),
+        ..membership.clone()
     };
     let outcome = if next.disabled && !membership.disabled {
         Refreshed::Disabled
-    } else if next.groups != membership.groups || next.disabled != membership.disabled {
+    } else if membership.differs(&next) {
         Refreshed::Groups
     } else {
         Refreshed::Unchanged
     };
-    // An unchanged user's record is left alone: no write, no revocation
-    // check.
     if outcome != Refreshed::Unchanged {
-        store
-            .txn(&[principals::write_membership(user, &next, Some(kv))])
-            .await?;
+        ops.push(principals::write_membership(user, &next, Some(kv)));
+    } else {
+        ops.push(drover_store::Op::live(kv));
+    }
+    // Gone at the provider: the user's tokens go too, so that a later
+    // login (when the provider vouches again) does not bring them back.
+    if outcome == Refreshed::Disabled {
+        ops.extend(drover_auth::token::revoke_all_ops(store, user).await?);
+    }
+    // One transaction: what the lookup used up (a rotated refresh token)
+    // with what it found.
+    store.txn(&ops).await?;
+    if outcome != Refreshed::Unchanged {
         tracing::info!(user, principal = %membership.principal, groups = next.groups.len(),
             disabled = next.disabled, "a provider user's standing changed");
     }

@@ -150,7 +150,13 @@ pub fn redact(v: &mut Value, secrets: bool) {
         Value::Object(map) => {
             // An operation of a JSON patch to a Secret: its value may be
             // anything of it, data or the last-applied annotation.
-            if secrets && map.contains_key("op") && map.contains_key("value") {
+            // So is one whose path names a secret-sounding field
+            // (`/spec/ldap/serviceAccountPassword`) of any object.
+            let secret_path = map.get("path").and_then(Value::as_str).is_some_and(|p| {
+                let lower = p.to_ascii_lowercase();
+                SECRET_KEYS.iter().any(|k| lower.contains(k))
+            });
+            if (secrets || secret_path) && map.contains_key("op") && map.contains_key("value") {
                 map.insert("value".into(), Value::String("[REDACTED]".into()));
             }
             let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -395,6 +401,13 @@ mod tests {
         assert_eq!(v["username"], "alice");
         assert_eq!(v["status"]["expiresAt"], "t");
         assert_eq!(v["items"][0]["metadata"]["name"], "s");
+
+        // A JSON patch setting a provider's secret, of any kind of object.
+        let mut patch = json!([{"op": "replace", "path": "/spec/ldap/serviceAccountPassword", "value": "hunter2"},
+                               {"op": "replace", "path": "/spec/ldap/servers/0", "value": "ldap.example.com"}]);
+        redact(&mut patch, false);
+        assert!(!patch.to_string().contains("hunter2"), "{patch}");
+        assert_eq!(patch[1]["value"], "ldap.example.com");
     }
 
     #[test]

@@ -231,6 +231,10 @@ struct OidcStart {
     /// UI's callback.
     #[serde(default)]
     redirect_uri: Option<String>,
+    /// The S256 challenge of a PKCE verifier the client keeps (and sends
+    /// with the login); absent: the server's own.
+    #[serde(default)]
+    code_challenge: Option<String>,
 }
 
 /// The web UI's OIDC callback, under the server's URL.
@@ -272,8 +276,15 @@ pub(crate) async fn oidc_start(State(state): State<Arc<AppState>>, req: Request)
                 .into_response()
         }
     };
-    match oidc.start(&state.store, &redirect).await {
+    match oidc
+        .start(&state.store, &redirect, body.code_challenge.as_deref())
+        .await
+    {
         Ok(started) => Json(started).into_response(),
+        Err(drover_auth::providers::ProviderError::Invalid) => ApiError::bad_request(
+            "codeChallenge must be an S256 challenge: 43 URL-safe base64 characters",
+        )
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot start an OIDC sign-in");
             ApiError::unavailable(

@@ -136,8 +136,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     // The web UI calls the API and the proxy above in process; its pages
     // are counted in the metrics under their own routes.
-    let ui = drover_ui::router(app.clone(), state.import.ca_checksum.clone())
-        .layer(axum::middleware::from_fn_with_state(state, metrics::track));
+    let ui = drover_ui::router(
+        app.clone(),
+        state.import.ca_checksum.clone(),
+        state.import.server_url.clone(),
+    )
+    .layer(axum::middleware::from_fn_with_state(state, metrics::track));
     app.merge(ui)
 }
 

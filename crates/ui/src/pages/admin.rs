@@ -392,7 +392,6 @@ pub(crate) async fn delete_token(
 pub(crate) async fn settings(
     State(ui): State<Arc<Ui>>,
     session: Session,
-    headers: axum::http::HeaderMap,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Markup, UiError> {
     let providers = if super::providers::may_configure(&ui, &session).await {
@@ -452,7 +451,7 @@ pub(crate) async fn settings(
                 (backups_section(&session, backups))
             }
             @if let Some(configs) = &providers {
-                (super::providers::section(&session, configs, &super::providers::host(&headers)))
+                (super::providers::section(&session, configs, &ui.server_url))
             }
             h2 { "Your account" }
             p { a href="/dashboard/password" { "Change your password" } }

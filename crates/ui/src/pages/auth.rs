@@ -27,7 +27,7 @@ const SESSION_SECONDS: u64 = 12 * 3600;
 const OIDC_COOKIE: &str = "__Host-drover-oidc";
 
 /// The providers people may sign in with, as the server says.
-async fn providers(ui: &Ui) -> Vec<String> {
+pub(crate) async fn providers(ui: &Ui) -> Vec<String> {
     match ui
         .api
         .call(Method::GET, "/v1-public/authproviders", "", None)

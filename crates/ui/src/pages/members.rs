@@ -51,15 +51,10 @@ pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str
         .items(&format!("{MGMT}/users"), &session.token)
         .await
         .ok();
-    let directory = ui
-        .api
-        .call(Method::GET, "/v1-public/authproviders", "", None)
+    let directory = super::auth::providers(ui)
         .await
-        .is_ok_and(|p| {
-            p["providers"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|n| n == "ldap" || n == "activedirectory"))
-        });
+        .iter()
+        .any(|n| n == "ldap" || n == "activedirectory");
     let roles: Vec<Value> = ui
         .api
         .items(&format!("{MGMT}/roletemplates"), &session.token)

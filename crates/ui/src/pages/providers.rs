@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use maud::{html, Markup};
@@ -36,7 +36,7 @@ pub(crate) async fn may_configure(ui: &Ui, session: &Session) -> bool {
 }
 
 /// The providers section of the settings page.
-pub(crate) fn section(session: &Session, configs: &[Value], host: &str) -> Markup {
+pub(crate) fn section(session: &Session, configs: &[Value], server_url: &str) -> Markup {
     let find = |name: &str| configs.iter().find(|c| s(c, "/metadata/name") == name);
     let directory = find("ldap").or_else(|| find("activedirectory"));
     let ldap = |field: &str| {
@@ -127,7 +127,7 @@ pub(crate) fn section(session: &Session, configs: &[Value], host: &str) -> Marku
             button type="submit" { "Save directory" }
         }
         h3 { "OIDC provider" }
-        p { "Register this redirect URI with the provider: " code #oidc-redirect { "https://" (host) "/dashboard/login/oidc/callback" } ". The CLI signs in through a loopback address (http://127.0.0.1:PORT/callback), which the provider must allow for the same client." }
+        p { "Register this redirect URI with the provider: " code #oidc-redirect { (server_url) "/dashboard/login/oidc/callback" } ". The CLI signs in through a loopback address (http://127.0.0.1:PORT/callback), which the provider must allow for the same client." }
         form #oidc-form method="post" action="/dashboard/settings/providers/oidc" {
             (view::csrf(session))
             div.field { label for="o-issuer" { "Issuer URL" } input #o-issuer name="issuer" type="url" required value=(oidc("issuer")) placeholder="https://login.example.com/realms/main"; }
@@ -142,21 +142,36 @@ pub(crate) fn section(session: &Session, configs: &[Value], host: &str) -> Marku
     }
 }
 
-/// The host the browser used, for the redirect URI to register.
-pub(crate) fn host(headers: &HeaderMap) -> String {
-    headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("DROVER-HOST")
-        .to_owned()
+/// The form's fields over the provider's settings: a field the form left
+/// empty (null) is cleared, except a secret, which is kept; fields the form
+/// does not show keep their values.
+fn merge(current: &mut Value, form: &Value) {
+    let (Some(current), Some(form)) = (current.as_object_mut(), form.as_object()) else {
+        return;
+    };
+    for (k, v) in form {
+        match v {
+            Value::Null if k == "serviceAccountPassword" || k == "clientSecret" => {}
+            Value::Null => {
+                current.remove(k);
+            }
+            Value::Object(_) if current.get(k).is_some_and(Value::is_object) => {
+                merge(current.get_mut(k).expect("checked"), v);
+            }
+            _ => {
+                current.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
-/// Create `name` with `spec`, or replace the spec of the one there.
+/// Create `name` with the form's `spec`, or set the form's fields on the
+/// one there.
 async fn save(ui: &Ui, session: &Session, name: &str, spec: Value) -> Result<(), UiError> {
     let path = format!("{MGMT}/authconfigs/{}", seg(name));
     match ui.api.get(&path, &session.token).await {
         Ok(mut current) => {
-            current["spec"] = spec;
+            merge(&mut current["spec"], &spec);
             ui.api
                 .call(Method::PUT, &path, &session.token, Some(&current))
                 .await?;
@@ -169,7 +184,7 @@ async fn save(ui: &Ui, session: &Session, name: &str, spec: Value) -> Result<(),
                     &session.token,
                     Some(
                         &json!({"apiVersion": "management.drover.io/v1", "kind": "AuthConfig",
-                        "metadata": {"name": name}, "spec": spec}),
+                        "metadata": {"name": name}, "spec": pruned(spec)}),
                     ),
                 )
                 .await?;
@@ -239,7 +254,7 @@ pub(crate) async fn save_directory(
             .parse::<u16>()
             .map_err(|_| UiError::BadRequest(format!("the port {p:?} is not a port number")))?),
     };
-    let spec = pruned(json!({
+    let spec = json!({
         "enabled": f.enabled.is_some(),
         "ldap": {
             "servers": f.servers.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
@@ -255,7 +270,7 @@ pub(crate) async fn save_directory(
             "groupSearchBase": optional(&f.group_search_base),
             "nestedGroupMembershipEnabled": f.nested.is_some(),
         }
-    }));
+    });
     save(&ui, &session, name, spec).await?;
     Ok(Redirect::to("/dashboard/settings?notice=provider-saved").into_response())
 }
@@ -282,7 +297,7 @@ pub(crate) async fn save_oidc(
     session: Session,
     Form(f): Form<OidcForm>,
 ) -> Result<Response, UiError> {
-    let spec = pruned(json!({
+    let spec = json!({
         "enabled": f.enabled.is_some(),
         "oidc": {
             "issuer": f.issuer.trim(),
@@ -292,7 +307,7 @@ pub(crate) async fn save_oidc(
             "usernameClaim": optional(&f.username_claim),
             "groupsClaim": optional(&f.groups_claim),
         }
-    }));
+    });
     save(&ui, &session, "oidc", spec).await?;
     Ok(Redirect::to("/dashboard/settings?notice=provider-saved").into_response())
 }
@@ -341,5 +356,26 @@ pub(crate) async fn search(
     {
         Ok(found) => Json(found).into_response(),
         Err(_) => Json(json!({"items": []})).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_sets_its_fields_and_keeps_the_rest() {
+        let mut current = json!({"enabled": true, "ldap": {"servers": ["a"], "userObjectClass": "person",
+                                  "userSearchFilter": "(x=y)", "serviceAccountDistinguishedName": "cn=sa"}});
+        merge(
+            &mut current,
+            &json!({"enabled": false, "ldap": {"servers": ["b"], "userSearchFilter": null,
+                                     "serviceAccountPassword": null}}),
+        );
+        assert_eq!(
+            current,
+            json!({"enabled": false, "ldap": {"servers": ["b"], "userObjectClass": "person",
+                                   "serviceAccountDistinguishedName": "cn=sa"}})
+        );
     }
 }
