@@ -927,8 +927,11 @@ async fn resolve_subject(client: &Client, kind: &str, given: &str) -> Result<Str
     if kind == "user" {
         match user_id(client, given).await {
             Ok(id) => return Ok(id),
-            Err(CliError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+            // Ambiguous: the caller must say which.
+            Err(e @ CliError::Usage(_)) => return Err(e),
+            // Not a local user, or users are not for this caller to list
+            // (a project owner): the directory may know the name.
+            Err(_) => {}
         }
     }
     let matches: Vec<Value> = match search_principals(client, given).await {

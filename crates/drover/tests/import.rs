@@ -54,11 +54,15 @@ fn import_proxy_and_status_end_to_end() {
         &m.server.url("/v1-public/connect"),
     );
     assert_eq!(code, 401);
-    assert!(
-        m.server.log().contains("agent connection refused")
-            && m.server.log().contains("source=\"127.0.0.1:"),
-        "{}",
-        m.server.log()
+    // The server's log reaches the test through a pipe: wait for the line.
+    wait(
+        "the refusal in the server's log",
+        Duration::from_secs(5),
+        || {
+            let log = m.server.log();
+            (log.contains("agent connection refused") && log.contains("source=\"127.0.0.1:"))
+                .then_some(())
+        },
     );
     assert!(
         cluster(&m, &admin, &imp.cluster)["status"].is_null(),
