@@ -20,17 +20,48 @@ use serde_json::Value;
 
 use crate::principals::PROVIDERS;
 
-/// The fields that say where a directory's service-account password goes.
-const LDAP_DESTINATION: &[&str] = &[
-    "servers",
-    "port",
-    "tls",
-    "starttls",
-    "certificate",
-    "serviceAccountDistinguishedName",
-];
-/// The fields that say where an OIDC client secret goes.
-const OIDC_DESTINATION: &[&str] = &["issuer", "clientId", "certificate"];
+/// Where a provider's secret is sent, as a comparable value: the directory's
+/// servers, port, TLS, CA and account, or the OIDC issuer, client and CA,
+/// with defaults filled in and PEM line endings and padding evened out.
+fn destination(parent: &str, obj: &Value) -> Value {
+    let pem = |v: Option<&String>| {
+        v.map(|p| p.replace("\r\n", "\n").trim().to_owned())
+            .filter(|p| !p.is_empty())
+    };
+    match parent {
+        "ldap" => {
+            let Ok(l) = serde_json::from_value::<api::LdapConfig>(obj["spec"]["ldap"].clone())
+            else {
+                return Value::Null;
+            };
+            if obj["spec"]["ldap"].is_null() {
+                return Value::Null;
+            }
+            serde_json::json!([
+                l.servers,
+                l.port.unwrap_or(if l.tls { 636 } else { 389 }),
+                l.tls,
+                l.starttls,
+                pem(l.certificate.as_ref()),
+                l.service_account_distinguished_name.trim(),
+            ])
+        }
+        _ => {
+            let Ok(o) = serde_json::from_value::<api::OidcConfig>(obj["spec"]["oidc"].clone())
+            else {
+                return Value::Null;
+            };
+            if obj["spec"]["oidc"].is_null() {
+                return Value::Null;
+            }
+            serde_json::json!([
+                o.issuer.trim_end_matches('/'),
+                o.client_id.trim(),
+                pem(o.certificate.as_ref()),
+            ])
+        }
+    }
+}
 
 /// The annotation `kubectl apply` keeps the applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -217,40 +248,57 @@ impl Strategy for AuthConfigs {
             // A kept secret goes only where it went before: pointing the
             // provider elsewhere needs the secret again, or whoever can edit
             // the object could have it sent to a server of theirs.
-            for (parent, secret, given_it, fields) in [
+            let (recorded, _) = read_secrets(&ctx.store, &name)
+                .await
+                .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+            let moved = |parent| destination(parent, new) != destination(parent, old);
+            for (parent, secret, kept, given_it) in [
                 (
                     "ldap",
                     "serviceAccountPassword",
+                    recorded.service_account_password.is_some(),
                     given.service_account_password.is_some(),
-                    LDAP_DESTINATION,
                 ),
                 (
                     "oidc",
                     "clientSecret",
+                    recorded.client_secret.is_some(),
                     given.client_secret.is_some(),
-                    OIDC_DESTINATION,
                 ),
             ] {
-                let moved = fields.iter().any(|f| {
-                    new.pointer(&format!("/spec/{parent}/{f}"))
-                        != old.pointer(&format!("/spec/{parent}/{f}"))
-                });
-                if moved && !given_it && old.pointer(&format!("/spec/{parent}")).is_some() {
+                if kept && !given_it && moved(parent) {
                     return Err(ApiError::invalid(
                         "AuthConfig",
                         api::GROUP,
                         &name,
                         &[FieldError::required(
                             format!("spec.{parent}.{secret}"),
-                            format!(
-                                "give it again when changing {}: it is sent there",
-                                fields.join(", ")
-                            ),
+                            "give it again when the provider moves (servers, port, TLS, CA, account, issuer or client): it is sent there",
                         )],
                     ));
                 }
             }
-            Self::secret_ops(ctx, &name, given, false).await
+            let mut ops = Vec::new();
+            // Refresh tokens were issued by the old provider, to the old
+            // client: they go to no other.
+            if moved("oidc") {
+                let tokens = ctx
+                    .store
+                    .list(&drover_store::ListOptions {
+                        prefix: crate::providers::oidc::REFRESH_TOKENS.to_owned(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+                ops.extend(
+                    tokens
+                        .items
+                        .iter()
+                        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision)),
+                );
+            }
+            ops.extend(Self::secret_ops(ctx, &name, given, false).await?);
+            Ok(ops)
         })
     }
 

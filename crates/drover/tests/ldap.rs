@@ -264,8 +264,30 @@ fn directory_users_log_in_and_their_groups_grant_access() {
         },
     );
 
+    // A watch open through the proxy on that access.
+    let (code, _, err) = kubectl(
+        &m,
+        &admin_kc,
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut watch = Proc::spawn(kubectl_cmd(
+        &ukc,
+        &m.dir.path().join("u1-cache"),
+        &["get", "configmaps", "-n", "team", "-w"],
+    ));
+    watch.wait_for("settings", Duration::from_secs(15));
+
     // Out of the group in the directory: the access ends within the
-    // refresh interval, for the token already issued.
+    // refresh interval, for the token already issued, and so does the
+    // open watch.
     ldap.modify(&format!(
         "dn: cn=devs,{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid=user0001,ou=people,dc=example,dc=org\n"
     ));
@@ -276,6 +298,10 @@ fn directory_users_log_in_and_their_groups_grant_access() {
             let (code, _, err) = kubectl(&m, &ukc, &["get", "pods", "-n", "team"]);
             (code != 0 && err.to_lowercase().contains("forbidden")).then_some(())
         },
+    );
+    watch.ends_within(
+        "a watch that relied on the lost group",
+        Duration::from_secs(30),
     );
     let groups = whoami_groups(&m, &u1, "u1");
     assert!(
@@ -300,6 +326,49 @@ fn directory_users_log_in_and_their_groups_grant_access() {
         "a password reached the audit log"
     );
     assert!(!m.server.log().contains(READONLY_PASSWORD));
+
+    // The CLI signs a directory user in.
+    let u2cfg = m.dir.path().join("user0002-cli.yaml");
+    let (code, out, err) = cli(
+        &u2cfg,
+        &[
+            "login",
+            &url,
+            "--cacert",
+            &ca,
+            "-u",
+            "user0002",
+            "--provider",
+            "ldap",
+            "--password-stdin",
+        ],
+        Some(USER_PASSWORD),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("as user0002"), "{out}");
+    let (code, out, err) = cli(&u2cfg, &["whoami", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ldap_group://cn=devs"), "{out}");
+
+    // Groups read from the user's memberOf (Active Directory's way), the
+    // nested ones through the groups' member.
+    let (code, body) = m.http(
+        "PATCH",
+        &format!("{MGMT}/authconfigs/ldap"),
+        Some(&admin),
+        Some(&json!({"spec": {"ldap": {"groupMemberMappingAttribute": "memberOf"}}})),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ldap_login(&m, "user0002", USER_PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    let groups = whoami_groups(&m, body["token"].as_str().unwrap(), "u2-memberof");
+    for g in ["devs", "platform", "engineering"] {
+        assert!(
+            groups.contains(&format!("ldap_group://cn={g},{GROUPS}")),
+            "{g}: {groups:?}"
+        );
+    }
 
     // StartTLS on the plain port works as well.
     let (code, body) = m.http(

@@ -51,6 +51,7 @@ fn internal_v6(ip: Ipv6Addr) -> bool {
         // address inside decides; 6to4 (2002::/16) carries one too.
         || (s[..6] == [0; 6] && embedded(s[6], s[7]))
         || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(s[6], s[7]))
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
         || (s[0] == 0x2002 && embedded(s[1], s[2]))
 }
 
@@ -111,6 +112,7 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:a00:1::1",
             "fec0::1",
+            "64:ff9b:1::a00:1",
             "198.18.0.1",
             "240.0.0.1",
         ] {

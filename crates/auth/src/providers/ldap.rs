@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_core::api::LdapConfig;
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
 
 use super::ProviderError;
@@ -31,6 +32,8 @@ use crate::principals::{self, Principal};
 const POOL_SIZE: usize = 8;
 /// Groups asked about per nested-group search.
 const NESTED_BATCH: usize = 50;
+/// Entries per page of an unlimited search.
+const PAGE: i32 = 500;
 /// Most entries a people search returns.
 const SEARCH_LIMIT: i32 = 20;
 
@@ -247,6 +250,11 @@ impl Directory {
         }
     }
 
+    /// Search; `limit` > 0 asks for at most that many (what fits is
+    /// enough: a user, a picker's page). Without a limit every entry is
+    /// read, a page of 500 at a time (RFC 2696), so that no server limit
+    /// cuts a list of groups short; a list cut short anyway is an error,
+    /// not fewer groups.
     async fn search(
         &self,
         ldap: &mut Ldap,
@@ -256,28 +264,40 @@ impl Directory {
         attrs: Vec<&str>,
         limit: i32,
     ) -> Result<Vec<SearchEntry>, ProviderError> {
-        let mut op = ldap.with_timeout(self.timeout());
-        if limit > 0 {
-            op = op.with_search_options(ldap3::SearchOptions::new().sizelimit(limit));
-        }
-        let result = op
-            .search(base, scope, filter, attrs)
-            .await
-            .map_err(ProviderError::unavailable)?;
+        let (entries, result) = if limit > 0 {
+            let found = ldap
+                .with_timeout(self.timeout())
+                .with_search_options(ldap3::SearchOptions::new().sizelimit(limit))
+                .search(base, scope, filter, attrs)
+                .await
+                .map_err(ProviderError::unavailable)?;
+            (found.0, found.1)
+        } else {
+            let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
+                Box::new(EntriesOnly::new()),
+                Box::new(PagedResults::new(PAGE)),
+            ];
+            let mut stream = ldap
+                .with_timeout(self.timeout())
+                .streaming_search_with(adapters, base, scope, filter, attrs)
+                .await
+                .map_err(ProviderError::unavailable)?;
+            let mut entries = Vec::new();
+            while let Some(entry) = stream.next().await.map_err(ProviderError::unavailable)? {
+                entries.push(entry);
+            }
+            (entries, stream.finish().await)
+        };
         // noSuchObject: the base (or the user) is not there.
-        if result.1.rc == 32 {
+        if result.rc == 32 {
             return Ok(Vec::new());
         }
-        // sizeLimitExceeded returns what fits: enough for a search that
-        // asked for a few (a user, a picker's page), but a list of groups
-        // cut short by the directory would take groups away unseen.
-        if result.1.rc != 0 && !(result.1.rc == 4 && limit > 0) {
+        if result.rc != 0 && !(result.rc == 4 && limit > 0) {
             return Err(ProviderError::unavailable(format!(
-                "search failed: {}",
-                result.1
+                "search failed: {result}"
             )));
         }
-        Ok(result.0.into_iter().map(SearchEntry::construct).collect())
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
     }
 
     fn user_attrs(&self) -> Vec<&str> {

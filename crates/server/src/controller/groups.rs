@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use drover_auth::principals::{self, Membership};
 use drover_auth::providers::{ProviderError, Providers, Standing};
 use drover_core::{api, keys, meta};
-use drover_store::{KeyValue, ListOptions, Store};
+use drover_store::{ListOptions, Store};
 use serde_json::Value;
 
 use super::{Action, Ctx};
@@ -40,11 +40,11 @@ pub enum Refreshed {
 pub async fn refresh_all(ctx: &Ctx) -> Result<Action, ProviderError> {
     let holders = token_holders(&ctx.store).await?;
     let mut changed = 0;
-    for (user, membership, kv) in principals::all_memberships(&ctx.store).await? {
+    for (user, membership, _) in principals::all_memberships(&ctx.store).await? {
         if !holders.contains(&user) {
             continue;
         }
-        match refresh(&ctx.store, &ctx.providers, &user, membership, &kv).await {
+        match refresh(&ctx.store, &ctx.providers, &user, membership).await {
             Ok(Refreshed::Groups | Refreshed::Disabled) => changed += 1,
             Ok(_) => {}
             Err(e) => tracing::warn!(user = %user, error = %e, "cannot refresh a user's groups"),
@@ -62,10 +62,10 @@ pub async fn refresh_user(
     providers: &Providers,
     user: &str,
 ) -> Result<Refreshed, ProviderError> {
-    let Some((membership, kv)) = principals::membership(store, user).await? else {
+    let Some((membership, _)) = principals::membership(store, user).await? else {
         return Ok(Refreshed::Skipped);
     };
-    refresh(store, providers, user, membership, &kv).await
+    refresh(store, providers, user, membership).await
 }
 
 async fn refresh(
@@ -73,9 +73,8 @@ async fn refresh(
     providers: &Providers,
     user: &str,
     membership: Membership,
-    kv: &KeyValue,
 ) -> Result<Refreshed, ProviderError> {
-    let (standing, mut ops) = match providers
+    let (standing, used_up) = match providers
         .refresh(user, &membership.provider, &membership.principal)
         .await
     {
@@ -91,36 +90,53 @@ async fn refresh(
         Standing::Found(_) | Standing::Gone => None,
         Standing::Unknown => return Ok(Refreshed::Skipped),
     };
+    // The record as it is now: a login may have written it while the
+    // provider was asked.
+    let Some((current, kv)) = principals::membership(store, user).await? else {
+        return Ok(Refreshed::Skipped);
+    };
     let next = Membership {
         groups: now
             .as_ref()
-            .map_or_else(|| membership.groups.clone(), |p| p.groups.clone()),
+            .map_or_else(|| current.groups.clone(), |p| p.groups.clone()),
         disabled: now.is_none(),
         refreshed_at: meta::now_rfc3339(),
-        ..membership.clone()
+        ..current.clone()
     };
-    let outcome = if next.disabled && !membership.disabled {
+    let outcome = if next.disabled && !current.disabled {
         Refreshed::Disabled
-    } else if membership.differs(&next) {
+    } else if current.differs(&next) {
         Refreshed::Groups
     } else {
         Refreshed::Unchanged
     };
-    if outcome != Refreshed::Unchanged {
-        ops.push(principals::write_membership(user, &next, Some(kv)));
+    let mut ops = used_up.clone();
+    ops.push(if outcome == Refreshed::Unchanged {
+        drover_store::Op::live(&kv)
     } else {
-        ops.push(drover_store::Op::live(kv));
-    }
+        principals::write_membership(user, &next, Some(&kv))
+    });
     // Gone at the provider: the user's tokens go too, so that a later
     // login (when the provider vouches again) does not bring them back.
     if outcome == Refreshed::Disabled {
         ops.extend(drover_auth::token::revoke_all_ops(store, user).await?);
     }
     // One transaction: what the lookup used up (a rotated refresh token)
-    // with what it found.
-    store.txn(&ops).await?;
+    // with what it found. If the record changed meanwhile (a login), what
+    // the login wrote stands, but a rotated token must still be kept: the
+    // provider has retired the old one.
+    match store.txn(&ops).await {
+        Ok(_) => {}
+        Err(e) if principals::raced(&e) => {
+            if !used_up.is_empty() {
+                let _ = store.txn(&used_up).await;
+            }
+            return Ok(Refreshed::Unchanged);
+        }
+        Err(e) => return Err(e.into()),
+    }
     if outcome != Refreshed::Unchanged {
-        tracing::info!(user, principal = %membership.principal, groups = next.groups.len(),
+        tracing::info!(user, principal = %current.principal, groups = next.groups.len(),
             disabled = next.disabled, "a provider user's standing changed");
     }
     Ok(outcome)

@@ -159,6 +159,19 @@ pub fn redact(v: &mut Value, secrets: bool) {
             if (secrets || secret_path) && map.contains_key("op") && map.contains_key("value") {
                 map.insert("value".into(), Value::String("[REDACTED]".into()));
             }
+            // One that sets kubectl's last-applied annotation: the object
+            // in it is redacted as the annotation itself would be.
+            let applied_path = map
+                .get("path")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.ends_with("kubectl.kubernetes.io~1last-applied-configuration"));
+            if applied_path && map.contains_key("op") {
+                if let Some(value) = map.get_mut("value") {
+                    let mut annotations = json!({ LAST_APPLIED: value.take() });
+                    redact_annotations(&mut annotations, secrets);
+                    *value = annotations[LAST_APPLIED].take();
+                }
+            }
             let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
             let is_secret = secrets || kind == "Secret";
             let items_are_secrets = secrets || kind == "SecretList";
@@ -408,6 +421,14 @@ mod tests {
         redact(&mut patch, false);
         assert!(!patch.to_string().contains("hunter2"), "{patch}");
         assert_eq!(patch[1]["value"], "ldap.example.com");
+        let applied =
+            json!({"spec": {"ldap": {"serviceAccountPassword": "hunter2", "servers": ["x"]}}})
+                .to_string();
+        let mut patch = json!([{"op": "replace",
+            "path": "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration", "value": applied}]);
+        redact(&mut patch, false);
+        assert!(!patch.to_string().contains("hunter2"), "{patch}");
+        assert!(patch.to_string().contains("servers"), "{patch}");
     }
 
     #[test]
