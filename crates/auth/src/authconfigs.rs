@@ -282,20 +282,7 @@ impl Strategy for AuthConfigs {
             // Refresh tokens were issued by the old provider, to the old
             // client: they go to no other.
             if moved("oidc") {
-                let tokens = ctx
-                    .store
-                    .list(&drover_store::ListOptions {
-                        prefix: crate::providers::oidc::REFRESH_TOKENS.to_owned(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
-                ops.extend(
-                    tokens
-                        .items
-                        .iter()
-                        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision)),
-                );
+                ops.extend(refresh_token_deletes(ctx).await?);
             }
             ops.extend(Self::secret_ops(ctx, &name, given, false).await?);
             Ok(ops)
@@ -319,24 +306,29 @@ impl Strategy for AuthConfigs {
                 .into_iter()
                 .collect();
             if name == "oidc" {
-                let tokens = ctx
-                    .store
-                    .list(&drover_store::ListOptions {
-                        prefix: crate::providers::oidc::REFRESH_TOKENS.to_owned(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
-                ops.extend(
-                    tokens
-                        .items
-                        .iter()
-                        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision)),
-                );
+                ops.extend(refresh_token_deletes(ctx).await?);
             }
             Ok(ops)
         })
     }
+}
+
+/// The deletes of every OIDC user's refresh token (for an OIDC provider
+/// deleted or moved: the tokens go to no other).
+async fn refresh_token_deletes(ctx: &Context) -> Result<Vec<Op>, ApiError> {
+    let tokens = ctx
+        .store
+        .list(&drover_store::ListOptions {
+            prefix: crate::providers::oidc::REFRESH_TOKENS.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+    Ok(tokens
+        .items
+        .iter()
+        .map(|kv| Op::delete(kv.key.clone(), kv.mod_revision))
+        .collect())
 }
 
 /// The checks of a provider's spec beyond its schema.

@@ -80,6 +80,30 @@ fn cli_login(m: &Mgmt, name: &str, user: &str, password: &str) -> (std::path::Pa
     (config, login.log())
 }
 
+/// A sign-in started through the API and completed in chromium as `user`:
+/// the query (code, state) the provider redirected back with.
+fn code_and_state(
+    m: &Mgmt,
+    start: Value,
+    user: &str,
+    password: &str,
+) -> std::collections::HashMap<String, String> {
+    let (code, started) = m.http("POST", "/v1-public/oidc/start", None, Some(&start), &[]);
+    assert_eq!(code, 200, "{started}");
+    let (code, landed, err) = directory::sso(
+        "authorize",
+        started["url"].as_str().unwrap(),
+        user,
+        password,
+    );
+    assert_eq!(code, 0, "{err}");
+    url::Url::parse(&landed)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
 #[test]
 fn oidc_users_sign_in_through_the_provider() {
     if !directory::browser_ready() {
@@ -158,26 +182,12 @@ fn oidc_users_sign_in_through_the_provider() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(sha2::Sha256::digest(verifier.as_bytes()))
     };
-    let (code, started) = m.http(
-        "POST",
-        "/v1-public/oidc/start",
-        None,
-        Some(&json!({"redirectUri": "http://127.0.0.1:9/callback", "codeChallenge": challenge})),
-        &[],
-    );
-    assert_eq!(code, 200, "{started}");
-    let (code, landed, err) = directory::sso(
-        "authorize",
-        started["url"].as_str().unwrap(),
+    let q = code_and_state(
+        &m,
+        json!({"redirectUri": "http://127.0.0.1:9/callback", "codeChallenge": challenge}),
         "bob",
         "bob-password",
     );
-    assert_eq!(code, 0, "{err}");
-    let q: std::collections::HashMap<String, String> = url::Url::parse(&landed)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect();
     for wrong in [None, Some("not-the-verifier-of-this-sign-in-0123456789")] {
         let mut body = json!({"provider": "oidc", "code": q["code"], "state": q["state"]});
         if let Some(v) = wrong {
@@ -188,26 +198,12 @@ fn oidc_users_sign_in_through_the_provider() {
     }
 
     // A code and state are good once; a made-up state is refused.
-    let (code, started) = m.http(
-        "POST",
-        "/v1-public/oidc/start",
-        None,
-        Some(&json!({"redirectUri": "http://127.0.0.1:9/callback"})),
-        &[],
-    );
-    assert_eq!(code, 200, "{started}");
-    let (code, landed, err) = directory::sso(
-        "authorize",
-        started["url"].as_str().unwrap(),
+    let q = code_and_state(
+        &m,
+        json!({"redirectUri": "http://127.0.0.1:9/callback"}),
         "alice",
         "alice-password",
     );
-    assert_eq!(code, 0, "{err}");
-    let q: std::collections::HashMap<String, String> = url::Url::parse(&landed)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect();
     let body = json!({"provider": "oidc", "code": q["code"], "state": q["state"]});
     let (code, first) = m.http("POST", "/v1-public/login", None, Some(&body), &[]);
     assert_eq!(code, 200, "{first}");
