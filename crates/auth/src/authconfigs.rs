@@ -7,8 +7,8 @@
 //! stores the object without it (a `kubectl apply` annotation included), so
 //! no read, list, watch or log ever shows it. A write without it keeps the
 //! one recorded — unless it changes where the secret would be sent (the
-//! servers, port, TLS, account, issuer or client), which needs the secret
-//! again. The record goes with the object, and with an OIDC provider its
+//! servers, port, TLS, CA, account, issuer or client), which needs the
+//! secret again. The record goes with the object, and with an OIDC provider its
 //! users' refresh tokens.
 
 use drover_apiserver::{ApiError, Column, Context, FieldError, Prepared, Strategy};

@@ -1,4 +1,5 @@
-//! Clusters, projects, namespaces, members, users and tokens. Lists print
+//! Clusters, projects, namespaces, members (with directory search), users,
+//! sign-in providers and tokens. Lists print
 //! the server's own table columns (as `kubectl get` does); `-o json|yaml`
 //! prints the objects.
 
@@ -672,7 +673,7 @@ pub enum UsersCommand {
         /// The login name.
         username: String,
     },
-    /// Read a directory user's groups from their directory now, rather
+    /// Read a provider user's groups from their provider now, rather
     /// than at the next scheduled refresh.
     ///
     /// Example: drover users refresh-groups user0001

@@ -243,6 +243,11 @@ fn oidc_users_sign_in_through_the_provider() {
         "no OIDC login in the audit log"
     );
     assert!(!audit.contains(SECRET) && !m.server.log().contains(SECRET));
+    assert!(
+        !audit.contains(q["code"].as_str())
+            && !audit.contains("not-the-verifier-of-this-sign-in-0123456789"),
+        "an OIDC code or verifier reached the audit log"
+    );
 
     // Disabled: its users' tokens answer 401 at once.
     let alice_token = first["token"].as_str().unwrap();

@@ -105,7 +105,7 @@ pub struct ServerArgs {
     /// be loopback or private ones; refused by default.
     #[arg(long, env = "DROVER_ALLOW_PRIVATE_OUTBOUND")]
     pub allow_private_outbound: bool,
-    /// How often directory users' groups are read again, in seconds.
+    /// How often provider users' groups are read again, in seconds.
     #[arg(long, env = "DROVER_GROUP_REFRESH_SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub group_refresh_seconds: u64,

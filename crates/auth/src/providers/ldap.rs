@@ -252,8 +252,9 @@ impl Directory {
 
     /// Search; `limit` > 0 asks for at most that many (what fits is
     /// enough: a user, a picker's page). Without a limit every entry is
-    /// read, a page of 500 at a time (RFC 2696), so that no server limit
-    /// cuts a list of groups short; a list cut short anyway is an error,
+    /// read, a page of 500 at a time (RFC 2696), which keeps each answer
+    /// under the usual per-request limits (a directory's total limit for
+    /// the service account still applies); a list cut short is an error,
     /// not fewer groups.
     async fn search(
         &self,

@@ -36,7 +36,7 @@ pub enum Refreshed {
     Skipped,
 }
 
-/// Refresh every directory user who holds a token.
+/// Refresh every provider user who holds a token.
 pub async fn refresh_all(ctx: &Ctx) -> Result<Action, ProviderError> {
     let holders = token_holders(&ctx.store).await?;
     let mut changed = 0;

@@ -1,8 +1,11 @@
 //! The audit log: one JSON line per request to `--audit-log`, by level as in
 //! Rancher — 0 off; 1 metadata (time, user, groups, verb, path, status,
 //! latency, source address, request id); 2 adds the request body; 3 adds the
-//! response body. Passwords, token secrets and the `data` of Secrets are
-//! redacted at every level; headers (so `Authorization`) are never logged.
+//! response body. Values under keys containing a secret-sounding word
+//! (passwords, tokens, secrets, keys, credentials, PKCE verifiers), an OIDC
+//! login's code and state, and the `data` of Secrets are redacted at every
+//! level; of the headers only `User-Agent` is logged (never
+//! `Authorization`).
 //! Streams (watches, logs) are logged without their bodies. The file is
 //! rotated by size, keeping a few old files.
 
@@ -37,7 +40,12 @@ const SECRET_KEYS: &[&str] = &[
     "manifesturl",
     "command",
     "credential",
+    "verifier",
 ];
+
+/// Fields of a login body that are one-use credentials of an OIDC sign-in,
+/// redacted besides [`SECRET_KEYS`].
+const LOGIN_SECRETS: &[&str] = &["code", "state"];
 
 /// The request URI as logged: the registration token in an import manifest
 /// URL is a secret.
@@ -308,7 +316,17 @@ pub(crate) async fn record(
                 return drover_apiserver::ApiError::too_large(MAX_LOGGED_BODY).into_response()
             }
         };
-        request_body = Some(body_for_log(&bytes, secrets));
+        let mut body = body_for_log(&bytes, secrets);
+        if uri == "/v1-public/login" {
+            if let Some(m) = body.as_object_mut() {
+                for k in LOGIN_SECRETS {
+                    if m.contains_key(*k) {
+                        m.insert((*k).to_owned(), Value::String("[REDACTED]".into()));
+                    }
+                }
+            }
+        }
+        request_body = Some(body);
         req = Request::from_parts(parts, Body::from(bytes));
     }
     let mut response = next.run(req).await;

@@ -1,6 +1,9 @@
 //! Authentication at the HTTP edge: the bearer-token middleware that turns
 //! `Authorization: Bearer token-xxxxx:SECRET` into the caller's identity,
-//! `POST /v1-public/login`, and `POST …/users/{name}/password`.
+//! `POST /v1-public/login`, `POST …/users/{name}/password`, and the
+//! sign-in providers' endpoints: `GET /v1-public/authproviders`, `POST
+//! /v1-public/oidc/start`, `GET /v1/principals` (directory search) and
+//! `POST …/users/{name}/refreshgroups`.
 
 use std::sync::Arc;
 
@@ -315,7 +318,7 @@ pub(crate) async fn search_principals(
 }
 
 /// `POST …/users/{name}/refreshgroups`: read a provider user's groups from
-/// their directory now (needs `update` on `users/refreshgroups`).
+/// their provider now (needs `update` on `users/refreshgroups`).
 pub(crate) async fn refresh_groups(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

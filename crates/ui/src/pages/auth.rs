@@ -1,5 +1,6 @@
-//! Signing in and out, and changing one's password (forced when the account
-//! must change it).
+//! Signing in and out — with a local or directory account, or through the
+//! OIDC provider's page (start and callback) — and changing one's password
+//! (forced when the account must change it).
 
 use std::sync::Arc;
 

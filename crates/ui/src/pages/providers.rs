@@ -2,7 +2,8 @@
 //! change them: admins): each provider with its state and an enable or
 //! disable button, and forms for a directory (LDAP or Active Directory)
 //! and an OIDC provider. Secrets are write-only: their fields are always
-//! empty, and left empty they keep what the server has. Also the directory
+//! empty, and left empty they keep what the server has (unless the form
+//! moves the provider, when the server wants the secret again). Also the directory
 //! search the member pickers call as people type.
 
 use std::sync::Arc;
