@@ -330,20 +330,12 @@ impl Login {
     ) -> Result<LoggedIn, LoginError> {
         let store_err = |e: AuthError| LoginError::Store(e);
         for _ in 0..3 {
-            let (user, mut ops) = principals::user_for_login(&self.store, &principal)
+            let Some((user, mut ops)) = principals::user_for_login(&self.store, &principal)
                 .await
-                .map_err(store_err)?;
-            if let Some(kv) = self
-                .store
-                .get(&user_key(&user))
-                .await
-                .map_err(|e| store_err(e.into()))?
-            {
-                let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                if obj.pointer("/spec/enabled") == Some(&Value::Bool(false)) {
-                    return Err(LoginError::Invalid);
-                }
-            }
+                .map_err(store_err)?
+            else {
+                return Err(LoginError::Invalid);
+            };
             let current = principals::membership(&self.store, &user)
                 .await
                 .map_err(store_err)?;

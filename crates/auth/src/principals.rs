@@ -207,15 +207,19 @@ pub async fn new_user_ops(
 
 /// The User for a principal that just logged in: the linked one (its
 /// display name kept current), or a new one. Returns the user's name and
-/// the steps to commit with the login's token.
+/// the steps to commit with the login's token (which hold only while the
+/// User is as read); `None` when an admin disabled the linked User.
 pub async fn user_for_login(
     store: &Store,
     principal: &Principal,
-) -> Result<(String, Vec<Op>), AuthError> {
+) -> Result<Option<(String, Vec<Op>)>, AuthError> {
     let Some(kv) = linked_user(store, &principal.id).await? else {
-        return new_user_ops(store, principal).await;
+        return new_user_ops(store, principal).await.map(Some);
     };
     let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    if obj.pointer("/spec/enabled") == Some(&Value::Bool(false)) {
+        return Ok(None);
+    }
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -228,12 +232,12 @@ pub async fn user_for_login(
         obj["spec"]["displayName"] = json!(d);
     }
     if obj != before {
-        return Ok((
+        return Ok(Some((
             name,
             vec![Op::update(kv.key.clone(), obj.to_string(), kv.mod_revision)],
-        ));
+        )));
     }
-    Ok((name, vec![Op::live(&kv)]))
+    Ok(Some((name, vec![Op::live(&kv)])))
 }
 
 /// A fresh membership for a principal found just now.
@@ -249,9 +253,7 @@ pub fn found(principal: &Principal) -> Membership {
 }
 
 /// Every provider user's membership, with the user's name.
-pub async fn all_memberships(
-    store: &Store,
-) -> Result<Vec<(String, Membership, KeyValue)>, AuthError> {
+pub async fn all_memberships(store: &Store) -> Result<Vec<(String, Membership)>, AuthError> {
     let list = store
         .list(&ListOptions {
             prefix: MEMBERSHIPS.to_owned(),
@@ -264,7 +266,7 @@ pub async fn all_memberships(
         .filter_map(|kv| {
             let user = kv.key.strip_prefix(MEMBERSHIPS)?.to_owned();
             let m: Membership = serde_json::from_slice(&kv.value).ok()?;
-            Some((user, m, kv))
+            Some((user, m))
         })
         .collect())
 }

@@ -40,7 +40,7 @@ pub enum Refreshed {
 pub async fn refresh_all(ctx: &Ctx) -> Result<Action, ProviderError> {
     let holders = token_holders(&ctx.store).await?;
     let mut changed = 0;
-    for (user, membership, _) in principals::all_memberships(&ctx.store).await? {
+    for (user, membership) in principals::all_memberships(&ctx.store).await? {
         if !holders.contains(&user) {
             continue;
         }
