@@ -99,12 +99,45 @@ pub fn generate_ca(days: i64) -> Result<CertPair, rcgen::Error> {
     })
 }
 
+/// A cross-certificate: `new` CA's name and key, signed by the `old` CA,
+/// valid until `not_after` (but not beyond either CA). Served after the
+/// serving certificate, it lets clients that trust only `old` verify
+/// certificates `new` issues.
+pub fn cross_sign(
+    old: &CertPair,
+    new: &CertPair,
+    not_after: OffsetDateTime,
+) -> Result<String, rcgen::Error> {
+    let old_key = KeyPair::from_pem(&old.key_pem)?;
+    let old_cn = old.names.first().map(String::as_str).unwrap_or("drover-ca");
+    let old_not_after =
+        OffsetDateTime::from_unix_timestamp(old.not_after).unwrap_or_else(|_| now());
+    let issuer = Issuer::new(ca_params(old_cn, old_not_after), old_key);
+    let new_key = KeyPair::from_pem(&new.key_pem)?;
+    let new_cn = new.names.first().map(String::as_str).unwrap_or("drover-ca");
+    let new_not_after =
+        OffsetDateTime::from_unix_timestamp(new.not_after).unwrap_or_else(|_| now());
+    let mut params = ca_params(new_cn, not_after.min(old_not_after).min(new_not_after));
+    params.use_authority_key_identifier_extension = true;
+    Ok(params.signed_by(&new_key, &issuer)?.pem())
+}
+
 /// A serving certificate for `names` (DNS names or IPs) signed by `ca`,
 /// valid for `days` (but not beyond the CA).
 pub fn generate_serving(
     ca: &CertPair,
     names: &[String],
     days: i64,
+) -> Result<CertPair, rcgen::Error> {
+    generate_serving_for(ca, names, Duration::days(days))
+}
+
+/// A serving certificate for `names` signed by `ca`, valid for `lifetime`
+/// from now (but not beyond the CA).
+pub fn generate_serving_for(
+    ca: &CertPair,
+    names: &[String],
+    lifetime: Duration,
 ) -> Result<CertPair, rcgen::Error> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let ca_cn = ca.names.first().map(String::as_str).unwrap_or("drover-ca");
@@ -122,8 +155,8 @@ pub fn generate_serving(
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now() - Duration::hours(1);
-    let not_after = (now() + Duration::days(days)).min(ca_not_after);
+    params.not_before = now() - Duration::minutes(5);
+    let not_after = (now() + lifetime).min(ca_not_after);
     params.not_after = not_after;
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
@@ -173,6 +206,95 @@ pub fn generate_peer(
         names: names.to_vec(),
         not_after: not_after.unix_timestamp(),
     })
+}
+
+/// What a certificate says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Its subject's common name, or the whole subject.
+    pub subject: String,
+    /// Its issuer's common name, or the whole issuer.
+    pub issuer: String,
+    /// Its DNS names and IP addresses.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Serial number, hex.
+    pub serial: String,
+}
+
+/// Read the first certificate of a PEM text.
+pub fn inspect(pem: &str) -> Result<CertInfo, String> {
+    let der = parse_certs(pem)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let cn = |name: &x509_parser::x509::X509Name<'_>| {
+        name.iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| name.to_string())
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => names.push(
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).expect("4 bytes"))
+                            .to_string(),
+                    ),
+                    16 => names.push(
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).expect("16 bytes"))
+                            .to_string(),
+                    ),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(CertInfo {
+        subject: cn(cert.subject()),
+        issuer: cn(cert.issuer()),
+        names,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        serial: cert.raw_serial_as_string().replace(':', ""),
+    })
+}
+
+/// A certificate chain and key ready for rustls' certificate resolver
+/// (checks that the key belongs to the first certificate).
+pub fn certified_key(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let chain = parse_certs(chain_pem)?;
+    let key = parse_key(key_pem)?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("the key does not fit the certificate: {e}"))?;
+    Ok(Arc::new(certified))
+}
+
+/// A rustls server configuration that asks `resolver` for the certificate
+/// at every handshake, so that a renewed one is served at once.
+pub fn resolving_server_config(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, String> {

@@ -1,4 +1,5 @@
-//! The accept loop: TLS handshakes with a deadline, HTTP/1.1 and HTTP/2 with
+//! The accept loop: TLS handshakes with a deadline (or plain HTTP behind a
+//! balancer that terminates TLS), HTTP/1.1 and HTTP/2 with
 //! upgrades, a cap on open connections, and graceful shutdown — stop
 //! accepting, let in-flight requests finish within the grace period, then
 //! drop whatever is left.
@@ -49,7 +50,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    serve_with(listener, Some(TlsAcceptor::from(tls)), app, shutdown, grace).await
+}
+
+/// Serve `app` over plain HTTP on `listener` until `shutdown` resolves:
+/// for a load balancer that terminates TLS in front.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
+    serve_with(listener, None, app, shutdown, grace).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -93,6 +114,13 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req| answer(app.clone(), peer, req));
         connections.spawn(async move {
             let _slot = slot;
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
