@@ -27,6 +27,10 @@ pub struct Identity {
     pub cluster_scope: Option<String>,
     /// The user must change their password first.
     pub must_change_password: bool,
+    /// When the token was made, if known.
+    pub issued_at: Option<SystemTime>,
+    /// Whether the token was made for a downloaded kubeconfig.
+    pub for_kubeconfig: bool,
 }
 
 /// Why a token was refused (all answer 401; the reason is for the log).
@@ -83,9 +87,18 @@ async fn verify(
         return Ok(Err(Refusal::Unknown));
     }
     // Deleting the Token object revokes it at once.
-    if store.get(&token::object_key(name)).await?.is_none() {
+    let Some(object) = store.get(&token::object_key(name)).await? else {
         return Ok(Err(Refusal::Unknown));
-    }
+    };
+    let object: Value = serde_json::from_slice(&object.value).unwrap_or_default();
+    let issued_at = object
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(drover_core::meta::parse_rfc3339);
+    let for_kubeconfig = object
+        .pointer("/spec/description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| d.starts_with(token::KUBECONFIG_DESCRIPTION));
     let Some(user_kv) = store.get(&user_key(&record.user_name)).await? else {
         return Ok(Err(Refusal::UserDisabled));
     };
@@ -113,6 +126,8 @@ async fn verify(
             cluster_scope: record.cluster_name,
             must_change_password: user.pointer("/spec/mustChangePassword")
                 == Some(&Value::Bool(true)),
+            issued_at,
+            for_kubeconfig,
         },
         hash: record.hash,
         expires_at: record

@@ -33,6 +33,10 @@ pub struct TokenRecord {
     pub cluster_name: Option<String>,
 }
 
+/// How the description of a token made for a downloaded kubeconfig starts
+/// (`kubeconfig for cluster NAME`).
+pub const KUBECONFIG_DESCRIPTION: &str = "kubeconfig for cluster ";
+
 /// The store key of a token's record.
 pub fn record_key(name: &str) -> String {
     format!("/drover/tokens/{name}")

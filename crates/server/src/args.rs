@@ -12,7 +12,7 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
     pub data_dir: PathBuf,
 
-    /// Address to serve HTTPS on.
+    /// Address to serve HTTPS on (plain HTTP with `--tls-mode external`).
     #[arg(long, env = "DROVER_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
 
@@ -26,6 +26,17 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_SERVER_URL", value_parser = parse_server_url)]
     pub server_url: Option<url::Url>,
 
+    /// Where TLS ends: `drover` serves HTTPS itself; `external` serves
+    /// plain HTTP for a load balancer or ingress that terminates TLS in
+    /// front (needs --trusted-proxies and an https:// --server-url).
+    #[arg(long, env = "DROVER_TLS_MODE", value_enum, default_value_t = TlsMode::Drover)]
+    pub tls_mode: TlsMode,
+
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-For and
+    /// X-Forwarded-Proto are believed; from anyone else they are ignored.
+    #[arg(long, env = "DROVER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Serving certificate chain (PEM) to use instead of the generated one.
     #[arg(long, env = "DROVER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -34,10 +45,45 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// CA certificate (PEM) that issued --tls-cert, served at /cacerts.
-    /// Leave out when the certificate chains to a publicly trusted CA.
-    #[arg(long, env = "DROVER_TLS_CA", requires = "tls_cert")]
+    /// CA certificate (PEM) that issued the certificate clients see —
+    /// --tls-cert's, the ACME server's, or the balancer's with
+    /// `--tls-mode external` — served at /cacerts and put in kubeconfigs.
+    /// Leave out when that certificate chains to a publicly trusted CA.
+    #[arg(long, env = "DROVER_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Lifetime of the serving certificate Drover issues itself, in
+    /// seconds; it is renewed when two thirds of it have passed.
+    #[arg(long, env = "DROVER_TLS_VALIDITY_SECONDS", default_value_t = 365 * 86400,
+          value_parser = clap::value_parser!(u64).range(20..=10 * 365 * 86400))]
+    pub tls_validity_seconds: u64,
+
+    /// Get the serving certificate from an ACME CA for these names
+    /// (comma-separated or repeated).
+    #[arg(long, env = "DROVER_ACME_DOMAIN", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+
+    /// Contact email of the ACME account.
+    #[arg(long, env = "DROVER_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// The ACME directory (default Let's Encrypt's).
+    #[arg(
+        long,
+        env = "DROVER_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory: url::Url,
+
+    /// CA certificate (PEM) to trust for the ACME directory's own HTTPS,
+    /// for a private ACME server.
+    #[arg(long, env = "DROVER_ACME_CA_BUNDLE")]
+    pub acme_ca_bundle: Option<PathBuf>,
+
+    /// Where to answer ACME HTTP-01 challenges (plain HTTP; the CA reaches
+    /// it on port 80 of each name, directly or through a balancer).
+    #[arg(long, env = "DROVER_ACME_HTTP_LISTEN", default_value = "0.0.0.0:80")]
+    pub acme_http_listen: SocketAddr,
 
     /// Audit level: 0 off, 1 metadata, 2 + request bodies, 3 + response bodies.
     #[arg(long, env = "DROVER_AUDIT_LEVEL", default_value_t = 0,
@@ -111,11 +157,70 @@ pub struct ServerArgs {
     pub group_refresh_seconds: u64,
 }
 
+/// Where TLS ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// Drover serves HTTPS.
+    Drover,
+    /// A balancer in front terminates TLS; Drover serves plain HTTP.
+    External,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a CIDR (such as 10.0.0.0/8)"))
+}
+
 fn parse_location(url: &str) -> Result<String, String> {
     drover_backup::location::validate(url).map(|()| url.to_owned())
 }
 
 impl ServerArgs {
+    /// Check the flags that only make sense together; one line says what
+    /// is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.tls_mode == TlsMode::External {
+            if self.trusted_proxies.is_empty() {
+                return Err("--tls-mode external needs --trusted-proxies: the addresses of the balancer whose X-Forwarded-For and X-Forwarded-Proto Drover may believe".into());
+            }
+            if self.server_url.is_none() && !self.listen.ip().is_loopback() {
+                return Err("--tls-mode external on a non-loopback address needs --server-url https://…: the balancer's address, which agents and kubeconfigs use".into());
+            }
+            if self.tls_cert.is_some() || !self.acme_domain.is_empty() {
+                return Err("--tls-mode external serves plain HTTP: --tls-cert and --acme-domain belong on the balancer then".into());
+            }
+        }
+        if self.tls_cert.is_some() && !self.acme_domain.is_empty() {
+            return Err("--tls-cert and --acme-domain both name where the serving certificate comes from; give one".into());
+        }
+        if !self.acme_domain.is_empty() {
+            for d in &self.acme_domain {
+                if d.is_empty()
+                    || d.parse::<std::net::IpAddr>().is_ok()
+                    || d.contains(['/', ':', ' '])
+                {
+                    return Err(format!("--acme-domain {d:?} is not a DNS name"));
+                }
+            }
+            match &self.acme_email {
+                Some(e) if e.contains('@') && !e.contains([' ', ',']) => {}
+                Some(e) => return Err(format!("--acme-email {e:?} is not an email address")),
+                None => {
+                    return Err(
+                        "--acme-domain needs --acme-email: the ACME CA's contact for the account"
+                            .into(),
+                    )
+                }
+            }
+            if self.acme_directory.scheme() != "https" {
+                return Err("--acme-directory must be an https:// URL".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The datastore URL, defaulting to SQLite in the data dir.
     pub fn datastore_url(&self) -> String {
         self.datastore

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 /// A start-up failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// Flags that do not go together.
+    #[error("{0}")]
+    Flags(String),
     /// Opening the datastore failed.
     #[error(transparent)]
     Store(#[from] drover_store::StoreError),

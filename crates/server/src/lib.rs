@@ -16,16 +16,17 @@
 //! `kinds` is used by all and uses none of them.
 //!
 //! - [`args`]: the flags of `drover server`, each also read from `DROVER_*`.
-//! - `tls`: the server's CA and serving certificate — generated once and kept
-//!   in the datastore, so restarts and replicas serve the same CA — or the
-//!   operator's own files.
+//! - [`tls`]: the server's TLS identity — a generated CA and serving
+//!   certificate kept in the datastore (renewed, rotated), the operator's
+//!   files, an ACME CA's certificate, or none behind a TLS-terminating
+//!   balancer — swapped while serving when it changes.
 //!
 //! # Start-up and shutdown
 //! ```text
 //! run(args, shutdown)
 //!   ├─ bind listeners (API, peer)      fails fast: address in use, nothing written
 //!   ├─ Store::open(datastore)          fails fast: scheme, connection, data dir
-//!   ├─ tls::load(...)                  CA + serving cert (store or files)
+//!   ├─ Tls::load(...)                  CA + serving cert (store, files, ACME)
 //!   ├─ auth::bootstrap::ensure_admin   first start only
 //!   ├─ Registry::join                  this replica's record, renewed
 //!   ├─ peer listener, Links, Dialer    reach any cluster from here
@@ -43,7 +44,7 @@ pub mod http;
 pub mod kinds;
 pub mod link;
 pub mod replicas;
-mod tls;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub async fn run(
     mut args: ServerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    args.check().map_err(ServerError::Flags)?;
     // Bind first: a taken port fails before anything is written.
     let bind = |addr: std::net::SocketAddr| async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -73,17 +75,25 @@ pub async fn run(
     };
     let (listener, local) = bind(args.listen).await?;
     let (peer_listener, peer_local) = bind(args.peer_listen()).await?;
+    let acme_listener = if args.acme_domain.is_empty() {
+        None
+    } else {
+        Some(bind(args.acme_http_listen).await?.0)
+    };
     if args.listen.port() == 0 {
         // An ephemeral port: URLs given to agents and kubeconfigs name it.
         args.listen.set_port(local.port());
     }
 
+    // Every TLS file read and checked before the datastore is touched.
+    tls::preflight(&args)?;
     let datastore = args.datastore_url();
     tracing::info!(datastore = %args::redact_url(&datastore), "opening datastore");
     let store = Store::open(&datastore, StoreOptions::default()).await?;
 
     let server_url = args.server_url();
-    let tls = tls::load(&args, &store, &server_url).await?;
+    let tls = tls::Tls::load(&args, &store, &server_url).await?;
+    let server_tls = tls.server_config()?;
 
     drover_auth::bootstrap::ensure_builtin_roles(&store).await?;
     let given = std::env::var("DROVER_BOOTSTRAP_PASSWORD")
@@ -123,6 +133,15 @@ pub async fn run(
     .await?;
     let registry = replicas::Registry::join(&store, replica.clone(), peer_url.clone()).await?;
     let _renewal = registry.spawn(stop.clone());
+    let _certificates = tls.spawn(stop.clone());
+    let acme_server = acme_listener.map(|listener| {
+        tokio::spawn(drover_net::serve::serve_plain(
+            listener,
+            tls::acme::challenge_router(store.clone()),
+            stop.clone().cancelled_owned(),
+            std::time::Duration::from_secs(1),
+        ))
+    });
     let links = link::Links::new(&store, replica.clone());
     let _record_sweep = links.spawn_record_sweep(stop.clone());
     let peer_server = tokio::spawn(drover_net::serve::serve(
@@ -200,9 +219,9 @@ pub async fn run(
         import: kinds::registration::ImportSettings {
             server_url: url_text,
             agent_image: args.agent_image.clone(),
-            ca_checksum: kinds::registration::ca_checksum(&tls.ca_pem),
         },
-        ca_pem: tls.ca_pem,
+        tls: tls.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
         metrics: http::metrics::Metrics::new(),
         authz,
         authn,
@@ -247,16 +266,19 @@ pub async fn run(
         }
     };
     tokio::spawn(drain);
-    drover_net::serve::serve(
-        listener,
-        tls.config,
-        app,
-        async move {
-            let _ = stop_serving.await;
-        },
-        args.shutdown_grace(),
-    )
-    .await;
+    let serving_stops = async move {
+        let _ = stop_serving.await;
+    };
+    match server_tls {
+        Some(config) => {
+            drover_net::serve::serve(listener, config, app, serving_stops, args.shutdown_grace())
+                .await
+        }
+        None => {
+            drover_net::serve::serve_plain(listener, app, serving_stops, args.shutdown_grace())
+                .await
+        }
+    }
     // Every controller is told to stop, and the assignment loop waited for
     // (bounded), before this replica's record goes (the others take its
     // leases at once then).
@@ -264,6 +286,9 @@ pub async fn run(
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ownership_task).await;
     let _ = peer_server.await;
+    if let Some(task) = acme_server {
+        let _ = task.await;
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), registry.leave()).await;
     store.close().await;
     tracing::info!("drover server stopped");

@@ -24,6 +24,15 @@ pub use ws::{Keepalive, WsIo};
 /// The path of the agent's WebSocket on the server.
 pub const CONNECT_PATH: &str = "/v1-public/connect";
 
+/// Paths under this prefix, on a tunnel stream, are for the agent itself
+/// and never forwarded to the cluster; the server's cluster proxy refuses
+/// them, so only the server can send them.
+pub const AGENT_PREFIX: &str = "/drover-agent/";
+
+/// `PUT` here, with `{"caChecksums": [...]}`, tells the agent which CA
+/// checksums to trust from now on (a CA rotation).
+pub const TRUST_PATH: &str = "/drover-agent/v1/trust";
+
 /// What went wrong in the tunnel.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {

@@ -29,24 +29,46 @@ pub(crate) mod view;
 
 use pages::{admin, auth, clusters, members, projects, providers};
 
+/// A certificate the server uses, as the settings page lists it.
+#[derive(Debug, Clone)]
+pub struct CertificateView {
+    /// What it is: `serving`, `ca`, `ca-next`.
+    pub name: String,
+    /// Subject common name.
+    pub subject: String,
+    /// Issuer common name.
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// What the server tells the pages about its TLS identity, read at each
+/// request (certificates are renewed and the CA rotated while it runs).
+pub trait ServerTls: Send + Sync {
+    /// SHA-256 (hex) of the CA at `/cacerts`; empty with a public CA.
+    fn ca_checksum(&self) -> String;
+    /// The certificates in use.
+    fn certificates(&self) -> Vec<CertificateView>;
+}
+
 /// What the pages share.
 pub(crate) struct Ui {
     api: api::Api,
-    /// SHA-256 (hex) of the server's CA; empty with a public CA.
-    ca_checksum: String,
+    /// The server's certificates.
+    tls: Arc<dyn ServerTls>,
     /// The server's URL (`--server-url`), for the redirect URI providers
     /// must know.
     server_url: String,
 }
 
 /// The UI's routes. `api` is the server's own router (management API and
-/// cluster proxy), which the pages call in process; `ca_checksum` is the
-/// checksum of the server's CA that agents verify (empty with a public CA),
-/// shown on the settings page, with `server_url`.
-pub fn router(api: Router, ca_checksum: String, server_url: String) -> Router {
+/// cluster proxy), which the pages call in process; `tls` tells the
+/// checksum of the server's CA that agents verify and the certificates'
+/// expiry, shown on the settings page with `server_url`.
+pub fn router(api: Router, tls: Arc<dyn ServerTls>, server_url: String) -> Router {
     let ui = Arc::new(Ui {
         api: api::Api::new(api),
-        ca_checksum,
+        tls,
         server_url,
     });
     let home = || async { Redirect::to("/dashboard/clusters") };

@@ -45,7 +45,25 @@ pub(crate) async fn identify(
         return Err(ApiError::unauthorized());
     };
     match state.authn.authenticate(&bearer).await {
-        Ok(Ok(identity)) => Ok(identity),
+        Ok(Ok(identity)) => {
+            // A kubeconfig from before a CA rotation trusts the old CA
+            // (which still validates, cross-signed, for a while): tell its
+            // user what to do rather than let it work on unnoticed.
+            if let (true, Some(issued), Some(rotated)) = (
+                identity.for_kubeconfig,
+                identity.issued_at,
+                state.tls.rotated_at(),
+            ) {
+                if issued < rotated {
+                    return Err(ApiError::new(
+                        401,
+                        "Unauthorized",
+                        "this kubeconfig was downloaded before the Drover server's CA was rotated, and trusts the old CA; download it again (drover kubeconfig CLUSTER, or the cluster's page in the web UI)",
+                    ));
+                }
+            }
+            Ok(identity)
+        }
         Ok(Err(refusal)) => {
             tracing::debug!(?refusal, peer, "token refused");
             Err(match refusal {

@@ -26,6 +26,11 @@ pub(crate) async fn manifest(
         Ok(None) => return not_found(),
         Err(e) => return e.into_response(),
     };
-    let body = registration::render_manifest(&state.import, &found.cluster, token);
+    let body = registration::render_manifest(
+        &state.import,
+        &state.tls.ca_checksum(),
+        &found.cluster,
+        token,
+    );
     ([(header::CONTENT_TYPE, "application/yaml")], body).into_response()
 }

@@ -89,7 +89,7 @@ pub(crate) async fn kubeconfig(
         .to_owned();
     let minted = token::mint(
         &user.name,
-        Some(&format!("kubeconfig for cluster {cluster}")),
+        Some(&format!("{}{cluster}", token::KUBECONFIG_DESCRIPTION)),
         Some(&cluster),
         Some(state.kubeconfig_ttl),
         state.token_max_ttl,
@@ -118,7 +118,7 @@ pub(crate) async fn kubeconfig(
     }
     let body = render(
         &state.import.server_url,
-        &state.ca_pem,
+        &state.tls.ca_pem(),
         &cluster,
         &display,
         &minted.bearer,

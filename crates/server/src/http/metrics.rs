@@ -1,6 +1,7 @@
 //! Prometheus metrics: request counts and latency histograms by method,
 //! route template (never the raw path, so cardinality stays bounded) and
-//! status code, served as text at `/metrics`.
+//! status code, and the expiry of the server's certificates, served as
+//! text at `/metrics`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -21,6 +23,12 @@ struct RequestLabels {
     method: String,
     route: String,
     code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: String,
+    subject: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -34,6 +42,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    certificates: Family<CertificateLabels, Gauge>,
 }
 
 impl Metrics {
@@ -49,15 +58,34 @@ impl Metrics {
             "Time to produce the response head",
             latency.clone(),
         );
+        let certificates = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until a certificate the server uses expires (negative: expired)",
+            certificates.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            certificates,
         }
     }
 
-    /// The registry in Prometheus text format.
-    pub(crate) fn render(&self) -> String {
+    /// The registry in Prometheus text format, with the certificates'
+    /// expiry as of now.
+    pub(crate) fn render(&self, certificates: &[crate::tls::CertificateStatus]) -> String {
+        let now = drover_net::pki::now().unix_timestamp();
+        self.certificates.clear();
+        for c in certificates {
+            let labels = CertificateLabels {
+                certificate: c.name.to_owned(),
+                subject: c.subject.clone(),
+            };
+            self.certificates
+                .get_or_create(&labels)
+                .set(c.not_after - now);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -8,7 +8,9 @@
 
 pub mod audit;
 pub mod authn;
+pub(crate) mod certs;
 pub mod connect;
+pub(crate) mod forwarded;
 pub mod import;
 pub mod kubeconfig;
 pub mod metrics;
@@ -44,8 +46,11 @@ pub struct AppState {
     pub login: drover_auth::login::Login,
     /// The audit log.
     pub audit: audit::Audit,
-    /// The CA certificate served at `/cacerts` (empty with a public CA).
-    pub ca_pem: String,
+    /// The server's certificates; its CA is served at `/cacerts` (empty
+    /// with a public CA).
+    pub tls: Arc<crate::tls::Tls>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Request metrics.
     pub metrics: metrics::Metrics,
     /// The management API's authorizer (policy snapshots).
@@ -96,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(kubeconfig::kubeconfig),
         )
         .route("/v1-admin/replicas", get(replicas))
+        .route("/v1-admin/certificates", get(certs::list))
+        .route("/v1-admin/certificates/rotate-ca", post(certs::rotate_ca))
         .route("/v1/principals", get(authn::search_principals))
         .route(
             "/apis/management.drover.io/v1/users/{name}/refreshgroups",
@@ -138,11 +145,17 @@ pub fn router(state: Arc<AppState>) -> Router {
     // are counted in the metrics under their own routes.
     let ui = drover_ui::router(
         app.clone(),
-        state.import.ca_checksum.clone(),
+        state.tls.clone(),
         state.import.server_url.clone(),
     )
-    .layer(axum::middleware::from_fn_with_state(state, metrics::track));
-    app.merge(ui)
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        metrics::track,
+    ));
+    app.merge(ui).layer(axum::middleware::from_fn_with_state(
+        state,
+        forwarded::resolve,
+    ))
 }
 
 /// `GET /healthz`: 200 while the datastore answers and this replica is
@@ -244,7 +257,7 @@ async fn replicas(State(state): State<Arc<AppState>>, req: axum::extract::Reques
 async fn cacerts(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        state.ca_pem.clone(),
+        state.tls.ca_pem(),
     )
         .into_response()
 }
@@ -255,7 +268,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render(&state.tls.certificates()),
     )
         .into_response()
 }

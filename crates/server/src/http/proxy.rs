@@ -71,6 +71,12 @@ pub fn split(uri: &Uri) -> Option<(&str, String)> {
     if !valid_id {
         return None;
     }
+    // The agent's own paths are for the server alone.
+    if rest.starts_with(drover_tunnel::AGENT_PREFIX)
+        || rest == drover_tunnel::AGENT_PREFIX.trim_end_matches('/')
+    {
+        return None;
+    }
     for segment in rest.split('/') {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         if decoded == "." || decoded == ".." || decoded.contains(['/', '\\']) {

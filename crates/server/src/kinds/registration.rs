@@ -60,8 +60,6 @@ pub struct ImportSettings {
     pub server_url: String,
     /// The agent's image.
     pub agent_image: String,
-    /// SHA-256 (hex) of the CA PEM at `/cacerts`; empty with a public CA.
-    pub ca_checksum: String,
 }
 
 /// The SHA-256 (hex) of a CA PEM, as `drover agent --ca-checksum` wants it.
@@ -258,7 +256,14 @@ fn yaml_doc(v: &Value) -> String {
 }
 
 /// The import manifest for `cluster`.
-pub fn render_manifest(settings: &ImportSettings, cluster: &str, token: &str) -> String {
+/// `ca_checksum` is the SHA-256 (hex) of the CA PEM at `/cacerts`, empty
+/// with a public CA.
+pub fn render_manifest(
+    settings: &ImportSettings,
+    ca_checksum: &str,
+    cluster: &str,
+    token: &str,
+) -> String {
     let labels = json!({"app.kubernetes.io/name": AGENT_NAME, "drover.io/cluster": cluster});
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NAMESPACE, "labels": labels}});
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -273,7 +278,16 @@ pub fn render_manifest(settings: &ImportSettings, cluster: &str, token: &str) ->
         "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": AGENT_NAMESPACE}]});
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": "drover-credentials", "namespace": AGENT_NAMESPACE, "labels": labels},
-        "stringData": {"url": settings.server_url, "token": token, "ca-checksum": settings.ca_checksum}});
+        "stringData": {"url": settings.server_url, "token": token, "ca-checksum": ca_checksum}});
+    // After a CA rotation the agent writes the new checksum here, so that
+    // a restarted agent trusts the new CA.
+    let trust_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "labels": labels},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["drover-credentials"], "verbs": ["get", "patch"]}]});
+    let trust_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": AGENT_NAMESPACE}]});
     let env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "drover-credentials", "key": key}}});
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
     "metadata": {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "labels": labels},
@@ -289,7 +303,8 @@ pub fn render_manifest(settings: &ImportSettings, cluster: &str, token: &str) ->
                     "name": "agent",
                     "image": settings.agent_image,
                     "args": ["agent"],
-                    "env": [env("DROVER_SERVER", "url"), env("DROVER_TOKEN", "token"), env("DROVER_CA_CHECKSUM", "ca-checksum")],
+                    "env": [env("DROVER_SERVER", "url"), env("DROVER_TOKEN", "token"), env("DROVER_CA_CHECKSUM", "ca-checksum"),
+                            json!({"name": "DROVER_TRUST_SECRET", "value": format!("{AGENT_NAMESPACE}/drover-credentials")})],
                     "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "runAsUser": 65532},
                 }],
@@ -309,7 +324,7 @@ pub fn render_manifest(settings: &ImportSettings, cluster: &str, token: &str) ->
         out.push_str(&format!("#  {}. {why}\n", i + 1));
     }
     out.push_str(&yaml_doc(&role));
-    for doc in [&binding, &secret, &deployment] {
+    for doc in [&binding, &trust_role, &trust_binding, &secret, &deployment] {
         out.push_str("---\n");
         out.push_str(&yaml_doc(doc));
     }
@@ -325,9 +340,8 @@ mod tests {
         let settings = ImportSettings {
             server_url: "https://drover.example:8443".into(),
             agent_image: "drover/drover:0.1.0".into(),
-            ca_checksum: "ab".repeat(32),
         };
-        let text = render_manifest(&settings, "c-abcde", "tok123");
+        let text = render_manifest(&settings, &"ab".repeat(32), "c-abcde", "tok123");
         let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&text)
             .map(|d| Value::deserialize(d).unwrap())
             .collect();
@@ -339,14 +353,16 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "Secret",
                 "Deployment"
             ]
         );
-        assert_eq!(docs[4]["stringData"]["token"], "tok123");
-        assert_eq!(docs[4]["stringData"]["ca-checksum"], "ab".repeat(32));
+        assert_eq!(docs[6]["stringData"]["token"], "tok123");
+        assert_eq!(docs[6]["stringData"]["ca-checksum"], "ab".repeat(32));
         assert_eq!(
-            docs[5]["spec"]["template"]["spec"]["containers"][0]["image"],
+            docs[7]["spec"]["template"]["spec"]["containers"][0]["image"],
             "drover/drover:0.1.0"
         );
         assert!(text.contains("# Why each rule"));

@@ -429,6 +429,7 @@ pub(crate) async fn settings(
         Some("provider-saved") => Some("The sign-in provider was saved."),
         other => notice_text(other),
     };
+    let checksum = ui.tls.ca_checksum();
     Ok(view::page(
         "Settings",
         &session,
@@ -440,13 +441,14 @@ pub(crate) async fn settings(
                 dt { "Drover version" } dd { (drover_core::VERSION) }
                 dt { "CA certificate" } dd { a href="/cacerts" { "Download (PEM)" } }
                 dt { "CA checksum (SHA-256)" }
-                @if ui.ca_checksum.is_empty() {
+                @if checksum.is_empty() {
                     dd { "None: the server's certificate is from a public CA." }
                 } @else {
-                    dd { code #ca-checksum { (ui.ca_checksum) } " " (view::copy_button("ca-checksum", "Copy")) }
+                    dd { code #ca-checksum { (checksum) } " " (view::copy_button("ca-checksum", "Copy")) }
                 }
                 dt { "Sessions" } dd { "A sign-in lasts 12 hours, or until you sign out." }
             }
+            (certificates_section(&ui.tls.certificates()))
             @if let Some(backups) = &backups {
                 (backups_section(&session, backups))
             }
@@ -457,6 +459,47 @@ pub(crate) async fn settings(
             p { a href="/dashboard/password" { "Change your password" } }
         },
     ))
+}
+
+/// The server's certificates with their expiry; one within 30 days of it
+/// is marked.
+fn certificates_section(certs: &[crate::CertificateView]) -> Markup {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let what = |name: &str| match name {
+        "serving" => "Serving certificate",
+        "ca" => "CA",
+        "ca-next" => "Next CA (rotation under way)",
+        _ => "Certificate",
+    };
+    html! {
+        h2 { "Certificates" }
+        @if certs.is_empty() {
+            p { "A load balancer in front of Drover serves the certificate clients see." }
+        } @else {
+            div.scroll { table #certificates {
+                thead { tr { th { "Certificate" } th { "Subject" } th { "Issuer" } th { "Expires" } } }
+                tbody {
+                    @for c in certs {
+                        @let days = (c.not_after - now).div_euclid(86_400);
+                        @let date = time::OffsetDateTime::from_unix_timestamp(c.not_after)
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default();
+                        tr data-certificate=(c.name) {
+                            td { (what(&c.name)) }
+                            td { (c.subject) }
+                            td { (c.issuer) }
+                            td.warn[days < 30] title=(date) {
+                                @if c.not_after <= now { "expired " (date) }
+                                @else if days < 1 { "within a day (" (date) ")" }
+                                @else { "in " (days) " days (" (date) ")" }
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+    }
 }
 
 /// The backups table and the "Back up now" form.

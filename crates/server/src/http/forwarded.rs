@@ -1,0 +1,146 @@
+//! The client behind a load balancer: with `--trusted-proxies`, a request
+//! whose peer is one of them has its client address taken from
+//! `X-Forwarded-For` and its scheme from `X-Forwarded-Proto`; from any other
+//! peer both are ignored, so a client cannot forge its address into the
+//! audit log or the login lockout. The headers never go further (to a
+//! cluster through the proxy, say).
+//!
+//! `X-Forwarded-For` is read from the right: the first address that is not
+//! itself a trusted proxy is the client (a client can prepend anything, but
+//! only the balancer appends). A trusted balancer that says the client used
+//! plain `http` gets a redirect to the same path under `--server-url`,
+//! except for health checks and ACME challenges.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+const STRIPPED: [&str; 5] = [
+    FORWARDED_FOR,
+    FORWARDED_PROTO,
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+];
+
+fn trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// The client's address from `X-Forwarded-For`, read from the right.
+fn client(headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let mut hops = Vec::new();
+    for value in headers.get_all(FORWARDED_FOR) {
+        let text = value.to_str().ok()?;
+        for hop in text.split(',') {
+            let hop = hop.trim();
+            // Accept "1.2.3.4", "1.2.3.4:port", "[::1]:port", "::1".
+            let ip = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+            hops.push(ip);
+        }
+    }
+    let mut found = None;
+    for ip in hops.into_iter().rev() {
+        found = Some(ip);
+        if !trusted(proxies, ip) {
+            break;
+        }
+    }
+    found
+}
+
+/// Middleware: set the client address (as `ConnectInfo`) from a trusted
+/// balancer's headers, and drop the headers.
+pub(crate) async fn resolve(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let from_balancer = peer.is_some_and(|p| trusted(&state.trusted_proxies, p.ip()));
+    if from_balancer {
+        if let Some(ip) = client(req.headers(), &state.trusted_proxies) {
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(ip, 0)));
+        }
+        let plain = req
+            .headers()
+            .get(FORWARDED_PROTO)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("http"));
+        let path = req.uri().path();
+        let exempt = matches!(path, "/ping" | "/healthz") || path.starts_with("/.well-known/");
+        if plain && !exempt {
+            let target = format!(
+                "{}{}",
+                state.import.server_url,
+                req.uri().path_and_query().map_or(path, |p| p.as_str())
+            );
+            return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, target)]).into_response();
+        }
+    }
+    for name in STRIPPED {
+        req.headers_mut().remove(name);
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append(FORWARDED_FOR, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A client prepending a forged address gets its own.
+        assert_eq!(
+            client(&headers(&["6.6.6.6, 203.0.113.7"]), &proxies),
+            Some(ip("203.0.113.7"))
+        );
+        // Hops through inner balancers are skipped.
+        assert_eq!(
+            client(&headers(&["203.0.113.7", "10.1.1.1"]), &proxies),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client(&headers(&["[2001:db8::1]:443"]), &proxies),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(client(&headers(&["not-an-ip"]), &proxies), None);
+        assert_eq!(client(&HeaderMap::new(), &proxies), None);
+        assert!(trusted(&proxies, ip("::ffff:10.2.3.4")));
+        assert!(!trusted(&proxies, ip("11.0.0.1")));
+    }
+}

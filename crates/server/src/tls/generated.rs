@@ -1,0 +1,471 @@
+//! Drover's own CA and serving certificate, kept in the datastore.
+//!
+//! The CA (`/drover/tls/ca`) is made on first start; replicas racing on it
+//! settle by create-if-absent, the loser reading the winner's. The serving
+//! certificate (`/drover/tls/serving`) is issued by the CA and issued again
+//! — by whichever replica sees it first; the others read it — when it
+//! lacks a needed name (a new `--server-url` host), when two thirds of its
+//! lifetime have passed, or when the CA that signs serving certificates
+//! changed.
+//!
+//! A CA rotation keeps the new CA beside the old at `/drover/tls/ca-next`
+//! and moves through phases:
+//! 1. `trust`: `/cacerts` serves both CAs (old first); the serving
+//!    certificate is still the old CA's. Agents are told the new checksums.
+//! 2. `serve`: the serving certificate is issued again by the new CA.
+//!    Clients that trust both, or the new one, go on working.
+//! 3. retired: the new CA becomes `/drover/tls/ca` and the old one's key is
+//!    gone, in one transaction. The old CA signed the new one first: that
+//!    cross-certificate, served until it expires (the life of a downloaded
+//!    kubeconfig), lets kubeconfigs from before the rotation reach the
+//!    server, which refuses their tokens with a message saying to download
+//!    them again.
+
+use drover_core::keys;
+use drover_net::pki::{self, CertPair};
+use drover_store::{Op, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::{snapshot_of, status, Snapshot};
+use crate::ServerError;
+
+/// The CA's lifetime.
+const CA_DAYS: i64 = 3650;
+
+/// Where the next CA is kept during a rotation.
+pub const CA_NEXT: &str = "/drover/tls/ca-next";
+
+/// A certificate and key as kept in the datastore.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredCert {
+    cert_pem: String,
+    key_pem: String,
+    #[serde(default)]
+    names: Vec<String>,
+    not_after: i64,
+    /// Unix seconds; older records lack it.
+    #[serde(default)]
+    not_before: i64,
+    /// For a serving certificate: the common name of the CA that signed it.
+    #[serde(default)]
+    issuer: String,
+    /// For a CA that replaced another: itself signed by the one it
+    /// replaced (PEM), served after the serving certificate until it
+    /// expires, so that kubeconfigs that trust the old CA reach the server
+    /// and are told to download again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    cross_pem: String,
+    /// For a CA that replaced another: when (Unix seconds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rotated_at: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl StoredCert {
+    fn from_pair(p: CertPair, issuer: String) -> Self {
+        Self {
+            not_before: pki::now().unix_timestamp(),
+            cert_pem: p.cert_pem,
+            key_pem: p.key_pem,
+            names: p.names,
+            not_after: p.not_after,
+            issuer,
+            cross_pem: String::new(),
+            rotated_at: 0,
+        }
+    }
+
+    fn pair(&self) -> CertPair {
+        CertPair {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+            names: self.names.clone(),
+            not_after: self.not_after,
+        }
+    }
+
+    /// A CA's common name.
+    fn common_name(&self) -> &str {
+        self.names.first().map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Where a rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Both CAs are trusted; the old one still signs.
+    Trust,
+    /// Both CAs are trusted; the new one signs.
+    Serve,
+}
+
+/// The next CA, during a rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NextCa {
+    /// The new CA.
+    pub ca: StoredCert,
+    /// Where the rotation stands.
+    pub phase: Phase,
+}
+
+/// The stored CA(s) and serving certificate.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    ca: StoredCert,
+    next: Option<NextCa>,
+    serving: StoredCert,
+}
+
+impl Stored {
+    /// What `/cacerts` serves: the CA, and the next one during a rotation.
+    pub fn ca_bundle(&self) -> String {
+        bundle(&self.ca, self.next.as_ref())
+    }
+
+    /// What the listener serves.
+    pub(super) fn snapshot(&self) -> Result<Snapshot, ServerError> {
+        let signer = self.signer();
+        let mut chain = format!("{}{}", self.serving.cert_pem, signer.cert_pem);
+        let cross = pki::inspect(&signer.cross_pem).ok();
+        if cross.is_some_and(|c| c.not_after > pki::now().unix_timestamp()) {
+            chain.push_str(&signer.cross_pem);
+        }
+        let mut more: Vec<_> = status("ca", &self.ca.cert_pem).into_iter().collect();
+        if let Some(next) = &self.next {
+            more.extend(status("ca-next", &next.ca.cert_pem));
+        }
+        let mut snapshot = snapshot_of(
+            "serving",
+            &chain,
+            &self.serving.key_pem,
+            self.ca_bundle(),
+            more,
+        )
+        .map_err(ServerError::Certificates)?;
+        snapshot.rotated_at = (self.ca.rotated_at > 0).then_some(self.ca.rotated_at);
+        Ok(snapshot)
+    }
+
+    fn signer(&self) -> &StoredCert {
+        signer(&self.ca, self.next.as_ref())
+    }
+}
+
+fn bundle(ca: &StoredCert, next: Option<&NextCa>) -> String {
+    match next {
+        Some(next) => format!("{}{}", ca.cert_pem, next.ca.cert_pem),
+        None => ca.cert_pem.clone(),
+    }
+}
+
+fn signer<'a>(current: &'a StoredCert, next: Option<&'a NextCa>) -> &'a StoredCert {
+    match next {
+        Some(NextCa {
+            ca: next_ca,
+            phase: Phase::Serve,
+        }) => next_ca,
+        _ => current,
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, ServerError> {
+    serde_json::from_slice(value)
+        .map_err(|e| ServerError::Certificates(format!("stored certificate is unreadable: {e}")))
+}
+
+fn encode<T: Serialize>(cert: &T) -> Vec<u8> {
+    serde_json::to_vec(cert).expect("certificates serialise")
+}
+
+fn cert_error(e: rcgen::Error) -> ServerError {
+    ServerError::Certificates(e.to_string())
+}
+
+fn new_ca() -> Result<StoredCert, ServerError> {
+    let pair = pki::generate_ca(CA_DAYS).map_err(cert_error)?;
+    Ok(StoredCert::from_pair(pair, String::new()))
+}
+
+async fn ensure_ca(store: &Store) -> Result<StoredCert, ServerError> {
+    loop {
+        if let Some(kv) = store.get(keys::SERVER_CA).await? {
+            return decode(&kv.value);
+        }
+        let ca = new_ca()?;
+        match store.create(keys::SERVER_CA, encode(&ca)).await {
+            Ok(_) => {
+                tracing::info!("generated the server CA");
+                return Ok(ca);
+            }
+            Err(StoreError::AlreadyExists(_)) => continue, // another replica was first
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn next_ca(store: &Store) -> Result<Option<NextCa>, ServerError> {
+    match store.get(CA_NEXT).await? {
+        Some(kv) => Ok(Some(decode(&kv.value)?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether `serving` must be issued again: a name missing, two thirds of
+/// its lifetime gone, or signed by another CA than `signer`.
+fn due(serving: &StoredCert, signer: &StoredCert, names: &[String], now: i64) -> bool {
+    let issued = if serving.not_before > 0 {
+        serving.not_before
+    } else {
+        serving.not_after - 365 * 86_400
+    };
+    let renew_at = issued + (serving.not_after - issued) * 2 / 3;
+    let issuer = if serving.issuer.is_empty() {
+        // Records from before issuers were kept: read the certificate.
+        pki::inspect(&serving.cert_pem)
+            .map(|i| i.issuer)
+            .unwrap_or_default()
+    } else {
+        serving.issuer.clone()
+    };
+    now >= renew_at
+        || issuer != signer.common_name()
+        || !names.iter().all(|n| serving.names.contains(n))
+}
+
+/// Read the stored certificates, making the CA on first start and issuing
+/// the serving certificate when it is due.
+pub async fn refresh(
+    store: &Store,
+    names: &[String],
+    validity: std::time::Duration,
+) -> Result<Stored, ServerError> {
+    let ca = ensure_ca(store).await?;
+    loop {
+        let next = next_ca(store).await?;
+        let signer = signer(&ca, next.as_ref()).clone();
+        let current = store.get(keys::SERVER_SERVING_CERT).await?;
+        let mut wanted = names.to_vec();
+        if let Some(kv) = &current {
+            let have: StoredCert = decode(&kv.value)?;
+            if !due(&have, &signer, names, pki::now().unix_timestamp()) {
+                return Ok(Stored {
+                    ca,
+                    next,
+                    serving: have,
+                });
+            }
+            // Keep names other replicas asked for.
+            for n in have.names {
+                if !wanted.contains(&n) {
+                    wanted.push(n);
+                }
+            }
+        }
+        let lifetime = time::Duration::seconds(validity.as_secs() as i64);
+        let pair =
+            pki::generate_serving_for(&signer.pair(), &wanted, lifetime).map_err(cert_error)?;
+        let serving = StoredCert::from_pair(pair, signer.common_name().to_owned());
+        // Written only if neither the certificate nor the CAs changed since
+        // they were read: a rotation step in between is not undone.
+        let mut ops = vec![match &current {
+            Some(kv) => Op::update(keys::SERVER_SERVING_CERT, encode(&serving), kv.mod_revision),
+            None => Op::create(keys::SERVER_SERVING_CERT, encode(&serving)),
+        }];
+        let next_kv = store.get(CA_NEXT).await?;
+        ops.push(Op::check(
+            CA_NEXT,
+            next_kv.as_ref().map(|kv| kv.mod_revision),
+        ));
+        if next_kv.is_some() != next.is_some() {
+            continue;
+        }
+        match store.txn(&ops).await {
+            Ok(_) => {
+                tracing::info!(names = ?serving.names, issuer = %serving.issuer, not_after = serving.not_after, "issued the serving certificate");
+                return Ok(Stored { ca, next, serving });
+            }
+            Err(
+                StoreError::AlreadyExists(_)
+                | StoreError::Conflict { .. }
+                | StoreError::NotFound(_),
+            ) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Why a rotation step could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// Another rotation is under way.
+    #[error("a CA rotation is already under way (started {0}); wait for it to finish")]
+    InProgress(String),
+    /// No rotation is under way.
+    #[error("no CA rotation is under way")]
+    NotRotating,
+    /// The datastore failed.
+    #[error("the datastore is unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// Making the CA failed.
+    #[error("{0}")]
+    Certificates(String),
+}
+
+impl From<ServerError> for RotationError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Store(e) => Self::Store(e),
+            other => Self::Certificates(other.to_string()),
+        }
+    }
+}
+
+/// The checksums a client may see at `/cacerts` during and after a
+/// rotation: of both CAs together, and of the new one alone.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// `/cacerts` before the rotation.
+    pub old_checksum: String,
+    /// `/cacerts` while both CAs are trusted.
+    pub transition_checksum: String,
+    /// `/cacerts` after.
+    pub new_checksum: String,
+}
+
+fn checksum(pem: &str) -> String {
+    crate::kinds::registration::ca_checksum(pem)
+}
+
+/// Step 1: make the next CA and trust it beside the current one.
+pub async fn begin_rotation(store: &Store) -> Result<Rotation, RotationError> {
+    let ca = ensure_ca(store).await?;
+    if let Some(kv) = store.get(CA_NEXT).await? {
+        let next: NextCa = decode(&kv.value)?;
+        let since = time::OffsetDateTime::from_unix_timestamp(next.ca.not_before)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        return Err(RotationError::InProgress(since));
+    }
+    let next = NextCa {
+        ca: new_ca()?,
+        phase: Phase::Trust,
+    };
+    let ca_kv = store
+        .get(keys::SERVER_CA)
+        .await?
+        .ok_or(RotationError::NotRotating)?;
+    let ops = [
+        Op::check(keys::SERVER_CA, Some(ca_kv.mod_revision)),
+        Op::create(CA_NEXT, encode(&next)),
+    ];
+    match store.txn(&ops).await {
+        Ok(_) => {}
+        Err(StoreError::AlreadyExists(_) | StoreError::Conflict { .. }) => {
+            return Err(RotationError::InProgress("just now".into()))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(new_ca = %next.ca.common_name(), "CA rotation: trusting a new CA beside the current one");
+    Ok(Rotation {
+        old_checksum: checksum(&ca.cert_pem),
+        transition_checksum: checksum(&bundle(&ca, Some(&next))),
+        new_checksum: checksum(&next.ca.cert_pem),
+    })
+}
+
+/// Step 2: the new CA signs the serving certificate from now on (each
+/// replica issues or reads it at its next refresh).
+pub async fn serve_with_next(store: &Store) -> Result<(), RotationError> {
+    let kv = store
+        .get(CA_NEXT)
+        .await?
+        .ok_or(RotationError::NotRotating)?;
+    let mut next: NextCa = decode(&kv.value)?;
+    if next.phase == Phase::Serve {
+        return Ok(());
+    }
+    next.phase = Phase::Serve;
+    store
+        .update(CA_NEXT, encode(&next), kv.mod_revision)
+        .await?;
+    tracing::info!("CA rotation: the new CA signs the serving certificate");
+    Ok(())
+}
+
+/// Step 3: the new CA replaces the old one, whose key is forgotten. Before
+/// it goes, the old CA signs the new one (a cross-certificate valid for
+/// `cross_for`, the life of a downloaded kubeconfig): served after the
+/// serving certificate, it lets a kubeconfig from before the rotation
+/// still reach the server, to be told to download again.
+pub async fn retire_old(
+    store: &Store,
+    cross_for: std::time::Duration,
+) -> Result<(), RotationError> {
+    let next_kv = store
+        .get(CA_NEXT)
+        .await?
+        .ok_or(RotationError::NotRotating)?;
+    let mut next: NextCa = decode(&next_kv.value)?;
+    let ca_kv = store
+        .get(keys::SERVER_CA)
+        .await?
+        .ok_or(RotationError::NotRotating)?;
+    let old: StoredCert = decode(&ca_kv.value)?;
+    let until = pki::now() + time::Duration::seconds(cross_for.as_secs() as i64);
+    next.ca.cross_pem = pki::cross_sign(&old.pair(), &next.ca.pair(), until)
+        .map_err(|e| RotationError::Certificates(e.to_string()))?;
+    next.ca.rotated_at = pki::now().unix_timestamp();
+    let ops = [
+        Op::update(keys::SERVER_CA, encode(&next.ca), ca_kv.mod_revision),
+        Op::delete(CA_NEXT, next_kv.mod_revision),
+    ];
+    store.txn(&ops).await?;
+    tracing::info!(ca = %next.ca.common_name(), "CA rotation: the old CA is retired");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving(not_before: i64, not_after: i64, issuer: &str) -> StoredCert {
+        StoredCert {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            names: vec!["localhost".into()],
+            not_after,
+            not_before,
+            issuer: issuer.into(),
+            cross_pem: String::new(),
+            rotated_at: 0,
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_at_two_thirds_or_on_a_new_signer_or_name() {
+        let ca = StoredCert {
+            names: vec!["drover-ca@1".into()],
+            ..serving(0, 0, "")
+        };
+        let names = vec!["localhost".to_owned()];
+        let s = serving(1000, 1300, "drover-ca@1");
+        assert!(!due(&s, &ca, &names, 1199));
+        assert!(due(&s, &ca, &names, 1200));
+        let other = StoredCert {
+            names: vec!["drover-ca@2".into()],
+            ..ca.clone()
+        };
+        assert!(due(&s, &other, &names, 1100));
+        assert!(due(&s, &ca, &["other.example".to_owned()], 1100));
+    }
+}
