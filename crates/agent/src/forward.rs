@@ -1,5 +1,6 @@
 //! One tunnel stream: HTTP/1.1 from the server, forwarded to the cluster's
-//! API server with the agent's bearer token. Bodies stream both ways; an
+//! API server with the agent's bearer token — except the agent's own paths
+//! (`/drover-agent/…`, see [`crate::trust`]). Bodies stream both ways; an
 //! upgrade (exec, attach, port-forward) becomes a byte pipe between the
 //! stream and the API server's connection.
 
@@ -15,8 +16,23 @@ use hyper_util::rt::TokioIo;
 use crate::Downstream;
 
 /// Serve the stream until the server closes it.
-pub async fn serve_stream(stream: drover_tunnel::TunnelStream, downstream: Arc<Downstream>) {
-    let service = hyper::service::service_fn(move |req| forward(req, downstream.clone()));
+pub async fn serve_stream(
+    stream: drover_tunnel::TunnelStream,
+    downstream: Arc<Downstream>,
+    trust: crate::Trust,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (downstream, trust) = (downstream.clone(), trust.clone());
+        async move {
+            if req.uri().path() == drover_tunnel::TRUST_PATH {
+                return Ok(trust.handle(req.map(Body::new), &downstream).await);
+            }
+            if req.uri().path().starts_with(drover_tunnel::AGENT_PREFIX) {
+                return Ok(status(StatusCode::NOT_FOUND, "no such agent path"));
+            }
+            forward(req, downstream).await
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

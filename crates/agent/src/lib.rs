@@ -20,6 +20,7 @@
 
 pub mod downstream;
 pub mod forward;
+pub mod trust;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use drover_tunnel::{mux, Keepalive, Mode, WsIo};
 
 pub use downstream::Downstream;
+pub use trust::Trust;
 
 /// `drover agent` flags.
 #[derive(Clone, clap::Args)]
@@ -46,10 +48,15 @@ pub struct AgentArgs {
     /// The cluster's registration token.
     #[arg(long, env = "DROVER_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// SHA-256 (hex) of the server's CA PEM at /cacerts. Empty: the server's
-    /// certificate must chain to a publicly trusted CA.
+    /// SHA-256 (hex) of the server's CA PEM at /cacerts; several,
+    /// comma-separated, are all trusted. Empty: the server's certificate
+    /// must chain to a publicly trusted CA.
     #[arg(long, env = "DROVER_CA_CHECKSUM", default_value = "")]
     pub ca_checksum: String,
+    /// The Secret (`namespace/name`) whose `ca-checksum` the agent rewrites
+    /// when the server rotates its CA, so that a restart keeps the trust.
+    #[arg(long, env = "DROVER_TRUST_SECRET")]
+    pub trust_secret: Option<String>,
     /// Reach the cluster with this kubeconfig instead of the pod's service
     /// account.
     #[arg(long, env = "DROVER_KUBECONFIG")]
@@ -63,6 +70,7 @@ impl std::fmt::Debug for AgentArgs {
             .field("token", &"[REDACTED]")
             .field("ca_checksum", &self.ca_checksum)
             .field("kubeconfig", &self.kubeconfig)
+            .field("trust_secret", &self.trust_secret)
             .finish()
     }
 }
@@ -74,7 +82,7 @@ pub enum AgentError {
     #[error("{0}")]
     Config(String),
     /// The server's CA is not the one the checksum names.
-    #[error("the server's CA certificate has SHA-256 {actual}, but --ca-checksum is {expected}; refusing to connect (is this the right server, or was its CA replaced?)")]
+    #[error("the server's CA certificate has SHA-256 {actual}, but --ca-checksum is {expected}; refusing to connect (is this the right server, or was its CA rotated while this agent was away? Then apply the cluster's import manifest again, or set DROVER_CA_CHECKSUM to the checksum on the server's settings page)")]
     CaMismatch {
         /// What `--ca-checksum` says.
         expected: String,
@@ -119,13 +127,15 @@ pub async fn run(
     if args.token.is_empty() {
         return Err(AgentError::Config("--token is empty".into()));
     }
+    let trust =
+        Trust::new(&args.ca_checksum, args.trust_secret.as_deref()).map_err(AgentError::Config)?;
     let downstream = Downstream::load(args.kubeconfig.as_deref())?;
     tracing::info!(server = %args.server, cluster_api = %downstream.base, "drover agent starting");
     tokio::pin!(shutdown);
     let mut failures = 0u32;
     let mut verified_once = false;
     loop {
-        let attempt = session(&args, &downstream, &mut verified_once);
+        let attempt = session(&args, &trust, &downstream, &mut verified_once);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             result = attempt => match result {
@@ -212,16 +222,17 @@ async fn fetch_ca(server: &url::Url) -> Result<String, AgentError> {
 /// One connection: verify the CA, dial, serve until the tunnel ends.
 async fn session(
     args: &AgentArgs,
+    trust: &Trust,
     downstream: &Arc<Downstream>,
     verified_once: &mut bool,
 ) -> Result<(), AgentError> {
-    let config = if args.ca_checksum.is_empty() {
+    let config = if !trust.pinned() {
         tls_config(None, false)?
     } else {
         let pem = fetch_ca(&args.server).await?;
         let actual = hex::encode(Sha256::digest(pem.as_bytes()));
-        let expected = args.ca_checksum.trim().to_ascii_lowercase();
-        if actual != expected {
+        if !trust.accepts(&actual) {
+            let expected = trust.list().join(",");
             return Err(AgentError::CaMismatch { expected, actual });
         }
         *verified_once = true;
@@ -258,7 +269,7 @@ async fn session(
     let mut session = mux::start(WsIo::new(ws, Keepalive::default()), Mode::Server);
     while let Some(stream) = session.inbound.next().await {
         let downstream = downstream.clone();
-        tokio::spawn(forward::serve_stream(stream, downstream));
+        tokio::spawn(forward::serve_stream(stream, downstream, trust.clone()));
     }
     if let Ok(Err(e)) = session.driver.await {
         tracing::debug!(error = %e, "tunnel ended");

@@ -490,6 +490,7 @@ pub fn agent_args(server: &Server, imp: &Imported) -> drover_agent::AgentArgs {
         token: imp.registration.clone(),
         ca_checksum: hex::encode(Sha256::digest(server.ca_pem.as_bytes())),
         kubeconfig: Some(imp.agent_kubeconfig.clone()),
+        trust_secret: None,
     }
 }
 

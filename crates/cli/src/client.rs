@@ -17,6 +17,9 @@ pub struct Client {
     /// `https://host:port`, no trailing slash.
     pub url: String,
     token: Option<String>,
+    /// Whether the server's CA was saved at login (a refusal then means it
+    /// changed).
+    saved_ca: bool,
 }
 
 /// A reqwest client trusting `ca_pem`, the public roots, or anything.
@@ -85,6 +88,7 @@ impl Client {
             http: http(entry.ca_data.as_deref(), entry.insecure_skip_tls_verify)?,
             url: entry.url.trim_end_matches('/').to_owned(),
             token: (!entry.token.is_empty()).then(|| entry.token.clone()),
+            saved_ca: entry.ca_data.is_some(),
         })
     }
 
@@ -94,7 +98,17 @@ impl Client {
             http: http(ca_pem, insecure)?,
             url: url.trim_end_matches('/').to_owned(),
             token: None,
+            saved_ca: false,
         })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> CliError {
+        if self.saved_ca && is_untrusted(&e) {
+            return CliError::CaChanged {
+                url: self.url.clone(),
+            };
+        }
+        transport_error(&self.url, e)
     }
 
     /// The same server with another token.
@@ -123,15 +137,9 @@ impl Client {
         if let Some((content_type, text)) = body {
             req = req.header("content-type", content_type).body(text);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.url, e))?;
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| transport_error(&self.url, e))?;
+        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
         Ok((status, text))
     }
 

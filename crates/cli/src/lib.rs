@@ -36,6 +36,7 @@ macro_rules! outln {
 }
 
 pub mod backups;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod context;
@@ -69,6 +70,13 @@ pub enum CliError {
         url: String,
         /// The CA's SHA-256 fingerprint, when it could be fetched.
         fingerprint: Option<String>,
+    },
+    /// The server's certificate is no longer signed by the CA saved at
+    /// login.
+    #[error("the certificate of {url} is no longer signed by the CA saved when you logged in: the server's CA was probably rotated. Run drover login {url} to check and trust the new one, and download your kubeconfigs again")]
+    CaChanged {
+        /// The server.
+        url: String,
     },
     /// The token expired.
     #[error("your token for {url} has expired; run drover login {url}")]
@@ -198,6 +206,13 @@ pub enum Command {
     /// Example: drover backup create --wait
     #[command(subcommand, alias = "backups")]
     Backup(backups::BackupCommand),
+    /// The server's certificates, and CA rotation (admins).
+    ///
+    /// Examples:
+    ///   drover certs ls
+    ///   drover certs rotate-ca
+    #[command(subcommand, alias = "cert")]
+    Certs(certs::CertsCommand),
 }
 
 /// Run a CLI command.
@@ -217,6 +232,7 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
         Command::Providers(c) => resources::providers(c).await,
         Command::Tokens(c) => resources::tokens(c).await,
         Command::Backup(c) => backups::run(c).await,
+        Command::Certs(c) => certs::run(c).await,
     }
 }
 

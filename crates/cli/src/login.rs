@@ -51,6 +51,10 @@ pub struct LoginArgs {
     /// Trust this CA (PEM) for the server.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// Trust the CA the server sends if its SHA-256 fingerprint is this
+    /// (as `drover login` shows it; colons optional), without asking.
+    #[arg(long, value_name = "SHA256", conflicts_with = "cacert")]
+    pub ca_fingerprint: Option<String>,
     /// Do not check the server's certificate. Dangerous: anyone on the
     /// network path could read your password and token.
     #[arg(long)]
@@ -129,6 +133,29 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
         .raw(reqwest::Method::GET, "/cacerts", None, None)
         .await?;
     let fingerprint = drover_net::client::fingerprint(&pem);
+    // A CA other than the one saved at the last login: say so.
+    let saved = Config::load().ok().and_then(|c| {
+        c.servers
+            .iter()
+            .find(|s| s.url == url)
+            .and_then(|s| s.ca_data.as_deref())
+            .and_then(drover_net::client::fingerprint)
+    });
+    if let (Some(before), Some(now)) = (&saved, &fingerprint) {
+        if before != now {
+            eprintln!("The CA of {url} has changed since you last logged in (it was {before}): an administrator may have rotated it.");
+        }
+    }
+    if let Some(wanted) = &args.ca_fingerprint {
+        let plain = |f: &str| f.replace(':', "").to_ascii_uppercase();
+        return match &fingerprint {
+            Some(fp) if plain(fp) == plain(wanted) => Ok((Some(pem), false)),
+            _ => Err(CliError::Untrusted {
+                url: url.to_owned(),
+                fingerprint,
+            }),
+        };
+    }
     let Some(fp) = fingerprint.clone().filter(|_| crate::interactive()) else {
         return Err(CliError::Untrusted {
             url: url.to_owned(),
