@@ -94,6 +94,17 @@ impl Server {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
+    /// No process: a name for a server reached at `port` through something
+    /// else (a load balancer in front of replicas the test holds).
+    pub fn elsewhere(port: u16) -> Server {
+        Server {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            stderr: Arc::default(),
+            reader: None,
+        }
+    }
+
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
