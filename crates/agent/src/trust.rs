@@ -2,13 +2,14 @@
 //! PEMs it accepts, from `--ca-checksum` (comma-separated) and from the
 //! server during a CA rotation.
 //!
-//! The server sends the new checksums down the tunnel — which the agent
-//! opened and verified against a CA it already trusted — as
-//! `PUT /drover-agent/v1/trust`. The agent adds them to what it trusts,
-//! keeps the newest few, and (with `DROVER_TRUST_SECRET=namespace/name`,
-//! which the import manifest sets) writes them into the Secret its
-//! `DROVER_CA_CHECKSUM` comes from, so that it still trusts the new CA
-//! after a restart.
+//! The server sends the checksums to trust down the tunnel — which the
+//! agent opened and verified against a CA it already trusted — as
+//! `PUT /drover-agent/v1/trust`: the current CA's with the new ones during
+//! a rotation, the current one alone if the rotation is undone. The agent
+//! trusts exactly that list from then on and (with
+//! `DROVER_TRUST_SECRET=namespace/name`, which the import manifest sets)
+//! writes it into the Secret its `DROVER_CA_CHECKSUM` comes from, so that
+//! it still trusts the new CA after a restart; it answers whether it could.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,7 @@ use serde_json::json;
 
 use crate::Downstream;
 
-/// Most checksums kept (the newest win).
+/// Most checksums in one list.
 const KEEP: usize = 6;
 
 /// The checksums trusted now, shared by every session.
@@ -80,31 +81,40 @@ impl Trust {
         self.list().iter().any(|c| c == checksum)
     }
 
-    fn add(&self, new: &[String]) -> Vec<String> {
+    fn replace(&self, new: &[String]) -> Vec<String> {
         let mut list = self.checksums.lock().unwrap_or_else(|e| e.into_inner());
+        list.clear();
         for c in new {
-            list.retain(|have| have != c);
-            list.push(c.clone());
+            if !list.contains(c) {
+                list.push(c.clone());
+            }
         }
-        let excess = list.len().saturating_sub(KEEP);
-        list.drain(..excess);
         list.clone()
     }
 
-    /// Answer the server's `PUT /drover-agent/v1/trust`.
+    /// Answer the server's `PUT /drover-agent/v1/trust`: the checksums to
+    /// trust from now on (the whole list: the server sends the current
+    /// CA's with the new ones, and the current ones alone to undo). The
+    /// answer says whether they were kept for a restart (`persisted`).
     pub async fn handle(&self, req: Request<Body>, downstream: &Downstream) -> Response<Body> {
-        let reply = |code: StatusCode, message: &str| {
-            let mut resp = Response::new(Body::from(json!({"message": message}).to_string()));
+        let reply = |code: StatusCode, message: &str, persisted: bool| {
+            let body = json!({"message": message, "persisted": persisted});
+            let mut resp = Response::new(Body::from(body.to_string()));
             *resp.status_mut() = code;
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
             resp
         };
         if req.method() != hyper::Method::PUT {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "use PUT");
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "use PUT", false);
         }
         let Ok(body) = axum::body::to_bytes(req.into_body(), 16 * 1024).await else {
             return reply(
                 StatusCode::BAD_REQUEST,
                 "the body is unreadable or too large",
+                false,
             );
         };
         let new: Vec<String> = match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -123,21 +133,35 @@ impl Trust {
             return reply(
                 StatusCode::BAD_REQUEST,
                 "caChecksums must list 1 to 6 SHA-256 checksums",
+                false,
             );
         }
-        let list = self.add(&new);
+        let list = self.replace(&new);
         tracing::info!(trusted = ?list, "the server sent new CA checksums; trusting them");
-        let mut message = "trusted".to_owned();
-        if let Some((ns, name)) = &self.secret {
-            match self.persist(downstream, ns, name, &list.join(",")).await {
-                Ok(()) => message = format!("trusted, and written to secret {ns}/{name}"),
-                Err(e) => {
-                    tracing::warn!(secret = %format!("{ns}/{name}"), error = %e, "cannot keep the new CA checksums for a restart");
-                    message = format!("trusted; not written to secret {ns}/{name}: {e}");
-                }
+        let Some((ns, name)) = &self.secret else {
+            return reply(
+                StatusCode::OK,
+                "trusted, but not kept for a restart: the agent runs without DROVER_TRUST_SECRET",
+                false,
+            );
+        };
+        match self.persist(downstream, ns, name, &list.join(",")).await {
+            Ok(()) => reply(
+                StatusCode::OK,
+                &format!("trusted, and written to secret {ns}/{name}"),
+                true,
+            ),
+            Err(e) => {
+                tracing::warn!(secret = %format!("{ns}/{name}"), error = %e, "cannot keep the new CA checksums for a restart");
+                reply(
+                    StatusCode::OK,
+                    &format!(
+                        "trusted, but not kept for a restart: writing secret {ns}/{name}: {e}"
+                    ),
+                    false,
+                )
             }
         }
-        reply(StatusCode::OK, &message)
     }
 
     /// Write the checksums into the Secret `DROVER_CA_CHECKSUM` comes from.
@@ -177,16 +201,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksums_are_checked_and_the_newest_kept() {
+    fn checksums_are_checked_and_replaced_whole() {
         assert!(Trust::new("nope", None).is_err());
         assert!(Trust::new("", Some("no-slash")).is_err());
         let a = "a".repeat(64);
         let t = Trust::new(&format!("{a}, {}", "B".repeat(64)), None).unwrap();
         assert!(t.accepts(&a) && t.accepts(&"b".repeat(64)));
-        let many: Vec<String> = (0..8).map(|i| format!("{i}").repeat(64)).collect();
-        let kept = t.add(&many);
-        assert_eq!(kept.len(), KEEP);
-        assert!(!t.accepts(&a));
-        assert!(t.accepts(&many[7]));
+        // Rotations tried and undone again and again never grow the list
+        // nor lose what the server says is current.
+        for _ in 0..5 {
+            t.replace(&[a.clone(), "c".repeat(64), "d".repeat(64)]);
+            t.replace(std::slice::from_ref(&a));
+        }
+        assert_eq!(t.list(), [a.clone()]);
     }
 }

@@ -28,11 +28,16 @@ pub enum CertsCommand {
     /// Examples:
     ///   drover certs rotate-ca
     ///   drover certs rotate-ca --force
+    ///   drover certs rotate-ca --abort
     RotateCa {
         /// Rotate even if a connected agent does not take the new checksum
         /// (its cluster then needs its import manifest applied again).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "abort")]
         force: bool,
+        /// Undo a rotation left unfinished (a server that stopped in the
+        /// middle): the current CA stays.
+        #[arg(long)]
+        abort: bool,
         /// How to print.
         #[command(flatten)]
         out: Output,
@@ -98,7 +103,21 @@ pub async fn run(cmd: CertsCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        CertsCommand::RotateCa { force, out } => {
+        CertsCommand::RotateCa {
+            abort: true, out, ..
+        } => {
+            let v = client
+                .post(
+                    "/v1-admin/certificates/rotate-ca?abort=true",
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if !output::document(out, &v)? {
+                crate::outln!("The unfinished CA rotation was undone; the current CA stays.");
+            }
+            Ok(())
+        }
+        CertsCommand::RotateCa { force, out, .. } => {
             let path = if force {
                 "/v1-admin/certificates/rotate-ca?force=true"
             } else {

@@ -103,6 +103,14 @@ fn normalise(url: &str) -> Result<String, CliError> {
     })
 }
 
+/// The first PEM certificate block of a text.
+fn first_certificate(pem: &str) -> Option<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let end = pem[start..].find(END)? + start + END.len();
+    Some(format!("{}\n", &pem[start..end]))
+}
+
 /// Decide what to trust for `url`: (CA PEM to keep, insecure).
 async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), CliError> {
     if args.insecure_skip_tls_verify {
@@ -132,6 +140,9 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
     let (_, pem) = first_contact
         .raw(reqwest::Method::GET, "/cacerts", None, None)
         .await?;
+    // Only the certificate whose fingerprint is checked is trusted: more
+    // appended by someone in the middle would otherwise ride along.
+    let pem = first_certificate(&pem).unwrap_or(pem);
     let fingerprint = drover_net::client::fingerprint(&pem);
     // A CA other than the one saved at the last login: say so.
     let saved = Config::load().ok().and_then(|c| {

@@ -238,17 +238,7 @@ fn haproxy(dir: &Path, lb: u16, ports: &[u16]) -> Proc {
          backend replicas\n  balance roundrobin\n  option httpchk GET /healthz\n  http-check expect status 200\n\
          \x20 default-server check check-ssl verify none inter 500ms fall 2 rise 2\n{servers}"
     );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(&path);
-    let p = Proc::spawn(cmd);
-    wait("haproxy listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", lb))
-            .ok()
-            .map(drop)
-    });
-    p
+    common::haproxy(dir, lb, &cfg)
 }
 
 /// curl, without failing the test on a transport error.

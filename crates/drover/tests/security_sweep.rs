@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    agent, ca_checksum, cli, import, kubectl, user_kubeconfig, wait_ready, Mgmt, Proc, SimProc,
-    ADMIN_PASSWORD, MGMT,
+    agent, ca_checksum, cli, csrf_of, import, kubectl, user_kubeconfig, wait_ready, Mgmt, Proc,
+    SimProc, ADMIN_PASSWORD, MGMT,
 };
 use serde_json::{json, Value};
 
@@ -105,14 +105,6 @@ impl<'a> Browser<'a> {
         all.push(("_csrf", &csrf));
         self.post(path, &all)
     }
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page
-        .find("name=\"_csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no CSRF field in the page: {page}"));
-    let rest = &page[at + "name=\"_csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_owned()
 }
 
 fn rand_suffix() -> u32 {

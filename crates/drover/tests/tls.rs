@@ -18,7 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{curl, free_port, wait, Mgmt, Proc, Server, SimProc, ADMIN_PASSWORD, BIN, MGMT};
+use common::{
+    csrf_of, curl, free_port, wait, Mgmt, Proc, Server, SimProc, ADMIN_PASSWORD, BIN, MGMT,
+};
 use drover_net::pki;
 use sha2::{Digest, Sha256};
 
@@ -340,17 +342,7 @@ fn haproxy(dir: &Path, lb: u16, ports: &[u16], cert: &Path) -> Proc {
          \x20 default-server check inter 500ms fall 2 rise 2 source 127.0.0.2\n{servers}",
         cert.display()
     );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(&path);
-    let p = Proc::spawn(cmd);
-    wait("haproxy listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", lb))
-            .ok()
-            .map(drop)
-    });
-    p
+    common::haproxy(dir, lb, &cfg)
 }
 
 /// The audit entries (JSON lines) of every replica's log whose user agent
@@ -365,14 +357,6 @@ fn audited(dirs: &[PathBuf], agent: &str) -> Vec<serde_json::Value> {
         })
         .filter(|e| e["userAgent"] == agent)
         .collect()
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page
-        .find("name=\"_csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no CSRF field in the page: {page}"));
-    let rest = &page[at + "name=\"_csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_owned()
 }
 
 /// curl with a cookie jar: (status, body).
@@ -612,22 +596,22 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     let imp = common::import(&m, &admin, &sim, "rotating");
     let old_pem = std::fs::read_to_string(&m.ca).unwrap();
     let old_checksum = common::ca_checksum(&m);
-    let agent_cmd = |checksum: &str| {
+    let agent_cmd = |checksum: &str, keeps_trust: bool| {
         let mut cmd = Command::new(BIN);
         cmd.args(["agent", "--server", &m.server.url("")])
             .args(["--token", &imp.token, "--ca-checksum", checksum])
-            .args(["--trust-secret", "drover-system/drover-credentials"])
             .arg("--kubeconfig")
             .arg(&imp.agent_kubeconfig)
             .env("DROVER_LOG", "info");
+        if keeps_trust {
+            cmd.args(["--trust-secret", "drover-system/drover-credentials"]);
+        }
         cmd
     };
-    let mut agent = Proc::spawn(agent_cmd(&old_checksum));
+    // First an agent that could not keep a new CA for a restart: the
+    // rotation is refused and undone, and nothing changes.
+    let mut agent = Proc::spawn(agent_cmd(&old_checksum, false));
     common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
-
-    // A kubeconfig and a CLI login from before, and a watch open through
-    // the proxy.
-    let before = common::user_kubeconfig(&m, &admin, &imp.cluster, "before");
     let cli_config = m.dir.path().join("cli.yaml");
     let (code, _, err) = common::cli(
         &cli_config,
@@ -642,6 +626,24 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
         None,
     );
     assert_eq!(code, 0, "{err}");
+    let (code, out, err) = common::cli(&cli_config, &["certs", "rotate-ca"], None);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("the CA was not rotated"), "{err}");
+    let (_, pem) = curl(&["--insecure"], &m.server.url("/cacerts"));
+    assert_eq!(pem, old_pem, "/cacerts after an undone rotation");
+    let (code, out, _) = common::cli(&cli_config, &["certs", "ls"], None);
+    assert_eq!(code, 0);
+    assert!(!out.contains("under way"), "{out}");
+    agent.kill();
+
+    // The agent as the import manifest runs it: it keeps its trust in its
+    // Secret.
+    let mut agent = Proc::spawn(agent_cmd(&old_checksum, true));
+    agent.wait_for("connected to the Drover server", Duration::from_secs(20));
+
+    // A kubeconfig and a CLI login from before, and a watch open through
+    // the proxy.
+    let before = common::user_kubeconfig(&m, &admin, &imp.cluster, "before");
     let mut watch = common::kubectl_cmd(
         &before,
         &cache,
@@ -743,11 +745,11 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     // import manifest's Deployment would), connects to the new CA; with
     // only the old checksum it refuses, naming the fix.
     agent.kill();
-    let mut stale = Proc::spawn(agent_cmd(&old_checksum));
+    let mut stale = Proc::spawn(agent_cmd(&old_checksum, true));
     stale.ends_within("an agent trusting only the old CA", Duration::from_secs(20));
     println!("an agent that trusts only the old CA: {}", stale.log());
     assert!(stale.log().contains("rotated"), "{}", stale.log());
-    let restarted = Proc::spawn(agent_cmd(&stored));
+    let restarted = Proc::spawn(agent_cmd(&stored, true));
     restarted.wait_for("connected to the Drover server", Duration::from_secs(20));
     let (code, _, err) = m.kubectl(&after, &["get", "nodes"]);
     assert_eq!(code, 0, "{err}");
@@ -897,6 +899,21 @@ fn bad_tls_starts_fail_with_one_line_and_write_nothing() {
             &key,
         ],
         "cannot use --tls-ca",
+    );
+    refused_start(
+        &["--listen", &listen, "--tls-ca", &cert],
+        "with Drover's own certificate, leave it out",
+    );
+    refused_start(
+        &[
+            "--listen",
+            &listen,
+            "--acme-domain",
+            "*.example.com",
+            "--acme-email",
+            "a@example.com",
+        ],
+        "wildcards need the DNS-01 challenge",
     );
     refused_start(
         &["--listen", &listen, "--acme-domain", "drover.example.com"],

@@ -30,16 +30,22 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let mut config = server_builder()?
         .with_no_client_auth()
         // Checks that the key belongs to the first certificate.
         .with_single_cert(chain, key)
         .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A server configuration builder on the `ring` provider with the safe
+/// default protocol versions.
+fn server_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, String> {
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
 }
 
 /// Certificates in a PEM text.
@@ -88,7 +94,11 @@ fn ca_params(common_name: &str, not_after: OffsetDateTime) -> CertificateParams 
 /// A new CA valid for `days`.
 pub fn generate_ca(days: i64) -> Result<CertPair, rcgen::Error> {
     let key = KeyPair::generate()?;
-    let cn = format!("drover-ca@{}", now().unix_timestamp());
+    // The key's digest makes the name unique, even for two CAs made in
+    // the same second (a rotation right after the first start).
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.public_key_raw());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let cn = format!("drover-ca@{}-{tag}", now().unix_timestamp());
     let not_after = now() + Duration::days(days);
     let cert = ca_params(&cn, not_after).self_signed(&key)?;
     Ok(CertPair {
@@ -287,10 +297,7 @@ pub fn resolving_server_config(
     resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let mut config = server_builder()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

@@ -192,6 +192,13 @@ impl ServerArgs {
                 return Err("--tls-mode external serves plain HTTP: --tls-cert and --acme-domain belong on the balancer then".into());
             }
         }
+        if self.tls_ca.is_some()
+            && self.tls_mode == TlsMode::Drover
+            && self.tls_cert.is_none()
+            && self.acme_domain.is_empty()
+        {
+            return Err("--tls-ca names the CA of a certificate Drover does not make (--tls-cert, ACME, or a balancer's); with Drover's own certificate, leave it out".into());
+        }
         if self.tls_cert.is_some() && !self.acme_domain.is_empty() {
             return Err("--tls-cert and --acme-domain both name where the serving certificate comes from; give one".into());
         }
@@ -202,6 +209,9 @@ impl ServerArgs {
                     || d.contains(['/', ':', ' '])
                 {
                     return Err(format!("--acme-domain {d:?} is not a DNS name"));
+                }
+                if d.contains('*') {
+                    return Err(format!("--acme-domain {d:?}: wildcards need the DNS-01 challenge, which Drover does not do; name each host"));
                 }
             }
             match &self.acme_email {

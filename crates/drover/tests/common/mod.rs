@@ -867,3 +867,26 @@ pub fn kubeconfig_yaml(m: &Mgmt, token: &str, cluster: &str) -> (u16, String) {
             .url(&format!("{MGMT}/clusters/{cluster}/kubeconfig")),
     )
 }
+
+/// The CSRF field of a web UI form page.
+pub fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"_csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in the page: {page}"));
+    let rest = &page[at + "name=\"_csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Debian's haproxy with this configuration (written to `dir`), once it
+/// listens on 127.0.0.1:`port`.
+pub fn haproxy(dir: &Path, port: u16, config: &str) -> Proc {
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db").arg("-f").arg(&path);
+    let p = Proc::spawn(cmd);
+    wait("haproxy listening", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+    });
+    p
+}

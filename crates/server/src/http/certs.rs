@@ -13,10 +13,13 @@
 //!      before the rotation reaching the server, whose answer tells their
 //!      users to download them again.
 //!
-//!   If a connected agent does not take the new checksums, the rotation
-//!   is undone before step 3 and the answer names the clusters — unless
-//!   `?force=true`. Clusters whose agent is away then need the new
-//!   checksum (their import manifest applied again).
+//!   If a connected agent does not take the new checksums, or cannot keep
+//!   them for a restart, the rotation is undone (agents are told to trust
+//!   the current CA alone again) and the answer names the clusters —
+//!   unless `?force=true`. Any later failure undoes it too, and the steps
+//!   run to their end even if the client goes away; `?abort=true` undoes
+//!   a rotation a replica left unfinished. Clusters whose agent is away
+//!   then need the new checksum (their import manifest applied again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +122,8 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, req: Request) -> Re
 pub(crate) struct RotateQuery {
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    abort: bool,
 }
 
 fn rotation_error(e: RotationError) -> Response {
@@ -160,7 +165,8 @@ async fn clusters(state: &AppState) -> Result<Vec<String>, drover_store::StoreEr
         .collect())
 }
 
-/// Send `checksums` to `cluster`'s agent; why not, if it did not take them.
+/// Send `checksums` (the whole list to trust) to `cluster`'s agent; why
+/// not, if it did not take them or cannot keep them for a restart.
 async fn tell_agent(state: &AppState, cluster: &str, checksums: &[String]) -> Result<(), String> {
     let body = json!({"caChecksums": checksums}).to_string();
     let req = axum::http::Request::put(drover_tunnel::TRUST_PATH)
@@ -172,18 +178,61 @@ async fn tell_agent(state: &AppState, cluster: &str, checksums: &[String]) -> Re
         state.dialer.send_within(cluster, req, Duration::ZERO),
     )
     .await;
-    match sent {
-        Err(_) => Err("the agent did not answer in time".into()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-        Ok(Ok(resp)) => Err(format!(
-            "the agent answered {} (an agent older than CA rotation?)",
-            resp.status()
-        )),
+    let resp = match sent {
+        Err(_) => return Err("the agent did not answer in time".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!(
+            "the agent answered {status} (an agent older than CA rotation?)"
+        ));
     }
+    if answer["persisted"] != true {
+        return Err(answer["message"]
+            .as_str()
+            .unwrap_or("the agent could not keep the new checksums for a restart")
+            .to_owned());
+    }
+    Ok(())
 }
 
-/// `POST /v1-admin/certificates/rotate-ca[?force=true]`.
+/// Tell every connected agent `checksums`: (clusters told, failures,
+/// clusters not connected).
+async fn tell_agents(
+    state: &AppState,
+    checksums: &[String],
+) -> Result<(Vec<String>, Vec<Value>, Vec<String>), drover_store::StoreError> {
+    let (connected, away): (Vec<String>, Vec<String>) = clusters(state)
+        .await?
+        .into_iter()
+        .partition(|c| state.dialer.connected(c));
+    let results: Vec<(String, Result<(), String>)> = futures::stream::iter(connected)
+        .map(|cluster| async move {
+            let r = tell_agent(state, &cluster, checksums).await;
+            (cluster, r)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut updated = Vec::new();
+    let mut failed = Vec::new();
+    for (cluster, r) in results {
+        match r {
+            Ok(()) => updated.push(cluster),
+            Err(why) => failed.push(json!({"cluster": cluster, "error": why})),
+        }
+    }
+    updated.sort();
+    Ok((updated, failed, away))
+}
+
+/// `POST /v1-admin/certificates/rotate-ca[?force=true|?abort=true]`.
 pub(crate) async fn rotate_ca(
     State(state): State<Arc<AppState>>,
     Query(q): Query<RotateQuery>,
@@ -205,62 +254,88 @@ pub(crate) async fn rotate_ca(
         )
         .into_response();
     }
+    // The rotation runs to its end (or its undoing) even if the client
+    // goes away.
+    let task = tokio::spawn(async move {
+        if q.abort {
+            return abort(&state).await;
+        }
+        rotate(&state, q.force).await
+    });
+    match task.await {
+        Ok(r) => r,
+        Err(_) => ApiError::internal("the CA rotation failed").into_response(),
+    }
+}
+
+/// Undo a rotation left unfinished (a replica that died in the middle).
+async fn abort(state: &AppState) -> Response {
+    let (current, _) = match generated::checksums(&state.store).await {
+        Ok(c) => c,
+        Err(e) => return rotation_error(e),
+    };
+    match generated::abort_rotation(&state.store).await {
+        Ok(true) => {
+            let _ = state.tls.refresh().await;
+            let (told, failed, _) = tell_agents(state, std::slice::from_ref(&current))
+                .await
+                .unwrap_or_default();
+            Json(json!({"aborted": true, "caChecksum": current,
+                        "clusters": {"updated": told, "failed": failed}}))
+            .into_response()
+        }
+        Ok(false) => rotation_error(RotationError::NotRotating),
+        Err(e) => rotation_error(e),
+    }
+}
+
+async fn rotate(state: &AppState, force: bool) -> Response {
     // 1. Trust the new CA beside the old one, everywhere.
     let rotation = match generated::begin_rotation(&state.store).await {
         Ok(r) => r,
         Err(e) => return rotation_error(e),
     };
+    let current = rotation.old_checksum.clone();
+    let undo = |why: Response| {
+        let current = current.clone();
+        async move {
+            if let Err(e) = generated::abort_rotation(&state.store).await {
+                tracing::error!(error = %e, "cannot undo the CA rotation; `drover certs rotate-ca --abort` retries");
+            }
+            let _ = state.tls.refresh().await;
+            // Agents told already trust the current CA again, alone.
+            let _ = tell_agents(state, std::slice::from_ref(&current)).await;
+            why
+        }
+    };
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the CA bundle yet");
     }
-    // 2. Tell every connected agent.
-    let names = match clusters(&state).await {
-        Ok(n) => n,
-        Err(_) => return ApiError::unavailable("the datastore is unavailable").into_response(),
-    };
+    // 2. Tell every connected agent: the current CA, both, the new one.
     let checksums = vec![
+        rotation.old_checksum.clone(),
         rotation.transition_checksum.clone(),
         rotation.new_checksum.clone(),
     ];
-    let (connected, away): (Vec<String>, Vec<String>) =
-        names.into_iter().partition(|c| state.dialer.connected(c));
-    let results: Vec<(String, Result<(), String>)> = futures::stream::iter(connected)
-        .map(|cluster| {
-            let (state, checksums) = (&state, &checksums);
-            async move {
-                let r = tell_agent(state, &cluster, checksums).await;
-                (cluster, r)
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    let mut updated = Vec::new();
-    let mut failed = Vec::new();
-    for (cluster, r) in results {
-        match r {
-            Ok(()) => updated.push(cluster),
-            Err(why) => failed.push(json!({"cluster": cluster, "error": why})),
+    let (updated, failed, away) = match tell_agents(state, &checksums).await {
+        Ok(r) => r,
+        Err(_) => {
+            return undo(ApiError::unavailable("the datastore is unavailable").into_response())
+                .await
         }
-    }
-    updated.sort();
-    if !failed.is_empty() && !q.force {
-        // Undo: nothing but the bundle was served, and agents that took
-        // the new checksums still trust the old CA too.
-        if let Err(e) = undo(&state).await {
-            tracing::error!(error = %e, "cannot undo the CA rotation");
-        }
+    };
+    if !failed.is_empty() && !force {
         let message = format!(
-            "the CA was not rotated: {} connected agent(s) did not take the new CA checksum; fix them, or rotate with force=true (their clusters then need the new checksum)",
+            "the CA was not rotated: {} connected agent(s) did not take the new CA checksum, or cannot keep it for a restart; fix them (apply their import manifest again), or rotate with force=true (they then need the new checksum)",
             failed.len()
         );
         let mut body = status_body(409, "Conflict", &message);
         body["details"] = json!({"failed": failed, "updated": updated});
-        return (StatusCode::CONFLICT, Json(body)).into_response();
+        return undo((StatusCode::CONFLICT, Json(body)).into_response()).await;
     }
     // 3. The new CA signs the serving certificate.
     if let Err(e) = generated::serve_with_next(&state.store).await {
-        return rotation_error(e);
+        return undo(rotation_error(e)).await;
     }
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the new certificate yet");
@@ -270,7 +345,7 @@ pub(crate) async fn rotate_ca(
     tokio::time::sleep(crate::tls::REFRESH * 2).await;
     // 4. Retire the old CA.
     if let Err(e) = generated::retire_old(&state.store, state.kubeconfig_ttl).await {
-        return rotation_error(e);
+        return undo(rotation_error(e)).await;
     }
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the new CA yet");
@@ -281,16 +356,4 @@ pub(crate) async fn rotate_ca(
         "clusters": {"updated": updated, "failed": failed, "notConnected": away},
     }))
     .into_response()
-}
-
-/// Drop the next CA of a rotation still in its first step.
-async fn undo(state: &AppState) -> Result<(), drover_store::StoreError> {
-    if let Some(kv) = state.store.get(generated::CA_NEXT).await? {
-        state
-            .store
-            .delete(generated::CA_NEXT, Some(kv.mod_revision))
-            .await?;
-    }
-    let _ = state.tls.refresh().await;
-    Ok(())
 }

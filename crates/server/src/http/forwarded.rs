@@ -1,8 +1,8 @@
 //! The client behind a load balancer: with `--trusted-proxies`, a request
 //! whose peer is one of them has its client address taken from
 //! `X-Forwarded-For` and its scheme from `X-Forwarded-Proto`; from any other
-//! peer both are ignored, so a client cannot forge its address into the
-//! audit log or the login lockout. The headers never go further (to a
+//! peer both are ignored, so a client cannot forge the address the audit
+//! log and the server log record. The headers never go further (to a
 //! cluster through the proxy, say).
 //!
 //! `X-Forwarded-For` is read from the right: the first address that is not
@@ -39,23 +39,28 @@ fn trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
     proxies.iter().any(|net| net.contains(&ip))
 }
 
-/// The client's address from `X-Forwarded-For`, read from the right.
+/// The client's address from `X-Forwarded-For`, read from the right: the
+/// first hop that is not a trusted proxy. A hop that cannot be read ends
+/// the walk at the nearest trusted one before it (what a client wrote left
+/// of the balancer's own entry never counts).
 fn client(headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> Option<IpAddr> {
     let mut hops = Vec::new();
     for value in headers.get_all(FORWARDED_FOR) {
-        let text = value.to_str().ok()?;
-        for hop in text.split(',') {
-            let hop = hop.trim();
-            // Accept "1.2.3.4", "1.2.3.4:port", "[::1]:port", "::1".
-            let ip = hop
-                .parse::<IpAddr>()
-                .ok()
-                .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
-            hops.push(ip);
+        match value.to_str() {
+            Ok(text) => hops.extend(text.split(',').map(|h| Some(h.trim().to_owned()))),
+            Err(_) => hops.push(None),
         }
     }
     let mut found = None;
-    for ip in hops.into_iter().rev() {
+    for hop in hops.into_iter().rev() {
+        // Accept "1.2.3.4", "1.2.3.4:port", "[::1]:port", "::1".
+        let Some(ip) = hop.and_then(|h| {
+            h.parse::<IpAddr>()
+                .ok()
+                .or_else(|| h.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        }) else {
+            break;
+        };
         found = Some(ip);
         if !trusted(proxies, ip) {
             break;
@@ -137,6 +142,20 @@ mod tests {
         assert_eq!(
             client(&headers(&["[2001:db8::1]:443"]), &proxies),
             Some(ip("2001:db8::1"))
+        );
+        // Junk left of the balancer's entry does not hide the client.
+        assert_eq!(
+            client(&headers(&["not-an-ip, 203.0.113.7"]), &proxies),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client(&headers(&["unknown", "203.0.113.7"]), &proxies),
+            Some(ip("203.0.113.7"))
+        );
+        // Behind two balancers, junk stops at the inner one.
+        assert_eq!(
+            client(&headers(&["junk, 10.1.1.1"]), &proxies),
+            Some(ip("10.1.1.1"))
         );
         assert_eq!(client(&headers(&["not-an-ip"]), &proxies), None);
         assert_eq!(client(&HeaderMap::new(), &proxies), None);

@@ -28,7 +28,7 @@ pub(crate) async fn manifest(
     };
     let body = registration::render_manifest(
         &state.import,
-        &state.tls.ca_checksum(),
+        &state.tls.agent_checksums(),
         &found.cluster,
         token,
     );

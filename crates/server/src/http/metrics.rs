@@ -43,6 +43,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     certificates: Family<CertificateLabels, Gauge>,
+    /// The certificates' labels set last, to drop those gone since.
+    certificate_labels: std::sync::Mutex<Vec<CertificateLabels>>,
 }
 
 impl Metrics {
@@ -69,6 +71,7 @@ impl Metrics {
             requests,
             latency,
             certificates,
+            certificate_labels: Default::default(),
         }
     }
 
@@ -76,16 +79,24 @@ impl Metrics {
     /// expiry as of now.
     pub(crate) fn render(&self, certificates: &[crate::tls::CertificateStatus]) -> String {
         let now = drover_net::pki::now().unix_timestamp();
-        self.certificates.clear();
-        for c in certificates {
-            let labels = CertificateLabels {
+        let labels: Vec<CertificateLabels> = certificates
+            .iter()
+            .map(|c| CertificateLabels {
                 certificate: c.name.to_owned(),
                 subject: c.subject.clone(),
-            };
-            self.certificates
-                .get_or_create(&labels)
-                .set(c.not_after - now);
+            })
+            .collect();
+        for (l, c) in labels.iter().zip(certificates) {
+            self.certificates.get_or_create(l).set(c.not_after - now);
         }
+        let mut previous = self
+            .certificate_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for gone in previous.iter().filter(|l| !labels.contains(l)) {
+            self.certificates.remove(gone);
+        }
+        *previous = labels;
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -102,7 +102,7 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     }
     let Some((cluster, path)) = split(req.uri()) else {
         return ApiError::bad_request(
-            "the path must be /k8s/clusters/{cluster}/… with no '.' or '..' segments",
+            "the path must be /k8s/clusters/{cluster}/… with no '.' or '..' segments, and not the agent's own /drover-agent/…",
         )
         .into_response();
     };
@@ -381,6 +381,10 @@ mod tests {
             "/k8s/clusters/c-1/a%5c..",
             "/k8s/clusters/C-1/api",
             "/k8s/clusters//api",
+            // The agent's own paths are the server's alone.
+            "/k8s/clusters/c-1/drover-agent/v1/trust",
+            "/k8s/clusters/c-1/drover-agent/",
+            "/k8s/clusters/c-1/drover-agent",
         ] {
             assert_eq!(s(bad), None, "{bad}");
         }

@@ -163,6 +163,28 @@ impl Acme {
         let Some((lock, revision)) = self.take_lock(store).await else {
             return;
         };
+        // Another replica may have stored a certificate between the read
+        // above and the lock: look again.
+        let still_due = match store.get(CERTIFICATE).await {
+            Ok(Some(kv)) => serde_json::from_slice::<AcmeCert>(&kv.value)
+                .map_or(true, |c| c.due(&self.domains, now())),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !still_due {
+            let released = Lock {
+                until: now(),
+                ..lock
+            };
+            let _ = store
+                .update(
+                    LOCK,
+                    serde_json::to_vec(&released).expect("serialises"),
+                    revision,
+                )
+                .await;
+            return;
+        }
         tracing::info!(domains = ?self.domains, directory = %self.directory, "ACME: ordering a certificate");
         let result = tokio::time::timeout(ORDER_TIME, self.order(store)).await;
         let result = match result {

@@ -149,6 +149,7 @@ impl Stored {
         )
         .map_err(ServerError::Certificates)?;
         snapshot.rotated_at = (self.ca.rotated_at > 0).then_some(self.ca.rotated_at);
+        snapshot.next_ca_pem = self.next.as_ref().map(|n| n.ca.cert_pem.clone());
         Ok(snapshot)
     }
 
@@ -209,13 +210,6 @@ async fn ensure_ca(store: &Store) -> Result<StoredCert, ServerError> {
     }
 }
 
-async fn next_ca(store: &Store) -> Result<Option<NextCa>, ServerError> {
-    match store.get(CA_NEXT).await? {
-        Some(kv) => Ok(Some(decode(&kv.value)?)),
-        None => Ok(None),
-    }
-}
-
 /// Whether `serving` must be issued again: a name missing, two thirds of
 /// its lifetime gone, or signed by another CA than `signer`.
 fn due(serving: &StoredCert, signer: &StoredCert, names: &[String], now: i64) -> bool {
@@ -245,9 +239,14 @@ pub async fn refresh(
     names: &[String],
     validity: std::time::Duration,
 ) -> Result<Stored, ServerError> {
-    let ca = ensure_ca(store).await?;
     loop {
-        let next = next_ca(store).await?;
+        ensure_ca(store).await?;
+        let Some(ca_kv) = store.get(keys::SERVER_CA).await? else {
+            continue;
+        };
+        let ca: StoredCert = decode(&ca_kv.value)?;
+        let next_kv = store.get(CA_NEXT).await?;
+        let next: Option<NextCa> = next_kv.as_ref().map(|kv| decode(&kv.value)).transpose()?;
         let signer = signer(&ca, next.as_ref()).clone();
         let current = store.get(keys::SERVER_SERVING_CERT).await?;
         let mut wanted = names.to_vec();
@@ -267,24 +266,22 @@ pub async fn refresh(
                 }
             }
         }
-        let lifetime = time::Duration::seconds(validity.as_secs() as i64);
+        let lifetime = time::Duration::seconds(validity.as_secs().min(i64::MAX as u64) as i64);
         let pair =
             pki::generate_serving_for(&signer.pair(), &wanted, lifetime).map_err(cert_error)?;
         let serving = StoredCert::from_pair(pair, signer.common_name().to_owned());
         // Written only if neither the certificate nor the CAs changed since
         // they were read: a rotation step in between is not undone.
-        let mut ops = vec![match &current {
-            Some(kv) => Op::update(keys::SERVER_SERVING_CERT, encode(&serving), kv.mod_revision),
-            None => Op::create(keys::SERVER_SERVING_CERT, encode(&serving)),
-        }];
-        let next_kv = store.get(CA_NEXT).await?;
-        ops.push(Op::check(
-            CA_NEXT,
-            next_kv.as_ref().map(|kv| kv.mod_revision),
-        ));
-        if next_kv.is_some() != next.is_some() {
-            continue;
-        }
+        let ops = [
+            match &current {
+                Some(kv) => {
+                    Op::update(keys::SERVER_SERVING_CERT, encode(&serving), kv.mod_revision)
+                }
+                None => Op::create(keys::SERVER_SERVING_CERT, encode(&serving)),
+            },
+            Op::check(keys::SERVER_CA, Some(ca_kv.mod_revision)),
+            Op::check(CA_NEXT, next_kv.as_ref().map(|kv| kv.mod_revision)),
+        ];
         match store.txn(&ops).await {
             Ok(_) => {
                 tracing::info!(names = ?serving.names, issuer = %serving.issuer, not_after = serving.not_after, "issued the serving certificate");
@@ -421,10 +418,18 @@ pub async fn retire_old(
         .await?
         .ok_or(RotationError::NotRotating)?;
     let old: StoredCert = decode(&ca_kv.value)?;
-    let until = pki::now() + time::Duration::seconds(cross_for.as_secs() as i64);
+    // At least a day, at most the old CA's life (a kubeconfig TTL of 0
+    // means no limit).
+    let secs = match cross_for.as_secs() {
+        0 => CA_DAYS as u64 * 86_400,
+        n => n.clamp(86_400, CA_DAYS as u64 * 86_400),
+    };
+    let until = pki::now() + time::Duration::seconds(secs as i64);
     next.ca.cross_pem = pki::cross_sign(&old.pair(), &next.ca.pair(), until)
         .map_err(|e| RotationError::Certificates(e.to_string()))?;
-    next.ca.rotated_at = pki::now().unix_timestamp();
+    // From when clients could first have received the new CA: kubeconfigs
+    // downloaded since trust both.
+    next.ca.rotated_at = next.ca.not_before;
     let ops = [
         Op::update(keys::SERVER_CA, encode(&next.ca), ca_kv.mod_revision),
         Op::delete(CA_NEXT, next_kv.mod_revision),
@@ -432,6 +437,35 @@ pub async fn retire_old(
     store.txn(&ops).await?;
     tracing::info!(ca = %next.ca.common_name(), "CA rotation: the old CA is retired");
     Ok(())
+}
+
+/// Undo a rotation not yet retired: the next CA is dropped, and the
+/// serving certificate (if the new CA signed it) is issued again by the
+/// current one at the next refresh. Nothing to undo is not an error.
+pub async fn abort_rotation(store: &Store) -> Result<bool, RotationError> {
+    let Some(kv) = store.get(CA_NEXT).await? else {
+        return Ok(false);
+    };
+    store.delete(CA_NEXT, Some(kv.mod_revision)).await?;
+    tracing::info!("CA rotation undone: the current CA stays");
+    Ok(true)
+}
+
+/// The checksums of `/cacerts` now: (current, during the rotation's
+/// transition if one is under way, the next CA's alone).
+pub async fn checksums(store: &Store) -> Result<(String, Option<(String, String)>), RotationError> {
+    let ca: StoredCert = match store.get(keys::SERVER_CA).await? {
+        Some(kv) => decode(&kv.value)?,
+        None => return Err(RotationError::NotRotating),
+    };
+    let next: Option<NextCa> = match store.get(CA_NEXT).await? {
+        Some(kv) => Some(decode(&kv.value)?),
+        None => None,
+    };
+    let during = next
+        .as_ref()
+        .map(|n| (checksum(&bundle(&ca, Some(n))), checksum(&n.ca.cert_pem)));
+    Ok((checksum(&ca.cert_pem), during))
 }
 
 #[cfg(test)]

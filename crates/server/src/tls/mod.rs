@@ -64,6 +64,9 @@ struct Snapshot {
     certificates: Vec<CertificateStatus>,
     /// When Drover's own CA was last rotated.
     rotated_at: Option<i64>,
+    /// During a rotation: the next CA alone (the checksum agents will see
+    /// at `/cacerts` once it is done).
+    next_ca_pem: Option<String>,
 }
 
 /// Where the certificate comes from.
@@ -93,14 +96,7 @@ pub struct Tls {
 /// `--tls-key`, `--tls-ca`, `--acme-ca-bundle`), so that a wrong one stops
 /// the start with one line before anything is written.
 pub fn preflight(args: &ServerArgs) -> Result<(), ServerError> {
-    let given_ca = match &args.tls_ca {
-        Some(path) => {
-            let pem = read_file("--tls-ca", path)?;
-            pki::parse_certs(&pem).map_err(bad_file("--tls-ca", path))?;
-            pem
-        }
-        None => String::new(),
-    };
+    let given_ca = given_ca(args)?;
     if let (TlsMode::Drover, Some(cert), Some(key)) = (args.tls_mode, &args.tls_cert, &args.tls_key)
     {
         from_files(cert, key, &given_ca)?;
@@ -121,14 +117,7 @@ impl Tls {
         store: &Store,
         server_url: &url::Url,
     ) -> Result<Arc<Self>, ServerError> {
-        let given_ca = match &args.tls_ca {
-            Some(path) => {
-                let pem = read_file("--tls-ca", path)?;
-                pki::parse_certs(&pem).map_err(bad_file("--tls-ca", path))?;
-                pem
-            }
-            None => String::new(),
-        };
+        let given_ca = given_ca(args)?;
         let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -150,6 +139,7 @@ impl Tls {
                     ca_pem: given_ca.clone(),
                     certificates: given_ca_status(&given_ca),
                     rotated_at: None,
+                    next_ca_pem: None,
                 },
             ),
             (TlsMode::Drover, Some(cert), Some(key)) => {
@@ -162,9 +152,10 @@ impl Tls {
                     Source::Generated
                 } else {
                     let acme = acme::Acme::new(args)?;
-                    if let Some(cert) = acme.stored(store).await? {
-                        snapshot = cert.snapshot(&given_ca)?;
-                    }
+                    snapshot = match acme.stored(store).await? {
+                        Some(cert) => cert.snapshot(&given_ca)?,
+                        None => acme_fallback(snapshot, &given_ca),
+                    };
                     Source::Acme(acme)
                 };
                 (source, snapshot)
@@ -213,6 +204,18 @@ impl Tls {
         crate::kinds::registration::ca_checksum(&self.ca_pem())
     }
 
+    /// What the import manifest gives agents to trust (`--ca-checksum`):
+    /// the checksum of `/cacerts`, and during a CA rotation also the next
+    /// CA's alone (what `/cacerts` will be once it is done).
+    pub fn agent_checksums(&self) -> String {
+        let snapshot = self.snapshot();
+        let now = crate::kinds::registration::ca_checksum(&snapshot.ca_pem);
+        match snapshot.next_ca_pem {
+            Some(next) => format!("{now},{}", crate::kinds::registration::ca_checksum(&next)),
+            None => now,
+        }
+    }
+
     /// The certificates in use, with their expiry.
     pub fn certificates(&self) -> Vec<CertificateStatus> {
         self.snapshot().certificates
@@ -246,9 +249,12 @@ impl Tls {
                 .snapshot()?,
             Source::Acme(acme) => match acme.stored(&self.store).await? {
                 Some(cert) => cert.snapshot(&self.given_ca)?,
-                None => generated::refresh(&self.store, &self.names, self.validity)
-                    .await?
-                    .snapshot()?,
+                None => acme_fallback(
+                    generated::refresh(&self.store, &self.names, self.validity)
+                        .await?
+                        .snapshot()?,
+                    &self.given_ca,
+                ),
             },
         };
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -321,6 +327,18 @@ impl ResolvesServerCert for Tls {
     }
 }
 
+/// `--tls-ca`, read and checked (empty when not given).
+fn given_ca(args: &ServerArgs) -> Result<String, ServerError> {
+    match &args.tls_ca {
+        Some(path) => {
+            let pem = read_file("--tls-ca", path)?;
+            pki::parse_certs(&pem).map_err(bad_file("--tls-ca", path))?;
+            Ok(pem)
+        }
+        None => Ok(String::new()),
+    }
+}
+
 fn read_file(flag: &'static str, path: &Path) -> Result<String, ServerError> {
     std::fs::read_to_string(path).map_err(|e| ServerError::TlsFile {
         flag,
@@ -335,6 +353,18 @@ fn bad_file<'a>(flag: &'static str, path: &'a Path) -> impl FnOnce(String) -> Se
         path: path.to_owned(),
         reason,
     }
+}
+
+/// Until the first ACME certificate arrives, the generated one is served,
+/// but `/cacerts` already says what clients will need (`--tls-ca`, or
+/// nothing for a public CA): agents and kubeconfigs made meanwhile keep
+/// working once it arrives.
+fn acme_fallback(mut generated: Snapshot, given_ca: &str) -> Snapshot {
+    generated.ca_pem = given_ca.to_owned();
+    generated.next_ca_pem = None;
+    generated.certificates.retain(|c| c.name == "serving");
+    generated.certificates.extend(given_ca_status(given_ca));
+    generated
 }
 
 /// The status of a certificate PEM, or nothing if it cannot be read.
@@ -370,6 +400,7 @@ fn snapshot_of(
         ca_pem,
         certificates,
         rotated_at: None,
+        next_ca_pem: None,
     })
 }
 
