@@ -148,16 +148,7 @@ impl Acme {
 
     /// Order a certificate if one is due and no other replica is ordering.
     pub async fn order_if_due(&self, store: &Store) {
-        let due = match store.get(CERTIFICATE).await {
-            Ok(Some(kv)) => serde_json::from_slice::<AcmeCert>(&kv.value)
-                .map_or(true, |c| c.due(&self.domains, now())),
-            Ok(None) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "ACME: cannot read the certificate");
-                return;
-            }
-        };
-        if !due {
+        if !self.due(store).await {
             return;
         }
         let Some((lock, revision)) = self.take_lock(store).await else {
@@ -165,24 +156,16 @@ impl Acme {
         };
         // Another replica may have stored a certificate between the read
         // above and the lock: look again.
-        let still_due = match store.get(CERTIFICATE).await {
-            Ok(Some(kv)) => serde_json::from_slice::<AcmeCert>(&kv.value)
-                .map_or(true, |c| c.due(&self.domains, now())),
-            Ok(None) => true,
-            Err(_) => false,
-        };
-        if !still_due {
-            let released = Lock {
-                until: now(),
-                ..lock
-            };
-            let _ = store
-                .update(
-                    LOCK,
-                    serde_json::to_vec(&released).expect("serialises"),
-                    revision,
-                )
-                .await;
+        if !self.due(store).await {
+            release(
+                store,
+                revision,
+                Lock {
+                    until: now(),
+                    ..lock
+                },
+            )
+            .await;
             return;
         }
         tracing::info!(domains = ?self.domains, directory = %self.directory, "ACME: ordering a certificate");
@@ -216,15 +199,20 @@ impl Acme {
             failures,
             last_error: result.err().map(|e| e.to_string()).unwrap_or_default(),
         };
-        if let Ok(Some(kv)) = store.get(LOCK).await {
-            if kv.mod_revision == revision {
-                let _ = store
-                    .update(
-                        LOCK,
-                        serde_json::to_vec(&released).expect("serialises"),
-                        revision,
-                    )
-                    .await;
+        release(store, revision, released).await;
+    }
+
+    /// Whether a certificate must be ordered: none stored, another names
+    /// list, or two thirds of its lifetime gone. Not when the datastore
+    /// cannot say.
+    async fn due(&self, store: &Store) -> bool {
+        match store.get(CERTIFICATE).await {
+            Ok(Some(kv)) => serde_json::from_slice::<AcmeCert>(&kv.value)
+                .map_or(true, |c| c.due(&self.domains, now())),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "ACME: cannot read the certificate");
+                false
             }
         }
     }
@@ -352,6 +340,16 @@ impl Acme {
             None => store.create(CERTIFICATE, value).await?,
         };
         Ok(cert)
+    }
+}
+
+/// Write the lock back as `lock` if it is still the one taken at
+/// `revision` (it is not, if the order outlived the lock and another
+/// replica took it).
+async fn release(store: &Store, revision: i64, lock: Lock) {
+    let value = serde_json::to_vec(&lock).expect("serialises");
+    if let Err(e) = store.update(LOCK, value, revision).await {
+        tracing::debug!(error = %e, "ACME: the ordering lock changed hands meanwhile");
     }
 }
 
