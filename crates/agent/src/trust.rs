@@ -213,6 +213,6 @@ mod tests {
             t.replace(&[a.clone(), "c".repeat(64), "d".repeat(64)]);
             t.replace(std::slice::from_ref(&a));
         }
-        assert_eq!(t.list(), [a.clone()]);
+        assert_eq!(t.list(), [a]);
     }
 }

@@ -160,7 +160,9 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
     if let Some(wanted) = &args.ca_fingerprint {
         let plain = |f: &str| f.replace(':', "").to_ascii_uppercase();
         return match &fingerprint {
-            Some(fp) if plain(fp) == plain(wanted) => Ok((Some(pem), false)),
+            Some(fp) if plain(fp) == plain(wanted) => {
+                Ok((Some(bundle_over(url, pem).await), false))
+            }
             _ => Err(CliError::Untrusted {
                 url: url.to_owned(),
                 fingerprint,
@@ -183,7 +185,23 @@ async fn trust(url: &str, args: &LoginArgs) -> Result<(Option<String>, bool), Cl
             fingerprint: Some(fp),
         });
     }
-    Ok((Some(pem), false))
+    Ok((Some(bundle_over(url, pem).await), false))
+}
+
+/// Once `trusted` (one CA) is trusted: `/cacerts` again, over a connection
+/// it verifies, whole (both CAs during a CA rotation); `trusted` itself if
+/// that fails.
+async fn bundle_over(url: &str, trusted: String) -> String {
+    let Ok(client) = Client::anonymous(url, Some(&trusted), false) else {
+        return trusted;
+    };
+    match client
+        .raw(reqwest::Method::GET, "/cacerts", None, None)
+        .await
+    {
+        Ok((status, pem)) if status.is_success() && pem.contains(trusted.trim()) => pem,
+        _ => trusted,
+    }
 }
 
 /// The OIDC sign-in: a loopback listener for the redirect, the provider's

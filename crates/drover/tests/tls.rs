@@ -634,6 +634,12 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     let (code, out, _) = common::cli(&cli_config, &["certs", "ls"], None);
     assert_eq!(code, 0);
     assert!(!out.contains("under way"), "{out}");
+    // The agent was told the new checksums, then the current one alone.
+    wait(
+        "the agent trusts the current CA alone again",
+        Duration::from_secs(10),
+        || (agent.log().matches("trusting them").count() >= 2).then_some(()),
+    );
     agent.kill();
 
     // The agent as the import manifest runs it: it keeps its trust in its
@@ -733,6 +739,8 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     let (code, out, err) = m.kubectl(&after, &["get", "pods", "-n", "default"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("after-rotation"), "{out}");
+    let (_, certs) = m.http("GET", "/v1-admin/certificates", Some(&admin), None, &[]);
+    println!("certificates after the rotation: {certs}");
     let (code, _, err) = m.kubectl(&before, &["get", "pods", "-n", "default"]);
     println!(
         "kubectl with a kubeconfig from before the rotation: {}",

@@ -114,6 +114,9 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, req: Request) -> Re
         "items": items,
         "caChecksum": state.tls.ca_checksum(),
         "caRotation": if rotating { "in progress" } else { "none" },
+        "caRotatedAt": state.tls.rotated_at().map(|t| {
+            rfc3339(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))
+        }),
     }))
     .into_response()
 }
@@ -173,20 +176,22 @@ async fn tell_agent(state: &AppState, cluster: &str, checksums: &[String]) -> Re
         .header("content-type", "application/json")
         .body(Body::from(body))
         .expect("a static request");
-    let sent = tokio::time::timeout(
-        AGENT_TIMEOUT,
-        state.dialer.send_within(cluster, req, Duration::ZERO),
-    )
-    .await;
-    let resp = match sent {
-        Err(_) => return Err("the agent did not answer in time".into()),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Ok(Ok(resp)) => resp,
+    let exchange = async {
+        let resp = state
+            .dialer
+            .send_within(cluster, req, Duration::ZERO)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .map_err(|e| format!("reading the agent's answer: {e}"))?;
+        Ok::<_, String>((status, body))
     };
-    let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
-        .await
-        .unwrap_or_default();
+    let (status, body) = match tokio::time::timeout(AGENT_TIMEOUT, exchange).await {
+        Err(_) => return Err("the agent did not answer in time".into()),
+        Ok(r) => r?,
+    };
     let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
     if !status.is_success() {
         return Err(format!(
@@ -256,27 +261,37 @@ pub(crate) async fn rotate_ca(
     }
     // The rotation runs to its end (or its undoing) even if the client
     // goes away.
-    let task = tokio::spawn(async move {
-        if q.abort {
-            return abort(&state).await;
-        }
-        rotate(&state, q.force).await
-    });
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if q.abort {
+                return abort(&state).await;
+            }
+            rotate(&state, q.force).await
+        })
+    };
     match task.await {
         Ok(r) => r,
-        Err(_) => ApiError::internal("the CA rotation failed").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the CA rotation failed; undoing it");
+            let _ = abort(&state).await;
+            ApiError::internal("the CA rotation failed and was undone").into_response()
+        }
     }
 }
 
-/// Undo a rotation left unfinished (a replica that died in the middle).
+/// Undo whatever rotation is under way (one a replica left unfinished).
 async fn abort(state: &AppState) -> Response {
     let (current, _) = match generated::checksums(&state.store).await {
         Ok(c) => c,
         Err(e) => return rotation_error(e),
     };
-    match generated::abort_rotation(&state.store).await {
+    match generated::abort_rotation(&state.store, None).await {
         Ok(true) => {
             let _ = state.tls.refresh().await;
+            // Other replicas may still serve the new CA's certificate
+            // for a refresh round or two.
+            tokio::time::sleep(crate::tls::REFRESH * 2).await;
             let (told, failed, _) = tell_agents(state, std::slice::from_ref(&current))
                 .await
                 .unwrap_or_default();
@@ -289,24 +304,49 @@ async fn abort(state: &AppState) -> Response {
     }
 }
 
+/// Undo rotation `rotation` after a failure, and answer `why`. Agents are
+/// told to trust the current CA alone only once the rotation is certainly
+/// gone; if the undo itself fails they keep trusting all three checksums,
+/// which fits every state.
+async fn undo(
+    state: &AppState,
+    rotation: &generated::Rotation,
+    served: bool,
+    why: Response,
+) -> Response {
+    match generated::abort_rotation(&state.store, Some(&rotation.id)).await {
+        Ok(true) => {
+            let _ = state.tls.refresh().await;
+            if served {
+                tokio::time::sleep(crate::tls::REFRESH * 2).await;
+            }
+            let _ = tell_agents(state, std::slice::from_ref(&rotation.old_checksum)).await;
+            why
+        }
+        Ok(false) => {
+            // Nothing to undo: did the last step land after all?
+            match generated::current_ca(&state.store).await {
+                Ok(ca) if ca == rotation.id => {
+                    let _ = state.tls.refresh().await;
+                    Json(json!({"oldChecksum": rotation.old_checksum,
+                                "newChecksum": rotation.new_checksum}))
+                    .into_response()
+                }
+                _ => why,
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot undo the CA rotation; `drover certs rotate-ca --abort` retries");
+            why
+        }
+    }
+}
+
 async fn rotate(state: &AppState, force: bool) -> Response {
     // 1. Trust the new CA beside the old one, everywhere.
     let rotation = match generated::begin_rotation(&state.store).await {
         Ok(r) => r,
         Err(e) => return rotation_error(e),
-    };
-    let current = rotation.old_checksum.clone();
-    let undo = |why: Response| {
-        let current = current.clone();
-        async move {
-            if let Err(e) = generated::abort_rotation(&state.store).await {
-                tracing::error!(error = %e, "cannot undo the CA rotation; `drover certs rotate-ca --abort` retries");
-            }
-            let _ = state.tls.refresh().await;
-            // Agents told already trust the current CA again, alone.
-            let _ = tell_agents(state, std::slice::from_ref(&current)).await;
-            why
-        }
     };
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the CA bundle yet");
@@ -317,25 +357,27 @@ async fn rotate(state: &AppState, force: bool) -> Response {
         rotation.transition_checksum.clone(),
         rotation.new_checksum.clone(),
     ];
-    let (updated, failed, away) = match tell_agents(state, &checksums).await {
-        Ok(r) => r,
-        Err(_) => {
-            return undo(ApiError::unavailable("the datastore is unavailable").into_response())
-                .await
-        }
-    };
-    if !failed.is_empty() && !force {
+    let refused = |failed: &[Value], updated: &[String]| {
         let message = format!(
             "the CA was not rotated: {} connected agent(s) did not take the new CA checksum, or cannot keep it for a restart; fix them (apply their import manifest again), or rotate with force=true (they then need the new checksum)",
             failed.len()
         );
         let mut body = status_body(409, "Conflict", &message);
         body["details"] = json!({"failed": failed, "updated": updated});
-        return undo((StatusCode::CONFLICT, Json(body)).into_response()).await;
+        (StatusCode::CONFLICT, Json(body)).into_response()
+    };
+    let unavailable = || ApiError::unavailable("the datastore is unavailable").into_response();
+    let Ok((updated, failed, away)) = tell_agents(state, &checksums).await else {
+        return undo(state, &rotation, false, unavailable()).await;
+    };
+    if !failed.is_empty() && !force {
+        return undo(state, &rotation, false, refused(&failed, &updated)).await;
     }
     // 3. The new CA signs the serving certificate.
-    if let Err(e) = generated::serve_with_next(&state.store).await {
-        return undo(rotation_error(e)).await;
+    if let Err(e) =
+        generated::serve_with_next(&state.store, &rotation.id, state.kubeconfig_ttl).await
+    {
+        return undo(state, &rotation, false, rotation_error(e)).await;
     }
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the new certificate yet");
@@ -343,9 +385,18 @@ async fn rotate(state: &AppState, force: bool) -> Response {
     // Every replica reads the certificates every REFRESH; give the others
     // two rounds to serve the new one before the old CA goes.
     tokio::time::sleep(crate::tls::REFRESH * 2).await;
+    // Agents that connected meanwhile (to a replica that had not yet read
+    // the rotation) are told too; those told already hear the same again.
+    let Ok((updated, failed, away_now)) = tell_agents(state, &checksums).await else {
+        return undo(state, &rotation, true, unavailable()).await;
+    };
+    if !failed.is_empty() && !force {
+        return undo(state, &rotation, true, refused(&failed, &updated)).await;
+    }
+    let away: Vec<String> = away.into_iter().filter(|c| away_now.contains(c)).collect();
     // 4. Retire the old CA.
-    if let Err(e) = generated::retire_old(&state.store, state.kubeconfig_ttl).await {
-        return undo(rotation_error(e)).await;
+    if let Err(e) = generated::retire_old(&state.store, &rotation.id).await {
+        return undo(state, &rotation, true, rotation_error(e)).await;
     }
     if let Err(e) = state.tls.refresh().await {
         tracing::warn!(error = %e, "cannot serve the new CA yet");

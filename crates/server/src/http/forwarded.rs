@@ -44,12 +44,16 @@ fn trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
 /// the walk at the nearest trusted one before it (what a client wrote left
 /// of the balancer's own entry never counts).
 fn client(headers: &HeaderMap, proxies: &[ipnet::IpNet]) -> Option<IpAddr> {
+    // Split as bytes: a hop that is not text spoils itself, not the
+    // balancer's entry after it on the same line.
     let mut hops = Vec::new();
     for value in headers.get_all(FORWARDED_FOR) {
-        match value.to_str() {
-            Ok(text) => hops.extend(text.split(',').map(|h| Some(h.trim().to_owned()))),
-            Err(_) => hops.push(None),
-        }
+        hops.extend(
+            value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(|h| std::str::from_utf8(h).ok().map(|h| h.trim().to_owned())),
+        );
     }
     let mut found = None;
     for hop in hops.into_iter().rev() {
@@ -127,6 +131,7 @@ mod tests {
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_hop() {
+        use axum::http::HeaderValue;
         let proxies = nets(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // A client prepending a forged address gets its own.
@@ -152,6 +157,12 @@ mod tests {
             client(&headers(&["unknown", "203.0.113.7"]), &proxies),
             Some(ip("203.0.113.7"))
         );
+        let mut latin = HeaderMap::new();
+        latin.append(
+            FORWARDED_FOR,
+            HeaderValue::from_bytes(b"caf\xe9, 203.0.113.7").unwrap(),
+        );
+        assert_eq!(client(&latin, &proxies), Some(ip("203.0.113.7")));
         // Behind two balancers, junk stops at the inner one.
         assert_eq!(
             client(&headers(&["junk, 10.1.1.1"]), &proxies),

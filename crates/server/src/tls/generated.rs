@@ -14,12 +14,16 @@
 //!    certificate is still the old CA's. Agents are told the new checksums.
 //! 2. `serve`: the serving certificate is issued again by the new CA.
 //!    Clients that trust both, or the new one, go on working.
+//!    The old CA signs the new one here: that cross-certificate, served
+//!    after the serving certificate until it expires (the life of a
+//!    downloaded kubeconfig), lets clients that trust only the old CA —
+//!    kubeconfigs from before — reach the server, which refuses their
+//!    tokens with a message saying to download them again.
 //! 3. retired: the new CA becomes `/drover/tls/ca` and the old one's key is
-//!    gone, in one transaction. The old CA signed the new one first: that
-//!    cross-certificate, served until it expires (the life of a downloaded
-//!    kubeconfig), lets kubeconfigs from before the rotation reach the
-//!    server, which refuses their tokens with a message saying to download
-//!    them again.
+//!    gone, in one transaction.
+//!
+//! Each step names the rotation (its new CA's name) it acts on, so a step
+//! of a rotation undone meanwhile never acts on another.
 
 use drover_core::keys;
 use drover_net::pki::{self, CertPair};
@@ -149,7 +153,13 @@ impl Stored {
         )
         .map_err(ServerError::Certificates)?;
         snapshot.rotated_at = (self.ca.rotated_at > 0).then_some(self.ca.rotated_at);
-        snapshot.next_ca_pem = self.next.as_ref().map(|n| n.ca.cert_pem.clone());
+        snapshot.rotation_checksums = self.next.as_ref().map(|n| {
+            vec![
+                checksum(&self.ca.cert_pem),
+                checksum(&self.ca_bundle()),
+                checksum(&n.ca.cert_pem),
+            ]
+        });
         Ok(snapshot)
     }
 
@@ -327,6 +337,8 @@ impl From<ServerError> for RotationError {
 /// rotation: of both CAs together, and of the new one alone.
 #[derive(Debug, Clone)]
 pub struct Rotation {
+    /// The new CA's common name: names this rotation in its later steps.
+    pub id: String,
     /// `/cacerts` before the rotation.
     pub old_checksum: String,
     /// `/cacerts` while both CAs are trusted.
@@ -374,52 +386,48 @@ pub async fn begin_rotation(store: &Store) -> Result<Rotation, RotationError> {
     }
     tracing::info!(new_ca = %next.ca.common_name(), "CA rotation: trusting a new CA beside the current one");
     Ok(Rotation {
+        id: next.ca.common_name().to_owned(),
         old_checksum: checksum(&ca.cert_pem),
         transition_checksum: checksum(&bundle(&ca, Some(&next))),
         new_checksum: checksum(&next.ca.cert_pem),
     })
 }
 
-/// Step 2: the new CA signs the serving certificate from now on (each
-/// replica issues or reads it at its next refresh).
-pub async fn serve_with_next(store: &Store) -> Result<(), RotationError> {
+/// The next CA of the rotation `id` (its common name), with its revision;
+/// another rotation's, or none, is refused.
+async fn this_rotation(store: &Store, id: &str) -> Result<(NextCa, i64), RotationError> {
     let kv = store
         .get(CA_NEXT)
         .await?
         .ok_or(RotationError::NotRotating)?;
-    let mut next: NextCa = decode(&kv.value)?;
+    let next: NextCa = decode(&kv.value)?;
+    if next.ca.common_name() != id {
+        return Err(RotationError::NotRotating);
+    }
+    Ok((next, kv.mod_revision))
+}
+
+/// Step 2: the new CA signs the serving certificate from now on (each
+/// replica issues or reads it at its next refresh). The old CA signs the
+/// new one now (a cross-certificate valid for `cross_for`, the life of a
+/// downloaded kubeconfig: a day at least, never beyond either CA), served
+/// after the serving certificate, so that clients that trust only the old
+/// CA — kubeconfigs from before — still reach the server, to be told to
+/// download again.
+pub async fn serve_with_next(
+    store: &Store,
+    id: &str,
+    cross_for: std::time::Duration,
+) -> Result<(), RotationError> {
+    let (mut next, revision) = this_rotation(store, id).await?;
     if next.phase == Phase::Serve {
         return Ok(());
     }
-    next.phase = Phase::Serve;
-    store
-        .update(CA_NEXT, encode(&next), kv.mod_revision)
-        .await?;
-    tracing::info!("CA rotation: the new CA signs the serving certificate");
-    Ok(())
-}
-
-/// Step 3: the new CA replaces the old one, whose key is forgotten. Before
-/// it goes, the old CA signs the new one (a cross-certificate valid for
-/// `cross_for`, the life of a downloaded kubeconfig): served after the
-/// serving certificate, it lets a kubeconfig from before the rotation
-/// still reach the server, to be told to download again.
-pub async fn retire_old(
-    store: &Store,
-    cross_for: std::time::Duration,
-) -> Result<(), RotationError> {
-    let next_kv = store
-        .get(CA_NEXT)
-        .await?
-        .ok_or(RotationError::NotRotating)?;
-    let mut next: NextCa = decode(&next_kv.value)?;
-    let ca_kv = store
-        .get(keys::SERVER_CA)
-        .await?
-        .ok_or(RotationError::NotRotating)?;
-    let old: StoredCert = decode(&ca_kv.value)?;
-    // At least a day, at most the old CA's life (a kubeconfig TTL of 0
-    // means no limit).
+    let old: StoredCert = match store.get(keys::SERVER_CA).await? {
+        Some(kv) => decode(&kv.value)?,
+        None => return Err(RotationError::NotRotating),
+    };
+    // A kubeconfig TTL of 0 means no limit: the CAs' lives bound it.
     let secs = match cross_for.as_secs() {
         0 => CA_DAYS as u64 * 86_400,
         n => n.clamp(86_400, CA_DAYS as u64 * 86_400),
@@ -427,28 +435,62 @@ pub async fn retire_old(
     let until = pki::now() + time::Duration::seconds(secs as i64);
     next.ca.cross_pem = pki::cross_sign(&old.pair(), &next.ca.pair(), until)
         .map_err(|e| RotationError::Certificates(e.to_string()))?;
-    // From when clients could first have received the new CA: kubeconfigs
-    // downloaded since trust both.
-    next.ca.rotated_at = next.ca.not_before;
+    next.phase = Phase::Serve;
+    store.update(CA_NEXT, encode(&next), revision).await?;
+    tracing::info!("CA rotation: the new CA signs the serving certificate");
+    Ok(())
+}
+
+/// Step 3: the new CA of rotation `id`, already signing, replaces the old
+/// one, whose key is forgotten (the cross-certificate stays with the new
+/// CA until it expires).
+pub async fn retire_old(store: &Store, id: &str) -> Result<(), RotationError> {
+    let (mut next, revision) = this_rotation(store, id).await?;
+    if next.phase != Phase::Serve {
+        return Err(RotationError::NotRotating);
+    }
+    let ca_kv = store
+        .get(keys::SERVER_CA)
+        .await?
+        .ok_or(RotationError::NotRotating)?;
+    // Kubeconfigs downloaded once every replica serves both CAs (a refresh
+    // after the rotation began) trust the new one; tokens carry whole
+    // seconds, so one more for the second the rotation began in.
+    next.ca.rotated_at = next.ca.not_before + super::REFRESH.as_secs() as i64 + 1;
     let ops = [
         Op::update(keys::SERVER_CA, encode(&next.ca), ca_kv.mod_revision),
-        Op::delete(CA_NEXT, next_kv.mod_revision),
+        Op::delete(CA_NEXT, revision),
     ];
     store.txn(&ops).await?;
     tracing::info!(ca = %next.ca.common_name(), "CA rotation: the old CA is retired");
     Ok(())
 }
 
-/// Undo a rotation not yet retired: the next CA is dropped, and the
-/// serving certificate (if the new CA signed it) is issued again by the
-/// current one at the next refresh. Nothing to undo is not an error.
-pub async fn abort_rotation(store: &Store) -> Result<bool, RotationError> {
+/// Undo a rotation not yet retired — rotation `id`, or whichever is under
+/// way with `None`: the next CA is dropped, and the serving certificate
+/// (if the new CA signed it) is issued again by the current one at the
+/// next refresh. Whether there was one to undo.
+pub async fn abort_rotation(store: &Store, id: Option<&str>) -> Result<bool, RotationError> {
     let Some(kv) = store.get(CA_NEXT).await? else {
         return Ok(false);
     };
+    if let Some(id) = id {
+        let next: NextCa = decode(&kv.value)?;
+        if next.ca.common_name() != id {
+            return Ok(false);
+        }
+    }
     store.delete(CA_NEXT, Some(kv.mod_revision)).await?;
     tracing::info!("CA rotation undone: the current CA stays");
     Ok(true)
+}
+
+/// The common name of the current CA.
+pub async fn current_ca(store: &Store) -> Result<String, RotationError> {
+    match store.get(keys::SERVER_CA).await? {
+        Some(kv) => Ok(decode::<StoredCert>(&kv.value)?.common_name().to_owned()),
+        None => Err(RotationError::NotRotating),
+    }
 }
 
 /// The checksums of `/cacerts` now: (current, during the rotation's

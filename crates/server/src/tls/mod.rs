@@ -64,9 +64,9 @@ struct Snapshot {
     certificates: Vec<CertificateStatus>,
     /// When Drover's own CA was last rotated.
     rotated_at: Option<i64>,
-    /// During a rotation: the next CA alone (the checksum agents will see
-    /// at `/cacerts` once it is done).
-    next_ca_pem: Option<String>,
+    /// During a rotation: the checksums `/cacerts` has, has now, and will
+    /// have once done (current CA, both, next CA).
+    rotation_checksums: Option<Vec<String>>,
 }
 
 /// Where the certificate comes from.
@@ -139,7 +139,7 @@ impl Tls {
                     ca_pem: given_ca.clone(),
                     certificates: given_ca_status(&given_ca),
                     rotated_at: None,
-                    next_ca_pem: None,
+                    rotation_checksums: None,
                 },
             ),
             (TlsMode::Drover, Some(cert), Some(key)) => {
@@ -205,14 +205,13 @@ impl Tls {
     }
 
     /// What the import manifest gives agents to trust (`--ca-checksum`):
-    /// the checksum of `/cacerts`, and during a CA rotation also the next
-    /// CA's alone (what `/cacerts` will be once it is done).
+    /// the checksum of `/cacerts`; during a CA rotation, every checksum
+    /// `/cacerts` may have whether it completes or is undone.
     pub fn agent_checksums(&self) -> String {
         let snapshot = self.snapshot();
-        let now = crate::kinds::registration::ca_checksum(&snapshot.ca_pem);
-        match snapshot.next_ca_pem {
-            Some(next) => format!("{now},{}", crate::kinds::registration::ca_checksum(&next)),
-            None => now,
+        match snapshot.rotation_checksums {
+            Some(all) => all.join(","),
+            None => crate::kinds::registration::ca_checksum(&snapshot.ca_pem),
         }
     }
 
@@ -221,8 +220,10 @@ impl Tls {
         self.snapshot().certificates
     }
 
-    /// When Drover's own CA was last rotated (a kubeconfig token from
-    /// before trusts the old one).
+    /// When Drover's own CA was last rotated: a kubeconfig token made
+    /// before (counting the first refresh round of the rotation, when a
+    /// replica may still have handed out the old CA alone) trusts the old
+    /// one.
     pub fn rotated_at(&self) -> Option<std::time::SystemTime> {
         self.snapshot()
             .rotated_at
@@ -361,7 +362,7 @@ fn bad_file<'a>(flag: &'static str, path: &'a Path) -> impl FnOnce(String) -> Se
 /// working once it arrives.
 fn acme_fallback(mut generated: Snapshot, given_ca: &str) -> Snapshot {
     generated.ca_pem = given_ca.to_owned();
-    generated.next_ca_pem = None;
+    generated.rotation_checksums = None;
     generated.certificates.retain(|c| c.name == "serving");
     generated.certificates.extend(given_ca_status(given_ca));
     generated
@@ -400,7 +401,7 @@ fn snapshot_of(
         ca_pem,
         certificates,
         rotated_at: None,
-        next_ca_pem: None,
+        rotation_checksums: None,
     })
 }
 
