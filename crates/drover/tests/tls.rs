@@ -734,13 +734,19 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     let _ = watch.wait();
 
     // A kubeconfig downloaded now works; one from before is told what to do.
-    m.ca = new_ca.clone();
+    let old_ca = std::mem::replace(&mut m.ca, new_ca.clone());
     let after = common::user_kubeconfig(&m, &admin, &imp.cluster, "after");
     let (code, out, err) = m.kubectl(&after, &["get", "pods", "-n", "default"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("after-rotation"), "{out}");
     let (_, certs) = m.http("GET", "/v1-admin/certificates", Some(&admin), None, &[]);
     println!("certificates after the rotation: {certs}");
+    // curl (OpenSSL) trusting only the old CA reaches the server too.
+    let (code, _) = curl(
+        &["--cacert", &old_ca.display().to_string()],
+        &m.server.url("/ping"),
+    );
+    assert_eq!(code, 200, "a client that trusts only the old CA");
     let (code, _, err) = m.kubectl(&before, &["get", "pods", "-n", "default"]);
     println!(
         "kubectl with a kubeconfig from before the rotation: {}",
@@ -966,4 +972,108 @@ fn bad_tls_starts_fail_with_one_line_and_write_nothing() {
         ],
         "belong on the balancer",
     );
+}
+
+#[test]
+fn a_rotation_cut_short_by_a_killed_server_is_undone_with_abort() {
+    let mut m = Mgmt::start(&[]);
+    let admin = m.admin();
+    let sim = SimProc::start(m.dir.path(), "cut-short", 1);
+    let imp = common::import(&m, &admin, &sim, "cut-short");
+    let old_pem = std::fs::read_to_string(&m.ca).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--server", &m.server.url("")])
+        .args([
+            "--token",
+            &imp.token,
+            "--ca-checksum",
+            &common::ca_checksum(&m),
+        ])
+        .args(["--trust-secret", "drover-system/drover-credentials"])
+        .arg("--kubeconfig")
+        .arg(&imp.agent_kubeconfig)
+        .env("DROVER_LOG", "info");
+    let agent = Proc::spawn(cmd);
+    common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
+    let cli_config = m.dir.path().join("cli.yaml");
+    let (code, _, err) = common::cli(
+        &cli_config,
+        &[
+            "login",
+            &m.server.url(""),
+            "--token",
+            &admin,
+            "--cacert",
+            &m.ca.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // The server dies (SIGKILL) while the new CA signs but the old one is
+    // not yet retired.
+    let mut rotating = Command::new(BIN)
+        .args(["certs", "rotate-ca"])
+        .env("DROVER_CONFIG", &cli_config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("the new CA signs", Duration::from_secs(20), || {
+        m.server
+            .log()
+            .contains("CA rotation: the new CA signs the serving certificate")
+            .then_some(())
+    });
+    let _ = m.server.child.kill();
+    let _ = m.server.child.wait();
+    let _ = rotating.wait();
+    m.restart_killed();
+
+    // Left under way; another rotation is refused until it is undone.
+    let (_, bundle) = curl(&["--insecure"], &m.server.url("/cacerts"));
+    assert!(bundle.starts_with(&old_pem) && bundle.len() > old_pem.len());
+    let (code, out, _) = common::cli(&cli_config, &["certs", "ls"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("under way"), "{out}");
+    let (code, _, err) = common::cli(&cli_config, &["certs", "rotate-ca"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("already under way"), "{err}");
+    // The agent, told the new checksums before the kill, reconnects.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent
+        .log()
+        .matches("connected to the Drover server")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not reconnect: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
+
+    let (code, out, err) = common::cli(&cli_config, &["certs", "rotate-ca", "--abort"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("undone"), "{out}");
+    let (_, pem) = curl(&["--insecure"], &m.server.url("/cacerts"));
+    assert_eq!(pem, old_pem);
+    // The old CA signs the serving certificate again, and the agent trusts
+    // it alone again.
+    wait("the old CA serves again", Duration::from_secs(10), || {
+        let served = served(m.server.port)?;
+        (served.issuer == pki::inspect(&old_pem).unwrap().subject).then_some(())
+    });
+    wait(
+        "the agent trusts the old CA alone",
+        Duration::from_secs(15),
+        || (agent.log().matches("trusting them").count() >= 2).then_some(()),
+    );
+    let kc = common::user_kubeconfig(&m, &admin, &imp.cluster, "after-abort");
+    let (code, _, err) = m.kubectl(&kc, &["get", "nodes"]);
+    assert_eq!(code, 0, "{err}");
 }

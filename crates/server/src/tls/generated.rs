@@ -134,8 +134,12 @@ impl Stored {
 
     /// What the listener serves.
     pub(super) fn snapshot(&self) -> Result<Snapshot, ServerError> {
+        // The serving certificate, and the cross-certificate while it is
+        // valid — not the CA itself: clients have it already, and OpenSSL,
+        // offered both, builds its path through the self-signed one and
+        // fails for a client that trusts only the old CA.
         let signer = self.signer();
-        let mut chain = format!("{}{}", self.serving.cert_pem, signer.cert_pem);
+        let mut chain = self.serving.cert_pem.clone();
         let cross = pki::inspect(&signer.cross_pem).ok();
         if cross.is_some_and(|c| c.not_after > pki::now().unix_timestamp()) {
             chain.push_str(&signer.cross_pem);
