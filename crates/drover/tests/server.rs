@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{curl, drover, printed_password, save_ca, Server};
+use common::{assert_clean_failure, curl, drover, printed_password, save_ca, Server};
 use drover_store::{Store, StoreOptions};
 
 /// The admin's stored password hash, read straight from the datastore.
@@ -187,26 +187,6 @@ fn openssl_cert(cert: &std::path::Path, key: &std::path::Path) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-/// Each bad start fails with one `drover: error:` line naming the problem,
-/// and no panic or backtrace.
-fn assert_clean_failure<S: AsRef<str> + std::fmt::Debug>(args: &[S], expect: &str) {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let args = &args[..];
-    let (code, stderr) = drover(args);
-    assert_ne!(code, 0, "{args:?} should fail");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("drover: error: "),
-        "{args:?}: last line {last:?}\n{stderr}"
-    );
-    assert!(last.contains(expect), "{args:?}: {last:?} lacks {expect:?}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.matches("drover: error:").count(), 1, "{stderr}");
 }
 
 #[test]

@@ -42,6 +42,10 @@ fn served(port: u16) -> Option<pki::CertInfo> {
     pki::inspect(&pem).ok()
 }
 
+/// The flag the import manifest's agent runs with (as an environment
+/// variable): where it keeps its trust.
+const TRUST_SECRET: [&str; 2] = ["--trust-secret", "drover-system/drover-credentials"];
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -596,36 +600,18 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     let imp = common::import(&m, &admin, &sim, "rotating");
     let old_pem = std::fs::read_to_string(&m.ca).unwrap();
     let old_checksum = common::ca_checksum(&m);
-    let agent_cmd = |checksum: &str, keeps_trust: bool| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["agent", "--server", &m.server.url("")])
-            .args(["--token", &imp.token, "--ca-checksum", checksum])
-            .arg("--kubeconfig")
-            .arg(&imp.agent_kubeconfig)
-            .env("DROVER_LOG", "info");
+    let agent_cmd = |m: &Mgmt, checksum: &str, keeps_trust: bool| {
+        let mut cmd = common::agent_cmd(m, &imp, checksum);
         if keeps_trust {
-            cmd.args(["--trust-secret", "drover-system/drover-credentials"]);
+            cmd.args(TRUST_SECRET);
         }
         cmd
     };
     // First an agent that could not keep a new CA for a restart: the
     // rotation is refused and undone, and nothing changes.
-    let mut agent = Proc::spawn(agent_cmd(&old_checksum, false));
+    let mut agent = Proc::spawn(agent_cmd(&m, &old_checksum, false));
     common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
-    let cli_config = m.dir.path().join("cli.yaml");
-    let (code, _, err) = common::cli(
-        &cli_config,
-        &[
-            "login",
-            &m.server.url(""),
-            "--token",
-            &admin,
-            "--cacert",
-            &m.ca.display().to_string(),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    let cli_config = common::cli_login_token(&m, &admin);
     let (code, out, err) = common::cli(&cli_config, &["certs", "rotate-ca"], None);
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("the CA was not rotated"), "{err}");
@@ -644,7 +630,7 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
 
     // The agent as the import manifest runs it: it keeps its trust in its
     // Secret.
-    let mut agent = Proc::spawn(agent_cmd(&old_checksum, true));
+    let mut agent = Proc::spawn(agent_cmd(&m, &old_checksum, true));
     agent.wait_for("connected to the Drover server", Duration::from_secs(20));
 
     // A kubeconfig and a CLI login from before, and a watch open through
@@ -759,11 +745,11 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
     // import manifest's Deployment would), connects to the new CA; with
     // only the old checksum it refuses, naming the fix.
     agent.kill();
-    let mut stale = Proc::spawn(agent_cmd(&old_checksum, true));
+    let mut stale = Proc::spawn(agent_cmd(&m, &old_checksum, true));
     stale.ends_within("an agent trusting only the old CA", Duration::from_secs(20));
     println!("an agent that trusts only the old CA: {}", stale.log());
     assert!(stale.log().contains("rotated"), "{}", stale.log());
-    let restarted = Proc::spawn(agent_cmd(&stored, true));
+    let restarted = Proc::spawn(agent_cmd(&m, &stored, true));
     restarted.wait_for("connected to the Drover server", Duration::from_secs(20));
     let (code, _, err) = m.kubectl(&after, &["get", "nodes"]);
     assert_eq!(code, 0, "{err}");
@@ -826,20 +812,10 @@ fn ca_rotation_keeps_clusters_connected_and_tells_old_kubeconfigs() {
 fn refused_start(extra: &[&str], expect: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(BIN)
-        .arg("server")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(extra)
-        .env("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{extra:?} started: {stderr}");
-    assert!(stderr.contains(expect), "{extra:?}: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "{extra:?}: one line: {stderr}");
+    let data_arg = data.display().to_string();
+    let mut args = vec!["server", "--data-dir", &data_arg];
+    args.extend_from_slice(extra);
+    common::assert_clean_failure(&args, expect);
     assert!(
         !data.join("state.db").exists(),
         "{extra:?} wrote a datastore"
@@ -875,10 +851,18 @@ fn bad_tls_starts_fail_with_one_line_and_write_nothing() {
         ],
         "needs --server-url",
     );
-    refused_start(
-        &["--listen", &listen, "--trusted-proxies", "10.0.0.0/33"],
-        "is not an address or a CIDR",
-    );
+    // A flag's value clap refuses: a usage error (exit 2), one line.
+    let (code, stderr) = common::drover(&[
+        "server",
+        "--listen",
+        &listen,
+        "--trusted-proxies",
+        "10.0.0.0/33",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is not an address or a CIDR"), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+
     refused_start(
         &[
             "--listen",
@@ -981,34 +965,11 @@ fn a_rotation_cut_short_by_a_killed_server_is_undone_with_abort() {
     let sim = SimProc::start(m.dir.path(), "cut-short", 1);
     let imp = common::import(&m, &admin, &sim, "cut-short");
     let old_pem = std::fs::read_to_string(&m.ca).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--server", &m.server.url("")])
-        .args([
-            "--token",
-            &imp.token,
-            "--ca-checksum",
-            &common::ca_checksum(&m),
-        ])
-        .args(["--trust-secret", "drover-system/drover-credentials"])
-        .arg("--kubeconfig")
-        .arg(&imp.agent_kubeconfig)
-        .env("DROVER_LOG", "info");
+    let mut cmd = common::agent_cmd(&m, &imp, &common::ca_checksum(&m));
+    cmd.args(TRUST_SECRET);
     let agent = Proc::spawn(cmd);
     common::wait_ready(&m, &admin, &imp.cluster, Duration::from_secs(30));
-    let cli_config = m.dir.path().join("cli.yaml");
-    let (code, _, err) = common::cli(
-        &cli_config,
-        &[
-            "login",
-            &m.server.url(""),
-            "--token",
-            &admin,
-            "--cacert",
-            &m.ca.display().to_string(),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    let cli_config = common::cli_login_token(&m, &admin);
 
     // The server dies (SIGKILL) while the new CA signs but the old one is
     // not yet retired.

@@ -86,13 +86,13 @@ pub async fn run(
     }
 
     // Every TLS file read and checked before the datastore is touched.
-    tls::preflight(&args)?;
+    let tls_files = tls::preflight(&args)?;
     let datastore = args.datastore_url();
     tracing::info!(datastore = %args::redact_url(&datastore), "opening datastore");
     let store = Store::open(&datastore, StoreOptions::default()).await?;
 
     let server_url = args.server_url();
-    let tls = tls::Tls::load(&args, &store, &server_url).await?;
+    let tls = tls::Tls::load(tls_files, &args, &store, &server_url).await?;
     let server_tls = tls.server_config()?;
 
     drover_auth::bootstrap::ensure_builtin_roles(&store).await?;

@@ -215,6 +215,26 @@ pub fn drover(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Each bad start fails with one `drover: error:` line naming the problem,
+/// and no panic or backtrace.
+pub fn assert_clean_failure<S: AsRef<str> + std::fmt::Debug>(args: &[S], expect: &str) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let args = &args[..];
+    let (code, stderr) = drover(args);
+    assert_ne!(code, 0, "{args:?} should fail");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("drover: error: "),
+        "{args:?}: last line {last:?}\n{stderr}"
+    );
+    assert!(last.contains(expect), "{args:?}: {last:?} lacks {expect:?}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("drover: error:").count(), 1, "{stderr}");
+}
+
 /// moto's S3 server on a free 127.0.0.1 port, with one bucket; stopped on
 /// drop.
 pub struct S3 {
@@ -824,14 +844,40 @@ pub fn ca_checksum(m: &Mgmt) -> String {
         .to_owned()
 }
 
-pub fn agent(m: &Mgmt, imp: &Imported, checksum: &str) -> Proc {
+/// The `drover agent` command for an imported cluster (more flags can be
+/// added before it is spawned).
+pub fn agent_cmd(m: &Mgmt, imp: &Imported, checksum: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["agent", "--server", &m.server.url("")])
         .args(["--token", &imp.token, "--ca-checksum", checksum])
         .arg("--kubeconfig")
         .arg(&imp.agent_kubeconfig)
         .env("DROVER_LOG", "info");
-    Proc::spawn(cmd)
+    cmd
+}
+
+pub fn agent(m: &Mgmt, imp: &Imported, checksum: &str) -> Proc {
+    Proc::spawn(agent_cmd(m, imp, checksum))
+}
+
+/// `drover login` with a token, trusting the server's CA file; returns
+/// the CLI's config file.
+pub fn cli_login_token(m: &Mgmt, token: &str) -> PathBuf {
+    let config = m.dir.path().join("cli.yaml");
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "login",
+            &m.server.url(""),
+            "--token",
+            token,
+            "--cacert",
+            &m.ca.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    config
 }
 
 pub fn wait_ready(m: &Mgmt, admin: &str, name: &str, timeout: Duration) -> Value {

@@ -49,12 +49,12 @@ pub(crate) async fn identify(
             // A kubeconfig from before a CA rotation trusts the old CA
             // (which still validates, cross-signed, for a while): tell its
             // user what to do rather than let it work on unnoticed.
-            if let (true, Some(issued), Some(rotated)) = (
-                identity.for_kubeconfig,
-                identity.issued_at,
-                state.tls.rotated_at(),
-            ) {
-                if issued < rotated {
+            if let (true, Some(issued)) = (identity.for_kubeconfig, identity.issued_at) {
+                if state
+                    .tls
+                    .rotated_at()
+                    .is_some_and(|rotated| issued < rotated)
+                {
                     return Err(ApiError::new(
                         401,
                         "Unauthorized",

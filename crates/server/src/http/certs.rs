@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drover_apiserver::error::Subject;
 use drover_apiserver::ApiError;
 use drover_rbac::{Attributes, UserInfo};
 use futures::StreamExt;
@@ -55,28 +55,20 @@ async fn authorize(
     }
     match state.api.authorizer().authorize(&user, &attrs).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::forbidden_because(format!(
-            "User {:?} cannot {verb} resource \"certificates{}\"",
-            user.name,
-            if sub.is_empty() {
-                String::new()
-            } else {
-                format!("/{sub}")
-            }
-        ))
-        .into_response()),
+        Ok(false) => {
+            let subject = Subject {
+                group: drover_core::api::GROUP,
+                resource: "certificates",
+                name: "",
+            };
+            Err(ApiError::forbidden(&user.name, verb, subject, "", sub).into_response())
+        }
         Err(e) => Err(e.into_response()),
     }
 }
 
 fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    drover_core::meta::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
 }
 
 /// `GET /v1-admin/certificates`.
@@ -114,9 +106,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, req: Request) -> Re
         "items": items,
         "caChecksum": state.tls.ca_checksum(),
         "caRotation": if rotating { "in progress" } else { "none" },
-        "caRotatedAt": state.tls.rotated_at().map(|t| {
-            rfc3339(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))
-        }),
+        "caRotatedAt": state.tls.rotated_at().map(drover_core::meta::rfc3339),
     }))
     .into_response()
 }
@@ -131,11 +121,9 @@ pub(crate) struct RotateQuery {
 
 fn rotation_error(e: RotationError) -> Response {
     match e {
-        RotationError::InProgress(_) | RotationError::NotRotating => (
-            StatusCode::CONFLICT,
-            Json(status_body(409, "Conflict", &e.to_string())),
-        )
-            .into_response(),
+        RotationError::InProgress(_) | RotationError::NotRotating => {
+            ApiError::new(409, "Conflict", e.to_string()).into_response()
+        }
         RotationError::Store(_) => {
             ApiError::unavailable("the datastore is unavailable").into_response()
         }
@@ -144,11 +132,6 @@ fn rotation_error(e: RotationError) -> Response {
             ApiError::internal("the new CA could not be made").into_response()
         }
     }
-}
-
-fn status_body(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": message, "reason": reason, "code": code})
 }
 
 /// The clusters, by name.
@@ -282,7 +265,7 @@ pub(crate) async fn rotate_ca(
 
 /// Undo whatever rotation is under way (one a replica left unfinished).
 async fn abort(state: &AppState) -> Response {
-    let (current, _) = match generated::checksums(&state.store).await {
+    let (_, current) = match generated::current_ca(&state.store).await {
         Ok(c) => c,
         Err(e) => return rotation_error(e),
     };
@@ -326,7 +309,7 @@ async fn undo(
         Ok(false) => {
             // Nothing to undo: did the last step land after all?
             match generated::current_ca(&state.store).await {
-                Ok(ca) if ca == rotation.id => {
+                Ok((ca, _)) if ca == rotation.id => {
                     let _ = state.tls.refresh().await;
                     Json(json!({"oldChecksum": rotation.old_checksum,
                                 "newChecksum": rotation.new_checksum}))
@@ -357,21 +340,34 @@ async fn rotate(state: &AppState, force: bool) -> Response {
         rotation.transition_checksum.clone(),
         rotation.new_checksum.clone(),
     ];
-    let refused = |failed: &[Value], updated: &[String]| {
+    // The clusters named in the message, as a Status carries no list.
+    let refused = |failed: &[Value]| {
+        let named: Vec<String> = failed
+            .iter()
+            .take(10)
+            .map(|f| {
+                format!(
+                    "{} ({})",
+                    f["cluster"].as_str().unwrap_or_default(),
+                    f["error"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let more = failed.len().saturating_sub(named.len());
         let message = format!(
-            "the CA was not rotated: {} connected agent(s) did not take the new CA checksum, or cannot keep it for a restart; fix them (apply their import manifest again), or rotate with force=true (they then need the new checksum)",
-            failed.len()
+            "the CA was not rotated: {} connected agent(s) did not take the new CA checksum, or cannot keep it for a restart: {}{}; fix them (apply their import manifest again), or rotate with force=true (they then need the new checksum)",
+            failed.len(),
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() },
         );
-        let mut body = status_body(409, "Conflict", &message);
-        body["details"] = json!({"failed": failed, "updated": updated});
-        (StatusCode::CONFLICT, Json(body)).into_response()
+        ApiError::new(409, "Conflict", message).into_response()
     };
     let unavailable = || ApiError::unavailable("the datastore is unavailable").into_response();
-    let Ok((updated, failed, away)) = tell_agents(state, &checksums).await else {
+    let Ok((_, failed, away)) = tell_agents(state, &checksums).await else {
         return undo(state, &rotation, false, unavailable()).await;
     };
     if !failed.is_empty() && !force {
-        return undo(state, &rotation, false, refused(&failed, &updated)).await;
+        return undo(state, &rotation, false, refused(&failed)).await;
     }
     // 3. The new CA signs the serving certificate.
     if let Err(e) =
@@ -391,7 +387,7 @@ async fn rotate(state: &AppState, force: bool) -> Response {
         return undo(state, &rotation, true, unavailable()).await;
     };
     if !failed.is_empty() && !force {
-        return undo(state, &rotation, true, refused(&failed, &updated)).await;
+        return undo(state, &rotation, true, refused(&failed)).await;
     }
     let away: Vec<String> = away.into_iter().filter(|c| away_now.contains(c)).collect();
     // 4. Retire the old CA.

@@ -17,7 +17,6 @@
 //! The old certificate is served until the new one is stored.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -71,6 +70,11 @@ pub struct AcmeCert {
 }
 
 impl AcmeCert {
+    /// The chain served.
+    pub(super) fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
     pub(super) fn snapshot(&self, given_ca: &str) -> Result<Snapshot, ServerError> {
         snapshot_of(
             "serving",
@@ -116,23 +120,19 @@ fn now() -> i64 {
 }
 
 impl Acme {
-    /// The settings from the flags (checked by `ServerArgs::check`); the
-    /// CA bundle is read now, so that a wrong one stops the start.
-    pub fn new(args: &ServerArgs) -> Result<Self, ServerError> {
-        if let Some(path) = &args.acme_ca_bundle {
-            let pem = super::read_file("--acme-ca-bundle", path)?;
-            pki::parse_certs(&pem).map_err(super::bad_file("--acme-ca-bundle", path))?;
-        }
+    /// The settings from the flags (checked by `ServerArgs::check`, the
+    /// CA bundle by `tls::preflight`).
+    pub fn new(args: &ServerArgs) -> Self {
         let mut domains = args.acme_domain.clone();
         domains.sort();
         domains.dedup();
-        Ok(Self {
+        Self {
             domains,
             email: args.acme_email.clone().unwrap_or_default(),
             directory: args.acme_directory.to_string(),
             ca_bundle: args.acme_ca_bundle.clone(),
             holder: format!("{}-{}", std::process::id(), rand::random::<u32>()),
-        })
+        }
     }
 
     /// The stored certificate, if it is for these names and not expired.
@@ -295,7 +295,7 @@ impl Acme {
                 .ok_or_else(|| OrderError::Other("the CA offers no HTTP-01 challenge".into()))?;
             let key = format!("{CHALLENGES}{}", challenge.token);
             let answer = challenge.key_authorization().as_str().to_owned();
-            match store.create(&key, answer.clone()).await {
+            match store.create(&key, answer).await {
                 Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -358,10 +358,10 @@ async fn release(store: &Store, revision: i64, lock: Lock) {
 pub fn challenge_router(store: Store) -> Router {
     Router::new()
         .route("/.well-known/acme-challenge/{token}", get(answer))
-        .with_state(Arc::new(store))
+        .with_state(store)
 }
 
-async fn answer(State(store): State<Arc<Store>>, Path(token): Path<String>) -> Response {
+async fn answer(State(store): State<Store>, Path(token): Path<String>) -> Response {
     let valid = !token.is_empty()
         && token.len() <= 128
         && token

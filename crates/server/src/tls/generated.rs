@@ -128,42 +128,49 @@ pub struct Stored {
 
 impl Stored {
     /// What `/cacerts` serves: the CA, and the next one during a rotation.
-    pub fn ca_bundle(&self) -> String {
+    pub(super) fn ca_bundle(&self) -> String {
         bundle(&self.ca, self.next.as_ref())
     }
 
-    /// What the listener serves.
-    pub(super) fn snapshot(&self) -> Result<Snapshot, ServerError> {
-        // The serving certificate, and the cross-certificate while it is
-        // valid — not the CA itself: clients have it already, and OpenSSL,
-        // offered both, builds its path through the self-signed one and
-        // fails for a client that trusts only the old CA.
+    /// The chain served: the serving certificate, and the
+    /// cross-certificate while it is valid — not the CA itself: clients
+    /// have it already, and OpenSSL, offered both, builds its path through
+    /// the self-signed one and fails for a client that trusts only the old
+    /// CA.
+    pub(super) fn chain_pem(&self) -> String {
         let signer = self.signer();
         let mut chain = self.serving.cert_pem.clone();
         let cross = pki::inspect(&signer.cross_pem).ok();
         if cross.is_some_and(|c| c.not_after > pki::now().unix_timestamp()) {
             chain.push_str(&signer.cross_pem);
         }
+        chain
+    }
+
+    /// What the listener serves.
+    pub(super) fn snapshot(&self) -> Result<Snapshot, ServerError> {
+        let ca_bundle = self.ca_bundle();
         let mut more: Vec<_> = status("ca", &self.ca.cert_pem).into_iter().collect();
         if let Some(next) = &self.next {
             more.extend(status("ca-next", &next.ca.cert_pem));
         }
+        let rotation_checksums = self.next.as_ref().map(|n| {
+            vec![
+                checksum(&self.ca.cert_pem),
+                checksum(&ca_bundle),
+                checksum(&n.ca.cert_pem),
+            ]
+        });
         let mut snapshot = snapshot_of(
             "serving",
-            &chain,
+            &self.chain_pem(),
             &self.serving.key_pem,
-            self.ca_bundle(),
+            ca_bundle,
             more,
         )
         .map_err(ServerError::Certificates)?;
         snapshot.rotated_at = (self.ca.rotated_at > 0).then_some(self.ca.rotated_at);
-        snapshot.rotation_checksums = self.next.as_ref().map(|n| {
-            vec![
-                checksum(&self.ca.cert_pem),
-                checksum(&self.ca_bundle()),
-                checksum(&n.ca.cert_pem),
-            ]
-        });
+        snapshot.rotation_checksums = rotation_checksums;
         Ok(snapshot)
     }
 
@@ -207,16 +214,17 @@ fn new_ca() -> Result<StoredCert, ServerError> {
     Ok(StoredCert::from_pair(pair, String::new()))
 }
 
-async fn ensure_ca(store: &Store) -> Result<StoredCert, ServerError> {
+/// The CA, made on first start, with its record's revision.
+async fn ensure_ca(store: &Store) -> Result<(StoredCert, i64), ServerError> {
     loop {
         if let Some(kv) = store.get(keys::SERVER_CA).await? {
-            return decode(&kv.value);
+            return Ok((decode(&kv.value)?, kv.mod_revision));
         }
         let ca = new_ca()?;
         match store.create(keys::SERVER_CA, encode(&ca)).await {
-            Ok(_) => {
+            Ok(kv) => {
                 tracing::info!("generated the server CA");
-                return Ok(ca);
+                return Ok((ca, kv.mod_revision));
             }
             Err(StoreError::AlreadyExists(_)) => continue, // another replica was first
             Err(e) => return Err(e.into()),
@@ -254,11 +262,7 @@ pub async fn refresh(
     validity: std::time::Duration,
 ) -> Result<Stored, ServerError> {
     loop {
-        ensure_ca(store).await?;
-        let Some(ca_kv) = store.get(keys::SERVER_CA).await? else {
-            continue;
-        };
-        let ca: StoredCert = decode(&ca_kv.value)?;
+        let (ca, ca_revision) = ensure_ca(store).await?;
         let next_kv = store.get(CA_NEXT).await?;
         let next: Option<NextCa> = next_kv.as_ref().map(|kv| decode(&kv.value)).transpose()?;
         let signer = signer(&ca, next.as_ref()).clone();
@@ -293,7 +297,7 @@ pub async fn refresh(
                 }
                 None => Op::create(keys::SERVER_SERVING_CERT, encode(&serving)),
             },
-            Op::check(keys::SERVER_CA, Some(ca_kv.mod_revision)),
+            Op::check(keys::SERVER_CA, Some(ca_revision)),
             Op::check(CA_NEXT, next_kv.as_ref().map(|kv| kv.mod_revision)),
         ];
         match store.txn(&ops).await {
@@ -357,28 +361,19 @@ fn checksum(pem: &str) -> String {
 
 /// Step 1: make the next CA and trust it beside the current one.
 pub async fn begin_rotation(store: &Store) -> Result<Rotation, RotationError> {
-    let ca = ensure_ca(store).await?;
+    let (ca, ca_revision) = ensure_ca(store).await?;
     if let Some(kv) = store.get(CA_NEXT).await? {
         let next: NextCa = decode(&kv.value)?;
-        let since = time::OffsetDateTime::from_unix_timestamp(next.ca.not_before)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
-        return Err(RotationError::InProgress(since));
+        let since = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(next.ca.not_before.max(0) as u64);
+        return Err(RotationError::InProgress(drover_core::meta::rfc3339(since)));
     }
     let next = NextCa {
         ca: new_ca()?,
         phase: Phase::Trust,
     };
-    let ca_kv = store
-        .get(keys::SERVER_CA)
-        .await?
-        .ok_or(RotationError::NotRotating)?;
     let ops = [
-        Op::check(keys::SERVER_CA, Some(ca_kv.mod_revision)),
+        Op::check(keys::SERVER_CA, Some(ca_revision)),
         Op::create(CA_NEXT, encode(&next)),
     ];
     match store.txn(&ops).await {
@@ -489,29 +484,10 @@ pub async fn abort_rotation(store: &Store, id: Option<&str>) -> Result<bool, Rot
     Ok(true)
 }
 
-/// The common name of the current CA.
-pub async fn current_ca(store: &Store) -> Result<String, RotationError> {
-    match store.get(keys::SERVER_CA).await? {
-        Some(kv) => Ok(decode::<StoredCert>(&kv.value)?.common_name().to_owned()),
-        None => Err(RotationError::NotRotating),
-    }
-}
-
-/// The checksums of `/cacerts` now: (current, during the rotation's
-/// transition if one is under way, the next CA's alone).
-pub async fn checksums(store: &Store) -> Result<(String, Option<(String, String)>), RotationError> {
-    let ca: StoredCert = match store.get(keys::SERVER_CA).await? {
-        Some(kv) => decode(&kv.value)?,
-        None => return Err(RotationError::NotRotating),
-    };
-    let next: Option<NextCa> = match store.get(CA_NEXT).await? {
-        Some(kv) => Some(decode(&kv.value)?),
-        None => None,
-    };
-    let during = next
-        .as_ref()
-        .map(|n| (checksum(&bundle(&ca, Some(n))), checksum(&n.ca.cert_pem)));
-    Ok((checksum(&ca.cert_pem), during))
+/// The current CA: its common name and the checksum of its PEM.
+pub async fn current_ca(store: &Store) -> Result<(String, String), RotationError> {
+    let (ca, _) = ensure_ca(store).await?;
+    Ok((ca.common_name().to_owned(), checksum(&ca.cert_pem)))
 }
 
 #[cfg(test)]

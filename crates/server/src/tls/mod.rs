@@ -40,7 +40,7 @@ pub const REFRESH: Duration = Duration::from_secs(3);
 /// A certificate as shown on the settings page and in `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateStatus {
-    /// `serving`, `ca`, `ca-next` (during a rotation), or `acme`.
+    /// `serving`, `ca`, or `ca-next` (during a rotation).
     pub name: &'static str,
     /// Subject common name.
     pub subject: String,
@@ -89,35 +89,50 @@ pub struct Tls {
     validity: Duration,
     /// `--tls-ca`, read at start.
     given_ca: String,
-    current: RwLock<Snapshot>,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+/// The TLS files the flags name, read and checked.
+pub struct Files {
+    /// `--tls-ca` (empty when not given).
+    given_ca: String,
+    /// `--tls-cert` with `--tls-key`, ready to serve.
+    own: Option<Snapshot>,
 }
 
 /// Read and check every TLS file the flags name (`--tls-cert` with
 /// `--tls-key`, `--tls-ca`, `--acme-ca-bundle`), so that a wrong one stops
 /// the start with one line before anything is written.
-pub fn preflight(args: &ServerArgs) -> Result<(), ServerError> {
-    let given_ca = given_ca(args)?;
-    if let (TlsMode::Drover, Some(cert), Some(key)) = (args.tls_mode, &args.tls_cert, &args.tls_key)
-    {
-        from_files(cert, key, &given_ca)?;
-    }
+pub fn preflight(args: &ServerArgs) -> Result<Files, ServerError> {
+    let given_ca = match &args.tls_ca {
+        Some(path) => {
+            let pem = read_file("--tls-ca", path)?;
+            pki::parse_certs(&pem).map_err(bad_file("--tls-ca", path))?;
+            pem
+        }
+        None => String::new(),
+    };
+    let own = match (args.tls_mode, &args.tls_cert, &args.tls_key) {
+        (TlsMode::Drover, Some(cert), Some(key)) => Some(from_files(cert, key, &given_ca)?),
+        _ => None,
+    };
     if let Some(path) = &args.acme_ca_bundle {
         let pem = read_file("--acme-ca-bundle", path)?;
         pki::parse_certs(&pem).map_err(bad_file("--acme-ca-bundle", path))?;
     }
-    Ok(())
+    Ok(Files { given_ca, own })
 }
 
 impl Tls {
-    /// Load what the flags say, creating the generated CA and serving
-    /// certificate on first start. Every file is read and checked here, so
-    /// that a wrong one stops the start before anything is written.
+    /// Serve what the flags say, with the files [`preflight`] read,
+    /// creating the generated CA and serving certificate on first start.
     pub async fn load(
+        files: Files,
         args: &ServerArgs,
         store: &Store,
         server_url: &url::Url,
     ) -> Result<Arc<Self>, ServerError> {
-        let given_ca = given_ca(args)?;
+        let Files { given_ca, own } = files;
         let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -130,8 +145,8 @@ impl Tls {
             }
         }
         let validity = Duration::from_secs(args.tls_validity_seconds);
-        let (source, first) = match (args.tls_mode, &args.tls_cert, &args.tls_key) {
-            (TlsMode::External, _, _) => (
+        let (source, first) = match (args.tls_mode, own) {
+            (TlsMode::External, _) => (
                 Source::External,
                 Snapshot {
                     key: None,
@@ -142,16 +157,14 @@ impl Tls {
                     rotation_checksums: None,
                 },
             ),
-            (TlsMode::Drover, Some(cert), Some(key)) => {
-                (Source::Files, from_files(cert, key, &given_ca)?)
-            }
-            _ => {
+            (TlsMode::Drover, Some(own)) => (Source::Files, own),
+            (TlsMode::Drover, None) => {
                 let stored = generated::refresh(store, &names, validity).await?;
                 let mut snapshot = stored.snapshot()?;
                 let source = if args.acme_domain.is_empty() {
                     Source::Generated
                 } else {
-                    let acme = acme::Acme::new(args)?;
+                    let acme = acme::Acme::new(args);
                     snapshot = match acme.stored(store).await? {
                         Some(cert) => cert.snapshot(&given_ca)?,
                         None => acme_fallback(snapshot, &given_ca),
@@ -167,11 +180,11 @@ impl Tls {
             names,
             validity,
             given_ca,
-            current: RwLock::new(first),
+            current: RwLock::new(Arc::new(first)),
         }))
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Arc<Snapshot> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -195,7 +208,7 @@ impl Tls {
     /// The PEM served at `/cacerts` (empty when the certificate clients
     /// see chains to a public CA).
     pub fn ca_pem(&self) -> String {
-        self.snapshot().ca_pem
+        self.snapshot().ca_pem.clone()
     }
 
     /// SHA-256 (hex) of [`Tls::ca_pem`], as agents verify it; empty with a
@@ -209,7 +222,7 @@ impl Tls {
     /// `/cacerts` may have whether it completes or is undone.
     pub fn agent_checksums(&self) -> String {
         let snapshot = self.snapshot();
-        match snapshot.rotation_checksums {
+        match &snapshot.rotation_checksums {
             Some(all) => all.join(","),
             None => crate::kinds::registration::ca_checksum(&snapshot.ca_pem),
         }
@@ -217,7 +230,7 @@ impl Tls {
 
     /// The certificates in use, with their expiry.
     pub fn certificates(&self) -> Vec<CertificateStatus> {
-        self.snapshot().certificates
+        self.snapshot().certificates.clone()
     }
 
     /// When Drover's own CA was last rotated: a kubeconfig token made
@@ -235,39 +248,51 @@ impl Tls {
         matches!(self.source, Source::Generated)
     }
 
-    /// The datastore the certificates are kept in.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Read the stored certificates again (renewing a generated one that
     /// is due) and serve what they say.
     pub async fn refresh(&self) -> Result<(), ServerError> {
-        let next = match &self.source {
+        // What is stored; turned into a snapshot (keys parsed, certificates
+        // read) only when the served chain or `/cacerts` changes.
+        enum Read {
+            Generated(generated::Stored),
+            Acme(acme::AcmeCert),
+            Fallback(generated::Stored),
+        }
+        let read = match &self.source {
             Source::Files | Source::External => return Ok(()),
-            Source::Generated => generated::refresh(&self.store, &self.names, self.validity)
-                .await?
-                .snapshot()?,
+            Source::Generated => {
+                Read::Generated(generated::refresh(&self.store, &self.names, self.validity).await?)
+            }
             Source::Acme(acme) => match acme.stored(&self.store).await? {
-                Some(cert) => cert.snapshot(&self.given_ca)?,
-                None => acme_fallback(
-                    generated::refresh(&self.store, &self.names, self.validity)
-                        .await?
-                        .snapshot()?,
-                    &self.given_ca,
+                Some(cert) => Read::Acme(cert),
+                None => Read::Fallback(
+                    generated::refresh(&self.store, &self.names, self.validity).await?,
                 ),
             },
         };
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.chain_pem != next.chain_pem || current.ca_pem != next.ca_pem {
-            let serving = next.certificates.first();
-            tracing::info!(
-                not_after = serving.map(|c| c.not_after),
-                issuer = serving.map(|c| c.issuer.as_str()),
-                "serving a new certificate"
-            );
+        let (chain, ca) = match &read {
+            Read::Generated(s) => (s.chain_pem(), s.ca_bundle()),
+            Read::Acme(c) => (c.chain_pem().to_owned(), self.given_ca.clone()),
+            Read::Fallback(s) => (s.chain_pem(), self.given_ca.clone()),
+        };
+        {
+            let current = self.snapshot();
+            if current.chain_pem == chain && current.ca_pem == ca {
+                return Ok(());
+            }
         }
-        *current = next;
+        let next = match read {
+            Read::Generated(s) => s.snapshot()?,
+            Read::Acme(c) => c.snapshot(&self.given_ca)?,
+            Read::Fallback(s) => acme_fallback(s.snapshot()?, &self.given_ca),
+        };
+        let serving = next.certificates.first();
+        tracing::info!(
+            not_after = serving.map(|c| c.not_after),
+            issuer = serving.map(|c| c.issuer.as_str()),
+            "serving a new certificate"
+        );
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         Ok(())
     }
 
@@ -325,18 +350,6 @@ impl ResolvesServerCert for Tls {
             .unwrap_or_else(|e| e.into_inner())
             .key
             .clone()
-    }
-}
-
-/// `--tls-ca`, read and checked (empty when not given).
-fn given_ca(args: &ServerArgs) -> Result<String, ServerError> {
-    match &args.tls_ca {
-        Some(path) => {
-            let pem = read_file("--tls-ca", path)?;
-            pki::parse_certs(&pem).map_err(bad_file("--tls-ca", path))?;
-            Ok(pem)
-        }
-        None => Ok(String::new()),
     }
 }
 

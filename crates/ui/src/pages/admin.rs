@@ -464,7 +464,9 @@ pub(crate) async fn settings(
 /// The server's certificates with their expiry; one within 30 days of it
 /// is marked.
 fn certificates_section(certs: &[crate::CertificateView]) -> Markup {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let what = |name: &str| match name {
         "serving" => "Serving certificate",
         "ca" => "CA",
@@ -481,10 +483,9 @@ fn certificates_section(certs: &[crate::CertificateView]) -> Markup {
                 tbody {
                     @for c in certs {
                         @let days = (c.not_after - now).div_euclid(86_400);
-                        @let date = time::OffsetDateTime::from_unix_timestamp(c.not_after)
-                            .ok()
-                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                            .unwrap_or_default();
+                        @let date = drover_core::meta::rfc3339(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after.max(0) as u64),
+                        );
                         tr data-certificate=(c.name) {
                             td { (what(&c.name)) }
                             td { (c.subject) }
