@@ -31,6 +31,7 @@ pub mod kind;
 pub mod limits;
 pub mod object;
 pub mod openapi;
+mod proto_tables;
 pub mod protobuf;
 pub mod request;
 pub mod reviews;
@@ -38,6 +39,7 @@ pub mod schema;
 pub mod selector;
 pub mod strategic;
 pub mod table;
+pub mod typed;
 pub mod versioned;
 mod watch;
 

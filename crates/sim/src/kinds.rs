@@ -127,7 +127,11 @@ impl Strategy for Builtin {
     }
 
     fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, drover_apiserver::ApiError>> {
-        Some(crate::protobuf::decode(&self.proto, raw, &self.schema))
+        Some(drover_apiserver::typed::decode(
+            &self.proto,
+            raw,
+            &self.schema,
+        ))
     }
 
     fn prepare_create<'a>(
@@ -259,7 +263,7 @@ impl Strategy for Builtin {
                 "TokenRequest",
                 schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>,
             );
-            crate::protobuf::decode("api.authentication.v1.TokenRequest", raw, &schema)
+            drover_apiserver::typed::decode("api.authentication.v1.TokenRequest", raw, &schema)
         })
     }
 

@@ -18,8 +18,8 @@
 //!   → impersonation (needs the impersonate verb) → ApiServer → store
 //! ```
 //!
-//! - `protobuf` (+ the generated `proto_tables`): protobuf bodies of the
-//!   built-in kinds, as kubectl's typed `create` commands send them.
+//! - protobuf bodies of the built-in kinds, as kubectl's typed `create`
+//!   commands send them, are decoded by `drover_apiserver::typed`.
 //! - `defaults`: kube-apiserver's defaulting of the fields users see.
 //!
 //! - `controllers`: namespace deletion lifecycle; node Lease renewals and
@@ -54,8 +54,6 @@ mod exec;
 pub mod impersonation;
 mod kinds;
 mod logs;
-mod proto_tables;
-mod protobuf;
 mod reviews;
 mod tokens;
 mod workloads;

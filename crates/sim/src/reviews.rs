@@ -73,7 +73,7 @@ impl Strategy for AccessReview {
             "SubjectAccessReview",
             schema_for::<k8s_openapi::api::authorization::v1::SubjectAccessReview>,
         );
-        Some(crate::protobuf::decode(
+        Some(drover_apiserver::typed::decode(
             "api.authorization.v1.SubjectAccessReview",
             raw,
             &schema,
@@ -160,7 +160,7 @@ impl Strategy for TokenReview {
             "TokenReview",
             schema_for::<k8s_openapi::api::authentication::v1::TokenReview>,
         );
-        Some(crate::protobuf::decode(
+        Some(drover_apiserver::typed::decode(
             "api.authentication.v1.TokenReview",
             raw,
             &schema,

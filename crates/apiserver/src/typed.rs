@@ -10,9 +10,9 @@
 //! number or string, RawExtension and FieldsV1 as embedded JSON, bytes as
 //! base64.
 
+use crate::protobuf::{Field as Wire, Message};
+use crate::ApiError;
 use base64::Engine;
-use drover_apiserver::protobuf::{Field as Wire, Message};
-use drover_apiserver::ApiError;
 use serde_json::{Map, Number, Value};
 
 use crate::proto_tables::MESSAGES;
@@ -63,7 +63,7 @@ fn desc(name: &str) -> Result<&'static MessageDesc, ApiError> {
 }
 
 /// Decode `bytes` as message `name` into JSON shaped by `schema`.
-pub(crate) fn decode(name: &str, bytes: &[u8], schema: &Value) -> Result<Value, ApiError> {
+pub fn decode(name: &str, bytes: &[u8], schema: &Value) -> Result<Value, ApiError> {
     decode_message(desc(name)?, bytes, schema, 0)
 }
 
