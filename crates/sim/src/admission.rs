@@ -10,6 +10,11 @@
 //!   `requests.cpu|memory` (also plain `cpu`/`memory`), `limits.cpu|memory`,
 //!   object counts (`configmaps`, `secrets`, `services`, `count/…`).
 //! - `status.used` of every quota is recomputed from what exists.
+//! - PodSecurity: the namespace's `pod-security.kubernetes.io/*` labels
+//!   ([`crate::pod_security`]): a pod that violates the `enforce` level is
+//!   refused with kube's 403, one that violates `warn` is admitted with
+//!   kube's warning, and a workload whose pod template violates either
+//!   level is admitted with a warning.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +39,62 @@ async fn list(store: &Store, prefix: String) -> Result<Vec<Value>, StoreError> {
 
 fn unavailable(_: StoreError) -> ApiError {
     ApiError::unavailable("the datastore is unavailable")
+}
+
+/// Pod Security admission of a new object of `kind` in namespace `ns`: a
+/// pod violating the namespace's `enforce` level is refused; the warnings
+/// to return otherwise.
+pub(crate) async fn pod_security(
+    store: &Store,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    obj: &Value,
+) -> Result<Vec<String>, ApiError> {
+    use crate::pod_security::{check, describe, pod_template, warning, Level, Policy};
+    let Some(pod) = pod_template(kind, obj) else {
+        return Ok(Vec::new());
+    };
+    let namespace = store
+        .get(&keys::object("", "namespaces", None, ns))
+        .await
+        .map_err(unavailable)?
+        .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .unwrap_or_default();
+    let policy = Policy::from_labels(namespace["metadata"]["labels"].as_object());
+    let is_pod = kind == "Pod";
+    if is_pod && policy.enforce != Level::Privileged {
+        let violations = check(policy.enforce, &pod);
+        if !violations.is_empty() {
+            return Err(ApiError::forbidden_because(format!(
+                "pods {name:?} is forbidden: {}",
+                describe(policy.enforce, &policy.enforce_version, &violations)
+            )));
+        }
+    }
+    let mut warnings = Vec::new();
+    let levels = if is_pod {
+        vec![(policy.warn, &policy.warn_version)]
+    } else {
+        // Workloads are not refused: both levels warn.
+        vec![
+            (policy.enforce, &policy.enforce_version),
+            (policy.warn, &policy.warn_version),
+        ]
+    };
+    for (level, version) in levels {
+        if level == Level::Privileged {
+            continue;
+        }
+        let violations = check(level, &pod);
+        if !violations.is_empty() {
+            let w = warning(level, version, &violations);
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 /// Apply the namespace's LimitRange defaults to a pod's containers.

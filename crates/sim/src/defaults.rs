@@ -95,6 +95,11 @@ pub(crate) fn apply(kind: &str, obj: &mut Value) {
             set(obj, "/spec/finalizers", json!(["kubernetes"]));
             ensure_object(obj, "/status");
             set(obj, "/status/phase", json!("Active"));
+            // kube-apiserver labels every namespace with its own name, on
+            // create and on every update.
+            let name = obj["metadata"]["name"].clone();
+            ensure_object(obj, "/metadata/labels");
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
         }
         "Service" => {
             ensure_object(obj, "/spec");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use drover_apiserver::{Column, KindInfo, Registry, Strategy};
 use drover_core::api::schema_for;
 use k8s_openapi::api::{
-    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, rbac::v1 as rbac,
+    apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
+    networking::v1 as networking, rbac::v1 as rbac,
 };
 use serde_json::Value;
 
@@ -151,8 +152,14 @@ impl Strategy for Builtin {
                     crate::admission::limit_ranges(&ctx.store, &ns, obj).await?;
                 }
                 let name = drover_apiserver::object::name(obj).to_owned();
+                let warnings =
+                    crate::admission::pod_security(&ctx.store, &ns, self.kind, &name, obj).await?;
                 crate::admission::check_quota(&ctx.store, &ns, self.plural, self.group, &name, obj)
                     .await?;
+                return Ok(drover_apiserver::Prepared {
+                    warnings,
+                    ..Default::default()
+                });
             }
             Ok(drover_apiserver::Prepared::default())
         })
@@ -300,6 +307,22 @@ fn derived(column: &Column, obj: &Value) -> Value {
     };
     match column.pointer {
         "#data" => Value::from(map_len("/data") + map_len("/binaryData") + map_len("/stringData")),
+        // kubectl's podSelector column: the labels as a selector, or
+        // <none> for all pods.
+        "#pod-selector" => {
+            let labels: Vec<String> = obj
+                .pointer("/spec/podSelector/matchLabels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            Value::from(if labels.is_empty() {
+                "<none>".to_owned()
+            } else {
+                labels.join(",")
+            })
+        }
         "#node-status" => {
             let ready = obj
                 .pointer("/status/conditions")
@@ -696,6 +719,17 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
             col("Current", "integer", "/status/currentNumberScheduled", 0),
             col("Ready", "integer", "/status/numberReady", 0),
         ],
+    );
+    add(
+        "networking.k8s.io",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        &["netpol"],
+        true,
+        false,
+        schema_for::<networking::NetworkPolicy>,
+        vec![col("Pod-Selector", "string", "#pod-selector", 0)],
     );
     let rbac_group = "rbac.authorization.k8s.io";
     add(

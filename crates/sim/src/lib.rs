@@ -32,7 +32,9 @@
 //!
 //! - `logs`: generated pod logs, with `-f`.
 //!
-//! - `admission`: LimitRange defaults and ResourceQuota (with `status.used`).
+//! - `admission`: LimitRange defaults, ResourceQuota (with `status.used`)
+//!   and Pod Security admission, whose checks (`pod_security`) follow
+//!   k8s.io/pod-security-admission.
 //! - `reviews`: SubjectAccessReview and TokenReview.
 //!
 //! - `audit`: `--audit-log`, kube-apiserver's audit events (level
@@ -54,6 +56,7 @@ mod exec;
 pub mod impersonation;
 mod kinds;
 mod logs;
+mod pod_security;
 mod reviews;
 mod tokens;
 mod workloads;

@@ -367,6 +367,11 @@ async fn reconcile_replicaset(
             {
                 break;
             }
+            if let Err(e) = crate::admission::pod_security(store, &ns, "Pod", &pod_name, &pod).await
+            {
+                tracing::debug!(replicaset = %name, error = %e.message, "pod refused by Pod Security admission");
+                break;
+            }
             if let Err(e) =
                 crate::admission::check_quota(store, &ns, "pods", "", &pod_name, &pod).await
             {
