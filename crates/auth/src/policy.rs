@@ -4,10 +4,12 @@
 //! - the rules of their global roles (GlobalRoleBindings, by user or group),
 //!   cluster-wide;
 //! - what their role-template bindings imply on the management API: a
-//!   cluster-owner manages that cluster, its registration tokens, projects and
-//!   bindings; a cluster-member sees the cluster and may create projects; a
-//!   project-owner manages that project and its bindings; project-member,
-//!   read-only and custom templates see the project and its cluster;
+//!   cluster-owner manages that cluster, its registration tokens, projects,
+//!   bindings and project secrets; a cluster-member sees the cluster and may
+//!   create projects; a project-owner manages that project, its bindings and
+//!   its secrets; a project-member manages the project's secrets and sees
+//!   the project; read-only and custom templates see the project and its
+//!   cluster;
 //! - what every authenticated user may do (reviews about themselves).
 //!
 //! The bindings are read into a [`Snapshot`] that is rebuilt when marked
@@ -38,7 +40,11 @@ pub fn builtin_global_roles() -> Vec<(&'static str, &'static str, Vec<PolicyRule
     user.push(PolicyRule::resource(
         &["get", "list", "watch"],
         &[g],
-        &["roletemplates", "globalroles"],
+        &[
+            "roletemplates",
+            "globalroles",
+            "podsecurityadmissionconfigurationtemplates",
+        ],
     ));
     vec![
         (
@@ -341,11 +347,14 @@ impl Snapshot {
                     for project in self.projects.get(cluster).into_iter().flatten() {
                         set.add_namespaced(
                             project,
-                            [PolicyRule::resource(
-                                &["*"],
-                                &[g],
-                                &["projectroletemplatebindings"],
-                            )],
+                            [
+                                PolicyRule::resource(
+                                    &["*"],
+                                    &[g],
+                                    &["projectroletemplatebindings"],
+                                ),
+                                PolicyRule::resource(&["*"], &[""], &["secrets"]),
+                            ],
                         );
                     }
                 }
@@ -394,13 +403,18 @@ impl Snapshot {
                 );
                 set.add_namespaced(
                     project,
-                    [PolicyRule::resource(
-                        &["*"],
-                        &[g],
-                        &["projectroletemplatebindings"],
-                    )],
+                    [
+                        PolicyRule::resource(&["*"], &[g], &["projectroletemplatebindings"]),
+                        PolicyRule::resource(&["*"], &[""], &["secrets"]),
+                    ],
                 );
             } else {
+                if template == "project-member" {
+                    set.add_namespaced(
+                        project,
+                        [PolicyRule::resource(&["*"], &[""], &["secrets"])],
+                    );
+                }
                 set.add_namespaced(
                     cluster,
                     [PolicyRule::resource(&["get"], &[g], &["projects"]).named(&[project])],
@@ -628,7 +642,7 @@ enum PolicyObject {
     GlobalRole(GlobalRole),
     GlobalRoleBinding(GlobalRoleBinding),
     RoleTemplate(RoleTemplate),
-    Project(Project),
+    Project(Box<Project>),
     ClusterBinding(ClusterRoleTemplateBinding),
     ProjectBinding(ProjectRoleTemplateBinding),
 }
@@ -640,7 +654,7 @@ impl PolicyObject {
             "globalroles" => Self::GlobalRole(serde_json::from_slice(value).ok()?),
             "globalrolebindings" => Self::GlobalRoleBinding(serde_json::from_slice(value).ok()?),
             "roletemplates" => Self::RoleTemplate(serde_json::from_slice(value).ok()?),
-            "projects" => Self::Project(serde_json::from_slice(value).ok()?),
+            "projects" => Self::Project(Box::new(serde_json::from_slice(value).ok()?)),
             "clusterroletemplatebindings" => {
                 Self::ClusterBinding(serde_json::from_slice(value).ok()?)
             }
@@ -840,12 +854,22 @@ impl drover_store::Follower for RbacAuthorizer {
                 _ => PolicyObject::parse(&e.kv.key, &e.kv.value),
             };
             let mut m = self.mirror();
-            match parsed {
+            let before = match parsed {
                 Some(obj) => m.objects.insert(e.kv.key.clone(), obj),
                 None => m.objects.remove(&e.kv.key),
             };
+            // A project's status (its quota use, written as pods come and
+            // go) is no part of the policy: only a change of its spec is.
+            let same_project = match (&before, m.objects.get(&e.kv.key)) {
+                (Some(PolicyObject::Project(a)), Some(PolicyObject::Project(b))) => {
+                    a.spec == b.spec && a.metadata.labels == b.metadata.labels
+                }
+                _ => false,
+            };
             drop(m);
-            self.invalidate();
+            if !same_project {
+                self.invalidate();
+            }
         }
         self.applied.send_replace(e.revision());
     }

@@ -88,6 +88,14 @@ pub struct ClusterSpec {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The PodSecurityAdmissionConfigurationTemplate whose levels Drover
+    /// puts on the cluster's namespaces (none: namespaces are left alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_admission_configuration_template_name: Option<String>,
+    /// Write a NetworkPolicy into each project namespace that admits
+    /// traffic only from the same project and the System project.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub project_network_isolation: bool,
 }
 
 /// What Drover observed of a cluster.
@@ -274,6 +282,34 @@ pub struct ProjectSpec {
     /// Default container requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_default_resource_limit: Option<ContainerResourceLimit>,
+    /// Per-namespace quotas that replace the namespace default for the
+    /// namespaces named (their sum stays within `resourceQuota`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_resource_quotas: BTreeMap<String, ResourceQuotaLimit>,
+}
+
+/// Used against limit, per quota resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsage {
+    /// The limits.
+    #[serde(default)]
+    pub limit: ResourceList,
+    /// What is used, as the cluster counts it.
+    #[serde(default)]
+    pub used: ResourceList,
+}
+
+/// What Drover observed of a project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStatus {
+    /// The project quota: its limit, and what its namespaces use together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quota: Option<QuotaUsage>,
+    /// Each namespace's share of the quota and its use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, QuotaUsage>,
 }
 
 /// Nothing yet.
@@ -282,7 +318,64 @@ pub struct NoStatus {}
 
 kind!(
     /// A project (namespace = cluster name; named `p-xxxxx`).
-    Project, ProjectSpec, NoStatus
+    Project, ProjectSpec, ProjectStatus
+);
+
+/// A Pod Security Standards level with the version it is evaluated at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurityDefaults {
+    /// `privileged`, `baseline` or `restricted`: pods that violate it are
+    /// refused.
+    #[serde(default)]
+    pub enforce: String,
+    /// `latest` or `v1.N` (default `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_version: Option<String>,
+    /// Violations are recorded in the audit log.
+    #[serde(default)]
+    pub audit: String,
+    /// `latest` or `v1.N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_version: Option<String>,
+    /// Violations are returned to the client as warnings.
+    #[serde(default)]
+    pub warn: String,
+    /// `latest` or `v1.N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_version: Option<String>,
+}
+
+/// What a template leaves alone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurityExemptions {
+    /// Namespaces that get no Pod Security labels from Drover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
+/// Pod Security Admission levels for a cluster's namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurityAdmissionConfigurationTemplateSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The levels.
+    #[serde(default)]
+    pub defaults: PodSecurityDefaults,
+    /// What is exempt.
+    #[serde(default)]
+    pub exemptions: PodSecurityExemptions,
+    /// Shipped with Drover (read-only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
+}
+
+kind!(
+    /// Pod Security Admission levels a Cluster can name (cluster-scoped).
+    PodSecurityAdmissionConfigurationTemplate, PodSecurityAdmissionConfigurationTemplateSpec, NoStatus
 );
 
 /// A local user.
