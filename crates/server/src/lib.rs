@@ -96,6 +96,7 @@ pub async fn run(
     let server_tls = tls.server_config()?;
 
     drover_auth::bootstrap::ensure_builtin_roles(&store).await?;
+    kinds::pod_security::ensure_builtins(&store).await?;
     let given = std::env::var("DROVER_BOOTSTRAP_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());

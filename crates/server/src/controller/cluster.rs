@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease::Held;
 use super::membership::{self, Membership};
 use super::projection::{self, Observed};
+use super::projects;
 use super::{set_condition, Backoff, Ctx};
 use crate::kinds::management::CLEANUP_FINALIZER;
 use crate::kinds::namespaces;
@@ -441,6 +442,11 @@ struct Projector {
     namespaces: Option<BTreeMap<String, Value>>,
     members: BTreeMap<String, String>,
     desired: Option<projection::Desired>,
+    /// The template, isolation setting and project secrets, when last
+    /// projected.
+    extras: projects::Extras,
+    /// What was last reported into the management API.
+    reported: projects::Reported,
 }
 
 /// What of the policy bears on one cluster's projection.
@@ -524,6 +530,10 @@ impl Projector {
             self.members = membership
                 .work_out(ctx, client, &held.fence(), namespaces)
                 .await?;
+            self.extras = projects::Extras::read(ctx, cluster, inputs.projects.keys()).await?;
+            let (_, system_project) = namespaces::system_projects(
+                &namespaces::project_objects(&ctx.store, cluster).await,
+            );
             let rules = |t: &str| snapshot.template_rules(t);
             let desired = projection::plan(&projection::Inputs {
                 admins: inputs.admins.clone(),
@@ -532,22 +542,74 @@ impl Projector {
                 rules: &rules,
                 projects: inputs.projects.clone(),
                 namespaces: self.members.clone(),
+                secrets: self.extras.secrets.clone(),
+                isolation: self.extras.isolation.then(|| projection::Isolation {
+                    system_project,
+                    opted_out: projects::opted_out(namespaces),
+                }),
             });
+            let labelled = projects::apply_pod_security(client, &self.extras, namespaces).await?;
+            if labelled > 0 {
+                tracing::info!(namespaces = labelled, "set Pod Security levels");
+            }
             self.desired = Some(desired);
             self.inputs = Some(inputs);
             self.namespaces = Some(namespaces.clone());
         }
         let desired = self.desired.as_ref().expect("planned");
         let changes = projection::reconcile(client, desired, observed).await?;
-        if changes != projection::Changes::default() {
+        if changes.created + changes.updated + changes.deleted > 0 {
             tracing::info!(
                 created = changes.created,
                 updated = changes.updated,
                 deleted = changes.deleted,
-                "projected RBAC and quotas"
+                "projected RBAC, quotas, secrets and policies"
             );
         }
-        status.projected(desired).await
+        self.reported
+            .secrets(
+                ctx,
+                held,
+                &self.extras,
+                &self.members,
+                observed,
+                &changes.conflicts,
+            )
+            .await?;
+        status.projected(desired).await?;
+        self.report_usage(scope, observed).await
+    }
+
+    /// Whether a stored Secret is one of this cluster's project secrets.
+    fn owns_secret(&self, key: &str) -> bool {
+        let Some(inputs) = &self.inputs else {
+            return true;
+        };
+        key.strip_prefix(&keys::prefix("", "secrets", None))
+            .and_then(|rest| rest.split('/').next())
+            .is_some_and(|ns| inputs.projects.contains_key(ns))
+    }
+
+    /// Report each project's quota use, as the cluster's quotas say now.
+    async fn report_usage(
+        &mut self,
+        scope: &Scope<'_>,
+        observed: &Observed,
+    ) -> Result<(), SessionError> {
+        let Some(inputs) = &self.inputs else {
+            return Ok(());
+        };
+        self.reported
+            .usage(
+                scope.ctx,
+                scope.held,
+                scope.client.cluster(),
+                observed,
+                &self.members,
+                &inputs.projects,
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -584,12 +646,22 @@ async fn session(
     let from = ctx.store.revisions().await?.current;
     let mut records = ctx.store.watch(&namespaces::record_prefix(cluster), from);
     let mut cluster_events = ctx.store.watch(&cluster_key(cluster), from);
+    // Project secrets and Pod Security templates: any change is worked out
+    // again (a cheap read; the plan writes only differences).
+    let mut secrets = ctx.store.watch(&keys::prefix("", "secrets", None), from);
+    let mut templates = ctx.store.watch(
+        &keys::prefix(api::GROUP, crate::kinds::pod_security::PLURAL, None),
+        from,
+    );
+    let mut cluster_spec = None;
     let mut policy = ctx.authz.changes();
     let mut projector = Projector {
         inputs: None,
         namespaces: None,
         members: BTreeMap::new(),
         desired: None,
+        extras: projects::Extras::default(),
+        reported: projects::Reported::default(),
     };
     projector
         .run(&scope, membership, &namespaces, &mut observed, Why::Inputs)
@@ -666,7 +738,28 @@ async fn session(
                 }
                 if changed {
                     projector.run(&scope, membership, &namespaces, &mut observed, Why::Drift).await?;
+                } else {
+                    // A quota's use moved.
+                    projector.report_usage(&scope, &observed).await?;
                 }
+            }
+            event = secrets.next() => {
+                let Some(Ok(first)) = event else { return Ok(()) };
+                let mut ours = projector.owns_secret(&first.kv.key);
+                while let Some(Some(more)) = secrets.next().now_or_never() {
+                    let Ok(more) = more else { return Ok(()) };
+                    ours |= projector.owns_secret(&more.kv.key);
+                }
+                if ours {
+                    projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+                }
+            }
+            event = templates.next() => {
+                if event.is_none_or(|e| e.is_err()) {
+                    return Ok(());
+                }
+                while let Some(Some(_)) = templates.next().now_or_never() {}
+                projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
             }
             event = records.next() => {
                 if event.is_none_or(|e| e.is_err()) {
@@ -682,7 +775,7 @@ async fn session(
                 projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
             }
             event = cluster_events.next() => {
-                let deleting = match event {
+                let deleting = match &event {
                     Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value)
                         .map_or(true, |v| drover_apiserver::object::is_deleting(&v))
                         || e.kind == drover_store::EventType::Deleted,
@@ -690,6 +783,17 @@ async fn session(
                 };
                 if deleting {
                     return Ok(()); // removal, or a new watch
+                }
+                // The spec names the Pod Security template and isolation.
+                let spec = match &event {
+                    Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value).ok().map(|v| v["spec"].clone()),
+                    _ => None,
+                };
+                if cluster_spec.is_some() && spec != cluster_spec {
+                    cluster_spec = spec;
+                    projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+                } else {
+                    cluster_spec = spec;
                 }
             }
             _ = links.changed() => {

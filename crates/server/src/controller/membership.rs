@@ -19,8 +19,10 @@ use axum::http::{Method, StatusCode};
 use drover_store::Op;
 use serde_json::{json, Value};
 
+use super::projection;
 use super::Ctx;
 use crate::kinds::namespaces::{self, Record};
+use crate::kinds::pod_security;
 use crate::kinds::registration::AGENT_NAMESPACE;
 use crate::link::kube::{Client, DownstreamError};
 
@@ -32,12 +34,25 @@ const SYSTEM_NAMESPACES: &[&str] = &[
     AGENT_NAMESPACE,
 ];
 
-/// A namespace as membership needs it: its project annotation (null when
-/// unset) and its UID.
+/// A namespace as the cluster's controller needs it: its project
+/// annotation (null when unset) and its UID, for membership; its Pod
+/// Security labels and the template Drover labelled it for; whether it
+/// opted out of project network isolation.
 pub fn slim(ns: &Value) -> Value {
+    let annotations = &ns["metadata"]["annotations"];
+    let pod_security: serde_json::Map<String, Value> = ns["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     json!({
-        "project": ns["metadata"]["annotations"].get(namespaces::PROJECT_ANNOTATION).cloned().unwrap_or(Value::Null),
+        "project": annotations.get(namespaces::PROJECT_ANNOTATION).cloned().unwrap_or(Value::Null),
         "uid": ns.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        "podSecurity": pod_security,
+        "podSecurityTemplate": annotations.get(pod_security::TEMPLATE_ANNOTATION).cloned().unwrap_or(Value::Null),
+        "isolated": annotations.get(projection::ISOLATION_ANNOTATION).and_then(Value::as_str) != Some("false"),
     })
 }
 

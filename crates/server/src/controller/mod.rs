@@ -15,8 +15,10 @@
 //! - [`cluster`]: one cluster's controller: its status (Connected and
 //!   Ready from the store's record of its link, never from one replica's
 //!   memory), and, while connected, its nodes, its namespaces' project
-//!   membership ([`membership`]) and the RBAC and quotas projected into it
-//!   ([`projection`]), repaired as soon as they drift.
+//!   membership ([`membership`]) and the RBAC, quotas, project secrets and
+//!   isolation policies projected into it ([`projection`]), repaired as
+//!   soon as they drift; the Pod Security levels of its template, and
+//!   what it reports back about its projects ([`projects`]).
 //! - [`removal`]: a deleting cluster's downstream cleanup.
 //! - [`leader`]: token expiry, store compaction, the sweep of orphans.
 //! - [`groups`]: provider users' groups and standing, refreshed from their
@@ -33,6 +35,7 @@ pub mod leader;
 pub mod lease;
 pub mod membership;
 pub mod projection;
+pub mod projects;
 pub mod removal;
 
 use std::future::Future;

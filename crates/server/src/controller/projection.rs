@@ -14,11 +14,25 @@
 //!   namespace) however many bindings ask for it. Project templates grant
 //!   `get` on `namespaces`, which, bound inside a namespace, lets members
 //!   read their own namespaces;
-//! - a project quota: a ResourceQuota `drover-project-quota` (the namespace
-//!   default) in each namespace; container defaults: a LimitRange
-//!   `drover-limit-range`.
+//! - a project quota: a ResourceQuota `drover-project-quota` (the
+//!   namespace's share: its override, else the namespace default) in each
+//!   namespace; container defaults: a LimitRange `drover-limit-range`;
+//! - a project secret: a copy in each namespace of the project, of the
+//!   same name, also labelled `drover.io/project-secret=<project>`; a
+//!   Secret of that name already there without the label is the
+//!   namespace's own, never overwritten, and reported as a conflict;
+//! - with the cluster's `projectNetworkIsolation`: a NetworkPolicy
+//!   `drover-project-isolation` in each namespace of every project but the
+//!   System project, admitting traffic only from the namespaces of the same
+//!   project and of the System project (selected by the
+//!   `kubernetes.io/metadata.name` label the API server sets, which no
+//!   user can change), unless the namespace is annotated
+//!   `drover.io/project-network-isolation: "false"`.
 //!
 //! Nothing without the label is read for comparison, changed or deleted.
+//! Namespaces themselves are not projected objects: the Pod Security
+//! labels of the cluster's template are put on them by merge patches that
+//! [`pod_security_patches`] works out from what the namespaces carry.
 //!
 //! What is there is an [`Observed`] cache of Drover's labelled objects,
 //! listed once and kept current from watches of them: a reconcile compares
@@ -35,6 +49,8 @@ use drover_rbac::PolicyRule;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::kinds::pod_security;
+use crate::kinds::project_secrets::COPY_LABEL;
 use crate::kinds::registration::MANAGED_LABEL;
 use crate::link::kube::{Client, DownstreamError};
 
@@ -53,16 +69,22 @@ pub enum Kind {
     ResourceQuota,
     /// `v1` LimitRange.
     LimitRange,
+    /// `v1` Secret: copies of project secrets.
+    Secret,
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    NetworkPolicy,
 }
 
 impl Kind {
     /// Every kind, in the order they are created (roles before bindings).
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::ClusterRole,
         Kind::ClusterRoleBinding,
         Kind::RoleBinding,
         Kind::ResourceQuota,
         Kind::LimitRange,
+        Kind::Secret,
+        Kind::NetworkPolicy,
     ];
 
     fn base(self) -> &'static str {
@@ -70,7 +92,8 @@ impl Kind {
             Kind::ClusterRole | Kind::ClusterRoleBinding | Kind::RoleBinding => {
                 "/apis/rbac.authorization.k8s.io/v1"
             }
-            Kind::ResourceQuota | Kind::LimitRange => "/api/v1",
+            Kind::ResourceQuota | Kind::LimitRange | Kind::Secret => "/api/v1",
+            Kind::NetworkPolicy => "/apis/networking.k8s.io/v1",
         }
     }
 
@@ -81,14 +104,13 @@ impl Kind {
             Kind::RoleBinding => "rolebindings",
             Kind::ResourceQuota => "resourcequotas",
             Kind::LimitRange => "limitranges",
+            Kind::Secret => "secrets",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
 
     fn namespaced(self) -> bool {
-        matches!(
-            self,
-            Kind::RoleBinding | Kind::ResourceQuota | Kind::LimitRange
-        )
+        !matches!(self, Kind::ClusterRole | Kind::ClusterRoleBinding)
     }
 
     /// Where objects of this kind are listed (all namespaces) or created.
@@ -129,6 +151,12 @@ impl Kind {
             }
             Kind::ResourceQuota => obj["spec"]["hard"].clone(),
             Kind::LimitRange => obj["spec"]["limits"].clone(),
+            Kind::Secret => json!([
+                obj["type"],
+                obj["data"],
+                obj["metadata"]["labels"][COPY_LABEL]
+            ]),
+            Kind::NetworkPolicy => obj["spec"].clone(),
         }
     }
 }
@@ -188,7 +216,28 @@ pub struct Inputs<'a> {
     pub projects: BTreeMap<String, api::ProjectSpec>,
     /// Namespace → the project it belongs to.
     pub namespaces: BTreeMap<String, String>,
+    /// Each project's secrets, as stored on the management API.
+    pub secrets: BTreeMap<String, Vec<Value>>,
+    /// Project network isolation, when the cluster asks for it.
+    pub isolation: Option<Isolation>,
 }
+
+/// What project network isolation works from.
+#[derive(Debug, Default)]
+pub struct Isolation {
+    /// The System project, whose namespaces reach every other and get no
+    /// policy.
+    pub system_project: Option<String>,
+    /// Namespaces annotated out of isolation.
+    pub opted_out: BTreeSet<String>,
+}
+
+/// The annotation that takes a namespace out of project network isolation
+/// (`"false"`).
+pub const ISOLATION_ANNOTATION: &str = "drover.io/project-network-isolation";
+
+/// The NetworkPolicy of project network isolation.
+pub const ISOLATION_POLICY: &str = "drover-project-isolation";
 
 fn subject_ref(subject: &Subject) -> (&'static str, &str, &'static str) {
     match subject {
@@ -319,11 +368,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
         let Some(namespaces) = by_project.get(project.as_str()) else {
             continue;
         };
-        let quota = spec
-            .resource_quota
-            .as_ref()
-            .and(spec.namespace_default_resource_quota.as_ref())
-            .filter(|q| !q.limit.is_empty());
+        let has_quota = spec.resource_quota.is_some();
         let limits = spec.container_default_resource_limit.as_ref().map(|l| {
             let mut default = serde_json::Map::new();
             let mut request = serde_json::Map::new();
@@ -350,6 +395,8 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
         });
         for ns in namespaces {
             let annotations = json!({"drover.io/project-id": project});
+            let quota =
+                crate::kinds::namespaces::share(spec, ns).filter(|q| has_quota && !q.is_empty());
             if let Some(q) = quota {
                 d.objects.insert(
                     (
@@ -359,7 +406,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
                     ),
                     json!({"apiVersion": "v1", "kind": "ResourceQuota",
                         "metadata": meta("drover-project-quota", ns, annotations.clone()),
-                        "spec": {"hard": q.limit}}),
+                        "spec": {"hard": q}}),
                 );
             }
             if let Some(l) = &limits {
@@ -378,7 +425,183 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
             }
         }
     }
+    for (project, secrets) in &inputs.secrets {
+        let Some(namespaces) = by_project.get(project.as_str()) else {
+            continue;
+        };
+        for secret in secrets {
+            let Some(name) = secret["metadata"]["name"].as_str() else {
+                continue;
+            };
+            for ns in namespaces {
+                let mut m = meta(name, ns, json!({"drover.io/project-id": project}));
+                m["labels"][COPY_LABEL] = json!(project);
+                d.objects.insert(
+                    (Kind::Secret, (*ns).to_owned(), name.to_owned()),
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": m,
+                        "type": secret["type"], "data": secret["data"]}),
+                );
+            }
+        }
+    }
+    if let Some(isolation) = &inputs.isolation {
+        let system: Vec<&str> = isolation
+            .system_project
+            .as_deref()
+            .and_then(|p| by_project.get(p))
+            .cloned()
+            .unwrap_or_default();
+        for (project, namespaces) in &by_project {
+            if Some(*project) == isolation.system_project.as_deref() {
+                continue;
+            }
+            let mut peers: Vec<&str> = namespaces.iter().chain(system.iter()).copied().collect();
+            peers.sort_unstable();
+            peers.dedup();
+            for ns in namespaces {
+                if isolation.opted_out.contains(*ns) {
+                    continue;
+                }
+                d.objects.insert(
+                    (Kind::NetworkPolicy, (*ns).to_owned(), ISOLATION_POLICY.into()),
+                    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "metadata": meta(ISOLATION_POLICY, ns, json!({"drover.io/project-id": project})),
+                        "spec": {
+                            "podSelector": {},
+                            "policyTypes": ["Ingress"],
+                            "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
+                                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": peers}
+                            ]}}]}],
+                        }}),
+                );
+            }
+        }
+    }
     d
+}
+
+/// The merge patches that put a Pod Security template's levels on a
+/// cluster's namespaces (`namespaces`: name → the namespace's labels and
+/// annotations), or take Drover's labels off when the cluster names no
+/// template (or the namespace is exempt). A level above the template's is
+/// left alone; one below it, or none, is set to the template's.
+pub fn pod_security_patches(
+    template: Option<(&str, &api::PodSecurityAdmissionConfigurationTemplateSpec)>,
+    namespaces: &BTreeMap<String, (BTreeMap<String, String>, Option<String>)>,
+) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (ns, (labels, labelled_by)) in namespaces {
+        let mut set = serde_json::Map::new();
+        let mut annotate = Value::Null;
+        match template.filter(|(_, spec)| pod_security::applies_to(spec, ns)) {
+            Some((name, spec)) => {
+                for (mode, level, version) in pod_security::levels(spec) {
+                    let label = pod_security::mode_label(mode);
+                    let version_label = format!("{label}-version");
+                    let current = labels.get(&label).map(String::as_str);
+                    let wanted = pod_security::rank(&level).unwrap_or(0);
+                    match current.and_then(pod_security::rank) {
+                        Some(r) if r > wanted => {}
+                        Some(r) if r == wanted => {
+                            if labels.get(&version_label) != Some(&version) {
+                                set.insert(version_label, json!(version));
+                            }
+                        }
+                        // An unknown level is evaluated as restricted.
+                        None if current.is_some() => {}
+                        _ => {
+                            set.insert(label, json!(level));
+                            set.insert(version_label, json!(version));
+                        }
+                    }
+                }
+                if labelled_by.as_deref() != Some(name) {
+                    annotate = json!(name);
+                }
+            }
+            None if labelled_by.is_some() => {
+                for mode in pod_security::MODES {
+                    let label = pod_security::mode_label(mode);
+                    set.insert(format!("{label}-version"), Value::Null);
+                    set.insert(label, Value::Null);
+                }
+                let mut patch = json!({"metadata": {"labels": set}});
+                patch["metadata"]["annotations"] = json!({pod_security::TEMPLATE_ANNOTATION: null});
+                out.insert(ns.clone(), patch);
+                continue;
+            }
+            None => continue,
+        }
+        if set.is_empty() && annotate.is_null() {
+            continue;
+        }
+        let mut patch = json!({"metadata": {"labels": set}});
+        if !annotate.is_null() {
+            patch["metadata"]["annotations"] = json!({pod_security::TEMPLATE_ANNOTATION: annotate});
+        }
+        out.insert(ns.clone(), patch);
+    }
+    out
+}
+
+/// Each project's quota use: the sum over its namespaces of what their
+/// `drover-project-quota` reports used, against the project's limit, and
+/// each namespace's share and use.
+pub fn quota_usage(
+    observed: &Observed,
+    members: &BTreeMap<String, String>,
+    projects: &BTreeMap<String, api::ProjectSpec>,
+) -> BTreeMap<String, api::ProjectStatus> {
+    let mut out: BTreeMap<String, api::ProjectStatus> = BTreeMap::new();
+    for (project, spec) in projects {
+        let Some(limit) = &spec.resource_quota else {
+            continue;
+        };
+        let mut status = api::ProjectStatus {
+            resource_quota: Some(api::QuotaUsage {
+                limit: limit.limit.clone(),
+                used: BTreeMap::new(),
+            }),
+            namespaces: BTreeMap::new(),
+        };
+        let mut sums: BTreeMap<String, i128> = limit.limit.keys().map(|k| (k.clone(), 0)).collect();
+        for (ns, p) in members {
+            if p != project {
+                continue;
+            }
+            let quota = observed.objects.get(&(
+                Kind::ResourceQuota,
+                ns.clone(),
+                "drover-project-quota".into(),
+            ));
+            let used: api::ResourceList = quota
+                .and_then(|q| serde_json::from_value(q["status"]["used"].clone()).ok())
+                .unwrap_or_default();
+            for (k, v) in &used {
+                if let (Some(sum), Some(q)) = (sums.get_mut(k), drover_core::quantity::parse(v)) {
+                    *sum += q;
+                }
+            }
+            status.namespaces.insert(
+                ns.clone(),
+                api::QuotaUsage {
+                    limit: crate::kinds::namespaces::share(spec, ns).unwrap_or_default(),
+                    used,
+                },
+            );
+        }
+        if let Some(q) = status.resource_quota.as_mut() {
+            q.used = sums
+                .into_iter()
+                .map(|(k, v)| {
+                    let memory = k.contains("memory");
+                    (k, drover_core::quantity::format(v, memory))
+                })
+                .collect();
+        }
+        out.insert(project.clone(), status);
+    }
+    out
 }
 
 /// What a reconcile changed.
@@ -390,6 +613,9 @@ pub struct Changes {
     pub updated: usize,
     /// Objects deleted.
     pub deleted: usize,
+    /// Project secret copies not made: the namespace holds a Secret of its
+    /// own under that name.
+    pub conflicts: Vec<ObjectKey>,
 }
 
 /// Drover's labelled objects in one cluster, as its watches report them.
@@ -404,9 +630,14 @@ pub struct Observed {
 fn identity(kind: Kind, obj: &Value) -> Option<ObjectKey> {
     let name = obj["metadata"]["name"].as_str()?;
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-    // Only Drover's own objects (named drover-…), even among labelled ones;
-    // and only names a path can carry, whatever the cluster sends.
-    let valid = name.starts_with("drover-")
+    // Only Drover's own objects (named drover-…, or a project secret's
+    // copy), even among labelled ones; and only names a path can carry,
+    // whatever the cluster sends.
+    let ours = match kind {
+        Kind::Secret => obj["metadata"]["labels"][COPY_LABEL].is_string(),
+        _ => name.starts_with("drover-"),
+    };
+    let valid = ours
         && drover_apiserver::object::is_dns_subdomain(name)
         && (ns.is_empty() || drover_apiserver::object::is_dns_label(ns));
     valid.then(|| (kind, ns.to_owned(), name.to_owned()))
@@ -473,12 +704,14 @@ pub async fn reconcile(
         for ((k, ns, name), want) in desired.objects.iter().filter(|((k, _, _), _)| *k == kind) {
             let id = (*k, ns.clone(), name.clone());
             match observed.objects.get(&id).cloned() {
-                None => {
-                    if let Some(made) = create(client, *k, ns, want).await? {
+                None => match create(client, *k, ns, want).await? {
+                    Some(made) => {
                         observed.objects.insert(id, made);
+                        changes.created += 1;
                     }
-                    changes.created += 1;
-                }
+                    None if *k == Kind::Secret => changes.conflicts.push(id),
+                    None => {}
+                },
                 Some(existing) if k.content(&existing) == k.content(want) => {}
                 Some(existing) => {
                     let immutable_ref = matches!(k, Kind::ClusterRoleBinding | Kind::RoleBinding)
@@ -572,6 +805,118 @@ mod tests {
     }
 
     #[test]
+    fn secrets_policies_and_quota_shares() {
+        let spec: api::ProjectSpec = serde_json::from_value(json!({
+            "resourceQuota": {"limit": {"pods": "10"}},
+            "namespaceDefaultResourceQuota": {"limit": {"pods": "2"}},
+            "namespaceResourceQuotas": {"b": {"limit": {"pods": "5"}}},
+        }))
+        .unwrap();
+        let secret = json!({"metadata": {"name": "reg", "namespace": "p1"},
+            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}});
+        let d = plan(&Inputs {
+            admins: BTreeSet::new(),
+            cluster_bindings: vec![],
+            project_bindings: vec![],
+            rules: &rules,
+            projects: [("p1".to_owned(), spec)].into(),
+            namespaces: [
+                ("a".into(), "p1".into()),
+                ("b".into(), "p1".into()),
+                ("c".into(), "p2".into()),
+                ("kube-system".into(), "sys".into()),
+            ]
+            .into(),
+            secrets: [("p1".to_owned(), vec![secret])].into(),
+            isolation: Some(Isolation {
+                system_project: Some("sys".into()),
+                opted_out: ["c".to_owned()].into(),
+            }),
+        });
+        let quota = |ns: &str| {
+            d.objects[&(
+                Kind::ResourceQuota,
+                ns.into(),
+                "drover-project-quota".into(),
+            )]["spec"]["hard"]["pods"]
+                .clone()
+        };
+        assert_eq!((quota("a"), quota("b")), (json!("2"), json!("5")));
+        let copy = &d.objects[&(Kind::Secret, "b".into(), "reg".into())];
+        assert_eq!(copy["metadata"]["labels"][COPY_LABEL], "p1");
+        assert_eq!(copy["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(d.count(Kind::Secret), 2);
+        // a and b are isolated together with the System project's
+        // namespaces; c opted out; the System project gets none.
+        assert_eq!(d.count(Kind::NetworkPolicy), 2);
+        let policy = &d.objects[&(Kind::NetworkPolicy, "a".into(), ISOLATION_POLICY.into())];
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]
+                ["values"],
+            json!(["a", "b", "kube-system"])
+        );
+    }
+
+    #[test]
+    fn pod_security_labels_follow_the_template() {
+        let (name, spec) = pod_security::builtins().remove(1);
+        let spec: api::PodSecurityAdmissionConfigurationTemplateSpec =
+            serde_json::from_value(spec).unwrap();
+        let enforce = "pod-security.kubernetes.io/enforce";
+        let ns = |labels: &[(&str, &str)], by: Option<&str>| {
+            (
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+                by.map(str::to_owned),
+            )
+        };
+        let namespaces = [
+            ("plain".to_owned(), ns(&[], None)),
+            (
+                "lowered".to_owned(),
+                ns(&[(enforce, "privileged")], Some(name)),
+            ),
+            ("kube-system".to_owned(), ns(&[], None)),
+        ]
+        .into();
+        let patches = pod_security_patches(Some((name, &spec)), &namespaces);
+        assert_eq!(patches.len(), 2, "{patches:?}");
+        assert_eq!(
+            patches["plain"]["metadata"]["labels"][enforce],
+            "restricted"
+        );
+        assert_eq!(
+            patches["plain"]["metadata"]["annotations"][pod_security::TEMPLATE_ANNOTATION],
+            name
+        );
+        assert_eq!(
+            patches["lowered"]["metadata"]["labels"][enforce],
+            "restricted"
+        );
+        // Once labelled, nothing more to do.
+        let mut done = BTreeMap::new();
+        let mut labels = BTreeMap::new();
+        for (mode, level, version) in pod_security::levels(&spec) {
+            labels.insert(pod_security::mode_label(mode), level);
+            labels.insert(
+                format!("{}-version", pod_security::mode_label(mode)),
+                version,
+            );
+        }
+        done.insert("ns".to_owned(), (labels, Some(name.to_owned())));
+        assert!(pod_security_patches(Some((name, &spec)), &done).is_empty());
+        // No template: Drover's labels come off.
+        let off = pod_security_patches(None, &done);
+        assert_eq!(off["ns"]["metadata"]["labels"][enforce], Value::Null);
+        assert!(off["ns"]["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .contains_key(enforce));
+    }
+
+    #[test]
     fn one_binding_per_subject_template_and_namespace() {
         let bob = Subject::User("bob".into());
         let inputs = Inputs {
@@ -590,6 +935,8 @@ mod tests {
                 ("c".into(), "p2".into()),
             ]
             .into(),
+            secrets: BTreeMap::new(),
+            isolation: None,
         };
         let d = plan(&inputs);
         assert_eq!(d.count(Kind::ClusterRole), 3, "one per template in use");
@@ -646,6 +993,8 @@ mod tests {
                 rules: &rules,
                 projects: BTreeMap::new(),
                 namespaces,
+                secrets: BTreeMap::new(),
+                isolation: None,
             });
             totals[0] += d.count(Kind::ClusterRole);
             totals[1] += d.count(Kind::ClusterRoleBinding);

@@ -35,7 +35,7 @@ use drover_apiserver::ApiError;
 use drover_auth::authn::AUTHENTICATED;
 
 use super::AppState;
-use crate::kinds::namespaces;
+use crate::kinds::{namespaces, pod_security};
 use crate::link::dialer::{UpgradeCut, LINK_WAIT};
 use crate::link::kube::DownstreamError;
 
@@ -170,9 +170,25 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             Ok(b) => b,
             Err(_) => return ApiError::too_large(super::MAX_BODY).into_response(),
         };
+        if let Some((ns, labels)) = pod_security::label_writes(&parts.method, &path, &bytes) {
+            if let Err(e) = pod_security::check_write(&state.store, &cluster, &ns, &labels).await {
+                return e.into_response();
+            }
+        }
         if let Some(write) = namespaces::inspect(&parts.method, &path, &bytes) {
-            match namespaces::authorize(&state.store, &snapshot, &identity.user, &cluster, &write)
-                .await
+            let usage = match moved_usage(&state, &snapshot, &cluster, &write).await {
+                Ok(u) => u,
+                Err(e) => return e.into_response(),
+            };
+            match namespaces::authorize(
+                &state.store,
+                &snapshot,
+                &identity.user,
+                &cluster,
+                &write,
+                usage.as_ref(),
+            )
+            .await
             {
                 Ok(decision) => {
                     as_agent = decision.as_agent;
@@ -283,6 +299,61 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         body = super::sessions::Revocable::wrap(body, registration);
     }
     Response::from_parts(parts, body)
+}
+
+/// What a namespace moved into a project with a quota uses now, counted
+/// in the cluster (as the agent) for each key the quota limits.
+async fn moved_usage(
+    state: &AppState,
+    snapshot: &drover_auth::policy::Snapshot,
+    cluster: &str,
+    write: &namespaces::NamespaceWrite,
+) -> Result<Option<drover_core::api::ResourceList>, ApiError> {
+    if write.create {
+        return Ok(None);
+    }
+    let Some(project) = write
+        .project_id
+        .as_deref()
+        .and_then(|id| id.split_once(':'))
+        .filter(|(c, _)| *c == cluster)
+        .map(|(_, p)| p)
+    else {
+        return Ok(None);
+    };
+    let projects = snapshot.projects_of(cluster);
+    let Some(limit) = projects
+        .get(project)
+        .and_then(|spec| spec.resource_quota.as_ref())
+    else {
+        return Ok(None);
+    };
+    let client = crate::link::kube::Client::new(state.dialer.clone(), cluster);
+    let ns = &write.namespace;
+    let unavailable = |e: DownstreamError| {
+        ApiError::unavailable(format!(
+            "cannot count what namespace {ns} uses in cluster {cluster}: {e}"
+        ))
+    };
+    let pods = client
+        .get(&format!("/api/v1/namespaces/{ns}/pods"))
+        .await
+        .map_err(unavailable)?;
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::new();
+    for key in limit.limit.keys() {
+        if matches!(
+            key.as_str(),
+            "services" | "configmaps" | "secrets" | "persistentvolumeclaims"
+        ) {
+            let list = client
+                .get(&format!("/api/v1/namespaces/{ns}/{key}"))
+                .await
+                .map_err(unavailable)?;
+            counts.insert(key.clone(), list["items"].as_array().map_or(0, Vec::len));
+        }
+    }
+    Ok(Some(namespaces::usage(&pods, &counts)))
 }
 
 /// Whether a forwarded path asks for a dry run.

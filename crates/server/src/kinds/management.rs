@@ -76,6 +76,7 @@ pub fn api_server(
     );
     let mut projects = base("Project", "projects", "project", true);
     projects.name_prefix = Some("p-");
+    projects.status = true;
     reg.register(
         projects,
         Projects {
@@ -104,6 +105,21 @@ pub fn api_server(
         base("AuthConfig", "authconfigs", "authconfig", false),
         drover_auth::authconfigs::AuthConfigs,
     );
+
+    let mut psa = base(
+        "PodSecurityAdmissionConfigurationTemplate",
+        super::pod_security::PLURAL,
+        "podsecurityadmissionconfigurationtemplate",
+        false,
+    );
+    psa.short_names = &["psact"];
+    reg.register(psa, super::pod_security::Templates);
+
+    // Project secrets: core v1 Secrets in a project's namespace.
+    let mut secrets = base("Secret", "secrets", "secret", true);
+    secrets.group = "";
+    secrets.status = true;
+    reg.register(secrets, super::project_secrets::ProjectSecrets::default());
 
     drover_apiserver::reviews::register(&mut reg);
     ApiServer::new(
@@ -186,6 +202,47 @@ fn validate_quota(spec: &api::ProjectSpec) -> Vec<FieldError> {
                     v.clone(),
                     "must be a quantity such as 10, 500m or 2Gi",
                 ));
+            }
+        }
+    }
+    for (ns, quota) in &spec.namespace_resource_quotas {
+        let field = format!("spec.namespaceResourceQuotas.{ns}.limit");
+        if !drover_apiserver::object::is_dns_label(ns) {
+            errors.push(FieldError::invalid(
+                "spec.namespaceResourceQuotas",
+                ns.clone(),
+                "must be keyed by namespace names",
+            ));
+        }
+        let Some(limit) = &spec.resource_quota else {
+            errors.push(FieldError::required(
+                "spec.resourceQuota",
+                "a namespace's quota needs a project quota",
+            ));
+            break;
+        };
+        for (k, v) in &quota.limit {
+            let max = limit
+                .limit
+                .get(k)
+                .and_then(|m| drover_core::quantity::parse(m));
+            match (drover_core::quantity::parse(v), max) {
+                (None, _) => errors.push(FieldError::invalid(
+                    format!("{field}.{k}"),
+                    v.clone(),
+                    "must be a quantity such as 10, 500m or 2Gi",
+                )),
+                (Some(_), None) => errors.push(FieldError::invalid(
+                    format!("{field}.{k}"),
+                    v.clone(),
+                    "the project's resourceQuota must limit it too",
+                )),
+                (Some(each), Some(max)) if each > max => errors.push(FieldError::invalid(
+                    format!("{field}.{k}"),
+                    v.clone(),
+                    "must not exceed the project's limit",
+                )),
+                _ => {}
             }
         }
     }
@@ -398,6 +455,7 @@ impl Strategy for Clusters {
             if str_at(obj, "/spec/displayName").is_empty() {
                 obj["spec"]["displayName"] = json!(name);
             }
+            template_exists(&ctx.store, obj).await?;
             // The creator owns the cluster.
             let owner = NewObject {
                 group: api::GROUP,
@@ -444,6 +502,21 @@ impl Strategy for Clusters {
         })
     }
 
+    fn prepare_update<'a>(
+        &'a self,
+        ctx: &'a Context,
+        new: &'a mut Value,
+        old: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let pointer = "/spec/podSecurityAdmissionConfigurationTemplateName";
+            if new.pointer(pointer) != old.pointer(pointer) {
+                template_exists(&ctx.store, new).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn committed(&self) {
         self.authz.invalidate();
     }
@@ -455,6 +528,33 @@ impl Strategy for Clusters {
     ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move { cluster_dependents(&ctx.store, str_at(obj, "/metadata/name")).await })
     }
+}
+
+/// A Cluster may only name a Pod Security template that exists.
+async fn template_exists(store: &Store, cluster: &Value) -> Result<(), ApiError> {
+    let name = str_at(
+        cluster,
+        "/spec/podSecurityAdmissionConfigurationTemplateName",
+    );
+    if name.is_empty() {
+        return Ok(());
+    }
+    let found = super::pod_security::get(store, name)
+        .await
+        .map_err(unavailable)?;
+    if found.is_some() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "Cluster",
+        api::GROUP,
+        str_at(cluster, "/metadata/name"),
+        &[FieldError::invalid(
+            "spec.podSecurityAdmissionConfigurationTemplateName",
+            name.to_owned(),
+            "no PodSecurityAdmissionConfigurationTemplate has this name",
+        )],
+    ))
 }
 
 /// Drop the cleanup finalizer of a deleting Cluster; with no finalizer
@@ -620,11 +720,38 @@ impl Strategy for Projects {
 
     fn prepare_update<'a>(
         &'a self,
-        _ctx: &'a Context,
+        ctx: &'a Context,
         new: &'a mut Value,
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
+            let project = str_at(new, "/metadata/name").to_owned();
+            let cluster = str_at(new, "/metadata/namespace").to_owned();
+            // The project's own limits are the cluster owners' to give; its
+            // owners share them out among its namespaces.
+            let limits_changed = ["/spec/resourceQuota", "/spec/namespaceDefaultResourceQuota"]
+                .iter()
+                .any(|p| new.pointer(p) != old.pointer(p));
+            if limits_changed {
+                let snapshot = self.authz.snapshot().await?;
+                if !snapshot.owns_cluster(&ctx.user, &cluster) {
+                    return Err(ApiError::forbidden_because(format!(
+                        "user {:?} may not change project {project}'s quota: only the owners of cluster {cluster} may",
+                        ctx.user.name
+                    )));
+                }
+            }
+            let shares_changed = limits_changed
+                || new.pointer("/spec/namespaceResourceQuotas")
+                    != old.pointer("/spec/namespaceResourceQuotas");
+            if shares_changed {
+                if let Ok(spec) = serde_json::from_value::<api::ProjectSpec>(new["spec"].clone()) {
+                    let held =
+                        super::namespaces::of_project(&ctx.store, &cluster, &project).await?;
+                    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+                    super::namespaces::check_quota(&project, &spec, &held)?;
+                }
+            }
             if new.pointer("/spec/clusterName") != old.pointer("/spec/clusterName") {
                 return Err(ApiError::invalid(
                     "Project",

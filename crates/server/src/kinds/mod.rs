@@ -6,6 +6,10 @@
 //!   API, what a Cluster's or Project's deletion takes with it.
 //! - [`registration`]: ClusterRegistrationToken and the import manifest.
 //! - [`backups`]: the Backup kind (the leader's controller does the work).
+//! - [`pod_security`]: PodSecurityAdmissionConfigurationTemplate and its
+//!   built-ins.
+//! - [`project_secrets`]: core v1 Secrets in a project's namespace, which
+//!   the cluster's controller copies into the project's namespaces.
 //! - [`namespaces`]: which downstream namespace is in which project
 //!   (Drover's records, tied to the namespace's UID), and how a namespace
 //!   write through the proxy is decided.
@@ -13,6 +17,8 @@
 pub mod backups;
 pub mod management;
 pub mod namespaces;
+pub mod pod_security;
+pub mod project_secrets;
 pub mod registration;
 
 pub use management::api_server;

@@ -161,34 +161,163 @@ pub async fn of_project(
         .collect())
 }
 
-/// Whether a project's quota can hold `count` namespaces each with the
-/// namespace default; the refusal says by how much it would be exceeded.
-pub fn check_quota(project: &str, spec: &api::ProjectSpec, count: usize) -> Result<(), ApiError> {
-    let (Some(limit), Some(default)) =
-        (&spec.resource_quota, &spec.namespace_default_resource_quota)
-    else {
+/// A namespace's share of its project's quota: the namespace default,
+/// with the keys its override in `spec.namespaceResourceQuotas` names
+/// replaced.
+pub fn share(spec: &api::ProjectSpec, namespace: &str) -> Option<api::ResourceList> {
+    let mut out = spec
+        .namespace_default_resource_quota
+        .as_ref()
+        .map(|q| q.limit.clone());
+    if let Some(o) = spec.namespace_resource_quotas.get(namespace) {
+        out.get_or_insert_with(Default::default)
+            .extend(o.limit.clone());
+    }
+    out
+}
+
+/// Whether a project's quota holds the shares of `namespaces` together;
+/// the refusal says by how much it would be exceeded.
+pub fn check_quota(
+    project: &str,
+    spec: &api::ProjectSpec,
+    namespaces: &[&str],
+) -> Result<(), ApiError> {
+    let Some(limit) = &spec.resource_quota else {
         return Ok(());
     };
-    for (key, each) in &default.limit {
-        let (Some(each), Some(max)) = (
-            quantity::parse(each),
-            limit.limit.get(key).and_then(|m| quantity::parse(m)),
-        ) else {
+    for (key, max) in &limit.limit {
+        let Some(max) = quantity::parse(max) else {
             continue;
         };
-        let total = each * count as i128;
+        let mut total = 0i128;
+        let mut parts = Vec::new();
+        for ns in namespaces {
+            let each = share(spec, ns)
+                .and_then(|s| s.get(key).and_then(|v| quantity::parse(v)))
+                .unwrap_or(0);
+            total += each;
+            parts.push((*ns, each));
+        }
         if total > max {
             let memory = key.contains("memory");
+            let given: Vec<String> = parts
+                .iter()
+                .map(|(ns, q)| format!("{ns} {}", quantity::format(*q, memory)))
+                .collect();
             return Err(ApiError::forbidden_because(format!(
-                "project {project} would exceed its {key} limit of {} by {}: {count} namespaces × {} each = {}",
+                "project {project} would exceed its {key} limit of {} by {}: {} namespaces would be given {} ({})",
                 quantity::format(max, memory),
                 quantity::format(total - max, memory),
-                quantity::format(each, memory),
+                namespaces.len(),
                 quantity::format(total, memory),
+                given.join(", "),
             )));
         }
     }
     Ok(())
+}
+
+/// Whether a namespace's current use fits in what a project's quota has
+/// left once the other namespaces' shares are given; the refusal names
+/// each resource that does not fit.
+pub fn check_usage_fits(
+    project: &str,
+    spec: &api::ProjectSpec,
+    namespace: &str,
+    others: &[&str],
+    used: &api::ResourceList,
+) -> Result<(), ApiError> {
+    let Some(limit) = &spec.resource_quota else {
+        return Ok(());
+    };
+    let mut short = Vec::new();
+    for (key, max) in &limit.limit {
+        let (Some(max), Some(uses)) = (
+            quantity::parse(max),
+            used.get(key).and_then(|u| quantity::parse(u)),
+        ) else {
+            continue;
+        };
+        let given: i128 = others
+            .iter()
+            .filter_map(|ns| share(spec, ns)?.get(key).and_then(|v| quantity::parse(v)))
+            .sum();
+        let left = (max - given).max(0);
+        if uses > left {
+            let memory = key.contains("memory");
+            short.push(format!(
+                "{key} (uses {}, {} left of {})",
+                quantity::format(uses, memory),
+                quantity::format(left, memory),
+                quantity::format(max, memory),
+            ));
+        }
+    }
+    if short.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::forbidden_because(format!(
+        "namespace {namespace:?} does not fit in project {project}'s quota: {}",
+        short.join(", ")
+    )))
+}
+
+/// What a namespace uses of each quota key, as a ResourceQuota counts it:
+/// `pods` and the requests and limits of its pods that have not finished
+/// (per pod the larger of its containers' sum and its largest init
+/// container), and `counts` of the other objects (`services`, …).
+pub fn usage(pods: &[Value], counts: &BTreeMap<String, usize>) -> api::ResourceList {
+    let mut sums: BTreeMap<String, i128> = BTreeMap::new();
+    let mut running = 0;
+    for pod in pods {
+        if matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ) {
+            continue;
+        }
+        running += 1;
+        for (kind, resource) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "cpu"),
+            ("limits", "memory"),
+        ] {
+            let of = |c: &Value| {
+                c["resources"][kind][resource]
+                    .as_str()
+                    .and_then(quantity::parse)
+                    .unwrap_or(0)
+            };
+            let containers: i128 = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(of)
+                .sum();
+            let init = pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(of)
+                .max()
+                .unwrap_or(0);
+            *sums.entry(format!("{kind}.{resource}")).or_default() += containers.max(init);
+        }
+    }
+    let mut out: api::ResourceList = sums
+        .into_iter()
+        .map(|(k, v)| {
+            let memory = k.contains("memory");
+            (k, quantity::format(v, memory))
+        })
+        .collect();
+    out.insert("pods".into(), running.to_string());
+    for (k, n) in counts {
+        out.insert(k.clone(), n.to_string());
+    }
+    out
 }
 
 /// A namespace write the proxy must decide on.
@@ -260,13 +389,16 @@ pub struct Decision {
 }
 
 /// Decide a namespace write through the proxy. Writes nothing; see
-/// [`record_write`] for what follows the cluster's answer.
+/// [`record_write`] for what follows the cluster's answer. `usage` is what
+/// a moved namespace uses now, which must fit in the target project's
+/// quota.
 pub async fn authorize(
     store: &Store,
     snapshot: &Snapshot,
     user: &UserInfo,
     cluster: &str,
     write: &NamespaceWrite,
+    usage: Option<&api::ResourceList>,
 ) -> Result<Decision, ApiError> {
     let target = match &write.project_id {
         None => None,
@@ -318,11 +450,17 @@ pub async fn authorize(
                 if write.create { "in" } else { "to" },
             )));
         }
-        let others = current
+        let others: Vec<&str> = current
             .iter()
             .filter(|(ns, (r, _))| r.project == *p && **ns != write.namespace)
-            .count();
-        check_quota(p, spec, others + 1)?;
+            .map(|(ns, _)| ns.as_str())
+            .collect();
+        if let Some(used) = usage {
+            check_usage_fits(p, spec, &write.namespace, &others, used)?;
+        }
+        let mut all = others.clone();
+        all.push(&write.namespace);
+        check_quota(p, spec, &all)?;
     } else if !snapshot.owns_cluster(user, cluster) {
         return Err(ApiError::forbidden_because(format!(
             "user {:?} may not take namespace {:?} out of its project",
@@ -510,8 +648,19 @@ mod tests {
             "namespaceDefaultResourceQuota": {"limit": {"pods": "4", "limits.memory": "1Gi"}},
         }))
         .unwrap();
-        assert!(check_quota("p", &spec, 2).is_ok());
-        let e = check_quota("p", &spec, 3).unwrap_err();
+        assert!(check_quota("p", &spec, &["a", "b"]).is_ok());
+        let e = check_quota("p", &spec, &["a", "b", "c"]).unwrap_err();
         assert!(e.to_string().contains("pods limit of 10 by 2"), "{e}");
+        let mut spec = spec;
+        spec.namespace_resource_quotas.insert(
+            "a".into(),
+            serde_json::from_value(json!({"limit": {"pods": "1"}})).unwrap(),
+        );
+        assert!(check_quota("p", &spec, &["a", "b", "c"]).is_ok());
+        let used: api::ResourceList = [("pods".to_owned(), "3".to_owned())].into();
+        assert!(check_usage_fits("p", &spec, "c", &["a", "b"], &used).is_ok());
+        let used: api::ResourceList = [("pods".to_owned(), "6".to_owned())].into();
+        let e = check_usage_fits("p", &spec, "c", &["a", "b"], &used).unwrap_err();
+        assert!(e.to_string().contains("pods (uses 6, 5 left of 10)"), "{e}");
     }
 }

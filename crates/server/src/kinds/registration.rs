@@ -245,6 +245,18 @@ fn agent_rules() -> Vec<(&'static str, Value)> {
             json!({"apiGroups": [""], "resources": ["resourcequotas", "limitranges"], "verbs": rw}),
         ),
         (
+            "Project secrets: copy them into each namespace of their project. Drover only ever lists, changes and deletes Secrets labelled drover.io/managed=true.",
+            json!({"apiGroups": [""], "resources": ["secrets"], "verbs": rw}),
+        ),
+        (
+            "Project network isolation: a NetworkPolicy in each project namespace.",
+            json!({"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": rw}),
+        ),
+        (
+            "Quota: count what a namespace uses before it moves into a project with a quota.",
+            json!({"apiGroups": [""], "resources": ["pods", "services", "configmaps", "persistentvolumeclaims"], "verbs": ["list"]}),
+        ),
+        (
             "Cluster status: node count, capacity and allocatable.",
             json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}),
         ),

@@ -1,0 +1,537 @@
+//! PodSecurityAdmissionConfigurationTemplate: Pod Security Admission
+//! levels a Cluster names in
+//! `spec.podSecurityAdmissionConfigurationTemplateName`. The cluster's
+//! controller puts the levels on its namespaces as the
+//! `pod-security.kubernetes.io/{enforce,audit,warn}[-version]` labels the
+//! cluster's own admission reads (`controller::projection`), and the proxy
+//! refuses a write that would lower them ([`lowered`]).
+//!
+//! Two templates ship with Drover, read-only: `drover-privileged` (no
+//! restriction) and `drover-restricted` (`restricted` everywhere but the
+//! system namespaces).
+
+use drover_apiserver::{ApiError, Column, Context, FieldError, Strategy};
+use drover_core::api::{self, schema_for};
+use drover_core::keys;
+use drover_store::{Store, StoreError};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+/// The plural of the kind.
+pub const PLURAL: &str = "podsecurityadmissionconfigurationtemplates";
+
+/// The annotation Drover leaves on a namespace it labelled, naming the
+/// template.
+pub const TEMPLATE_ANNOTATION: &str = "drover.io/pod-security-template";
+
+/// The Pod Security modes, in label order.
+pub const MODES: [&str; 3] = ["enforce", "audit", "warn"];
+
+/// The label of a mode (`pod-security.kubernetes.io/enforce`).
+pub fn mode_label(mode: &str) -> String {
+    format!("pod-security.kubernetes.io/{mode}")
+}
+
+/// A level's rank: privileged < baseline < restricted.
+pub fn rank(level: &str) -> Option<u8> {
+    match level {
+        "privileged" => Some(0),
+        "baseline" => Some(1),
+        "restricted" => Some(2),
+        _ => None,
+    }
+}
+
+fn valid_version(v: &str) -> bool {
+    v == "latest"
+        || v.strip_prefix("v1.")
+            .is_some_and(|m| !m.is_empty() && m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The system namespaces `drover-restricted` leaves alone.
+pub const SYSTEM_EXEMPT: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    crate::kinds::registration::AGENT_NAMESPACE,
+];
+
+/// The built-in templates: (name, spec).
+pub fn builtins() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "drover-privileged",
+            json!({
+                "description": "No restriction: any pod is admitted.",
+                "defaults": {"enforce": "privileged", "enforceVersion": "latest",
+                             "audit": "privileged", "auditVersion": "latest",
+                             "warn": "privileged", "warnVersion": "latest"},
+                "exemptions": {},
+                "builtin": true,
+            }),
+        ),
+        (
+            "drover-restricted",
+            json!({
+                "description": "The restricted Pod Security Standard everywhere but the system namespaces.",
+                "defaults": {"enforce": "restricted", "enforceVersion": "latest",
+                             "audit": "restricted", "auditVersion": "latest",
+                             "warn": "restricted", "warnVersion": "latest"},
+                "exemptions": {"namespaces": SYSTEM_EXEMPT},
+                "builtin": true,
+            }),
+        ),
+    ]
+}
+
+/// Create the built-in templates, or bring them up to this version's
+/// definition.
+pub async fn ensure_builtins(store: &Store) -> Result<(), StoreError> {
+    for (name, spec) in builtins() {
+        let key = keys::object(api::GROUP, PLURAL, None, name);
+        loop {
+            match store.get(&key).await? {
+                None => {
+                    let obj = json!({
+                        "apiVersion": api::API_VERSION,
+                        "kind": "PodSecurityAdmissionConfigurationTemplate",
+                        "metadata": {"name": name, "uid": drover_core::meta::new_uid(),
+                                     "creationTimestamp": drover_core::meta::now_rfc3339(), "generation": 1},
+                        "spec": spec,
+                    });
+                    match store.create(&key, obj.to_string()).await {
+                        Ok(_) | Err(StoreError::AlreadyExists(_)) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(kv) => {
+                    let mut current: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                    if current["spec"] == spec {
+                        break;
+                    }
+                    current["spec"] = spec.clone();
+                    match store
+                        .update(&key, current.to_string(), kv.mod_revision)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read a template.
+pub async fn get(
+    store: &Store,
+    name: &str,
+) -> Result<Option<api::PodSecurityAdmissionConfigurationTemplateSpec>, StoreError> {
+    let Some(kv) = store
+        .get(&keys::object(api::GROUP, PLURAL, None, name))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Value>(&kv.value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["spec"].clone()).ok()))
+}
+
+/// The level and version a template sets for each mode: (mode, level,
+/// version).
+pub fn levels(
+    spec: &api::PodSecurityAdmissionConfigurationTemplateSpec,
+) -> [(&'static str, String, String); 3] {
+    let d = &spec.defaults;
+    let pick = |level: &str, version: &Option<String>| {
+        (
+            if level.is_empty() {
+                "privileged"
+            } else {
+                level
+            }
+            .to_owned(),
+            version.clone().unwrap_or_else(|| "latest".into()),
+        )
+    };
+    let (e, ev) = pick(&d.enforce, &d.enforce_version);
+    let (a, av) = pick(&d.audit, &d.audit_version);
+    let (w, wv) = pick(&d.warn, &d.warn_version);
+    [("enforce", e, ev), ("audit", a, av), ("warn", w, wv)]
+}
+
+/// Whether the template applies to a namespace.
+pub fn applies_to(spec: &api::PodSecurityAdmissionConfigurationTemplateSpec, ns: &str) -> bool {
+    !spec.exemptions.namespaces.iter().any(|e| e == ns)
+}
+
+/// Which modes a namespace's new labels would put below the template's
+/// level: (mode, the new value or `None` when removed, the template's
+/// level). `labels` maps a label to its new value (`None`: removed); labels
+/// not named are left as they are.
+pub fn lowered(
+    spec: &api::PodSecurityAdmissionConfigurationTemplateSpec,
+    labels: &[(String, Option<String>)],
+) -> Vec<(String, Option<String>, String)> {
+    let mut out = Vec::new();
+    for (mode, level, _) in levels(spec) {
+        let wanted = rank(&level).unwrap_or(0);
+        let label = mode_label(mode);
+        for (k, v) in labels.iter().filter(|(k, _)| *k == label) {
+            let new = v.as_deref().and_then(rank);
+            // An unknown level is evaluated as restricted by the
+            // cluster's admission, so it lowers nothing.
+            let below = match (v, new) {
+                (None, _) => wanted > 0,
+                (Some(_), Some(r)) => r < wanted,
+                (Some(_), None) => false,
+            };
+            if below {
+                out.push((k.clone(), v.clone(), level.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Labels a write sets (`Some`) or removes (`None`).
+pub type LabelChanges = Vec<(String, Option<String>)>;
+
+/// The Pod Security labels a namespace write through the proxy sets or
+/// removes: (namespace, [(label, new value or `None` when removed)]). A
+/// create or `PUT` states every label (a mode label left out is removed);
+/// a merge or strategic merge patch names what it changes; a JSON patch
+/// is read op by op.
+pub fn label_writes(
+    method: &axum::http::Method,
+    path: &str,
+    body: &[u8],
+) -> Option<(String, LabelChanges)> {
+    let path = path.split('?').next().unwrap_or_default();
+    let rest = path.strip_prefix("/api/v1/namespaces")?;
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let mode_labels: Vec<String> = MODES.iter().map(|m| mode_label(m)).collect();
+    let stated = |labels: &Value| -> LabelChanges {
+        mode_labels
+            .iter()
+            .map(|l| (l.clone(), labels[l].as_str().map(str::to_owned)))
+            .collect()
+    };
+    let named = |labels: &Value| -> LabelChanges {
+        match labels {
+            Value::Null => mode_labels.iter().map(|l| (l.clone(), None)).collect(),
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| mode_labels.contains(k))
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    if rest.is_empty() {
+        if method != axum::http::Method::POST {
+            return None;
+        }
+        let ns = v.pointer("/metadata/name")?.as_str()?.to_owned();
+        // A create that states no level leaves the namespace to Drover.
+        let set: Vec<_> = stated(&v["metadata"]["labels"])
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .collect();
+        return Some((ns, set));
+    }
+    let ns = rest.strip_prefix('/')?;
+    if ns.is_empty() || ns.contains('/') {
+        return None;
+    }
+    let changes = match (method.as_str(), &v) {
+        ("PUT", v) => stated(&v["metadata"]["labels"]),
+        ("PATCH", Value::Array(ops)) => ops
+            .iter()
+            .flat_map(|op| {
+                let p = op["path"].as_str().unwrap_or_default();
+                let remove = op["op"] == "remove";
+                let value = |x: &Value| (!remove).then(|| x.as_str().map(str::to_owned)).flatten();
+                match p {
+                    "/metadata" if remove => named(&Value::Null),
+                    "/metadata" => stated(&op["value"]["labels"]),
+                    "/metadata/labels" if remove => named(&Value::Null),
+                    "/metadata/labels" => stated(&op["value"]),
+                    _ => p
+                        .strip_prefix("/metadata/labels/")
+                        .map(|l| l.replace("~1", "/").replace("~0", "~"))
+                        .filter(|l| mode_labels.contains(l))
+                        .map(|l| vec![(l, value(&op["value"]))])
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+        ("PATCH", v) => match v.pointer("/metadata") {
+            Some(Value::Null) => named(&Value::Null),
+            Some(m) => m.get("labels").map(named).unwrap_or_default(),
+            None => Vec::new(),
+        },
+        _ => return None,
+    };
+    Some((ns.to_owned(), changes))
+}
+
+/// Refuse a namespace write that would put a Pod Security level below
+/// what the cluster's template sets there.
+pub async fn check_write(
+    store: &Store,
+    cluster: &str,
+    namespace: &str,
+    labels: &[(String, Option<String>)],
+) -> Result<(), ApiError> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
+    let Some(kv) = store
+        .get(&keys::object(api::GROUP, "clusters", None, cluster))
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(());
+    };
+    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    let Some(name) = obj["spec"]["podSecurityAdmissionConfigurationTemplateName"].as_str() else {
+        return Ok(());
+    };
+    let Some(spec) = get(store, name).await.map_err(unavailable)? else {
+        return Ok(());
+    };
+    if !applies_to(&spec, namespace) {
+        return Ok(());
+    }
+    let below = lowered(&spec, labels);
+    let Some((label, value, level)) = below.first() else {
+        return Ok(());
+    };
+    let what = match value {
+        Some(v) => format!("{label}={v}"),
+        None => format!("removing {label}"),
+    };
+    Err(ApiError::forbidden_because(format!(
+        "namespace {namespace:?}: {what} would lower it below {level}, which cluster {cluster}'s Pod Security template {name} sets; a cluster owner can change the template"
+    )))
+}
+
+/// The kind's strategy.
+pub struct Templates;
+
+impl Strategy for Templates {
+    fn schema(&self) -> Value {
+        schema_for::<api::PodSecurityAdmissionConfigurationTemplate>()
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::new(
+                "Enforce",
+                "string",
+                "Enforced level",
+                "/spec/defaults/enforce",
+            ),
+            Column::new("Warn", "string", "Warned level", "/spec/defaults/warn"),
+            Column::new("Builtin", "boolean", "Shipped with Drover", "/spec/builtin"),
+        ]
+    }
+
+    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let d = &obj["spec"]["defaults"];
+        for mode in MODES {
+            let level = d[mode].as_str().unwrap_or_default();
+            if !level.is_empty() && rank(level).is_none() {
+                errors.push(FieldError::not_supported(
+                    format!("spec.defaults.{mode}"),
+                    level,
+                    &["privileged", "baseline", "restricted"],
+                ));
+            }
+            let vkey = format!("{mode}Version");
+            if let Some(v) = d[&vkey].as_str() {
+                if !valid_version(v) {
+                    errors.push(FieldError::invalid(
+                        format!("spec.defaults.{vkey}"),
+                        v.to_owned(),
+                        "must be latest or v1.N",
+                    ));
+                }
+            }
+        }
+        for (i, ns) in obj["spec"]["exemptions"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if !ns
+                .as_str()
+                .is_some_and(drover_apiserver::object::is_dns_label)
+            {
+                errors.push(FieldError::invalid(
+                    format!("spec.exemptions.namespaces[{i}]"),
+                    ns.to_string(),
+                    "must be a namespace name",
+                ));
+            }
+        }
+        errors
+    }
+
+    fn prepare_create<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        obj: &'a mut Value,
+    ) -> BoxFuture<'a, Result<drover_apiserver::Prepared, ApiError>> {
+        Box::pin(async move {
+            if obj["spec"]["builtin"] == json!(true) {
+                return Err(ApiError::forbidden_because(
+                    "spec.builtin is Drover's: only the templates it ships are built in",
+                ));
+            }
+            Ok(drover_apiserver::Prepared::default())
+        })
+    }
+
+    fn prepare_update<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        new: &'a mut Value,
+        old: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            if old["spec"]["builtin"] == json!(true) && new["spec"] != old["spec"] {
+                return Err(read_only(old));
+            }
+            if new["spec"]["builtin"] == json!(true) && old["spec"]["builtin"] != json!(true) {
+                return Err(ApiError::forbidden_because(
+                    "spec.builtin is Drover's: only the templates it ships are built in",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn prepare_delete<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            if obj["spec"]["builtin"] == json!(true) {
+                return Err(read_only(obj));
+            }
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let clusters = ctx
+                .store
+                .list(&drover_store::ListOptions {
+                    prefix: keys::prefix(api::GROUP, "clusters", None),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+            let users: Vec<String> = clusters
+                .items
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .filter(|c| c["spec"]["podSecurityAdmissionConfigurationTemplateName"] == name)
+                .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
+                .collect();
+            if users.is_empty() {
+                return Ok(());
+            }
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "template {name} is used by cluster(s) {}: give them another first",
+                    users.join(", ")
+                ),
+            ))
+        })
+    }
+}
+
+fn read_only(obj: &Value) -> ApiError {
+    ApiError::forbidden_because(format!(
+        "template {} is built in and read-only: copy it under another name to change it",
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restricted() -> api::PodSecurityAdmissionConfigurationTemplateSpec {
+        serde_json::from_value(builtins()[1].1.clone()).expect("builtin parses")
+    }
+
+    #[test]
+    fn lowering_is_found_raising_is_not() {
+        let spec = restricted();
+        let set = |k: &str, v: Option<&str>| vec![(k.to_owned(), v.map(str::to_owned))];
+        let enforce = "pod-security.kubernetes.io/enforce";
+        assert_eq!(lowered(&spec, &set(enforce, Some("privileged"))).len(), 1);
+        assert_eq!(lowered(&spec, &set(enforce, None)).len(), 1);
+        assert!(lowered(&spec, &set(enforce, Some("restricted"))).is_empty());
+        assert!(lowered(&spec, &set("team", Some("x"))).is_empty());
+        let privileged: api::PodSecurityAdmissionConfigurationTemplateSpec =
+            serde_json::from_value(builtins()[0].1.clone()).expect("builtin parses");
+        assert!(lowered(&privileged, &set(enforce, None)).is_empty());
+        assert!(!applies_to(&spec, "kube-system"));
+        assert!(applies_to(&spec, "team-a"));
+    }
+
+    #[test]
+    fn finds_label_writes() {
+        use axum::http::Method;
+        let enforce = "pod-security.kubernetes.io/enforce".to_owned();
+        let (ns, l) = label_writes(
+            &Method::PATCH,
+            "/api/v1/namespaces/a",
+            br#"{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged","x":"y"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (ns.as_str(), l),
+            ("a", vec![(enforce.clone(), Some("privileged".into()))])
+        );
+        let (_, l) = label_writes(
+            &Method::PATCH,
+            "/api/v1/namespaces/a",
+            br#"[{"op":"remove","path":"/metadata/labels/pod-security.kubernetes.io~1enforce"}]"#,
+        )
+        .unwrap();
+        assert_eq!(l, vec![(enforce.clone(), None)]);
+        let (_, l) = label_writes(
+            &Method::PUT,
+            "/api/v1/namespaces/a",
+            br#"{"metadata":{"name":"a","labels":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(l.len(), 3);
+        assert!(label_writes(&Method::PATCH, "/api/v1/namespaces/a/pods", b"{}").is_none());
+        let (_, l) = label_writes(
+            &Method::POST,
+            "/api/v1/namespaces",
+            br#"{"metadata":{"name":"b"}}"#,
+        )
+        .unwrap();
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn versions() {
+        assert!(valid_version("latest") && valid_version("v1.31"));
+        assert!(!valid_version("1.31") && !valid_version("v1.") && !valid_version("v2.0"));
+    }
+}
