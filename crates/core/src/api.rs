@@ -122,7 +122,7 @@ pub struct ClusterStatus {
     pub last_heartbeat: Option<String>,
     /// How many objects Drover projects into the cluster, by kind
     /// (`clusterRoles`, `clusterRoleBindings`, `roleBindings`,
-    /// `resourceQuotas`, `limitRanges`).
+    /// `resourceQuotas`, `limitRanges`, `secrets`, `networkPolicies`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub projected: BTreeMap<String, u64>,
 }
@@ -229,6 +229,20 @@ kind!(
     /// A token that lets a cluster's agent register (namespace = cluster).
     ClusterRegistrationToken, ClusterRegistrationTokenSpec, ClusterRegistrationTokenStatus
 );
+
+/// The quota keys a project may limit (what Kubernetes' ResourceQuota
+/// takes, as Drover projects it).
+pub const QUOTA_KEYS: &[&str] = &[
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "requests.cpu",
+    "requests.memory",
+    "limits.cpu",
+    "limits.memory",
+];
 
 /// Resource limits as quantity strings (`limitsCpu: "2"`, `pods: "10"`).
 pub type ResourceList = BTreeMap<String, String>;

@@ -182,6 +182,8 @@ impl Status<'_> {
             ("roleBindings", projection::Kind::RoleBinding),
             ("resourceQuotas", projection::Kind::ResourceQuota),
             ("limitRanges", projection::Kind::LimitRange),
+            ("secrets", projection::Kind::Secret),
+            ("networkPolicies", projection::Kind::NetworkPolicy),
         ]
         .into_iter()
         .map(|(k, kind)| (k.to_owned(), desired.count(kind) as u64))
@@ -573,7 +575,7 @@ impl Projector {
                 &self.extras,
                 &self.members,
                 observed,
-                &changes.conflicts,
+                &changes.refused,
             )
             .await?;
         status.projected(desired).await?;
@@ -653,7 +655,13 @@ async fn session(
         &keys::prefix(api::GROUP, crate::kinds::pod_security::PLURAL, None),
         from,
     );
-    let mut cluster_spec = None;
+    // The spec as it is now: a change from here on is planned again.
+    let mut cluster_spec = ctx
+        .store
+        .get(&cluster_key(cluster))
+        .await?
+        .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .map(|v| v["spec"].clone());
     let mut policy = ctx.authz.changes();
     let mut projector = Projector {
         inputs: None,
@@ -685,6 +693,9 @@ async fn session(
     // (Drover's own writes echo back and find nothing to do).
     let mut managed = Vec::new();
     for kind in projection::Kind::ALL {
+        if observed.forbidden.contains(&kind) {
+            continue;
+        }
         let rv = observed
             .listed_at
             .get(&kind)
@@ -789,11 +800,9 @@ async fn session(
                     Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value).ok().map(|v| v["spec"].clone()),
                     _ => None,
                 };
-                if cluster_spec.is_some() && spec != cluster_spec {
+                if spec != cluster_spec {
                     cluster_spec = spec;
                     projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
-                } else {
-                    cluster_spec = spec;
                 }
             }
             _ = links.changed() => {

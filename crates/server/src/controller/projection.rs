@@ -109,6 +109,12 @@ impl Kind {
         }
     }
 
+    /// Kinds the agents of clusters imported with an older manifest may
+    /// not manage: their absence stops nothing else.
+    pub fn optional(self) -> bool {
+        matches!(self, Kind::Secret | Kind::NetworkPolicy)
+    }
+
     fn namespaced(self) -> bool {
         !matches!(self, Kind::ClusterRole | Kind::ClusterRoleBinding)
     }
@@ -481,10 +487,16 @@ pub fn plan(inputs: &Inputs<'_>) -> Desired {
 }
 
 /// The merge patches that put a Pod Security template's levels on a
-/// cluster's namespaces (`namespaces`: name → the namespace's labels and
-/// annotations), or take Drover's labels off when the cluster names no
-/// template (or the namespace is exempt). A level above the template's is
-/// left alone; one below it, or none, is set to the template's.
+/// cluster's namespaces (`namespaces`: name → the namespace's Pod Security
+/// labels, and the template Drover labelled it for, from its
+/// `drover.io/pod-security-template` annotation), or take Drover's labels
+/// off when the cluster names no template (or the namespace is exempt).
+///
+/// A namespace Drover labelled for this template keeps a level above the
+/// template's (someone raised it); a level below it, or none, is set to
+/// the template's. A namespace Drover labelled for another template gets
+/// exactly this one's levels, lower ones included. Drover's annotation is
+/// written only with labels Drover wrote.
 pub fn pod_security_patches(
     template: Option<(&str, &api::PodSecurityAdmissionConfigurationTemplateSpec)>,
     namespaces: &BTreeMap<String, (BTreeMap<String, String>, Option<String>)>,
@@ -492,32 +504,34 @@ pub fn pod_security_patches(
     let mut out = BTreeMap::new();
     for (ns, (labels, labelled_by)) in namespaces {
         let mut set = serde_json::Map::new();
-        let mut annotate = Value::Null;
-        match template.filter(|(_, spec)| pod_security::applies_to(spec, ns)) {
+        let patch = match template.filter(|(_, spec)| pod_security::applies_to(spec, ns)) {
             Some((name, spec)) => {
+                let replaced = labelled_by.as_deref().is_some_and(|by| by != name);
                 for (mode, level, version) in pod_security::levels(spec) {
                     let label = pod_security::mode_label(mode);
                     let version_label = format!("{label}-version");
                     let current = labels.get(&label).map(String::as_str);
                     let wanted = pod_security::rank(&level).unwrap_or(0);
-                    match current.and_then(pod_security::rank) {
-                        Some(r) if r > wanted => {}
-                        Some(r) if r == wanted => {
-                            if labels.get(&version_label) != Some(&version) {
-                                set.insert(version_label, json!(version));
-                            }
-                        }
+                    let keep = match current.and_then(pod_security::rank) {
+                        _ if replaced => current == Some(level.as_str()),
+                        Some(r) => r >= wanted,
                         // An unknown level is evaluated as restricted.
-                        None if current.is_some() => {}
-                        _ => {
-                            set.insert(label, json!(level));
-                            set.insert(version_label, json!(version));
-                        }
+                        None => current.is_some(),
+                    };
+                    if !keep {
+                        set.insert(label, json!(level));
+                        set.insert(version_label, json!(version));
+                    } else if current == Some(level.as_str())
+                        && labels.get(&version_label) != Some(&version)
+                    {
+                        set.insert(version_label, json!(version));
                     }
                 }
-                if labelled_by.as_deref() != Some(name) {
-                    annotate = json!(name);
+                if set.is_empty() && !replaced {
+                    continue;
                 }
+                json!({"metadata": {"labels": set,
+                    "annotations": {pod_security::TEMPLATE_ANNOTATION: name}}})
             }
             None if labelled_by.is_some() => {
                 for mode in pod_security::MODES {
@@ -525,20 +539,11 @@ pub fn pod_security_patches(
                     set.insert(format!("{label}-version"), Value::Null);
                     set.insert(label, Value::Null);
                 }
-                let mut patch = json!({"metadata": {"labels": set}});
-                patch["metadata"]["annotations"] = json!({pod_security::TEMPLATE_ANNOTATION: null});
-                out.insert(ns.clone(), patch);
-                continue;
+                json!({"metadata": {"labels": set,
+                    "annotations": {pod_security::TEMPLATE_ANNOTATION: null}}})
             }
             None => continue,
-        }
-        if set.is_empty() && annotate.is_null() {
-            continue;
-        }
-        let mut patch = json!({"metadata": {"labels": set}});
-        if !annotate.is_null() {
-            patch["metadata"]["annotations"] = json!({pod_security::TEMPLATE_ANNOTATION: annotate});
-        }
+        };
         out.insert(ns.clone(), patch);
     }
     out
@@ -613,9 +618,10 @@ pub struct Changes {
     pub updated: usize,
     /// Objects deleted.
     pub deleted: usize,
-    /// Project secret copies not made: the namespace holds a Secret of its
-    /// own under that name.
-    pub conflicts: Vec<ObjectKey>,
+    /// Project secret copies and isolation policies the cluster would not
+    /// take (a namespace's own Secret of that name, a quota, a namespace
+    /// being deleted), with why; the rest of the plan goes on.
+    pub refused: Vec<(ObjectKey, String)>,
 }
 
 /// Drover's labelled objects in one cluster, as its watches report them.
@@ -625,6 +631,9 @@ pub struct Observed {
     pub objects: BTreeMap<ObjectKey, Value>,
     /// The resourceVersion of each kind's list, to watch from.
     pub listed_at: BTreeMap<Kind, String>,
+    /// Kinds the agent may not list (imported before Drover projected
+    /// them, with an older manifest): left out until it is re-applied.
+    pub forbidden: BTreeSet<Kind>,
 }
 
 fn identity(kind: Kind, obj: &Value) -> Option<ObjectKey> {
@@ -649,9 +658,25 @@ impl Observed {
         let mut observed = Self::default();
         let selector = format!("labelSelector={MANAGED_LABEL}%3Dtrue");
         for kind in Kind::ALL {
-            let list = client
+            let list = match client
                 .get(&format!("{}?{selector}", kind.collection("")))
-                .await?;
+                .await
+            {
+                Ok(list) => list,
+                Err(DownstreamError::Status { status, .. })
+                    if status == StatusCode::FORBIDDEN && kind.optional() =>
+                {
+                    tracing::warn!(
+                        cluster = client.cluster(),
+                        kind = kind.plural(),
+                        "the cluster's agent may not manage {}: re-apply the cluster's import manifest",
+                        kind.plural()
+                    );
+                    observed.forbidden.insert(kind);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for item in list["items"].as_array().into_iter().flatten() {
                 if let Some(id) = identity(kind, item) {
                     observed.objects.insert(id, item.clone());
@@ -701,16 +726,36 @@ pub async fn reconcile(
 ) -> Result<Changes, DownstreamError> {
     let mut changes = Changes::default();
     for kind in Kind::ALL {
+        if observed.forbidden.contains(&kind) {
+            continue;
+        }
         for ((k, ns, name), want) in desired.objects.iter().filter(|((k, _, _), _)| *k == kind) {
             let id = (*k, ns.clone(), name.clone());
             match observed.objects.get(&id).cloned() {
-                None => match create(client, *k, ns, want).await? {
-                    Some(made) => {
+                None => match create(client, *k, ns, want).await {
+                    Ok(Some(made)) => {
                         observed.objects.insert(id, made);
                         changes.created += 1;
                     }
-                    None if *k == Kind::Secret => changes.conflicts.push(id),
-                    None => {}
+                    Ok(None) if *k == Kind::Secret => {
+                        let why = format!(
+                            "namespace {ns} holds a Secret of its own named {name}; it is left alone"
+                        );
+                        changes.refused.push((id, why));
+                    }
+                    Ok(None) => {}
+                    Err(DownstreamError::Status { status, message })
+                        if k.optional()
+                            && matches!(
+                                status,
+                                StatusCode::FORBIDDEN
+                                    | StatusCode::NOT_FOUND
+                                    | StatusCode::UNPROCESSABLE_ENTITY
+                            ) =>
+                    {
+                        changes.refused.push((id, message));
+                    }
+                    Err(e) => return Err(e),
                 },
                 Some(existing) if k.content(&existing) == k.content(want) => {}
                 Some(existing) => {
@@ -895,6 +940,31 @@ mod tests {
             patches["lowered"]["metadata"]["labels"][enforce],
             "restricted"
         );
+        // A level already at the template's is left alone, unannotated.
+        let mut at_level = BTreeMap::new();
+        at_level.insert(
+            "own".to_owned(),
+            ns(
+                &[
+                    (enforce, "restricted"),
+                    ("pod-security.kubernetes.io/enforce-version", "latest"),
+                    ("pod-security.kubernetes.io/audit", "restricted"),
+                    ("pod-security.kubernetes.io/audit-version", "latest"),
+                    ("pod-security.kubernetes.io/warn", "restricted"),
+                    ("pod-security.kubernetes.io/warn-version", "latest"),
+                ],
+                None,
+            ),
+        );
+        assert!(pod_security_patches(Some((name, &spec)), &at_level).is_empty());
+        // Another template's labels are replaced, lower levels included.
+        let (base_name, _) = pod_security::builtins().remove(0);
+        let privileged: api::PodSecurityAdmissionConfigurationTemplateSpec =
+            serde_json::from_value(pod_security::builtins().remove(0).1).unwrap();
+        let mut by_restricted = BTreeMap::new();
+        by_restricted.insert("ns".to_owned(), ns(&[(enforce, "restricted")], Some(name)));
+        let switched = pod_security_patches(Some((base_name, &privileged)), &by_restricted);
+        assert_eq!(switched["ns"]["metadata"]["labels"][enforce], "privileged");
         // Once labelled, nothing more to do.
         let mut done = BTreeMap::new();
         let mut labels = BTreeMap::new();

@@ -164,7 +164,7 @@ pub struct Reported {
 
 impl Reported {
     /// Each project secret's copies and conflicts, from the projection's
-    /// cache and the conflicts its last reconcile met.
+    /// cache and the refusals its last reconcile met.
     pub async fn secrets(
         &mut self,
         ctx: &Ctx,
@@ -172,7 +172,7 @@ impl Reported {
         extras: &Extras,
         members: &BTreeMap<String, String>,
         observed: &Observed,
-        conflicts: &[ObjectKey],
+        refused: &[(ObjectKey, String)],
     ) -> Result<(), DownstreamError> {
         for (project, secrets) in &extras.secrets {
             for secret in secrets {
@@ -185,9 +185,8 @@ impl Reported {
                     .map(|(ns, _)| ns)
                 {
                     let id = (Kind::Secret, ns.clone(), name.to_owned());
-                    if conflicts.contains(&id) {
-                        clashes.push(json!({"namespace": ns,
-                            "message": format!("namespace {ns} holds a Secret of its own named {name}; it is left alone")}));
+                    if let Some((_, why)) = refused.iter().find(|(r, _)| *r == id) {
+                        clashes.push(json!({"namespace": ns, "message": why}));
                     } else if observed.objects.contains_key(&id) {
                         copies.push(json!(ns));
                     }

@@ -24,19 +24,7 @@ use serde_json::{json, Value};
 /// The finalizer that holds a Cluster until its downstream cleanup.
 pub const CLEANUP_FINALIZER: &str = "drover.io/cluster-cleanup";
 
-/// The quota keys a project may limit (what Kubernetes' ResourceQuota
-/// takes, as Drover projects it).
-pub const QUOTA_KEYS: &[&str] = &[
-    "pods",
-    "services",
-    "configmaps",
-    "secrets",
-    "persistentvolumeclaims",
-    "requests.cpu",
-    "requests.memory",
-    "limits.cpu",
-    "limits.memory",
-];
+pub use drover_core::api::QUOTA_KEYS;
 
 /// Build the management API.
 pub fn api_server(
@@ -273,6 +261,15 @@ fn validate_quota(spec: &api::ProjectSpec) -> Vec<FieldError> {
                     ));
                 }
             }
+            // A limit no namespace quota carries would be enforced nowhere.
+            for k in limit.limit.keys() {
+                if !default.limit.contains_key(k) && keys.contains(&k.as_str()) {
+                    errors.push(FieldError::required(
+                        format!("spec.namespaceDefaultResourceQuota.limit.{k}"),
+                        "each resource the project limits needs a namespace default",
+                    ));
+                }
+            }
         }
         (Some(_), None) => errors.push(FieldError::required(
             "spec.namespaceDefaultResourceQuota",
@@ -382,7 +379,8 @@ pub(crate) async fn cluster_dependents(store: &Store, cluster: &str) -> Result<V
     Ok(ops)
 }
 
-/// What goes with a project: its name's reservation and its bindings.
+/// What goes with a project: its name's reservation, its bindings and its
+/// secrets.
 async fn project_dependents(
     store: &Store,
     project: &str,
@@ -398,6 +396,10 @@ async fn project_dependents(
     }
     let prtbs = keys::prefix(api::GROUP, "projectroletemplatebindings", Some(project));
     ops.extend(delete_all_under(store, prtbs, at).await?.1);
+    // Its secrets go with it: a project made later under the same name
+    // must not find them.
+    let secrets = super::project_secrets::prefix(project);
+    ops.extend(delete_all_under(store, secrets, at).await?.1);
     Ok(ops)
 }
 

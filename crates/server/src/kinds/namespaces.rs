@@ -218,9 +218,10 @@ pub fn check_quota(
     Ok(())
 }
 
-/// Whether a namespace's current use fits in what a project's quota has
-/// left once the other namespaces' shares are given; the refusal names
-/// each resource that does not fit.
+/// Whether a namespace's current use fits in a project's quota: within
+/// what the project has left once the other namespaces' shares are given,
+/// and within the share the namespace would get. The refusal names each
+/// resource that does not fit.
 pub fn check_usage_fits(
     project: &str,
     spec: &api::ProjectSpec,
@@ -231,6 +232,7 @@ pub fn check_usage_fits(
     let Some(limit) = &spec.resource_quota else {
         return Ok(());
     };
+    let own = share(spec, namespace).unwrap_or_default();
     let mut short = Vec::new();
     for (key, max) in &limit.limit {
         let (Some(max), Some(uses)) = (
@@ -244,21 +246,30 @@ pub fn check_usage_fits(
             .filter_map(|ns| share(spec, ns)?.get(key).and_then(|v| quantity::parse(v)))
             .sum();
         let left = (max - given).max(0);
+        let memory = key.contains("memory");
+        let f = |q: i128| quantity::format(q, memory);
         if uses > left {
-            let memory = key.contains("memory");
             short.push(format!(
                 "{key} (uses {}, {} left of {})",
-                quantity::format(uses, memory),
-                quantity::format(left, memory),
-                quantity::format(max, memory),
+                f(uses),
+                f(left),
+                f(max)
             ));
+        } else if let Some(share) = own.get(key).and_then(|v| quantity::parse(v)) {
+            if uses > share {
+                short.push(format!(
+                    "{key} (uses {}, its share would be {})",
+                    f(uses),
+                    f(share)
+                ));
+            }
         }
     }
     if short.is_empty() {
         return Ok(());
     }
     Err(ApiError::forbidden_because(format!(
-        "namespace {namespace:?} does not fit in project {project}'s quota: {}",
+        "namespace {namespace:?} does not fit in project {project}'s quota: {}; give it a larger share (spec.namespaceResourceQuotas) or make room first",
         short.join(", ")
     )))
 }
@@ -657,7 +668,14 @@ mod tests {
             serde_json::from_value(json!({"limit": {"pods": "1"}})).unwrap(),
         );
         assert!(check_quota("p", &spec, &["a", "b", "c"]).is_ok());
-        let used: api::ResourceList = [("pods".to_owned(), "3".to_owned())].into();
+        let used: api::ResourceList = [("pods".to_owned(), "5".to_owned())].into();
+        let e = check_usage_fits("p", &spec, "c", &["a", "b"], &used).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("pods (uses 5, its share would be 4)"),
+            "{e}"
+        );
+        let used: api::ResourceList = [("pods".to_owned(), "2".to_owned())].into();
         assert!(check_usage_fits("p", &spec, "c", &["a", "b"], &used).is_ok());
         let used: api::ResourceList = [("pods".to_owned(), "6".to_owned())].into();
         let e = check_usage_fits("p", &spec, "c", &["a", "b"], &used).unwrap_err();

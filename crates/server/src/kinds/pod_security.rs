@@ -254,6 +254,22 @@ pub fn label_writes(
             .iter()
             .flat_map(|op| {
                 let p = op["path"].as_str().unwrap_or_default();
+                let label_at = |path: &str| {
+                    path.strip_prefix("/metadata/labels/")
+                        .map(|l| l.replace("~1", "/").replace("~0", "~"))
+                        .filter(|l| mode_labels.contains(l))
+                };
+                // A move or copy's value is not in the patch: to or from a
+                // mode label, it counts as a removal (refused whenever a
+                // template sets a level).
+                if matches!(op["op"].as_str(), Some("move" | "copy")) {
+                    let from = op["from"].as_str().unwrap_or_default();
+                    return [label_at(p), label_at(from)]
+                        .into_iter()
+                        .flatten()
+                        .map(|l| (l, None))
+                        .collect::<Vec<_>>();
+                }
                 let remove = op["op"] == "remove";
                 let value = |x: &Value| (!remove).then(|| x.as_str().map(str::to_owned)).flatten();
                 match p {
@@ -261,10 +277,7 @@ pub fn label_writes(
                     "/metadata" => stated(&op["value"]["labels"]),
                     "/metadata/labels" if remove => named(&Value::Null),
                     "/metadata/labels" => stated(&op["value"]),
-                    _ => p
-                        .strip_prefix("/metadata/labels/")
-                        .map(|l| l.replace("~1", "/").replace("~0", "~"))
-                        .filter(|l| mode_labels.contains(l))
+                    _ => label_at(p)
                         .map(|l| vec![(l, value(&op["value"]))])
                         .unwrap_or_default(),
                 }
@@ -520,6 +533,13 @@ mod tests {
         .unwrap();
         assert_eq!(l.len(), 3);
         assert!(label_writes(&Method::PATCH, "/api/v1/namespaces/a/pods", b"{}").is_none());
+        let (_, l) = label_writes(
+            &Method::PATCH,
+            "/api/v1/namespaces/a",
+            br#"[{"op":"move","from":"/metadata/labels/pod-security.kubernetes.io~1enforce","path":"/metadata/labels/x"}]"#,
+        )
+        .unwrap();
+        assert_eq!(l, vec![(enforce.clone(), None)]);
         let (_, l) = label_writes(
             &Method::POST,
             "/api/v1/namespaces",
