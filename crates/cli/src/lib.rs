@@ -9,6 +9,7 @@
 //! - [`context`]: the current cluster and project, the picker, and
 //!   `kubectl` with a cached kubeconfig.
 //! - [`resources`]: clusters, projects, namespaces, members, users, tokens.
+//! - [`project_secrets`]: project secrets, and a project's quota and use.
 //! - [`backups`]: `backup create|ls` through the server, `verify|restore`
 //!   on files.
 //!
@@ -42,6 +43,7 @@ pub mod config;
 pub mod context;
 pub mod login;
 pub mod output;
+pub mod project_secrets;
 pub mod resources;
 
 use clap::Subcommand;
@@ -169,11 +171,20 @@ pub enum Command {
     ///
     /// Example: drover kubectl get pods -A
     Kubectl(context::KubectlArgs),
-    /// Projects of a cluster.
+    /// Projects of a cluster, and their quotas.
     ///
-    /// Example: drover projects create web --cluster prod-east
+    /// Examples:
+    ///   drover projects create web --cluster prod-east
+    ///   drover projects quota web --limit pods=50 --namespace-default pods=10
     #[command(subcommand, alias = "project")]
     Projects(resources::ProjectsCommand),
+    /// Project secrets: copied into every namespace of their project.
+    ///
+    /// Examples:
+    ///   drover secrets create generic api --from-literal token=abc --project web
+    ///   drover secrets ls --project web
+    #[command(subcommand, alias = "secret")]
+    Secrets(project_secrets::SecretsCommand),
     /// Namespaces of a cluster and their projects.
     ///
     /// Example: drover namespaces create web-prod --project web
@@ -226,6 +237,7 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
         Command::Kubeconfig(a) => context::kubeconfig(a).await,
         Command::Kubectl(a) => context::kubectl(a).await,
         Command::Projects(c) => resources::projects(c).await,
+        Command::Secrets(c) => project_secrets::secrets(c).await,
         Command::Namespaces(c) => resources::namespaces(c).await,
         Command::Members(c) => resources::members(c).await,
         Command::Users(c) => resources::users(c).await,

@@ -215,12 +215,21 @@ pub enum ProjectsCommand {
         #[arg(long)]
         move_namespaces_to_default: bool,
     },
+    /// Show a project's quota, what its namespaces use and each one's
+    /// share; or change them.
+    ///
+    /// Examples:
+    ///   drover projects quota web
+    ///   drover projects quota web --limit pods=50 --limit requests.cpu=8 --namespace-default pods=10
+    ///   drover projects quota web --namespace-limit web-prod:pods=20
+    Quota(crate::project_secrets::QuotaArgs),
 }
 
 /// `drover projects …`.
 pub async fn projects(cmd: ProjectsCommand) -> Result<(), CliError> {
     let (entry, client) = current()?;
     match cmd {
+        ProjectsCommand::Quota(args) => crate::project_secrets::quota(args).await,
         ProjectsCommand::Ls { cluster, out } => {
             let c = cluster_of(&client, &entry, cluster.as_deref()).await?;
             list(&client, &format!("{MGMT}/namespaces/{c}/projects"), out).await

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    agent, ca_checksum, import, user_kubeconfig, wait, wait_ready, Imported, Mgmt, Proc, SimProc,
-    MGMT,
+    agent, ca_checksum, cli, cli_login_token, import, user_kubeconfig, wait, wait_ready, Imported,
+    Mgmt, Proc, SimProc, MGMT,
 };
 use serde_json::{json, Value};
 
@@ -430,6 +430,113 @@ fn project_secrets_reach_every_namespace_of_the_project() {
     let own = f.sim_get(&["secret", "shared", "-n", "shop-b"]).unwrap();
     assert_eq!(unb64(&own["data"]["owner"]), "shop-b");
 
+    // The CLI makes them as kubectl does, the password from stdin.
+    let config = cli_login_token(&f.m, &f.admin);
+    let c = f.cluster().to_owned();
+    let (code, out, err) = cli(
+        &config,
+        &[
+            "secrets",
+            "create",
+            "docker-registry",
+            "cli-registry",
+            "--docker-server",
+            "cli.example",
+            "--docker-username",
+            "bot",
+            "--docker-password-stdin",
+            "--project",
+            "Shop",
+            "--cluster",
+            &c,
+        ],
+        Some("cli-Secret-99\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("copied into each of the project's namespaces"),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "secrets",
+            "create",
+            "generic",
+            "cli-generic",
+            "--from-literal",
+            "a=1",
+            "--from-file",
+            &format!("cert={cert}"),
+            "--project",
+            "Shop",
+            "--cluster",
+            &c,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    wait("the CLI's secrets copied", Duration::from_secs(5), || {
+        let s = f.sim_get(&["secret", "cli-registry", "-n", "shop-d"])?;
+        let config: Value = serde_json::from_str(&unb64(&s["data"][".dockerconfigjson"])).ok()?;
+        let g = f.sim_get(&["secret", "cli-generic", "-n", "shop-a"])?;
+        (config["auths"]["cli.example"]["password"] == "cli-Secret-99"
+            && unb64(&g["data"]["cert"]) == std::fs::read_to_string(&cert).unwrap())
+        .then_some(())
+    });
+    let (code, out, err) = cli(
+        &config,
+        &["secrets", "ls", "--project", "Shop", "--cluster", &c],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("cli-registry") && out.contains("kubernetes.io/dockerconfigjson"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("cli-Secret-99"),
+        "values are not listed: {out}"
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "secrets",
+            "rm",
+            "cli-generic",
+            "--project",
+            "Shop",
+            "--cluster",
+            &c,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    wait(
+        "the removed secret's copies gone",
+        Duration::from_secs(5),
+        || {
+            f.sim_get(&["secret", "cli-generic", "-n", "shop-a"])
+                .is_none()
+                .then_some(())
+        },
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "secrets",
+            "create",
+            "generic",
+            "empty",
+            "--project",
+            "Shop",
+            "--cluster",
+            &c,
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "a usage error: {err}");
+
     // Who may read them: a member, not a read-only user.
     let member = f.m.user(&f.admin, "mia");
     let viewer = f.m.user(&f.admin, "vic");
@@ -482,8 +589,13 @@ fn project_secrets_reach_every_namespace_of_the_project() {
         audit.contains("registry"),
         "the audit log records the writes"
     );
-    assert!(!audit.contains(password) && !audit.contains(&b64(password)));
-    assert!(!f.m.server.log().contains(password));
+    for secret in [password, "cli-Secret-99"] {
+        assert!(
+            !audit.contains(secret) && !audit.contains(&b64(secret)),
+            "{secret} in the audit log"
+        );
+        assert!(!f.m.server.log().contains(secret));
+    }
 }
 
 #[test]
@@ -886,10 +998,23 @@ fn quota_use_overrides_and_moves() {
             && err.contains("requests.cpu (uses 900m, 500m left of 2)"),
         "{err}"
     );
-    // The cluster owner makes room: then it fits, and moves.
+    // The cluster owner makes room; then m1 still needs a share that holds
+    // what it uses, which the project owner gives it; then it moves.
     let (code, _, err) = override_q(
         &f.mkc,
         json!({"spec": {"resourceQuota": {"limit": {"pods": "9", "requests.cpu": "3"}}}}),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = f.annotate_project(&f.akc, "m1", &q);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("pods (uses 3, its share would be 2)")
+            && err.contains("requests.cpu (uses 900m, its share would be 500m)"),
+        "{err}"
+    );
+    let (code, _, err) = override_q(
+        &okc_mgmt,
+        json!({"spec": {"namespaceResourceQuotas": {"m1": {"limit": {"pods": "3", "requests.cpu": "1"}}}}}),
     );
     assert_eq!(code, 0, "{err}");
     let (code, err) = f.annotate_project(&f.akc, "m1", &q);
@@ -906,5 +1031,81 @@ fn quota_use_overrides_and_moves() {
         status["resourceQuota"]["used"]["requests.cpu"], "1400m",
         "{status}"
     );
-    assert_eq!(status["namespaces"]["m1"]["limit"]["pods"], "2", "{status}");
+    assert_eq!(status["namespaces"]["m1"]["limit"]["pods"], "3", "{status}");
+    assert_eq!(status["namespaces"]["m1"]["used"]["pods"], "3", "{status}");
+
+    // The CLI shows the same, and changes it as the API does.
+    let config = cli_login_token(&f.m, &olga);
+    let c = f.cluster().to_owned();
+    let (code, out, err) = cli(
+        &config,
+        &["projects", "quota", "Quota", "--cluster", &c],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let pods = out
+        .lines()
+        .find(|l| l.starts_with("pods"))
+        .unwrap_or_default();
+    assert!(
+        pods.contains(" 6 ") && pods.contains(" 9 ") && pods.contains("66%"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("m1") && l.contains("3 (own)")),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "projects",
+            "quota",
+            "Quota",
+            "--cluster",
+            &c,
+            "--namespace-limit",
+            "q2:pods=4",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("would exceed its pods limit of 9 by 2"),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "projects",
+            "quota",
+            "Quota",
+            "--cluster",
+            &c,
+            "--limit",
+            "pods=12",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("only the owners of cluster"), "{err}");
+    let (code, out, err) = cli(
+        &config,
+        &[
+            "projects",
+            "quota",
+            "Quota",
+            "--cluster",
+            &c,
+            "--namespace-limit",
+            "q1:pods=",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("q1") && l.contains("pods") && !l.contains("(own)")),
+        "{out}"
+    );
 }
