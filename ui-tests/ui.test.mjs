@@ -183,7 +183,7 @@ try {
   say("quota usage as bars");
   await page.goto(`${url}/dashboard/clusters/${existing}`);
   await page.getByRole("link", { name: "team" }).click();
-  const meter = page.getByRole("meter", { name: "pods used" });
+  const meter = page.getByRole("meter", { name: "pods used", exact: true });
   for (let i = 0; i < 40 && (await meter.getAttribute("value")) !== "2"; i++) {
     await page.waitForTimeout(250);
     await page.reload();
@@ -193,6 +193,31 @@ try {
   assert.match(await page.locator("dl.quota").textContent(), /2 of 10/);
   assert.match(await page.locator("#namespaces").textContent(), /team-ns/);
   await shot("06-project-quota");
+
+  say("editing the quota moves the bars");
+  await page.getByText("Edit quota").click();
+  await page.getByLabel("pods project limit").fill("20");
+  await page.getByLabel("pods namespace default").fill("8");
+  await page.getByRole("button", { name: "Save quota" }).click();
+  await page.getByText("The quota was saved.").waitFor();
+  assert.equal(await page.getByRole("meter", { name: "pods used", exact: true }).getAttribute("max"), "20");
+  assert.match(await page.locator("dl.quota").textContent(), /2 of 20/);
+  const share = page.getByRole("meter", { name: "pods used in team-ns" });
+  for (let i = 0; i < 40 && (await share.getAttribute("max")) !== "8"; i++) {
+    await page.waitForTimeout(250);
+    await page.reload();
+  }
+  assert.equal(await share.getAttribute("max"), "8", "the namespace's share follows the default");
+  assert.equal(await share.getAttribute("value"), "2");
+  // A default beyond the project limit is refused, and changes nothing.
+  await page.getByText("Edit quota").click();
+  await page.getByLabel("pods namespace default").fill("50");
+  await page.getByRole("button", { name: "Save quota" }).click();
+  await page.getByText(/must not exceed the project's limit/).waitFor();
+  await page.goto(`${url}/dashboard/clusters/${existing}`);
+  await page.getByRole("link", { name: "team" }).click();
+  assert.match(await page.locator("dl.quota").textContent(), /2 of 20/);
+  await shot("06-project-quota-edited");
 
   say("API keys: the secret is shown once");
   await page.getByRole("link", { name: "API keys" }).click();

@@ -127,6 +127,10 @@ pub fn router(api: Router, tls: Arc<dyn ServerTls>, server_url: String) -> Route
             post(projects::create_namespace),
         )
         .route(
+            "/dashboard/clusters/{id}/projects/{pid}/quota",
+            post(projects::set_quota),
+        )
+        .route(
             "/dashboard/clusters/{id}/projects/{pid}/namespaces/{ns}/move",
             post(projects::move_namespace),
         )

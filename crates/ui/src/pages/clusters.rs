@@ -83,6 +83,7 @@ pub(crate) fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "project-created" => "The project was created.",
         "namespace-created" => "The namespace was created.",
         "namespace-moved" => "The namespace was moved.",
+        "quota-saved" => "The quota was saved.",
         "user-created" => "The user was created.",
         "user-changed" => "The user was changed.",
         "key-deleted" => "The API key was deleted.",

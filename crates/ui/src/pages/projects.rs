@@ -1,6 +1,8 @@
 //! A project's page: its namespaces (create, move to another project), its
-//! members, and its quota usage as bars (the sum of its namespaces' quota
-//! usage, read from the cluster, against the project's limit).
+//! members, and its quota: use as bars (the project's status, which Drover
+//! sums from its namespaces' quotas), in total and per namespace, and a
+//! form for the project limit, the namespace default and the container
+//! defaults.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,9 +22,6 @@ use crate::pages::members;
 use crate::session::Session;
 use crate::view::{self, s, Section};
 use crate::Ui;
-
-/// The quota each project namespace gets from Drover.
-const PROJECT_QUOTA: &str = "drover-project-quota";
 
 /// `GET /dashboard/clusters/{id}/projects/{pid}`.
 pub(crate) async fn detail(
@@ -63,7 +62,8 @@ pub(crate) async fn detail(
                 .collect()
         })
         .unwrap_or_default();
-    let usage = quota_usage(&ui, token, &id, &mine).await;
+    let usage = &project["status"]["resourceQuota"]["used"];
+    let per_namespace = &project["status"]["namespaces"];
     let bindings = ui
         .api
         .items(
@@ -99,19 +99,28 @@ pub(crate) async fn detail(
                 @if limits.is_empty() {
                     p { "This project has no quota." }
                 } @else {
-                    dl.quota {
+                    dl.quota #project-quota {
                         @for (key, limit) in &limits {
-                            @let max = drover_core::quantity::parse(limit).unwrap_or(0);
-                            @let used = usage.get(key).copied().unwrap_or(0);
-                            @let memory = key.contains("memory") || key.contains("storage");
                             dt { (key) }
-                            dd {
-                                meter min="0" max=(max as f64 / 1000.0) value=(used as f64 / 1000.0) aria-label={ (key) " used" } {}
-                                " " (drover_core::quantity::format(used, memory)) " of " (limit)
-                            }
+                            dd { (bar(key, usage[key].as_str().unwrap_or("0"), limit, &format!("{key} used"))) }
                         }
                     }
+                    @if let Some(shares) = per_namespace.as_object().filter(|m| !m.is_empty()) {
+                        div.scroll { table #namespace-quota {
+                            thead { tr { th scope="col" { "Namespace" } th scope="col" { "Resource" } th scope="col" { "Used of its share" } } }
+                            tbody { @for (ns, q) in shares {
+                                @for (key, limit) in q["limit"].as_object().into_iter().flatten() {
+                                    tr {
+                                        td { (ns) }
+                                        td { (key) }
+                                        td { (bar(key, q["used"][key].as_str().unwrap_or("0"), limit.as_str().unwrap_or_default(), &format!("{key} used in {ns}"))) }
+                                    }
+                                }
+                            } }
+                        } }
+                    }
                 }
+                (quota_form(&session, &format!("{base}/quota"), &project))
             }
             section aria-labelledby="ns-h" {
                 h2 #ns-h { "Namespaces" }
@@ -153,39 +162,134 @@ pub(crate) async fn detail(
     ))
 }
 
-/// Quota usage summed over the project's namespaces, in thousandths.
-async fn quota_usage(
-    ui: &Ui,
-    token: &str,
-    cluster: &str,
-    namespaces: &[String],
-) -> BTreeMap<String, i128> {
-    let mut sum = BTreeMap::new();
-    let Ok(quotas) = ui
-        .api
-        .items(
-            &format!("/k8s/clusters/{}/api/v1/resourcequotas", seg(cluster)),
-            token,
-        )
-        .await
-    else {
-        return sum;
+/// A bar of `used` against `limit` (quantity strings), with the figures.
+fn bar(key: &str, used: &str, limit: &str, label: &str) -> Markup {
+    let max = drover_core::quantity::parse(limit).unwrap_or(0);
+    let value = drover_core::quantity::parse(used).unwrap_or(0);
+    let memory = key.contains("memory") || key.contains("storage");
+    html! {
+        meter min="0" max=(max as f64 / 1000.0) value=(value as f64 / 1000.0)
+            high=(max as f64 * 0.9 / 1000.0) aria-label=(label) {}
+        " " span.used { (drover_core::quantity::format(value, memory)) } " of " (limit)
+    }
+}
+
+/// The quota form: the project limit and namespace default of each key,
+/// and the container defaults.
+fn quota_form(session: &Session, action: &str, project: &Value) -> Markup {
+    let spec = &project["spec"];
+    let value = |pointer: &str| {
+        spec.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     };
-    for quota in quotas.iter().filter(|q| {
-        s(q, "/metadata/name") == PROJECT_QUOTA
-            && namespaces.iter().any(|n| n == s(q, "/metadata/namespace"))
-    }) {
-        if let Some(used) = quota.pointer("/status/used").and_then(Value::as_object) {
-            for (k, v) in used {
-                let n = v
-                    .as_str()
-                    .and_then(drover_core::quantity::parse)
-                    .unwrap_or(0);
-                *sum.entry(k.clone()).or_insert(0) += n;
+    html! {
+        details #quota-edit {
+            summary { "Edit quota" }
+            form method="post" action=(action) {
+                (view::csrf(session))
+                table {
+                    thead { tr { th scope="col" { "Resource" } th scope="col" { "Project limit" } th scope="col" { "Each namespace" } } }
+                    tbody { @for key in drover_core::api::QUOTA_KEYS {
+                        tr {
+                            th scope="row" { (key) }
+                            td { input type="text" name={ "limit." (key) } aria-label={ (key) " project limit" }
+                                value=(value(&format!("/resourceQuota/limit/{key}"))) size="8"; }
+                            td { input type="text" name={ "default." (key) } aria-label={ (key) " namespace default" }
+                                value=(value(&format!("/namespaceDefaultResourceQuota/limit/{key}"))) size="8"; }
+                        }
+                    } }
+                }
+                fieldset {
+                    legend { "Container defaults" }
+                    @for (field, label) in CONTAINER_DEFAULTS {
+                        label { (label) " "
+                            input type="text" name={ "container." (field) }
+                                value=(value(&format!("/containerDefaultResourceLimit/{field}"))) size="8";
+                        }
+                        " "
+                    }
+                }
+                p.hint { "Quantities such as 10, 500m or 2Gi; leave a field empty for no limit." }
+                button type="submit" { "Save quota" }
             }
         }
     }
-    sum
+}
+
+/// The container defaults a project sets, with their labels.
+const CONTAINER_DEFAULTS: [(&str, &str); 4] = [
+    ("requestsCpu", "CPU request"),
+    ("requestsMemory", "Memory request"),
+    ("limitsCpu", "CPU limit"),
+    ("limitsMemory", "Memory limit"),
+];
+
+/// The merge patch a submitted quota form asks for.
+fn quota_patch(fields: &[(String, String)]) -> Value {
+    let mut limit = serde_json::Map::new();
+    let mut default = serde_json::Map::new();
+    let mut container = serde_json::Map::new();
+    for (name, value) in fields {
+        let value = value.trim();
+        let value = if value.is_empty() {
+            Value::Null
+        } else {
+            json!(value)
+        };
+        if let Some(key) = name.strip_prefix("limit.") {
+            limit.insert(key.to_owned(), value);
+        } else if let Some(key) = name.strip_prefix("default.") {
+            default.insert(key.to_owned(), value);
+        } else if let Some(key) = name.strip_prefix("container.") {
+            if CONTAINER_DEFAULTS.iter().any(|(f, _)| *f == key) {
+                container.insert(key.to_owned(), value);
+            }
+        }
+    }
+    let section = |m: serde_json::Map<String, Value>| {
+        if m.values().all(Value::is_null) {
+            Value::Null
+        } else {
+            json!({"limit": m})
+        }
+    };
+    let container = if container.values().all(Value::is_null) {
+        Value::Null
+    } else {
+        Value::Object(container)
+    };
+    json!({"spec": {
+        "resourceQuota": section(limit),
+        "namespaceDefaultResourceQuota": section(default),
+        "containerDefaultResourceLimit": container,
+    }})
+}
+
+/// `POST /dashboard/clusters/{id}/projects/{pid}/quota`: the project's
+/// limits, as the management API decides (cluster owners).
+pub(crate) async fn set_quota(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path((id, pid)): Path<(String, String)>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    ui.api
+        .call_as(
+            Method::PATCH,
+            &format!("{MGMT}/namespaces/{}/projects/{}", seg(&id), seg(&pid)),
+            &session.token,
+            Some(&quota_patch(&fields)),
+            "application/merge-patch+json",
+        )
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/dashboard/clusters/{}/projects/{}?notice=quota-saved",
+        seg(&id),
+        seg(&pid)
+    ))
+    .into_response())
 }
 
 #[derive(Deserialize)]
