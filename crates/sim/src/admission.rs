@@ -12,9 +12,11 @@
 //! - `status.used` of every quota is recomputed from what exists.
 //! - PodSecurity: the namespace's `pod-security.kubernetes.io/*` labels
 //!   ([`crate::pod_security`]): a pod that violates the `enforce` level is
-//!   refused with kube's 403, one that violates `warn` is admitted with
-//!   kube's warning, and a workload whose pod template violates either
-//!   level is admitted with a warning.
+//!   refused with kube's 403; a pod or workload whose pod template
+//!   violates the `warn` level is admitted with kube's warning; a
+//!   namespace label with an unknown level or version is a 422. Not done:
+//!   pod updates are not checked again, and tightening a namespace's level
+//!   does not warn about the pods already there.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +54,7 @@ pub(crate) async fn pod_security(
     obj: &Value,
 ) -> Result<Vec<String>, ApiError> {
     use crate::pod_security::{check, describe, pod_template, warning, Level, Policy};
+    // Workloads are never refused, only warned.
     let Some(pod) = pod_template(kind, obj) else {
         return Ok(Vec::new());
     };
@@ -62,8 +65,7 @@ pub(crate) async fn pod_security(
         .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
         .unwrap_or_default();
     let policy = Policy::from_labels(namespace["metadata"]["labels"].as_object());
-    let is_pod = kind == "Pod";
-    if is_pod && policy.enforce != Level::Privileged {
+    if kind == "Pod" && policy.enforce != Level::Privileged {
         let violations = check(policy.enforce, &pod);
         if !violations.is_empty() {
             return Err(ApiError::forbidden_because(format!(
@@ -72,29 +74,66 @@ pub(crate) async fn pod_security(
             )));
         }
     }
-    let mut warnings = Vec::new();
-    let levels = if is_pod {
-        vec![(policy.warn, &policy.warn_version)]
-    } else {
-        // Workloads are not refused: both levels warn.
-        vec![
-            (policy.enforce, &policy.enforce_version),
-            (policy.warn, &policy.warn_version),
-        ]
-    };
-    for (level, version) in levels {
-        if level == Level::Privileged {
+    // Pods and workloads alike are warned at the warn level only.
+    if policy.warn == Level::Privileged {
+        return Ok(Vec::new());
+    }
+    let violations = check(policy.warn, &pod);
+    if violations.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![warning(
+        policy.warn,
+        &policy.warn_version,
+        &violations,
+    )])
+}
+
+/// kube-apiserver's check of a namespace's Pod Security labels: a level
+/// that is not privileged, baseline or restricted, or a version that is
+/// not `latest` or `v1.N`, is a 422.
+pub(crate) fn pod_security_labels(ns: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let labels = ns["metadata"]["labels"].as_object();
+    let before = old.and_then(|o| o["metadata"]["labels"].as_object());
+    let mut errors = Vec::new();
+    for (k, v) in labels.into_iter().flatten() {
+        let Some(rest) = k.strip_prefix("pod-security.kubernetes.io/") else {
             continue;
+        };
+        if before.and_then(|b| b.get(k)) == Some(v) {
+            continue; // unchanged: not checked again
         }
-        let violations = check(level, &pod);
-        if !violations.is_empty() {
-            let w = warning(level, version, &violations);
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
+        let value = v.as_str().unwrap_or_default();
+        let (valid, wanted) = if rest.ends_with("-version") {
+            (
+                crate::pod_security::valid_version(value),
+                "must be \"latest\" or \"v1.x\"",
+            )
+        } else if matches!(rest, "enforce" | "audit" | "warn") {
+            (
+                crate::pod_security::Level::parse(value).is_some(),
+                "must be one of privileged, baseline, restricted",
+            )
+        } else {
+            continue;
+        };
+        if !valid {
+            errors.push(drover_apiserver::FieldError::invalid(
+                format!("metadata.labels[{k}]"),
+                value.to_owned(),
+                wanted,
+            ));
         }
     }
-    Ok(warnings)
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "Namespace",
+        "",
+        ns["metadata"]["name"].as_str().unwrap_or_default(),
+        &errors,
+    ))
 }
 
 /// Apply the namespace's LimitRange defaults to a pod's containers.

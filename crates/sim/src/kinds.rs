@@ -145,6 +145,9 @@ impl Strategy for Builtin {
     > {
         Box::pin(async move {
             crate::defaults::apply(self.kind, obj);
+            if self.kind == "Namespace" {
+                crate::admission::pod_security_labels(obj, None)?;
+            }
             self.no_escalation(ctx, obj).await?;
             let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
             if !ns.is_empty() {
@@ -173,6 +176,9 @@ impl Strategy for Builtin {
     ) -> futures::future::BoxFuture<'a, Result<(), drover_apiserver::ApiError>> {
         Box::pin(async move {
             crate::defaults::apply(self.kind, new);
+            if self.kind == "Namespace" {
+                crate::admission::pod_security_labels(new, Some(old))?;
+            }
             if matches!(self.kind, "RoleBinding" | "ClusterRoleBinding")
                 && new.get("roleRef") != old.get("roleRef")
             {
@@ -310,13 +316,33 @@ fn derived(column: &Column, obj: &Value) -> Value {
         // kubectl's podSelector column: the labels as a selector, or
         // <none> for all pods.
         "#pod-selector" => {
-            let labels: Vec<String> = obj
+            let mut labels: Vec<String> = obj
                 .pointer("/spec/podSelector/matchLabels")
                 .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
                 .collect();
+            for e in obj
+                .pointer("/spec/podSelector/matchExpressions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = e["key"].as_str().unwrap_or_default();
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                labels.push(match e["operator"].as_str().unwrap_or_default() {
+                    "In" => format!("{key} in ({})", values.join(",")),
+                    "NotIn" => format!("{key} notin ({})", values.join(",")),
+                    "Exists" => key.to_owned(),
+                    _ => format!("!{key}"),
+                });
+            }
             Value::from(if labels.is_empty() {
                 "<none>".to_owned()
             } else {

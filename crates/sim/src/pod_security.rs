@@ -169,6 +169,12 @@ impl Policy {
     }
 }
 
+/// Whether a version label value is one upstream accepts: `latest` or
+/// `v1.N`.
+pub(crate) fn valid_version(value: &str) -> bool {
+    value == VERSION_LATEST || (value.starts_with("v1.") && parse_version(value) == value)
+}
+
 /// A version label value as upstream's `api.ParseVersion` reads it:
 /// `latest`, or `v1.N` matching `^v1\.([0-9]|[1-9][0-9]*)$`; anything else
 /// (or a minor too large for an int64) is `latest`.
@@ -880,28 +886,10 @@ fn sysctls(pod: &PodView<'_>) -> Option<Violation> {
 fn windows_host_process(pod: &PodView<'_>) -> Option<Violation> {
     let host_process =
         |sc: Option<&Value>| flag(field(sc, "windowsOptions"), "hostProcess") == Some(true);
-    let mut setters = Vec::new();
-    if host_process(pod.security_context) {
-        setters.push("pod".to_owned());
-    }
-    let bad: Vec<&str> = pod
-        .containers
-        .iter()
-        .filter(|c| host_process(c.security_context))
-        .map(|c| c.name)
-        .collect();
-    if !bad.is_empty() {
-        setters.push(containers_phrase(&bad));
-    }
-    if setters.is_empty() {
-        return None;
-    }
+    let who = setters(pod, host_process)?;
     violation(
         "hostProcess",
-        format!(
-            "{} must not set securityContext.windowsOptions.hostProcess=true",
-            setters.join(" and ")
-        ),
+        format!("{who} must not set securityContext.windowsOptions.hostProcess=true"),
     )
 }
 
@@ -1103,26 +1091,8 @@ fn run_as_non_root(pod: &PodView<'_>) -> Option<Violation> {
 /// `runAsUser=0`.
 fn run_as_user(pod: &PodView<'_>) -> Option<Violation> {
     let root = |sc: Option<&Value>| field(sc, "runAsUser").and_then(Value::as_i64) == Some(0);
-    let mut setters = Vec::new();
-    if root(pod.security_context) {
-        setters.push("pod".to_owned());
-    }
-    let bad: Vec<&str> = pod
-        .containers
-        .iter()
-        .filter(|c| root(c.security_context))
-        .map(|c| c.name)
-        .collect();
-    if !bad.is_empty() {
-        setters.push(containers_phrase(&bad));
-    }
-    if setters.is_empty() {
-        return None;
-    }
-    violation(
-        "runAsUser=0",
-        format!("{} must not set runAsUser=0", setters.join(" and ")),
-    )
+    let who = setters(pod, root)?;
+    violation("runAsUser=0", format!("{who} must not set runAsUser=0"))
 }
 
 /// `seccompProfile_restricted` (revision v1.25): the pod, or else every
@@ -1152,6 +1122,26 @@ fn seccomp_profile_restricted(pod: &PodView<'_>) -> Option<Violation> {
 // Helpers.
 
 /// A failed check.
+/// Who sets what a check forbids, as upstream words it: `pod`, the
+/// containers whose security context `forbidden` finds, or both joined by
+/// "and"; `None` when nobody does.
+fn setters(pod: &PodView<'_>, forbidden: impl Fn(Option<&Value>) -> bool) -> Option<String> {
+    let mut who = Vec::new();
+    if forbidden(pod.security_context) {
+        who.push("pod".to_owned());
+    }
+    let names: Vec<&str> = pod
+        .containers
+        .iter()
+        .filter(|c| forbidden(c.security_context))
+        .map(|c| c.name)
+        .collect();
+    if !names.is_empty() {
+        who.push(containers_phrase(&names));
+    }
+    (!who.is_empty()).then(|| who.join(" and "))
+}
+
 fn violation(reason: &str, detail: String) -> Option<Violation> {
     Some(Violation {
         reason: reason.to_owned(),
