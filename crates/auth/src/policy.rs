@@ -7,7 +7,7 @@
 //!   cluster-owner manages that cluster, its registration tokens, projects,
 //!   bindings and project secrets; a cluster-member sees the cluster and may
 //!   create projects; a project-owner manages that project, its bindings and
-//!   its secrets; a project-member manages the project's secrets and sees
+//!   its secrets; a project-member reads the project's secrets and sees
 //!   the project; read-only and custom templates see the project and its
 //!   cluster;
 //! - what every authenticated user may do (reviews about themselves).
@@ -412,7 +412,11 @@ impl Snapshot {
                 if template == "project-member" {
                     set.add_namespaced(
                         project,
-                        [PolicyRule::resource(&["*"], &[""], &["secrets"])],
+                        [PolicyRule::resource(
+                            &["get", "list", "watch"],
+                            &[""],
+                            &["secrets"],
+                        )],
                     );
                 }
                 set.add_namespaced(

@@ -709,6 +709,8 @@ async fn session(
     let mut members = ctx.registry.watch();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
+    let mut usage_flush = tokio::time::interval(projects::USAGE_EVERY);
+    usage_flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let drift = tokio::time::sleep(DRIFT_CHECK);
     tokio::pin!(drift);
     loop {
@@ -816,6 +818,9 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => status.connected(&version, &sums).await?,
+            _ = usage_flush.tick(), if projector.reported.usage_pending() => {
+                projector.report_usage(&scope, &observed).await?;
+            }
         }
     }
 }

@@ -698,7 +698,12 @@ impl Observed {
         match event["type"].as_str() {
             Some("ADDED" | "MODIFIED") => {
                 let Some(id) = identity(kind, obj) else {
-                    return Ok(false);
+                    // No longer Drover's (its labels were taken off): it
+                    // leaves the cache, and is made again, or reported.
+                    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+                    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                    let id = (kind, ns.to_owned(), name.to_owned());
+                    return Ok(self.objects.remove(&id).is_some());
                 };
                 let before = self.objects.insert(id, obj.clone());
                 Ok(before.is_none_or(|b| kind.content(&b) != kind.content(obj)))
@@ -759,25 +764,49 @@ pub async fn reconcile(
                 },
                 Some(existing) if k.content(&existing) == k.content(want) => {}
                 Some(existing) => {
-                    let immutable_ref = matches!(k, Kind::ClusterRoleBinding | Kind::RoleBinding)
-                        && existing["roleRef"] != want["roleRef"];
-                    if immutable_ref {
+                    // What the API server will not change in place: a
+                    // binding's roleRef, a Secret's type, an immutable
+                    // Secret (someone may have marked a copy so).
+                    let replace = match k {
+                        Kind::ClusterRoleBinding | Kind::RoleBinding => {
+                            existing["roleRef"] != want["roleRef"]
+                        }
+                        Kind::Secret => {
+                            existing["type"] != want["type"] || existing["immutable"] == json!(true)
+                        }
+                        _ => false,
+                    };
+                    let done = if replace {
                         delete_seen(client, *k, &existing).await?;
                         // What was seen is gone either way.
-                        match create(client, *k, ns, want).await? {
-                            Some(made) => observed.objects.insert(id, made),
-                            None => observed.objects.remove(&id),
-                        };
+                        observed.objects.remove(&id);
+                        create(client, *k, ns, want).await.map(|made| {
+                            if let Some(made) = made {
+                                observed.objects.insert(id.clone(), made);
+                            }
+                        })
                     } else {
                         let mut update = want.clone();
                         update["metadata"]["resourceVersion"] =
                             existing["metadata"]["resourceVersion"].clone();
-                        let (_, made) = client
+                        client
                             .call(Method::PUT, &k.item(ns, name), Some(&update), &[])
-                            .await?;
-                        observed.objects.insert(id, made);
+                            .await
+                            .map(|(_, made)| {
+                                observed.objects.insert(id.clone(), made);
+                            })
+                    };
+                    match done {
+                        Ok(()) => changes.updated += 1,
+                        Err(DownstreamError::Status { status, message })
+                            if k.optional()
+                                && status.is_client_error()
+                                && status != StatusCode::CONFLICT =>
+                        {
+                            changes.refused.push((id, message));
+                        }
+                        Err(e) => return Err(e),
                     }
-                    changes.updated += 1;
                 }
             }
         }

@@ -26,6 +26,9 @@ use crate::link::kube::{Client, DownstreamError};
 pub struct Extras {
     /// The cluster's Pod Security template: (name, spec).
     pub template: Option<(String, api::PodSecurityAdmissionConfigurationTemplateSpec)>,
+    /// The cluster names a template that is not there: its namespaces'
+    /// levels are left as they are.
+    pub template_missing: bool,
     /// Whether the cluster asks for project network isolation.
     pub isolation: bool,
     /// Each project's secrets.
@@ -52,8 +55,12 @@ impl Extras {
                 serde_json::from_value(obj["spec"].clone()).unwrap_or_default();
             extras.isolation = spec.project_network_isolation;
             if let Some(name) = spec.pod_security_admission_configuration_template_name {
-                if let Some(t) = pod_security::get(store, &name).await.map_err(failed)? {
-                    extras.template = Some((name, t));
+                match pod_security::get(store, &name).await.map_err(failed)? {
+                    Some(t) => extras.template = Some((name, t)),
+                    None => {
+                        tracing::warn!(%cluster, template = %name, "the cluster names a Pod Security template that does not exist; its namespaces' levels are left as they are");
+                        extras.template_missing = true;
+                    }
                 }
             }
         }
@@ -100,16 +107,29 @@ pub async fn apply_pod_security(
         })
         .collect();
     let template = extras.template.as_ref().map(|(n, s)| (n.as_str(), s));
+    if extras.template_missing {
+        // Named but not found: the levels stay as they are.
+        return Ok(0);
+    }
     let patches = projection::pod_security_patches(template, &seen);
     for (ns, patch) in &patches {
-        client
+        let done = client
             .call(
                 Method::PATCH,
                 &format!("/api/v1/namespaces/{ns}"),
                 Some(patch),
                 &[StatusCode::NOT_FOUND],
             )
-            .await?;
+            .await;
+        match done {
+            Ok(_) => {}
+            // Refused (an admission webhook, a namespace going away): the
+            // rest go on, and this one is tried again at the next pass.
+            Err(DownstreamError::Status { status, message }) if status.is_client_error() => {
+                tracing::warn!(cluster = client.cluster(), namespace = %ns, %status, %message, "cannot set the namespace's Pod Security levels");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(patches.len())
 }
@@ -125,26 +145,27 @@ pub fn opted_out(namespaces: &BTreeMap<String, Value>) -> BTreeSet<String> {
 
 /// Set `status` of the object at `key` to `status`, fenced by the lease,
 /// unless it already is.
+/// Whether the object now has that status.
 async fn write_status(
     ctx: &Ctx,
     held: &Held,
     key: &str,
     status: &Value,
-) -> Result<(), DownstreamError> {
+) -> Result<bool, DownstreamError> {
     for _ in 0..10 {
         let Some(kv) = ctx.store.get(key).await.map_err(failed)? else {
-            return Ok(());
+            return Ok(false);
         };
         let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Ok(());
+            return Ok(false);
         };
         if &obj["status"] == status {
-            return Ok(());
+            return Ok(true);
         }
         obj["status"] = status.clone();
         let write = Op::update(key.to_owned(), obj.to_string(), kv.mod_revision);
         match ctx.store.txn(&[held.fence(), write]).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
             Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
                 return Err(DownstreamError::Fenced)
@@ -152,7 +173,7 @@ async fn write_status(
             Err(e) => return Err(failed(e)),
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// What Drover last reported, so that an unchanged report writes nothing.
@@ -160,7 +181,15 @@ async fn write_status(
 pub struct Reported {
     secrets: BTreeMap<(String, String), Value>,
     usage: BTreeMap<String, Value>,
+    /// When each project's use was last written: use moves with every pod,
+    /// and is written at most every [`USAGE_EVERY`].
+    usage_written: BTreeMap<String, std::time::Instant>,
+    /// A change of use is waiting for its turn.
+    usage_pending: bool,
 }
+
+/// How often a project's use is written at most.
+pub const USAGE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Reported {
     /// Each project secret's copies and conflicts, from the projection's
@@ -195,19 +224,29 @@ impl Reported {
                 if !clashes.is_empty() {
                     status["conflicts"] = json!(clashes);
                 }
-                let id = (project.clone(), name.to_owned());
+                // By UID: a secret made again under the same name is
+                // reported afresh.
+                let uid = secret["metadata"]["uid"].as_str().unwrap_or_default();
+                let id = (project.clone(), format!("{name}/{uid}"));
                 if self.secrets.get(&id) == Some(&status) {
                     continue;
                 }
                 let key = keys::object("", "secrets", Some(project), name);
-                write_status(ctx, held, &key, &status).await?;
-                self.secrets.insert(id, status);
+                if write_status(ctx, held, &key, &status).await? {
+                    self.secrets.insert(id, status);
+                }
             }
         }
         Ok(())
     }
 
-    /// Each project's quota use.
+    /// Whether a change of use waits to be written.
+    pub fn usage_pending(&self) -> bool {
+        self.usage_pending
+    }
+
+    /// Each project's quota use (a project written less than
+    /// [`USAGE_EVERY`] ago waits: see [`Reported::usage_pending`]).
     pub async fn usage(
         &mut self,
         ctx: &Ctx,
@@ -218,6 +257,7 @@ impl Reported {
         projects: &BTreeMap<String, api::ProjectSpec>,
     ) -> Result<(), DownstreamError> {
         let usage = projection::quota_usage(observed, members, projects);
+        self.usage_pending = false;
         for project in projects.keys() {
             let status = usage
                 .get(project)
@@ -226,9 +266,20 @@ impl Reported {
             if self.usage.get(project) == Some(&status) {
                 continue;
             }
+            let recently = self
+                .usage_written
+                .get(project)
+                .is_some_and(|at| at.elapsed() < USAGE_EVERY);
+            if recently {
+                self.usage_pending = true;
+                continue;
+            }
+            self.usage_written
+                .insert(project.clone(), std::time::Instant::now());
             let key = keys::object(api::GROUP, "projects", Some(cluster), project);
-            write_status(ctx, held, &key, &status).await?;
-            self.usage.insert(project.clone(), status);
+            if write_status(ctx, held, &key, &status).await? {
+                self.usage.insert(project.clone(), status);
+            }
         }
         Ok(())
     }

@@ -165,18 +165,60 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("protobuf"));
-    if json_write {
-        let bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
-            Ok(b) => b,
-            Err(_) => return ApiError::too_large(super::MAX_BODY).into_response(),
-        };
-        if let Some((ns, labels)) = pod_security::label_writes(&parts.method, &path, &bytes) {
-            if let Err(e) = pod_security::check_write(&state.store, &cluster, &ns, &labels).await {
+    let owner = snapshot.owns_cluster(&identity.user, &cluster);
+    // Whether the body sent on differs from the one received (its length
+    // is then the new body's).
+    let mut rewritten = false;
+    if !json_write {
+        // A protobuf write of a namespace: its labels cannot be checked.
+        if let Some(ns) = pod_security::namespace_object(&parts.method, &path, b"") {
+            if let Err(e) =
+                pod_security::check_opaque_write(&state.store, &cluster, &ns, owner).await
+            {
                 return e.into_response();
             }
         }
+    }
+    if json_write {
+        let mut bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => return ApiError::too_large(super::MAX_BODY).into_response(),
+        };
+        match pod_security::label_writes(&parts.method, &path, &bytes) {
+            Some((ns, labels)) => {
+                if let Err(e) =
+                    pod_security::check_write(&state.store, &cluster, &ns, &labels).await
+                {
+                    return e.into_response();
+                }
+            }
+            None => {
+                if let Some(ns) = pod_security::namespace_object(&parts.method, &path, &bytes) {
+                    if let Err(e) =
+                        pod_security::check_opaque_write(&state.store, &cluster, &ns, owner).await
+                    {
+                        return e.into_response();
+                    }
+                }
+            }
+        }
+        // A namespace made through Drover has its levels from the start.
+        if parts.method == axum::http::Method::POST
+            && path.split('?').next() == Some("/api/v1/namespaces")
+        {
+            if let Ok(mut ns) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                match pod_security::add_levels(&state.store, &cluster, &mut ns).await {
+                    Ok(true) => {
+                        bytes = ns.to_string().into();
+                        rewritten = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return e.into_response(),
+                }
+            }
+        }
         if let Some(write) = namespaces::inspect(&parts.method, &path, &bytes) {
-            let usage = match moved_usage(&state, &snapshot, &cluster, &write).await {
+            let usage = match moved_usage(&state, &snapshot, &cluster, &write, owner).await {
                 Ok(u) => u,
                 Err(e) => return e.into_response(),
             };
@@ -210,6 +252,9 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     for (name, value) in &parts.headers {
         let n = name.as_str();
         if DROPPED.contains(&n) || n.starts_with("impersonate-") {
+            continue;
+        }
+        if rewritten && n == "content-length" {
             continue;
         }
         if upgrade.is_none() && (n == "connection" || n == "upgrade") {
@@ -302,14 +347,18 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
 }
 
 /// What a namespace moved into a project with a quota uses now, counted
-/// in the cluster (as the agent) for each key the quota limits.
+/// in the cluster (as the agent) for each key the quota limits — only for
+/// a cluster owner, who alone may move it (anyone else is refused next).
+/// Objects are counted from Tables without their content: no Secret's
+/// data is read.
 async fn moved_usage(
     state: &AppState,
     snapshot: &drover_auth::policy::Snapshot,
     cluster: &str,
     write: &namespaces::NamespaceWrite,
+    owner: bool,
 ) -> Result<Option<drover_core::api::ResourceList>, ApiError> {
-    if write.create {
+    if write.create || !owner {
         return Ok(None);
     }
     let Some(project) = write
@@ -346,11 +395,11 @@ async fn moved_usage(
             key.as_str(),
             "services" | "configmaps" | "secrets" | "persistentvolumeclaims"
         ) {
-            let list = client
-                .get(&format!("/api/v1/namespaces/{ns}/{key}"))
+            let n = client
+                .count(&format!("/api/v1/namespaces/{ns}/{key}"))
                 .await
                 .map_err(unavailable)?;
-            counts.insert(key.clone(), list["items"].as_array().map_or(0, Vec::len));
+            counts.insert(key.clone(), n);
         }
     }
     Ok(Some(namespaces::usage(&pods, &counts)))

@@ -457,7 +457,7 @@ impl Strategy for Clusters {
             if str_at(obj, "/spec/displayName").is_empty() {
                 obj["spec"]["displayName"] = json!(name);
             }
-            template_exists(&ctx.store, obj).await?;
+            let template = template_exists(&ctx.store, obj).await?;
             // The creator owns the cluster.
             let owner = NewObject {
                 group: api::GROUP,
@@ -499,23 +499,27 @@ impl Strategy for Clusters {
             Ok(Prepared {
                 extra,
                 records,
+                ops: template.into_iter().collect(),
                 ..Default::default()
             })
         })
     }
 
-    fn prepare_update<'a>(
+    fn update_ops<'a>(
         &'a self,
         ctx: &'a Context,
         new: &'a mut Value,
         old: &'a Value,
-    ) -> BoxFuture<'a, Result<(), ApiError>> {
+    ) -> BoxFuture<'a, Result<Vec<Op>, ApiError>> {
         Box::pin(async move {
             let pointer = "/spec/podSecurityAdmissionConfigurationTemplateName";
-            if new.pointer(pointer) != old.pointer(pointer) {
-                template_exists(&ctx.store, new).await?;
+            if new.pointer(pointer) == old.pointer(pointer) {
+                return Ok(Vec::new());
             }
-            Ok(())
+            Ok(template_exists(&ctx.store, new)
+                .await?
+                .into_iter()
+                .collect())
         })
     }
 
@@ -532,20 +536,19 @@ impl Strategy for Clusters {
     }
 }
 
-/// A Cluster may only name a Pod Security template that exists.
-async fn template_exists(store: &Store, cluster: &Value) -> Result<(), ApiError> {
+/// A Cluster may only name a Pod Security template that exists: the step
+/// that keeps it existing until the write commits.
+async fn template_exists(store: &Store, cluster: &Value) -> Result<Option<Op>, ApiError> {
     let name = str_at(
         cluster,
         "/spec/podSecurityAdmissionConfigurationTemplateName",
     );
     if name.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let found = super::pod_security::get(store, name)
-        .await
-        .map_err(unavailable)?;
-    if found.is_some() {
-        return Ok(());
+    let key = keys::object(api::GROUP, super::pod_security::PLURAL, None, name);
+    if let Some(kv) = store.get(&key).await.map_err(unavailable)? {
+        return Ok(Some(Op::live(&kv)));
     }
     Err(ApiError::invalid(
         "Cluster",
@@ -633,10 +636,25 @@ impl Strategy for Projects {
         ]
     }
 
-    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let Ok(spec) = serde_json::from_value::<api::ProjectSpec>(obj["spec"].clone()) else {
             return Vec::new(); // the schema check reports it
         };
+        // Quotas stored before a rule was added do not lock the project:
+        // they are checked when they change.
+        let quota_fields = [
+            "/spec/resourceQuota",
+            "/spec/namespaceDefaultResourceQuota",
+            "/spec/namespaceResourceQuotas",
+        ];
+        let changed = old.is_none_or(|old| {
+            quota_fields
+                .iter()
+                .any(|p| obj.pointer(p) != old.pointer(p))
+        });
+        if !changed {
+            return Vec::new();
+        }
         validate_quota(&spec)
     }
 

@@ -48,12 +48,25 @@ fn valid_version(v: &str) -> bool {
             .is_some_and(|m| !m.is_empty() && m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The system namespaces `drover-restricted` leaves alone.
+/// The system namespaces `drover-restricted` leaves alone: Kubernetes'
+/// own, Drover's agent, and those of the common networking, ingress,
+/// certificate, storage and mesh add-ons whose pods need privileges (the
+/// non-Rancher part of Rancher's `rancher-restricted` list).
 pub const SYSTEM_EXEMPT: &[&str] = &[
     "kube-system",
     "kube-public",
     "kube-node-lease",
     crate::kinds::registration::AGENT_NAMESPACE,
+    "calico-apiserver",
+    "calico-system",
+    "tigera-operator",
+    "kube-flannel",
+    "cilium",
+    "ingress-nginx",
+    "cert-manager",
+    "longhorn-system",
+    "istio-system",
+    "metallb-system",
 ];
 
 /// The built-in templates: (name, spec).
@@ -178,20 +191,35 @@ pub fn lowered(
     labels: &[(String, Option<String>)],
 ) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
-    for (mode, level, _) in levels(spec) {
+    for (mode, level, version) in levels(spec) {
         let wanted = rank(&level).unwrap_or(0);
+        if wanted == 0 {
+            continue; // privileged: nothing below it
+        }
         let label = mode_label(mode);
-        for (k, v) in labels.iter().filter(|(k, _)| *k == label) {
-            let new = v.as_deref().and_then(rank);
-            // An unknown level is evaluated as restricted by the
-            // cluster's admission, so it lowers nothing.
-            let below = match (v, new) {
-                (None, _) => wanted > 0,
-                (Some(_), Some(r)) => r < wanted,
-                (Some(_), None) => false,
+        let version_label = format!("{label}-version");
+        for (k, v) in labels.iter() {
+            let below = if *k == label {
+                // An unknown level is refused by the cluster's admission
+                // (or, where it is not, enforced as restricted).
+                match v.as_deref() {
+                    None => true,
+                    Some(v) => rank(v).is_some_and(|r| r < wanted),
+                }
+            } else if *k == version_label {
+                // An older version checks less: only `latest` or the
+                // template's own.
+                v.as_deref().is_none_or(|v| v != "latest" && v != version)
+            } else {
+                false
             };
             if below {
-                out.push((k.clone(), v.clone(), level.clone()));
+                let what = if *k == label {
+                    level.clone()
+                } else {
+                    format!("{level} at {version}")
+                };
+                out.push((k.clone(), v.clone(), what));
             }
         }
     }
@@ -214,7 +242,10 @@ pub fn label_writes(
     let path = path.split('?').next().unwrap_or_default();
     let rest = path.strip_prefix("/api/v1/namespaces")?;
     let v: Value = serde_json::from_slice(body).ok()?;
-    let mode_labels: Vec<String> = MODES.iter().map(|m| mode_label(m)).collect();
+    let mode_labels: Vec<String> = MODES
+        .iter()
+        .flat_map(|m| [mode_label(m), format!("{}-version", mode_label(m))])
+        .collect();
     let stated = |labels: &Value| -> LabelChanges {
         mode_labels
             .iter()
@@ -224,6 +255,12 @@ pub fn label_writes(
     let named = |labels: &Value| -> LabelChanges {
         match labels {
             Value::Null => mode_labels.iter().map(|l| (l.clone(), None)).collect(),
+            // Strategic merge patch directives: the map is replaced by
+            // what follows, or deleted.
+            Value::Object(m) if m.get("$patch") == Some(&json!("replace")) => stated(labels),
+            Value::Object(m) if m.contains_key("$patch") => {
+                mode_labels.iter().map(|l| (l.clone(), None)).collect()
+            }
             Value::Object(m) => m
                 .iter()
                 .filter(|(k, _)| mode_labels.contains(k))
@@ -244,8 +281,13 @@ pub fn label_writes(
             .collect();
         return Some((ns, set));
     }
-    let ns = rest.strip_prefix('/')?;
-    if ns.is_empty() || ns.contains('/') {
+    let (ns, sub) = match rest.strip_prefix('/')?.split_once('/') {
+        Some((ns, sub)) => (ns, Some(sub)),
+        None => (rest.strip_prefix('/')?, None),
+    };
+    // The namespace itself, or its status and finalize subresources,
+    // which take the whole object too.
+    if ns.is_empty() || sub.is_some_and(|s| !matches!(s, "status" | "finalize")) {
         return None;
     }
     let changes = match (method.as_str(), &v) {
@@ -285,12 +327,127 @@ pub fn label_writes(
             .collect(),
         ("PATCH", v) => match v.pointer("/metadata") {
             Some(Value::Null) => named(&Value::Null),
+            Some(m) if m.get("$patch") == Some(&json!("replace")) => stated(&m["labels"]),
+            Some(m) if m.get("$patch").is_some() => named(&Value::Null),
             Some(m) => m.get("labels").map(named).unwrap_or_default(),
+            None if v.get("$patch").is_some() => named(&Value::Null),
             None => Vec::new(),
         },
         _ => return None,
     };
     Some((ns.to_owned(), changes))
+}
+
+/// The template a cluster names, if any: (name, its spec, `None` when it
+/// does not exist).
+async fn cluster_template(
+    store: &Store,
+    cluster: &str,
+) -> Result<
+    Option<(
+        String,
+        Option<api::PodSecurityAdmissionConfigurationTemplateSpec>,
+    )>,
+    ApiError,
+> {
+    let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
+    let Some(kv) = store
+        .get(&keys::object(api::GROUP, "clusters", None, cluster))
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    let Some(name) = obj["spec"]["podSecurityAdmissionConfigurationTemplateName"].as_str() else {
+        return Ok(None);
+    };
+    let spec = get(store, name).await.map_err(unavailable)?;
+    Ok(Some((name.to_owned(), spec)))
+}
+
+/// The namespace a write to the namespace object itself (or its status or
+/// finalize subresource) names, whatever its body.
+pub fn namespace_object(method: &axum::http::Method, path: &str, body: &[u8]) -> Option<String> {
+    if !matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+        return None;
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    let rest = path.strip_prefix("/api/v1/namespaces")?;
+    if rest.is_empty() {
+        // A create: the name is in the body, if it can be read at all.
+        return Some(
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.pointer("/metadata/name")?.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        );
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (ns, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    (!ns.is_empty() && matches!(sub, "" | "status" | "finalize")).then(|| ns.to_owned())
+}
+
+/// Refuse a write to a namespace object whose labels cannot be read from
+/// its body (protobuf, a YAML apply patch) where the cluster's template
+/// sets levels, for anyone but the cluster's owners: it might lower them.
+pub async fn check_opaque_write(
+    store: &Store,
+    cluster: &str,
+    namespace: &str,
+    owner: bool,
+) -> Result<(), ApiError> {
+    if owner {
+        return Ok(());
+    }
+    let Some((name, spec)) = cluster_template(store, cluster).await? else {
+        return Ok(());
+    };
+    if spec.is_some_and(|s| !namespace.is_empty() && !applies_to(&s, namespace)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden_because(format!(
+        "namespace {namespace:?}: cluster {cluster}'s Pod Security template {name} sets its levels, and this write's labels cannot be read to check them; send it as JSON"
+    )))
+}
+
+/// Add the levels the cluster's template sets to a namespace create that
+/// states none, so that the namespace is never without them; whether it
+/// added any.
+pub async fn add_levels(
+    store: &Store,
+    cluster: &str,
+    namespace: &mut Value,
+) -> Result<bool, ApiError> {
+    let Some((name, Some(spec))) = cluster_template(store, cluster).await? else {
+        return Ok(false);
+    };
+    let ns = namespace["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !applies_to(&spec, &ns) {
+        return Ok(false);
+    }
+    if !namespace["metadata"]["labels"].is_object() {
+        namespace["metadata"]["labels"] = json!({});
+    }
+    let mut added = false;
+    for (mode, level, version) in levels(&spec) {
+        let label = mode_label(mode);
+        if namespace["metadata"]["labels"].get(&label).is_none() {
+            namespace["metadata"]["labels"][&label] = json!(level);
+            namespace["metadata"]["labels"][format!("{label}-version")] = json!(version);
+            added = true;
+        }
+    }
+    if added {
+        if !namespace["metadata"]["annotations"].is_object() {
+            namespace["metadata"]["annotations"] = json!({});
+        }
+        namespace["metadata"]["annotations"][TEMPLATE_ANNOTATION] = json!(name);
+    }
+    Ok(added)
 }
 
 /// Refuse a namespace write that would put a Pod Security level below
@@ -304,20 +461,13 @@ pub async fn check_write(
     if labels.is_empty() {
         return Ok(());
     }
-    let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
-    let Some(kv) = store
-        .get(&keys::object(api::GROUP, "clusters", None, cluster))
-        .await
-        .map_err(unavailable)?
-    else {
+    let Some((name, spec)) = cluster_template(store, cluster).await? else {
         return Ok(());
     };
-    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    let Some(name) = obj["spec"]["podSecurityAdmissionConfigurationTemplateName"].as_str() else {
-        return Ok(());
-    };
-    let Some(spec) = get(store, name).await.map_err(unavailable)? else {
-        return Ok(());
+    let Some(spec) = spec else {
+        return Err(ApiError::forbidden_because(format!(
+            "namespace {namespace:?}: cluster {cluster} names Pod Security template {name}, which does not exist; its levels cannot change until it does"
+        )));
     };
     if !applies_to(&spec, namespace) {
         return Ok(());
@@ -531,7 +681,7 @@ mod tests {
             br#"{"metadata":{"name":"a","labels":{}}}"#,
         )
         .unwrap();
-        assert_eq!(l.len(), 3);
+        assert_eq!(l.len(), 6, "the three levels and their versions");
         assert!(label_writes(&Method::PATCH, "/api/v1/namespaces/a/pods", b"{}").is_none());
         let (_, l) = label_writes(
             &Method::PATCH,

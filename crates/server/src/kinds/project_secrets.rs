@@ -19,6 +19,9 @@ use drover_core::keys;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
+/// The most data a Secret may hold, as kube-apiserver allows (1 MiB).
+const MAX_DATA: usize = 1024 * 1024;
+
 /// The label on a downstream copy that names its project.
 pub const COPY_LABEL: &str = "drover.io/project-secret";
 
@@ -163,9 +166,28 @@ impl Strategy for ProjectSecrets {
         ))
     }
 
+    /// Checked as stored: with `stringData` merged into `data`.
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        let mut merged = obj.clone();
+        merge_string_data(&mut merged);
+        let obj = &merged;
         let mut errors = check_type(obj);
+        let size: usize = obj["data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, |b| b.len() / 4 * 3))
+            .sum();
+        if size > MAX_DATA {
+            errors.push(FieldError::too_long("data", MAX_DATA));
+        }
         if let Some(old) = old {
+            if old["immutable"] == json!(true) && obj["immutable"] != json!(true) {
+                errors.push(FieldError::forbidden(
+                    "immutable",
+                    "field is immutable when `immutable` is set",
+                ));
+            }
             let ty = |v: &Value| type_of(v).to_owned();
             if ty(obj) != ty(old) {
                 errors.push(FieldError::invalid("type", ty(obj), "field is immutable"));
@@ -190,7 +212,7 @@ impl Strategy for ProjectSecrets {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            project_of(ctx, &ns).await?;
+            let project = project_of(ctx, &ns).await?;
             merge_string_data(obj);
             obj["type"] = json!(type_of(obj).to_owned());
             if let Some(m) = obj.as_object_mut() {
@@ -205,7 +227,11 @@ impl Strategy for ProjectSecrets {
                     &errors,
                 ));
             }
-            Ok(Prepared::default())
+            // Not into a project removed meanwhile.
+            Ok(Prepared {
+                ops: vec![drover_store::Op::live(&project)],
+                ..Default::default()
+            })
         })
     }
 
@@ -225,23 +251,37 @@ impl Strategy for ProjectSecrets {
     }
 }
 
-/// The project whose namespace `ns` is; a Secret anywhere else (a
+/// The stored Project whose namespace `ns` is; a Secret anywhere else (a
 /// cluster's namespace) is refused.
-async fn project_of(ctx: &Context, ns: &str) -> Result<(), ApiError> {
-    let projects = ctx
+async fn project_of(ctx: &Context, ns: &str) -> Result<drover_store::KeyValue, ApiError> {
+    let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
+    // A project's name is reserved under /drover/namespaces/ with its
+    // cluster or project name; the Project itself lives in its cluster's
+    // namespace.
+    let reserved = ctx
         .store
-        .list(&drover_store::ListOptions {
-            prefix: keys::prefix(api::GROUP, "projects", None),
-            ..Default::default()
-        })
+        .get(&format!(
+            "{}{ns}",
+            super::management::NAMESPACE_RESERVATIONS
+        ))
         .await
-        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
-    if projects
-        .items
-        .iter()
-        .any(|kv| kv.key.rsplit('/').next() == Some(ns))
-    {
-        return Ok(());
+        .map_err(unavailable)?;
+    if reserved.is_some() {
+        let projects = ctx
+            .store
+            .list(&drover_store::ListOptions {
+                prefix: keys::prefix(api::GROUP, "projects", None),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        if let Some(kv) = projects
+            .items
+            .into_iter()
+            .find(|kv| kv.key.rsplit('/').next() == Some(ns))
+        {
+            return Ok(kv);
+        }
     }
     Err(ApiError::forbidden_because(format!(
         "secrets may only be created in a project's namespace, and {ns:?} is not one"

@@ -245,7 +245,7 @@ fn agent_rules() -> Vec<(&'static str, Value)> {
             json!({"apiGroups": [""], "resources": ["resourcequotas", "limitranges"], "verbs": rw}),
         ),
         (
-            "Project secrets: copy them into each namespace of their project. Drover only ever lists, changes and deletes Secrets labelled drover.io/managed=true.",
+            "Project secrets: copy them into each namespace of their project. Drover only ever reads, changes and deletes Secrets labelled drover.io/managed=true; before a namespace moves into a project whose quota limits secrets, it counts the namespace's Secrets from a Table, without their content.",
             json!({"apiGroups": [""], "resources": ["secrets"], "verbs": rw}),
         ),
         (

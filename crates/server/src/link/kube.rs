@@ -265,6 +265,29 @@ impl Client {
         Ok(self.call(Method::GET, path, None, &[]).await?.1)
     }
 
+    /// How many objects a collection holds, read as a Table without the
+    /// objects (so no Secret's data crosses).
+    pub async fn count(&self, path: &str) -> Result<usize, DownstreamError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut req = self.request(Method::GET, &format!("{path}{sep}includeObject=None"), None)?;
+        req.headers_mut().insert(
+            "accept",
+            axum::http::HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+        );
+        let resp = self
+            .dialer
+            .send_within(&self.cluster, req, self.link_wait)
+            .await?;
+        let (status, table) = read_json(resp).await?;
+        if !status.is_success() || table["kind"] != "Table" {
+            return Err(DownstreamError::Status {
+                status,
+                message: format!("no Table of {path}"),
+            });
+        }
+        Ok(table["rows"].as_array().map_or(0, Vec::len))
+    }
+
     /// A watch: the events, one JSON object each, until the stream ends.
     pub async fn watch(
         &self,
