@@ -29,7 +29,8 @@ pub struct ProjectArgs {
 /// `drover secrets …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretsCommand {
-    /// List a project's secrets (names, types and copies; no values).
+    /// List a project's secrets: names, types and how many namespaces hold
+    /// a copy (-o json|yaml prints the objects, values included).
     ///
     /// Example: drover secrets ls --project web
     #[command(alias = "list")]
@@ -168,6 +169,22 @@ fn generic_data(literals: &[String], files: &[String]) -> Result<Value, CliError
     Ok(Value::Object(data))
 }
 
+/// That a TLS pair is PEM: a certificate and a private key (kubectl also
+/// checks that they match; the server checks only that both are there).
+fn check_pem(cert: &[u8], key: &[u8]) -> Result<(), CliError> {
+    if !String::from_utf8_lossy(cert).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(CliError::Usage(
+            "--cert must be a PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    if !String::from_utf8_lossy(key).contains("PRIVATE KEY-----") {
+        return Err(CliError::Usage(
+            "--key must be a PEM private key (-----BEGIN … PRIVATE KEY-----)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A registry credential's `.dockerconfigjson`, as kubectl writes it.
 fn docker_config(server: &str, user: &str, password: &str, email: Option<&str>) -> Value {
     let mut entry = json!({"username": user, "password": password,
@@ -227,7 +244,9 @@ pub async fn secrets(cmd: SecretsCommand) -> Result<(), CliError> {
                     key,
                     project,
                 } => {
-                    let data = json!({"tls.crt": b64(&read(&cert)?), "tls.key": b64(&read(&key)?)});
+                    let (cert, key) = (read(&cert)?, read(&key)?);
+                    check_pem(&cert, &key)?;
+                    let data = json!({"tls.crt": b64(&cert), "tls.key": b64(&key)});
                     (name, "kubernetes.io/tls", data, project)
                 }
                 CreateSecret::DockerRegistry {
@@ -247,6 +266,9 @@ pub async fn secrets(cmd: SecretsCommand) -> Result<(), CliError> {
                                 .into(),
                         )),
                     };
+                    if password.is_empty() {
+                        return Err(CliError::Usage("the registry password is empty".into()));
+                    }
                     let config = docker_config(
                         &docker_server,
                         &docker_username,
@@ -419,17 +441,22 @@ pub async fn quota(args: QuotaArgs) -> Result<(), CliError> {
     if !namespaces.is_empty() {
         let mut rows = Vec::new();
         for (ns, q) in &namespaces {
-            for (k, l) in q["limit"].as_object().into_iter().flatten() {
+            // The share as the spec says now (the status may not have
+            // caught up with a change just made): the override, else the
+            // default.
+            let own = &spec["namespaceResourceQuotas"][ns]["limit"];
+            for k in limit.keys() {
                 let u = q["used"][k].as_str().unwrap_or("0");
-                let own = spec["namespaceResourceQuotas"][ns]["limit"]
-                    .get(k)
-                    .is_some();
+                let (share, mark) = match own.get(k) {
+                    Some(v) => (s(v), " (own)"),
+                    None => (s(&defaults[k]), ""),
+                };
                 rows.push(vec![
                     ns.clone(),
                     k.clone(),
                     u.to_owned(),
-                    format!("{}{}", s(l), if own { " (own)" } else { "" }),
-                    bar(u, l.as_str().unwrap_or_default(), 20),
+                    format!("{share}{mark}"),
+                    bar(u, &share, 20),
                 ]);
             }
         }
