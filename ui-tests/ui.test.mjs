@@ -217,6 +217,7 @@ try {
   await page.goto(`${url}/dashboard/clusters/${existing}`);
   await page.getByRole("link", { name: "team" }).click();
   assert.match(await page.locator("dl.quota").textContent(), /2 of 20/);
+  assert.equal(await page.getByRole("meter", { name: "pods used in team-ns" }).getAttribute("max"), "8");
   await shot("06-project-quota-edited");
 
   say("API keys: the secret is shown once");

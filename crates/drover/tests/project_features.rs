@@ -290,20 +290,18 @@ fn project_secrets_reach_every_namespace_of_the_project() {
     );
     assert_eq!(code, 0, "{err}");
 
-    let copies_in = |ns: &str| -> Vec<String> {
-        f.sim_get(&["secrets", "-n", ns, "-l", "drover.io/project-secret"])
-            .map(|l| {
-                let mut names: Vec<String> = l["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
-                    .collect();
-                names.sort();
-                names
-            })
-            .unwrap_or_default()
+    // The copies in a namespace, by name (None: the cluster did not answer).
+    let copies = |ns: &str| -> Option<Vec<String>> {
+        let l = f.sim_get(&["secrets", "-n", ns, "-l", "drover.io/project-secret"])?;
+        let mut names: Vec<String> = l["items"]
+            .as_array()?
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        Some(names)
     };
+    let copies_in = |ns: &str| copies(ns).unwrap_or_else(|| vec!["<no answer>".into()]);
     wait(
         "the copies in all three namespaces",
         Duration::from_secs(5),
@@ -387,7 +385,7 @@ fn project_secrets_reach_every_namespace_of_the_project() {
     wait(
         "the copies gone from the moved namespace",
         Duration::from_secs(5),
-        || copies_in("shop-c").is_empty().then_some(()),
+        || copies("shop-c")?.is_empty().then_some(()),
     );
     // A copy deleted downstream comes back.
     let (code, _, err) =
@@ -583,11 +581,25 @@ fn project_secrets_reach_every_namespace_of_the_project() {
         "{body}"
     );
 
-    // The password is in no log.
+    // No secret value is in any log: not the passwords, not the stored
+    // documents, not a value sent as JSON in a patch.
     let audit = std::fs::read_to_string(f.m.dir.path().join("data/audit.log")).unwrap();
     assert!(
         audit.contains("registry"),
         "the audit log records the writes"
+    );
+    for name in ["registry", "cli-registry"] {
+        let (_, out, _) = f.mgmt(&f.mkc, &["-n", &p, "get", "secret", name, "-o", "json"]);
+        let stored: Value = serde_json::from_str(&out).unwrap();
+        let document = stored["data"][".dockerconfigjson"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!audit.contains(&document) && !f.m.server.log().contains(&document));
+    }
+    assert!(
+        !audit.contains(&b64("project, v2")),
+        "a patch's value is redacted"
     );
     for secret in [password, "cli-Secret-99"] {
         assert!(
@@ -655,6 +667,30 @@ fn pod_security_templates_are_enforced_by_the_cluster() {
                 && l["pod-security.kubernetes.io/enforce-version"] == "latest")
                 .then_some(())
         },
+    );
+    // A namespace made through Drover has the levels from its first moment.
+    f.namespace(&bkc, "apps-two", &p, json!({}));
+    let two = labels("apps-two").unwrap();
+    assert_eq!(
+        two["pod-security.kubernetes.io/enforce"], "restricted",
+        "{two}"
+    );
+    // A protobuf write cannot be checked, so a project owner may not send
+    // one; nor lower the version a level is checked at.
+    let (code, _, err) = f.m.kubectl(
+        &bkc,
+        &[
+            "label",
+            "ns",
+            "apps",
+            "--overwrite",
+            "pod-security.kubernetes.io/enforce-version=v1.0",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("enforce-version=v1.0 would lower it below restricted at latest"),
+        "{err}"
     );
     // kube-system is exempt.
     assert!(labels("kube-system").unwrap()["pod-security.kubernetes.io/enforce"].is_null());
@@ -738,6 +774,14 @@ fn pod_security_templates_are_enforced_by_the_cluster() {
         ],
     );
     assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("removing pod-security.kubernetes.io/enforce"),
+        "{err}"
+    );
+    assert_eq!(
+        labels("apps").unwrap()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
     // A change made around Drover, in the cluster itself, is repaired.
     let (code, _, err) = f.sim.kubectl(
         &f.cache,
@@ -753,6 +797,24 @@ fn pod_security_templates_are_enforced_by_the_cluster() {
     wait("the lowered level repaired", Duration::from_secs(5), || {
         (labels("apps")?["pod-security.kubernetes.io/enforce"] == "restricted").then_some(())
     });
+
+    // kube-system stayed exempt throughout.
+    assert!(labels("kube-system").unwrap()["pod-security.kubernetes.io/enforce"].is_null());
+    // A level the cluster does not know is refused by it, as kube does.
+    let (code, _, err) = f.sim.kubectl(
+        &f.cache,
+        &[
+            "label",
+            "ns",
+            "kube-public",
+            "pod-security.kubernetes.io/enforce=Restricted",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("must be one of privileged, baseline, restricted"),
+        "{err}"
+    );
 
     // Without a template, Drover's labels come off again.
     f.patch_cluster(json!({"podSecurityAdmissionConfigurationTemplateName": null}));
@@ -851,14 +913,25 @@ fn project_network_isolation_follows_namespaces() {
             .then_some(())
         },
     );
-    assert!(
-        peers("b2").is_none(),
-        "the opted-out namespace has no policy"
+    wait(
+        "the policies counted in the cluster's status",
+        Duration::from_secs(5),
+        || {
+            let c = common::cluster(&f.m, &f.admin, f.cluster());
+            (c["status"]["projected"]["networkPolicies"] == 4).then_some(())
+        },
     );
-    assert!(
-        peers("kube-system").is_none(),
-        "the System project is not isolated"
-    );
+    let list = f.sim_get(&["networkpolicies", "-A"]).unwrap();
+    let mut holders: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    holders.sort_unstable();
+    // The Default project's namespace is isolated too; none in b2 (opted
+    // out) or the System project.
+    assert_eq!(holders, ["a1", "a2", "b1", "default"]);
     let (code, out, _) = f.m.kubectl(&f.akc, &["get", "netpol", "-n", "a1"]);
     assert_eq!(code, 0);
     assert!(out.contains("drover-project-isolation"), "{out}");
@@ -1103,9 +1176,12 @@ fn quota_use_overrides_and_moves() {
         None,
     );
     assert_eq!(code, 0, "{err}");
+    let q1 = out
+        .lines()
+        .find(|l| l.starts_with("q1") && l.contains("pods"))
+        .unwrap_or_default();
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("q1") && l.contains("pods") && !l.contains("(own)")),
-        "{out}"
+        q1.contains(" 2 ") && !q1.contains("(own)"),
+        "q1 back on the default share of 2: {out}"
     );
 }
