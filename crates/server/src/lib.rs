@@ -176,6 +176,7 @@ pub async fn run(
             backups: backups.clone(),
             providers: providers.clone(),
             group_refresh: std::time::Duration::from_secs(args.group_refresh_seconds),
+            project_inputs: controller::projects::InputChanges::start(store.clone(), stop.clone()),
         },
         controller::cluster::starter(),
         Arc::new(controller::leader::start),

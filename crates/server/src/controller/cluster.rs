@@ -494,9 +494,13 @@ struct Scope<'a> {
 /// What started a projection run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
-    /// The policy, the namespaces or Drover's records of them changed: work
-    /// the plan out again.
+    /// The namespaces, Drover's records of them, the cluster's spec, a
+    /// template or a project secret changed: work the plan out again.
     Inputs,
+    /// The policy changed somewhere in the fleet: work the plan out again
+    /// only if what bears on this cluster changed (an import elsewhere
+    /// costs every other cluster a comparison in memory, no reads).
+    Policy,
     /// The cluster's objects changed: reconcile against the cached plan.
     Drift,
 }
@@ -528,6 +532,9 @@ impl Projector {
             || self.desired.is_none()
             || self.inputs.as_ref() != Some(&inputs)
             || self.namespaces.as_ref() != Some(namespaces);
+        if why == Why::Policy && !replan {
+            return Ok(()); // nothing of this cluster's changed
+        }
         if replan {
             self.members = membership
                 .work_out(ctx, client, &held.fence(), namespaces)
@@ -582,14 +589,11 @@ impl Projector {
         self.report_usage(scope, observed).await
     }
 
-    /// Whether a stored Secret is one of this cluster's project secrets.
-    fn owns_secret(&self, key: &str) -> bool {
-        let Some(inputs) = &self.inputs else {
-            return true;
-        };
-        key.strip_prefix(&keys::prefix("", "secrets", None))
-            .and_then(|rest| rest.split('/').next())
-            .is_some_and(|ns| inputs.projects.contains_key(ns))
+    /// Whether a project is one of this cluster's.
+    fn owns_project(&self, project: &str) -> bool {
+        self.inputs
+            .as_ref()
+            .is_none_or(|inputs| inputs.projects.contains_key(project))
     }
 
     /// Report each project's quota use, as the cluster's quotas say now.
@@ -648,13 +652,10 @@ async fn session(
     let from = ctx.store.revisions().await?.current;
     let mut records = ctx.store.watch(&namespaces::record_prefix(cluster), from);
     let mut cluster_events = ctx.store.watch(&cluster_key(cluster), from);
-    // Project secrets and Pod Security templates: any change is worked out
-    // again (a cheap read; the plan writes only differences).
-    let mut secrets = ctx.store.watch(&keys::prefix("", "secrets", None), from);
-    let mut templates = ctx.store.watch(
-        &keys::prefix(api::GROUP, crate::kinds::pod_security::PLURAL, None),
-        from,
-    );
+    // Project secrets and Pod Security templates, from the process's one
+    // watch of them: a change is worked out again (the plan writes only
+    // differences). Subscribed before the first plan reads them.
+    let mut inputs = ctx.project_inputs.subscribe();
     // The spec as it is now: a change from here on is planned again.
     let mut cluster_spec = ctx
         .store
@@ -756,23 +757,27 @@ async fn session(
                     projector.report_usage(&scope, &observed).await?;
                 }
             }
-            event = secrets.next() => {
-                let Some(Ok(first)) = event else { return Ok(()) };
-                let mut ours = projector.owns_secret(&first.kv.key);
-                while let Some(Some(more)) = secrets.next().now_or_never() {
-                    let Ok(more) = more else { return Ok(()) };
-                    ours |= projector.owns_secret(&more.kv.key);
+            changed = inputs.recv() => {
+                use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+                let concerns = |c: Result<projects::Changed, RecvError>| match c {
+                    Ok(projects::Changed::Secret(p)) => projector.owns_project(&p),
+                    Ok(_) | Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => false,
+                };
+                if matches!(changed, Err(RecvError::Closed)) {
+                    return Ok(());
+                }
+                let mut ours = concerns(changed);
+                loop {
+                    match inputs.try_recv() {
+                        Ok(c) => ours |= concerns(Ok(c)),
+                        Err(TryRecvError::Lagged(_)) => ours = true,
+                        Err(_) => break,
+                    }
                 }
                 if ours {
                     projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
                 }
-            }
-            event = templates.next() => {
-                if event.is_none_or(|e| e.is_err()) {
-                    return Ok(());
-                }
-                while let Some(Some(_)) = templates.next().now_or_never() {}
-                projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
             }
             event = records.next() => {
                 if event.is_none_or(|e| e.is_err()) {
@@ -785,7 +790,7 @@ async fn session(
                 if changed.is_err() {
                     return Ok(());
                 }
-                projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
+                projector.run(&scope, membership, &namespaces, &mut observed, Why::Policy).await?;
             }
             event = cluster_events.next() => {
                 let deleting = match &event {

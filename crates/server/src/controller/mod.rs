@@ -69,6 +69,8 @@ pub struct Ctx {
     pub providers: Arc<drover_auth::providers::Providers>,
     /// How often provider users' groups are refreshed.
     pub group_refresh: Duration,
+    /// Changes of project secrets and Pod Security templates.
+    pub project_inputs: Arc<projects::InputChanges>,
 }
 
 /// What a reconcile asks for next.

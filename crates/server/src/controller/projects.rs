@@ -7,6 +7,11 @@
 //! under its name (the Secret's `status`), and each project's quota use
 //! (the Project's `status`). Every write is fenced by the cluster's lease
 //! and made only when it changes something.
+//!
+//! [`InputChanges`] is one watch of the store for project secrets and
+//! templates, shared by every cluster's controller in the process: a store
+//! watcher wakes for every write in the fleet, so one per controller would
+//! cost a thousand wake-ups per heartbeat at a thousand clusters.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +25,85 @@ use super::projection::{self, Kind, ObjectKey, Observed};
 use super::Ctx;
 use crate::kinds::{pod_security, project_secrets};
 use crate::link::kube::{Client, DownstreamError};
+
+/// A change the projection must see: a project's secret, or any Pod
+/// Security template (or, after a broken watch, possibly anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// A secret of this project was written or deleted.
+    Secret(String),
+    /// A template was written or deleted.
+    Template,
+    /// The watch broke: anything may have changed.
+    Anything,
+}
+
+/// The shared watch of project secrets and Pod Security templates.
+#[derive(Debug)]
+pub struct InputChanges {
+    tx: tokio::sync::broadcast::Sender<Changed>,
+}
+
+impl InputChanges {
+    /// Start following the store until `stop`.
+    pub fn start(
+        store: drover_store::Store,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::sync::Arc<Self> {
+        let (tx, _) = tokio::sync::broadcast::channel(1024);
+        let hub = std::sync::Arc::new(Self { tx: tx.clone() });
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let secrets_prefix = keys::prefix("", "secrets", None);
+            let templates_prefix = keys::prefix(api::GROUP, pod_security::PLURAL, None);
+            let mut backoff = super::Backoff::default();
+            loop {
+                let from = match store.revisions().await {
+                    Ok(r) => r.current,
+                    Err(_) => {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(backoff.next_wait()) => continue,
+                        }
+                    }
+                };
+                let mut secrets = store.watch(&secrets_prefix, from);
+                let mut templates = store.watch(&templates_prefix, from);
+                loop {
+                    let event = tokio::select! {
+                        () = stop.cancelled() => return,
+                        e = secrets.next() => e,
+                        e = templates.next() => e,
+                    };
+                    let Some(Ok(event)) = event else { break };
+                    backoff.reset();
+                    let changed = match event
+                        .kv
+                        .key
+                        .strip_prefix(&secrets_prefix)
+                        .and_then(|rest| rest.split('/').next())
+                    {
+                        Some(project) => Changed::Secret(project.to_owned()),
+                        None => Changed::Template,
+                    };
+                    let _ = tx.send(changed);
+                }
+                // Whatever was missed while it was down.
+                let _ = tx.send(Changed::Anything);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff.next_wait()) => {}
+                }
+            }
+        });
+        hub
+    }
+
+    /// The changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.tx.subscribe()
+    }
+}
 
 /// What the projection reads from the management API besides the policy.
 #[derive(Debug, Default, PartialEq)]
