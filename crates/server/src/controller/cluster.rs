@@ -589,6 +589,20 @@ impl Projector {
         self.report_usage(scope, observed).await
     }
 
+    /// The kinds to watch: every kind but those the agent may not manage,
+    /// and Secrets and NetworkPolicies only where Drover has or wants some.
+    fn kinds_to_watch(&self, observed: &Observed) -> std::collections::BTreeSet<projection::Kind> {
+        projection::Kind::ALL
+            .into_iter()
+            .filter(|k| !observed.forbidden.contains(k))
+            .filter(|k| {
+                !k.optional()
+                    || self.desired.as_ref().is_some_and(|d| d.count(*k) > 0)
+                    || observed.objects.keys().any(|(kind, _, _)| kind == k)
+            })
+            .collect()
+    }
+
     /// Whether a project is one of this cluster's.
     fn owns_project(&self, project: &str) -> bool {
         self.inputs
@@ -692,11 +706,12 @@ async fn session(
     // Drift: every labelled object Drover projects is watched into the
     // cache, so an edit or deletion in the cluster is repaired at once
     // (Drover's own writes echo back and find nothing to do).
+    // Secrets and NetworkPolicies are watched only where Drover has some
+    // there or wants some (each watch costs memory and bookmarks); when it
+    // comes to want them, the session starts again and watches them.
+    let watched = projector.kinds_to_watch(&observed);
     let mut managed = Vec::new();
-    for kind in projection::Kind::ALL {
-        if observed.forbidden.contains(&kind) {
-            continue;
-        }
+    for kind in watched.iter().copied() {
         let rv = observed
             .listed_at
             .get(&kind)
@@ -715,6 +730,9 @@ async fn session(
     let drift = tokio::time::sleep(DRIFT_CHECK);
     tokio::pin!(drift);
     loop {
+        if !projector.kinds_to_watch(&observed).is_subset(&watched) {
+            return Ok(()); // list and watch again, the new kinds too
+        }
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = &mut drift => return Ok(()), // list everything again

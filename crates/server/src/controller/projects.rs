@@ -243,7 +243,8 @@ async fn write_status(
         let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
             return Ok(false);
         };
-        if &obj["status"] == status {
+        let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+        if &obj["status"] == status || (empty(&obj["status"]) && empty(status)) {
             return Ok(true);
         }
         obj["status"] = status.clone();
