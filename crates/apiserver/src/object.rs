@@ -81,6 +81,24 @@ pub fn is_deleting(obj: &Value) -> bool {
 /// The message Kubernetes gives for a bad subdomain name.
 pub const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
+/// Merge a Secret's write-only `stringData` into `data` (base64), as
+/// kube-apiserver does on every write: it wins over a `data` key of the
+/// same name, and is never stored itself.
+pub fn merge_secret_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = Value::Object(Map::new());
+    }
+    for (k, v) in plain {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = Value::String(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 /// Whether `name` is an RFC 1123 subdomain (the rule for most object names).
 pub fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
@@ -179,6 +197,14 @@ pub async fn update_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_data_goes_into_data() {
+        let mut s =
+            serde_json::json!({"data": {"a": "b2xk"}, "stringData": {"a": "new", "b": "x"}});
+        merge_secret_string_data(&mut s);
+        assert_eq!(s, serde_json::json!({"data": {"a": "bmV3", "b": "eA=="}}));
+    }
 
     #[test]
     fn names() {

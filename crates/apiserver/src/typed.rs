@@ -99,7 +99,7 @@ fn json_key(field: &str, schema: &Value) -> String {
 }
 
 fn rfc3339(seconds: i64, micros: Option<u32>) -> Value {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64);
+    let t = drover_core::meta::from_unix(seconds);
     let base = drover_core::meta::rfc3339(t);
     Value::String(match micros {
         Some(m) => format!("{}.{m:06}Z", base.trim_end_matches('Z')),

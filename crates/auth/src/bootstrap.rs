@@ -27,7 +27,9 @@ pub enum Bootstrap {
     CreatedWithGeneratedPassword(String),
 }
 
-pub(crate) fn object(kind: &str, name: &str, spec: Value) -> Value {
+/// A new management object of `kind` named `name` with `spec`, as the
+/// built-ins are stored.
+pub fn object(kind: &str, name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": api::API_VERSION,
         "kind": kind,
@@ -55,31 +57,38 @@ pub async fn ensure_builtin_roles(store: &Store) -> Result<(), AuthError> {
         ));
     }
     for (key, obj) in wanted {
-        loop {
-            match store.get(&key).await? {
-                None => match store.create(&key, obj.to_string()).await {
-                    Ok(_) | Err(StoreError::AlreadyExists(_)) => break,
-                    Err(e) => return Err(e.into()),
-                },
-                Some(kv) => {
-                    let mut current: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                    if current.get("spec") == obj.get("spec") {
-                        break;
-                    }
-                    current["spec"] = obj["spec"].clone();
-                    match store
-                        .update(&key, current.to_string(), kv.mod_revision)
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
+        ensure_builtin(store, &key, &obj).await?;
+    }
+    Ok(())
+}
+
+/// Create a built-in object at `key`, or bring its spec up to this
+/// version's definition (the rest of it, and objects that are not built
+/// in, are left alone).
+pub async fn ensure_builtin(store: &Store, key: &str, obj: &Value) -> Result<(), StoreError> {
+    loop {
+        match store.get(key).await? {
+            None => match store.create(key, obj.to_string()).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            Some(kv) => {
+                let mut current: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                if current.get("spec") == obj.get("spec") {
+                    return Ok(());
+                }
+                current["spec"] = obj["spec"].clone();
+                match store
+                    .update(key, current.to_string(), kv.mod_revision)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// Create the `admin` user unless it exists. `given` is the operator's

@@ -5,7 +5,9 @@ pub mod api;
 pub mod jsonl;
 pub mod keys;
 pub mod names;
+pub mod pod_security;
 pub mod quantity;
+pub mod quota;
 
 /// Drover's version, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

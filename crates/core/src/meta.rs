@@ -24,6 +24,12 @@ pub fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
+/// The time `secs` seconds after the Unix epoch (before it: the epoch), as
+/// certificates and protobuf timestamps give it.
+pub fn from_unix(secs: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
 /// A time as an RFC 3339 UTC timestamp with second precision.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t

@@ -106,7 +106,7 @@ pub(crate) fn pod_security_labels(ns: &Value, old: Option<&Value>) -> Result<(),
         let value = v.as_str().unwrap_or_default();
         let (valid, wanted) = if rest.ends_with("-version") {
             (
-                crate::pod_security::valid_version(value),
+                drover_core::pod_security::valid_version(value),
                 "must be \"latest\" or \"v1.x\"",
             )
         } else if matches!(rest, "enforce" | "audit" | "warn") {
@@ -187,61 +187,6 @@ pub(crate) async fn limit_ranges(store: &Store, ns: &str, pod: &mut Value) -> Re
     Ok(())
 }
 
-/// What one object takes of a quota's resources, by resource name.
-fn usage(plural: &str, group: &str, obj: &Value) -> BTreeMap<String, i128> {
-    let mut u = BTreeMap::new();
-    let one = 1000;
-    let count_name = if group.is_empty() {
-        format!("count/{plural}")
-    } else {
-        format!("count/{plural}.{group}")
-    };
-    u.insert(count_name, one);
-    if group.is_empty()
-        && matches!(
-            plural,
-            "pods"
-                | "services"
-                | "configmaps"
-                | "secrets"
-                | "persistentvolumeclaims"
-                | "replicationcontrollers"
-                | "resourcequotas"
-        )
-    {
-        u.insert(plural.to_owned(), one);
-    }
-    if plural == "pods" && group.is_empty() {
-        for c in obj
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            for (field, names) in [
-                (
-                    "requests",
-                    ["requests.cpu", "requests.memory", "cpu", "memory"],
-                ),
-                ("limits", ["limits.cpu", "limits.memory", "", ""]),
-            ] {
-                for (i, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
-                    let resource = if i % 2 == 0 { "cpu" } else { "memory" };
-                    if let Some(q) = c
-                        .pointer(&format!("/resources/{field}/{resource}"))
-                        .and_then(Value::as_str)
-                        .and_then(drover_core::quantity::parse)
-                    {
-                        let e: &mut i128 = u.entry((*name).to_owned()).or_default();
-                        *e = (*e).saturating_add(q);
-                    }
-                }
-            }
-        }
-    }
-    u
-}
-
 fn is_memory(resource: &str) -> bool {
     resource.ends_with("memory")
 }
@@ -282,15 +227,10 @@ async fn live_usage(
     for (group, plural) in kinds {
         let g = if group == "core" { "" } else { group.as_str() };
         for obj in list(store, keys::prefix(g, &plural, Some(ns))).await? {
-            if plural == "pods"
-                && matches!(
-                    obj.pointer("/status/phase").and_then(Value::as_str),
-                    Some("Succeeded" | "Failed")
-                )
-            {
+            if plural == "pods" && drover_core::quota::is_terminal(&obj) {
                 continue;
             }
-            for (k, v) in usage(&plural, g, &obj) {
+            for (k, v) in drover_core::quota::object_usage(&plural, g, &obj) {
                 if let Some(t) = total.get_mut(&k) {
                     *t = t.saturating_add(v);
                 }
@@ -312,7 +252,7 @@ pub(crate) async fn check_quota(
     let quotas = list(store, keys::prefix("", "resourcequotas", Some(ns)))
         .await
         .map_err(unavailable)?;
-    let wanted = usage(plural, group, obj);
+    let wanted = drover_core::quota::object_usage(plural, group, obj);
     let resource = if group.is_empty() {
         plural.to_owned()
     } else {

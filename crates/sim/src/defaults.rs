@@ -63,32 +63,11 @@ fn pod_spec(spec: &mut Value) {
 }
 
 /// Apply the defaults of `kind` to `obj`.
-/// kube-apiserver merges a Secret's write-only `stringData` into `data`
-/// (base64), where it wins over a `data` key of the same name, and never
-/// stores `stringData` itself.
-fn string_data(obj: &mut Value) {
-    use base64::Engine as _;
-    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
-    else {
-        return;
-    };
-    ensure_object(obj, "/data");
-    if let Some(Value::Object(data)) = obj.get_mut("data") {
-        for (k, v) in plain {
-            let text = v.as_str().unwrap_or_default();
-            data.insert(
-                k,
-                json!(base64::engine::general_purpose::STANDARD.encode(text)),
-            );
-        }
-    }
-}
-
 pub(crate) fn apply(kind: &str, obj: &mut Value) {
     match kind {
         "Secret" => {
             set(obj, "/type", json!("Opaque"));
-            string_data(obj);
+            drover_apiserver::object::merge_secret_string_data(obj);
         }
         "Namespace" => {
             ensure_object(obj, "/spec");

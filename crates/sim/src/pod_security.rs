@@ -37,45 +37,12 @@
 
 use std::collections::BTreeSet;
 
+pub(crate) use drover_core::pod_security::Level;
+use drover_core::pod_security::{parse_version, VERSION_LATEST};
 use serde_json::{Map, Value};
 
 /// The prefix of the namespace labels that choose the policy.
 const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
-/// The version label value (and default) meaning "the newest rules".
-const VERSION_LATEST: &str = "latest";
-
-/// A Pod Security Standards level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Level {
-    /// No restrictions.
-    Privileged,
-    /// Prevents known privilege escalations.
-    Baseline,
-    /// Pod hardening best practices (includes baseline).
-    Restricted,
-}
-
-impl Level {
-    /// Parse a level label value: exactly `privileged`, `baseline` or
-    /// `restricted` (case-sensitive, as upstream's `api.ParseLevel`).
-    pub(crate) fn parse(s: &str) -> Option<Level> {
-        match s {
-            "privileged" => Some(Level::Privileged),
-            "baseline" => Some(Level::Baseline),
-            "restricted" => Some(Level::Restricted),
-            _ => None,
-        }
-    }
-
-    /// The level's name as it appears in labels and messages.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Level::Privileged => "privileged",
-            Level::Baseline => "baseline",
-            Level::Restricted => "restricted",
-        }
-    }
-}
 
 /// A namespace's Pod Security policy, from its labels
 /// (`pod-security.kubernetes.io/{enforce,audit,warn}` and their `-version`
@@ -166,27 +133,6 @@ impl Policy {
             warn_version: VERSION_LATEST.to_owned(),
             audit_version: VERSION_LATEST.to_owned(),
         }
-    }
-}
-
-/// Whether a version label value is one upstream accepts: `latest` or
-/// `v1.N`.
-pub(crate) fn valid_version(value: &str) -> bool {
-    value == VERSION_LATEST || (value.starts_with("v1.") && parse_version(value) == value)
-}
-
-/// A version label value as upstream's `api.ParseVersion` reads it:
-/// `latest`, or `v1.N` matching `^v1\.([0-9]|[1-9][0-9]*)$`; anything else
-/// (or a minor too large for an int64) is `latest`.
-fn parse_version(value: &str) -> String {
-    let Some(minor) = value.strip_prefix("v1.") else {
-        return VERSION_LATEST.to_owned();
-    };
-    let digits = !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit());
-    let canonical = minor == "0" || !minor.starts_with('0');
-    match minor.parse::<i64>() {
-        Ok(n) if digits && canonical => format!("v1.{n}"),
-        _ => VERSION_LATEST.to_owned(),
     }
 }
 

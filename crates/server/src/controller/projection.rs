@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::http::{Method, StatusCode};
 use drover_auth::policy::Subject;
 use drover_core::api;
+use drover_core::pod_security::Level;
 use drover_rbac::PolicyRule;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -204,8 +205,19 @@ pub struct Desired {
 impl Desired {
     /// How many objects of a kind.
     pub fn count(&self, kind: Kind) -> usize {
-        self.objects.keys().filter(|(k, _, _)| *k == kind).count()
+        of_kind(&self.objects, kind).count()
     }
+}
+
+/// The objects of one kind in a map keyed by identity (kinds sort first,
+/// so they are one range of it).
+pub fn of_kind(
+    objects: &BTreeMap<ObjectKey, Value>,
+    kind: Kind,
+) -> impl Iterator<Item = (&ObjectKey, &Value)> {
+    objects
+        .range((kind, String::new(), String::new())..)
+        .take_while(move |((k, _, _), _)| *k == kind)
 }
 
 /// What [`plan`] works from.
@@ -511,11 +523,12 @@ pub fn pod_security_patches(
                     let label = pod_security::mode_label(mode);
                     let version_label = format!("{label}-version");
                     let current = labels.get(&label).map(String::as_str);
-                    let wanted = pod_security::rank(&level).unwrap_or(0);
-                    let keep = match current.and_then(pod_security::rank) {
+                    let wanted = Level::parse(&level).unwrap_or(Level::Privileged);
+                    let keep = match current.and_then(Level::parse) {
                         _ if replaced => current == Some(level.as_str()),
                         Some(r) => r >= wanted,
-                        // An unknown level is evaluated as restricted.
+                        // An unknown level: the cluster refused it, or
+                        // enforces it as restricted.
                         None => current.is_some(),
                     };
                     if !keep {
@@ -734,7 +747,7 @@ pub async fn reconcile(
         if observed.forbidden.contains(&kind) {
             continue;
         }
-        for ((k, ns, name), want) in desired.objects.iter().filter(|((k, _, _), _)| *k == kind) {
+        for ((k, ns, name), want) in of_kind(&desired.objects, kind) {
             let id = (*k, ns.clone(), name.clone());
             match observed.objects.get(&id).cloned() {
                 None => match create(client, *k, ns, want).await {
@@ -810,10 +823,8 @@ pub async fn reconcile(
                 }
             }
         }
-        let extra: Vec<(ObjectKey, Value)> = observed
-            .objects
-            .iter()
-            .filter(|(id, _)| id.0 == kind && !desired.objects.contains_key(*id))
+        let extra: Vec<(ObjectKey, Value)> = of_kind(&observed.objects, kind)
+            .filter(|(id, _)| !desired.objects.contains_key(*id))
             .map(|(id, v)| (id.clone(), v.clone()))
             .collect();
         for (id, existing) in extra {

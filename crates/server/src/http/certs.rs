@@ -67,10 +67,6 @@ async fn authorize(
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    drover_core::meta::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-}
-
 /// `GET /v1-admin/certificates`.
 pub(crate) async fn list(State(state): State<Arc<AppState>>, req: Request) -> Response {
     if let Err(r) = authorize(
@@ -97,7 +93,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, req: Request) -> Re
                 "subject": c.subject,
                 "issuer": c.issuer,
                 "names": c.names,
-                "notAfter": rfc3339(c.not_after),
+                "notAfter": drover_core::meta::rfc3339(drover_core::meta::from_unix(c.not_after)),
                 "expiresInSeconds": c.not_after - drover_net::pki::now().unix_timestamp(),
             })
         })

@@ -169,14 +169,31 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     // Whether the body sent on differs from the one received (its length
     // is then the new body's).
     let mut rewritten = false;
+    // A write to a namespace object is checked against the cluster's Pod
+    // Security template, read once for it.
+    let template = |bytes: &[u8]| {
+        let target = pod_security::namespace_object(&parts.method, &path, bytes);
+        let store = state.store.clone();
+        let cluster = cluster.clone();
+        async move {
+            match target {
+                Some(ns) => Ok(pod_security::cluster_template(&store, &cluster)
+                    .await?
+                    .map(|t| (ns, t))),
+                None => Ok::<_, ApiError>(None),
+            }
+        }
+    };
     if !json_write {
         // A protobuf write of a namespace: its labels cannot be checked.
-        if let Some(ns) = pod_security::namespace_object(&parts.method, &path, b"") {
-            if let Err(e) =
-                pod_security::check_opaque_write(&state.store, &cluster, &ns, owner).await
-            {
-                return e.into_response();
+        match template(b"").await {
+            Ok(Some((ns, t))) => {
+                if let Err(e) = t.check_opaque_write(&ns, owner) {
+                    return e.into_response();
+                }
             }
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
         }
     }
     if json_write {
@@ -184,38 +201,30 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             Ok(b) => b,
             Err(_) => return ApiError::too_large(super::MAX_BODY).into_response(),
         };
-        match pod_security::label_writes(&parts.method, &path, &bytes) {
-            Some((ns, labels)) => {
-                if let Err(e) =
-                    pod_security::check_write(&state.store, &cluster, &ns, &labels).await
-                {
+        match template(&bytes).await {
+            Ok(Some((ns, t))) => {
+                let checked = match pod_security::label_writes(&parts.method, &path, &bytes) {
+                    Some((ns, labels)) => t.check_write(&ns, &labels),
+                    None => t.check_opaque_write(&ns, owner),
+                };
+                if let Err(e) = checked {
                     return e.into_response();
                 }
-            }
-            None => {
-                if let Some(ns) = pod_security::namespace_object(&parts.method, &path, &bytes) {
-                    if let Err(e) =
-                        pod_security::check_opaque_write(&state.store, &cluster, &ns, owner).await
-                    {
-                        return e.into_response();
+                // A namespace made through Drover has its levels from the
+                // start.
+                if parts.method == axum::http::Method::POST
+                    && path.split('?').next() == Some("/api/v1/namespaces")
+                {
+                    if let Ok(mut created) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        if t.add_levels(&mut created) {
+                            bytes = created.to_string().into();
+                            rewritten = true;
+                        }
                     }
                 }
             }
-        }
-        // A namespace made through Drover has its levels from the start.
-        if parts.method == axum::http::Method::POST
-            && path.split('?').next() == Some("/api/v1/namespaces")
-        {
-            if let Ok(mut ns) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                match pod_security::add_levels(&state.store, &cluster, &mut ns).await {
-                    Ok(true) => {
-                        bytes = ns.to_string().into();
-                        rewritten = true;
-                    }
-                    Ok(false) => {}
-                    Err(e) => return e.into_response(),
-                }
-            }
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
         }
         if let Some(write) = namespaces::inspect(&parts.method, &path, &bytes) {
             let usage = match moved_usage(&state, &snapshot, &cluster, &write, owner).await {

@@ -274,61 +274,27 @@ pub fn check_usage_fits(
     )))
 }
 
-/// What a namespace uses of each quota key, as a ResourceQuota counts it:
-/// `pods` and the requests and limits of its pods that have not finished
-/// (per pod the larger of its containers' sum and its largest init
-/// container), and `counts` of the other objects (`services`, …).
+/// What a namespace uses of each quota key, as a ResourceQuota counts it
+/// (`drover_core::quota`): its pods that have not finished, and `counts`
+/// of the other objects (`services`, …).
 pub fn usage(pods: &[Value], counts: &BTreeMap<String, usize>) -> api::ResourceList {
     let mut sums: BTreeMap<String, i128> = BTreeMap::new();
-    let mut running = 0;
-    for pod in pods {
-        if matches!(
-            pod["status"]["phase"].as_str(),
-            Some("Succeeded" | "Failed")
-        ) {
-            continue;
-        }
-        running += 1;
-        for (kind, resource) in [
-            ("requests", "cpu"),
-            ("requests", "memory"),
-            ("limits", "cpu"),
-            ("limits", "memory"),
-        ] {
-            let of = |c: &Value| {
-                c["resources"][kind][resource]
-                    .as_str()
-                    .and_then(quantity::parse)
-                    .unwrap_or(0)
-            };
-            let containers: i128 = pod["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(of)
-                .sum();
-            let init = pod["spec"]["initContainers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(of)
-                .max()
-                .unwrap_or(0);
-            *sums.entry(format!("{kind}.{resource}")).or_default() += containers.max(init);
+    for pod in pods.iter().filter(|p| !drover_core::quota::is_terminal(p)) {
+        for (k, v) in drover_core::quota::object_usage("pods", "", pod) {
+            let sum = sums.entry(k).or_default();
+            *sum = sum.saturating_add(v);
         }
     }
-    let mut out: api::ResourceList = sums
-        .into_iter()
+    sums.entry("pods".into()).or_default();
+    for (k, n) in counts {
+        sums.insert(k.clone(), *n as i128 * 1000);
+    }
+    sums.into_iter()
         .map(|(k, v)| {
             let memory = k.contains("memory");
             (k, quantity::format(v, memory))
         })
-        .collect();
-    out.insert("pods".into(), running.to_string());
-    for (k, n) in counts {
-        out.insert(k.clone(), n.to_string());
-    }
-    out
+        .collect()
 }
 
 /// A namespace write the proxy must decide on.

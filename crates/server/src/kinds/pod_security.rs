@@ -13,6 +13,7 @@
 use drover_apiserver::{ApiError, Column, Context, FieldError, Strategy};
 use drover_core::api::{self, schema_for};
 use drover_core::keys;
+use drover_core::pod_security::{valid_version, Level};
 use drover_store::{Store, StoreError};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -30,22 +31,6 @@ pub const MODES: [&str; 3] = ["enforce", "audit", "warn"];
 /// The label of a mode (`pod-security.kubernetes.io/enforce`).
 pub fn mode_label(mode: &str) -> String {
     format!("pod-security.kubernetes.io/{mode}")
-}
-
-/// A level's rank: privileged < baseline < restricted.
-pub fn rank(level: &str) -> Option<u8> {
-    match level {
-        "privileged" => Some(0),
-        "baseline" => Some(1),
-        "restricted" => Some(2),
-        _ => None,
-    }
-}
-
-fn valid_version(v: &str) -> bool {
-    v == "latest"
-        || v.strip_prefix("v1.")
-            .is_some_and(|m| !m.is_empty() && m.len() <= 3 && m.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The system namespaces `drover-restricted` leaves alone: Kubernetes'
@@ -102,38 +87,9 @@ pub fn builtins() -> Vec<(&'static str, Value)> {
 pub async fn ensure_builtins(store: &Store) -> Result<(), StoreError> {
     for (name, spec) in builtins() {
         let key = keys::object(api::GROUP, PLURAL, None, name);
-        loop {
-            match store.get(&key).await? {
-                None => {
-                    let obj = json!({
-                        "apiVersion": api::API_VERSION,
-                        "kind": "PodSecurityAdmissionConfigurationTemplate",
-                        "metadata": {"name": name, "uid": drover_core::meta::new_uid(),
-                                     "creationTimestamp": drover_core::meta::now_rfc3339(), "generation": 1},
-                        "spec": spec,
-                    });
-                    match store.create(&key, obj.to_string()).await {
-                        Ok(_) | Err(StoreError::AlreadyExists(_)) => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(kv) => {
-                    let mut current: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                    if current["spec"] == spec {
-                        break;
-                    }
-                    current["spec"] = spec.clone();
-                    match store
-                        .update(&key, current.to_string(), kv.mod_revision)
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
+        let obj =
+            drover_auth::bootstrap::object("PodSecurityAdmissionConfigurationTemplate", name, spec);
+        drover_auth::bootstrap::ensure_builtin(store, &key, &obj).await?;
     }
     Ok(())
 }
@@ -192,9 +148,9 @@ pub fn lowered(
 ) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
     for (mode, level, version) in levels(spec) {
-        let wanted = rank(&level).unwrap_or(0);
-        if wanted == 0 {
-            continue; // privileged: nothing below it
+        let wanted = Level::parse(&level).unwrap_or(Level::Privileged);
+        if wanted == Level::Privileged {
+            continue; // nothing below it
         }
         let label = mode_label(mode);
         let version_label = format!("{label}-version");
@@ -204,7 +160,7 @@ pub fn lowered(
                 // (or, where it is not, enforced as restricted).
                 match v.as_deref() {
                     None => true,
-                    Some(v) => rank(v).is_some_and(|r| r < wanted),
+                    Some(v) => Level::parse(v).is_some_and(|r| r < wanted),
                 }
             } else if *k == version_label {
                 // An older version checks less: only `latest` or the
@@ -338,18 +294,20 @@ pub fn label_writes(
     Some((ns.to_owned(), changes))
 }
 
-/// The template a cluster names, if any: (name, its spec, `None` when it
-/// does not exist).
-async fn cluster_template(
+/// The Pod Security template a cluster names, as a namespace write
+/// through the proxy is checked against it (read once per such write).
+pub struct ClusterTemplate {
+    cluster: String,
+    name: String,
+    /// `None`: the cluster names a template that does not exist.
+    spec: Option<api::PodSecurityAdmissionConfigurationTemplateSpec>,
+}
+
+/// The template `cluster` names, if it names one.
+pub async fn cluster_template(
     store: &Store,
     cluster: &str,
-) -> Result<
-    Option<(
-        String,
-        Option<api::PodSecurityAdmissionConfigurationTemplateSpec>,
-    )>,
-    ApiError,
-> {
+) -> Result<Option<ClusterTemplate>, ApiError> {
     let unavailable = |_| ApiError::unavailable("the datastore is unavailable");
     let Some(kv) = store
         .get(&keys::object(api::GROUP, "clusters", None, cluster))
@@ -363,7 +321,11 @@ async fn cluster_template(
         return Ok(None);
     };
     let spec = get(store, name).await.map_err(unavailable)?;
-    Ok(Some((name.to_owned(), spec)))
+    Ok(Some(ClusterTemplate {
+        cluster: cluster.to_owned(),
+        name: name.to_owned(),
+        spec,
+    }))
 }
 
 /// The namespace a write to the namespace object itself (or its status or
@@ -388,101 +350,83 @@ pub fn namespace_object(method: &axum::http::Method, path: &str, body: &[u8]) ->
     (!ns.is_empty() && matches!(sub, "" | "status" | "finalize")).then(|| ns.to_owned())
 }
 
-/// Refuse a write to a namespace object whose labels cannot be read from
-/// its body (protobuf, a YAML apply patch) where the cluster's template
-/// sets levels, for anyone but the cluster's owners: it might lower them.
-pub async fn check_opaque_write(
-    store: &Store,
-    cluster: &str,
-    namespace: &str,
-    owner: bool,
-) -> Result<(), ApiError> {
-    if owner {
-        return Ok(());
-    }
-    let Some((name, spec)) = cluster_template(store, cluster).await? else {
-        return Ok(());
-    };
-    if spec.is_some_and(|s| !namespace.is_empty() && !applies_to(&s, namespace)) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden_because(format!(
-        "namespace {namespace:?}: cluster {cluster}'s Pod Security template {name} sets its levels, and this write's labels cannot be read to check them; send it as JSON"
-    )))
-}
-
-/// Add the levels the cluster's template sets to a namespace create that
-/// states none, so that the namespace is never without them; whether it
-/// added any.
-pub async fn add_levels(
-    store: &Store,
-    cluster: &str,
-    namespace: &mut Value,
-) -> Result<bool, ApiError> {
-    let Some((name, Some(spec))) = cluster_template(store, cluster).await? else {
-        return Ok(false);
-    };
-    let ns = namespace["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    if !applies_to(&spec, &ns) {
-        return Ok(false);
-    }
-    if !namespace["metadata"]["labels"].is_object() {
-        namespace["metadata"]["labels"] = json!({});
-    }
-    let mut added = false;
-    for (mode, level, version) in levels(&spec) {
-        let label = mode_label(mode);
-        if namespace["metadata"]["labels"].get(&label).is_none() {
-            namespace["metadata"]["labels"][&label] = json!(level);
-            namespace["metadata"]["labels"][format!("{label}-version")] = json!(version);
-            added = true;
+impl ClusterTemplate {
+    /// Refuse a write to a namespace object whose labels cannot be read
+    /// from its body (protobuf, a YAML apply patch), for anyone but the
+    /// cluster's owners: it might lower the levels.
+    pub fn check_opaque_write(&self, namespace: &str, owner: bool) -> Result<(), ApiError> {
+        let exempt = self
+            .spec
+            .as_ref()
+            .is_some_and(|s| !namespace.is_empty() && !applies_to(s, namespace));
+        if owner || exempt {
+            return Ok(());
         }
+        Err(ApiError::forbidden_because(format!(
+            "namespace {namespace:?}: cluster {}'s Pod Security template {} sets its levels, and this write's labels cannot be read to check them; send it as JSON",
+            self.cluster, self.name
+        )))
     }
-    if added {
-        if !namespace["metadata"]["annotations"].is_object() {
-            namespace["metadata"]["annotations"] = json!({});
-        }
-        namespace["metadata"]["annotations"][TEMPLATE_ANNOTATION] = json!(name);
-    }
-    Ok(added)
-}
 
-/// Refuse a namespace write that would put a Pod Security level below
-/// what the cluster's template sets there.
-pub async fn check_write(
-    store: &Store,
-    cluster: &str,
-    namespace: &str,
-    labels: &[(String, Option<String>)],
-) -> Result<(), ApiError> {
-    if labels.is_empty() {
-        return Ok(());
+    /// Add the levels the template sets to a namespace create that states
+    /// none, so that the namespace is never without them; whether it added
+    /// any.
+    pub fn add_levels(&self, namespace: &mut Value) -> bool {
+        let Some(spec) = &self.spec else {
+            return false;
+        };
+        let ns = namespace["metadata"]["name"].as_str().unwrap_or_default();
+        if !applies_to(spec, ns) {
+            return false;
+        }
+        if !namespace["metadata"]["labels"].is_object() {
+            namespace["metadata"]["labels"] = json!({});
+        }
+        let mut added = false;
+        for (mode, level, version) in levels(spec) {
+            let label = mode_label(mode);
+            if namespace["metadata"]["labels"].get(&label).is_none() {
+                namespace["metadata"]["labels"][&label] = json!(level);
+                namespace["metadata"]["labels"][format!("{label}-version")] = json!(version);
+                added = true;
+            }
+        }
+        if added {
+            if !namespace["metadata"]["annotations"].is_object() {
+                namespace["metadata"]["annotations"] = json!({});
+            }
+            namespace["metadata"]["annotations"][TEMPLATE_ANNOTATION] = json!(self.name);
+        }
+        added
     }
-    let Some((name, spec)) = cluster_template(store, cluster).await? else {
-        return Ok(());
-    };
-    let Some(spec) = spec else {
-        return Err(ApiError::forbidden_because(format!(
-            "namespace {namespace:?}: cluster {cluster} names Pod Security template {name}, which does not exist; its levels cannot change until it does"
-        )));
-    };
-    if !applies_to(&spec, namespace) {
-        return Ok(());
+
+    /// Refuse a namespace write that would put a Pod Security level below
+    /// what the template sets there.
+    pub fn check_write(&self, namespace: &str, labels: &LabelChanges) -> Result<(), ApiError> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let (cluster, name) = (&self.cluster, &self.name);
+        let Some(spec) = &self.spec else {
+            return Err(ApiError::forbidden_because(format!(
+                "namespace {namespace:?}: cluster {cluster} names Pod Security template {name}, which does not exist; its levels cannot change until it does"
+            )));
+        };
+        if !applies_to(spec, namespace) {
+            return Ok(());
+        }
+        let below = lowered(spec, labels);
+        let Some((label, value, level)) = below.first() else {
+            return Ok(());
+        };
+        let what = match value {
+            Some(v) => format!("{label}={v}"),
+            None => format!("removing {label}"),
+        };
+        Err(ApiError::forbidden_because(format!(
+            "namespace {namespace:?}: {what} would lower it below {level}, which cluster {cluster}'s Pod Security template {name} sets; a cluster owner can change the template"
+        )))
     }
-    let below = lowered(&spec, labels);
-    let Some((label, value, level)) = below.first() else {
-        return Ok(());
-    };
-    let what = match value {
-        Some(v) => format!("{label}={v}"),
-        None => format!("removing {label}"),
-    };
-    Err(ApiError::forbidden_because(format!(
-        "namespace {namespace:?}: {what} would lower it below {level}, which cluster {cluster}'s Pod Security template {name} sets; a cluster owner can change the template"
-    )))
 }
 
 /// The kind's strategy.
@@ -511,7 +455,7 @@ impl Strategy for Templates {
         let d = &obj["spec"]["defaults"];
         for mode in MODES {
             let level = d[mode].as_str().unwrap_or_default();
-            if !level.is_empty() && rank(level).is_none() {
+            if !level.is_empty() && Level::parse(level).is_none() {
                 errors.push(FieldError::not_supported(
                     format!("spec.defaults.{mode}"),
                     level,
@@ -697,11 +641,5 @@ mod tests {
         )
         .unwrap();
         assert!(l.is_empty());
-    }
-
-    #[test]
-    fn versions() {
-        assert!(valid_version("latest") && valid_version("v1.31"));
-        assert!(!valid_version("1.31") && !valid_version("v1.") && !valid_version("v2.0"));
     }
 }

@@ -48,22 +48,6 @@ impl Default for ProjectSecrets {
     }
 }
 
-/// Merge the write-only `stringData` into `data`, as kube-apiserver does
-/// (it wins over a `data` key of the same name and is never stored).
-fn merge_string_data(obj: &mut Value) {
-    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
-    else {
-        return;
-    };
-    if !obj["data"].is_object() {
-        obj["data"] = json!({});
-    }
-    for (k, v) in plain {
-        let text = v.as_str().unwrap_or_default();
-        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
-    }
-}
-
 fn decoded(obj: &Value, key: &str) -> Option<Vec<u8>> {
     let text = obj["data"][key].as_str()?;
     base64::engine::general_purpose::STANDARD.decode(text).ok()
@@ -169,7 +153,7 @@ impl Strategy for ProjectSecrets {
     /// Checked as stored: with `stringData` merged into `data`.
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut merged = obj.clone();
-        merge_string_data(&mut merged);
+        drover_apiserver::object::merge_secret_string_data(&mut merged);
         let obj = &merged;
         let mut errors = check_type(obj);
         let size: usize = obj["data"]
@@ -213,7 +197,7 @@ impl Strategy for ProjectSecrets {
                 .unwrap_or_default()
                 .to_owned();
             let project = project_of(ctx, &ns).await?;
-            merge_string_data(obj);
+            drover_apiserver::object::merge_secret_string_data(obj);
             obj["type"] = json!(type_of(obj).to_owned());
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
@@ -242,7 +226,7 @@ impl Strategy for ProjectSecrets {
         old: &'a Value,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            merge_string_data(new);
+            drover_apiserver::object::merge_secret_string_data(new);
             if new["type"].as_str().is_none_or(str::is_empty) {
                 new["type"] = old["type"].clone();
             }
@@ -312,12 +296,5 @@ mod tests {
         assert_eq!(check_type(&broken).len(), 1);
         assert!(check_type(&json!({"data": {"a.b_c-d": "eA=="}})).is_empty());
         assert_eq!(check_type(&json!({"data": {"a/b": "eA=="}})).len(), 1);
-    }
-
-    #[test]
-    fn string_data_goes_into_data() {
-        let mut s = json!({"data": {"a": "b2xk"}, "stringData": {"a": "new", "b": "x"}});
-        merge_string_data(&mut s);
-        assert_eq!(s, json!({"data": {"a": "bmV3", "b": "eA=="}}));
     }
 }

@@ -364,9 +364,9 @@ pub async fn begin_rotation(store: &Store) -> Result<Rotation, RotationError> {
     let (ca, ca_revision) = ensure_ca(store).await?;
     if let Some(kv) = store.get(CA_NEXT).await? {
         let next: NextCa = decode(&kv.value)?;
-        let since = std::time::UNIX_EPOCH
-            + std::time::Duration::from_secs(next.ca.not_before.max(0) as u64);
-        return Err(RotationError::InProgress(drover_core::meta::rfc3339(since)));
+        return Err(RotationError::InProgress(drover_core::meta::rfc3339(
+            drover_core::meta::from_unix(next.ca.not_before),
+        )));
     }
     let next = NextCa {
         ca: new_ca()?,

@@ -238,9 +238,7 @@ impl Tls {
     /// replica may still have handed out the old CA alone) trusts the old
     /// one.
     pub fn rotated_at(&self) -> Option<std::time::SystemTime> {
-        self.snapshot()
-            .rotated_at
-            .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+        self.snapshot().rotated_at.map(drover_core::meta::from_unix)
     }
 
     /// Whether the CA is Drover's own (so that it can be rotated).

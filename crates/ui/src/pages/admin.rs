@@ -483,9 +483,7 @@ fn certificates_section(certs: &[crate::CertificateView]) -> Markup {
                 tbody {
                     @for c in certs {
                         @let days = (c.not_after - now).div_euclid(86_400);
-                        @let date = drover_core::meta::rfc3339(
-                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after.max(0) as u64),
-                        );
+                        @let date = drover_core::meta::rfc3339(drover_core::meta::from_unix(c.not_after));
                         tr data-certificate=(c.name) {
                             td { (what(&c.name)) }
                             td { (c.subject) }
