@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime};
 use drover_backup::archive::Archiver;
 use drover_backup::{BackupError, Key, Location};
 use drover_core::{api, keys, meta};
-use drover_store::{ListOptions, Op, Store, StoreError};
+use drover_store::{ListOptions, Store, StoreError};
 use serde_json::Value;
 
-use super::lease::Held;
+use super::lease::{Held, Updated};
 use super::{set_condition, Action, Ctx};
 use crate::kinds::backups::{parse_schedule, DEFAULT_RETENTION};
 
@@ -262,30 +262,23 @@ async fn write_status(
     key: &str,
     change: impl Fn(&mut api::BackupStatus),
 ) -> Result<(), BackupsError> {
-    for _ in 0..10 {
-        if !ctx.registry.may_act() {
-            return Err(BackupsError::LostLease);
-        }
-        let Some(kv) = ctx.store.get(key).await? else {
-            return Ok(());
-        };
-        let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Ok(());
-        };
-        let mut status: api::BackupStatus =
-            serde_json::from_value(obj["status"].clone()).unwrap_or_default();
-        change(&mut status);
-        obj["status"] = serde_json::to_value(&status).expect("plain data");
-        let write = Op::update(key.to_owned(), obj.to_string(), kv.mod_revision);
-        match ctx.store.txn(&[held.fence(), write]).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
-            Err(StoreError::Conflict { .. }) => return Err(BackupsError::LostLease),
-            Err(StoreError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+    if !ctx.registry.may_act() {
+        return Err(BackupsError::LostLease);
     }
-    Err(BackupsError::Contended(key.to_owned()))
+    let updated = held
+        .update(&ctx.store, key, |obj| {
+            let mut status: api::BackupStatus =
+                serde_json::from_value(obj["status"].clone()).unwrap_or_default();
+            change(&mut status);
+            obj["status"] = serde_json::to_value(&status).expect("plain data");
+            true
+        })
+        .await?;
+    match updated {
+        Updated::Done | Updated::Gone => Ok(()),
+        Updated::LostLease => Err(BackupsError::LostLease),
+        Updated::Contended => Err(BackupsError::Contended(key.to_owned())),
+    }
 }
 
 /// Archive the log once; `Ok` with when to run again.

@@ -30,12 +30,12 @@ use std::time::Duration;
 
 use drover_core::api::{self, ClusterStatus};
 use drover_core::{keys, meta, quantity};
-use drover_store::{Op, StoreError};
+use drover_store::StoreError;
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::lease::Held;
+use super::lease::{Held, Updated};
 use super::membership::{self, Membership};
 use super::projection::{self, Observed};
 use super::projects;
@@ -96,34 +96,25 @@ impl Status<'_> {
         &self,
         change: impl Fn(&mut Value, &mut ClusterStatus) -> bool,
     ) -> Result<(), SessionError> {
-        let key = cluster_key(self.cluster);
-        for _ in 0..10 {
-            if !self.ctx.registry.may_act() {
-                return Err(SessionError::LostLease);
-            }
-            let Some(kv) = self.ctx.store.get(&key).await? else {
-                return Ok(());
-            };
-            let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-                return Ok(());
-            };
-            let mut status: ClusterStatus =
-                serde_json::from_value(obj["status"].clone()).unwrap_or_default();
-            if !change(&mut obj, &mut status) {
-                return Ok(());
-            }
-            obj["status"] = serde_json::to_value(&status).expect("plain data");
-            let write = Op::update(key.clone(), obj.to_string(), kv.mod_revision);
-            match self.ctx.store.txn(&[self.held.fence(), write]).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
-                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
-                    return Err(SessionError::LostLease)
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if !self.ctx.registry.may_act() {
+            return Err(SessionError::LostLease);
         }
-        Ok(())
+        let updated = self
+            .held
+            .update(&self.ctx.store, &cluster_key(self.cluster), |obj| {
+                let mut status: ClusterStatus =
+                    serde_json::from_value(obj["status"].clone()).unwrap_or_default();
+                if !change(obj, &mut status) {
+                    return false;
+                }
+                obj["status"] = serde_json::to_value(&status).expect("plain data");
+                true
+            })
+            .await?;
+        match updated {
+            Updated::LostLease => Err(SessionError::LostLease),
+            Updated::Done | Updated::Gone | Updated::Contended => Ok(()),
+        }
     }
 
     async fn connected(&self, version: &str, sums: &NodeSums) -> Result<(), SessionError> {
@@ -449,6 +440,8 @@ struct Projector {
     extras: projects::Extras,
     /// What was last reported into the management API.
     reported: projects::Reported,
+    /// The Cluster's spec, as its watch last said.
+    cluster_spec: drover_core::api::ClusterSpec,
 }
 
 /// What of the policy bears on one cluster's projection.
@@ -536,13 +529,13 @@ impl Projector {
             return Ok(()); // nothing of this cluster's changed
         }
         if replan {
-            self.members = membership
+            let (members, system_project) = membership
                 .work_out(ctx, client, &held.fence(), namespaces)
                 .await?;
-            self.extras = projects::Extras::read(ctx, cluster, inputs.projects.keys()).await?;
-            let (_, system_project) = namespaces::system_projects(
-                &namespaces::project_objects(&ctx.store, cluster).await,
-            );
+            self.members = members;
+            self.extras =
+                projects::Extras::read(ctx, cluster, &self.cluster_spec, inputs.projects.keys())
+                    .await?;
             let rules = |t: &str| snapshot.template_rules(t);
             let desired = projection::plan(&projection::Inputs {
                 admins: inputs.admins.clone(),
@@ -597,8 +590,11 @@ impl Projector {
             .filter(|k| !observed.forbidden.contains(k))
             .filter(|k| {
                 !k.optional()
-                    || self.desired.as_ref().is_some_and(|d| d.count(*k) > 0)
-                    || observed.objects.keys().any(|(kind, _, _)| kind == k)
+                    || self
+                        .desired
+                        .as_ref()
+                        .is_some_and(|d| projection::of_kind(&d.objects, *k).next().is_some())
+                    || projection::of_kind(&observed.objects, *k).next().is_some()
             })
             .collect()
     }
@@ -670,13 +666,16 @@ async fn session(
     // watch of them: a change is worked out again (the plan writes only
     // differences). Subscribed before the first plan reads them.
     let mut inputs = ctx.project_inputs.subscribe();
-    // The spec as it is now: a change from here on is planned again.
-    let mut cluster_spec = ctx
+    // The spec as it is now (it names the Pod Security template and
+    // isolation): a change from here on is planned again.
+    let spec_of = |v: &Value| serde_json::from_value(v["spec"].clone()).unwrap_or_default();
+    let cluster_spec = ctx
         .store
         .get(&cluster_key(cluster))
         .await?
         .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-        .map(|v| v["spec"].clone());
+        .map(|v| spec_of(&v))
+        .unwrap_or_default();
     let mut policy = ctx.authz.changes();
     let mut projector = Projector {
         inputs: None,
@@ -685,6 +684,7 @@ async fn session(
         desired: None,
         extras: projects::Extras::default(),
         reported: projects::Reported::default(),
+        cluster_spec,
     };
     projector
         .run(&scope, membership, &namespaces, &mut observed, Why::Inputs)
@@ -765,13 +765,15 @@ async fn session(
             event = managed.next() => {
                 let Some((kind, event)) = event else { return Ok(()) };
                 let mut changed = observed.apply(kind, &event)?;
+                let mut quotas = kind == projection::Kind::ResourceQuota;
                 while let Some(Some((kind, more))) = managed.next().now_or_never() {
                     changed |= observed.apply(kind, &more)?;
+                    quotas |= kind == projection::Kind::ResourceQuota;
                 }
                 if changed {
                     projector.run(&scope, membership, &namespaces, &mut observed, Why::Drift).await?;
-                } else {
-                    // A quota's use moved.
+                } else if quotas {
+                    // A quota's use may have moved.
                     projector.report_usage(&scope, &observed).await?;
                 }
             }
@@ -811,22 +813,18 @@ async fn session(
                 projector.run(&scope, membership, &namespaces, &mut observed, Why::Policy).await?;
             }
             event = cluster_events.next() => {
-                let deleting = match &event {
-                    Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value)
-                        .map_or(true, |v| drover_apiserver::object::is_deleting(&v))
-                        || e.kind == drover_store::EventType::Deleted,
-                    _ => true,
-                };
-                if deleting {
-                    return Ok(()); // removal, or a new watch
-                }
-                // The spec names the Pod Security template and isolation.
-                let spec = match &event {
-                    Some(Ok(e)) => serde_json::from_slice::<Value>(&e.kv.value).ok().map(|v| v["spec"].clone()),
+                let obj = match event {
+                    Some(Ok(e)) if e.kind != drover_store::EventType::Deleted => {
+                        serde_json::from_slice::<Value>(&e.kv.value).ok()
+                    }
                     _ => None,
                 };
-                if spec != cluster_spec {
-                    cluster_spec = spec;
+                let Some(obj) = obj.filter(|v| !drover_apiserver::object::is_deleting(v)) else {
+                    return Ok(()); // removal, or a new watch
+                };
+                let spec = spec_of(&obj);
+                if spec != projector.cluster_spec {
+                    projector.cluster_spec = spec;
                     projector.run(&scope, membership, &namespaces, &mut observed, Why::Inputs).await?;
                 }
             }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_core::{api, keys, meta};
-use drover_store::{Mirror, Op, Revision, StoreError};
+use drover_store::{Mirror, Op, Revision, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +90,53 @@ impl Held {
     pub fn fence(&self) -> Op {
         Op::check(key(&self.name), Some(self.revision))
     }
+
+    /// Change the stored object at `key` with `change` (which says whether
+    /// it changed anything) and write it, on condition that neither the
+    /// object nor this lease changed since it was read; a racing write of
+    /// the object is read again, ten times at most.
+    pub async fn update(
+        &self,
+        store: &Store,
+        key: &str,
+        mut change: impl FnMut(&mut serde_json::Value) -> bool,
+    ) -> Result<Updated, StoreError> {
+        for _ in 0..10 {
+            let Some(kv) = store.get(key).await? else {
+                return Ok(Updated::Gone);
+            };
+            let Ok(mut obj) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+                return Ok(Updated::Gone);
+            };
+            if !change(&mut obj) {
+                return Ok(Updated::Done);
+            }
+            let write = Op::update(key.to_owned(), obj.to_string(), kv.mod_revision);
+            match store.txn(&[self.fence(), write]).await {
+                Ok(_) => return Ok(Updated::Done),
+                Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
+                Err(StoreError::NotFound(k)) if k == key => return Ok(Updated::Gone),
+                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
+                    return Ok(Updated::LostLease)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Updated::Contended)
+    }
+}
+
+/// How a [`Held::update`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// Written, or already as wanted.
+    Done,
+    /// The object is not there.
+    Gone,
+    /// The lease changed hands: nothing was written.
+    LostLease,
+    /// Others kept writing the object: given up.
+    Contended,
 }
 
 /// What a controller run under a lease is started with.

@@ -73,15 +73,15 @@ fn failed(e: drover_apiserver::ApiError) -> DownstreamError {
 
 impl Membership {
     /// Namespace → project, for the namespaces the cluster has now
-    /// (`namespaces`: name → [`slim`]). `fence` keeps each record write to
-    /// the lease it is made under.
+    /// (`namespaces`: name → [`slim`]), and the cluster's System project.
+    /// `fence` keeps each record write to the lease it is made under.
     pub async fn work_out(
         &mut self,
         ctx: &Ctx,
         client: &Client,
         fence: &Op,
         namespaces: &BTreeMap<String, Value>,
-    ) -> Result<BTreeMap<String, String>, DownstreamError> {
+    ) -> Result<(BTreeMap<String, String>, Option<String>), DownstreamError> {
         let cluster = client.cluster();
         let store = &ctx.store;
         let mut records = namespaces::records(store, cluster).await.map_err(failed)?;
@@ -194,6 +194,6 @@ impl Membership {
                 members.insert(ns.clone(), project);
             }
         }
-        Ok(members)
+        Ok((members, system_project))
     }
 }

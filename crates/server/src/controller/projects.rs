@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{Method, StatusCode};
 use drover_core::{api, keys};
-use drover_store::{Op, StoreError};
+use drover_store::StoreError;
 use serde_json::{json, Value};
 
-use super::lease::Held;
+use super::lease::{Held, Updated};
 use super::projection::{self, Kind, ObjectKey, Observed};
 use super::Ctx;
 use crate::kinds::{pod_security, project_secrets};
@@ -124,27 +124,25 @@ fn failed(e: StoreError) -> DownstreamError {
 }
 
 impl Extras {
-    /// Read them for `cluster` and its `projects`.
+    /// Read them for `cluster` (whose `spec` the controller's watch keeps)
+    /// and its `projects`.
     pub async fn read(
         ctx: &Ctx,
         cluster: &str,
+        spec: &api::ClusterSpec,
         projects: impl Iterator<Item = &String>,
     ) -> Result<Self, DownstreamError> {
         let store = &ctx.store;
-        let mut extras = Extras::default();
-        let key = keys::object(api::GROUP, "clusters", None, cluster);
-        if let Some(kv) = store.get(&key).await.map_err(failed)? {
-            let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            let spec: api::ClusterSpec =
-                serde_json::from_value(obj["spec"].clone()).unwrap_or_default();
-            extras.isolation = spec.project_network_isolation;
-            if let Some(name) = spec.pod_security_admission_configuration_template_name {
-                match pod_security::get(store, &name).await.map_err(failed)? {
-                    Some(t) => extras.template = Some((name, t)),
-                    None => {
-                        tracing::warn!(%cluster, template = %name, "the cluster names a Pod Security template that does not exist; its namespaces' levels are left as they are");
-                        extras.template_missing = true;
-                    }
+        let mut extras = Extras {
+            isolation: spec.project_network_isolation,
+            ..Default::default()
+        };
+        if let Some(name) = &spec.pod_security_admission_configuration_template_name {
+            match pod_security::get(store, name).await.map_err(failed)? {
+                Some(t) => extras.template = Some((name.clone(), t)),
+                None => {
+                    tracing::warn!(%cluster, template = %name, "the cluster names a Pod Security template that does not exist; its namespaces' levels are left as they are");
+                    extras.template_missing = true;
                 }
             }
         }
@@ -190,11 +188,11 @@ pub async fn apply_pod_security(
             (ns.clone(), (labels, by))
         })
         .collect();
-    let template = extras.template.as_ref().map(|(n, s)| (n.as_str(), s));
     if extras.template_missing {
         // Named but not found: the levels stay as they are.
         return Ok(0);
     }
+    let template = extras.template.as_ref().map(|(n, s)| (n.as_str(), s));
     let patches = projection::pod_security_patches(template, &seen);
     for (ns, patch) in &patches {
         let done = client
@@ -228,37 +226,30 @@ pub fn opted_out(namespaces: &BTreeMap<String, Value>) -> BTreeSet<String> {
 }
 
 /// Set `status` of the object at `key` to `status`, fenced by the lease,
-/// unless it already is.
-/// Whether the object now has that status.
+/// unless it already is (an empty status is no status); whether the object
+/// now has it.
 async fn write_status(
     ctx: &Ctx,
     held: &Held,
     key: &str,
     status: &Value,
 ) -> Result<bool, DownstreamError> {
-    for _ in 0..10 {
-        let Some(kv) = ctx.store.get(key).await.map_err(failed)? else {
-            return Ok(false);
-        };
-        let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Ok(false);
-        };
-        let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
-        if &obj["status"] == status || (empty(&obj["status"]) && empty(status)) {
-            return Ok(true);
-        }
-        obj["status"] = status.clone();
-        let write = Op::update(key.to_owned(), obj.to_string(), kv.mod_revision);
-        match ctx.store.txn(&[held.fence(), write]).await {
-            Ok(_) => return Ok(true),
-            Err(StoreError::Conflict { key: k, .. }) if k == key => continue,
-            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
-                return Err(DownstreamError::Fenced)
+    let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+    let updated = held
+        .update(&ctx.store, key, |obj| {
+            if &obj["status"] == status || (empty(&obj["status"]) && empty(status)) {
+                return false;
             }
-            Err(e) => return Err(failed(e)),
-        }
+            obj["status"] = status.clone();
+            true
+        })
+        .await
+        .map_err(failed)?;
+    match updated {
+        Updated::Done => Ok(true),
+        Updated::Gone | Updated::Contended => Ok(false),
+        Updated::LostLease => Err(DownstreamError::Fenced),
     }
-    Ok(false)
 }
 
 /// What Drover last reported, so that an unchanged report writes nothing.

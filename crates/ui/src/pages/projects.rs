@@ -211,7 +211,7 @@ fn quota_form(session: &Session, action: &str, project: &Value) -> Markup {
                         " "
                     }
                 }
-                p.hint { "Quantities such as 10, 500m or 2Gi; leave a field empty for no limit." }
+                p.hint { "Quantities such as 10, 500m or 2Gi. A resource the project limits needs a value for each namespace too; leave both empty for no limit." }
                 button type="submit" { "Save quota" }
             }
         }
