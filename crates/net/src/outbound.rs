@@ -1,10 +1,18 @@
 //! Outbound connections to addresses users supply (directory servers,
-//! identity providers): they must not reach the server's own network —
-//! loopback, private, link-local and other internal ranges — unless the
-//! admin started the server with `--allow-private-outbound`.
+//! identity providers, alert notifiers): they must not reach the server's
+//! own network — loopback, private, link-local and other internal ranges,
+//! the cloud metadata address among them — unless the admin started the
+//! server with `--allow-private-outbound`.
 //!
 //! Names are resolved here and the addresses checked, so a name that
-//! resolves to an internal address is refused like the address itself.
+//! resolves to an internal address is refused like the address itself:
+//! [`resolve`] for raw connections, [`Resolver`] for a reqwest client (every
+//! name it looks up), [`check_url`] for a URL's address literal before a
+//! request (a literal is never looked up, so the resolver never sees it),
+//! and [`check_destination`] for both at once, when a URL is accepted.
+//!
+//! Errors name the host, never the whole URL: a URL's path or query may
+//! carry a token (a Slack webhook's path does).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -64,6 +72,9 @@ pub enum OutboundError {
     /// It is (or resolves to) an internal address.
     #[error("{0} is a loopback or private address; the server refuses it unless started with --allow-private-outbound")]
     Internal(String),
+    /// The URL does not parse, has no host, or is not `http(s)`.
+    #[error("{0}")]
+    Url(String),
 }
 
 /// Resolve `host:port` and refuse it when any address is internal (unless
@@ -88,6 +99,66 @@ pub async fn resolve(
         return Err(OutboundError::Internal(host.to_owned()));
     }
     Ok(addrs)
+}
+
+/// Resolves names for a reqwest client ([`reqwest::ClientBuilder::dns_resolver`]),
+/// refusing internal addresses unless `allow_private`. Address literals in
+/// URLs are not looked up: check them with [`check_url`].
+#[derive(Debug, Clone, Copy)]
+pub struct Resolver {
+    /// Let names resolve to internal addresses.
+    pub allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let addrs = resolve(name.as_str(), 0, allow).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Parse an `http(s)` URL and refuse it when its host is an internal
+/// address literal (unless `allow_private`). Names are not looked up here:
+/// a client with a [`Resolver`] checks them as it connects, and
+/// [`check_destination`] checks them at once.
+pub fn check_url(url: &str, allow_private: bool) -> Result<url::Url, OutboundError> {
+    // The parse error alone: the text may hold a token.
+    let parsed =
+        url::Url::parse(url).map_err(|e| OutboundError::Url(format!("invalid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(OutboundError::Url(format!(
+            "a {} URL; only http and https are allowed",
+            parsed.scheme()
+        )));
+    }
+    let internal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => internal(ip.into()),
+        Some(url::Host::Ipv6(ip)) => internal(ip.into()),
+        Some(url::Host::Domain(_)) => false,
+        None => return Err(OutboundError::Url("the URL has no host".into())),
+    };
+    if internal && !allow_private {
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        return Err(OutboundError::Internal(host));
+    }
+    Ok(parsed)
+}
+
+/// Check a URL as it is accepted (a Notifier's, say): [`check_url`], then
+/// its host name resolved with [`resolve`], so a name of an internal
+/// address is refused now rather than at the first send. A name that does
+/// not resolve (yet) is [`OutboundError::Unresolved`]; the caller decides
+/// whether that is fatal.
+pub async fn check_destination(url: &str, allow_private: bool) -> Result<(), OutboundError> {
+    let parsed = check_url(url, allow_private)?;
+    if let Some(url::Host::Domain(name)) = parsed.host() {
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        resolve(name, port, allow_private).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -140,6 +211,87 @@ mod tests {
         assert!(matches!(
             resolve("[::1]", 389, false).await,
             Err(OutboundError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn urls_with_internal_literals_are_refused() {
+        for url in [
+            "http://127.0.0.1:5556/dex",
+            "http://10.0.0.1/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]:8080/",
+            "https://[::ffff:10.0.0.1]/",
+            "http://2130706433/", // 127.0.0.1, as WHATWG parses it
+            "http://0x7f.1/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(
+                matches!(check_url(url, false), Err(OutboundError::Internal(_))),
+                "{url}"
+            );
+            assert!(check_url(url, true).is_ok(), "{url} with allow_private");
+        }
+        for url in [
+            "https://accounts.example.com",
+            "https://hooks.slack.com/services/T0/B0/x",
+            "http://8.8.8.8:8080/x",
+            "https://[2606:4700::1111]/",
+            // A name is the resolver's to check.
+            "http://localhost/",
+        ] {
+            assert!(check_url(url, false).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_that_are_not_http_are_refused() {
+        for url in [
+            "file:///etc/passwd",
+            "ftp://example.com/x",
+            "gopher://example.com/",
+            "not a url",
+            "/relative/path",
+            "",
+        ] {
+            for allow in [false, true] {
+                assert!(
+                    matches!(check_url(url, allow), Err(OutboundError::Url(_))),
+                    "{url} ({allow})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_host_not_the_url() {
+        let e = check_url("http://10.0.0.1/hook/s3cr3t?token=t0k3n", false).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("10.0.0.1 "), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("t0k3n"),
+            "{text}"
+        );
+        let e = check_url("http://[::1]:9/?token=t0k3n", false).unwrap_err();
+        assert!(!e.to_string().contains("t0k3n"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn destinations_resolving_inside_are_refused() {
+        assert!(matches!(
+            check_destination("http://localhost:9/hook", false).await,
+            Err(OutboundError::Internal(_))
+        ));
+        assert!(check_destination("http://localhost:9/hook", true)
+            .await
+            .is_ok());
+        assert!(matches!(
+            check_destination("http://10.1.2.3/hook", false).await,
+            Err(OutboundError::Internal(_))
+        ));
+        assert!(matches!(
+            check_destination("smtp://mail.example.com", false).await,
+            Err(OutboundError::Url(_))
         ));
     }
 }

@@ -120,37 +120,12 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// Resolves names for the provider's client, refusing internal addresses.
-struct Resolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow_private;
-        Box::pin(async move {
-            let addrs = drover_net::outbound::resolve(name.as_str(), 0, allow).await?;
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// Refuse a URL whose host is an internal address literal (names are
-/// checked by the resolver as they are looked up).
+/// checked by the client's resolver as they are looked up).
 fn check_url(url: &str, allow_private: bool) -> Result<(), ProviderError> {
-    let parsed = url::Url::parse(url).map_err(|e| ProviderError::Config(format!("{url}: {e}")))?;
-    let internal = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => drover_net::outbound::internal(ip.into()),
-        Some(url::Host::Ipv6(ip)) => drover_net::outbound::internal(ip.into()),
-        Some(url::Host::Domain(_)) => false,
-        None => true,
-    };
-    if internal && !allow_private {
-        return Err(ProviderError::Config(
-            drover_net::outbound::OutboundError::Internal(url.to_owned()).to_string(),
-        ));
-    }
-    Ok(())
+    drover_net::outbound::check_url(url, allow_private)
+        .map(drop)
+        .map_err(|e| ProviderError::Config(e.to_string()))
 }
 
 impl Oidc {
@@ -165,7 +140,9 @@ impl Oidc {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(Resolver { allow_private }))
+            // A proxy would resolve the name itself, past the outbound check.
+            .no_proxy()
+            .dns_resolver(Arc::new(drover_net::outbound::Resolver { allow_private }))
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ProviderError::Config(e.to_string()))?;
