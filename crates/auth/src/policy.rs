@@ -5,9 +5,10 @@
 //!   cluster-wide;
 //! - what their role-template bindings imply on the management API: a
 //!   cluster-owner manages that cluster, its registration tokens, projects,
-//!   bindings and project secrets; a cluster-member sees the cluster and may
-//!   create projects; a project-owner manages that project, its bindings and
-//!   its secrets; a project-member reads the project's secrets and sees
+//!   bindings, project secrets and alert rules; a cluster-member sees the
+//!   cluster and its alert rules and may create projects; a project-owner
+//!   manages that project, its bindings, secrets and alert rules; project
+//!   members see its bindings and alert rules; a project-member reads the project's secrets and sees
 //!   the project; read-only and custom templates see the project and its
 //!   cluster;
 //! - what every authenticated user may do (reviews about themselves).
@@ -341,6 +342,7 @@ impl Snapshot {
                                 "clusterregistrationtokens",
                                 "projects",
                                 "clusterroletemplatebindings",
+                                "alertrules",
                             ],
                         )],
                     );
@@ -351,7 +353,7 @@ impl Snapshot {
                                 PolicyRule::resource(
                                     &["*"],
                                     &[g],
-                                    &["projectroletemplatebindings"],
+                                    &["projectroletemplatebindings", "alertrules"],
                                 ),
                                 PolicyRule::resource(&["*"], &[""], &["secrets"]),
                             ],
@@ -368,7 +370,10 @@ impl Snapshot {
                     );
                     set.add_namespaced(
                         cluster,
-                        [PolicyRule::resource(&["create"], &[g], &["projects"])],
+                        [
+                            PolicyRule::resource(&["create"], &[g], &["projects"]),
+                            PolicyRule::resource(&["get", "list", "watch"], &[g], &["alertrules"]),
+                        ],
                     );
                 }
                 _ => {
@@ -404,7 +409,11 @@ impl Snapshot {
                 set.add_namespaced(
                     project,
                     [
-                        PolicyRule::resource(&["*"], &[g], &["projectroletemplatebindings"]),
+                        PolicyRule::resource(
+                            &["*"],
+                            &[g],
+                            &["projectroletemplatebindings", "alertrules"],
+                        ),
                         PolicyRule::resource(&["*"], &[""], &["secrets"]),
                     ],
                 );
@@ -428,7 +437,7 @@ impl Snapshot {
                     [PolicyRule::resource(
                         &["get", "list", "watch"],
                         &[g],
-                        &["projectroletemplatebindings"],
+                        &["projectroletemplatebindings", "alertrules"],
                     )],
                 );
             }

@@ -111,6 +111,9 @@ pub struct ClusterStatus {
     /// Number of nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_count: Option<u32>,
+    /// How many nodes are Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_ready: Option<u32>,
     /// Summed node capacity (`cpu`, `memory`, `pods`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capacity: BTreeMap<String, String>,
@@ -740,6 +743,343 @@ pub fn cluster_state(cluster: &Value) -> &'static str {
         _ => "Pending",
     }
 }
+
+/// An outgoing webhook: the alert as JSON, signed when a secret is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookNotifier {
+    /// Where the JSON is POSTed (`https://…` or `http://…`).
+    pub url: String,
+    /// Write-only: signs each body with HMAC-SHA256 in the
+    /// `X-Drover-Signature: sha256=HEX` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlackNotifier {
+    /// The incoming webhook's URL.
+    pub url: String,
+    /// The channel to post to, where the webhook allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS after connecting (usually port 587); required.
+    #[default]
+    Starttls,
+    /// TLS from the start (usually port 465).
+    Tls,
+    /// No TLS at all (a relay on a trusted network only).
+    None,
+}
+
+/// Mail through an SMTP server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailNotifier {
+    /// The SMTP server's name or address.
+    pub host: String,
+    /// Its port (default: 587, or 465 with `tls: tls`, or 25 with `tls: none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// The user to authenticate as, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Write-only: the user's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
+
+/// PagerDuty's Events API v2.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PagerDutyNotifier {
+    /// Write-only: the integration's routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    /// The Events API endpoint (default
+    /// `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A receiver that takes Alertmanager's webhook payload (version 4).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertmanagerNotifier {
+    /// Where the payload is POSTed.
+    pub url: String,
+}
+
+/// Where alerts are sent: exactly one of the kinds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifierSpec {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookNotifier>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackNotifier>,
+    /// Email over SMTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailNotifier>,
+    /// PagerDuty Events API v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagerduty: Option<PagerDutyNotifier>,
+    /// An Alertmanager-compatible webhook receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerNotifier>,
+}
+
+kind!(
+    /// Where alerts go (cluster-scoped; admins manage them).
+    Notifier, NotifierSpec, NoStatus
+);
+
+/// A duration a condition must hold for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForSeconds {
+    /// Seconds the condition must hold before the rule fires.
+    #[serde(default)]
+    pub for_seconds: u64,
+}
+
+/// Node requests over a share of allocatable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeResourceUsage {
+    /// `cpu`, `memory` or `pods`.
+    pub resource: String,
+    /// Percent of the node's allocatable that its pods request.
+    pub percent: u32,
+}
+
+/// Pods not running.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodNotRunning {
+    /// Only this namespace (default: all the rule's namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only pods matching this label selector (`app=web,tier!=cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Seconds a pod must stay not running or not ready.
+    #[serde(default)]
+    pub for_seconds: u64,
+}
+
+/// Containers restarting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodRestarts {
+    /// More restarts than this within the window fire the rule.
+    pub count: u32,
+    /// The window, in seconds.
+    pub window_seconds: u64,
+    /// Only this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only pods matching this label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// Workloads with fewer available replicas than desired.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadUnavailable {
+    /// Only this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only the Deployments, StatefulSets and DaemonSets of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seconds a workload must stay short of replicas.
+    #[serde(default)]
+    pub for_seconds: u64,
+}
+
+/// Quota use over a share of the limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaUsageCondition {
+    /// Percent of any limit used.
+    pub percent: u32,
+}
+
+/// Downstream events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventCondition {
+    /// The event's reason (`BackOff`, `FailedScheduling`, …).
+    pub reason: String,
+    /// The event's type (default `Warning`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+}
+
+/// Drover's certificates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateExpiry {
+    /// Fire when the serving certificate or the CA expires within this
+    /// many days.
+    pub days: u32,
+}
+
+/// Scheduled backups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFailed {}
+
+/// What a rule watches for: exactly one of these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertCondition {
+    /// The cluster's agent disconnected, or the cluster not Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_disconnected: Option<ForSeconds>,
+    /// A node NotReady, or under memory, disk or PID pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_not_ready: Option<ForSeconds>,
+    /// A node whose pods request over a share of its allocatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_resource_usage: Option<NodeResourceUsage>,
+    /// Pods not running, or running but not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_not_running: Option<PodNotRunning>,
+    /// Pods restarting too often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_restarts: Option<PodRestarts>,
+    /// Workloads short of available replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_unavailable: Option<WorkloadUnavailable>,
+    /// Quota use (the project's, or in a cluster's namespace, every
+    /// project's and namespace's of the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_usage: Option<QuotaUsageCondition>,
+    /// Downstream events of a reason, seen in the last five minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventCondition>,
+    /// Drover's serving certificate or CA expiring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expiry: Option<CertificateExpiry>,
+    /// A Backup whose last run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_failed: Option<BackupFailed>,
+}
+
+/// A rule that fires an alert: in a cluster's namespace (about that
+/// cluster) or a project's (about the project's namespaces).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertRuleSpec {
+    /// What to watch for.
+    #[serde(default)]
+    pub condition: AlertCondition,
+    /// `critical`, `warning` (default) or `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// The Notifiers to send to, by name.
+    #[serde(default)]
+    pub notifiers: Vec<String>,
+    /// How long a new alert waits before its first message (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait_seconds: Option<u64>,
+    /// How long after a message a change (new objects, or resolved) is
+    /// sent (default 180).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_interval_seconds: Option<u64>,
+    /// How long after a message an unchanged firing alert is sent again
+    /// (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval_seconds: Option<u64>,
+    /// Free text, added to every message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One notifier's delivery of a message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The Notifier.
+    pub notifier: String,
+    /// `Delivered`, `Failed` or `Sending`.
+    pub result: String,
+    /// How many attempts were made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The last message a rule sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastNotification {
+    /// When it was sent.
+    pub time: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// The affected objects it named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
+    /// Each notifier's result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<Delivery>,
+}
+
+/// What the rule's evaluation found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRuleStatus {
+    /// `firing` or `resolved` (absent until it first fires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// When the state began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// What is wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The objects affected (`node/n1`, `deployment/web/api`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
+    /// Why the rule cannot be evaluated, if it cannot (a notifier or
+    /// project missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last message sent, and how each notifier took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification: Option<LastNotification>,
+}
+
+kind!(
+    /// An alert rule (namespace = a cluster's or a project's name).
+    AlertRule, AlertRuleSpec, AlertRuleStatus
+);
 
 #[cfg(test)]
 mod tests {

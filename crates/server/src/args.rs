@@ -147,8 +147,8 @@ pub struct ServerArgs {
     #[arg(long, env = "DROVER_BACKUP_LOG_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub backup_log_retention_days: u64,
-    /// Let user-supplied addresses (directory servers, identity providers)
-    /// be loopback or private ones; refused by default.
+    /// Let user-supplied addresses (directory servers, identity providers,
+    /// notifiers) be loopback or private ones; refused by default.
     #[arg(long, env = "DROVER_ALLOW_PRIVATE_OUTBOUND")]
     pub allow_private_outbound: bool,
     /// How often provider users' groups are read again, in seconds.

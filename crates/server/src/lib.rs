@@ -43,6 +43,7 @@ mod error;
 pub mod http;
 pub mod kinds;
 pub mod link;
+pub mod notify;
 pub mod replicas;
 pub mod tls;
 
@@ -167,6 +168,26 @@ pub async fn run(
     let backups = Arc::new(backup_config(&args)?);
     let providers =
         drover_auth::providers::Providers::new(store.clone(), args.allow_private_outbound);
+    let notify_counters = notify::Counters::default();
+    let sender = Arc::new(notify::Sender::new(
+        args.allow_private_outbound,
+        notify_counters.clone(),
+    ));
+    let url_text = server_url.as_str().trim_end_matches('/').to_owned();
+    let alerts = Arc::new(controller::alerts::Alerts {
+        fleet: controller::alerts::view::Fleet::spawn(&store),
+        sender: sender.clone(),
+        certificates: {
+            let tls = tls.clone();
+            Arc::new(move || {
+                tls.certificates()
+                    .into_iter()
+                    .map(|c| (c.name.to_owned(), c.not_after))
+                    .collect()
+            })
+        },
+        ui_url: format!("{url_text}/dashboard"),
+    });
     let ownership = controller::lease::Ownership::new(
         controller::Ctx {
             store: store.clone(),
@@ -177,12 +198,12 @@ pub async fn run(
             providers: providers.clone(),
             group_refresh: std::time::Duration::from_secs(args.group_refresh_seconds),
             project_inputs: controller::projects::InputChanges::start(store.clone(), stop.clone()),
+            alerts: alerts.clone(),
         },
-        controller::cluster::starter(),
+        controller::cluster_controllers(),
         Arc::new(controller::leader::start),
     );
     let ownership_task = ownership.spawn(stop.clone());
-    let url_text = server_url.as_str().trim_end_matches('/').to_owned();
     let api = kinds::api_server(
         store.clone(),
         authz.clone(),
@@ -191,6 +212,10 @@ pub async fn run(
         kinds::backups::Backups {
             default_location: default_backup_location(&args.data_dir),
             has_key: backups.key.is_some(),
+        },
+        kinds::alerts::Notifiers {
+            sender,
+            allow_private: args.allow_private_outbound,
         },
     );
     let login = drover_auth::login::Login::new(
@@ -224,7 +249,8 @@ pub async fn run(
         },
         tls: tls.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
-        metrics: http::metrics::Metrics::new(),
+        metrics: http::metrics::Metrics::new(&notify_counters),
+        alerts,
         authz,
         authn,
         links: links.clone(),

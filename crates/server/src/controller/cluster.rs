@@ -133,6 +133,7 @@ impl Status<'_> {
             }
             status.version = Some(version.to_owned());
             status.node_count = Some(sums.count as u32);
+            status.nodes_ready = Some(sums.ready as u32);
             status.capacity = sums.capacity.clone();
             status.allocatable = sums.allocatable.clone();
             status.last_heartbeat = Some(now.clone());
@@ -194,6 +195,7 @@ impl Status<'_> {
 #[derive(Debug, Default, PartialEq)]
 struct NodeSums {
     count: usize,
+    ready: usize,
     capacity: BTreeMap<String, String>,
     allocatable: BTreeMap<String, String>,
 }
@@ -230,14 +232,21 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
     };
     NodeSums {
         count: nodes.len(),
+        ready: nodes.values().filter(|n| n["ready"] == true).count(),
         capacity: fmt(capacity),
         allocatable: fmt(allocatable),
     }
 }
 
-/// Only what the status needs of a node.
+/// Only what the status needs of a node: whether it is Ready, its
+/// capacity and allocatable.
 fn slim_node(node: &Value) -> Value {
-    json!({"status": {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True");
+    json!({"ready": ready, "status": {
         "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
         "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
     }})
@@ -844,12 +853,6 @@ async fn session(
             }
         }
     }
-}
-
-/// The controller of a cluster: what `start` runs, as a closure the
-/// ownership loop can hold.
-pub fn starter() -> super::lease::Start {
-    Arc::new(start)
 }
 
 #[cfg(test)]

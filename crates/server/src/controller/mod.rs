@@ -5,7 +5,8 @@
 //!               ├─ "leader"        ──▶ leader: token expiry, compaction, orphan sweep,
 //!               │                       backups, provider users' groups
 //!               └─ "clusters/{id}" ──▶ cluster: status, projection, membership, removal
-//!                                        └─ reaches the cluster through the Dialer
+//!                                  └─▶ alerts: the cluster's and its projects' alert rules
+//!                                        └─ both reach the cluster through the Dialer
 //! ```
 //!
 //! - [`lease`]: which replica runs what. Each cluster's controllers run on
@@ -19,6 +20,8 @@
 //!   isolation policies projected into it ([`projection`]), repaired as
 //!   soon as they drift; the Pod Security levels of its template, and
 //!   what it reports back about its projects ([`projects`]).
+//! - [`alerts`]: the cluster's alert rules, evaluated beside its
+//!   controller under the same lease, and their messages.
 //! - [`removal`]: a deleting cluster's downstream cleanup.
 //! - [`leader`]: token expiry, store compaction, the sweep of orphans.
 //! - [`groups`]: provider users' groups and standing, refreshed from their
@@ -28,6 +31,7 @@
 //! failure goes to an error policy (jittered exponential backoff); one
 //! cancellation tree stops everything.
 
+pub mod alerts;
 pub mod backups;
 pub mod cluster;
 pub mod groups;
@@ -71,6 +75,24 @@ pub struct Ctx {
     pub group_refresh: Duration,
     /// Changes of project secrets and Pod Security templates.
     pub project_inputs: Arc<projects::InputChanges>,
+    /// Alerting: the fleet as it reads it, and the sender of messages.
+    pub alerts: Arc<alerts::Alerts>,
+}
+
+/// What runs under a cluster's lease: its controller and its alert rules'
+/// evaluator. The pair ends when the controller does (the cluster
+/// removed), so that the lease is given up.
+pub fn cluster_controllers() -> lease::Start {
+    Arc::new(|ctx: Ctx, held: lease::Held, stop: CancellationToken| {
+        let alerts_stop = stop.child_token();
+        let alerts = alerts::start(ctx.clone(), held.clone(), alerts_stop.clone());
+        let cluster = cluster::start(ctx, held, stop);
+        tokio::spawn(async move {
+            let _ = cluster.await;
+            alerts_stop.cancel();
+            let _ = alerts.await;
+        })
+    })
 }
 
 /// What a reconcile asks for next.

@@ -37,6 +37,7 @@ const SECRET_KEYS: &[&str] = &[
     "privatekey",
     "keypem",
     "key-data",
+    "routingkey",
     "manifesturl",
     "command",
     "credential",

@@ -77,6 +77,8 @@ pub struct AppState {
     pub token_max_ttl: Duration,
     /// The authentication providers.
     pub providers: Arc<drover_auth::providers::Providers>,
+    /// Alerting (the fleet view the metrics read).
+    pub alerts: Arc<crate::controller::alerts::Alerts>,
 }
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
@@ -268,7 +270,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.tls.certificates()),
+        state
+            .metrics
+            .render(&state.tls.certificates(), &state.alerts.fleet),
     )
         .into_response()
 }

@@ -33,6 +33,7 @@ pub fn api_server(
     max_token_ttl: Duration,
     server_url: &str,
     backups: super::backups::Backups,
+    notifiers: super::alerts::Notifiers,
 ) -> Arc<ApiServer> {
     let mut reg = Registry::default();
     drover_auth::kinds::register(&mut reg, authz.clone(), max_token_ttl);
@@ -108,6 +109,13 @@ pub fn api_server(
     secrets.group = "";
     secrets.status = true;
     reg.register(secrets, super::project_secrets::ProjectSecrets::default());
+
+    let mut notifier = base("Notifier", "notifiers", "notifier", false);
+    notifier.actions = &["test"];
+    reg.register(notifier, notifiers);
+    let mut rules = base("AlertRule", "alertrules", "alertrule", true);
+    rules.status = true;
+    reg.register(rules, super::alerts::AlertRules);
 
     drover_apiserver::reviews::register(&mut reg);
     ApiServer::new(
@@ -343,7 +351,7 @@ async fn delete_all_under(
 /// Everything that lives in a cluster's namespace and goes with it, as one
 /// transaction's steps: its name's reservation, its projects (and theirs,
 /// and their bindings), its bindings, its registration tokens and their
-/// records, Drover's records of its namespaces.
+/// records, Drover's records of its namespaces, its alert rules.
 pub(crate) async fn cluster_dependents(store: &Store, cluster: &str) -> Result<Vec<Op>, ApiError> {
     let at = store.revisions().await.map_err(unavailable)?.current;
     let mut ops = Vec::new();
@@ -376,11 +384,13 @@ pub(crate) async fn cluster_dependents(store: &Store, cluster: &str) -> Result<V
     }
     let adopted = super::namespaces::record_prefix(cluster);
     ops.extend(delete_all_under(store, adopted, at).await?.1);
+    let rules = keys::prefix(api::GROUP, "alertrules", Some(cluster));
+    ops.extend(delete_all_under(store, rules, at).await?.1);
     Ok(ops)
 }
 
-/// What goes with a project: its name's reservation, its bindings and its
-/// secrets.
+/// What goes with a project: its name's reservation, its bindings, its
+/// secrets and its alert rules.
 async fn project_dependents(
     store: &Store,
     project: &str,
@@ -396,10 +406,12 @@ async fn project_dependents(
     }
     let prtbs = keys::prefix(api::GROUP, "projectroletemplatebindings", Some(project));
     ops.extend(delete_all_under(store, prtbs, at).await?.1);
-    // Its secrets go with it: a project made later under the same name
-    // must not find them.
+    // Its secrets and alert rules go with it: a project made later under
+    // the same name must not find them.
     let secrets = super::project_secrets::prefix(project);
     ops.extend(delete_all_under(store, secrets, at).await?.1);
+    let rules = keys::prefix(api::GROUP, "alertrules", Some(project));
+    ops.extend(delete_all_under(store, rules, at).await?.1);
     Ok(ops)
 }
 

@@ -2,6 +2,8 @@
 //! records that go with them. Nothing here reaches a cluster or knows of
 //! replicas: the controllers and the HTTP edge build on it.
 //!
+//! - [`alerts`]: Notifier (write-only secrets, destinations checked, a
+//!   test action) and AlertRule.
 //! - [`management`]: Cluster, Project, the namespace rule of the management
 //!   API, what a Cluster's or Project's deletion takes with it.
 //! - [`registration`]: ClusterRegistrationToken and the import manifest.
@@ -14,6 +16,7 @@
 //!   (Drover's records, tied to the namespace's UID), and how a namespace
 //!   write through the proxy is decided.
 
+pub mod alerts;
 pub mod backups;
 pub mod management;
 pub mod namespaces;

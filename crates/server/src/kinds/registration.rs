@@ -257,6 +257,14 @@ fn agent_rules() -> Vec<(&'static str, Value)> {
             json!({"apiGroups": [""], "resources": ["pods", "services", "configmaps", "persistentvolumeclaims"], "verbs": ["list"]}),
         ),
         (
+            "Alert rules: pods and events read while a rule of the cluster needs them (nothing is written).",
+            json!({"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]}),
+        ),
+        (
+            "Alert rules: workloads' available replicas, read while a rule of the cluster needs them.",
+            json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get", "list", "watch"]}),
+        ),
+        (
             "Cluster status: node count, capacity and allocatable.",
             json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}),
         ),

@@ -1,0 +1,686 @@
+//! Fleet alerts: each cluster's AlertRules — those in its namespace and in
+//! its projects' — evaluated on the replica holding the cluster's lease,
+//! beside its controller and fenced by the same lease, so exactly one
+//! replica notifies for a rule.
+//!
+//! - What a rule reads: the shared view of the datastore ([`view`]: the
+//!   cluster's status, its projects' quota use, notifiers, backups) and,
+//!   only while a rule needs them, watches of the cluster's nodes, pods,
+//!   workloads, events and namespaces ([`facts`]; a project's namespaces
+//!   are those Drover's records put in it); evaluation is in memory
+//!   ([`conditions`]), once a second while the cluster has rules. A rule
+//!   is held as it is — neither fired nor resolved — until everything it
+//!   reads has been listed, and while a watch it reads is failing.
+//! - Timing, as Alertmanager's: a rule that starts firing waits its group
+//!   wait before the first message; a change of what it names, or its
+//!   resolution, is sent no sooner than the group interval after the last
+//!   message; an unchanged firing alert is sent again every repeat
+//!   interval. A resolution is sent only for an alert whose firing was. A
+//!   message a notifier did not take is sent to it again after the group
+//!   interval.
+//! - State lives in the rule's status (state, since, affected objects, the
+//!   last message and each notifier's result), written under the lease:
+//!   the replica that takes a cluster over carries on from it: no message
+//!   is lost, none whose result was recorded is sent twice. A message goes
+//!   out only once recorded (`Sending`); one cut off by the replica's
+//!   death is marked failed, and sent again as a failed one is.
+//! - Delivery ([`crate::notify`]) runs apart from evaluation, each notifier
+//!   on its own with its retries, its result recorded as it comes: a slow
+//!   or dead notifier delays no other notifier and no other rule (only
+//!   this rule's next message waits for the last one's attempts to end).
+//! - Changing a rule's condition starts its state afresh.
+
+pub mod conditions;
+pub mod facts;
+pub mod view;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use drover_core::api::{self, AlertRule, AlertRuleStatus, Delivery, LastNotification};
+use drover_core::meta;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::conditions::{Finding, Inputs};
+use self::facts::{Facts, Needs, Watches};
+use super::lease::{Held, Updated};
+use super::{Action, Backoff, Ctx};
+use crate::kinds::alerts::{
+    condition_name, DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL,
+};
+use crate::kinds::namespaces;
+use crate::link::kube::Client;
+use crate::notify;
+
+/// How often a cluster with rules evaluates them.
+pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
+
+/// What alerting shares across the process.
+pub struct Alerts {
+    /// The datastore as alerting reads it.
+    pub fleet: view::Fleet,
+    /// Sends messages.
+    pub sender: Arc<notify::Sender>,
+    /// Drover's certificates: name and expiry (Unix seconds).
+    pub certificates: Arc<dyn Fn() -> Vec<(String, i64)> + Send + Sync>,
+    /// The UI's address, for links in messages (`https://host/dashboard`).
+    pub ui_url: String,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts")
+            .field("ui_url", &self.ui_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an evaluation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The datastore failed.
+    #[error("the datastore failed: {0}")]
+    Store(#[from] drover_store::StoreError),
+    /// The lease changed hands: nothing more may be written.
+    #[error("the cluster's lease changed hands")]
+    LostLease,
+}
+
+/// One rule as this evaluator tracks it: its status as last written.
+#[derive(Debug)]
+struct Tracked {
+    key: String,
+    status: AlertRuleStatus,
+    /// The condition the state is about.
+    condition: api::AlertCondition,
+    /// Notifiers whose delivery of the last message is under way.
+    sending: BTreeSet<String>,
+}
+
+/// One notifier's finished delivery of a message: the rule's uid, the
+/// message's time, the result.
+type Done = (String, String, Delivery);
+
+/// How often Drover's records of the cluster's namespaces are read again
+/// while a project rule needs them.
+const RECORDS_EVERY: Duration = Duration::from_secs(5);
+
+/// Start evaluating the alert rules of the cluster whose lease is `held`,
+/// until `stop`.
+pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let cluster = held
+        .name
+        .strip_prefix("clusters/")
+        .unwrap_or(&held.name)
+        .to_owned();
+    let span = tracing::info_span!("alerts", %cluster);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let (done_tx, done_rx) = mpsc::channel(64);
+            let client = Client::new(ctx.dialer.clone(), &cluster).without_waiting();
+            let mut evaluator = Evaluator {
+                ctx,
+                cluster,
+                held,
+                client,
+                stop,
+                watches: None,
+                tracked: HashMap::new(),
+                done_tx,
+                records: None,
+            };
+            evaluator.run(done_rx).await;
+        },
+        span,
+    ))
+}
+
+struct Evaluator {
+    ctx: Ctx,
+    cluster: String,
+    held: Held,
+    client: Client,
+    stop: CancellationToken,
+    watches: Option<Watches>,
+    tracked: HashMap<String, Tracked>,
+    done_tx: mpsc::Sender<Done>,
+    /// Drover's records of the cluster's namespaces, and when read.
+    records: Option<(
+        std::time::Instant,
+        std::collections::BTreeMap<String, namespaces::Record>,
+    )>,
+}
+
+/// A rule in scope, with where it lives.
+struct Scoped {
+    key: String,
+    rule: Arc<AlertRule>,
+    /// The project, for a project rule.
+    project: Option<String>,
+}
+
+/// What one rule reads downstream.
+fn needs_of(s: &Scoped) -> Needs {
+    let c = &s.rule.spec.condition;
+    let downstream = c.pod_not_running.is_some()
+        || c.pod_restarts.is_some()
+        || c.workload_unavailable.is_some()
+        || c.event.is_some();
+    Needs {
+        nodes: c.node_not_ready.is_some() || c.node_resource_usage.is_some(),
+        pods: c.pod_not_running.is_some()
+            || c.pod_restarts.is_some()
+            || c.node_resource_usage.is_some(),
+        workloads: c.workload_unavailable.is_some(),
+        events: c.event.is_some(),
+        namespaces: s.project.is_some() && downstream,
+    }
+}
+
+/// What all the rules read downstream.
+fn needs_of_all(rules: &[Scoped]) -> Needs {
+    rules
+        .iter()
+        .map(needs_of)
+        .fold(Needs::default(), |a, b| Needs {
+            nodes: a.nodes || b.nodes,
+            pods: a.pods || b.pods,
+            workloads: a.workloads || b.workloads,
+            events: a.events || b.events,
+            namespaces: a.namespaces || b.namespaces,
+        })
+}
+
+fn seconds(s: Option<u64>, default: Duration) -> Duration {
+    s.map(Duration::from_secs).unwrap_or(default)
+}
+
+fn elapsed_since(t: Option<&str>, now: SystemTime) -> Option<Duration> {
+    conditions::time(t).map(|t| now.duration_since(t).unwrap_or_default())
+}
+
+impl Evaluator {
+    async fn run(&mut self, mut done_rx: mpsc::Receiver<Done>) {
+        let mut rule_changes = self.ctx.alerts.fleet.rules.changes();
+        let mut backoff = Backoff::default();
+        loop {
+            let wait = match self.reconcile().await {
+                Ok(Action::Requeue(d)) => {
+                    backoff.reset();
+                    Some(d)
+                }
+                Ok(Action::AwaitChange) => {
+                    backoff.reset();
+                    None
+                }
+                Err(AlertError::LostLease) => return,
+                Err(e) => {
+                    let d = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "alert evaluation failed");
+                    Some(d)
+                }
+            };
+            let sleep = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = sleep => {}
+                changed = rule_changes.changed(), if wait.is_none() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                done = done_rx.recv() => {
+                    let Some(done) = done else { return };
+                    match self.delivered(done).await {
+                        Err(AlertError::LostLease) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot record a delivery"),
+                        Ok(()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rules about this cluster: its own and its projects'.
+    fn rules(&self) -> Vec<Scoped> {
+        let fleet = &self.ctx.alerts.fleet;
+        let mut out: Vec<Scoped> = fleet
+            .rules
+            .group(&self.cluster)
+            .into_iter()
+            .map(|(key, rule)| Scoped {
+                key,
+                rule,
+                project: None,
+            })
+            .collect();
+        for (key, _) in fleet.projects.group(&self.cluster) {
+            let project = key.rsplit('/').next().unwrap_or_default().to_owned();
+            out.extend(
+                fleet
+                    .rules
+                    .group(&project)
+                    .into_iter()
+                    .map(|(key, rule)| Scoped {
+                        key,
+                        rule,
+                        project: Some(project.clone()),
+                    }),
+            );
+        }
+        out
+    }
+
+    async fn reconcile(&mut self) -> Result<Action, AlertError> {
+        if !self.ctx.registry.may_act() {
+            // Cut off for a moment: nothing is written, nothing decided.
+            return Ok(Action::Requeue(EVALUATE_EVERY));
+        }
+        let fleet = &self.ctx.alerts.fleet;
+        if !fleet.loaded() {
+            return Ok(Action::Requeue(EVALUATE_EVERY));
+        }
+        let rules = self.rules();
+        if rules.is_empty() {
+            self.watches = None;
+            self.records = None;
+            self.tracked.clear();
+            return Ok(Action::AwaitChange);
+        }
+        let needs = needs_of_all(&rules);
+        if self.watches.as_ref().map(Watches::needs) != Some(needs) {
+            self.watches = (!needs.none()).then(|| Watches::start(&self.client, needs, &self.stop));
+        }
+        if needs.namespaces {
+            let stale = self
+                .records
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() >= RECORDS_EVERY);
+            if stale {
+                if let Ok(records) = namespaces::records(&self.ctx.store, &self.cluster).await {
+                    let records = records.into_iter().map(|(ns, (r, _))| (ns, r)).collect();
+                    self.records = Some((std::time::Instant::now(), records));
+                }
+            }
+        } else {
+            self.records = None;
+        }
+        let cluster = fleet.cluster(&self.cluster);
+        let projects = fleet.projects.group(&self.cluster);
+        let certificates = (self.ctx.alerts.certificates)();
+        let failed_backups = if rules
+            .iter()
+            .any(|s| s.rule.spec.condition.backup_failed.is_some())
+        {
+            fleet.failed_backups()
+        } else {
+            Vec::new()
+        };
+        let now = SystemTime::now();
+        let empty = Facts::default();
+        let mut work = Vec::new();
+        {
+            let guard = self
+                .watches
+                .as_ref()
+                .map(|w| w.facts.lock().unwrap_or_else(|e| e.into_inner()));
+            let facts = guard.as_deref().unwrap_or(&empty);
+            for s in &rules {
+                let uid = s.rule.metadata.uid.clone().unwrap_or_default();
+                // What the rule reads must have been listed, and be
+                // watched now: else it is held as it is.
+                let paths = needs_of(s).paths();
+                let blind = paths
+                    .iter()
+                    .find_map(|p| facts.errors.get(p).cloned())
+                    .or_else(|| {
+                        (s.project.is_some() && needs_of(s).namespaces && self.records.is_none())
+                            .then(|| "cannot read Drover's records of the namespaces".to_owned())
+                    });
+                let synced = paths.iter().all(|p| facts.synced.contains(p));
+                if blind.is_some() || !synced {
+                    work.push((uid, None, blind));
+                    continue;
+                }
+                let project_namespaces: Option<BTreeSet<String>> = s.project.as_ref().map(|p| {
+                    let records = self.records.as_ref().map(|(_, r)| r);
+                    facts
+                        .namespaces
+                        .iter()
+                        .filter(|(ns, uid)| {
+                            records
+                                .and_then(|r| r.get(*ns))
+                                .is_some_and(|r| r.project == *p && r.is_for(uid))
+                        })
+                        .map(|(ns, _)| ns.clone())
+                        .collect()
+                });
+                let in_scope: Vec<(String, Arc<view::ProjectBrief>)> = projects
+                    .iter()
+                    .map(|(k, p)| {
+                        (
+                            k.rsplit('/').next().unwrap_or_default().to_owned(),
+                            p.clone(),
+                        )
+                    })
+                    .filter(|(id, _)| s.project.as_ref().is_none_or(|p| p == id))
+                    .collect();
+                let findings = conditions::evaluate(
+                    &s.rule.spec.condition,
+                    &Inputs {
+                        now,
+                        cluster_id: &self.cluster,
+                        cluster: cluster.as_ref(),
+                        namespaces: project_namespaces.as_ref(),
+                        projects: &in_scope,
+                        facts,
+                        certificates: &certificates,
+                        failed_backups: &failed_backups,
+                    },
+                );
+                work.push((uid, Some(findings), None));
+            }
+        }
+        let live: BTreeSet<&String> = work.iter().map(|(uid, _, _)| uid).collect();
+        self.tracked.retain(|uid, _| live.contains(uid));
+        for (s, (uid, findings, blind)) in rules.iter().zip(work) {
+            self.step(s, uid, findings, blind, now, cluster.as_ref())
+                .await?;
+        }
+        Ok(Action::Requeue(EVALUATE_EVERY))
+    }
+
+    /// Move one rule on: its state, and a message if one is due.
+    /// `findings: None` holds the rule as it is (what it reads is not
+    /// known now; `blind` says why, if it can).
+    async fn step(
+        &mut self,
+        s: &Scoped,
+        uid: String,
+        findings: Option<Vec<Finding>>,
+        blind: Option<String>,
+        now: SystemTime,
+        cluster: Option<&view::ClusterBrief>,
+    ) -> Result<(), AlertError> {
+        let rule = &s.rule;
+        let tracked = self.tracked.entry(uid.clone()).or_insert_with(|| Tracked {
+            key: s.key.clone(),
+            status: rule.status.clone().unwrap_or_default(),
+            condition: rule.spec.condition.clone(),
+            sending: BTreeSet::new(),
+        });
+        if tracked.condition != rule.spec.condition {
+            // Another condition: another alert.
+            tracked.condition = rule.spec.condition.clone();
+            tracked.status = AlertRuleStatus::default();
+            tracked.sending.clear();
+        }
+        let mut status = tracked.status.clone();
+        // A message another replica was sending when it stopped: its
+        // outcome is unknown, so it counts as failed (and is sent again as
+        // a failed one is).
+        for d in status
+            .last_notification
+            .iter_mut()
+            .flat_map(|n| n.deliveries.iter_mut())
+            .filter(|d| d.result == notify::SENDING && !tracked.sending.contains(&d.notifier))
+        {
+            d.result = notify::FAILED.into();
+            d.error = Some("interrupted: the replica sending it stopped before it finished".into());
+        }
+        let missing: Vec<&str> = rule
+            .spec
+            .notifiers
+            .iter()
+            .filter(|n| self.ctx.alerts.fleet.notifier(n).is_none())
+            .map(String::as_str)
+            .collect();
+        status.error = (!missing.is_empty())
+            .then(|| format!("no Notifier named {}", missing.join(", ")))
+            .or(blind);
+        let Some(findings) = findings else {
+            if status != tracked.status
+                && write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await?
+            {
+                tracked.status = status;
+            }
+            return Ok(());
+        };
+        let condition = condition_name(&rule.spec.condition).0.unwrap_or_default();
+        let cluster_name = cluster
+            .map(|c| c.display_name.clone())
+            .unwrap_or_else(|| self.cluster.clone());
+        let affected: Vec<String> = findings.into_iter().map(|f| f.object).collect();
+        let firing = !affected.is_empty();
+        let now_text = meta::rfc3339(now);
+        let was_firing = status.state.as_deref() == Some("firing");
+        if firing {
+            if !was_firing {
+                status.state = Some("firing".into());
+                status.since = Some(now_text.clone());
+            }
+            status.affected = affected.clone();
+            status.message = Some(conditions::summary(condition, &cluster_name, &affected));
+        } else if was_firing {
+            status.state = Some("resolved".into());
+            status.since = Some(now_text.clone());
+            status.affected.clear();
+            status.message = Some(format!("{condition} in {cluster_name}: resolved"));
+        }
+        // Is a message due, and to whom?
+        let group_wait = seconds(rule.spec.group_wait_seconds, DEFAULT_GROUP_WAIT);
+        let group_interval = seconds(rule.spec.group_interval_seconds, DEFAULT_GROUP_INTERVAL);
+        let repeat = seconds(rule.spec.repeat_interval_seconds, DEFAULT_REPEAT_INTERVAL);
+        let last = status.last_notification.as_ref();
+        let since_last = last.and_then(|l| elapsed_since(Some(&l.time), now));
+        let spaced = since_last.is_none_or(|d| d >= group_interval);
+        // The last message belongs to this firing if sent since it began.
+        let episode_start = conditions::time(status.since.as_deref());
+        let sent_this_episode = last.is_some_and(|l| {
+            l.state == "firing"
+                && conditions::time(Some(&l.time))
+                    .zip(episode_start)
+                    .is_some_and(|(t, s)| t >= s)
+        });
+        let failed: Vec<String> = last
+            .map(|l| {
+                l.deliveries
+                    .iter()
+                    .filter(|d| d.result == notify::FAILED)
+                    .map(|d| d.notifier.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let all = rule.spec.notifiers.clone();
+        let due: Option<(notify::State, Vec<String>)> = match (firing, last) {
+            _ if !tracked.sending.is_empty() || all.is_empty() => None,
+            (true, _) if !sent_this_episode => {
+                let waited = elapsed_since(status.since.as_deref(), now).unwrap_or_default();
+                (waited >= group_wait && spaced).then(|| (notify::State::Firing, all.clone()))
+            }
+            (true, Some(l)) => {
+                let d = since_last.unwrap_or_default();
+                if (l.affected != affected && d >= group_interval) || d >= repeat {
+                    Some((notify::State::Firing, all.clone()))
+                } else if !failed.is_empty() && spaced {
+                    Some((notify::State::Firing, failed.clone()))
+                } else {
+                    None
+                }
+            }
+            (false, Some(l)) if l.state == "firing" => {
+                spaced.then(|| (notify::State::Resolved, all.clone()))
+            }
+            (false, Some(l)) if l.state == "resolved" && !failed.is_empty() && spaced => {
+                Some((notify::State::Resolved, failed.clone()))
+            }
+            _ => None,
+        };
+        // A resolution names what the firing message named.
+        let previously_named = last.map(|l| l.affected.clone()).unwrap_or_default();
+        if let Some((state, to)) = &due {
+            // Those not sent to again keep their result.
+            let kept: Vec<Delivery> = last
+                .filter(|l| l.state == state.as_str())
+                .map(|l| {
+                    l.deliveries
+                        .iter()
+                        .filter(|d| !to.contains(&d.notifier))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut deliveries = kept;
+            deliveries.extend(to.iter().map(|n| Delivery {
+                notifier: n.clone(),
+                result: notify::SENDING.into(),
+                attempts: 0,
+                error: None,
+            }));
+            deliveries.sort_by(|a, b| a.notifier.cmp(&b.notifier));
+            status.last_notification = Some(LastNotification {
+                time: now_text.clone(),
+                state: state.as_str().to_owned(),
+                affected: match state {
+                    notify::State::Firing => affected.clone(),
+                    notify::State::Resolved => previously_named.clone(),
+                },
+                deliveries,
+            });
+        }
+        if status != tracked.status {
+            // A message goes out only once it is recorded.
+            if !write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await? {
+                return Ok(());
+            }
+            tracked.status = status.clone();
+        }
+        if let Some((state, to)) = due {
+            tracked.sending = to.iter().cloned().collect();
+            let message = notify::Message {
+                rule: rule.metadata.name.clone().unwrap_or_default(),
+                rule_namespace: rule.metadata.namespace.clone().unwrap_or_default(),
+                state,
+                severity: rule
+                    .spec
+                    .severity
+                    .clone()
+                    .unwrap_or_else(|| "warning".into()),
+                condition: condition.to_owned(),
+                summary: status.message.clone().unwrap_or_default(),
+                cluster: self.cluster.clone(),
+                cluster_name,
+                project: s.project.clone(),
+                affected: match state {
+                    notify::State::Firing => affected,
+                    notify::State::Resolved => previously_named,
+                },
+                since: status.since.clone().unwrap_or_default(),
+                description: rule.spec.description.clone(),
+                url: match &s.project {
+                    Some(p) => format!(
+                        "{}/clusters/{}/projects/{p}",
+                        self.ctx.alerts.ui_url, self.cluster
+                    ),
+                    None => format!("{}/clusters/{}", self.ctx.alerts.ui_url, self.cluster),
+                },
+            };
+            self.send(uid, now_text, to, message);
+        }
+        Ok(())
+    }
+
+    /// Deliver a message to each notifier on its own; each result comes
+    /// back on the evaluator's channel as it is known.
+    fn send(&self, uid: String, time: String, notifiers: Vec<String>, message: notify::Message) {
+        let message = Arc::new(message);
+        for name in notifiers {
+            let alerts = self.ctx.alerts.clone();
+            let store = self.ctx.store.clone();
+            let done = self.done_tx.clone();
+            let message = message.clone();
+            let (uid, time) = (uid.clone(), time.clone());
+            tokio::spawn(async move {
+                let failed = |error: String| Delivery {
+                    notifier: name.clone(),
+                    result: notify::FAILED.into(),
+                    attempts: 0,
+                    error: Some(error),
+                };
+                let delivery = match alerts.fleet.notifier(&name) {
+                    None => failed(format!("no Notifier named {name}")),
+                    Some(spec) => match crate::kinds::alerts::read_secrets(&store, &name).await {
+                        Ok((secrets, _)) => {
+                            alerts
+                                .sender
+                                .deliver(&name, &spec, &secrets, &message)
+                                .await
+                        }
+                        Err(e) => failed(format!("cannot read its secrets: {e}")),
+                    },
+                };
+                let _ = done.send((uid, time, delivery)).await;
+            });
+        }
+    }
+
+    /// Record one notifier's delivery.
+    async fn delivered(&mut self, (uid, time, delivery): Done) -> Result<(), AlertError> {
+        let Some(tracked) = self.tracked.get_mut(&uid) else {
+            return Ok(());
+        };
+        tracked.sending.remove(&delivery.notifier);
+        let mut status = tracked.status.clone();
+        match status.last_notification.as_mut() {
+            Some(last) if last.time == time => {
+                if let Some(d) = last
+                    .deliveries
+                    .iter_mut()
+                    .find(|d| d.notifier == delivery.notifier)
+                {
+                    *d = delivery;
+                }
+            }
+            _ => return Ok(()),
+        }
+        if write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await? {
+            tracked.status = status;
+        }
+        Ok(())
+    }
+}
+
+/// Write a rule's status under the cluster's lease, if it is still the rule
+/// of that uid; whether it was recorded.
+async fn write_status(
+    ctx: &Ctx,
+    held: &Held,
+    key: &str,
+    uid: &str,
+    status: &AlertRuleStatus,
+) -> Result<bool, AlertError> {
+    let value = serde_json::to_value(status).expect("plain data");
+    let mut ours = false;
+    let updated = held
+        .update(&ctx.store, key, |obj| {
+            ours = obj.pointer("/metadata/uid").and_then(|u| u.as_str()) == Some(uid);
+            if !ours || obj["status"] == value {
+                return false;
+            }
+            obj["status"] = value.clone();
+            true
+        })
+        .await?;
+    match updated {
+        Updated::LostLease => Err(AlertError::LostLease),
+        Updated::Done => Ok(ours),
+        Updated::Gone | Updated::Contended => Ok(false),
+    }
+}
