@@ -10,6 +10,7 @@
 //!   `kubectl` with a cached kubeconfig.
 //! - [`resources`]: clusters, projects, namespaces, members, users, tokens.
 //! - [`project_secrets`]: project secrets, and a project's quota and use.
+//! - [`alerts`]: `alerts ls` (firing alert rules), `notifiers ls|test`.
 //! - [`backups`]: `backup create|ls` through the server, `verify|restore`
 //!   on files.
 //!
@@ -36,6 +37,7 @@ macro_rules! outln {
     };
 }
 
+pub mod alerts;
 pub mod backups;
 pub mod certs;
 pub mod client;
@@ -185,6 +187,18 @@ pub enum Command {
     ///   drover secrets ls --project web
     #[command(subcommand, alias = "secret")]
     Secrets(project_secrets::SecretsCommand),
+    /// Alerts firing across your clusters and projects.
+    ///
+    /// Example:
+    ///   drover alerts ls
+    #[command(subcommand, alias = "alert")]
+    Alerts(alerts::AlertsCommand),
+    /// Where alerts go (admins): list, and send a test message.
+    ///
+    /// Example:
+    ///   drover notifiers test ops-webhook
+    #[command(subcommand, alias = "notifier")]
+    Notifiers(alerts::NotifiersCommand),
     /// Namespaces of a cluster and their projects.
     ///
     /// Example: drover namespaces create web-prod --project web
@@ -238,6 +252,8 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
         Command::Kubectl(a) => context::kubectl(a).await,
         Command::Projects(c) => resources::projects(c).await,
         Command::Secrets(c) => project_secrets::secrets(c).await,
+        Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Notifiers(c) => alerts::notifiers(c).await,
         Command::Namespaces(c) => resources::namespaces(c).await,
         Command::Members(c) => resources::members(c).await,
         Command::Users(c) => resources::users(c).await,

@@ -10,8 +10,9 @@
 //! - [`api`]: the in-process API client.
 //! - [`session`]: the session cookie, CSRF tokens, security headers.
 //! - [`view`]: the page frame and shared pieces.
-//! - `pages`: clusters, projects, members, users, API keys, settings (with
-//!   backups and "Back up now" for those who may make them),
+//! - `pages`: clusters (with the alerts firing), projects, members, users,
+//!   API keys, settings (with backups and "Back up now" for those who may
+//!   make them, notifiers and "Send test" for those who may see them),
 //!   sign-in.
 
 use std::sync::Arc;
@@ -155,6 +156,10 @@ pub fn router(api: Router, tls: Arc<dyn ServerTls>, server_url: String) -> Route
         .route("/dashboard/tokens/{name}/delete", post(admin::delete_token))
         .route("/dashboard/settings", get(admin::settings))
         .route("/dashboard/settings/backups", post(admin::backup_now))
+        .route(
+            "/dashboard/settings/notifiers/{name}/test",
+            post(admin::test_notifier),
+        )
         .route(
             "/dashboard/settings/providers/directory",
             post(providers::save_directory),

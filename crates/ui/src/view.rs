@@ -160,3 +160,11 @@ pub(crate) fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
+
+/// A past time as people read it (`5m ago`), the exact time on hover.
+pub(crate) fn since(rfc3339: &str) -> Markup {
+    if rfc3339.is_empty() {
+        return html! { "–" };
+    }
+    html! { time datetime=(rfc3339) title=(rfc3339) { (drover_core::meta::age(rfc3339)) " ago" } }
+}

@@ -424,6 +424,12 @@ pub(crate) async fn settings(
     } else {
         None
     };
+    // Only those who may list notifiers (admins, by default) see them.
+    let notifiers = ui
+        .api
+        .items(&format!("{MGMT}/notifiers"), &session.token)
+        .await
+        .ok();
     let notice = match q.notice.as_deref() {
         Some("backup-started") => Some("The backup was started; its state shows below."),
         Some("provider-saved") => Some("The sign-in provider was saved."),
@@ -451,6 +457,9 @@ pub(crate) async fn settings(
             (certificates_section(&ui.tls.certificates()))
             @if let Some(backups) = &backups {
                 (backups_section(&session, backups))
+            }
+            @if let Some(notifiers) = &notifiers {
+                (notifiers_section(&session, notifiers))
             }
             @if let Some(configs) = &providers {
                 (super::providers::section(&session, configs, &ui.server_url))
@@ -548,6 +557,76 @@ fn backups_section(session: &Session, backups: &[Value]) -> Markup {
             button type="submit" { "Back up now" }
         }
     }
+}
+
+/// The notifiers, each with "Send test".
+fn notifiers_section(session: &Session, notifiers: &[Value]) -> Markup {
+    let kind = |n: &Value| {
+        ["webhook", "slack", "email", "pagerduty", "alertmanager"]
+            .into_iter()
+            .find(|k| n["spec"].get(*k).is_some())
+            .unwrap_or("–")
+    };
+    html! {
+        h2 { "Notifiers" }
+        @if notifiers.is_empty() {
+            p { "No notifiers: alert rules send nowhere yet (docs/alerts.md)." }
+        } @else {
+            div.scroll { table #notifiers {
+                thead { tr {
+                    th scope="col" { "Notifier" } th scope="col" { "Type" } th scope="col" { "Description" }
+                    th scope="col" { span.visually-hidden { "Actions" } }
+                } }
+                tbody { @for n in notifiers {
+                    @let name = s(n, "/metadata/name");
+                    tr data-notifier=(name) {
+                        td { (name) }
+                        td { (kind(n)) }
+                        td { (s(n, "/spec/description")) }
+                        td {
+                            form method="post" action={ "/dashboard/settings/notifiers/" (seg(name)) "/test" } {
+                                (view::csrf(session))
+                                button.secondary type="submit" aria-label={ "Send a test message through " (name) } { "Send test" }
+                            }
+                        }
+                    }
+                } }
+            } }
+        }
+    }
+}
+
+/// `POST /dashboard/settings/notifiers/{name}/test`: send a test message
+/// and show how it went.
+pub(crate) async fn test_notifier(
+    State(ui): State<Arc<Ui>>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Result<Markup, UiError> {
+    let answer = ui
+        .api
+        .call(
+            Method::POST,
+            &format!("{MGMT}/notifiers/{}/test", seg(&name)),
+            &session.token,
+            Some(&json!({})),
+        )
+        .await?;
+    let delivered = answer["result"] == "Delivered";
+    Ok(view::page(
+        "Notifier test",
+        &session,
+        Section::Settings,
+        html! {
+            h1 { "Test of notifier " (name) }
+            @if delivered {
+                p.notice #test-result role="status" { "The test message was delivered." }
+            } @else {
+                p.error #test-result role="alert" { "The test message was not delivered: " (s(&answer, "/error")) }
+            }
+            p { a href="/dashboard/settings" { "Back to the settings" } }
+        },
+    ))
 }
 
 #[derive(Deserialize)]

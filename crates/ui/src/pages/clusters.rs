@@ -136,6 +136,7 @@ pub(crate) async fn list(
         }
         url
     };
+    let firing = super::alerts::firing(&ui, &session.token, |_| true).await;
     // New clusters appear live on the first, unfiltered page.
     let live_adds = page == 1 && needle.is_empty() && total < PAGE_SIZE;
     Ok(view::page(
@@ -148,6 +149,7 @@ pub(crate) async fn list(
                 a.button href="/dashboard/clusters/new" { "Import cluster" }
             }
             (view::notice(notice_text(q.notice.as_deref())))
+            (super::alerts::section(&firing))
             form.filter method="get" action="/dashboard/clusters" role="search" {
                 label for="q" { "Filter by name" }
                 input #q name="q" type="search" value=(q.q);
@@ -364,6 +366,9 @@ pub(crate) async fn detail(
         &format!("/dashboard/clusters/{}/members", seg(&id)),
     )
     .await;
+    let project_ids: Vec<&str> = projects.iter().map(|p| s(p, "/metadata/name")).collect();
+    let firing =
+        super::alerts::firing(&ui, token, |ns| ns == id || project_ids.contains(&ns)).await;
     let base = format!("/dashboard/clusters/{}", seg(&id));
     Ok(view::page(
         &row.display,
@@ -389,8 +394,9 @@ pub(crate) async fn detail(
                 dt { "Nodes" } dd { (row.nodes) }
                 dt { "CPU" } dd { (row.cpu) }
                 dt { "Memory" } dd { (row.memory) }
-                dt { "Last heartbeat" } dd { (match s(&c, "/status/lastHeartbeat") { "" => "–", h => h }) }
+                dt { "Last heartbeat" } dd { (view::since(s(&c, "/status/lastHeartbeat"))) }
             }
+            (super::alerts::section(&firing))
             section aria-labelledby="nodes-h" {
                 h2 #nodes-h { "Nodes" }
                 @match &nodes {

@@ -75,6 +75,7 @@ pub(crate) async fn detail(
         )
         .await
         .unwrap_or_default();
+    let firing = super::alerts::firing(&ui, token, |ns| ns == pid).await;
     let base = format!("/dashboard/clusters/{}/projects/{}", seg(&id), seg(&pid));
     let member_form = members::form(&ui, &session, "project", &format!("{base}/members")).await;
     let limits: BTreeMap<String, String> = project
@@ -94,6 +95,7 @@ pub(crate) async fn detail(
             p.crumbs { a href={ "/dashboard/clusters/" (seg(&id)) } { "Cluster " (id) } " › project" }
             h1 { (project_name(&project)) }
             (view::notice(notice_text(q.notice.as_deref())))
+            (super::alerts::section(&firing))
             section aria-labelledby="quota-h" {
                 h2 #quota-h { "Quota" }
                 @if limits.is_empty() {
