@@ -3,7 +3,9 @@
 //! the agent's token issued, a real agent dialing a real TLS WebSocket), and
 //! measure the server in its own process. The sims and all agents but one
 //! run in this process; one agent runs in its own, to measure an agent's
-//! memory.
+//! memory. With `--alert-rules N`, N alert rules per cluster are created
+//! once all are Ready, and the server's CPU and memory are measured again
+//! over a second idle window: the cost of evaluating them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,10 @@ pub struct ScaleArgs {
     /// Imports under way at once.
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
+    /// Alert rules to create in each cluster after the first idle window
+    /// (a mix of every condition that reads the cluster; 0: none).
+    #[arg(long, default_value_t = 0)]
+    pub alert_rules: usize,
     /// Give up waiting for Ready after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -203,6 +209,11 @@ pub async fn run(args: ScaleArgs) -> Result<Value, BenchError> {
     let helper_rss = env::rss(std::process::id());
     let datastore_bytes = server.datastore_bytes().await;
 
+    let alerts = if args.alert_rules > 0 {
+        Some(alert_cost(&server, &ready_map, &args).await?)
+    } else {
+        None
+    };
     let per_cluster_rss = server_rss.saturating_sub(rss_empty) / args.clusters.max(1) as u64;
     println!();
     let rows = [
@@ -244,6 +255,28 @@ pub async fn run(args: ScaleArgs) -> Result<Value, BenchError> {
     for (k, v) in rows {
         println!("{k:<42} {v}");
     }
+    if let Some(a) = &alerts {
+        for (k, v) in [
+            (
+                "alert rules",
+                format!("{} ({} per cluster)", a.rules, args.alert_rules),
+            ),
+            (
+                "alert rules created in",
+                format!("{:.1} s", a.create_seconds),
+            ),
+            ("server RSS with alert rules", mib(a.rss)),
+            (
+                "server CPU with alert rules",
+                format!(
+                    "{:.1} % of one core over {} s",
+                    a.cpu_percent, args.idle_seconds
+                ),
+            ),
+        ] {
+            println!("{k:<42} {v}");
+        }
+    }
     let _ = stop_tx.send(true);
     watcher.abort();
     drop(agent_child);
@@ -269,7 +302,83 @@ pub async fn run(args: ScaleArgs) -> Result<Value, BenchError> {
         "helper_rss_bytes": helper_rss,
         "datastore_bytes": datastore_bytes,
         "sim_heartbeat_seconds": args.sim_heartbeat,
+        "alert_rules": alerts.as_ref().map(|a| a.rules),
+        "alert_rules_create_seconds": alerts.as_ref().map(|a| round3(a.create_seconds)),
+        "server_rss_with_alert_rules_bytes": alerts.as_ref().map(|a| a.rss),
+        "server_cpu_with_alert_rules_percent": alerts.as_ref().map(|a| round3(a.cpu_percent)),
     }))
+}
+
+/// What alert rules cost the server.
+struct AlertCost {
+    rules: usize,
+    create_seconds: f64,
+    rss: u64,
+    cpu_percent: f64,
+}
+
+/// The conditions the bench's rules hold, in turn: every one that reads
+/// the cluster (its status, nodes, pods, workloads, events, quotas).
+fn bench_condition(i: usize) -> Value {
+    match i % 10 {
+        0 => json!({"clusterDisconnected": {"forSeconds": 60}}),
+        1 => json!({"nodeNotReady": {"forSeconds": 60}}),
+        2 => json!({"nodeResourceUsage": {"resource": "cpu", "percent": 90}}),
+        3 => json!({"podNotRunning": {"forSeconds": 300}}),
+        4 => json!({"podRestarts": {"count": 5, "windowSeconds": 600}}),
+        5 => json!({"workloadUnavailable": {"forSeconds": 300}}),
+        6 => json!({"quotaUsage": {"percent": 90}}),
+        7 => json!({"event": {"reason": "BackOff"}}),
+        8 => json!({"certificateExpiry": {"days": 14}}),
+        _ => json!({"nodeResourceUsage": {"resource": "memory", "percent": 90}}),
+    }
+}
+
+/// Create `--alert-rules` rules in every Ready cluster, let them settle,
+/// and measure the server over an idle window.
+async fn alert_cost(
+    server: &Server,
+    ready: &HashMap<String, Instant>,
+    args: &ScaleArgs,
+) -> Result<AlertCost, BenchError> {
+    let started = Instant::now();
+    let creates = ready
+        .keys()
+        .flat_map(|cluster| (0..args.alert_rules).map(move |i| (cluster.clone(), i)));
+    let mut results = futures::stream::iter(creates)
+        .map(|(cluster, i)| async move {
+            let rule = json!({
+                "apiVersion": "management.drover.io/v1",
+                "kind": "AlertRule",
+                "metadata": {"name": format!("bench-{i}"), "namespace": cluster},
+                "spec": {"condition": bench_condition(i), "severity": "warning"},
+            });
+            server
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/apis/management.drover.io/v1/namespaces/{cluster}/alertrules"),
+                    Some(&rule),
+                )
+                .await
+        })
+        .buffer_unordered(args.parallel.max(1));
+    let mut rules = 0;
+    while let Some(r) = results.next().await {
+        r?;
+        rules += 1;
+    }
+    let create_seconds = started.elapsed().as_secs_f64();
+    println!("  {rules} alert rules created in {create_seconds:.1} s; settling");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu0 = env::cpu_seconds(server.pid());
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let cpu1 = env::cpu_seconds(server.pid());
+    Ok(AlertCost {
+        rules,
+        create_seconds,
+        rss: env::rss(server.pid()),
+        cpu_percent: (cpu1 - cpu0) / args.idle_seconds.max(1) as f64 * 100.0,
+    })
 }
 
 /// A datastore URL without its password.
