@@ -936,3 +936,75 @@ pub fn haproxy(dir: &Path, port: u16, config: &str) -> Proc {
     });
     p
 }
+
+/// The web UI as a browser drives it: a cookie jar, its forms and their
+/// CSRF field, with curl.
+pub struct Browser<'a> {
+    m: &'a Mgmt,
+    /// The cookie jar (curl's file).
+    pub jar: PathBuf,
+}
+
+impl<'a> Browser<'a> {
+    pub fn sign_in(m: &'a Mgmt, user: &str, password: &str) -> Browser<'a> {
+        let jar = m.dir.path().join(format!("{user}-{}.jar", meta_nanos()));
+        let b = Browser { m, jar };
+        let (_, page) = b.get("/dashboard/login");
+        let csrf = csrf_of(&page);
+        let (code, page) = b.post(
+            "/dashboard/login",
+            &[("username", user), ("password", password), ("_csrf", &csrf)],
+        );
+        assert_eq!(code, 303, "sign-in as {user}: {page}");
+        b
+    }
+
+    pub fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&self.m.ca)
+            .arg("-c")
+            .arg(&self.jar)
+            .arg("-b")
+            .arg(&self.jar)
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .arg(self.m.server.url(path))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), body.to_owned())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[], path)
+    }
+
+    /// POST a form; the CSRF field is added from `page` unless given.
+    pub fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut args = Vec::new();
+        for (k, v) in fields {
+            args.push("--data-urlencode".to_owned());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(&args, path)
+    }
+
+    /// A form POST with the session's CSRF field, read from `page_path`.
+    pub fn submit(&self, page_path: &str, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let (_, page) = self.get(page_path);
+        let csrf = csrf_of(&page);
+        let mut all = fields.to_vec();
+        all.push(("_csrf", &csrf));
+        self.post(path, &all)
+    }
+}
+
+fn meta_nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
