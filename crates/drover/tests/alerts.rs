@@ -1117,7 +1117,7 @@ fn workload_rule_fires_on_quota_shortfall() {
         "web-short",
         json!({"condition": {"workloadUnavailable": {"namespace": "shop", "forSeconds": 2}},
             "severity": "warning", "notifiers": ["hook"],
-            "groupWaitSeconds": 1, "groupIntervalSeconds": 2, "repeatIntervalSeconds": 3600}),
+            "groupWaitSeconds": 1, "groupIntervalSeconds": 6, "repeatIntervalSeconds": 3600}),
     );
 
     // Four replicas wanted, room for two.
@@ -1166,6 +1166,71 @@ fn workload_rule_fires_on_quota_shortfall() {
         "{status}"
     );
 
+    // The nodes, as the cluster's controller watches them, with the pods
+    // on them: a node whose pods take 1 % of its 110 pods fires a rule.
+    f.rule(
+        &c,
+        "crowded",
+        json!({"condition": {"nodeResourceUsage": {"resource": "pods", "percent": 1}}}),
+    );
+    let crowded = f.wait_state(&c, "crowded", "firing", Duration::from_secs(30));
+    assert!(
+        strings(&crowded["affected"])
+            .iter()
+            .any(|a| a.starts_with("node/")),
+        "{crowded}"
+    );
+
+    // A change of what the alert names is sent no sooner than
+    // groupInterval (6 s) after the last message: a second deployment
+    // finds no room, then goes.
+    let (code, _, err) = f.m.kubectl(
+        &akc,
+        &["-n", "shop", "create", "deployment", "api", "--image=nginx"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let naming = |n: usize| {
+        move |h: &Hook| {
+            h.affected()
+                .iter()
+                .filter(|a| a.starts_with("deployment/shop/"))
+                .count()
+                == n
+        }
+    };
+    let both = wait(
+        "a message naming web and api",
+        Duration::from_secs(60),
+        || {
+            hook.messages("web-short", "firing")
+                .into_iter()
+                .find(naming(2))
+        },
+    );
+    assert!(
+        secs_between(&firing, &both) >= 5.0,
+        "a change came {:.1} s after the last message (groupInterval 6)",
+        secs_between(&firing, &both)
+    );
+    let (code, _, err) =
+        f.m.kubectl(&akc, &["-n", "shop", "delete", "deployment", "api"]);
+    assert_eq!(code, 0, "{err}");
+    let web_only = wait(
+        "a message naming web alone again",
+        Duration::from_secs(60),
+        || {
+            hook.messages("web-short", "firing")
+                .into_iter()
+                .filter(|h| h.when > both.when)
+                .find(naming(1))
+        },
+    );
+    assert!(
+        secs_between(&both, &web_only) >= 5.0,
+        "a change came {:.1} s after the last message (groupInterval 6)",
+        secs_between(&both, &web_only)
+    );
+
     // The server restarts while web is still short: the evaluator that
     // starts again knows nothing of the cluster until its watches have
     // listed, and must hold the alert rather than resolve it.
@@ -1183,8 +1248,8 @@ fn workload_rule_fires_on_quota_shortfall() {
     assert_eq!(status["state"], "firing", "{status}");
     assert_eq!(
         hook.messages("web-short", "firing").len(),
-        1,
-        "no second firing message after the restart"
+        3,
+        "no firing message after the restart"
     );
 
     // Back within the quota: resolved.
@@ -1734,4 +1799,9 @@ fn rule_rights_and_lifecycle() {
         );
         (code == 404).then_some(())
     });
+}
+
+/// Seconds from one message to a later one.
+fn secs_between(a: &Hook, b: &Hook) -> f64 {
+    b.when.duration_since(a.when).as_secs_f64()
 }

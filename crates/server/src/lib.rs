@@ -174,10 +174,10 @@ pub async fn run(
         notify_counters.clone(),
     ));
     let url_text = server_url.as_str().trim_end_matches('/').to_owned();
-    let alerts = Arc::new(controller::alerts::Alerts {
-        fleet: controller::alerts::view::Fleet::spawn(&store),
-        sender: sender.clone(),
-        certificates: {
+    let alerts = Arc::new(controller::alerts::Alerts::new(
+        controller::alerts::view::Fleet::spawn(&store),
+        sender.clone(),
+        {
             let tls = tls.clone();
             Arc::new(move || {
                 tls.certificates()
@@ -186,8 +186,8 @@ pub async fn run(
                     .collect()
             })
         },
-        ui_url: format!("{url_text}/dashboard"),
-    });
+        format!("{url_text}/dashboard"),
+    ));
     let ownership = controller::lease::Ownership::new(
         controller::Ctx {
             store: store.clone(),

@@ -8,8 +8,9 @@
 //!   after [`LINK_GRACE`], giving a reconnecting agent a moment; a link
 //!   whose holder is gone, [`HOLDER_DEADLINE`] after the holder's last
 //!   renewal.
-//!   While connected: `version`, `nodeCount`, summed `capacity` and
-//!   `allocatable` from a node watch, and `lastHeartbeat` every
+//!   While connected: `version`, `nodeCount`, `nodesReady`, summed
+//!   `capacity` and `allocatable` from a node watch (whose nodes the
+//!   cluster's alert rules read too), and `lastHeartbeat` every
 //!   [`HEARTBEAT`]. The first status is written after the first
 //!   projection, so a cluster is Ready only once its members can use it.
 //! - Projection: global admins and the cluster's owners as `cluster-admin`
@@ -238,17 +239,28 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
     }
 }
 
-/// Only what the status needs of a node: whether it is Ready, its
-/// capacity and allocatable.
+/// Only what the status and the alert rules need of a node: whether it
+/// is Ready, its capacity and allocatable, and its conditions' types,
+/// states and transition times (not their heartbeats, so a kubelet's
+/// status renewal changes nothing here).
 fn slim_node(node: &Value) -> Value {
-    let ready = node
+    let conditions: Vec<Value> = node
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .is_some_and(|c| c["status"] == "True");
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"type": c["type"], "status": c["status"],
+                   "lastTransitionTime": c["lastTransitionTime"]})
+        })
+        .collect();
+    let ready = conditions
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
     json!({"ready": ready, "status": {
         "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
         "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
+        "conditions": conditions,
     }})
 }
 
@@ -661,6 +673,9 @@ async fn session(
         .unwrap_or_default()
         .to_owned();
     let (mut nodes, node_rv) = list_slim(client, "/api/v1/nodes", slim_node).await?;
+    // The cluster's alert rules read the nodes from here while this
+    // session lasts.
+    let _nodes_shared = ctx.alerts.share_nodes(cluster, &nodes);
     let mut sums = sum(&nodes);
     let (mut namespaces, ns_rv) = list_slim(client, "/api/v1/namespaces", membership::slim).await?;
     namespaces.retain(|name, _| drover_apiserver::object::is_dns_label(name));
@@ -753,6 +768,7 @@ async fn session(
                     changed |= apply(&mut nodes, &more, slim_node)?;
                 }
                 if changed {
+                    ctx.alerts.update_nodes(cluster, &nodes);
                     let now = sum(&nodes);
                     if now != sums {
                         sums = now;

@@ -36,6 +36,8 @@ pub struct Inputs<'a> {
     pub projects: &'a [(String, std::sync::Arc<ProjectBrief>)],
     /// Downstream facts (empty until the watches have listed).
     pub facts: &'a Facts,
+    /// The cluster's nodes, as its controller's watch has them.
+    pub nodes: &'a std::collections::BTreeMap<String, super::facts::Node>,
     /// Drover's certificates: name and expiry (Unix seconds).
     pub certificates: &'a [(String, i64)],
     /// Backups whose last run failed, with why.
@@ -85,7 +87,7 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
         }
     }
     if let Some(c) = &condition.node_not_ready {
-        for (name, node) in &i.facts.nodes {
+        for (name, node) in i.nodes {
             if let Some(since) = node.bad_since {
                 if i.held_for(Some(since), c.for_seconds) {
                     add(format!("node/{name}"));
@@ -106,7 +108,7 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
                 *requested.entry(node).or_default() += q;
             }
         }
-        for (name, node) in &i.facts.nodes {
+        for (name, node) in i.nodes {
             let Some(allocatable) = node.allocatable.get(&c.resource).copied() else {
                 continue;
             };
@@ -277,10 +279,13 @@ mod tests {
             namespaces: None,
             projects,
             facts,
+            nodes: &NO_NODES,
             certificates: &[],
             failed_backups: &[],
         }
     }
+
+    static NO_NODES: BTreeMap<String, super::super::facts::Node> = BTreeMap::new();
 
     #[test]
     fn quota_over_a_share_fires() {

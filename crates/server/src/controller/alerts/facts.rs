@@ -1,8 +1,9 @@
 //! What a cluster's alert rules need to know from inside the cluster, kept
-//! by list-and-watch through the Dialer: nodes, pods, workloads, events and
+//! by list-and-watch through the Dialer: pods, workloads, events and
 //! namespaces — each watched only while a rule of the cluster needs it, and
 //! kept slim (no specs, no managed fields), with the times things went
-//! wrong.
+//! wrong. Nodes come from the cluster controller's own watch
+//! ([`super::Alerts::share_nodes`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -72,8 +73,6 @@ pub struct Event {
 /// What the watches hold.
 #[derive(Debug, Default)]
 pub struct Facts {
-    /// Nodes by name.
-    pub nodes: BTreeMap<String, Node>,
     /// Pods by namespace and name.
     pub pods: BTreeMap<(String, String), Pod>,
     /// Workloads by kind (`deployment`, `statefulset`, `daemonset`),
@@ -93,7 +92,7 @@ pub struct Facts {
 /// Which downstream kinds the rules need.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Nodes (node rules).
+    /// Nodes (node rules): the cluster controller's, not a watch here.
     pub nodes: bool,
     /// Pods (pod rules, node requests).
     pub pods: bool,
@@ -115,7 +114,6 @@ impl Needs {
 /// A downstream collection the facts come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    Nodes,
     Pods,
     Deployments,
     StatefulSets,
@@ -128,9 +126,6 @@ impl Needs {
     /// The collections these needs read.
     pub fn paths(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.nodes {
-            out.push(Source::Nodes);
-        }
         if self.pods {
             out.push(Source::Pods);
         }
@@ -154,7 +149,6 @@ impl Needs {
 impl Source {
     fn of_path(path: &str) -> Option<Self> {
         [
-            Self::Nodes,
             Self::Pods,
             Self::Deployments,
             Self::StatefulSets,
@@ -168,7 +162,6 @@ impl Source {
 
     fn path(self) -> &'static str {
         match self {
-            Self::Nodes => "/api/v1/nodes",
             Self::Pods => "/api/v1/pods",
             Self::Deployments => "/apis/apps/v1/deployments",
             Self::StatefulSets => "/apis/apps/v1/statefulsets",
@@ -191,7 +184,6 @@ impl Source {
     fn retain_listed(self, f: &mut Facts, listed: &std::collections::BTreeSet<(String, String)>) {
         let has = |ns: &str, name: &str| listed.contains(&(ns.to_owned(), name.to_owned()));
         match self {
-            Self::Nodes => f.nodes.retain(|name, _| has("", name)),
             Self::Pods => f.pods.retain(|(ns, name), _| has(ns, name)),
             Self::Deployments | Self::StatefulSets | Self::DaemonSets => {
                 let kind = self.workload_kind();
@@ -216,13 +208,6 @@ impl Source {
             .unwrap_or_default()
             .to_owned();
         match self {
-            Self::Nodes => {
-                if deleted {
-                    f.nodes.remove(&name);
-                } else {
-                    f.nodes.insert(name, node(obj));
-                }
-            }
             Self::Pods => {
                 let key = (namespace, name);
                 if deleted {
@@ -313,7 +298,8 @@ fn conditions(obj: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-fn node(obj: &Value) -> Node {
+/// A node (or the cluster controller's slim form of one) as rules see it.
+pub fn node(obj: &Value) -> Node {
     let mut bad_since: Option<SystemTime> = None;
     for c in conditions(obj) {
         let bad = match c["type"].as_str() {

@@ -5,8 +5,9 @@
 //!
 //! - What a rule reads: the shared view of the datastore ([`view`]: the
 //!   cluster's status, its projects' quota use, notifiers, backups) and,
-//!   only while a rule needs them, watches of the cluster's nodes, pods,
-//!   workloads, events and namespaces ([`facts`]; a project's namespaces
+//!   only while a rule needs them, watches of the cluster's pods,
+//!   workloads, events and namespaces ([`facts`]; the nodes are the
+//!   cluster controller's, shared while it is connected; a project's namespaces
 //!   are those Drover's records put in it); evaluation is in memory
 //!   ([`conditions`]), once a second while the cluster has rules. A rule
 //!   is held as it is — neither fired nor resolved — until everything it
@@ -67,6 +68,78 @@ pub struct Alerts {
     pub certificates: Arc<dyn Fn() -> Vec<(String, i64)> + Send + Sync>,
     /// The UI's address, for links in messages (`https://host/dashboard`).
     pub ui_url: String,
+    /// Each cluster's nodes, as its controller's watch has them while it is
+    /// connected.
+    nodes: std::sync::Mutex<HashMap<String, Arc<NodeMap>>>,
+}
+
+/// Nodes by name, as rules see them.
+pub type NodeMap = std::collections::BTreeMap<String, facts::Node>;
+
+/// While held, the cluster's nodes are known to its rules.
+pub struct SharedNodes {
+    alerts: Arc<Alerts>,
+    cluster: String,
+}
+
+impl Drop for SharedNodes {
+    fn drop(&mut self) {
+        self.alerts.lock_nodes().remove(&self.cluster);
+    }
+}
+
+impl Alerts {
+    /// Alerting over `fleet`, sending with `sender`.
+    pub fn new(
+        fleet: view::Fleet,
+        sender: Arc<notify::Sender>,
+        certificates: Arc<dyn Fn() -> Vec<(String, i64)> + Send + Sync>,
+        ui_url: String,
+    ) -> Self {
+        Self {
+            fleet,
+            sender,
+            certificates,
+            ui_url,
+            nodes: Default::default(),
+        }
+    }
+
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<NodeMap>>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Share a cluster's nodes (its controller's slim forms) with its rules
+    /// until the guard is dropped.
+    pub fn share_nodes(
+        self: &Arc<Self>,
+        cluster: &str,
+        nodes: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> SharedNodes {
+        self.update_nodes(cluster, nodes);
+        SharedNodes {
+            alerts: self.clone(),
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// The cluster's nodes changed.
+    pub fn update_nodes(
+        &self,
+        cluster: &str,
+        nodes: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        let map: NodeMap = nodes
+            .iter()
+            .map(|(name, n)| (name.clone(), facts::node(n)))
+            .collect();
+        self.lock_nodes().insert(cluster.to_owned(), Arc::new(map));
+    }
+
+    /// The cluster's nodes, if its controller is connected to it here.
+    pub fn nodes(&self, cluster: &str) -> Option<Arc<NodeMap>> {
+        self.lock_nodes().get(cluster).cloned()
+    }
 }
 
 impl std::fmt::Debug for Alerts {
@@ -314,7 +387,14 @@ impl Evaluator {
         }
         let cluster = fleet.cluster(&self.cluster);
         let projects = fleet.projects.group(&self.cluster);
-        let certificates = (self.ctx.alerts.certificates)();
+        let certificates = if rules
+            .iter()
+            .any(|s| s.rule.spec.condition.certificate_expiry.is_some())
+        {
+            (self.ctx.alerts.certificates)()
+        } else {
+            Vec::new()
+        };
         let failed_backups = if rules
             .iter()
             .any(|s| s.rule.spec.condition.backup_failed.is_some())
@@ -325,6 +405,8 @@ impl Evaluator {
         };
         let now = SystemTime::now();
         let empty = Facts::default();
+        let nodes = self.ctx.alerts.nodes(&self.cluster);
+        let no_nodes = NodeMap::new();
         let mut work = Vec::new();
         {
             let guard = self
@@ -340,6 +422,11 @@ impl Evaluator {
                 let blind = paths
                     .iter()
                     .find_map(|p| facts.errors.get(p).cloned())
+                    .or_else(|| {
+                        (needs_of(s).nodes && nodes.is_none()).then(|| {
+                            "the cluster's nodes are not known now: it is not connected".to_owned()
+                        })
+                    })
                     .or_else(|| {
                         (s.project.is_some() && needs_of(s).namespaces && self.records.is_none())
                             .then(|| "cannot read Drover's records of the namespaces".to_owned())
@@ -381,6 +468,7 @@ impl Evaluator {
                         namespaces: project_namespaces.as_ref(),
                         projects: &in_scope,
                         facts,
+                        nodes: nodes.as_deref().unwrap_or(&no_nodes),
                         certificates: &certificates,
                         failed_backups: &failed_backups,
                     },
@@ -453,6 +541,18 @@ impl Evaluator {
             }
             return Ok(());
         };
+        // Quiet, and nothing owed: nothing to do (most rules, most of the
+        // time).
+        let owes = status.last_notification.as_ref().is_some_and(|l| {
+            l.state == "firing" || l.deliveries.iter().any(|d| d.result == notify::FAILED)
+        });
+        if findings.is_empty()
+            && status.state.as_deref() != Some("firing")
+            && !owes
+            && status == tracked.status
+        {
+            return Ok(());
+        }
         let condition = condition_name(&rule.spec.condition).0.unwrap_or_default();
         let cluster_name = cluster
             .map(|c| c.display_name.clone())
