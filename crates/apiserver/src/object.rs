@@ -81,6 +81,46 @@ pub fn is_deleting(obj: &Value) -> bool {
 /// The message Kubernetes gives for a bad subdomain name.
 pub const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
+/// The annotation `kubectl apply` keeps the applied object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Take write-only string fields (`(parent pointer, field)`) out of an
+/// object and out of the object `kubectl apply` keeps in its annotation
+/// (emptied if it is not JSON); each field's value, if given and not
+/// empty, in the order asked.
+pub fn take_write_only(obj: &mut Value, fields: &[(&str, &str)]) -> Vec<Option<String>> {
+    let take = |v: &mut Value| -> Vec<Option<String>> {
+        fields
+            .iter()
+            .map(|(parent, field)| {
+                v.pointer_mut(parent)
+                    .and_then(Value::as_object_mut)
+                    .and_then(|m| m.remove(*field))
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .filter(|s| !s.is_empty())
+            })
+            .collect()
+    };
+    let taken = take(obj);
+    if let Some(applied) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(|a| a.get_mut(LAST_APPLIED))
+    {
+        match applied
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        {
+            Some(mut doc) => {
+                take(&mut doc);
+                *applied = Value::String(doc.to_string());
+            }
+            // What cannot be read cannot be cleaned: it goes.
+            None => *applied = Value::String(String::new()),
+        }
+    }
+    taken
+}
+
 /// Merge a Secret's write-only `stringData` into `data` (base64), as
 /// kube-apiserver does on every write: it wins over a `data` key of the
 /// same name, and is never stored itself.

@@ -63,9 +63,6 @@ fn destination(parent: &str, obj: &Value) -> Value {
     }
 }
 
-/// The annotation `kubectl apply` keeps the applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// The store key of a provider's secrets.
 pub fn secrets_key(name: &str) -> String {
     format!("/drover/authsecrets/{name}")
@@ -105,32 +102,18 @@ pub async fn read_secrets(
 /// Take the secrets out of an object (and out of its `kubectl apply`
 /// annotation).
 fn take_secrets(obj: &mut Value) -> Secrets {
-    let take = |v: &mut Value| Secrets {
-        service_account_password: take_str(v, "/spec/ldap", "serviceAccountPassword"),
-        client_secret: take_str(v, "/spec/oidc", "clientSecret"),
-    };
-    let secrets = take(obj);
-    if let Some(applied) = obj
-        .pointer_mut("/metadata/annotations")
-        .and_then(|a| a.get_mut(LAST_APPLIED))
-    {
-        if let Some(mut doc) = applied
-            .as_str()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        {
-            take(&mut doc);
-            *applied = Value::String(doc.to_string());
-        }
+    let mut taken = drover_apiserver::object::take_write_only(
+        obj,
+        &[
+            ("/spec/ldap", "serviceAccountPassword"),
+            ("/spec/oidc", "clientSecret"),
+        ],
+    )
+    .into_iter();
+    Secrets {
+        service_account_password: taken.next().flatten(),
+        client_secret: taken.next().flatten(),
     }
-    secrets
-}
-
-fn take_str(obj: &mut Value, parent: &str, field: &str) -> Option<String> {
-    obj.pointer_mut(parent)
-        .and_then(Value::as_object_mut)
-        .and_then(|m| m.remove(field))
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .filter(|s| !s.is_empty())
 }
 
 /// The AuthConfig kind's strategy.
@@ -478,6 +461,7 @@ fn balanced_filter(f: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_apiserver::object::LAST_APPLIED;
     use serde_json::json;
 
     #[test]

@@ -240,27 +240,19 @@ fn sum(nodes: &BTreeMap<String, Value>) -> NodeSums {
 }
 
 /// Only what the status and the alert rules need of a node: whether it
-/// is Ready, its capacity and allocatable, and its conditions' types,
-/// states and transition times (not their heartbeats, so a kubelet's
-/// status renewal changes nothing here).
+/// is Ready, since when it is not Ready or under pressure (not its
+/// conditions' heartbeats, so a kubelet's status renewal changes nothing
+/// here), its capacity and allocatable.
 fn slim_node(node: &Value) -> Value {
-    let conditions: Vec<Value> = node
+    let ready = node
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            json!({"type": c["type"], "status": c["status"],
-                   "lastTransitionTime": c["lastTransitionTime"]})
-        })
-        .collect();
-    let ready = conditions
-        .iter()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    json!({"ready": ready, "status": {
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True");
+    let bad_since = super::alerts::facts::bad_since(node).map(meta::rfc3339);
+    json!({"ready": ready, "badSince": bad_since, "status": {
         "capacity": node.pointer("/status/capacity").cloned().unwrap_or(Value::Null),
         "allocatable": node.pointer("/status/allocatable").cloned().unwrap_or(Value::Null),
-        "conditions": conditions,
     }})
 }
 
@@ -319,11 +311,7 @@ fn apply(
 
 /// Start the controller of the cluster whose lease is `held`, until `stop`.
 pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    let cluster = held
-        .name
-        .strip_prefix("clusters/")
-        .unwrap_or(&held.name)
-        .to_owned();
+    let cluster = held.cluster().to_owned();
     let span = tracing::info_span!("cluster", %cluster);
     tokio::spawn(tracing::Instrument::instrument(
         async move { run(ctx, cluster, held, stop).await },
@@ -339,6 +327,10 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
     };
     let mut backoff = Backoff::default();
     let mut missing_since: Option<tokio::time::Instant> = None;
+    // The nodes this controller last listed stay known to the cluster's
+    // alert rules between sessions, until the cluster is not connected or
+    // this controller stops.
+    let _nodes = ctx.alerts.share_nodes(&cluster);
     let mut membership = Membership::default();
     // Writes to the cluster stop as soon as the lease is lost (the
     // ownership loop cancels `stop`) or this replica may no longer act.
@@ -393,6 +385,7 @@ async fn run(ctx: Ctx, cluster: String, held: Held, stop: CancellationToken) {
                 None => since.elapsed() >= LINK_GRACE,
             };
             if due {
+                ctx.alerts.forget_nodes(&cluster);
                 if let Err(SessionError::LostLease) = status
                     .disconnected("the cluster agent is not connected")
                     .await
@@ -673,9 +666,8 @@ async fn session(
         .unwrap_or_default()
         .to_owned();
     let (mut nodes, node_rv) = list_slim(client, "/api/v1/nodes", slim_node).await?;
-    // The cluster's alert rules read the nodes from here while this
-    // session lasts.
-    let _nodes_shared = ctx.alerts.share_nodes(cluster, &nodes);
+    // The cluster's alert rules read the nodes from here.
+    ctx.alerts.update_nodes(cluster, &nodes);
     let mut sums = sum(&nodes);
     let (mut namespaces, ns_rv) = list_slim(client, "/api/v1/namespaces", membership::slim).await?;
     namespaces.retain(|name, _| drover_apiserver::object::is_dns_label(name));

@@ -85,6 +85,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The cluster a `clusters/{id}` lease is for (else the lease's name).
+    pub fn cluster(&self) -> &str {
+        self.name.strip_prefix("clusters/").unwrap_or(&self.name)
+    }
+
     /// The condition that keeps a write to the store made under this lease:
     /// the lease has not changed hands.
     pub fn fence(&self) -> Op {

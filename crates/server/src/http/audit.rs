@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use drover_apiserver::object::LAST_APPLIED;
 use drover_rbac::UserInfo;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -141,10 +142,6 @@ fn write_lines(
         }
     }
 }
-
-/// The annotation `kubectl apply` keeps the whole applied object in, data
-/// included.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Replace secret values in a JSON document, in place: values under
 /// secret-sounding keys, and the `data` and `stringData` of Secrets —

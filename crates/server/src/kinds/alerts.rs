@@ -27,9 +27,6 @@ use serde_json::{json, Value};
 
 use crate::notify::{self, Secrets};
 
-/// The annotation `kubectl apply` keeps the applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// The longest duration a rule may name (30 days).
 const MAX_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -104,33 +101,20 @@ fn destination(obj: &Value) -> Value {
 /// Take the secrets out of an object (and out of its `kubectl apply`
 /// annotation).
 fn take_secrets(obj: &mut Value) -> Secrets {
-    let take = |v: &mut Value| Secrets {
-        webhook_secret: take_str(v, "/spec/webhook", "secret"),
-        email_password: take_str(v, "/spec/email", "password"),
-        routing_key: take_str(v, "/spec/pagerduty", "routingKey"),
-    };
-    let secrets = take(obj);
-    if let Some(applied) = obj
-        .pointer_mut("/metadata/annotations")
-        .and_then(|a| a.get_mut(LAST_APPLIED))
-    {
-        if let Some(mut doc) = applied
-            .as_str()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        {
-            take(&mut doc);
-            *applied = Value::String(doc.to_string());
-        }
+    let mut taken = drover_apiserver::object::take_write_only(
+        obj,
+        &[
+            ("/spec/webhook", "secret"),
+            ("/spec/email", "password"),
+            ("/spec/pagerduty", "routingKey"),
+        ],
+    )
+    .into_iter();
+    Secrets {
+        webhook_secret: taken.next().flatten(),
+        email_password: taken.next().flatten(),
+        routing_key: taken.next().flatten(),
     }
-    secrets
-}
-
-fn take_str(obj: &mut Value, parent: &str, field: &str) -> Option<String> {
-    obj.pointer_mut(parent)
-        .and_then(Value::as_object_mut)
-        .and_then(|m| m.remove(field))
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .filter(|s| !s.is_empty())
 }
 
 /// Read a notifier's secrets.
@@ -474,23 +458,25 @@ pub struct AlertRules;
 
 impl AlertRules {
     /// Checks that need the store and the writer's rights: a rule sends
-    /// only through notifiers its author may `use` (admins may use all; an
-    /// admin grants others `use` on `notifiers`, by name if they like), and
-    /// rules about the server itself live only in a cluster's namespace.
+    /// only through notifiers whoever writes its spec may `use` (admins
+    /// may use all; an admin grants others `use` on `notifiers`, by name if
+    /// they like), and rules about the server itself are written by those
+    /// who may list backups, in a cluster's namespace only.
     async fn check(ctx: &Context, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         let namespace = obj["metadata"]["namespace"].as_str().unwrap_or_default();
         let Ok(spec) = serde_json::from_value::<api::AlertRuleSpec>(obj["spec"].clone()) else {
             return Ok(()); // the schema check reports it
         };
-        let old_notifiers: Vec<String> = old
-            .and_then(|o| serde_json::from_value::<api::AlertRuleSpec>(o["spec"].clone()).ok())
-            .map(|s| s.notifiers)
-            .unwrap_or_default();
+        // An edit that changes nothing of the spec (labels, say) needs no
+        // right on the notifiers; any other needs `use` on every one, or
+        // whoever may edit a rule could make an admin's notifier send
+        // what they like, as often as they like.
+        let unchanged = old.is_some_and(|o| o["spec"] == obj["spec"]);
         let mut errors = Vec::new();
         for (i, n) in spec.notifiers.iter().enumerate() {
-            if old_notifiers.contains(n) {
-                continue; // kept, not newly granted
+            if unchanged {
+                break;
             }
             let attrs = drover_rbac::Attributes::resource("use", api::GROUP, "notifiers", "", n);
             if !ctx.authorizer.authorize(&ctx.user, &attrs).await? {
@@ -502,6 +488,15 @@ impl AlertRules {
         }
         let server_wide =
             spec.condition.certificate_expiry.is_some() || spec.condition.backup_failed.is_some();
+        // They tell of the server's certificates and backups: for those
+        // who may see its backups (admins).
+        let backups = drover_rbac::Attributes::resource("list", api::GROUP, "backups", "", "");
+        if server_wide && !unchanged && !ctx.authorizer.authorize(&ctx.user, &backups).await? {
+            errors.push(FieldError::forbidden(
+                "spec.condition",
+                "certificateExpiry and backupFailed rules are for those who may list backups",
+            ));
+        }
         if server_wide {
             let key = drover_core::keys::object(api::GROUP, "clusters", None, namespace);
             if ctx.store.get(&key).await.map_err(unavailable)?.is_none() {
@@ -530,6 +525,17 @@ fn seconds(errors: &mut Vec<FieldError>, field: &str, value: Option<u64>, min: u
                 format!("must be between {min} and {MAX_SECONDS} seconds"),
             ));
         }
+    }
+}
+
+/// Check a number's range.
+fn in_range(errors: &mut Vec<FieldError>, field: String, value: u32, min: u32, max: u32) {
+    if !(min..=max).contains(&value) {
+        errors.push(FieldError::invalid(
+            field,
+            value.to_string(),
+            format!("must be between {min} and {max}"),
+        ));
     }
 }
 
@@ -595,13 +601,13 @@ pub fn validate_rule(spec: &api::AlertRuleSpec) -> Vec<FieldError> {
                 "one of cpu, memory, pods",
             ));
         }
-        if !(1..=1000).contains(&x.percent) {
-            errors.push(FieldError::invalid(
-                format!("{f}.nodeResourceUsage.percent"),
-                x.percent.to_string(),
-                "must be between 1 and 1000",
-            ));
-        }
+        in_range(
+            &mut errors,
+            format!("{f}.nodeResourceUsage.percent"),
+            x.percent,
+            1,
+            1000,
+        );
     }
     let selector = |errors: &mut Vec<FieldError>, field: String, s: &Option<String>| {
         if let Some(s) = s {
@@ -676,13 +682,13 @@ pub fn validate_rule(spec: &api::AlertRuleSpec) -> Vec<FieldError> {
         }
     }
     if let Some(x) = &c.quota_usage {
-        if !(1..=100).contains(&x.percent) {
-            errors.push(FieldError::invalid(
-                format!("{f}.quotaUsage.percent"),
-                x.percent.to_string(),
-                "must be between 1 and 100",
-            ));
-        }
+        in_range(
+            &mut errors,
+            format!("{f}.quotaUsage.percent"),
+            x.percent,
+            1,
+            100,
+        );
     }
     if let Some(x) = &c.event {
         if x.reason.trim().is_empty() {
@@ -702,13 +708,13 @@ pub fn validate_rule(spec: &api::AlertRuleSpec) -> Vec<FieldError> {
         }
     }
     if let Some(x) = &c.certificate_expiry {
-        if !(1..=3650).contains(&x.days) {
-            errors.push(FieldError::invalid(
-                format!("{f}.certificateExpiry.days"),
-                x.days.to_string(),
-                "must be between 1 and 3650",
-            ));
-        }
+        in_range(
+            &mut errors,
+            format!("{f}.certificateExpiry.days"),
+            x.days,
+            1,
+            3650,
+        );
     }
     if let Some(s) = &spec.severity {
         if !SEVERITIES.contains(&s.as_str()) {
@@ -720,6 +726,13 @@ pub fn validate_rule(spec: &api::AlertRuleSpec) -> Vec<FieldError> {
         }
     }
     for (i, n) in spec.notifiers.iter().enumerate() {
+        if spec.notifiers[..i].contains(n) {
+            errors.push(FieldError::invalid(
+                format!("spec.notifiers[{i}]"),
+                n.clone(),
+                "named twice",
+            ));
+        }
         if !drover_apiserver::object::is_dns_subdomain(n) {
             errors.push(FieldError::invalid(
                 format!("spec.notifiers[{i}]"),
@@ -837,7 +850,7 @@ mod tests {
     #[test]
     fn secrets_leave_the_object_and_its_applied_annotation() {
         let mut obj = json!({
-            "metadata": {"name": "n", "annotations": {LAST_APPLIED:
+            "metadata": {"name": "n", "annotations": {drover_apiserver::object::LAST_APPLIED:
                 r#"{"spec":{"webhook":{"url":"https://x","secret":"s3cret"}}}"#}},
             "spec": {"webhook": {"url": "https://x", "secret": "s3cret"}},
         });

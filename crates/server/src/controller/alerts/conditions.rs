@@ -38,6 +38,10 @@ pub struct Inputs<'a> {
     pub facts: &'a Facts,
     /// The cluster's nodes, as its controller's watch has them.
     pub nodes: &'a std::collections::BTreeMap<String, super::facts::Node>,
+    /// Since when the pods have been watched.
+    pub watched_since: Option<SystemTime>,
+    /// What the rule names while it fires: these have held long enough.
+    pub affected: &'a BTreeSet<String>,
     /// Drover's certificates: name and expiry (Unix seconds).
     pub certificates: &'a [(String, i64)],
     /// Backups whose last run failed, with why.
@@ -50,7 +54,12 @@ impl Inputs<'_> {
             && self.namespaces.is_none_or(|set| set.contains(namespace))
     }
 
-    fn held_for(&self, since: Option<SystemTime>, seconds: u64) -> bool {
+    /// Whether `object` has been wrong for `seconds` (or was already named
+    /// by the firing rule: a clock started again changes nothing).
+    fn held_for(&self, object: &str, since: Option<SystemTime>, seconds: u64) -> bool {
+        if self.affected.contains(object) {
+            return true;
+        }
         let since = since.unwrap_or(self.now);
         self.now.duration_since(since).unwrap_or_default().as_secs() >= seconds
     }
@@ -80,8 +89,9 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
     if let Some(c) = &condition.cluster_disconnected {
         if let Some(cluster) = i.cluster {
             if let Some(since) = cluster.down_since() {
-                if i.held_for(Some(since), c.for_seconds) {
-                    add(format!("cluster/{}", i.cluster_id));
+                let object = format!("cluster/{}", i.cluster_id);
+                if i.held_for(&object, Some(since), c.for_seconds) {
+                    add(object);
                 }
             }
         }
@@ -89,8 +99,9 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
     if let Some(c) = &condition.node_not_ready {
         for (name, node) in i.nodes {
             if let Some(since) = node.bad_since {
-                if i.held_for(Some(since), c.for_seconds) {
-                    add(format!("node/{name}"));
+                let object = format!("node/{name}");
+                if i.held_for(&object, Some(since), c.for_seconds) {
+                    add(object);
                 }
             }
         }
@@ -127,8 +138,9 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
                 continue;
             }
             if let Some(since) = pod.bad_since {
-                if i.held_for(Some(since), c.for_seconds) {
-                    add(format!("pod/{ns}/{name}"));
+                let object = format!("pod/{ns}/{name}");
+                if i.held_for(&object, Some(since), c.for_seconds) {
+                    add(object);
                 }
             }
         }
@@ -144,10 +156,15 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
                 .restarts
                 .iter()
                 .filter(|(at, _)| i.now.duration_since(*at).unwrap_or_default() <= window)
-                .map(|(_, n)| *n)
-                .sum();
-            if recent > c.count {
-                add(format!("pod/{ns}/{name}"));
+                .fold(0u32, |sum, (_, n)| sum.saturating_add(*n));
+            let object = format!("pod/{ns}/{name}");
+            // Restarts are counted while watched: a pod the firing rule
+            // names stays named until a whole window has been watched.
+            let young = i
+                .watched_since
+                .is_none_or(|at| i.now.duration_since(at).unwrap_or_default() < window);
+            if recent > c.count || (young && i.affected.contains(&object)) {
+                add(object);
             }
         }
     }
@@ -157,8 +174,9 @@ pub fn evaluate(condition: &AlertCondition, i: &Inputs<'_>) -> Vec<Finding> {
                 continue;
             }
             if let Some(since) = w.short_since {
-                if i.held_for(Some(since), c.for_seconds) {
-                    add(format!("{kind}/{ns}/{name}"));
+                let object = format!("{kind}/{ns}/{name}");
+                if i.held_for(&object, Some(since), c.for_seconds) {
+                    add(object);
                 }
             }
         }
@@ -280,12 +298,15 @@ mod tests {
             projects,
             facts,
             nodes: &NO_NODES,
+            affected: &NO_AFFECTED,
+            watched_since: None,
             certificates: &[],
             failed_backups: &[],
         }
     }
 
     static NO_NODES: BTreeMap<String, super::super::facts::Node> = BTreeMap::new();
+    static NO_AFFECTED: BTreeSet<String> = BTreeSet::new();
 
     #[test]
     fn quota_over_a_share_fires() {

@@ -87,6 +87,9 @@ pub struct Facts {
     pub synced: std::collections::BTreeSet<&'static str>,
     /// Why a collection cannot be watched now, by its path.
     pub errors: BTreeMap<&'static str, String>,
+    /// When each collection was first listed (what is counted while
+    /// watched, restarts, counts from then).
+    pub listed_at: BTreeMap<&'static str, SystemTime>,
 }
 
 /// Which downstream kinds the rules need.
@@ -298,10 +301,11 @@ fn conditions(obj: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-/// A node (or the cluster controller's slim form of one) as rules see it.
-pub fn node(obj: &Value) -> Node {
-    let mut bad_since: Option<SystemTime> = None;
-    for c in conditions(obj) {
+/// Since when a node (its `status.conditions`) is NotReady or under
+/// memory, disk or PID pressure; `None`: healthy.
+pub fn bad_since(node: &Value) -> Option<SystemTime> {
+    let mut since: Option<SystemTime> = None;
+    for c in conditions(node) {
         let bad = match c["type"].as_str() {
             Some("Ready") => c["status"] != "True",
             Some("MemoryPressure" | "DiskPressure" | "PIDPressure") => c["status"] == "True",
@@ -309,18 +313,25 @@ pub fn node(obj: &Value) -> Node {
         };
         if bad {
             let at = time(c["lastTransitionTime"].as_str()).unwrap_or_else(SystemTime::now);
-            bad_since = Some(bad_since.map_or(at, |b| b.min(at)));
+            since = Some(since.map_or(at, |b| b.min(at)));
         }
     }
-    let allocatable = obj
+    since
+}
+
+/// A node as rules see it, from the cluster controller's slim form of it
+/// (`badSince`, `status.allocatable`).
+pub fn node(slim: &Value) -> Node {
+    let allocatable = slim
         .pointer("/status/allocatable")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
+        .filter(|(k, _)| matches!(k.as_str(), "cpu" | "memory" | "pods"))
         .filter_map(|(k, v)| Some((k.clone(), quantity_of(k, v.as_str()?)?)))
         .collect();
     Node {
-        bad_since,
+        bad_since: time(slim["badSince"].as_str()),
         allocatable,
     }
 }
@@ -370,7 +381,8 @@ fn pod(obj: &Value, old: Option<Pod>, now: SystemTime) -> Pod {
             .flatten()
         {
             if let Some(q) = v.as_str().and_then(|v| quantity_of(k, v)) {
-                *requests.entry(k.clone()).or_default() += q;
+                let total = requests.entry(k.clone()).or_default();
+                *total = total.saturating_add(q);
             }
         }
     }
@@ -380,8 +392,9 @@ fn pod(obj: &Value, old: Option<Pod>, now: SystemTime) -> Pod {
         .into_iter()
         .flatten()
         .filter_map(|c| c["restartCount"].as_u64())
-        .map(|n| n as u32)
-        .sum();
+        .fold(0u32, |sum, n| {
+            sum.saturating_add(u32::try_from(n).unwrap_or(u32::MAX))
+        });
     let mut restarts = old.as_ref().map(|o| o.restarts.clone()).unwrap_or_default();
     if let Some(old) = &old {
         if restart_count > old.restart_count {
@@ -421,34 +434,75 @@ fn workload_short(source: Source, obj: &Value) -> bool {
     }
 }
 
-/// The watches of one cluster's downstream facts.
+/// The watches of one cluster's downstream facts: one task per collection
+/// the rules need, started and stopped as the needs change, into one
+/// [`Facts`] (so a collection still needed keeps what it holds).
 pub struct Watches {
     /// What they hold.
     pub facts: Arc<Mutex<Facts>>,
-    needs: Needs,
-    stop: CancellationToken,
+    client: Client,
+    parent: CancellationToken,
+    running: BTreeMap<&'static str, CancellationToken>,
 }
 
 impl Drop for Watches {
     fn drop(&mut self) {
-        self.stop.cancel();
+        for stop in self.running.values() {
+            stop.cancel();
+        }
     }
 }
 
 impl Watches {
-    /// Start watching what `needs` says, until dropped or `parent` stops.
-    pub fn start(client: &Client, needs: Needs, parent: &CancellationToken) -> Self {
-        let facts = Arc::new(Mutex::new(Facts::default()));
-        let stop = parent.child_token();
-        for source in needs.paths().into_iter().filter_map(Source::of_path) {
-            tokio::spawn(follow(client.clone(), source, facts.clone(), stop.clone()));
+    /// No watches yet; those started later stop with `parent` at the
+    /// latest.
+    pub fn new(client: &Client, parent: &CancellationToken) -> Self {
+        Self {
+            facts: Arc::default(),
+            client: client.clone(),
+            parent: parent.clone(),
+            running: BTreeMap::new(),
         }
-        Self { facts, needs, stop }
     }
 
-    /// What they watch.
-    pub fn needs(&self) -> Needs {
-        self.needs
+    /// Watch what `needs` says: start what is new, stop (and forget) what
+    /// is no longer needed.
+    pub fn set(&mut self, needs: Needs) {
+        let wanted = needs.paths();
+        let gone: Vec<&'static str> = self
+            .running
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        for path in gone {
+            if let Some(stop) = self.running.remove(path) {
+                stop.cancel();
+            }
+            if let Some(source) = Source::of_path(path) {
+                let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+                source.retain_listed(&mut f, &std::collections::BTreeSet::new());
+                f.synced.remove(path);
+                f.errors.remove(path);
+                f.listed_at.remove(path);
+            }
+        }
+        for path in wanted {
+            if self.running.contains_key(path) {
+                continue;
+            }
+            let Some(source) = Source::of_path(path) else {
+                continue;
+            };
+            let stop = self.parent.child_token();
+            tokio::spawn(follow(
+                self.client.clone(),
+                source,
+                self.facts.clone(),
+                stop.clone(),
+            ));
+            self.running.insert(path, stop);
+        }
     }
 }
 
@@ -476,6 +530,7 @@ async fn follow(client: Client, source: Source, facts: Arc<Mutex<Facts>>, stop: 
                 }
                 source.retain_listed(&mut f, &listed);
                 f.synced.insert(source.path());
+                f.listed_at.entry(source.path()).or_insert(now);
             }
             let rv = list
                 .pointer("/metadata/resourceVersion")

@@ -17,8 +17,8 @@
 //!   resolution, is sent no sooner than the group interval after the last
 //!   message; an unchanged firing alert is sent again every repeat
 //!   interval. A resolution is sent only for an alert whose firing was. A
-//!   message a notifier did not take is sent to it again after the group
-//!   interval.
+//!   message a notifier did not take is sent to it again each group
+//!   interval, up to the repeat interval.
 //! - State lives in the rule's status (state, since, affected objects, the
 //!   last message and each notifier's result), written under the lease:
 //!   the replica that takes a cluster over carries on from it: no message
@@ -29,7 +29,8 @@
 //!   on its own with its retries, its result recorded as it comes: a slow
 //!   or dead notifier delays no other notifier and no other rule (only
 //!   this rule's next message waits for the last one's attempts to end).
-//! - Changing a rule's condition starts its state afresh.
+//! - An object the firing rule names keeps its `forSeconds` when a clock
+//!   starts again (a re-list, a takeover); an edited rule carries on.
 
 pub mod conditions;
 pub mod facts;
@@ -39,7 +40,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use drover_core::api::{self, AlertRule, AlertRuleStatus, Delivery, LastNotification};
+use drover_core::api::{AlertRule, AlertRuleStatus, Delivery, LastNotification};
 use drover_core::meta;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -109,21 +110,21 @@ impl Alerts {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Share a cluster's nodes (its controller's slim forms) with its rules
-    /// until the guard is dropped.
-    pub fn share_nodes(
-        self: &Arc<Self>,
-        cluster: &str,
-        nodes: &std::collections::BTreeMap<String, serde_json::Value>,
-    ) -> SharedNodes {
-        self.update_nodes(cluster, nodes);
+    /// A cluster's controller shares its nodes with the cluster's rules
+    /// ([`Alerts::update_nodes`]) until the guard is dropped.
+    pub fn share_nodes(self: &Arc<Self>, cluster: &str) -> SharedNodes {
         SharedNodes {
             alerts: self.clone(),
             cluster: cluster.to_owned(),
         }
     }
 
-    /// The cluster's nodes changed.
+    /// The cluster's nodes are not known any more (it is not connected).
+    pub fn forget_nodes(&self, cluster: &str) {
+        self.lock_nodes().remove(cluster);
+    }
+
+    /// The cluster's nodes, as its controller's watch has them now.
     pub fn update_nodes(
         &self,
         cluster: &str,
@@ -161,15 +162,18 @@ pub enum AlertError {
     LostLease,
 }
 
-/// One rule as this evaluator tracks it: its status as last written.
+/// One rule as this evaluator tracks it.
 #[derive(Debug)]
 struct Tracked {
     key: String,
+    /// Its status as this evaluator knows it.
     status: AlertRuleStatus,
-    /// The condition the state is about.
-    condition: api::AlertCondition,
+    /// Its status as last recorded in the store.
+    stored: AlertRuleStatus,
     /// Notifiers whose delivery of the last message is under way.
     sending: BTreeSet<String>,
+    /// When failed deliveries were last sent again.
+    retried: Option<std::time::Instant>,
 }
 
 /// One notifier's finished delivery of a message: the rule's uid, the
@@ -183,11 +187,7 @@ const RECORDS_EVERY: Duration = Duration::from_secs(5);
 /// Start evaluating the alert rules of the cluster whose lease is `held`,
 /// until `stop`.
 pub fn start(ctx: Ctx, held: Held, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    let cluster = held
-        .name
-        .strip_prefix("clusters/")
-        .unwrap_or(&held.name)
-        .to_owned();
+    let cluster = held.cluster().to_owned();
     let span = tracing::info_span!("alerts", %cluster);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
@@ -356,8 +356,7 @@ impl Evaluator {
             // Cut off for a moment: nothing is written, nothing decided.
             return Ok(Action::Requeue(EVALUATE_EVERY));
         }
-        let fleet = &self.ctx.alerts.fleet;
-        if !fleet.loaded() {
+        if !self.ctx.alerts.fleet.loaded() {
             return Ok(Action::Requeue(EVALUATE_EVERY));
         }
         let rules = self.rules();
@@ -368,9 +367,11 @@ impl Evaluator {
             return Ok(Action::AwaitChange);
         }
         let needs = needs_of_all(&rules);
-        if self.watches.as_ref().map(Watches::needs) != Some(needs) {
-            self.watches = (!needs.none()).then(|| Watches::start(&self.client, needs, &self.stop));
-        }
+        // Sources come and go with the rules; what the others hold stays.
+        self.watches
+            .get_or_insert_with(|| Watches::new(&self.client, &self.stop))
+            .set(needs);
+        self.seed(&rules).await?;
         if needs.namespaces {
             let stale = self
                 .records
@@ -385,6 +386,8 @@ impl Evaluator {
         } else {
             self.records = None;
         }
+        let alerts = self.ctx.alerts.clone();
+        let fleet = &alerts.fleet;
         let cluster = fleet.cluster(&self.cluster);
         let projects = fleet.projects.group(&self.cluster);
         let certificates = if rules
@@ -413,6 +416,7 @@ impl Evaluator {
                 .watches
                 .as_ref()
                 .map(|w| w.facts.lock().unwrap_or_else(|e| e.into_inner()));
+            let tracked = &self.tracked;
             let facts = guard.as_deref().unwrap_or(&empty);
             for s in &rules {
                 let uid = s.rule.metadata.uid.clone().unwrap_or_default();
@@ -459,6 +463,13 @@ impl Evaluator {
                     })
                     .filter(|(id, _)| s.project.as_ref().is_none_or(|p| p == id))
                     .collect();
+                // What the rule names now keeps its `forSeconds`: a clock
+                // started again (a re-list, a takeover) resolves nothing.
+                let affected: BTreeSet<String> = tracked
+                    .get(&uid)
+                    .filter(|t| t.status.state.as_deref() == Some("firing"))
+                    .map(|t| t.status.affected.iter().cloned().collect())
+                    .unwrap_or_default();
                 let findings = conditions::evaluate(
                     &s.rule.spec.condition,
                     &Inputs {
@@ -469,6 +480,8 @@ impl Evaluator {
                         projects: &in_scope,
                         facts,
                         nodes: nodes.as_deref().unwrap_or(&no_nodes),
+                        affected: &affected,
+                        watched_since: facts.listed_at.get("/api/v1/pods").copied(),
                         certificates: &certificates,
                         failed_backups: &failed_backups,
                     },
@@ -498,18 +511,10 @@ impl Evaluator {
         cluster: Option<&view::ClusterBrief>,
     ) -> Result<(), AlertError> {
         let rule = &s.rule;
-        let tracked = self.tracked.entry(uid.clone()).or_insert_with(|| Tracked {
-            key: s.key.clone(),
-            status: rule.status.clone().unwrap_or_default(),
-            condition: rule.spec.condition.clone(),
-            sending: BTreeSet::new(),
-        });
-        if tracked.condition != rule.spec.condition {
-            // Another condition: another alert.
-            tracked.condition = rule.spec.condition.clone();
-            tracked.status = AlertRuleStatus::default();
-            tracked.sending.clear();
-        }
+        let tracked = self
+            .tracked
+            .get_mut(&uid)
+            .expect("seeded before evaluation");
         let mut status = tracked.status.clone();
         // A message another replica was sending when it stopped: its
         // outcome is unknown, so it counts as failed (and is sent again as
@@ -534,23 +539,36 @@ impl Evaluator {
             .then(|| format!("no Notifier named {}", missing.join(", ")))
             .or(blind);
         let Some(findings) = findings else {
-            if status != tracked.status
-                && write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await?
-            {
-                tracked.status = status;
-            }
-            return Ok(());
+            tracked.status = status;
+            return write_if_changed(&self.ctx, &self.held, tracked, &uid).await;
         };
+        // The notifiers a failed delivery is sent again to: those the rule
+        // still names and that exist.
+        let all = rule.spec.notifiers.clone();
+        let failed: Vec<String> = status
+            .last_notification
+            .as_ref()
+            .map(|l| {
+                l.deliveries
+                    .iter()
+                    .filter(|d| d.result == notify::FAILED)
+                    .map(|d| d.notifier.clone())
+                    .filter(|n| all.contains(n) && !missing.contains(&n.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
         // Quiet, and nothing owed: nothing to do (most rules, most of the
         // time).
-        let owes = status.last_notification.as_ref().is_some_and(|l| {
-            l.state == "firing" || l.deliveries.iter().any(|d| d.result == notify::FAILED)
-        });
+        let owes = status
+            .last_notification
+            .as_ref()
+            .is_some_and(|l| l.state == "firing" || !failed.is_empty());
         if findings.is_empty()
             && status.state.as_deref() != Some("firing")
             && !owes
-            && status == tracked.status
+            && status == tracked.stored
         {
+            tracked.status = status;
             return Ok(());
         }
         let condition = condition_name(&rule.spec.condition).0.unwrap_or_default();
@@ -581,6 +599,15 @@ impl Evaluator {
         let last = status.last_notification.as_ref();
         let since_last = last.and_then(|l| elapsed_since(Some(&l.time), now));
         let spaced = since_last.is_none_or(|d| d >= group_interval);
+        // A retry waits a group interval after the message and after the
+        // last retry, and is given up once the repeat interval has passed
+        // (a firing alert is then sent to all again).
+        let retry_due = !failed.is_empty()
+            && spaced
+            && since_last.is_some_and(|d| d < repeat)
+            && tracked
+                .retried
+                .is_none_or(|at| at.elapsed() >= group_interval);
         // The last message belongs to this firing if sent since it began.
         let episode_start = conditions::time(status.since.as_deref());
         let sent_this_episode = last.is_some_and(|l| {
@@ -589,111 +616,116 @@ impl Evaluator {
                     .zip(episode_start)
                     .is_some_and(|(t, s)| t >= s)
         });
-        let failed: Vec<String> = last
-            .map(|l| {
-                l.deliveries
-                    .iter()
-                    .filter(|d| d.result == notify::FAILED)
-                    .map(|d| d.notifier.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let all = rule.spec.notifiers.clone();
-        let due: Option<(notify::State, Vec<String>)> = match (firing, last) {
+        // What to send: a new message to all, or the last one again to
+        // those that did not take it.
+        enum Due {
+            New(notify::State),
+            Retry(notify::State),
+        }
+        let due: Option<Due> = match (firing, last) {
             _ if !tracked.sending.is_empty() || all.is_empty() => None,
             (true, _) if !sent_this_episode => {
                 let waited = elapsed_since(status.since.as_deref(), now).unwrap_or_default();
-                (waited >= group_wait && spaced).then(|| (notify::State::Firing, all.clone()))
+                (waited >= group_wait && spaced).then_some(Due::New(notify::State::Firing))
             }
             (true, Some(l)) => {
                 let d = since_last.unwrap_or_default();
                 if (l.affected != affected && d >= group_interval) || d >= repeat {
-                    Some((notify::State::Firing, all.clone()))
-                } else if !failed.is_empty() && spaced {
-                    Some((notify::State::Firing, failed.clone()))
+                    Some(Due::New(notify::State::Firing))
                 } else {
-                    None
+                    retry_due.then_some(Due::Retry(notify::State::Firing))
                 }
             }
             (false, Some(l)) if l.state == "firing" => {
-                spaced.then(|| (notify::State::Resolved, all.clone()))
+                spaced.then_some(Due::New(notify::State::Resolved))
             }
-            (false, Some(l)) if l.state == "resolved" && !failed.is_empty() && spaced => {
-                Some((notify::State::Resolved, failed.clone()))
+            (false, Some(l)) if l.state == "resolved" => {
+                retry_due.then_some(Due::Retry(notify::State::Resolved))
             }
             _ => None,
         };
         // A resolution names what the firing message named.
         let previously_named = last.map(|l| l.affected.clone()).unwrap_or_default();
-        if let Some((state, to)) = &due {
-            // Those not sent to again keep their result.
-            let kept: Vec<Delivery> = last
-                .filter(|l| l.state == state.as_str())
-                .map(|l| {
-                    l.deliveries
-                        .iter()
-                        .filter(|d| !to.contains(&d.notifier))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut deliveries = kept;
-            deliveries.extend(to.iter().map(|n| Delivery {
-                notifier: n.clone(),
-                result: notify::SENDING.into(),
-                attempts: 0,
-                error: None,
-            }));
-            deliveries.sort_by(|a, b| a.notifier.cmp(&b.notifier));
-            status.last_notification = Some(LastNotification {
-                time: now_text.clone(),
-                state: state.as_str().to_owned(),
-                affected: match state {
-                    notify::State::Firing => affected.clone(),
-                    notify::State::Resolved => previously_named.clone(),
-                },
-                deliveries,
-            });
-        }
-        if status != tracked.status {
-            // A message goes out only once it is recorded.
-            if !write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await? {
-                return Ok(());
+        let (state, to, time, is_retry) = match due {
+            None => {
+                tracked.status = status;
+                return write_if_changed(&self.ctx, &self.held, tracked, &uid).await;
             }
-            tracked.status = status.clone();
+            Some(Due::New(state)) => {
+                status.last_notification = Some(LastNotification {
+                    time: now_text.clone(),
+                    state: state.as_str().to_owned(),
+                    affected: match state {
+                        notify::State::Firing => affected.clone(),
+                        notify::State::Resolved => previously_named.clone(),
+                    },
+                    deliveries: all
+                        .iter()
+                        .map(|n| Delivery {
+                            notifier: n.clone(),
+                            result: notify::SENDING.into(),
+                            attempts: 0,
+                            error: None,
+                        })
+                        .collect(),
+                });
+                (state, all.clone(), now_text.clone(), false)
+            }
+            Some(Due::Retry(state)) => {
+                let last = status
+                    .last_notification
+                    .as_mut()
+                    .expect("a message to retry");
+                for d in last
+                    .deliveries
+                    .iter_mut()
+                    .filter(|d| failed.contains(&d.notifier))
+                {
+                    d.result = notify::SENDING.into();
+                }
+                (state, failed.clone(), last.time.clone(), true)
+            }
+        };
+        // A message goes out only once it is recorded.
+        let before = std::mem::replace(&mut tracked.status, status.clone());
+        write_if_changed(&self.ctx, &self.held, tracked, &uid).await?;
+        if tracked.stored != status {
+            tracked.status = before;
+            return Ok(());
         }
-        if let Some((state, to)) = due {
-            tracked.sending = to.iter().cloned().collect();
-            let message = notify::Message {
-                rule: rule.metadata.name.clone().unwrap_or_default(),
-                rule_namespace: rule.metadata.namespace.clone().unwrap_or_default(),
-                state,
-                severity: rule
-                    .spec
-                    .severity
-                    .clone()
-                    .unwrap_or_else(|| "warning".into()),
-                condition: condition.to_owned(),
-                summary: status.message.clone().unwrap_or_default(),
-                cluster: self.cluster.clone(),
-                cluster_name,
-                project: s.project.clone(),
-                affected: match state {
-                    notify::State::Firing => affected,
-                    notify::State::Resolved => previously_named,
-                },
-                since: status.since.clone().unwrap_or_default(),
-                description: rule.spec.description.clone(),
-                url: match &s.project {
-                    Some(p) => format!(
-                        "{}/clusters/{}/projects/{p}",
-                        self.ctx.alerts.ui_url, self.cluster
-                    ),
-                    None => format!("{}/clusters/{}", self.ctx.alerts.ui_url, self.cluster),
-                },
-            };
-            self.send(uid, now_text, to, message);
-        }
+        tracked.retried = is_retry.then(std::time::Instant::now);
+        tracked.sending = to.iter().cloned().collect();
+        let named = status
+            .last_notification
+            .as_ref()
+            .map(|l| l.affected.clone())
+            .unwrap_or_default();
+        let message = notify::Message {
+            rule: rule.metadata.name.clone().unwrap_or_default(),
+            rule_namespace: rule.metadata.namespace.clone().unwrap_or_default(),
+            state,
+            severity: rule
+                .spec
+                .severity
+                .clone()
+                .unwrap_or_else(|| "warning".into()),
+            condition: condition.to_owned(),
+            summary: status.message.clone().unwrap_or_default(),
+            cluster: self.cluster.clone(),
+            cluster_name,
+            project: s.project.clone(),
+            affected: named,
+            since: status.since.clone().unwrap_or_default(),
+            description: rule.spec.description.clone(),
+            url: match &s.project {
+                Some(p) => format!(
+                    "{}/clusters/{}/projects/{p}",
+                    self.ctx.alerts.ui_url, self.cluster
+                ),
+                None => format!("{}/clusters/{}", self.ctx.alerts.ui_url, self.cluster),
+            },
+        };
+        self.send(uid, time, to, message);
         Ok(())
     }
 
@@ -731,30 +763,78 @@ impl Evaluator {
         }
     }
 
-    /// Record one notifier's delivery.
+    /// Record one notifier's delivery (in memory at once; in the store as
+    /// soon as a write goes through).
     async fn delivered(&mut self, (uid, time, delivery): Done) -> Result<(), AlertError> {
         let Some(tracked) = self.tracked.get_mut(&uid) else {
             return Ok(());
         };
+        let Some(last) = tracked
+            .status
+            .last_notification
+            .as_mut()
+            .filter(|l| l.time == time)
+        else {
+            return Ok(()); // a message since superseded
+        };
         tracked.sending.remove(&delivery.notifier);
-        let mut status = tracked.status.clone();
-        match status.last_notification.as_mut() {
-            Some(last) if last.time == time => {
-                if let Some(d) = last
-                    .deliveries
-                    .iter_mut()
-                    .find(|d| d.notifier == delivery.notifier)
-                {
-                    *d = delivery;
-                }
-            }
-            _ => return Ok(()),
+        if let Some(d) = last
+            .deliveries
+            .iter_mut()
+            .find(|d| d.notifier == delivery.notifier)
+        {
+            *d = delivery;
         }
-        if write_status(&self.ctx, &self.held, &tracked.key, &uid, &status).await? {
-            tracked.status = status;
+        write_if_changed(&self.ctx, &self.held, tracked, &uid).await
+    }
+
+    /// Start tracking the rules not tracked yet, from the store (not the
+    /// view, which may not have seen the last writes of the replica that
+    /// held the lease before).
+    async fn seed(&mut self, rules: &[Scoped]) -> Result<(), AlertError> {
+        for s in rules {
+            let uid = s.rule.metadata.uid.clone().unwrap_or_default();
+            if self.tracked.contains_key(&uid) {
+                continue;
+            }
+            let stored = self
+                .ctx
+                .store
+                .get(&s.key)
+                .await?
+                .and_then(|kv| serde_json::from_slice::<AlertRule>(&kv.value).ok())
+                .filter(|r| r.metadata.uid.as_deref() == Some(uid.as_str()))
+                .and_then(|r| r.status)
+                .unwrap_or_default();
+            self.tracked.insert(
+                uid,
+                Tracked {
+                    key: s.key.clone(),
+                    status: stored.clone(),
+                    stored,
+                    sending: BTreeSet::new(),
+                    retried: None,
+                },
+            );
         }
         Ok(())
     }
+}
+
+/// Write a rule's in-memory status if it differs from what was last
+/// recorded.
+async fn write_if_changed(
+    ctx: &Ctx,
+    held: &Held,
+    tracked: &mut Tracked,
+    uid: &str,
+) -> Result<(), AlertError> {
+    if tracked.status != tracked.stored
+        && write_status(ctx, held, &tracked.key, uid, &tracked.status).await?
+    {
+        tracked.stored = tracked.status.clone();
+    }
+    Ok(())
 }
 
 /// Write a rule's status under the cluster's lease, if it is still the rule
