@@ -214,6 +214,8 @@ fn replica(port: u16, dir: &Path, db: &str, url: &str) -> Server {
             url,
             "--drain-delay-seconds",
             "2",
+            // The alert test's webhook receiver is on 127.0.0.1.
+            "--allow-private-outbound",
         ],
         &[
             ("DROVER_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD),
@@ -1174,6 +1176,118 @@ fn scenario_body() {
 
 /// The one-replica case the issue started from: server and agent both die,
 /// only the server comes back. The cluster must not stay Connected.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(drover_pg),
+    ignore = "DROVER_TEST_POSTGRES_URL is unset: PostgreSQL not tested"
+)]
+async fn an_alert_is_sent_once_when_the_replica_sending_it_dies() {
+    tokio::task::block_in_place(alert_failover_body);
+}
+
+/// One replica evaluates a cluster's rules (the holder of its lease): a
+/// firing alert is sent once; when that replica is killed, the one taking
+/// the lease over carries on from the rule's status, sending nothing
+/// twice, and sends the resolution once.
+fn alert_failover_body() {
+    let rt = tokio::runtime::Handle::current();
+    let mut ha = rt.block_on(Ha::start());
+    let imp = import(&ha);
+    let mut agent_proc = agent(&ha, &imp);
+    wait(
+        "the imported cluster Ready",
+        Duration::from_secs(60),
+        || (condition(&ha.cluster(&imp.cluster), "Ready") == "True").then_some(()),
+    );
+    let hook = common::webhook::Receiver::start();
+    let (code, body) = ha.http(
+        "POST",
+        &format!("{MGMT}/notifiers"),
+        Some(&ha.admin),
+        Some(
+            &json!({"apiVersion": "management.drover.io/v1", "kind": "Notifier",
+            "metadata": {"name": "hook"}, "spec": {"webhook": {"url": hook.url()}}}),
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = ha.http(
+        "POST",
+        &format!("{MGMT}/namespaces/{}/alertrules", imp.cluster),
+        Some(&ha.admin),
+        Some(&json!({"apiVersion": "management.drover.io/v1", "kind": "AlertRule",
+            "metadata": {"name": "down"},
+            "spec": {"condition": {"clusterDisconnected": {"forSeconds": 0}}, "notifiers": ["hook"],
+                     "groupWaitSeconds": 1, "groupIntervalSeconds": 3, "repeatIntervalSeconds": 3600}})),
+    );
+    assert_eq!(code, 201, "{body}");
+
+    agent_proc.kill();
+    wait("a firing message", Duration::from_secs(60), || {
+        hook.first("down", "firing")
+    });
+    // It was recorded before it went out, and its result after.
+    wait("the delivery recorded", Duration::from_secs(20), || {
+        let (_, rule) = ha.http(
+            "GET",
+            &format!("{MGMT}/namespaces/{}/alertrules/down", imp.cluster),
+            Some(&ha.admin),
+            None,
+        );
+        (rule["status"]["lastNotification"]["deliveries"][0]["result"] == "Delivered").then_some(())
+    });
+
+    // The replica evaluating the cluster's rules dies.
+    let lease = format!("clusters/{}", imp.cluster);
+    let holder = leases(&ha.view())[&lease].0.clone();
+    let victim = ha.index_of(&holder);
+    Command::new("kill")
+        .args(["-KILL", &ha.pid(victim)])
+        .status()
+        .unwrap();
+    let _ = ha.replicas[victim].as_mut().unwrap().child.wait();
+    ha.replicas[victim] = None;
+    wait(
+        "the cluster's lease taken over",
+        Duration::from_secs(20),
+        || {
+            let view = ha.view();
+            let (now, alive) = (leases(&view), live(&view));
+            now.get(&lease)
+                .is_some_and(|(h, _)| *h != holder && alive.contains(h))
+                .then_some(())
+        },
+    );
+    // The new holder carries on: nothing is sent again (the alert is
+    // unchanged and its repeat interval an hour away).
+    let moved = Instant::now();
+    while moved.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            hook.messages("down", "firing").len(),
+            1,
+            "the firing message was sent again after the takeover"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The agent comes back: resolved, once.
+    agent_proc = agent(&ha, &imp);
+    wait("a resolved message", Duration::from_secs(60), || {
+        hook.first("down", "resolved")
+    });
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        hook.messages("down", "resolved").len(),
+        1,
+        "{:?}",
+        hook.all()
+    );
+    assert_eq!(hook.messages("down", "firing").len(), 1, "{:?}", hook.all());
+    agent_proc.kill();
+}
+
 #[test]
 fn a_restarted_server_without_its_agent_shows_the_cluster_disconnected() {
     let mut m = common::Mgmt::start(&[]);

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod directory;
+pub mod webhook;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
 
