@@ -951,3 +951,61 @@ fn a_user_who_must_change_their_password_can_do_only_that() {
         "free again after the change"
     );
 }
+
+/// `kubectl version` works against Drover, and discovery answers with a
+/// trailing slash as kube-apiserver's does (`/api/`, `/apis/`,
+/// `/version/`, which the Python client's `CoreApi`, `ApisApi` and
+/// `VersionApi` ask for), on the management API and on a simulated
+/// cluster alike.
+#[test]
+fn version_and_discovery_with_a_trailing_slash() {
+    let m = Mgmt::start(&[]);
+    let admin = m.admin();
+    let kc = m.kubeconfig("admin", &admin);
+    let (code, out, err) = m.kubectl(&kc, &["version", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let server = &v["serverVersion"];
+    assert_eq!(server["major"], "1", "{out}");
+    assert!(
+        server["gitVersion"]
+            .as_str()
+            .is_some_and(|g| g.starts_with("v1.31.0+drover.")),
+        "{out}"
+    );
+    // Anyone may read the version, as kube-apiserver lets them.
+    let (code, body) = m.http("GET", "/version", None, None, &[]);
+    assert_eq!(code, 200, "{body}");
+
+    let sim = common::SimProc::start(m.dir.path(), "slash", 1);
+    let sim_cache = m.dir.path().join("sim-cache");
+    for (name, path, kind) in [
+        ("api", "/api/", "APIVersions"),
+        ("apis", "/apis/", "APIGroupList"),
+    ] {
+        let (code, out, err) = m.kubectl(&kc, &["get", "--raw", path]);
+        assert_eq!(code, 0, "drover {name}: {out}{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["kind"], kind, "drover {path}: {out}");
+        let (code, out, err) = sim.kubectl(&sim_cache, &["get", "--raw", path]);
+        assert_eq!(code, 0, "sim {name}: {out}{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["kind"], kind, "sim {path}: {out}");
+    }
+    for (who, (code, out, err)) in [
+        ("drover", m.kubectl(&kc, &["get", "--raw", "/version/"])),
+        (
+            "sim",
+            sim.kubectl(&sim_cache, &["get", "--raw", "/version/"]),
+        ),
+    ] {
+        assert_eq!(code, 0, "{who}: {out}{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            v["gitVersion"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("v1.")),
+            "{who}: {out}"
+        );
+    }
+}

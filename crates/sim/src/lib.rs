@@ -415,8 +415,10 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
     };
     let mut authenticated = Router::new()
         .route("/api", any(api.clone()))
+        .route("/api/", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
+        .route("/apis/", any(api.clone()))
         .route("/apis/{*rest}", any(api.clone()))
         .route("/openapi/{*rest}", any(api));
     if let Some(log) = audit {
@@ -431,7 +433,14 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
     let version = state.version.clone();
     Router::new()
         .merge(authenticated)
-        .route("/version", get(move || async move { Json(version) }))
+        .route(
+            "/version",
+            get({
+                let version = version.clone();
+                move || async move { Json(version) }
+            }),
+        )
+        .route("/version/", get(move || async move { Json(version) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))

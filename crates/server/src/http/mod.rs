@@ -111,8 +111,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(authn::refresh_groups),
         )
         .route("/api", any(api.clone()))
+        .route("/api/", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
+        .route("/apis/", any(api.clone()))
         .route("/apis/{*rest}", any(api.clone()))
         .route("/openapi/{*rest}", any(api))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -128,6 +130,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(drover_tunnel::CONNECT_PATH, get(connect::connect))
         .route("/k8s/clusters/{*rest}", any(proxy::proxy))
         .route("/ping", get(|| async { "pong" }))
+        // As kube-apiserver's, readable by anyone (system:public-info-viewer).
+        .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/healthz", get(healthz))
         .route("/cacerts", get(cacerts))
         .route("/metrics", get(metrics_text))
@@ -262,6 +267,28 @@ async fn cacerts(State(state): State<Arc<AppState>>) -> Response {
         state.tls.ca_pem(),
     )
         .into_response()
+}
+
+/// The Kubernetes API version the management API serves (the kinds and
+/// machinery of k8s-openapi's `v1_31`), with Drover's own version as build
+/// metadata, as distributions do (`v1.31.0+k3s1`).
+async fn version() -> Response {
+    axum::Json(serde_json::json!({
+        "major": "1",
+        "minor": "31",
+        "gitVersion": format!("v1.31.0+drover.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }),
+    }))
+    .into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
