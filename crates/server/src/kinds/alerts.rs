@@ -98,25 +98,6 @@ fn destination(obj: &Value) -> Value {
     ])
 }
 
-/// Take the secrets out of an object (and out of its `kubectl apply`
-/// annotation).
-fn take_secrets(obj: &mut Value) -> Secrets {
-    let mut taken = drover_apiserver::object::take_write_only(
-        obj,
-        &[
-            ("/spec/webhook", "secret"),
-            ("/spec/email", "password"),
-            ("/spec/pagerduty", "routingKey"),
-        ],
-    )
-    .into_iter();
-    Secrets {
-        webhook_secret: taken.next().flatten(),
-        email_password: taken.next().flatten(),
-        routing_key: taken.next().flatten(),
-    }
-}
-
 /// Read a notifier's secrets.
 pub async fn read_secrets(
     store: &Store,
@@ -152,33 +133,18 @@ impl Notifiers {
         let Ok(spec) = serde_json::from_value::<api::NotifierSpec>(obj["spec"].clone()) else {
             return Ok(()); // the schema check reports it
         };
-        let mut errors = Vec::new();
-        for (field, url) in urls(&spec) {
-            if let Err(e) = drover_net::outbound::check_destination(&url, self.allow_private).await
-            {
-                errors.push(FieldError::invalid(field, shown(&url), e.to_string()));
-            }
-        }
-        if let Some(email) = &spec.email {
-            if let Err(e) = drover_net::outbound::resolve(
-                &email.host,
-                email.port.unwrap_or(25),
-                self.allow_private,
-            )
-            .await
-            {
-                errors.push(FieldError::invalid(
-                    "spec.email.host",
-                    email.host.clone(),
-                    e.to_string(),
-                ));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid(name, &errors))
-        }
+        let Err(e) = notify::check_notifier(&spec, self.allow_private).await else {
+            return Ok(());
+        };
+        let (field, value) = match (&spec.email, urls(&spec).into_iter().next()) {
+            (Some(email), _) => ("spec.email.host", email.host.clone()),
+            (None, Some((field, url))) => (field, shown(&url)),
+            (None, None) => ("spec", String::new()),
+        };
+        Err(invalid(
+            name,
+            &[FieldError::invalid(field, value, e.to_string())],
+        ))
     }
 
     /// Record the secrets a write carries (over those recorded).
@@ -193,9 +159,7 @@ impl Notifiers {
             // A record left by a deleted object is not inherited.
             secrets = Secrets::default();
         }
-        let changed = given.webhook_secret.is_some()
-            || given.email_password.is_some()
-            || given.routing_key.is_some();
+        let changed = !given.is_empty();
         if given.webhook_secret.is_some() {
             secrets.webhook_secret = given.webhook_secret;
         }
@@ -311,7 +275,7 @@ impl Strategy for Notifiers {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let given = take_secrets(obj);
+            let given = Secrets::take(obj);
             if obj.pointer("/spec/pagerduty").is_some() && given.routing_key.is_none() {
                 return Err(invalid(
                     &name,
@@ -340,18 +304,12 @@ impl Strategy for Notifiers {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let given = take_secrets(new);
+            let given = Secrets::take(new);
             // A kept secret goes only where it went before: whoever can
             // point the notifier elsewhere could otherwise have it sent to
             // a server of theirs.
             let (recorded, _) = read_secrets(&ctx.store, &name).await.map_err(unavailable)?;
-            let kept = recorded.webhook_secret.is_some()
-                || recorded.email_password.is_some()
-                || recorded.routing_key.is_some();
-            let given_any = given.webhook_secret.is_some()
-                || given.email_password.is_some()
-                || given.routing_key.is_some();
-            if kept && !given_any && destination(new) != destination(old) {
+            if !recorded.is_empty() && given.is_empty() && destination(new) != destination(old) {
                 return Err(invalid(
                     &name,
                     &[FieldError::required(
@@ -854,7 +812,7 @@ mod tests {
                 r#"{"spec":{"webhook":{"url":"https://x","secret":"s3cret"}}}"#}},
             "spec": {"webhook": {"url": "https://x", "secret": "s3cret"}},
         });
-        let s = take_secrets(&mut obj);
+        let s = Secrets::take(&mut obj);
         assert_eq!(s.webhook_secret.as_deref(), Some("s3cret"));
         assert!(!obj.to_string().contains("s3cret"));
     }

@@ -33,7 +33,6 @@ mod email;
 pub mod payload;
 mod sender;
 
-use drover_core::api::NotifierSpec;
 use drover_net::outbound::OutboundError;
 use serde::{Deserialize, Serialize};
 
@@ -73,12 +72,22 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Take the write-only fields out of `spec` (leaving them `None`).
-    pub fn take(spec: &mut NotifierSpec) -> Self {
+    /// Take the write-only fields out of a Notifier object (and out of the
+    /// object `kubectl apply` keeps in its annotation).
+    pub fn take(obj: &mut serde_json::Value) -> Self {
+        let mut taken = drover_apiserver::object::take_write_only(
+            obj,
+            &[
+                ("/spec/webhook", "secret"),
+                ("/spec/email", "password"),
+                ("/spec/pagerduty", "routingKey"),
+            ],
+        )
+        .into_iter();
         Self {
-            webhook_secret: spec.webhook.as_mut().and_then(|w| w.secret.take()),
-            email_password: spec.email.as_mut().and_then(|e| e.password.take()),
-            routing_key: spec.pagerduty.as_mut().and_then(|p| p.routing_key.take()),
+            webhook_secret: taken.next().flatten(),
+            email_password: taken.next().flatten(),
+            routing_key: taken.next().flatten(),
         }
     }
 
@@ -283,21 +292,14 @@ fn sample(state: State) -> Message {
 
 #[cfg(test)]
 mod tests {
-    use drover_core::api::{EmailNotifier, PagerDutyNotifier, WebhookNotifier};
-
     use super::*;
 
     #[test]
     fn secrets_are_kept_apart_and_never_printed() {
-        let mut spec = NotifierSpec {
-            webhook: Some(WebhookNotifier {
-                url: "https://hooks.example.com/x".into(),
-                secret: Some("hmac-key".into()),
-            }),
-            ..Default::default()
-        };
+        let mut spec = serde_json::json!({"spec": {"webhook": {
+            "url": "https://hooks.example.com/x", "secret": "hmac-key"}}});
         let secrets = Secrets::take(&mut spec);
-        assert_eq!(spec.webhook.as_ref().unwrap().secret, None);
+        assert_eq!(spec["spec"]["webhook"].get("secret"), None);
         assert_eq!(secrets.webhook_secret.as_deref(), Some("hmac-key"));
         assert!(!secrets.is_empty());
         assert_eq!(format!("{secrets:?}"), "Secrets { [REDACTED] }");
@@ -309,22 +311,14 @@ mod tests {
         assert_eq!(back.routing_key.as_deref(), Some("rk"));
         assert!(Secrets::default().is_empty());
 
-        let mut spec = NotifierSpec {
-            email: Some(EmailNotifier {
-                password: Some("pw".into()),
-                ..Default::default()
-            }),
-            pagerduty: Some(PagerDutyNotifier {
-                routing_key: Some("rk".into()),
-                url: None,
-            }),
-            ..Default::default()
-        };
+        let mut spec = serde_json::json!({"spec": {
+            "email": {"password": "pw"},
+            "pagerduty": {"routingKey": "rk"}}});
         let s = Secrets::take(&mut spec);
         assert_eq!(s.email_password.as_deref(), Some("pw"));
         assert_eq!(s.routing_key.as_deref(), Some("rk"));
-        assert!(spec.email.unwrap().password.is_none());
-        assert!(spec.pagerduty.unwrap().routing_key.is_none());
+        assert!(spec["spec"]["email"].get("password").is_none());
+        assert!(spec["spec"]["pagerduty"].get("routingKey").is_none());
         assert_eq!(secrets_key("ops"), "/drover/notifiersecrets/ops");
     }
 
