@@ -94,6 +94,9 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, Ap
         if !i.short_names.is_empty() {
             entry["shortNames"] = json!(i.short_names);
         }
+        if !i.categories.is_empty() {
+            entry["categories"] = json!(i.categories);
+        }
         list.push(entry);
         for s in i.streams {
             list.push(json!({"name": format!("{}/{s}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["get"]}));

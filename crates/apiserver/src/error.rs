@@ -198,7 +198,8 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, details: Value) -> Self {
+    /// The same error with `details` (name, group, kind) for clients.
+    pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
     }

@@ -262,6 +262,17 @@ impl ApiServer {
     ) -> Result<Vec<String>, ApiError> {
         let mode = FieldValidation::from_query(q)?;
         let api_version = r.info.api_version();
+        if r.strategy.kind_from_url() {
+            if let Some(m) = obj.as_object_mut() {
+                let missing = |v: Option<&Value>| v.is_none_or(|v| v.as_str() == Some(""));
+                if missing(m.get("apiVersion")) {
+                    m.insert("apiVersion".into(), Value::String(api_version.clone()));
+                }
+                if missing(m.get("kind")) {
+                    m.insert("kind".into(), Value::String(r.info.kind.to_owned()));
+                }
+            }
+        }
         match obj.get("apiVersion").and_then(Value::as_str) {
             Some(v) if v == api_version => {}
             Some(v) => {
@@ -426,6 +437,21 @@ impl ApiServer {
         let revision = revision.unwrap_or_default();
         let mut list_meta = json!({"resourceVersion": revision.to_string()});
         if let Some(k) = continue_key {
+            // As kube's storage: how many follow, when nothing filters them.
+            if filter.selects_all() {
+                let rest = self
+                    .store
+                    .count(&ListOptions {
+                        prefix: prefix.clone(),
+                        start_after: Some(k.clone()),
+                        limit: None,
+                        revision: Some(revision),
+                    })
+                    .await;
+                if let Ok(n) = rest {
+                    list_meta["remainingItemCount"] = json!(n);
+                }
+            }
             list_meta["continue"] = Value::String(encode_continue(revision, &k));
         }
         if wants_table(headers) {
@@ -1127,10 +1153,12 @@ impl Filter {
         only_gettable: bool,
     ) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?;
-        let fields = FieldSelector::parse(
-            q.get("fieldSelector").unwrap_or_default(),
-            SELECTABLE_FIELDS,
-        )?;
+        let supported: Vec<&str> = SELECTABLE_FIELDS
+            .iter()
+            .chain(r.strategy.selectable_fields())
+            .copied()
+            .collect();
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), &supported)?;
         let rules = if only_gettable {
             Some((
                 ctx.authorizer.rules(&ctx.user).await?,
@@ -1147,19 +1175,18 @@ impl Filter {
         })
     }
 
+    /// Whether every object passes (no selector, no per-object check).
+    pub(crate) fn selects_all(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty() && self.rules.is_none()
+    }
+
     pub(crate) fn matches(&self, r: &Resource, obj: &Value) -> bool {
         let name = object::name(obj);
         let ns = object::meta_str(obj, "namespace");
         if !self.labels.matches(&object::labels(obj)) {
             return false;
         }
-        if !self.fields.matches(|f| {
-            if f == "metadata.name" {
-                name.to_owned()
-            } else {
-                ns.to_owned()
-            }
-        }) {
+        if !self.fields.matches(|f| r.strategy.field_value(obj, f)) {
             return false;
         }
         match &self.rules {

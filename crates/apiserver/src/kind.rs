@@ -44,6 +44,8 @@ pub struct KindInfo {
     /// Subresources besides `status` that take a `create` (POST), served by
     /// [`Strategy::create_subresource`], e.g. `serviceaccounts/token`.
     pub actions: &'static [&'static str],
+    /// Discovery categories, e.g. `["all"]` (what `kubectl get all` reads).
+    pub categories: &'static [&'static str],
 }
 
 impl KindInfo {
@@ -175,6 +177,29 @@ pub trait Strategy: Send + Sync + 'static {
     /// `None` (custom kinds) makes a strategic merge patch a merge patch.
     fn list_strategies(&self) -> Option<crate::strategic::ListStrategies> {
         None
+    }
+
+    /// Fields besides `metadata.name` and `metadata.namespace` that field
+    /// selectors may use, e.g. `spec.nodeName` for pods.
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The value a field selector compares for `field` (a dotted path; a
+    /// missing field is empty, booleans and numbers as text).
+    fn field_value(&self, obj: &Value, field: &str) -> String {
+        let pointer = format!("/{}", field.replace('.', "/"));
+        match obj.pointer(&pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        }
+    }
+
+    /// Whether a create or update may leave out `apiVersion` and `kind`,
+    /// taken then from the URL (kube's built-in kinds; custom ones may not).
+    fn kind_from_url(&self) -> bool {
+        false
     }
 
     /// Why `name` is not a valid name for this kind, if it is not (default:

@@ -1,6 +1,7 @@
 //! The self-reviews `kubectl auth` uses, for any server built on this
-//! crate: `SelfSubjectAccessReview` (`kubectl auth can-i`) and
-//! `SelfSubjectReview` (`kubectl auth whoami`). kubectl sends both as
+//! crate: `SelfSubjectAccessReview` (`kubectl auth can-i`),
+//! `SelfSubjectRulesReview` (`kubectl auth can-i --list`) and
+//! `SelfSubjectReview` (`kubectl auth whoami`). kubectl sends them as
 //! protobuf; they are answered from the server's [`Authorizer`] and never
 //! stored.
 //!
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use crate::protobuf::Message;
 use crate::{ApiError, Context, FieldError, KindInfo, Registry, Strategy};
 
-/// Register both review kinds.
+/// Register the review kinds.
 pub fn register(reg: &mut Registry) {
     let review = |group, kind, plural, singular| KindInfo {
         group,
@@ -30,6 +31,7 @@ pub fn register(reg: &mut Registry) {
         streams: &[],
         scale: false,
         actions: &[],
+        categories: &[],
     };
     reg.register(
         review(
@@ -39,6 +41,15 @@ pub fn register(reg: &mut Registry) {
             "selfsubjectaccessreview",
         ),
         AccessReview,
+    );
+    reg.register(
+        review(
+            "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+        ),
+        RulesReview,
     );
     reg.register(
         review(
@@ -61,6 +72,10 @@ struct AccessReview;
 impl Strategy for AccessReview {
     fn schema(&self) -> Value {
         review_schema()
+    }
+
+    fn kind_from_url(&self) -> bool {
+        true
     }
 
     fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, ApiError>> {
@@ -139,12 +154,85 @@ impl Strategy for AccessReview {
     }
 }
 
+/// `SelfSubjectRulesReview`: what may I do in this namespace? (`kubectl
+/// auth can-i --list`) The rules that apply everywhere, then the
+/// namespace's own, as kube's RBAC authorizer lists them.
+struct RulesReview;
+
+impl Strategy for RulesReview {
+    fn schema(&self) -> Value {
+        review_schema()
+    }
+
+    fn kind_from_url(&self) -> bool {
+        true
+    }
+
+    fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, ApiError>> {
+        Some((|| {
+            let review = Message::parse(raw)?;
+            let namespace = match review.bytes(2) {
+                Some(_) => review.message(2)?.string(1)?,
+                None => String::new(),
+            };
+            Ok(json!({"spec": {"namespace": namespace}}))
+        })())
+    }
+
+    fn virtual_create<'a>(
+        &'a self,
+        ctx: &'a Context,
+        obj: &'a Value,
+    ) -> Option<BoxFuture<'a, Result<Value, ApiError>>> {
+        Some(Box::pin(async move {
+            let namespace = obj
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if namespace.is_empty() {
+                return Err(ApiError::invalid(
+                    "SelfSubjectRulesReview",
+                    "authorization.k8s.io",
+                    "",
+                    &[FieldError::required("spec.namespace", "")],
+                ));
+            }
+            let held = ctx.authorizer.rules(&ctx.user).await?;
+            let mut resource_rules = Vec::new();
+            let mut non_resource_rules = Vec::new();
+            let namespaced = held.namespaced.get(namespace).into_iter().flatten();
+            for rule in held.cluster.iter().chain(namespaced) {
+                if rule.non_resource_urls.is_empty() {
+                    let mut r = json!({"verbs": rule.verbs, "apiGroups": rule.api_groups, "resources": rule.resources});
+                    if !rule.resource_names.is_empty() {
+                        r["resourceNames"] = json!(rule.resource_names);
+                    }
+                    resource_rules.push(r);
+                } else {
+                    non_resource_rules.push(
+                        json!({"verbs": rule.verbs, "nonResourceURLs": rule.non_resource_urls}),
+                    );
+                }
+            }
+            Ok(json!({
+                "kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": null}, "spec": {"namespace": namespace},
+                "status": {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false},
+            }))
+        }))
+    }
+}
+
 /// `SelfSubjectReview`: who am I? (`kubectl auth whoami`)
 struct WhoAmI;
 
 impl Strategy for WhoAmI {
     fn schema(&self) -> Value {
         review_schema()
+    }
+
+    fn kind_from_url(&self) -> bool {
+        true
     }
 
     fn decode_protobuf(&self, _raw: &[u8]) -> Option<Result<Value, ApiError>> {

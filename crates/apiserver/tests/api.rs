@@ -108,6 +108,7 @@ fn info(kind: &'static str, plural: &'static str, namespaced: bool, status: bool
         streams: &[],
         scale: false,
         actions: &[],
+        categories: &[],
     }
 }
 

@@ -299,6 +299,7 @@ fn kind(kind: &'static str, plural: &'static str, namespaced: bool) -> KindInfo 
         streams: &[],
         scale: true,
         actions: &[],
+        categories: &[],
     }
 }
 

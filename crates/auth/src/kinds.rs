@@ -59,6 +59,7 @@ fn info(
         streams: &[],
         scale: false,
         actions: &[],
+        categories: &[],
     }
 }
 

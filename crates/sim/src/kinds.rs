@@ -513,6 +513,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 } else {
                     &[]
                 },
+                categories: &[],
             },
             Builtin {
                 schema: shared(kind, schema),

@@ -33,6 +33,7 @@ fn info(
         scale: false,
         streams: &[],
         actions: &[],
+        categories: &[],
     }
 }
 

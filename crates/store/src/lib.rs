@@ -271,6 +271,9 @@ pub trait Backend: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>>>;
     /// Keys under a prefix at one consistent revision.
     fn list<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<ListResult>>;
+    /// How many keys under the prefix (after `start_after`) exist at the
+    /// revision (`None`: the current one); the limit is ignored.
+    fn count<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<i64>>;
     /// Create `key`; fails with [`StoreError::AlreadyExists`] if it exists.
     fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, Result<KeyValue>>;
     /// Create every key, in one transaction: all or none.
@@ -411,6 +414,12 @@ impl Store {
     /// Keys under a prefix at one consistent revision, with limit/continue.
     pub async fn list(&self, opts: &ListOptions) -> Result<ListResult> {
         self.backend.list(opts).await
+    }
+
+    /// How many keys a list with these options would return without a
+    /// limit (for `metadata.remainingItemCount`).
+    pub async fn count(&self, opts: &ListOptions) -> Result<i64> {
+        self.backend.count(opts).await
     }
 
     /// Create `key` with `value`; [`StoreError::AlreadyExists`] if it exists.

@@ -643,6 +643,32 @@ impl Backend for SqlBackend {
         })
     }
 
+    fn count<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            let before = self.revisions().await?;
+            let revision = opts.revision.unwrap_or(before.current);
+            let end = prefix_end(&opts.prefix).unwrap_or_else(|| KEY_MAX.to_owned());
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM drover_log l
+                 WHERE l.key >= $1 AND l.key < $2 AND l.key > $3
+                   AND l.revision <= $4 AND l.deleted = 0
+                   AND NOT EXISTS (SELECT 1 FROM drover_log m
+                                   WHERE m.key = l.key AND m.revision > l.revision
+                                     AND m.revision <= $4
+                                     AND m.key >= $1 AND m.key < $2 AND m.key > $3)",
+            )
+            .bind(opts.prefix.as_str())
+            .bind(end.as_str())
+            .bind(opts.start_after.as_deref().unwrap_or(""))
+            .bind(revision)
+            .fetch_one(&self.pool)
+            .await?;
+            // Rows read after a compaction past the revision may be short.
+            self.check_not_compacted(revision).await?;
+            Ok(count)
+        })
+    }
+
     fn list<'a>(&'a self, opts: &'a ListOptions) -> BoxFuture<'a, Result<ListResult>> {
         Box::pin(async move {
             // Compaction may run between reading the revision and the rows;

@@ -52,6 +52,7 @@ pub fn api_server(
         streams: &[],
         scale: false,
         actions: &[],
+        categories: &[],
     };
     let mut clusters = base("Cluster", "clusters", "cluster", false);
     clusters.status = true;
@@ -305,17 +306,36 @@ pub const NAMESPACE_RESERVATIONS: &str = "/drover/namespaces/";
 
 /// Check a namespace name is free and give the record that reserves it in
 /// the create's transaction (a racing create fails on that record).
-async fn reserve_namespace(store: &Store, name: &str) -> Result<(String, Vec<u8>), ApiError> {
-    let taken = store
-        .get(&namespace_key(name))
-        .await
-        .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
+/// `plural` and `namespace` name the object being created: when one of its
+/// own kind holds the name, the answer is kube-apiserver's.
+async fn reserve_namespace(
+    store: &Store,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<(String, Vec<u8>), ApiError> {
+    let taken = store.get(&namespace_key(name)).await.map_err(unavailable)?;
     if taken.is_some() {
+        let own = store
+            .get(&drover_core::keys::object(
+                api::GROUP,
+                plural,
+                namespace,
+                name,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let why = if own.is_some() {
+            String::new()
+        } else {
+            ": clusters and projects share names, and one of them has it".to_owned()
+        };
         return Err(ApiError::new(
             409,
             "AlreadyExists",
-            format!("the name {name:?} is already used by a cluster or a project"),
-        ));
+            format!("{plural}.{} {name:?} already exists{why}", api::GROUP),
+        )
+        .with_details(json!({"name": name, "group": api::GROUP, "kind": plural})));
     }
     Ok((namespace_key(name), name.as_bytes().to_vec()))
 }
@@ -482,7 +502,10 @@ impl Strategy for Clusters {
             };
             let (token, token_record) = super::registration::default_token(&name, &self.server_url);
             let mut extra = vec![owner, token];
-            let mut records = vec![reserve_namespace(&ctx.store, &name).await?, token_record];
+            let mut records = vec![
+                reserve_namespace(&ctx.store, "clusters", None, &name).await?,
+                token_record,
+            ];
             // Every cluster has a Default project (namespace `default`) and a
             // System project (kube-*, drover-system).
             for (which, display) in [("default", "Default"), ("system", "System")] {
@@ -490,7 +513,7 @@ impl Strategy for Clusters {
                 let mut attempt = 0;
                 let (project, record) = loop {
                     let project = drover_core::names::generate("p-");
-                    match reserve_namespace(&ctx.store, &project).await {
+                    match reserve_namespace(&ctx.store, "projects", Some(&name), &project).await {
                         Ok(record) => break (project, record),
                         Err(e) if e.code == 409 && attempt < 5 => attempt += 1,
                         Err(e) => return Err(e),
@@ -744,7 +767,9 @@ impl Strategy for Projects {
             };
             Ok(Prepared {
                 extra: vec![owner],
-                records: vec![reserve_namespace(&ctx.store, &name).await?],
+                records: vec![
+                    reserve_namespace(&ctx.store, "projects", Some(&cluster), &name).await?,
+                ],
                 ..Default::default()
             })
         })
