@@ -3,6 +3,9 @@
 //! only in their namespace; subjects are users, groups or service accounts;
 //! a ClusterRole with an `aggregationRule` holds the rules of the
 //! ClusterRoles its selectors match; `system:masters` may do anything.
+//!
+//! [`spawn_aggregation`] is kube's ClusterRole aggregation controller: it
+//! writes the rules an aggregated ClusterRole holds into its `rules`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,6 +15,103 @@ use drover_rbac::{PolicyRule, RuleSet, UserInfo};
 use drover_store::{ListOptions, Store};
 use futures::future::BoxFuture;
 use serde_json::Value;
+
+/// Keep every aggregated ClusterRole's `rules` the union of the rules of
+/// the ClusterRoles its selectors match (in name order, without repeats),
+/// after each change to ClusterRoles, until the task is aborted.
+pub(crate) fn spawn_aggregation(store: Store) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let prefix = drover_core::keys::prefix(RBAC, "clusterroles", None);
+        loop {
+            let from = match store.revisions().await {
+                Ok(r) => r.current,
+                Err(drover_store::StoreError::Closed) => return,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match aggregate(&store, &prefix).await {
+                Err(drover_store::StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "ClusterRole aggregation failed"),
+                Ok(()) => {}
+            }
+            let mut changes = store.watch(&prefix, from);
+            tokio::select! {
+                _ = changes.next() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            }
+        }
+    })
+}
+
+async fn aggregate(store: &Store, prefix: &str) -> Result<(), drover_store::StoreError> {
+    let items = store
+        .list(&ListOptions {
+            prefix: prefix.into(),
+            ..Default::default()
+        })
+        .await?
+        .items;
+    let roles: Vec<(String, i64, Value)> = items
+        .into_iter()
+        .filter_map(|kv| {
+            Some((
+                kv.key,
+                kv.mod_revision,
+                serde_json::from_slice(&kv.value).ok()?,
+            ))
+        })
+        .collect();
+    for (key, rev, role) in &roles {
+        let Some(selectors) = role
+            .pointer("/aggregationRule/clusterRoleSelectors")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        let name = drover_apiserver::object::name(role);
+        let mut wanted: Vec<Value> = Vec::new();
+        let mut sources: Vec<&Value> = roles
+            .iter()
+            .map(|(_, _, r)| r)
+            .filter(|r| drover_apiserver::object::name(r) != name)
+            .filter(|r| {
+                selectors
+                    .iter()
+                    .any(|sel| selector_matches(sel, &labels(r)))
+            })
+            .collect();
+        sources.sort_by_key(|r| drover_apiserver::object::name(r).to_owned());
+        for r in sources {
+            for rule in r
+                .get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !wanted.contains(rule) {
+                    wanted.push(rule.clone());
+                }
+            }
+        }
+        if role.get("rules").and_then(Value::as_array) == Some(&wanted) {
+            continue;
+        }
+        let mut new = role.clone();
+        new["rules"] = Value::Array(wanted);
+        match store.update(key, new.to_string(), *rev).await {
+            // A conflict or a deletion: the next pass sees it.
+            Ok(_)
+            | Err(
+                drover_store::StoreError::Conflict { .. } | drover_store::StoreError::NotFound(_),
+            ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// The group whose members bypass authorization.
 pub const MASTERS: &str = "system:masters";

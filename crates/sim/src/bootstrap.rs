@@ -181,6 +181,31 @@ pub(crate) async fn ensure_cluster(
     Ok(())
 }
 
+/// The `kubernetes` Service (its Endpoints naming the API server on
+/// `port`) and the default StorageClass.
+pub(crate) async fn ensure_services(store: &Store, port: u16) -> Result<(), StoreError> {
+    for (key, obj) in crate::services::kubernetes_service(port) {
+        // The API server's address changes with each start.
+        if key.contains("/endpoints") {
+            if let Some(kv) = store.get(&key).await? {
+                store.update(&key, obj.to_string(), kv.mod_revision).await?;
+                continue;
+            }
+        }
+        ensure(store, key, obj).await?;
+    }
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "standard", "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339(),
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "sim.drover.io/local", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": true});
+    ensure(
+        store,
+        key("storage.k8s.io", "storageclasses", None, "standard"),
+        class,
+    )
+    .await
+}
+
 /// A Ready node with the simulated version, capacity and conditions.
 pub(crate) fn node_object(name: &str, index: usize, version: &str) -> Value {
     let now = meta::now_rfc3339();

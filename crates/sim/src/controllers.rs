@@ -6,6 +6,8 @@
 //!   does for a while); its contents are
 //!   deleted as through the API (objects with finalizers are marked and hold
 //!   the namespace until released); then the namespace goes;
+//! - the `default` ServiceAccount and `kube-root-ca.crt` ConfigMap in
+//!   every namespace;
 //! - node heartbeats: every node renews its Lease in `kube-node-lease` and
 //!   the `lastHeartbeatTime` of its conditions, so watchers see them live.
 
@@ -36,6 +38,7 @@ const CHANGE_SETTLE: Duration = Duration::from_millis(100);
 pub(crate) fn spawn_namespace_lifecycle(
     store: Store,
     api: Arc<ApiServer>,
+    ca_pem: String,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -49,6 +52,9 @@ pub(crate) fn spawn_namespace_lifecycle(
             };
             if let Err(e) = crate::admission::refresh_quotas(&store).await {
                 tracing::warn!(error = %e, "quota refresh failed");
+            }
+            if let Err(e) = namespace_defaults(&store, &ca_pem).await {
+                tracing::warn!(error = %e, "namespace defaults failed");
             }
             let wait = match finalize_namespaces(&store, &api).await {
                 Ok(true) => TERMINATING_PASS,
@@ -70,6 +76,51 @@ pub(crate) fn spawn_namespace_lifecycle(
             }
         }
     })
+}
+
+/// What kube's controllers put in every active namespace: the `default`
+/// ServiceAccount and the `kube-root-ca.crt` ConfigMap with the cluster's
+/// CA.
+async fn namespace_defaults(store: &Store, ca_pem: &str) -> Result<(), StoreError> {
+    let page = store
+        .list(&ListOptions {
+            prefix: NAMESPACES.into(),
+            ..Default::default()
+        })
+        .await?;
+    for kv in page.items {
+        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if !crate::accepts_content(&ns) {
+            continue;
+        }
+        let name = drover_apiserver::object::name(&ns).to_owned();
+        let object_meta = |n: &str| json!({"name": n, "namespace": name, "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339()});
+        let wanted = [
+            (
+                drover_core::keys::object("", "serviceaccounts", Some(&name), "default"),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": object_meta("default")}),
+            ),
+            (
+                drover_core::keys::object("", "configmaps", Some(&name), "kube-root-ca.crt"),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                    "name": "kube-root-ca.crt", "namespace": name, "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339(),
+                    "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                    "data": {"ca.crt": ca_pem}}),
+            ),
+        ];
+        for (key, obj) in wanted {
+            if store.get(&key).await?.is_some() {
+                continue;
+            }
+            match store.create(&key, obj.to_string()).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Delete the namespaces marked for deletion whose contents are gone;
@@ -117,7 +168,15 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<bool, Sto
                 };
                 if drover_apiserver::object::finalizers(&obj).is_empty() {
                     match store.delete(&item.key, None).await {
-                        Ok(_) | Err(StoreError::NotFound(_)) => {}
+                        Ok(_) => {
+                            // A Service's address and ports are freed with it.
+                            if r.info.plural == "services" && r.info.group.is_empty() {
+                                if let Ok(ops) = crate::services::release(store, &obj).await {
+                                    let _ = store.txn(&ops).await;
+                                }
+                            }
+                        }
+                        Err(StoreError::NotFound(_)) => {}
                         Err(e) => return Err(e),
                     }
                     continue;

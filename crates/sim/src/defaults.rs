@@ -62,6 +62,29 @@ fn pod_spec(spec: &mut Value) {
     }
 }
 
+/// A Job's defaults (the selector and its labels are set by the Job
+/// strategy on create, as kube-apiserver's).
+fn job(obj: &mut Value) {
+    ensure_object(obj, "/spec");
+    // As kube: completions is 1 only when neither it nor parallelism is set.
+    let unset = |p: &str| obj.pointer(p).is_none_or(Value::is_null);
+    if unset("/spec/completions") && unset("/spec/parallelism") {
+        set(obj, "/spec/completions", json!(1));
+    }
+    set(obj, "/spec/parallelism", json!(1));
+    set(obj, "/spec/backoffLimit", json!(6));
+    set(obj, "/spec/completionMode", json!("NonIndexed"));
+    set(obj, "/spec/suspend", json!(false));
+    set(
+        obj,
+        "/spec/podReplacementPolicy",
+        json!("TerminatingOrFailed"),
+    );
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        pod_spec(spec);
+    }
+}
+
 /// Apply the defaults of `kind` to `obj`.
 pub(crate) fn apply(kind: &str, obj: &mut Value) {
     match kind {
@@ -105,17 +128,65 @@ pub(crate) fn apply(kind: &str, obj: &mut Value) {
                 set(obj, "/spec/replicas", json!(1));
             }
             set(obj, "/spec/revisionHistoryLimit", json!(10));
-            if kind == "Deployment" {
-                set(obj, "/spec/progressDeadlineSeconds", json!(600));
-                set(
+            match kind {
+                "Deployment" => {
+                    set(obj, "/spec/progressDeadlineSeconds", json!(600));
+                    set(
+                        obj,
+                        "/spec/strategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                    );
+                }
+                "StatefulSet" => {
+                    set(obj, "/spec/podManagementPolicy", json!("OrderedReady"));
+                    set(
+                        obj,
+                        "/spec/updateStrategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                    );
+                    set(
+                        obj,
+                        "/spec/persistentVolumeClaimRetentionPolicy",
+                        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                    );
+                    if let Some(Value::Array(claims)) =
+                        obj.pointer_mut("/spec/volumeClaimTemplates")
+                    {
+                        for c in claims {
+                            set(c, "/apiVersion", json!("v1"));
+                            set(c, "/kind", json!("PersistentVolumeClaim"));
+                            ensure_object(c, "/spec");
+                            set(c, "/spec/volumeMode", json!("Filesystem"));
+                            ensure_object(c, "/status");
+                            set(c, "/status/phase", json!("Pending"));
+                        }
+                    }
+                }
+                "DaemonSet" => set(
                     obj,
-                    "/spec/strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                );
+                    "/spec/updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                ),
+                _ => {}
             }
             if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
                 pod_spec(spec);
             }
+        }
+        "Job" => job(obj),
+        "CronJob" => {
+            ensure_object(obj, "/spec");
+            set(obj, "/spec/concurrencyPolicy", json!("Allow"));
+            set(obj, "/spec/suspend", json!(false));
+            set(obj, "/spec/successfulJobsHistoryLimit", json!(3));
+            set(obj, "/spec/failedJobsHistoryLimit", json!(1));
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                pod_spec(spec);
+            }
+        }
+        "PersistentVolumeClaim" => {
+            ensure_object(obj, "/spec");
+            set(obj, "/spec/volumeMode", json!("Filesystem"));
         }
         _ => {}
     }

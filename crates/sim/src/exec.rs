@@ -3,10 +3,11 @@
 //! channel byte first: 0 stdin, 1 stdout, 2 stderr, 3 the closing Status,
 //! 4 terminal resize, 255 "close this channel" (v5).
 //!
-//! A tiny built-in command set runs: `echo ARGS…`, `hostname`, `env`,
-//! `cat` (stdin back to stdout until stdin closes), `date`, `true`,
-//! `false`, and `sh -c "echo …"`. Anything else exits 127, reported as kube
-//! reports a non-zero exit (`NonZeroExitCode` with an `ExitCode` cause).
+//! Commands run in a simulated container (`container`): a small
+//! BusyBox-like userland with kube's exit codes, reported as kube reports
+//! a non-zero exit (`NonZeroExitCode` with an `ExitCode` cause). `sh`
+//! (or `bash`) with stdin is an interactive shell; with `tty` it echoes
+//! what is typed and shows a prompt, as a terminal in a browser needs.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
@@ -14,6 +15,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use drover_apiserver::ApiError;
 use serde_json::{json, Value};
+
+use crate::container::{Container, Output};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -25,6 +28,7 @@ struct Request_ {
     command: Vec<String>,
     container: Option<String>,
     stdin: bool,
+    tty: bool,
 }
 
 fn parse(query: &str) -> Request_ {
@@ -32,12 +36,14 @@ fn parse(query: &str) -> Request_ {
         command: Vec::new(),
         container: None,
         stdin: false,
+        tty: false,
     };
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "command" => r.command.push(v.into_owned()),
             "container" => r.container = Some(v.into_owned()).filter(|c| !c.is_empty()),
             "stdin" => r.stdin = v == "true" || v == "1",
+            "tty" => r.tty = v == "true" || v == "1",
             _ => {}
         }
     }
@@ -95,24 +101,10 @@ pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError>
                 "exec needs a WebSocket upgrade with the v5.channel.k8s.io protocol",
             )
         })?;
-    let env: Vec<String> = container["env"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|v| {
-                    Some(format!(
-                        "{}={}",
-                        v["name"].as_str()?,
-                        v["value"].as_str().unwrap_or_default()
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let context = Context {
-        hostname: name,
-        env,
+        container: Container::new(&pod, &container),
         stdin: args.stdin,
+        tty: args.tty,
     };
     let command = args.command;
     Ok(upgrade
@@ -138,9 +130,9 @@ pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError>
 }
 
 struct Context {
-    hostname: String,
-    env: Vec<String>,
+    container: Container,
     stdin: bool,
+    tty: bool,
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -157,60 +149,40 @@ fn frame(channel: u8, data: &[u8]) -> Message {
 /// `wsStreamCreator`), so output sent at once can be lost.
 const PROCESS_START: std::time::Duration = std::time::Duration::from_millis(20);
 
-async fn run(mut socket: WebSocket, command: Vec<String>, ctx: Context) -> Result<(), axum::Error> {
+async fn run(
+    mut socket: WebSocket,
+    command: Vec<String>,
+    mut ctx: Context,
+) -> Result<(), axum::Error> {
     tokio::time::sleep(PROCESS_START).await;
-    let (code, out, err) = match command[0].as_str() {
-        "echo" => (0, format!("{}\n", command[1..].join(" ")), String::new()),
-        "hostname" => (0, format!("{}\n", ctx.hostname), String::new()),
-        "env" => {
-            let mut lines = vec![
-                format!("HOSTNAME={}", ctx.hostname),
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ];
-            lines.extend(ctx.env.iter().cloned());
-            (0, lines.join("\n") + "\n", String::new())
-        }
-        "date" => (
-            0,
-            format!("{}\n", drover_core::meta::now_rfc3339()),
-            String::new(),
-        ),
-        "true" => (0, String::new(), String::new()),
-        "false" => (1, String::new(), String::new()),
-        "sh" if command.get(1).map(String::as_str) == Some("-c")
-            && command.get(2).is_some_and(|c| c.starts_with("echo ")) =>
-        {
-            (
-                0,
-                format!(
-                    "{}\n",
-                    command[2]
-                        .trim_start_matches("echo ")
-                        .trim_matches(['"', '\''])
-                ),
-                String::new(),
-            )
-        }
-        "cat" if ctx.stdin => {
-            // Echo stdin until the client closes it.
-            while let Some(msg) = socket.recv().await {
-                match msg? {
-                    Message::Binary(b) if b.first() == Some(&STDIN) => {
-                        socket.send(frame(STDOUT, &b[1..])).await?
-                    }
-                    Message::Binary(b) if b.first() == Some(&CLOSE) => break,
-                    Message::Close(_) => return Ok(()),
-                    _ => {}
+    let result = if ctx.stdin && Container::is_shell(&command) {
+        shell(&mut socket, &mut ctx).await?
+    } else if ctx.stdin && command.len() == 1 && command[0].rsplit('/').next() == Some("cat") {
+        // Echo stdin until the client closes it.
+        while let Some(msg) = socket.recv().await {
+            match msg? {
+                Message::Binary(b) if b.first() == Some(&STDIN) => {
+                    socket.send(frame(STDOUT, &b[1..])).await?
                 }
+                Message::Binary(b) if b.first() == Some(&CLOSE) => break,
+                Message::Close(_) => return Ok(()),
+                _ => {}
             }
-            (0, String::new(), String::new())
         }
-        "cat" => (0, String::new(), String::new()),
-        other => (
-            127,
-            String::new(),
-            format!("exec: \"{other}\": executable file not found in $PATH\n"),
-        ),
+        Output::default()
+    } else {
+        let out = ctx.container.exec(&command);
+        if !out.took.is_zero() {
+            tokio::time::sleep(out.took).await;
+        }
+        out
+    };
+    let code = result.code;
+    let (out, err) = if ctx.tty {
+        // A terminal has one stream, with CR LF line ends.
+        (tty_text(&(result.out + &result.err)), String::new())
+    } else {
+        (result.out, result.err)
     };
     if !out.is_empty() {
         socket.send(frame(STDOUT, out.as_bytes())).await?;
@@ -235,4 +207,102 @@ async fn run(mut socket: WebSocket, command: Vec<String>, ctx: Context) -> Resul
         })))
         .await?;
     Ok(())
+}
+
+fn tty_text(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// An interactive shell: lines from stdin run one by one. With a tty it
+/// echoes what is typed (with backspace), shows a prompt, and ends on
+/// `exit` or Ctrl-D; without one it ends when stdin closes. Returns the
+/// last command's outcome (output already sent).
+async fn shell(socket: &mut WebSocket, ctx: &mut Context) -> Result<Output, axum::Error> {
+    let mut line: Vec<u8> = Vec::new();
+    let mut last = Output::default();
+    if ctx.tty {
+        let prompt = ctx.container.prompt();
+        socket.send(frame(STDOUT, prompt.as_bytes())).await?;
+    }
+    while let Some(msg) = socket.recv().await {
+        let data = match msg? {
+            Message::Binary(b) if b.first() == Some(&STDIN) => b.slice(1..),
+            Message::Binary(b) if b.first() == Some(&CLOSE) => break,
+            Message::Close(_) => break,
+            // Resizes (channel 4) and anything else change nothing here.
+            _ => continue,
+        };
+        let mut echo: Vec<u8> = Vec::new();
+        for &byte in data.iter() {
+            match byte {
+                b'\r' | b'\n' => {
+                    if ctx.tty {
+                        echo.extend_from_slice(b"\r\n");
+                    }
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    line.clear();
+                    if !echo.is_empty() {
+                        socket.send(frame(STDOUT, &echo)).await?;
+                        echo.clear();
+                    }
+                    let out = ctx.container.sh(&text);
+                    if !out.took.is_zero() {
+                        tokio::time::sleep(out.took).await;
+                    }
+                    if ctx.tty {
+                        let mut text = tty_text(&(out.out.clone() + &out.err));
+                        if !out.exit {
+                            text.push_str(&ctx.container.prompt());
+                        }
+                        socket.send(frame(STDOUT, text.as_bytes())).await?;
+                    } else {
+                        if !out.out.is_empty() {
+                            socket.send(frame(STDOUT, out.out.as_bytes())).await?;
+                        }
+                        if !out.err.is_empty() {
+                            socket.send(frame(STDERR, out.err.as_bytes())).await?;
+                        }
+                    }
+                    let exit = out.exit;
+                    last = Output {
+                        code: out.code,
+                        ..Default::default()
+                    };
+                    if exit {
+                        return Ok(last);
+                    }
+                }
+                // Backspace or DEL: drop the last character.
+                0x08 | 0x7f if ctx.tty => {
+                    if line.pop().is_some() {
+                        echo.extend_from_slice(b"\x08 \x08");
+                    }
+                }
+                // Ctrl-C: drop the line.
+                0x03 if ctx.tty => {
+                    line.clear();
+                    echo.extend_from_slice(b"^C\r\n");
+                    echo.extend_from_slice(ctx.container.prompt().as_bytes());
+                }
+                // Ctrl-D on an empty line ends the shell.
+                0x04 if ctx.tty && line.is_empty() => {
+                    if !echo.is_empty() {
+                        socket.send(frame(STDOUT, &echo)).await?;
+                    }
+                    socket.send(frame(STDOUT, b"exit\r\n")).await?;
+                    return Ok(last);
+                }
+                b => {
+                    line.push(b);
+                    if ctx.tty {
+                        echo.push(b);
+                    }
+                }
+            }
+        }
+        if !echo.is_empty() {
+            socket.send(frame(STDOUT, &echo)).await?;
+        }
+    }
+    Ok(last)
 }

@@ -16,13 +16,16 @@ use crate::authz::SimAuthorizer;
 
 /// Schemas of the built-in kinds, made once per process and shared by every
 /// simulated cluster in it (a Pod's inlined schema is several MiB in memory).
-pub(crate) fn shared(kind: &'static str, make: fn() -> Value) -> Arc<Value> {
+/// `key` names the message, e.g. `Pod` or `events.k8s.io/Event`.
+pub(crate) fn shared(key: &str, make: fn() -> Value) -> Arc<Value> {
     static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<&'static str, Arc<Value>>>,
+        std::sync::Mutex<std::collections::HashMap<String, Arc<Value>>>,
     > = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(kind).or_insert_with(|| Arc::new(make())).clone()
+    map.entry(key.to_owned())
+        .or_insert_with(|| Arc::new(make()))
+        .clone()
 }
 
 /// A kind: its schema, columns, and whether writes change RBAC.
@@ -127,6 +130,39 @@ impl Strategy for Builtin {
         (self.cell)(column, obj)
     }
 
+    fn kind_from_url(&self) -> bool {
+        true
+    }
+
+    fn selectable_fields(&self) -> &'static [&'static str] {
+        selectable_fields(self.group, self.kind)
+    }
+
+    fn field_value(&self, obj: &Value, field: &str) -> String {
+        let at = |p: &str| obj.pointer(p);
+        match (self.kind, field) {
+            // Booleans that kube compares as "false" when unset.
+            ("Pod", "spec.hostNetwork") | ("Node", "spec.unschedulable") => {
+                at(&format!("/{}", field.replace('.', "/")))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string()
+            }
+            ("Event", "source") => at("/source/component")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            _ => {
+                let pointer = format!("/{}", field.replace('.', "/"));
+                match at(&pointer) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                }
+            }
+        }
+    }
+
     fn decode_protobuf(&self, raw: &[u8]) -> Option<Result<Value, drover_apiserver::ApiError>> {
         Some(drover_apiserver::typed::decode(
             &self.proto,
@@ -145,8 +181,30 @@ impl Strategy for Builtin {
     > {
         Box::pin(async move {
             crate::defaults::apply(self.kind, obj);
-            if self.kind == "Namespace" {
-                crate::admission::pod_security_labels(obj, None)?;
+            let mut ops = Vec::new();
+            match self.kind {
+                "Namespace" => crate::admission::pod_security_labels(obj, None)?,
+                // Workloads answer and read back with the status kube
+                // serializes before their controller fills it (its fields
+                // without `omitempty`).
+                "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "CronJob" | "Job" => {
+                    if self.kind == "Job" {
+                        crate::jobs::prepare_job(obj)?;
+                    }
+                    obj["status"] = match self.kind {
+                        "ReplicaSet" => serde_json::json!({"replicas": 0}),
+                        "StatefulSet" => serde_json::json!({"replicas": 0, "availableReplicas": 0}),
+                        "DaemonSet" => {
+                            serde_json::json!({"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0})
+                        }
+                        _ => serde_json::json!({}),
+                    };
+                }
+                "Service" => ops = crate::services::allocate(&ctx.store, obj, None).await?,
+                _ => {}
+            }
+            if self.kind == "CronJob" {
+                crate::jobs::validate_cronjob(obj)?;
             }
             self.no_escalation(ctx, obj).await?;
             let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
@@ -161,10 +219,56 @@ impl Strategy for Builtin {
                     .await?;
                 return Ok(drover_apiserver::Prepared {
                     warnings,
+                    ops,
                     ..Default::default()
                 });
             }
-            Ok(drover_apiserver::Prepared::default())
+            Ok(drover_apiserver::Prepared {
+                ops,
+                ..Default::default()
+            })
+        })
+    }
+
+    fn update_ops<'a>(
+        &'a self,
+        ctx: &'a drover_apiserver::Context,
+        new: &'a mut Value,
+        old: &'a Value,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<drover_store::Op>, drover_apiserver::ApiError>>
+    {
+        Box::pin(async move {
+            match self.kind {
+                "Service" => crate::services::allocate(&ctx.store, new, Some(old)).await,
+                "CronJob" => crate::jobs::validate_cronjob(new).map(|()| Vec::new()),
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn delete_ops<'a>(
+        &'a self,
+        ctx: &'a drover_apiserver::Context,
+        obj: &'a Value,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<drover_store::Op>, drover_apiserver::ApiError>>
+    {
+        Box::pin(async move {
+            match self.kind {
+                "Service" => crate::services::release(&ctx.store, obj).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn after_delete<'a>(
+        &'a self,
+        ctx: &'a drover_apiserver::Context,
+        obj: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if self.kind == "Pod" {
+                crate::workloads::killed(&ctx.store, obj).await;
+            }
         })
     }
 
@@ -284,6 +388,64 @@ impl Strategy for Builtin {
         if let Some(a) = &self.rbac {
             a.invalidate();
         }
+    }
+}
+
+/// The fields kube-apiserver lets field selectors use, per kind (besides
+/// `metadata.name` and `metadata.namespace`).
+fn selectable_fields(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("events.k8s.io", "Event") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ],
+        ("", "Namespace") => &["status.phase"],
+        ("", "Secret") => &["type"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Service") => &["spec.clusterIP", "spec.type"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        _ => &[],
+    }
+}
+
+/// Discovery categories: `all` holds what `kubectl get all` lists.
+fn categories(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
+        | "CronJob" => &["all"],
+        _ => &[],
     }
 }
 
@@ -415,7 +577,11 @@ fn derived(column: &Column, obj: &Value) -> Value {
                 .map(|ps| {
                     ps.iter()
                         .map(|p| {
-                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                            let proto = p["protocol"].as_str().unwrap_or("TCP");
+                            match p["nodePort"].as_i64() {
+                                Some(node) => format!("{}:{node}/{proto}", p["port"]),
+                                None => format!("{}/{proto}", p["port"]),
+                            }
                         })
                         .collect()
                 })
@@ -453,6 +619,169 @@ fn derived(column: &Column, obj: &Value) -> Value {
             )
         }
         "#readiness-gates" => Value::from("<none>"),
+        "#job-status" => {
+            let has = |t: &str| {
+                obj.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+            };
+            Value::from(if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if has("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            })
+        }
+        "#completions" => {
+            let done = obj
+                .pointer("/status/succeeded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            Value::from(
+                match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+                    Some(c) => format!("{done}/{c}"),
+                    None => format!(
+                        "{done}/1 of {}",
+                        obj.pointer("/spec/parallelism")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    ),
+                },
+            )
+        }
+        "#duration" => {
+            let start = drover_core::meta::parse_rfc3339(&s("/status/startTime"));
+            let end = drover_core::meta::parse_rfc3339(&s("/status/completionTime"))
+                .unwrap_or_else(std::time::SystemTime::now);
+            Value::from(match start {
+                Some(start) => {
+                    drover_core::meta::human_duration(end.duration_since(start).unwrap_or_default())
+                }
+                None => String::new(),
+            })
+        }
+        "#cron-active" => Value::from(arr_len("/status/active")),
+        "#timezone" => Value::from(
+            Some(s("/spec/timeZone"))
+                .filter(|z| !z.is_empty())
+                .unwrap_or_else(|| "<none>".into()),
+        ),
+        "#last-schedule" => Value::from(
+            match drover_core::meta::parse_rfc3339(&s("/status/lastScheduleTime")) {
+                Some(t) => drover_core::meta::human_duration(
+                    std::time::SystemTime::now()
+                        .duration_since(t)
+                        .unwrap_or_default(),
+                ),
+                None => "<none>".to_owned(),
+            },
+        ),
+        "#access-modes" => {
+            let short: Vec<&str> = obj
+                .pointer("/status/accessModes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|m| match m {
+                    "ReadWriteOnce" => "RWO",
+                    "ReadOnlyMany" => "ROX",
+                    "ReadWriteMany" => "RWX",
+                    "ReadWriteOncePod" => "RWOP",
+                    other => other,
+                })
+                .collect();
+            Value::from(short.join(","))
+        }
+        "#slice-ports" => {
+            let ports: Vec<String> = obj
+                .pointer("/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                .collect();
+            Value::from(if ports.is_empty() {
+                "<unset>".to_owned()
+            } else {
+                ports.join(",")
+            })
+        }
+        "#slice-endpoints" => {
+            let ips: Vec<String> = obj
+                .pointer("/endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    e.pointer("/addresses/0")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            Value::from(if ips.is_empty() {
+                "<unset>".to_owned()
+            } else {
+                ips.join(",")
+            })
+        }
+        "#ingress-hosts" => {
+            let hosts: Vec<String> = obj
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| r["host"].as_str().unwrap_or("*").to_owned())
+                .collect();
+            Value::from(if hosts.is_empty() {
+                "*".to_owned()
+            } else {
+                hosts.join(",")
+            })
+        }
+        "#ingress-ports" => Value::from(
+            if obj
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty())
+            {
+                "80, 443"
+            } else {
+                "80"
+            },
+        ),
+        "#ingress-class" => Value::from(
+            Some(s("/spec/ingressClassName"))
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "<none>".into()),
+        ),
+        "#endpoints" => {
+            let mut addrs: Vec<String> = Vec::new();
+            for subset in obj
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    for p in subset["ports"].as_array().into_iter().flatten() {
+                        addrs.push(format!(
+                            "{}:{}",
+                            a["ip"].as_str().unwrap_or_default(),
+                            p["port"]
+                        ));
+                    }
+                }
+            }
+            Value::from(if addrs.is_empty() {
+                "<none>".to_owned()
+            } else {
+                addrs.join(",")
+            })
+        }
         "#phase" => Value::from(match s("/status/phase").as_str() {
             "" => "Active".to_owned(),
             p => p.to_owned(),
@@ -513,10 +842,14 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 } else {
                     &[]
                 },
-                categories: &[],
+                categories: categories(kind),
             },
             Builtin {
-                schema: shared(kind, schema),
+                schema: if group.is_empty() || group == "apps" {
+                    shared(kind, schema)
+                } else {
+                    shared(&format!("{group}/{kind}"), schema)
+                },
                 columns,
                 cell,
                 rbac,
@@ -613,7 +946,141 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
         true,
         false,
         schema_for::<core::Endpoints>,
-        vec![],
+        vec![col("Endpoints", "string", "#endpoints", 0)],
+    );
+    add(
+        "",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        &["pvc"],
+        true,
+        true,
+        schema_for::<core::PersistentVolumeClaim>,
+        vec![
+            col("Status", "string", "/status/phase", 0),
+            col("Volume", "string", "/spec/volumeName", 0),
+            col("Capacity", "string", "/status/capacity/storage", 0),
+            col("Access Modes", "string", "#access-modes", 0),
+            col("StorageClass", "string", "/spec/storageClassName", 0),
+            col(
+                "VolumeAttributesClass",
+                "string",
+                "/spec/volumeAttributesClassName",
+                0,
+            ),
+            col("VolumeMode", "string", "/spec/volumeMode", 1),
+        ],
+    );
+    add(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        &[],
+        true,
+        false,
+        schema_for::<k8s_openapi::api::discovery::v1::EndpointSlice>,
+        vec![
+            col("AddressType", "string", "/addressType", 0),
+            col("Ports", "string", "#slice-ports", 0),
+            col("Endpoints", "string", "#slice-endpoints", 0),
+        ],
+    );
+    add(
+        "events.k8s.io",
+        "Event",
+        "events",
+        "event",
+        &["ev"],
+        true,
+        false,
+        schema_for::<k8s_openapi::api::events::v1::Event>,
+        vec![
+            col("Type", "string", "/type", 0),
+            col("Reason", "string", "/reason", 0),
+            col("Note", "string", "/note", 0),
+        ],
+    );
+    add(
+        "batch",
+        "Job",
+        "jobs",
+        "job",
+        &[],
+        true,
+        true,
+        schema_for::<k8s_openapi::api::batch::v1::Job>,
+        vec![
+            col("Status", "string", "#job-status", 0),
+            col("Completions", "string", "#completions", 0),
+            col("Duration", "string", "#duration", 0),
+        ],
+    );
+    add(
+        "batch",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        &["cj"],
+        true,
+        true,
+        schema_for::<k8s_openapi::api::batch::v1::CronJob>,
+        vec![
+            col("Schedule", "string", "/spec/schedule", 0),
+            col("Timezone", "string", "#timezone", 0),
+            col("Suspend", "boolean", "/spec/suspend", 0),
+            col("Active", "integer", "#cron-active", 0),
+            col("Last Schedule", "string", "#last-schedule", 0),
+        ],
+    );
+    add(
+        "networking.k8s.io",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        &["ing"],
+        true,
+        true,
+        schema_for::<networking::Ingress>,
+        vec![
+            col("Class", "string", "#ingress-class", 0),
+            col("Hosts", "string", "#ingress-hosts", 0),
+            col("Address", "string", "/status/loadBalancer/ingress/0/ip", 0),
+            col("Ports", "string", "#ingress-ports", 0),
+        ],
+    );
+    add(
+        "networking.k8s.io",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        &[],
+        false,
+        false,
+        schema_for::<networking::IngressClass>,
+        vec![col("Controller", "string", "/spec/controller", 0)],
+    );
+    add(
+        "storage.k8s.io",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        &["sc"],
+        false,
+        false,
+        schema_for::<k8s_openapi::api::storage::v1::StorageClass>,
+        vec![
+            col("Provisioner", "string", "/provisioner", 0),
+            col("ReclaimPolicy", "string", "/reclaimPolicy", 0),
+            col("VolumeBindingMode", "string", "/volumeBindingMode", 0),
+            col(
+                "AllowVolumeExpansion",
+                "boolean",
+                "/allowVolumeExpansion",
+                0,
+            ),
+        ],
     );
     add(
         "",

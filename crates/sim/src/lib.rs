@@ -22,13 +22,22 @@
 //!   commands send them, are decoded by `drover_apiserver::typed`.
 //! - `defaults`: kube-apiserver's defaulting of the fields users see.
 //!
-//! - `controllers`: namespace deletion lifecycle; node Lease renewals and
-//!   Ready heartbeats (`--heartbeat-seconds`).
+//! - `controllers`: namespace deletion lifecycle, the `default`
+//!   ServiceAccount and `kube-root-ca.crt` in every namespace; node Lease
+//!   renewals and Ready heartbeats (`--heartbeat-seconds`).
 //! - `tokens`: ServiceAccount tokens from TokenRequests
 //!   (`kubectl create token`).
 //!
-//! - `workloads`: Deployments → ReplicaSets → Pods, scheduling to nodes
-//!   and Running pods, garbage collection by owner.
+//! - `workloads`: Deployments → ReplicaSets → Pods (revisions as kube
+//!   numbers them, rollbacks included), the scheduler and kubelets (pods
+//!   bound, Running, and ended when they run to completion), garbage
+//!   collection by owner; `sets`: StatefulSets (ordered pods, claims) and
+//!   DaemonSets (a pod per node); `jobs`: Jobs and CronJobs;
+//!   `services`: ClusterIP and NodePort allocation, the `kubernetes`
+//!   Service, Endpoints and EndpointSlices.
+//! - `events`: what the controllers, scheduler and kubelets record, in
+//!   `core/v1` and `events.k8s.io/v1`.
+//! - [`authz`] also runs ClusterRole aggregation.
 //!
 //! - `logs`: generated pod logs, with `-f`.
 //!
@@ -40,24 +49,30 @@
 //! - `audit`: `--audit-log`, kube-apiserver's audit events (level
 //!   Metadata) as JSON lines.
 //!
-//! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`) with a tiny
-//!   built-in command set.
+//! - `exec`: `pods/exec` over WebSocket (`v5.channel.k8s.io`), running
+//!   commands in a simulated container (`container`): a small userland,
+//!   kube's exit codes, an interactive shell with a tty.
 //!
-//! Not yet simulated (later work): attach and port-forward, StatefulSet and
-//! DaemonSet controllers.
+//! Not yet simulated: attach, and network traffic (Services have
+//! addresses but nothing answers on them).
 
 mod admission;
 mod audit;
 pub mod authz;
 mod bootstrap;
+mod container;
 mod controllers;
 mod defaults;
+mod events;
 mod exec;
 pub mod impersonation;
+mod jobs;
 mod kinds;
 mod logs;
 mod pod_security;
 mod reviews;
+mod services;
+mod sets;
 mod tokens;
 mod workloads;
 
@@ -239,6 +254,7 @@ impl Sim {
             source,
         })?;
         let ca = pki::generate_ca(3650).map_err(|e| SimError::Certificates(e.to_string()))?;
+        bootstrap::ensure_services(&store, addr.port()).await?;
         let names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -273,7 +289,9 @@ impl Sim {
         );
         let admin_token = drover_core::names::random_suffix(48);
         let controllers = vec![
-            controllers::spawn_namespace_lifecycle(store.clone(), api.clone()),
+            controllers::spawn_namespace_lifecycle(store.clone(), api.clone(), ca.cert_pem.clone()),
+            events::spawn_sweep(store.clone()),
+            authz::spawn_aggregation(store.clone()),
             workloads::spawn(store.clone()),
             tokens::spawn_sweep(store.clone()),
             store.spawn_compaction(std::time::Duration::from_secs(60), 2_000),

@@ -65,6 +65,10 @@ pub(crate) fn register(
 struct AccessReview;
 
 impl Strategy for AccessReview {
+    fn kind_from_url(&self) -> bool {
+        true
+    }
+
     fn schema(&self) -> Value {
         json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
     }
@@ -152,6 +156,10 @@ struct TokenReview {
 }
 
 impl Strategy for TokenReview {
+    fn kind_from_url(&self) -> bool {
+        true
+    }
+
     fn schema(&self) -> Value {
         json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
     }

@@ -20,7 +20,7 @@
 //! and restart at any point.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drover_core::meta;
 use drover_store::{ListOptions, Store, StoreError};
@@ -34,7 +34,20 @@ const PODS: &str = "/registry/core/pods/";
 const NODES: &str = "/registry/core/nodes/";
 const NAMESPACES: &str = "/registry/core/namespaces/";
 
-/// Run the workload controllers until the task is aborted.
+/// What wakes the workload controllers: their kinds and what they read.
+const WATCHED: &[&str] = &[
+    "/registry/apps/",
+    "/registry/batch/",
+    PODS,
+    "/registry/core/services/",
+    "/registry/core/persistentvolumeclaims/",
+];
+/// A pass at least this often without changes.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Run the workload controllers until the task is aborted: a pass after
+/// every burst of changes to what they watch, when a pod, Job or CronJob
+/// is due, and every 30 s.
 pub(crate) fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -46,26 +59,31 @@ pub(crate) fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
                     continue;
                 }
             };
-            if let Err(e) = reconcile(&store).await {
-                if matches!(e, StoreError::Closed) {
-                    return;
+            let wait = match reconcile(&store).await {
+                Ok(next) => next
+                    .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                    .map_or(RESYNC, |d| d.min(RESYNC)),
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "workload pass failed");
+                    Duration::from_secs(1)
                 }
-                tracing::warn!(error = %e, "workload pass failed");
-            }
-            // Wake on any change to workloads or pods, or resync every 30 s.
-            let mut apps = store.watch("/registry/apps/", from);
-            let mut pods = store.watch(PODS, from);
+            };
+            let mut changes =
+                futures::stream::select_all(WATCHED.iter().map(|prefix| store.watch(prefix, from)));
             tokio::select! {
-                _ = apps.next() => {}
-                _ = pods.next() => {}
-                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = changes.next() => {}
+                () = tokio::time::sleep(wait) => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
 }
 
-async fn list(store: &Store, prefix: &str) -> Result<Vec<(String, i64, Value)>, StoreError> {
+pub(crate) async fn list(
+    store: &Store,
+    prefix: &str,
+) -> Result<Vec<(String, i64, Value)>, StoreError> {
     let page = store
         .list(&ListOptions {
             prefix: prefix.into(),
@@ -85,15 +103,15 @@ async fn list(store: &Store, prefix: &str) -> Result<Vec<(String, i64, Value)>, 
         .collect())
 }
 
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn i(v: &Value, p: &str) -> i64 {
+pub(crate) fn i(v: &Value, p: &str) -> i64 {
     v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn controller_uid(v: &Value) -> Option<&str> {
+pub(crate) fn controller_uid(v: &Value) -> Option<&str> {
     v.pointer("/metadata/ownerReferences")?
         .as_array()?
         .iter()
@@ -102,13 +120,13 @@ fn controller_uid(v: &Value) -> Option<&str> {
         .as_str()
 }
 
-fn owner_ref(kind: &str, api_version: &str, owner: &Value) -> Value {
+pub(crate) fn owner_ref(kind: &str, api_version: &str, owner: &Value) -> Value {
     json!([{"apiVersion": api_version, "kind": kind, "name": s(owner, "/metadata/name"), "uid": s(owner, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}])
 }
 
 /// Write `new` over `(key, rev, old)` if it differs; a conflict just waits
 /// for the next pass.
-async fn write_if_changed(
+pub(crate) async fn write_if_changed(
     store: &Store,
     key: &str,
     rev: i64,
@@ -124,7 +142,7 @@ async fn write_if_changed(
     }
 }
 
-fn template_hash(template: &Value) -> String {
+pub(crate) fn template_hash(template: &Value) -> String {
     let digest = Sha256::digest(template.to_string().as_bytes());
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     digest
@@ -134,11 +152,13 @@ fn template_hash(template: &Value) -> String {
         .collect()
 }
 
-fn new_meta(name: &str, ns: &str, labels: Value, owners: Value) -> Value {
+pub(crate) fn new_meta(name: &str, ns: &str, labels: Value, owners: Value) -> Value {
     json!({"name": name, "namespace": ns, "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339(), "generation": 1, "labels": labels, "ownerReferences": owners})
 }
 
-async fn reconcile(store: &Store) -> Result<(), StoreError> {
+/// One pass of every workload controller; returns when something is next
+/// due (a pod's end, a schedule).
+async fn reconcile(store: &Store) -> Result<Option<SystemTime>, StoreError> {
     let open = open_namespaces(store).await?;
     let deployments = list(store, DEPLOYMENTS).await?;
     let mut replicasets = list(store, REPLICASETS).await?;
@@ -156,7 +176,11 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
         let accepts = open.contains(s(rs, "/metadata/namespace"));
         reconcile_replicaset(store, key, *rev, rs, accepts, &mut pods).await?;
     }
-    schedule_and_run(store).await?;
+    crate::sets::reconcile(store, &open).await?;
+    crate::sets::bind_claims(store).await?;
+    let jobs_due = crate::jobs::reconcile(store, &open).await?;
+    let pods_due = schedule_and_run(store).await?;
+    crate::services::reconcile_endpoints(store).await?;
     // Owners being deleted with Orphan or Foreground, Deployments first;
     // what they change is seen by the next pass.
     let deployments = list(store, DEPLOYMENTS).await?;
@@ -183,7 +207,7 @@ async fn reconcile(store: &Store) -> Result<(), StoreError> {
     for (key, rev, d) in list(store, DEPLOYMENTS).await? {
         deployment_status(store, &key, rev, &d, &replicasets).await?;
     }
-    Ok(())
+    Ok([jobs_due, pods_due].into_iter().flatten().min())
 }
 
 /// Names of the namespaces that take new content: present and not Terminating.
@@ -221,16 +245,13 @@ async fn reconcile_deployment(
         .iter()
         .filter(|(_, _, rs)| controller_uid(rs) == Some(uid.as_str()))
         .collect();
-    let max_revision = owned
+    // As kube's deployment controller: the ReplicaSet of the current
+    // template has the highest revision; one brought back (a rollback)
+    // gets a new one, and its old number goes to `revision-history`.
+    let max_other = owned
         .iter()
-        .filter_map(|(_, _, rs)| {
-            s(
-                rs,
-                "/metadata/annotations/deployment.kubernetes.io~1revision",
-            )
-            .parse::<i64>()
-            .ok()
-        })
+        .filter(|(_, _, rs)| s(rs, "/metadata/name") != rs_name)
+        .map(|(_, _, rs)| revision_of(rs))
         .max()
         .unwrap_or(0);
     let current = owned
@@ -238,14 +259,28 @@ async fn reconcile_deployment(
         .find(|(_, _, rs)| s(rs, "/metadata/name") == rs_name)
         .map(|(k, r, v)| (k.clone(), *r, v.clone()));
     let revision = match &current {
-        Some((_, _, rs)) => s(
-            rs,
-            "/metadata/annotations/deployment.kubernetes.io~1revision",
-        )
-        .parse::<i64>()
-        .unwrap_or(max_revision),
-        None => max_revision + 1,
+        Some((_, _, rs)) if revision_of(rs) > max_other => revision_of(rs),
+        _ => max_other + 1,
     };
+    // The Deployment's own annotations (a change-cause) go onto the
+    // ReplicaSet of its current template.
+    let copied: serde_json::Map<String, Value> = d
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "kubectl.kubernetes.io/last-applied-configuration"
+                    | "deployment.kubernetes.io/revision"
+                    | "deployment.kubernetes.io/revision-history"
+                    | "deployment.kubernetes.io/desired-replicas"
+                    | "deployment.kubernetes.io/max-replicas"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     match current {
         None => {
             let mut selector = d
@@ -259,12 +294,24 @@ async fn reconcile_deployment(
                 .unwrap_or_else(|| json!({}));
             let mut metadata =
                 new_meta(&rs_name, &ns, labels, owner_ref("Deployment", "apps/v1", d));
-            metadata["annotations"] = json!({"deployment.kubernetes.io/revision": revision.to_string(), "deployment.kubernetes.io/desired-replicas": replicas.to_string()});
+            let mut annotations = copied.clone();
+            annotations.insert(
+                "deployment.kubernetes.io/revision".into(),
+                json!(revision.to_string()),
+            );
+            annotations.insert(
+                "deployment.kubernetes.io/desired-replicas".into(),
+                json!(replicas.to_string()),
+            );
+            metadata["annotations"] = Value::Object(annotations);
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": metadata,
                 "spec": {"replicas": replicas, "selector": selector, "template": template}, "status": {"replicas": 0}});
             let rs_key = drover_core::keys::object("apps", "replicasets", Some(&ns), &rs_name);
             match store.create(&rs_key, rs.to_string()).await {
-                Ok(kv) => replicasets.push((rs_key, kv.mod_revision, rs)),
+                Ok(kv) => {
+                    scaled(store, d, &rs, 0, replicas).await;
+                    replicasets.push((rs_key, kv.mod_revision, rs));
+                }
                 Err(StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -272,7 +319,31 @@ async fn reconcile_deployment(
         Some((k, r, rs)) => {
             let mut new = rs.clone();
             new["spec"]["replicas"] = json!(replicas);
-            write_if_changed(store, &k, r, &rs, &new).await?;
+            let before = revision_of(&rs);
+            if before != revision {
+                let mut history: Vec<String> = s(
+                    &rs,
+                    "/metadata/annotations/deployment.kubernetes.io~1revision-history",
+                )
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
+                history.push(before.to_string());
+                new["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] =
+                    json!(history.join(","));
+            }
+            new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                json!(revision.to_string());
+            new["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
+                json!(replicas.to_string());
+            for (k, v) in &copied {
+                new["metadata"]["annotations"][k] = v.clone();
+            }
+            if new != rs && write_changed(store, &k, r, &new).await? {
+                let from = i(&rs, "/spec/replicas");
+                scaled(store, d, &new, from, replicas).await;
+            }
         }
     }
     // Older ReplicaSets scale to zero; beyond revisionHistoryLimit they go.
@@ -287,14 +358,7 @@ async fn reconcile_deployment(
         })
         .cloned()
         .collect();
-    old.sort_by_key(|(_, _, rs)| {
-        s(
-            rs,
-            "/metadata/annotations/deployment.kubernetes.io~1revision",
-        )
-        .parse::<i64>()
-        .unwrap_or(0)
-    });
+    old.sort_by_key(|(_, _, rs)| revision_of(rs));
     let excess = old.len().saturating_sub(limit.max(0) as usize);
     for (n, (k, r, rs)) in old.iter().enumerate() {
         if n < excess {
@@ -303,7 +367,9 @@ async fn reconcile_deployment(
         }
         let mut new = rs.clone();
         new["spec"]["replicas"] = json!(0);
-        write_if_changed(store, k, *r, rs, &new).await?;
+        if new != *rs && write_changed(store, k, *r, &new).await? {
+            scaled(store, d, &new, i(rs, "/spec/replicas"), 0).await;
+        }
     }
     let mut new_d = d.clone();
     new_d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
@@ -311,7 +377,210 @@ async fn reconcile_deployment(
     write_if_changed(store, key, rev, d, &new_d).await
 }
 
-fn ready(pod: &Value) -> bool {
+/// A ReplicaSet's `deployment.kubernetes.io/revision`.
+fn revision_of(rs: &Value) -> i64 {
+    s(
+        rs,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    )
+    .parse()
+    .unwrap_or(0)
+}
+
+/// The deployment controller's ScalingReplicaSet event.
+async fn scaled(store: &Store, d: &Value, rs: &Value, from: i64, to: i64) {
+    if from == to {
+        return;
+    }
+    let way = if to > from { "up" } else { "down" };
+    crate::events::record(
+        store,
+        d,
+        crate::events::Event {
+            source: crate::events::Source::Controller("deployment-controller"),
+            warning: false,
+            reason: "ScalingReplicaSet",
+            action: "",
+            message: format!(
+                "Scaled {way} replica set {} from {from} to {to}",
+                s(rs, "/metadata/name")
+            ),
+            field_path: None,
+        },
+    )
+    .await;
+}
+
+/// Write `new` over `key` read at `rev`; whether it was written (a
+/// conflict or a vanished object waits for the next pass).
+pub(crate) async fn write_changed(
+    store: &Store,
+    key: &str,
+    rev: i64,
+    new: &Value,
+) -> Result<bool, StoreError> {
+    match store.update(key, new.to_string(), rev).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new pod of `owner` (of kind `kind`) from its pod template, defaulted.
+pub(crate) fn pod_from_template(owner: &Value, kind: &str, pod_name: &str) -> Value {
+    let ns = s(owner, "/metadata/namespace");
+    let labels = owner
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let spec = owner
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let api_version = owner["apiVersion"].as_str().unwrap_or("apps/v1");
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": new_meta(pod_name, ns, labels, owner_ref(kind, api_version, owner)),
+        "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort"}});
+    if let Some(a) = owner.pointer("/spec/template/metadata/annotations") {
+        pod["metadata"]["annotations"] = a.clone();
+    }
+    crate::defaults::apply("Pod", &mut pod);
+    pod
+}
+
+/// What [`create_pod`] did.
+pub(crate) enum Created {
+    /// Created, as (key, revision, pod).
+    Yes((String, i64, Value)),
+    /// The name is taken.
+    Taken,
+    /// Admission refused it (limits, Pod Security, quota).
+    Refused,
+}
+
+/// Create a controller's pod through admission, as the API would, and
+/// record the controller's SuccessfulCreate event (or FailedCreate).
+/// `message` overrides kube's usual "Created pod: NAME".
+pub(crate) async fn create_pod(
+    store: &Store,
+    owner: &Value,
+    mut pod: Value,
+    controller: &str,
+    message: Option<String>,
+) -> Result<Created, StoreError> {
+    use crate::events::{record, Event, Source};
+    let ns = s(owner, "/metadata/namespace").to_owned();
+    let pod_name = s(&pod, "/metadata/name").to_owned();
+    let failed = |why: String| Event {
+        source: Source::Controller(controller),
+        warning: true,
+        reason: "FailedCreate",
+        action: "",
+        message: format!("Error creating: {why}"),
+        field_path: None,
+    };
+    if let Err(e) = crate::admission::limit_ranges(store, &ns, &mut pod).await {
+        record(store, owner, failed(e.message)).await;
+        return Ok(Created::Refused);
+    }
+    if let Err(e) = crate::admission::pod_security(store, &ns, "Pod", &pod_name, &pod).await {
+        tracing::debug!(owner = %s(owner, "/metadata/name"), error = %e.message, "pod refused by Pod Security admission");
+        record(store, owner, failed(e.message)).await;
+        return Ok(Created::Refused);
+    }
+    if let Err(e) = crate::admission::check_quota(store, &ns, "pods", "", &pod_name, &pod).await {
+        tracing::debug!(owner = %s(owner, "/metadata/name"), error = %e.message, "pod refused by admission");
+        record(store, owner, failed(e.message)).await;
+        return Ok(Created::Refused);
+    }
+    let pod_key = drover_core::keys::object("", "pods", Some(&ns), &pod_name);
+    match store.create(&pod_key, pod.to_string()).await {
+        Ok(kv) => {
+            record(
+                store,
+                owner,
+                Event {
+                    source: Source::Controller(controller),
+                    warning: false,
+                    reason: "SuccessfulCreate",
+                    action: "",
+                    message: message.unwrap_or_else(|| format!("Created pod: {pod_name}")),
+                    field_path: None,
+                },
+            )
+            .await;
+            Ok(Created::Yes((pod_key, kv.mod_revision, pod)))
+        }
+        Err(StoreError::AlreadyExists(_)) => Ok(Created::Taken),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete a controller's pod, recording its SuccessfulDelete event and the
+/// kubelet's Killing events.
+pub(crate) async fn delete_pod(
+    store: &Store,
+    owner: &Value,
+    key: &str,
+    pod: &Value,
+    controller: &str,
+) -> Result<(), StoreError> {
+    match store.delete(key, None).await {
+        Ok(_) => {
+            crate::events::record(
+                store,
+                owner,
+                crate::events::Event {
+                    source: crate::events::Source::Controller(controller),
+                    warning: false,
+                    reason: "SuccessfulDelete",
+                    action: "",
+                    message: format!("Deleted pod: {}", s(pod, "/metadata/name")),
+                    field_path: None,
+                },
+            )
+            .await;
+            killed(store, pod).await;
+            Ok(())
+        }
+        Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The kubelet's Killing event for each running container of a pod that
+/// was deleted.
+pub(crate) async fn killed(store: &Store, pod: &Value) {
+    let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+        return;
+    };
+    if s(pod, "/status/phase") != "Running" {
+        return;
+    }
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = c["name"].as_str().unwrap_or_default();
+        crate::events::record(
+            store,
+            pod,
+            crate::events::Event {
+                source: crate::events::Source::Kubelet(node),
+                warning: false,
+                reason: "Killing",
+                action: "",
+                message: format!("Stopping container {name}"),
+                field_path: Some(format!("spec.containers{{{name}}}")),
+            },
+        )
+        .await;
+    }
+}
+
+pub(crate) fn ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
@@ -328,7 +597,6 @@ async fn reconcile_replicaset(
     namespace_open: bool,
     pods: &mut Vec<(String, i64, Value)>,
 ) -> Result<(), StoreError> {
-    let ns = s(rs, "/metadata/namespace").to_owned();
     let name = s(rs, "/metadata/name").to_owned();
     let uid = s(rs, "/metadata/uid").to_owned();
     let want = rs
@@ -347,45 +615,14 @@ async fn reconcile_replicaset(
     if rs.pointer("/metadata/deletionTimestamp").is_none() {
         while namespace_open && owned.len() < want {
             let pod_name = format!("{name}-{}", drover_core::names::random_suffix(5));
-            let labels = rs
-                .pointer("/spec/template/metadata/labels")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            let spec = rs
-                .pointer("/spec/template/spec")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": new_meta(&pod_name, &ns, labels, owner_ref("ReplicaSet", "apps/v1", rs)), "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort"}});
-            if let Some(a) = rs.pointer("/spec/template/metadata/annotations") {
-                pod["metadata"]["annotations"] = a.clone();
-            }
-            crate::defaults::apply("Pod", &mut pod);
-            // Admission, as for pods created through the API.
-            if crate::admission::limit_ranges(store, &ns, &mut pod)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            if let Err(e) = crate::admission::pod_security(store, &ns, "Pod", &pod_name, &pod).await
-            {
-                tracing::debug!(replicaset = %name, error = %e.message, "pod refused by Pod Security admission");
-                break;
-            }
-            if let Err(e) =
-                crate::admission::check_quota(store, &ns, "pods", "", &pod_name, &pod).await
-            {
-                tracing::debug!(replicaset = %name, error = %e.message, "pod refused by admission");
-                break;
-            }
-            let pod_key = drover_core::keys::object("", "pods", Some(&ns), &pod_name);
-            match store.create(&pod_key, pod.to_string()).await {
-                Ok(kv) => {
-                    owned.push((pod_key.clone(), kv.mod_revision, pod.clone()));
-                    pods.push((pod_key, kv.mod_revision, pod));
+            let pod = pod_from_template(rs, "ReplicaSet", &pod_name);
+            match create_pod(store, rs, pod, "replicaset-controller", None).await? {
+                Created::Yes(entry) => {
+                    owned.push(entry.clone());
+                    pods.push(entry);
                 }
-                Err(StoreError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e),
+                Created::Taken => continue,
+                Created::Refused => break,
             }
         }
         // Too many: remove the newest first.
@@ -395,11 +632,8 @@ async fn reconcile_replicaset(
                 .then(b.0.cmp(&a.0))
         });
         while owned.len() > want {
-            let (k, _, _) = owned.remove(0);
-            match store.delete(&k, None).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            let (k, _, pod) = owned.remove(0);
+            delete_pod(store, rs, &k, &pod, "replicaset-controller").await?;
         }
     }
     let ready_count = owned.iter().filter(|(_, _, p)| ready(p)).count();
@@ -411,10 +645,82 @@ async fn reconcile_replicaset(
     write_if_changed(store, key, rev, rs, &new).await
 }
 
-async fn schedule_and_run(store: &Store) -> Result<(), StoreError> {
+/// The node a pod must run on: its `spec.nodeName`, or the one its
+/// required node affinity names by `metadata.name` (DaemonSet pods).
+fn required_node(pod: &Value) -> Option<String> {
+    if let Some(n) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        return Some(n.to_owned());
+    }
+    pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
+        .as_array()?
+        .iter()
+        .flat_map(|t| t["matchFields"].as_array().cloned().unwrap_or_default())
+        .find(|f| f["key"] == "metadata.name" && f["operator"] == "In")?
+        .pointer("/values/0")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// How long a pod that runs to completion runs, and its exit code: pods
+/// of Jobs, and other pods with `restartPolicy` Never or OnFailure that
+/// name a command. `sleep N` in the command runs N seconds (else one);
+/// `exit N` or `false` fails.
+fn completion(pod: &Value) -> Option<(Duration, i64)> {
+    if s(pod, "/spec/restartPolicy") == "Always" {
+        return None;
+    }
+    let owned_by_job = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|o| o.iter().any(|r| r["kind"] == "Job"));
+    let words: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            ["command", "args"].into_iter().flat_map(move |f| {
+                c[f].as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+            })
+        })
+        .flat_map(|w| {
+            w.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if words.is_empty() && !owned_by_job {
+        return None;
+    }
+    let after = |word: &str| {
+        words
+            .iter()
+            .position(|w| w == word)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let seconds = after("sleep").unwrap_or(1.0).clamp(0.0, 3600.0);
+    let code = if words.first().map(String::as_str) == Some("false") {
+        1
+    } else {
+        after("exit").map_or(0, |c| c as i64)
+    };
+    Some((Duration::from_secs_f64(seconds), code))
+}
+
+/// The scheduler and the kubelets: bind each new pod to a node (the least
+/// used, or the one it must run on), start it (Running and Ready, with the
+/// events kube records), and end pods that run to completion. Returns when
+/// the next pod is due to end.
+async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreError> {
     let nodes = list(store, NODES).await?;
     if nodes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let pods = list(store, PODS).await?;
     let mut per_node: HashMap<String, usize> = HashMap::new();
@@ -423,17 +729,28 @@ async fn schedule_and_run(store: &Store) -> Result<(), StoreError> {
             *per_node.entry(n.to_owned()).or_default() += 1;
         }
     }
+    let mut next_end: Option<SystemTime> = None;
     for (key, rev, pod) in pods {
-        if pod.pointer("/metadata/deletionTimestamp").is_some()
-            || s(&pod, "/status/phase") == "Running" && pod.pointer("/spec/nodeName").is_some()
-        {
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
-        // Bind to the least used node (round-robin in effect).
-        let (node_index, (_, _, node)) = nodes
-            .iter()
-            .enumerate()
-            .min_by_key(|(n, (_, _, node))| {
+        match s(&pod, "/status/phase") {
+            "Succeeded" | "Failed" => continue,
+            "Running" if pod.pointer("/spec/nodeName").is_some() => {
+                if let Some(end) = finish_if_due(store, &key, rev, &pod).await? {
+                    next_end = Some(next_end.map_or(end, |n: SystemTime| n.min(end)));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let wanted = required_node(&pod);
+        let chosen = match &wanted {
+            Some(n) => nodes
+                .iter()
+                .enumerate()
+                .find(|(_, (_, _, node))| s(node, "/metadata/name") == n),
+            None => nodes.iter().enumerate().min_by_key(|(n, (_, _, node))| {
                 (
                     per_node
                         .get(s(node, "/metadata/name"))
@@ -441,11 +758,18 @@ async fn schedule_and_run(store: &Store) -> Result<(), StoreError> {
                         .unwrap_or(0),
                     *n,
                 )
-            })
-            .expect("nodes exist");
+            }),
+        };
+        // A pod bound to a node that does not exist stays Pending.
+        let Some((node_index, (_, _, node))) = chosen else {
+            continue;
+        };
         let node_name = s(node, "/metadata/name").to_owned();
+        let already_bound = pod.pointer("/spec/nodeName").is_some();
         let count = per_node.entry(node_name.clone()).or_default();
-        *count += 1;
+        if !already_bound {
+            *count += 1;
+        }
         let host_ip = node
             .pointer("/status/addresses")
             .and_then(Value::as_array)
@@ -471,14 +795,135 @@ async fn schedule_and_run(store: &Store) -> Result<(), StoreError> {
             })
             .collect();
         let condition = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+        let qos = s(&pod, "/status/qosClass").to_owned();
         new["status"] = json!({
             "phase": "Running", "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-            "startTime": now, "qosClass": "BestEffort", "containerStatuses": statuses,
+            "startTime": now, "qosClass": if qos.is_empty() { "BestEffort".to_owned() } else { qos }, "containerStatuses": statuses,
             "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
         });
-        write_if_changed(store, &key, rev, &pod, &new).await?;
+        if !write_changed(store, &key, rev, &new).await? {
+            continue;
+        }
+        started(store, &new, &node_name, !already_bound).await;
+        if let Some((runs, _)) = completion(&new) {
+            let end = SystemTime::now() + runs;
+            next_end = Some(next_end.map_or(end, |n: SystemTime| n.min(end)));
+        }
     }
-    Ok(())
+    Ok(next_end)
+}
+
+/// The scheduler's and kubelet's events for a pod that just started.
+async fn started(store: &Store, pod: &Value, node: &str, scheduled: bool) {
+    use crate::events::{record, Event, Source};
+    if scheduled {
+        record(
+            store,
+            pod,
+            Event {
+                source: Source::Controller("default-scheduler"),
+                warning: false,
+                reason: "Scheduled",
+                action: "Binding",
+                message: format!(
+                    "Successfully assigned {}/{} to {node}",
+                    s(pod, "/metadata/namespace"),
+                    s(pod, "/metadata/name")
+                ),
+                field_path: None,
+            },
+        )
+        .await;
+    }
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = c["name"].as_str().unwrap_or_default();
+        let image = c["image"].as_str().unwrap_or_default();
+        let path = format!("spec.containers{{{name}}}");
+        for (reason, message) in [
+            (
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            ),
+            ("Created", format!("Created container {name}")),
+            ("Started", format!("Started container {name}")),
+        ] {
+            record(
+                store,
+                pod,
+                Event {
+                    source: Source::Kubelet(node),
+                    warning: false,
+                    reason,
+                    action: "",
+                    message,
+                    field_path: Some(path.clone()),
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// End a pod that runs to completion once its time is up; otherwise
+/// return when it will be.
+async fn finish_if_due(
+    store: &Store,
+    key: &str,
+    rev: i64,
+    pod: &Value,
+) -> Result<Option<SystemTime>, StoreError> {
+    let Some((runs, code)) = completion(pod) else {
+        return Ok(None);
+    };
+    let started = meta::parse_rfc3339(s(pod, "/status/startTime")).unwrap_or(UNIX_EPOCH);
+    let end = started + runs;
+    if SystemTime::now() < end {
+        return Ok(Some(end));
+    }
+    let now = meta::now_rfc3339();
+    let mut new = pod.clone();
+    let failed = code != 0;
+    new["status"]["phase"] = json!(if failed { "Failed" } else { "Succeeded" });
+    if let Some(statuses) = new
+        .pointer_mut("/status/containerStatuses")
+        .and_then(Value::as_array_mut)
+    {
+        for c in statuses {
+            let started_at = c
+                .pointer("/state/running/startedAt")
+                .cloned()
+                .unwrap_or_else(|| json!(now));
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+            c["state"] = json!({"terminated": {"exitCode": code, "reason": if failed { "Error" } else { "Completed" },
+                "startedAt": started_at, "finishedAt": now, "containerID": c["containerID"]}});
+        }
+    }
+    let reason = if failed { "PodFailed" } else { "PodCompleted" };
+    if let Some(conditions) = new
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
+        for c in conditions {
+            if matches!(
+                c["type"].as_str(),
+                Some("Ready" | "ContainersReady" | "PodReadyToStartContainers")
+            ) {
+                c["status"] = json!("False");
+                c["lastTransitionTime"] = json!(now);
+                if c["type"] != "PodReadyToStartContainers" {
+                    c["reason"] = json!(reason);
+                }
+            }
+        }
+    }
+    write_changed(store, key, rev, &new).await?;
+    Ok(None)
 }
 
 /// Serve the `orphan` and `foregroundDeletion` finalizers of an owner that
@@ -564,32 +1009,51 @@ async fn finalize_owner(
     }
 }
 
+/// Delete what a controller made once its controller is gone: ReplicaSets
+/// of Deployments, pods of ReplicaSets, StatefulSets, DaemonSets and Jobs,
+/// Jobs of CronJobs.
 async fn garbage_collect(
     store: &Store,
     deployments: &[(String, i64, Value)],
     replicasets: &[(String, i64, Value)],
 ) -> Result<(), StoreError> {
-    let deployment_uids: Vec<&str> = deployments
-        .iter()
-        .map(|(_, _, d)| s(d, "/metadata/uid"))
-        .collect();
+    let uids = |items: &[(String, i64, Value)]| -> HashSet<String> {
+        items
+            .iter()
+            .map(|(_, _, o)| s(o, "/metadata/uid").to_owned())
+            .collect()
+    };
+    let orphaned = |o: &Value, owners: &HashSet<String>, kinds: &[&str]| {
+        let owner = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| refs.iter().find(|r| r["controller"] == true));
+        owner.is_some_and(|r| {
+            kinds.contains(&r["kind"].as_str().unwrap_or_default())
+                && !owners.contains(r["uid"].as_str().unwrap_or_default())
+        })
+    };
+    let deployment_uids = uids(deployments);
     for (k, _, rs) in replicasets {
-        if controller_uid(rs).is_some_and(|u| !deployment_uids.contains(&u)) {
+        if orphaned(rs, &deployment_uids, &["Deployment"]) {
             let _ = store.delete(k, None).await;
         }
     }
-    let rs_uids: Vec<String> = list(store, REPLICASETS)
-        .await?
-        .iter()
-        .map(|(_, _, rs)| s(rs, "/metadata/uid").to_owned())
-        .collect();
+    let cronjob_uids = uids(&list(store, "/registry/batch/cronjobs/").await?);
+    let jobs = list(store, "/registry/batch/jobs/").await?;
+    for (k, _, job) in &jobs {
+        if orphaned(job, &cronjob_uids, &["CronJob"]) {
+            let _ = store.delete(k, None).await;
+        }
+    }
+    let mut pod_owners = uids(&list(store, REPLICASETS).await?);
+    pod_owners.extend(uids(&list(store, "/registry/apps/statefulsets/").await?));
+    pod_owners.extend(uids(&list(store, "/registry/apps/daemonsets/").await?));
+    pod_owners.extend(uids(&list(store, "/registry/batch/jobs/").await?));
     for (k, _, pod) in list(store, PODS).await? {
-        let owned_by_rs = pod
-            .pointer("/metadata/ownerReferences/0/kind")
-            .and_then(Value::as_str)
-            == Some("ReplicaSet");
-        if owned_by_rs && controller_uid(&pod).is_some_and(|u| !rs_uids.iter().any(|r| r == u)) {
-            let _ = store.delete(&k, None).await;
+        let kinds = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
+        if orphaned(&pod, &pod_owners, &kinds) && store.delete(&k, None).await.is_ok() {
+            killed(store, &pod).await;
         }
     }
     Ok(())

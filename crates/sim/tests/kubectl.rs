@@ -551,10 +551,25 @@ async fn exec_runs_commands_over_websocket() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through the stream\n");
-    let (code, _, err) = e.kubectl(&["exec", "box", "--", "nosuch"]).await;
-    assert_eq!(code, 127, "{err}");
+    // A missing executable: the runtime cannot start it (126); in a shell,
+    // the shell cannot find it (127); a missing file is the command's own
+    // failure (1).
+    let (code, out, err) = e.kubectl(&["exec", "box", "--", "nosuch"]).await;
+    assert_eq!(code, 126, "{err}");
     assert!(
-        err.contains("command terminated with exit code 127"),
+        out.contains(r#"exec: "nosuch": executable file not found in $PATH"#)
+            && err.contains("command terminated with exit code 126"),
+        "{out}{err}"
+    );
+    let (code, _, err) = e
+        .kubectl(&["exec", "box", "--", "sh", "-c", "nosuch"])
+        .await;
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("sh: nosuch: not found"), "{err}");
+    let (code, _, err) = e.kubectl(&["exec", "box", "--", "cat", "/nope"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cat: can't open '/nope': No such file or directory"),
         "{err}"
     );
 }
@@ -1064,7 +1079,8 @@ async fn quota_rejects_a_pod_over_quota() {
     let e = env().await;
     let quota = e.file(
         "quota.yaml",
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: small\nspec:\n  hard:\n    pods: \"2\"\n    configmaps: \"1\"\n",
+        // kube-root-ca.crt, in every namespace, is one of the two.
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: small\nspec:\n  hard:\n    pods: \"2\"\n    configmaps: \"2\"\n",
     );
     e.ok(&["apply", "-f", &quota]).await;
     e.ok(&["run", "one", "--image=busybox:1.36"]).await;
@@ -1088,7 +1104,7 @@ async fn quota_rejects_a_pod_over_quota() {
     let (code, _, err) = e.kubectl(&["create", "configmap", "b"]).await;
     assert_ne!(code, 0);
     assert!(
-        err.contains("exceeded quota: small") && err.contains("configmaps=1"),
+        err.contains("exceeded quota: small") && err.contains("used: configmaps=2"),
         "{err}"
     );
 }
