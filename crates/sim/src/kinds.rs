@@ -34,6 +34,8 @@ pub(crate) struct Builtin {
     columns: Vec<Column>,
     cell: fn(&Column, &Value) -> Value,
     rbac: Option<Arc<SimAuthorizer>>,
+    /// ServiceAccounts' token signer.
+    signer: Option<Arc<crate::tokens::Signer>>,
     /// The protobuf message of the kind, e.g. `api.core.v1.Namespace`.
     proto: String,
     kind: &'static str,
@@ -346,7 +348,11 @@ impl Strategy for Builtin {
         Box::pin(async move {
             match (self.kind, subresource) {
                 ("ServiceAccount", "token") => {
-                    crate::tokens::request(&ctx.store, namespace, name, body).await
+                    let signer = self
+                        .signer
+                        .as_ref()
+                        .ok_or_else(|| drover_apiserver::ApiError::internal("no token signer"))?;
+                    crate::tokens::request(&ctx.store, signer, namespace, name, body).await
                 }
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
@@ -800,7 +806,11 @@ fn col(name: &'static str, ty: &'static str, pointer: &'static str, priority: u8
 }
 
 /// Register every built-in kind.
-pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
+pub(crate) fn register(
+    reg: &mut Registry,
+    authz: &Arc<SimAuthorizer>,
+    signer: &Arc<crate::tokens::Signer>,
+) {
     let mut add = |group: &'static str,
                    kind: &'static str,
                    plural: &'static str,
@@ -853,6 +863,7 @@ pub(crate) fn register(reg: &mut Registry, authz: &Arc<SimAuthorizer>) {
                 columns,
                 cell,
                 rbac,
+                signer: (kind == "ServiceAccount").then(|| signer.clone()),
                 proto,
                 kind,
                 plural,

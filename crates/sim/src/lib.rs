@@ -65,6 +65,7 @@ mod controllers;
 mod defaults;
 mod events;
 mod exec;
+mod health;
 pub mod impersonation;
 mod jobs;
 mod kinds;
@@ -205,6 +206,9 @@ pub struct Sim {
 pub(crate) struct SimState {
     api: Arc<ApiServer>,
     store: Store,
+    signer: Arc<tokens::Signer>,
+    url: String,
+    metrics: health::Metrics,
     admin_token: String,
     version: Value,
     stopping: exec::Stopping,
@@ -271,10 +275,15 @@ impl Sim {
         )
         .map_err(SimError::Certificates)?;
 
+        let signer = Arc::new(
+            tokens::Signer::load_or_create(&store)
+                .await
+                .map_err(|e| SimError::Certificates(e.to_string()))?,
+        );
         let authz = SimAuthorizer::new(store.clone());
         let authz_follow = authz.follow();
         let mut registry = Registry::default();
-        kinds::register(&mut registry, &authz);
+        kinds::register(&mut registry, &authz, &signer);
         drover_apiserver::reviews::register(&mut registry);
         let state_cell: Arc<std::sync::OnceLock<std::sync::Weak<SimState>>> =
             Arc::new(std::sync::OnceLock::new());
@@ -293,7 +302,6 @@ impl Sim {
             events::spawn_sweep(store.clone()),
             authz::spawn_aggregation(store.clone()),
             workloads::spawn(store.clone()),
-            tokens::spawn_sweep(store.clone()),
             store.spawn_compaction(std::time::Duration::from_secs(60), 2_000),
             authz_follow,
             controllers::spawn_heartbeats(
@@ -303,9 +311,16 @@ impl Sim {
             ),
         ];
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let url = match addr {
+            SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
+            SocketAddr::V4(a) => format!("https://{a}"),
+        };
         let state = Arc::new(SimState {
             api,
             store: store.clone(),
+            signer,
+            url: url.clone(),
+            metrics: health::Metrics::default(),
             admin_token: admin_token.clone(),
             version: version_info(&args.k8s_version),
             stopping: exec::Stopping(stopping_rx),
@@ -334,10 +349,6 @@ impl Sim {
             shutdown,
             std::time::Duration::from_secs(5),
         ));
-        let url = match addr {
-            SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
-            SocketAddr::V4(a) => format!("https://{a}"),
-        };
         let sim = Sim {
             name: args.name.clone(),
             url,
@@ -431,14 +442,35 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
             async move { api.handle(req).await }
         }
     };
-    let mut authenticated = Router::new()
+    let authenticated = Router::new()
         .route("/api", any(api.clone()))
         .route("/api/", any(api.clone()))
         .route("/api/{*rest}", any(api.clone()))
         .route("/apis", any(api.clone()))
         .route("/apis/", any(api.clone()))
         .route("/apis/{*rest}", any(api.clone()))
-        .route("/openapi/{*rest}", any(api));
+        .route("/openapi/{*rest}", any(api))
+        // ServiceAccount issuer discovery, for verifying tokens offline.
+        .route(
+            "/.well-known/openid-configuration",
+            get({
+                let url = state.url.clone();
+                move || async move { Json(tokens::Signer::discovery(&url)) }
+            }),
+        )
+        .route(
+            "/openid/v1/jwks",
+            get({
+                let state = state.clone();
+                move || async move { Json(state.signer.jwks()) }
+            }),
+        );
+    let mut authenticated = authenticated
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::count,
+        ))
+        .route("/metrics", get(health::metrics).with_state(state.clone()));
     if let Some(log) = audit {
         // Inside authentication: the event names who asked.
         authenticated =
@@ -459,9 +491,17 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
             }),
         )
         .route("/version/", get(move || async move { Json(version) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/healthz", get(health::endpoint).with_state(state.clone()))
+        .route("/livez", get(health::endpoint).with_state(state.clone()))
+        .route("/readyz", get(health::endpoint).with_state(state.clone()))
+        .route(
+            "/livez/{*check}",
+            get(health::single).with_state(state.clone()),
+        )
+        .route(
+            "/readyz/{*check}",
+            get(health::single).with_state(state.clone()),
+        )
         .fallback(|| async { ApiError::no_such_path().into_response() })
         .layer(axum::extract::DefaultBodyLimit::max(
             drover_apiserver::MAX_BODY,
@@ -471,8 +511,7 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
 /// Who a bearer token stands for: the admin (group `system:masters`) or a
 /// ServiceAccount.
 pub(crate) async fn identify(state: &SimState, token: &str) -> Option<UserInfo> {
-    let admin: bool = token.as_bytes().ct_eq(state.admin_token.as_bytes()).into();
-    if admin {
+    if is_admin_token(state, token) {
         return Some(UserInfo {
             name: ADMIN_USER.to_owned(),
             uid: String::new(),
@@ -480,7 +519,14 @@ pub(crate) async fn identify(state: &SimState, token: &str) -> Option<UserInfo> 
             extra: Default::default(),
         });
     }
-    tokens::authenticate(&state.store, token).await
+    tokens::authenticate(&state.store, &state.signer, token, None)
+        .await
+        .map(|(user, _)| user)
+}
+
+/// Whether `token` is the admin's (compared in constant time).
+pub(crate) fn is_admin_token(state: &SimState, token: &str) -> bool {
+    token.as_bytes().ct_eq(state.admin_token.as_bytes()).into()
 }
 
 /// Bearer authentication, then impersonation.

@@ -191,11 +191,40 @@ impl Strategy for TokenReview {
                 .get()
                 .and_then(std::sync::Weak::upgrade)
                 .ok_or_else(|| ApiError::unavailable("the cluster is stopping"))?;
-            let status = match crate::identify(&state, token).await {
-                Some(u) => {
-                    json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}, "audiences": ["https://kubernetes.default.svc.cluster.local"]})
+            let audiences: Option<Vec<String>> = obj
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|a| !a.is_empty());
+            let found = if crate::is_admin_token(&state, token) {
+                crate::identify(&state, token)
+                    .await
+                    .map(|u| (u, vec![crate::tokens::ISSUER.to_owned()]))
+            } else {
+                crate::tokens::authenticate(
+                    &state.store,
+                    &state.signer,
+                    token,
+                    audiences.as_deref(),
+                )
+                .await
+            };
+            let status = match found {
+                Some((u, audiences)) => {
+                    let mut user = json!({"username": u.name, "uid": u.uid, "groups": u.groups});
+                    if !u.extra.is_empty() {
+                        user["extra"] = json!(u.extra);
+                    }
+                    json!({"authenticated": true, "user": user, "audiences": audiences})
                 }
-                None => json!({"authenticated": false, "user": {}}),
+                None => {
+                    json!({"authenticated": false, "user": {}, "error": "[invalid bearer token, service account token has been invalidated]"})
+                }
             };
             Ok(
                 json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null}, "spec": obj.get("spec"), "status": status}),
