@@ -44,6 +44,15 @@ impl Query {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    pub(crate) fn set(&mut self, k: &str, v: &str) {
+        self.0.insert(k.to_owned(), v.to_owned());
+    }
+
+    /// The field manager of a write (always set for writes by dispatch).
+    pub(crate) fn manager(&self) -> &str {
+        self.get("fieldManager").unwrap_or("unknown")
+    }
+
     pub(crate) fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("1" | "true" | "True"))
     }
@@ -261,6 +270,11 @@ impl ApiServer {
         q: &Query,
     ) -> Result<Vec<String>, ApiError> {
         let mode = FieldValidation::from_query(q)?;
+        // The server keeps managedFields itself; what a client sends there
+        // is neither validated nor kept.
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
         let api_version = r.info.api_version();
         if r.strategy.kind_from_url() {
             if let Some(m) = obj.as_object_mut() {
@@ -474,7 +488,21 @@ impl ApiServer {
         q: &Query,
         body: &Bytes,
     ) -> Result<Response, ApiError> {
-        let mut obj = parse_object(body)?;
+        let obj = parse_object(body)?;
+        self.create_value(ctx, r, info, q, obj, None).await
+    }
+
+    /// Create `obj`; `applied` is the managedFields of a server-side apply
+    /// that creates it (else the creator owns every field, as an Update).
+    pub(crate) async fn create_value(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        mut obj: Value,
+        applied: Option<Value>,
+    ) -> Result<Response, ApiError> {
         let warnings = self.check_body(r, &mut obj, q)?;
         if let Some(result) = r.strategy.virtual_create(ctx, &obj) {
             let out = result.await?;
@@ -517,6 +545,21 @@ impl ApiServer {
             init_metadata(&mut obj, r, &info.namespace, &name, true);
             self.validate_all(r, &obj, None)?;
             let prepared = r.strategy.prepare_create(ctx, &mut obj).await?;
+            match &applied {
+                Some(fields) => {
+                    crate::object::meta_mut(&mut obj)
+                        .insert("managedFields".into(), fields.clone());
+                }
+                None => {
+                    let lists = list_types(r);
+                    let writer = crate::managed::Writer {
+                        manager: q.manager(),
+                        subresource: "",
+                        has_status: r.info.status,
+                    };
+                    crate::managed::record_update(&Value::Null, &mut obj, &writer, &lists);
+                }
+            }
             let mut extra = Vec::new();
             for mut new in prepared.extra {
                 let er = self
@@ -630,10 +673,86 @@ impl ApiServer {
                 ),
             ));
         }
-        let out = self
-            .replace(ctx, r, info, current, obj, q.dry_run())
-            .await?;
+        let out = self.replace(ctx, r, info, current, obj, q, false).await?;
         Ok(respond(StatusCode::OK, &out, &warnings))
+    }
+
+    /// An applied config, checked against the URL: its name (taken from
+    /// the URL when left out) and namespace.
+    fn apply_config(
+        &self,
+        r: &Resource,
+        info: &RequestInfo,
+        config: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut config = config.clone();
+        let name = object::name(&config).to_owned();
+        if !name.is_empty() && name != info.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                info.name
+            )));
+        }
+        let ns = object::meta_str(&config, "namespace").to_owned();
+        if r.info.namespaced && !ns.is_empty() && ns != info.namespace {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+        let m = meta_mut(&mut config);
+        m.insert("name".into(), json!(info.name));
+        if r.info.namespaced {
+            m.insert("namespace".into(), json!(info.namespace));
+        }
+        Ok(config)
+    }
+
+    /// Server-side apply of an object that does not exist: a create, which
+    /// the caller must also be allowed.
+    async fn apply_create(
+        &self,
+        ctx: &Context,
+        r: &Resource,
+        info: &RequestInfo,
+        q: &Query,
+        config: &Value,
+        force: bool,
+    ) -> Result<Response, ApiError> {
+        let attrs = Attributes::resource(
+            "create",
+            &info.group,
+            &info.resource,
+            &info.namespace,
+            &info.name,
+        );
+        if !ctx.authorizer.authorize(&ctx.user, &attrs).await? {
+            return Err(ApiError::forbidden(
+                &ctx.user.name,
+                "create",
+                subject(r, &info.name),
+                &info.namespace,
+                "",
+            ));
+        }
+        let config = self.apply_config(r, info, config)?;
+        let lists = list_types(r);
+        let writer = crate::managed::Writer {
+            manager: q.manager(),
+            subresource: "",
+            has_status: r.info.status,
+        };
+        let created = crate::managed::apply(&Value::Null, &config, &writer, force, &lists)
+            .map_err(|conflicts| apply_conflict(r, info, &conflicts))?;
+        let fields = created
+            .pointer("/metadata/managedFields")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let mut obj = created;
+        meta_mut(&mut obj).remove("managedFields");
+        let mut create_info = info.clone();
+        create_info.name = String::new();
+        let response = self
+            .create_value(ctx, r, &create_info, q, obj, Some(fields))
+            .await?;
+        Ok(response)
     }
 
     pub(crate) async fn patch(
@@ -649,6 +768,22 @@ impl ApiServer {
             Merge(Value),
             Strategic(Value, crate::strategic::ListStrategies),
             Json(json_patch::Patch),
+            Apply(Value),
+        }
+        let force = match q.get("force") {
+            None => false,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for force: {other:?}"
+                )))
+            }
+        };
+        if force && content_type != "application/apply-patch+yaml" {
+            return Err(ApiError::bad_request(
+                "force: Forbidden: may not be specified for non-apply patch",
+            ));
         }
         let parse_json = |body: &Bytes| -> Result<Value, ApiError> {
             serde_json::from_slice(body)
@@ -656,24 +791,57 @@ impl ApiServer {
         };
         let patch = match content_type {
             "application/strategic-merge-patch+json" if r.strategy.list_strategies().is_some() => {
-                Kind::Strategic(parse_json(body)?, r.strategy.list_strategies().expect("checked"))
+                Kind::Strategic(
+                    parse_json(body)?,
+                    r.strategy.list_strategies().expect("checked"),
+                )
             }
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => Kind::Merge(
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
-            ),
-            "application/json-patch+json" => Kind::Json(
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the JSON patch is invalid: {e}")))?,
-            ),
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                Kind::Merge(serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
+                })?)
+            }
+            "application/json-patch+json" => {
+                Kind::Json(serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the JSON patch is invalid: {e}"))
+                })?)
+            }
             "application/apply-patch+yaml" => {
-                return Err(ApiError::unsupported_media_type("application/apply-patch+yaml (server-side apply is not supported; use client-side kubectl apply)"))
+                if q.get("fieldManager").is_none() {
+                    return Err(ApiError::bad_request(
+                        "fieldManager is required for apply requests",
+                    ));
+                }
+                Kind::Apply(parse_apply(body)?)
             }
             other => return Err(ApiError::unsupported_media_type(other)),
         };
         let mut last_conflict = None;
         for _ in 0..RETRIES {
-            let current = self.read(r, &info.namespace, &info.name).await?;
+            let current = match (self.read(r, &info.namespace, &info.name).await, &patch) {
+                (Ok(c), _) => c,
+                // Apply creates what does not exist yet.
+                (Err(e), Kind::Apply(config)) if e.code == 404 && info.subresource.is_empty() => {
+                    match self.apply_create(ctx, r, info, q, config, force).await {
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        other => return other,
+                    }
+                }
+                (Err(e), _) => return Err(e),
+            };
             let mut doc = current.clone().with_rv();
             match &patch {
+                Kind::Apply(config) => {
+                    let config = self.apply_config(r, info, config)?;
+                    let lists = list_types(r);
+                    let writer = crate::managed::Writer {
+                        manager: q.manager(),
+                        subresource: &info.subresource,
+                        has_status: r.info.status,
+                    };
+                    doc = crate::managed::apply(&doc, &config, &writer, force, &lists)
+                        .map_err(|conflicts| apply_conflict(r, info, &conflicts))?;
+                }
                 Kind::Merge(p) => {
                     if !p.is_object() {
                         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
@@ -712,7 +880,11 @@ impl ApiServer {
                     "the patched object is not a JSON object",
                 ));
             }
+            let applied_fields = doc.pointer("/metadata/managedFields").cloned();
             let warnings = self.check_body(r, &mut doc, q)?;
+            if let (Kind::Apply(_), Some(fields)) = (&patch, applied_fields) {
+                meta_mut(&mut doc).insert("managedFields".into(), fields);
+            }
             if object::name(&doc) != info.name
                 || (r.info.namespaced && object::meta_str(&doc, "namespace") != info.namespace)
             {
@@ -728,7 +900,8 @@ impl ApiServer {
             if precondition {
                 return Err(ApiError::conflict(subject(r, &info.name)));
             }
-            match self.replace(ctx, r, info, current, doc, q.dry_run()).await {
+            let applied = matches!(patch, Kind::Apply(_));
+            match self.replace(ctx, r, info, current, doc, q, applied).await {
                 Err(e) if e.reason == "Conflict" => last_conflict = Some(e),
                 Ok(out) => return Ok(respond(StatusCode::OK, &out, &warnings)),
                 Err(e) => return Err(e),
@@ -740,6 +913,7 @@ impl ApiServer {
     /// Replace `current` with `new` (from an update or patch): carry the
     /// server-owned fields over, bump generation on spec changes, release
     /// an object whose last finalizer went, and skip no-op writes.
+    #[allow(clippy::too_many_arguments)]
     async fn replace(
         &self,
         ctx: &Context,
@@ -747,8 +921,10 @@ impl ApiServer {
         info: &RequestInfo,
         current: Stored,
         mut new: Value,
-        dry_run: bool,
+        q: &Query,
+        applied: bool,
     ) -> Result<Value, ApiError> {
+        let dry_run = q.dry_run();
         let old = &current.value;
         let status_only = info.subresource == "status";
         if status_only {
@@ -811,6 +987,26 @@ impl ApiServer {
         self.validate_all(r, &new, Some(old))?;
         r.strategy.prepare_update(ctx, &mut new, old).await?;
         let extra = r.strategy.update_ops(ctx, &mut new, old).await?;
+        // Who owns what: an apply brought its own record; any other write
+        // takes the fields it changed (clients cannot rewrite the record).
+        if !applied {
+            match old.pointer("/metadata/managedFields") {
+                Some(m) => {
+                    meta_mut(&mut new).insert("managedFields".into(), m.clone());
+                }
+                None => {
+                    meta_mut(&mut new).remove("managedFields");
+                }
+            }
+            let lists = list_types(r);
+            let writer = crate::managed::Writer {
+                manager: q.manager(),
+                subresource: &info.subresource,
+                has_status: r.info.status,
+            };
+            crate::managed::record_update(old, &mut new, &writer, &lists);
+        }
+        crate::managed::cap(&mut new);
         if new == *old && extra.is_empty() {
             return Ok(current.with_rv());
         }
@@ -1044,6 +1240,42 @@ impl ApiServer {
         let meta = json!({"resourceVersion": listed.revision.to_string()});
         Ok(respond(StatusCode::OK, &list_of(r, meta, deleted), &[]))
     }
+}
+
+/// The list types of a kind's fields, for field management.
+pub(crate) fn list_types(r: &Resource) -> impl Fn(&[&str]) -> crate::managed::ListType + '_ {
+    let strategies = r.strategy.list_strategies();
+    move |path: &[&str]| match strategies {
+        Some(s) => crate::managed::from_strategies(s)(path),
+        None => crate::managed::from_schema(&r.schema, path),
+    }
+}
+
+/// An applied config: YAML or JSON, one object.
+fn parse_apply(body: &Bytes) -> Result<Value, ApiError> {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => yaml_serde::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
+    Ok(value)
+}
+
+/// The 409 for apply conflicts, with a cause per field.
+fn apply_conflict(
+    r: &Resource,
+    info: &RequestInfo,
+    conflicts: &[crate::managed::Conflict],
+) -> ApiError {
+    let (message, causes) = crate::managed::conflict_status(conflicts);
+    ApiError::new(409, "Conflict", message).with_details(json!({
+        "name": info.name, "group": r.info.group, "kind": r.info.plural, "causes": causes,
+    }))
 }
 
 /// The answer to a failed transaction about `key`: the object's own
@@ -1283,10 +1515,7 @@ impl ApiServer {
                 subresource: String::new(),
                 ..info.clone()
             };
-            match self
-                .replace(ctx, r, &parent, current, new, q.dry_run())
-                .await
-            {
+            match self.replace(ctx, r, &parent, current, new, q, false).await {
                 Ok(obj) => {
                     let stored = Stored {
                         revision: object::meta_str(&obj, "resourceVersion")

@@ -14,6 +14,8 @@
 //! - `selector`, `object`, `table`: label/field selectors, metadata rules,
 //!   Table output for `kubectl get`.
 //! - `discovery`, `openapi`: what kubectl reads before it acts.
+//! - [`managed`]: `metadata.managedFields` on every write, and server-side
+//!   apply.
 //! - [`error`]: every failure as a `metav1.Status`.
 //!
 //! # A request
@@ -29,6 +31,7 @@ pub mod error;
 mod handlers;
 pub mod kind;
 pub mod limits;
+pub mod managed;
 pub mod object;
 pub mod openapi;
 mod proto_tables;
@@ -275,6 +278,36 @@ impl ApiServer {
             authorizer: self.authorizer.clone(),
         };
         let headers = req.headers().clone();
+        // Writes are recorded under a field manager: the one named, or the
+        // client's name from its User-Agent, as kube-apiserver does.
+        let mut q = q;
+        if !matches!(info.verb.as_str(), "get" | "list" | "watch") {
+            match q.get("fieldManager") {
+                Some(m) if m.len() > 128 => {
+                    return Err(ApiError::bad_request(
+                        "fieldManager: Too long: may not be more than 128 bytes",
+                    ))
+                }
+                Some(m) if m.chars().any(char::is_control) => {
+                    return Err(ApiError::bad_request(
+                        "fieldManager: Invalid value: may only contain printable characters",
+                    ))
+                }
+                Some(_) => {}
+                // An apply must name its manager.
+                None if headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with("application/apply-patch")) => {}
+                None => {
+                    let agent = headers
+                        .get(axum::http::header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    q.set("fieldManager", &managed::default_manager(agent));
+                }
+            }
+        }
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
