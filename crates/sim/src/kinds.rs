@@ -371,6 +371,7 @@ impl Strategy for Builtin {
             match (self.kind, subresource) {
                 ("Pod", "log") => crate::logs::stream(obj, req.uri().query().unwrap_or_default()),
                 ("Pod", "exec") => crate::exec::exec(obj, req).await,
+                ("Pod", "portforward") => crate::portforward::portforward(obj, req).await,
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
         })
@@ -845,7 +846,11 @@ pub(crate) fn register(
                 list_filtered: false,
                 name_prefix: None,
                 create_only: false,
-                streams: if kind == "Pod" { &["log", "exec"] } else { &[] },
+                streams: if kind == "Pod" {
+                    &["log", "exec", "portforward"]
+                } else {
+                    &[]
+                },
                 scale: matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
                 actions: if kind == "ServiceAccount" {
                     &["token"]

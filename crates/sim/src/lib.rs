@@ -53,8 +53,12 @@
 //!   commands in a simulated container (`container`): a small userland,
 //!   kube's exit codes, an interactive shell with a tty.
 //!
-//! Not yet simulated: attach, and network traffic (Services have
-//! addresses but nothing answers on them).
+//! - `portforward`: `pods/portforward` over SPDY, SPDY in a WebSocket and
+//!   the WebSocket channel protocol, to a small HTTP responder behind each
+//!   declared containerPort.
+//!
+//! Not yet simulated: attach, and traffic to Services (they have
+//! addresses, but nothing answers on them).
 
 mod admission;
 mod audit;
@@ -71,6 +75,7 @@ mod jobs;
 mod kinds;
 mod logs;
 mod pod_security;
+mod portforward;
 mod reviews;
 mod services;
 mod sets;
