@@ -770,10 +770,11 @@ impl ApiServer {
             Json(json_patch::Patch),
             Apply(Value),
         }
+        // As Go's strconv.ParseBool, which kube-apiserver uses.
         let force = match q.get("force") {
             None => false,
-            Some("true") => true,
-            Some("false") => false,
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
                     "invalid value for force: {other:?}"

@@ -1435,3 +1435,747 @@ async fn the_audit_log_says_who_did_what_as_whom() {
     let done = drover_core::meta::parse_rfc3339(get["stageTimestamp"].as_str().unwrap());
     assert!(received.unwrap() <= done.unwrap());
 }
+
+// Fidelity: everyday kubectl, as against kube-apiserver and its controllers.
+
+/// `kubectl get … -o json`, parsed.
+async fn json_of(e: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&e.ok(&all).await).unwrap()
+}
+
+async fn deployment(e: &Env, name: &str, replicas: &str) {
+    e.ok(&[
+        "create",
+        "deployment",
+        name,
+        "--image=nginx:1.27",
+        "--port=80",
+        &format!("--replicas={replicas}"),
+    ])
+    .await;
+    e.ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=20s",
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controllers_scheduler_and_kubelets_record_events() {
+    let e = env().await;
+    deployment(&e, "web", "2").await;
+    let wanted = [
+        "ScalingReplicaSet",
+        "SuccessfulCreate",
+        "Scheduled",
+        "Pulled",
+        "Created",
+        "Started",
+    ];
+    eventually("every kind of event", || async {
+        let out = e
+            .ok(&[
+                "get",
+                "events",
+                "-o",
+                "custom-columns=R:.reason",
+                "--no-headers",
+            ])
+            .await;
+        wanted.iter().all(|w| out.lines().any(|l| l == *w))
+    })
+    .await;
+    let pod = pods(&e, "app=web").await[0].0.clone();
+    let described = e.ok(&["describe", "pod", &pod]).await;
+    assert!(
+        described.contains("Successfully assigned default/")
+            && described.contains("Started container nginx"),
+        "{described}"
+    );
+    // The same events in events.k8s.io/v1, which `kubectl events` reads.
+    let newer = json_of(&e, &["get", "events.v1.events.k8s.io"]).await;
+    let reasons: Vec<&str> = newer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ev| ev["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"Scheduled"), "{reasons:?}");
+    let listed = e.ok(&["events", "--for", &format!("pod/{pod}")]).await;
+    assert!(listed.contains("Started"), "{listed}");
+    e.ok(&["delete", "pod", &pod, "--wait=false"]).await;
+    eventually("Killing", || async {
+        e.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason=Killing"),
+            "-o",
+            "name",
+        ])
+        .await
+        .lines()
+        .count()
+            > 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_get_cluster_ips_node_ports_and_endpoints() {
+    let e = env().await;
+    let k = json_of(&e, &["get", "service", "kubernetes", "-n", "default"]).await;
+    assert_eq!(k["spec"]["clusterIP"], "10.96.0.1");
+    deployment(&e, "web", "2").await;
+    e.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=8080",
+        "--target-port=80",
+    ])
+    .await;
+    let svc = json_of(&e, &["get", "service", "web"]).await;
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let n: std::net::Ipv4Addr = ip.parse().unwrap();
+    assert!(
+        n.octets()[0] == 10 && (96..112).contains(&n.octets()[1]) && ip != "10.96.0.1",
+        "{ip} is in 10.96.0.0/12"
+    );
+    eventually("endpoints of both pods", || async {
+        let ep = e
+            .ok(&[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[0].addresses[*].ip}",
+            ])
+            .await;
+        ep.split_whitespace().count() == 2
+    })
+    .await;
+    let slices = e
+        .ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[*].conditions.ready}",
+        ])
+        .await;
+    assert_eq!(slices, "true true");
+    e.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=80:80",
+        "--node-port=31080",
+    ])
+    .await;
+    let out = e.ok(&["get", "service", "np"]).await;
+    assert!(out.contains("80:31080/TCP"), "{out}");
+    // An address or port in use is refused, as kube refuses it.
+    let taken = e.file(
+        "taken.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: copy\nspec:\n  clusterIP: {ip}\n  ports:\n  - port: 80\n"),
+    );
+    let (code, _, err) = e.kubectl(&["create", "-f", &taken]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("provided IP is already allocated"), "{err}");
+    let (code, _, err) = e
+        .kubectl(&[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=80:80",
+            "--node-port=31080",
+        ])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("provided port is already allocated"), "{err}");
+    // Deleting a Service frees its address.
+    e.ok(&["delete", "service", "web"]).await;
+    e.ok(&["create", "-f", &taken]).await;
+    eventually("web's endpoints go with it", || async {
+        e.kubectl(&["get", "endpoints", "web"]).await.0 != 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_run_to_completion_and_cronjobs_make_them() {
+    let e = env().await;
+    e.ok(&[
+        "create",
+        "job",
+        "pi",
+        "--image=perl:5.34",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1; echo 3.14",
+    ])
+    .await;
+    e.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=20s",
+    ])
+    .await;
+    let out = e.ok(&["get", "job", "pi"]).await;
+    assert!(out.contains("Complete") && out.contains("1/1"), "{out}");
+    let pod = e
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "job-name=pi",
+            "-o",
+            "jsonpath={.items[0].status.phase}",
+        ])
+        .await;
+    assert_eq!(pod, "Succeeded");
+    // A failing job stops after its backoff limit.
+    let failing = e.file(
+        "fail.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: broken\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n        command: [sh, -c, 'exit 3']\n",
+    );
+    e.ok(&["apply", "-f", &failing]).await;
+    e.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/broken",
+        "--timeout=20s",
+    ])
+    .await;
+    let status = json_of(&e, &["get", "job", "broken"]).await;
+    assert_eq!(status["status"]["failed"], 2, "{status}");
+    assert_eq!(
+        status["status"]["conditions"][1]["reason"],
+        "BackoffLimitExceeded"
+    );
+    // Parallel completions.
+    let wide = e.file(
+        "wide.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: wide\nspec:\n  completions: 4\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n        command: [sh, -c, 'sleep 0.2']\n",
+    );
+    e.ok(&["apply", "-f", &wide]).await;
+    e.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/wide",
+        "--timeout=30s",
+    ])
+    .await;
+    let pods = e
+        .ok(&["get", "pods", "-l", "job-name=wide", "-o", "name"])
+        .await;
+    assert_eq!(pods.lines().count(), 4, "{pods}");
+    // A CronJob, and a Job made from it by hand.
+    e.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/1 * * * *",
+        "--",
+        "echo",
+        "tick",
+    ])
+    .await;
+    e.ok(&["create", "job", "manual", "--from=cronjob/tick"])
+        .await;
+    e.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/manual",
+        "--timeout=20s",
+    ])
+    .await;
+    let cj = json_of(&e, &["get", "cronjob", "tick"]).await;
+    assert_eq!(cj["spec"]["concurrencyPolicy"], "Allow");
+    assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cronjob_makes_a_job_when_its_schedule_comes() {
+    let e = env().await;
+    e.ok(&[
+        "create",
+        "cronjob",
+        "every-minute",
+        "--image=busybox",
+        "--schedule=* * * * *",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
+    // The next minute starts within 60 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let jobs = e
+            .ok(&[
+                "get",
+                "jobs",
+                "-o",
+                "jsonpath={.items[*].metadata.ownerReferences[0].name}",
+            ])
+            .await;
+        if jobs.contains("every-minute") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Job from the CronJob"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cj = json_of(&e, &["get", "cronjob", "every-minute"]).await;
+    assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statefulsets_and_daemonsets_run_their_pods() {
+    let e = env().await;
+    let sts = e.file(
+        "sts.yaml",
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 3\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: postgres:16\n  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi\n",
+    );
+    e.ok(&["apply", "-f", &sts]).await;
+    e.ok(&["rollout", "status", "statefulset/db", "--timeout=20s"])
+        .await;
+    let names = e
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=db",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert_eq!(names, "db-0 db-1 db-2");
+    let claims = e.ok(&["get", "pvc", "--no-headers"]).await;
+    assert_eq!(claims.matches("Bound").count(), 3, "{claims}");
+    assert!(claims.contains("data-db-2"), "{claims}");
+    let obj = json_of(&e, &["get", "statefulset", "db"]).await;
+    assert_eq!(obj["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(obj["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    e.ok(&["scale", "statefulset", "db", "--replicas=1"]).await;
+    eventually("db scaled to db-0", || async {
+        pods(&e, "app=db").await.len() == 1
+    })
+    .await;
+    assert_eq!(pods(&e, "app=db").await[0].0, "db-0");
+
+    let ds = e.file(
+        "ds.yaml",
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels: {app: agent}\n  template:\n    metadata:\n      labels: {app: agent}\n    spec:\n      containers:\n      - name: a\n        image: busybox\n",
+    );
+    e.ok(&["apply", "-f", &ds]).await;
+    e.ok(&["rollout", "status", "daemonset/agent", "--timeout=20s"])
+        .await;
+    let nodes: Vec<String> = pods(&e, "app=agent")
+        .await
+        .into_iter()
+        .map(|(_, _, node)| node)
+        .collect();
+    let mut distinct = nodes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        (nodes.len(), distinct.len()),
+        (3, 3),
+        "one per node: {nodes:?}"
+    );
+    let obj = json_of(&e, &["get", "daemonset", "agent"]).await;
+    assert_eq!(obj["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(obj["status"]["desiredNumberScheduled"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_undo_makes_a_new_revision() {
+    let e = env().await;
+    deployment(&e, "web", "1").await;
+    e.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"])
+        .await;
+    e.ok(&[
+        "annotate",
+        "deployment/web",
+        "kubernetes.io/change-cause=to 1.28",
+    ])
+    .await;
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
+        .await;
+    e.ok(&["rollout", "undo", "deployment/web", "--to-revision=1"])
+        .await;
+    e.ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
+        .await;
+    eventually("revision 3", || async {
+        e.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ])
+        .await
+            == "3"
+    })
+    .await;
+    let history = e.ok(&["rollout", "history", "deployment/web"]).await;
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    assert!(history.contains("to 1.28"), "{history}");
+    let third = e
+        .ok(&["rollout", "history", "deployment/web", "--revision=3"])
+        .await;
+    assert!(third.contains("nginx:1.27"), "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_all_describe_node_and_field_selectors() {
+    let e = env().await;
+    deployment(&e, "web", "3").await;
+    let all = e.ok(&["get", "all"]).await;
+    for kind in [
+        "pod/web-",
+        "service/kubernetes",
+        "deployment.apps/web",
+        "replicaset.apps/web-",
+    ] {
+        assert!(all.contains(kind), "{kind} missing from:\n{all}");
+    }
+    let node = pods(&e, "app=web").await[0].2.clone();
+    let described = e.ok(&["describe", "node", &node]).await;
+    assert!(described.contains("Non-terminated Pods:"), "{described}");
+    assert!(described.contains("web-"), "{described}");
+    let running = e
+        .ok(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(running.lines().count(), 3, "{running}");
+    let on_node = e
+        .ok(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])
+        .await;
+    assert!(on_node.split_whitespace().all(|n| n == node), "{on_node}");
+    let (code, _, err) = e
+        .kubectl(&["get", "pods", "--field-selector", "spec.nope=x"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("field label not supported: spec.nope"),
+        "{err}"
+    );
+    // A page with a continue token says how many follow.
+    let page: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "--raw", "/api/v1/namespaces?limit=1"]).await).unwrap();
+    assert_eq!(page["metadata"]["remainingItemCount"], 3, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregated_roles_and_the_rules_review() {
+    let e = env().await;
+    let view = json_of(&e, &["get", "clusterrole", "view"]).await;
+    assert!(!view["rules"].as_array().unwrap().is_empty(), "{view}");
+    let extra = e.file(
+        "agg.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widgets-view\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [example.com]\n  resources: [widgets]\n  verbs: [get, list]\n",
+    );
+    e.ok(&["apply", "-f", &extra]).await;
+    eventually("view holds widgets", || async {
+        e.ok(&["get", "clusterrole", "view", "-o", "json"])
+            .await
+            .contains("widgets")
+    })
+    .await;
+    // can-i --list as a ServiceAccount bound to view in one namespace.
+    e.ok(&["create", "serviceaccount", "reader"]).await;
+    e.ok(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole=view",
+        "--serviceaccount=default:reader",
+    ])
+    .await;
+    let token = e.ok(&["create", "token", "reader"]).await;
+    let list = e
+        .ok(&["auth", "can-i", "--list", "--token", token.trim()])
+        .await;
+    assert!(list.contains("widgets.example.com"), "{list}");
+    assert!(list.contains("pods "), "{list}");
+    let admin = e.ok(&["auth", "can-i", "--list"]).await;
+    assert!(admin.contains("*.*"), "{admin}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_over_websocket_and_spdy() {
+    let e = env().await;
+    deployment(&e, "web", "1").await;
+    for (form, websockets) in [("websocket", "true"), ("spdy", "false")] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pf = e.cmd(&["port-forward", "deployment/web", &format!("{port}:80")]);
+        pf.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = pf.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Read on for as long as kubectl writes, or it dies of a closed pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Forwarding from") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)));
+        assert!(
+            ready.await.unwrap().is_ok(),
+            "{form}: port-forward did not start"
+        );
+        let body = tokio::task::spawn_blocking(move || {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-m",
+                    "10",
+                    &format!("http://127.0.0.1:{port}/{form}"),
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            body.contains("\"port\":80") && body.contains(&format!("\"path\":\"/{form}\"")),
+            "{form}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_account_tokens_are_signed_and_verifiable() {
+    let e = env().await;
+    e.ok(&["create", "serviceaccount", "robot"]).await;
+    let token = e
+        .ok(&["create", "token", "robot", "--audience=vault"])
+        .await
+        .trim()
+        .to_owned();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {token}");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+    assert_eq!(claims["aud"], serde_json::json!(["vault"]));
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["name"], "robot");
+    // Offline: the signature checks against the published key.
+    let jwks: serde_json::Value =
+        serde_json::from_str(&e.ok(&["get", "--raw", "/openid/v1/jwks"]).await).unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kid"], header["kid"]);
+    let mut point = vec![4u8];
+    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
+    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &b64.decode(parts[2]).unwrap(),
+        )
+        .expect("the token verifies against /openid/v1/jwks");
+    let discovery: serde_json::Value = serde_json::from_str(
+        &e.ok(&["get", "--raw", "/.well-known/openid-configuration"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(discovery["issuer"], claims["iss"]);
+    // Online: TokenReview for its audience, until the account goes.
+    let review = |token: String| {
+        e.file(
+            "review.yaml",
+            &format!("apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n  audiences: [vault]\n"),
+        )
+    };
+    let file = review(token.clone());
+    let out = e
+        .ok(&[
+            "create",
+            "-f",
+            &file,
+            "-o",
+            "jsonpath={.status.authenticated}",
+        ])
+        .await;
+    assert_eq!(out, "true");
+    e.ok(&["delete", "serviceaccount", "robot"]).await;
+    let out = e
+        .ok(&[
+            "create",
+            "-f",
+            &file,
+            "-o",
+            "jsonpath={.status.authenticated}",
+        ])
+        .await;
+    assert_eq!(out, "false");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_and_metrics_read_as_kube_apiservers() {
+    let e = env().await;
+    let ready = e.ok(&["get", "--raw", "/readyz?verbose"]).await;
+    assert!(ready.contains("[+]etcd ok"), "{ready}");
+    assert!(ready.trim_end().ends_with("readyz check passed"), "{ready}");
+    assert_eq!(e.ok(&["get", "--raw", "/livez/etcd"]).await, "ok");
+    e.ok(&["get", "pods"]).await;
+    let metrics = e.ok(&["get", "--raw", "/metrics"]).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("apiserver_request_total{") && l.contains("resource=\"pods\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apiserver_storage_objects{resource=\"nodes\"} 3"),
+        "{metrics}"
+    );
+    // Not for everyone: a ServiceAccount without the right is refused.
+    e.ok(&["create", "serviceaccount", "nobody"]).await;
+    let token = e.ok(&["create", "token", "nobody"]).await;
+    let (code, _, err) = e
+        .kubectl(&["get", "--raw", "/metrics", "--token", token.trim()])
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_apply_owns_fields_and_names_conflicts() {
+    let e = env().await;
+    let manifest = |replicas: u32, sidecar: bool| {
+        let side = if sidecar {
+            "      - name: side\n        image: busybox\n"
+        } else {
+            ""
+        };
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n        ports:\n        - containerPort: 80\n{side}")
+    };
+    let file = e.file("web.yaml", &manifest(2, true));
+    let out = e.ok(&["apply", "--server-side", "-f", &file]).await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let obj = json_of(&e, &["get", "deployment", "web", "--show-managed-fields"]).await;
+    let managed = &obj["metadata"]["managedFields"];
+    assert_eq!(managed[0]["manager"], "kubectl", "{managed}");
+    assert_eq!(managed[0]["operation"], "Apply");
+    let fields = managed[0]["fieldsV1"].to_string();
+    assert!(
+        fields.contains(r#"k:{\"containerPort\":80,\"protocol\":\"TCP\"}"#)
+            && fields.contains(r#"k:{\"name\":\"side\"}"#),
+        "{fields}"
+    );
+    // Another manager changes replicas: the next apply conflicts on it.
+    e.ok(&["scale", "deployment", "web", "--replicas=4"]).await;
+    let file = e.file("web.yaml", &manifest(3, true));
+    let (code, _, err) = e.kubectl(&["apply", "--server-side", "-f", &file]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Apply failed with 1 conflict") && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    e.ok(&["apply", "--server-side", "--force-conflicts", "-f", &file])
+        .await;
+    assert_eq!(
+        e.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])
+        .await,
+        "3"
+    );
+    // A container left out of the next apply goes.
+    let file = e.file("web.yaml", &manifest(3, false));
+    e.ok(&["apply", "--server-side", "-f", &file]).await;
+    assert_eq!(
+        e.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ])
+        .await,
+        "web"
+    );
+    // A server-side dry run changes nothing.
+    let file = e.file("web.yaml", &manifest(9, false));
+    e.ok(&["apply", "--server-side", "--dry-run=server", "-f", &file])
+        .await;
+    assert_eq!(
+        e.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])
+        .await,
+        "3"
+    );
+    // Other writes are recorded too.
+    e.ok(&["create", "configmap", "c", "--from-literal=a=1"])
+        .await;
+    let cm = json_of(&e, &["get", "configmap", "c", "--show-managed-fields"]).await;
+    assert_eq!(
+        cm["metadata"]["managedFields"][0]["manager"],
+        "kubectl-create"
+    );
+    assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Update");
+}
