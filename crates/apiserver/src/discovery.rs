@@ -105,7 +105,21 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, Ap
             list.push(json!({"name": format!("{}/scale", i.plural), "singularName": "", "namespaced": i.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
         for action in i.actions {
-            list.push(json!({"name": format!("{}/{action}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["create"]}));
+            let mut entry = json!({"name": format!("{}/{action}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["create"]});
+            // The subresources whose bodies are another kind say which, as
+            // kube's discovery does (kubectl drain looks for Eviction).
+            if let Some((group, kind)) = match *action {
+                "eviction" => Some(("policy", "Eviction")),
+                "token" if i.plural == "serviceaccounts" => {
+                    Some(("authentication.k8s.io", "TokenRequest"))
+                }
+                _ => None,
+            } {
+                entry["group"] = json!(group);
+                entry["version"] = json!("v1");
+                entry["kind"] = json!(kind);
+            }
+            list.push(entry);
         }
         if i.status {
             list.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["get", "patch", "update"]}));

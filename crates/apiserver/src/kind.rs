@@ -167,6 +167,12 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether `kubectl get` shows NAME first and AGE last around the
+    /// kind's columns (kube's Event table has neither).
+    fn name_column(&self) -> bool {
+        true
+    }
+
     /// The value of one of this kind's columns for an object (default: the
     /// column's JSON pointer).
     fn cell(&self, column: &Column, obj: &Value) -> Value {

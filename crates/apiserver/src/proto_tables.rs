@@ -8909,6 +8909,105 @@ pub(crate) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "api.policy.v1.PodDisruptionBudget",
+        fields: &[
+            F {
+                tag: 1,
+                name: "metadata",
+                kind: K::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            F {
+                tag: 2,
+                name: "spec",
+                kind: K::Message("api.policy.v1.PodDisruptionBudgetSpec"),
+                repeated: false,
+            },
+            F {
+                tag: 3,
+                name: "status",
+                kind: K::Message("api.policy.v1.PodDisruptionBudgetStatus"),
+                repeated: false,
+            },
+        ],
+    },
+    M {
+        name: "api.policy.v1.PodDisruptionBudgetSpec",
+        fields: &[
+            F {
+                tag: 1,
+                name: "min_available",
+                kind: K::Message("apimachinery.pkg.util.intstr.IntOrString"),
+                repeated: false,
+            },
+            F {
+                tag: 2,
+                name: "selector",
+                kind: K::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            F {
+                tag: 3,
+                name: "max_unavailable",
+                kind: K::Message("apimachinery.pkg.util.intstr.IntOrString"),
+                repeated: false,
+            },
+            F {
+                tag: 4,
+                name: "unhealthy_pod_eviction_policy",
+                kind: K::String,
+                repeated: false,
+            },
+        ],
+    },
+    M {
+        name: "api.policy.v1.PodDisruptionBudgetStatus",
+        fields: &[
+            F {
+                tag: 1,
+                name: "observed_generation",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 2,
+                name: "disrupted_pods",
+                kind: K::Map(&K::Message("apimachinery.pkg.apis.meta.v1.Time,")),
+                repeated: false,
+            },
+            F {
+                tag: 3,
+                name: "disruptions_allowed",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 4,
+                name: "current_healthy",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 5,
+                name: "desired_healthy",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 6,
+                name: "expected_pods",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 7,
+                name: "conditions",
+                kind: K::Message("apimachinery.pkg.apis.meta.v1.Condition"),
+                repeated: true,
+            },
+        ],
+    },
+    M {
         name: "api.rbac.v1.AggregationRule",
         fields: &[F {
             tag: 1,
@@ -9085,6 +9184,41 @@ pub(crate) static MESSAGES: &[M] = &[
             F {
                 tag: 4,
                 name: "namespace",
+                kind: K::String,
+                repeated: false,
+            },
+        ],
+    },
+    M {
+        name: "api.scheduling.v1.PriorityClass",
+        fields: &[
+            F {
+                tag: 1,
+                name: "metadata",
+                kind: K::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            F {
+                tag: 2,
+                name: "value",
+                kind: K::Int,
+                repeated: false,
+            },
+            F {
+                tag: 3,
+                name: "global_default",
+                kind: K::Bool,
+                repeated: false,
+            },
+            F {
+                tag: 4,
+                name: "description",
+                kind: K::String,
+                repeated: false,
+            },
+            F {
+                tag: 5,
+                name: "preemption_policy",
                 kind: K::String,
                 repeated: false,
             },

@@ -1,7 +1,7 @@
 //! `meta.k8s.io/v1` Table output, which `kubectl get` asks for with
 //! `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`. Columns are NAME,
-//! the kind's own, then AGE; `date` cells are sent as ages (`5m`), as
-//! kube-apiserver formats them.
+//! the kind's own, then AGE (or only the kind's own, when it says so);
+//! `date` cells are sent as ages (`5m`), as kube-apiserver formats them.
 
 use serde_json::{json, Value};
 
@@ -40,14 +40,15 @@ impl Include {
 }
 
 /// The column headers of a kind with `columns`.
-fn column_definitions(columns: &[Column]) -> Vec<Value> {
-    let mut cols = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
-    ];
+fn column_definitions(columns: &[Column], framed: bool) -> Vec<Value> {
+    let mut cols = Vec::new();
+    if framed {
+        cols.push(json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}));
+    }
     for c in columns {
         cols.push(json!({"name": c.name, "type": c.ty, "format": "", "description": c.description, "priority": c.priority}));
     }
-    if !own_age(columns) {
+    if framed && !own_age(columns) {
         cols.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since the object was created.", "priority": 0}));
     }
     cols
@@ -61,10 +62,15 @@ fn own_age(columns: &[Column]) -> bool {
 
 /// One row.
 fn row(r: &Resource, columns: &[Column], obj: &Value, include: Include) -> Value {
-    let mut cells = vec![obj
-        .pointer("/metadata/name")
-        .cloned()
-        .unwrap_or(Value::Null)];
+    let framed = r.strategy.name_column();
+    let mut cells = Vec::new();
+    if framed {
+        cells.push(
+            obj.pointer("/metadata/name")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+    }
     for c in columns {
         let v = r.strategy.cell(c, obj);
         cells.push(match (c.ty, &v) {
@@ -72,7 +78,7 @@ fn row(r: &Resource, columns: &[Column], obj: &Value, include: Include) -> Value
             _ => v,
         });
     }
-    if !own_age(columns) {
+    if framed && !own_age(columns) {
         cells.push(Value::String(drover_core::meta::age(
             obj.pointer("/metadata/creationTimestamp")
                 .and_then(Value::as_str)
@@ -101,7 +107,7 @@ pub fn table(r: &Resource, objects: &[Value], list_meta: Value, include: Include
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": column_definitions(&columns),
+        "columnDefinitions": column_definitions(&columns, r.strategy.name_column()),
         "rows": objects.iter().map(|o| row(r, &columns, o, include)).collect::<Vec<_>>(),
     })
 }

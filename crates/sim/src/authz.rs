@@ -142,7 +142,7 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 
 /// Whether a `metav1.LabelSelector` (matchLabels and matchExpressions)
 /// matches `labels`.
-fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
     let match_labels = selector.get("matchLabels").and_then(Value::as_object);
     let labels_ok = match_labels.is_none_or(|m| {
         m.iter()

@@ -182,7 +182,7 @@ pub(crate) async fn ensure_cluster(
 }
 
 /// The `kubernetes` Service (its Endpoints naming the API server on
-/// `port`) and the default StorageClass.
+/// `port`), the default StorageClass and the system PriorityClasses.
 pub(crate) async fn ensure_services(store: &Store, port: u16) -> Result<(), StoreError> {
     for (key, obj) in crate::services::kubernetes_service(port) {
         // The API server's address changes with each start.
@@ -203,7 +203,17 @@ pub(crate) async fn ensure_services(store: &Store, port: u16) -> Result<(), Stor
         key("storage.k8s.io", "storageclasses", None, "standard"),
         class,
     )
-    .await
+    .await?;
+    for (name, value, description) in [
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+    ] {
+        let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name, "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339()},
+            "value": value, "globalDefault": false, "description": description, "preemptionPolicy": "PreemptLowerPriority"});
+        ensure(store, key("scheduling.k8s.io", "priorityclasses", None, name), class).await?;
+    }
+    Ok(())
 }
 
 /// A Ready node with the simulated version, capacity and conditions.

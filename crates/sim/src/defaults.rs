@@ -184,6 +184,7 @@ pub(crate) fn apply(kind: &str, obj: &mut Value) {
                 pod_spec(spec);
             }
         }
+        "PriorityClass" => set(obj, "/preemptionPolicy", json!("PreemptLowerPriority")),
         "PersistentVolumeClaim" => {
             ensure_object(obj, "/spec");
             set(obj, "/spec/volumeMode", json!("Filesystem"));

@@ -136,6 +136,10 @@ impl Strategy for Builtin {
         true
     }
 
+    fn name_column(&self) -> bool {
+        self.kind != "Event"
+    }
+
     fn selectable_fields(&self) -> &'static [&'static str] {
         selectable_fields(self.group, self.kind)
     }
@@ -354,6 +358,7 @@ impl Strategy for Builtin {
                         .ok_or_else(|| drover_apiserver::ApiError::internal("no token signer"))?;
                     crate::tokens::request(&ctx.store, signer, namespace, name, body).await
                 }
+                ("Pod", "eviction") => crate::disruption::evict(&ctx.store, namespace, name).await,
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
         })
@@ -382,13 +387,31 @@ impl Strategy for Builtin {
         kind: &str,
         raw: &[u8],
     ) -> Option<Result<Value, drover_apiserver::ApiError>> {
-        (kind == "TokenRequest").then(|| {
-            let schema = shared(
-                "TokenRequest",
-                schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>,
-            );
-            drover_apiserver::typed::decode("api.authentication.v1.TokenRequest", raw, &schema)
-        })
+        match kind {
+            "TokenRequest" => {
+                let schema = shared(
+                    "TokenRequest",
+                    schema_for::<k8s_openapi::api::authentication::v1::TokenRequest>,
+                );
+                Some(drover_apiserver::typed::decode(
+                    "api.authentication.v1.TokenRequest",
+                    raw,
+                    &schema,
+                ))
+            }
+            "Eviction" => {
+                let schema = shared(
+                    "Eviction",
+                    schema_for::<k8s_openapi::api::policy::v1::Eviction>,
+                );
+                Some(drover_apiserver::typed::decode(
+                    "api.policy.v1.Eviction",
+                    raw,
+                    &schema,
+                ))
+            }
+            _ => None,
+        }
     }
 
     fn committed(&self) {
@@ -626,6 +649,76 @@ fn derived(column: &Column, obj: &Value) -> Value {
             )
         }
         "#readiness-gates" => Value::from("<none>"),
+        "#min-available" | "#max-unavailable" => {
+            let field = if column.pointer == "#min-available" {
+                "/spec/minAvailable"
+            } else {
+                "/spec/maxUnavailable"
+            };
+            Value::from(match obj.pointer(field) {
+                Some(Value::String(v)) => v.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => "N/A".to_owned(),
+            })
+        }
+        "#controller" => Value::from(
+            obj.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| {
+                    let group = r["apiVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .split_once('/')
+                        .map(|(g, _)| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{group}/{}",
+                        r["kind"].as_str().unwrap_or_default().to_lowercase(),
+                        r["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "<none>".to_owned()),
+        ),
+        "#last-seen" | "#first-seen" => {
+            let fields: &[&str] = if column.pointer == "#last-seen" {
+                &[
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/deprecatedLastTimestamp",
+                    "/metadata/creationTimestamp",
+                ]
+            } else {
+                &[
+                    "/firstTimestamp",
+                    "/eventTime",
+                    "/deprecatedFirstTimestamp",
+                    "/metadata/creationTimestamp",
+                ]
+            };
+            let at = fields
+                .iter()
+                .map(|p| s(p))
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
+            Value::from(drover_core::meta::age(&at))
+        }
+        "#involved" => {
+            let (kind, name) = if obj.get("regarding").is_some() {
+                (s("/regarding/kind"), s("/regarding/name"))
+            } else {
+                (s("/involvedObject/kind"), s("/involvedObject/name"))
+            };
+            Value::from(format!("{}/{name}", kind.to_lowercase()))
+        }
+        "#source" => {
+            let host = s("/source/host");
+            Value::from(if host.is_empty() {
+                s("/source/component")
+            } else {
+                format!("{}, {host}", s("/source/component"))
+            })
+        }
         "#job-status" => {
             let has = |t: &str| {
                 obj.pointer("/status/conditions")
@@ -832,11 +925,12 @@ pub(crate) fn register(
             "rbac.authorization.k8s.io" => "rbac",
             g => g.split('.').next().unwrap_or(g),
         };
-        let proto = format!("api.{package}.v1.{kind}");
+        let version = "v1";
+        let proto = format!("api.{package}.{version}.{kind}");
         reg.register(
             KindInfo {
                 group,
-                version: "v1",
+                version,
                 kind,
                 plural,
                 singular,
@@ -852,10 +946,10 @@ pub(crate) fn register(
                     &[]
                 },
                 scale: matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
-                actions: if kind == "ServiceAccount" {
-                    &["token"]
-                } else {
-                    &[]
+                actions: match kind {
+                    "ServiceAccount" => &["token"],
+                    "Pod" => &["eviction"],
+                    _ => &[],
                 },
                 categories: categories(kind),
             },
@@ -1013,9 +1107,11 @@ pub(crate) fn register(
         false,
         schema_for::<k8s_openapi::api::events::v1::Event>,
         vec![
+            col("Last Seen", "string", "#last-seen", 0),
             col("Type", "string", "/type", 0),
             col("Reason", "string", "/reason", 0),
-            col("Note", "string", "/note", 0),
+            col("Object", "string", "#involved", 0),
+            col("Message", "string", "/note", 0),
         ],
     );
     add(
@@ -1166,9 +1262,16 @@ pub(crate) fn register(
         false,
         schema_for::<core::Event>,
         vec![
+            col("Last Seen", "string", "#last-seen", 0),
             col("Type", "string", "/type", 0),
             col("Reason", "string", "/reason", 0),
+            col("Object", "string", "#involved", 0),
+            col("Subobject", "string", "/involvedObject/fieldPath", 1),
+            col("Source", "string", "#source", 1),
             col("Message", "string", "/message", 0),
+            col("First Seen", "string", "#first-seen", 1),
+            col("Count", "integer", "/count", 1),
+            col("Name", "string", "/metadata/name", 1),
         ],
     );
     let replicas = || {
@@ -1228,6 +1331,55 @@ pub(crate) fn register(
             col("Desired", "integer", "/status/desiredNumberScheduled", 0),
             col("Current", "integer", "/status/currentNumberScheduled", 0),
             col("Ready", "integer", "/status/numberReady", 0),
+        ],
+    );
+    add(
+        "apps",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        &[],
+        true,
+        false,
+        schema_for::<apps::ControllerRevision>,
+        vec![
+            col("Controller", "string", "#controller", 0),
+            col("Revision", "integer", "/revision", 0),
+        ],
+    );
+    add(
+        "policy",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        &["pdb"],
+        true,
+        true,
+        schema_for::<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+        vec![
+            col("Min Available", "string", "#min-available", 0),
+            col("Max Unavailable", "string", "#max-unavailable", 0),
+            col(
+                "Allowed Disruptions",
+                "integer",
+                "/status/disruptionsAllowed",
+                0,
+            ),
+        ],
+    );
+    add(
+        "scheduling.k8s.io",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        &["pc"],
+        false,
+        false,
+        schema_for::<k8s_openapi::api::scheduling::v1::PriorityClass>,
+        vec![
+            col("Value", "integer", "/value", 0),
+            col("Global-Default", "boolean", "/globalDefault", 0),
+            col("PreemptionPolicy", "string", "/preemptionPolicy", 0),
         ],
     );
     add(

@@ -35,6 +35,8 @@
 //!   DaemonSets (a pod per node); `jobs`: Jobs and CronJobs;
 //!   `services`: ClusterIP and NodePort allocation, the `kubernetes`
 //!   Service, Endpoints and EndpointSlices.
+//! - `disruption`: PodDisruptionBudget status and `pods/eviction` (what
+//!   `kubectl drain` uses).
 //! - `events`: what the controllers, scheduler and kubelets record, in
 //!   `core/v1` and `events.k8s.io/v1`.
 //! - [`authz`] also runs ClusterRole aggregation.
@@ -67,6 +69,7 @@ mod bootstrap;
 mod container;
 mod controllers;
 mod defaults;
+mod disruption;
 mod events;
 mod exec;
 mod health;

@@ -11,7 +11,8 @@
 //!   on `metadata.name`, with the tolerations kube adds, and replaces
 //!   pods of an older template.
 //!
-//! Both report the status fields `kubectl rollout status` reads.
+//! Both report the status fields `kubectl rollout status` reads, and keep
+//! a ControllerRevision per template for `kubectl rollout history|undo`.
 
 use serde_json::{json, Value};
 
@@ -27,6 +28,7 @@ const DAEMONSETS: &str = "/registry/apps/daemonsets/";
 const PODS: &str = "/registry/core/pods/";
 const NODES: &str = "/registry/core/nodes/";
 const CLAIMS: &str = "/registry/core/persistentvolumeclaims/";
+const REVISIONS: &str = "/registry/apps/controllerrevisions/";
 
 /// One pass over every StatefulSet and DaemonSet.
 pub(crate) async fn reconcile(
@@ -34,16 +36,39 @@ pub(crate) async fn reconcile(
     open: &std::collections::HashSet<String>,
 ) -> Result<(), StoreError> {
     let pods = list(store, PODS).await?;
-    for (key, rev, sts) in list(store, STATEFULSETS).await? {
-        let accepts = open.contains(s(&sts, "/metadata/namespace"))
+    let history = list(store, REVISIONS).await?;
+    let statefulsets = list(store, STATEFULSETS).await?;
+    for (key, rev, sts) in &statefulsets {
+        let accepts = open.contains(s(sts, "/metadata/namespace"))
             && sts.pointer("/metadata/deletionTimestamp").is_none();
-        statefulset(store, &key, rev, &sts, accepts, &pods).await?;
+        if accepts {
+            revisions(store, sts, "StatefulSet", &history).await?;
+        }
+        statefulset(store, key, *rev, sts, accepts, &pods).await?;
     }
     let nodes = list(store, NODES).await?;
-    for (key, rev, ds) in list(store, DAEMONSETS).await? {
-        let accepts = open.contains(s(&ds, "/metadata/namespace"))
+    let daemonsets = list(store, DAEMONSETS).await?;
+    for (key, rev, ds) in &daemonsets {
+        let accepts = open.contains(s(ds, "/metadata/namespace"))
             && ds.pointer("/metadata/deletionTimestamp").is_none();
-        daemonset(store, &key, rev, &ds, accepts, &pods, &nodes).await?;
+        if accepts {
+            revisions(store, ds, "DaemonSet", &history).await?;
+        }
+        daemonset(store, key, *rev, ds, accepts, &pods, &nodes).await?;
+    }
+    // Revisions whose owner is gone go with it.
+    let owners: std::collections::HashSet<&str> = statefulsets
+        .iter()
+        .chain(daemonsets.iter())
+        .map(|(_, _, o)| s(o, "/metadata/uid"))
+        .collect();
+    for (key, _, r) in &history {
+        if controller_uid(r).is_some_and(|u| !owners.contains(u)) {
+            match store.delete(key, None).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }
@@ -53,6 +78,80 @@ fn owned_by<'a>(pods: &'a [(String, i64, Value)], owner: &Value) -> Vec<&'a (Str
     pods.iter()
         .filter(|(_, _, p)| controller_uid(p) == Some(uid))
         .collect()
+}
+
+/// Keep a ControllerRevision for `owner`'s current template (what `kubectl
+/// rollout history|undo` read for StatefulSets and DaemonSets): made with
+/// the next revision number, or renumbered when an old template comes back,
+/// and at most `revisionHistoryLimit` others kept.
+async fn revisions(
+    store: &Store,
+    owner: &Value,
+    kind: &str,
+    revisions: &[(String, i64, Value)],
+) -> Result<(), StoreError> {
+    let ns = s(owner, "/metadata/namespace");
+    let name = revision_name(owner);
+    let uid = s(owner, "/metadata/uid");
+    let mut mine: Vec<&(String, i64, Value)> = revisions
+        .iter()
+        .filter(|(_, _, r)| controller_uid(r) == Some(uid))
+        .collect();
+    mine.sort_by_key(|(_, _, r)| i(r, "/revision"));
+    let max_other = mine
+        .iter()
+        .filter(|(_, _, r)| s(r, "/metadata/name") != name)
+        .map(|(_, _, r)| i(r, "/revision"))
+        .max()
+        .unwrap_or(0);
+    match mine.iter().find(|(_, _, r)| s(r, "/metadata/name") == name) {
+        Some((key, rev, r)) => {
+            if i(r, "/revision") <= max_other {
+                let mut new = r.clone();
+                new["revision"] = json!(max_other + 1);
+                write_if_changed(store, key, *rev, r, &new).await?;
+            }
+        }
+        None => {
+            let mut template = owner
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            template["$patch"] = json!("replace");
+            let mut labels = owner
+                .pointer("/spec/selector/matchLabels")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            labels["controller-revision-hash"] = json!(name.rsplit('-').next().unwrap_or_default());
+            let revision = json!({
+                "apiVersion": "apps/v1", "kind": "ControllerRevision",
+                "metadata": crate::workloads::new_meta(&name, ns, labels, crate::workloads::owner_ref(kind, "apps/v1", owner)),
+                "data": {"spec": {"template": template}},
+                "revision": max_other + 1,
+            });
+            let key = drover_core::keys::object("apps", "controllerrevisions", Some(ns), &name);
+            match store.create(&key, revision.to_string()).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let limit = owner
+        .pointer("/spec/revisionHistoryLimit")
+        .and_then(Value::as_i64)
+        .unwrap_or(10)
+        .max(0) as usize;
+    let old: Vec<&&(String, i64, Value)> = mine
+        .iter()
+        .filter(|(_, _, r)| s(r, "/metadata/name") != name)
+        .collect();
+    for (key, _, _) in old.iter().take(old.len().saturating_sub(limit)) {
+        match store.delete(key, None).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The revision name kube gives a template: `NAME-HASH`.

@@ -41,6 +41,7 @@ const WATCHED: &[&str] = &[
     PODS,
     "/registry/core/services/",
     "/registry/core/persistentvolumeclaims/",
+    "/registry/policy/",
 ];
 /// A pass at least this often without changes.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -181,6 +182,7 @@ async fn reconcile(store: &Store) -> Result<Option<SystemTime>, StoreError> {
     let jobs_due = crate::jobs::reconcile(store, &open).await?;
     let pods_due = schedule_and_run(store).await?;
     crate::services::reconcile_endpoints(store).await?;
+    crate::disruption::reconcile(store).await?;
     // Owners being deleted with Orphan or Foreground, Deployments first;
     // what they change is seen by the next pass.
     let deployments = list(store, DEPLOYMENTS).await?;
@@ -745,20 +747,36 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
             _ => {}
         }
         let wanted = required_node(&pod);
+        // Cordoned and NotReady nodes take no new pods (their taints), but
+        // for those pinned to them (DaemonSet pods tolerate both).
+        let schedulable = |node: &Value| {
+            node.pointer("/spec/unschedulable") != Some(&json!(true))
+                && node
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+        };
         let chosen = match &wanted {
             Some(n) => nodes
                 .iter()
                 .enumerate()
                 .find(|(_, (_, _, node))| s(node, "/metadata/name") == n),
-            None => nodes.iter().enumerate().min_by_key(|(n, (_, _, node))| {
-                (
-                    per_node
-                        .get(s(node, "/metadata/name"))
-                        .copied()
-                        .unwrap_or(0),
-                    *n,
-                )
-            }),
+            None => nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, _, node))| schedulable(node))
+                .min_by_key(|(n, (_, _, node))| {
+                    (
+                        per_node
+                            .get(s(node, "/metadata/name"))
+                            .copied()
+                            .unwrap_or(0),
+                        *n,
+                    )
+                }),
         };
         // A pod bound to a node that does not exist stays Pending.
         let Some((node_index, (_, _, node))) = chosen else {

@@ -1489,6 +1489,14 @@ async fn controllers_scheduler_and_kubelets_record_events() {
         wanted.iter().all(|w| out.lines().any(|l| l == *w))
     })
     .await;
+    let table = e.ok(&["get", "events"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{table}"
+    );
+    assert!(table.contains("pod/web-"), "{table}");
     let pod = pods(&e, "app=web").await[0].0.clone();
     let described = e.ok(&["describe", "pod", &pod]).await;
     assert!(
@@ -1771,6 +1779,34 @@ async fn statefulsets_and_daemonsets_run_their_pods() {
     let obj = json_of(&e, &["get", "statefulset", "db"]).await;
     assert_eq!(obj["spec"]["podManagementPolicy"], "OrderedReady");
     assert_eq!(obj["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    // Revisions, as ControllerRevisions: history and undo.
+    e.ok(&["set", "image", "statefulset/db", "db=postgres:17"])
+        .await;
+    e.ok(&["rollout", "status", "statefulset/db", "--timeout=20s"])
+        .await;
+    e.ok(&["rollout", "undo", "statefulset/db"]).await;
+    e.ok(&["rollout", "status", "statefulset/db", "--timeout=20s"])
+        .await;
+    let history = e.ok(&["rollout", "history", "statefulset/db"]).await;
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    eventually("pods back on postgres:16", || async {
+        e.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=db",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await
+            == "postgres:16 postgres:16 postgres:16"
+    })
+    .await;
     e.ok(&["scale", "statefulset", "db", "--replicas=1"]).await;
     eventually("db scaled to db-0", || async {
         pods(&e, "app=db").await.len() == 1
@@ -2178,4 +2214,63 @@ async fn server_side_apply_owns_fields_and_names_conflicts() {
         "kubectl-create"
     );
     assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Update");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_evicts_within_disruption_budgets() {
+    let e = env().await;
+    deployment(&e, "web", "2").await;
+    e.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=2",
+    ])
+    .await;
+    eventually("the budget allows nothing", || async {
+        e.ok(&[
+            "get",
+            "pdb",
+            "web",
+            "-o",
+            "jsonpath={.status.currentHealthy}/{.status.disruptionsAllowed}",
+        ])
+        .await
+            == "2/0"
+    })
+    .await;
+    let node = pods(&e, "app=web").await[0].2.clone();
+    let (code, out, err) = e
+        .kubectl(&["drain", &node, "--ignore-daemonsets", "--timeout=3s"])
+        .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    e.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":1}}"#,
+    ])
+    .await;
+    let out = e
+        .ok(&["drain", &node, "--ignore-daemonsets", "--timeout=20s"])
+        .await;
+    assert!(out.contains("evicted") && out.contains("drained"), "{out}");
+    // The replacement lands on a node that is not cordoned.
+    eventually("two pods again, none on the drained node", || async {
+        let now = pods(&e, "app=web").await;
+        now.len() == 2
+            && now
+                .iter()
+                .all(|(_, phase, n)| phase == "Running" && *n != node)
+    })
+    .await;
+    let classes = e.ok(&["get", "priorityclasses", "-o", "name"]).await;
+    assert!(classes.contains("system-node-critical"), "{classes}");
 }
