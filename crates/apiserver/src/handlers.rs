@@ -930,7 +930,19 @@ impl ApiServer {
         let status_only = info.subresource == "status";
         if status_only {
             let status = new.get("status").cloned();
+            let fields = new.pointer("/metadata/managedFields").cloned();
             new = old.clone();
+            // An apply to the status brought its own record of owners.
+            if applied {
+                match fields {
+                    Some(f) => {
+                        meta_mut(&mut new).insert("managedFields".into(), f);
+                    }
+                    None => {
+                        meta_mut(&mut new).remove("managedFields");
+                    }
+                }
+            }
             match status {
                 Some(s) => new["status"] = s,
                 None => {

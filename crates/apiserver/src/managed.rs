@@ -338,27 +338,6 @@ fn collect(
     }
 }
 
-/// The value at a path, if present.
-fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut v = obj;
-    for el in path {
-        v = if let Some(f) = el.strip_prefix("f:") {
-            v.get(f)?
-        } else if let Some(k) = el.strip_prefix("k:") {
-            let keys: Map<String, Value> = serde_json::from_str(k).ok()?;
-            v.as_array()?
-                .iter()
-                .find(|item| keys.iter().all(|(k, kv)| item.get(k) == Some(kv)))?
-        } else if let Some(val) = el.strip_prefix("v:") {
-            let want: Value = serde_json::from_str(val).ok()?;
-            v.as_array()?.iter().find(|item| **item == want)?
-        } else {
-            return None;
-        };
-    }
-    Some(v)
-}
-
 /// Remove the value at a path (a field, a keyed item, a set value).
 fn remove_at(obj: &mut Value, path: &[String]) {
     let Some((last, parent_path)) = path.split_last() else {
@@ -405,25 +384,164 @@ fn remove_at(obj: &mut Value, path: &[String]) {
 /// The paths whose value differs between `old` and `new` (added, removed
 /// or changed); items count only when they appear or go.
 pub fn changed(old: &Value, new: &Value, lists: ListTypes<'_>) -> (FieldSet, FieldSet) {
-    let before = FieldSet::of(old, lists);
-    let after = FieldSet::of(new, lists);
     let mut changed = BTreeSet::new();
-    for p in before.0.union(&after.0) {
-        let item = p
-            .last()
-            .is_some_and(|el| el.starts_with("k:") || el.starts_with("v:"));
-        let (a, b) = (value_at(old, p), value_at(new, p));
-        let differs = if item {
-            a.is_some() != b.is_some()
-        } else {
-            a != b
-        };
-        if differs {
-            changed.insert(p.clone());
+    let mut removed = BTreeSet::new();
+    let mut path = Vec::new();
+    let mut names = Vec::new();
+    let (old, new) = (
+        Some(old).filter(|v| !v.is_null()),
+        Some(new).filter(|v| !v.is_null()),
+    );
+    diff(
+        old,
+        new,
+        &mut path,
+        &mut names,
+        lists,
+        &mut changed,
+        &mut removed,
+    );
+    let (mut changed, mut removed) = (FieldSet(changed), FieldSet(removed));
+    changed.strip();
+    removed.strip();
+    (changed, removed)
+}
+
+/// Walk `old` and `new` side by side (each list indexed by its keys once,
+/// so the walk is linear), collecting changed and removed paths.
+fn diff(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    path: &mut Path,
+    names: &mut Vec<String>,
+    lists: ListTypes<'_>,
+    changed: &mut BTreeSet<Path>,
+    removed: &mut BTreeSet<Path>,
+) {
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let leaf = |changed: &mut BTreeSet<Path>, removed: &mut BTreeSet<Path>, path: &Path| {
+        if old != new {
+            changed.insert(path.clone());
+            if new.is_none() {
+                removed.insert(path.clone());
+            }
+        }
+    };
+    let nonempty_map =
+        |v: Option<&Value>| v.and_then(Value::as_object).is_some_and(|m| !m.is_empty());
+    let granular_map = path.is_empty() || !atomic_map(&names_ref);
+    match (old, new) {
+        (o, n)
+            if granular_map
+                && (nonempty_map(o) || nonempty_map(n))
+                && o.is_none_or(Value::is_object)
+                && n.is_none_or(Value::is_object) =>
+        {
+            let empty = Map::new();
+            let om = o.and_then(Value::as_object).unwrap_or(&empty);
+            let nm = n.and_then(Value::as_object).unwrap_or(&empty);
+            // An empty map is a field of its own.
+            let is_empty_map =
+                |v: Option<&Value>| v.is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
+            if !path.is_empty() && is_empty_map(o) != is_empty_map(n) {
+                changed.insert(path.clone());
+                if is_empty_map(o) {
+                    // Replaced by fields: the empty map's own entry goes.
+                    removed.insert(path.clone());
+                }
+            }
+            for k in om.keys().chain(nm.keys().filter(|k| !om.contains_key(*k))) {
+                path.push(format!("f:{k}"));
+                names.push(k.clone());
+                diff(om.get(k), nm.get(k), path, names, lists, changed, removed);
+                names.pop();
+                path.pop();
+            }
+        }
+        (o, n)
+            if o.is_none_or(Value::is_array)
+                && n.is_none_or(Value::is_array)
+                && !path.is_empty() =>
+        {
+            let empty = Vec::new();
+            let oa = o.and_then(Value::as_array).unwrap_or(&empty);
+            let na = n.and_then(Value::as_array).unwrap_or(&empty);
+            match lists(&names_ref) {
+                ListType::Map(keys) if !keys.is_empty() => {
+                    let index =
+                        |a: &'_ Vec<Value>| -> Option<std::collections::HashMap<String, usize>> {
+                            a.iter()
+                                .enumerate()
+                                .map(|(i, item)| item_key(item, &keys).map(|k| (k, i)))
+                                .collect()
+                        };
+                    let (Some(oi), Some(ni)) = (index(oa), index(na)) else {
+                        // Items without their keys: the list is owned whole.
+                        leaf(changed, removed, path);
+                        return;
+                    };
+                    if oa.is_empty() || na.is_empty() {
+                        // An empty list is a field of its own.
+                        if oa.is_empty() != na.is_empty() {
+                            changed.insert(path.clone());
+                        }
+                    }
+                    let order = oa
+                        .iter()
+                        .chain(na.iter())
+                        .filter_map(|item| item_key(item, &keys));
+                    let mut seen = std::collections::HashSet::new();
+                    for k in order {
+                        if !seen.insert(k.clone()) {
+                            continue;
+                        }
+                        let (a, b) = (oi.get(&k).map(|i| &oa[*i]), ni.get(&k).map(|i| &na[*i]));
+                        path.push(k);
+                        if a.is_some() != b.is_some() {
+                            changed.insert(path.clone());
+                            if b.is_none() {
+                                removed.insert(path.clone());
+                            }
+                        }
+                        let (am, bm) = (a.and_then(Value::as_object), b.and_then(Value::as_object));
+                        let empty = Map::new();
+                        let (am, bm) = (am.unwrap_or(&empty), bm.unwrap_or(&empty));
+                        for f in am.keys().chain(bm.keys().filter(|f| !am.contains_key(*f))) {
+                            path.push(format!("f:{f}"));
+                            names.push(f.clone());
+                            diff(am.get(f), bm.get(f), path, names, lists, changed, removed);
+                            names.pop();
+                            path.pop();
+                        }
+                        path.pop();
+                    }
+                }
+                ListType::Set => {
+                    let render = |a: &Vec<Value>| -> std::collections::HashSet<String> {
+                        a.iter().map(|v| format!("v:{v}")).collect()
+                    };
+                    let (os, ns) = (render(oa), render(na));
+                    for v in os.symmetric_difference(&ns) {
+                        path.push(v.clone());
+                        changed.insert(path.clone());
+                        if !ns.contains(v) {
+                            removed.insert(path.clone());
+                        }
+                        path.pop();
+                    }
+                    if oa.is_empty() != na.is_empty() && (oa.is_empty() || na.is_empty()) {
+                        changed.insert(path.clone());
+                    }
+                }
+                _ => leaf(changed, removed, path),
+            }
+        }
+        _ => {
+            if !path.is_empty() {
+                leaf(changed, removed, path);
+            }
         }
     }
-    let removed = before.minus(&after);
-    (FieldSet(changed), removed)
 }
 
 /// Merge an applied config into an object.
@@ -451,24 +569,32 @@ fn merge(live: &mut Value, config: &Value, names: &mut Vec<String>, lists: ListT
             match lists(&names_ref) {
                 ListType::Map(keys) if !keys.is_empty() => {
                     let la = l.as_array_mut().expect("array");
+                    // Index the live items once: a merge stays linear.
+                    let mut at: std::collections::HashMap<String, usize> = la
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, li)| item_key(li, &keys).map(|k| (k, i)))
+                        .collect();
                     for ci in c {
                         let Some(k) = item_key(ci, &keys) else {
                             *l = Value::Array(c.clone());
                             return;
                         };
-                        let pos = la
-                            .iter()
-                            .position(|li| item_key(li, &keys).as_ref() == Some(&k));
-                        match pos {
-                            Some(i) => merge(&mut la[i], ci, names, lists),
-                            None => la.push(ci.clone()),
+                        match at.get(&k) {
+                            Some(&i) => merge(&mut la[i], ci, names, lists),
+                            None => {
+                                at.insert(k, la.len());
+                                la.push(ci.clone());
+                            }
                         }
                     }
                 }
                 ListType::Set => {
                     let la = l.as_array_mut().expect("array");
+                    let mut have: std::collections::HashSet<String> =
+                        la.iter().map(Value::to_string).collect();
                     for ci in c {
-                        if !la.contains(ci) {
+                        if have.insert(ci.to_string()) {
                             la.push(ci.clone());
                         }
                     }

@@ -64,38 +64,21 @@ async fn aggregate(store: &Store, prefix: &str) -> Result<(), drover_store::Stor
             ))
         })
         .collect();
+    let by_name: std::collections::HashMap<&str, &Value> = roles
+        .iter()
+        .map(|(_, _, r)| (drover_apiserver::object::name(r), r))
+        .collect();
     for (key, rev, role) in &roles {
-        let Some(selectors) = role
+        if role
             .pointer("/aggregationRule/clusterRoleSelectors")
-            .and_then(Value::as_array)
-        else {
+            .is_none()
+        {
             continue;
-        };
-        let name = drover_apiserver::object::name(role);
-        let mut wanted: Vec<Value> = Vec::new();
-        let mut sources: Vec<&Value> = roles
-            .iter()
-            .map(|(_, _, r)| r)
-            .filter(|r| drover_apiserver::object::name(r) != name)
-            .filter(|r| {
-                selectors
-                    .iter()
-                    .any(|sel| selector_matches(sel, &labels(r)))
-            })
-            .collect();
-        sources.sort_by_key(|r| drover_apiserver::object::name(r).to_owned());
-        for r in sources {
-            for rule in r
-                .get("rules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if !wanted.contains(rule) {
-                    wanted.push(rule.clone());
-                }
-            }
         }
+        let name = drover_apiserver::object::name(role);
+        let mut visited = std::collections::HashSet::from([name]);
+        let mut wanted: Vec<Value> = Vec::new();
+        aggregated_rules(role, &by_name, &mut visited, &mut wanted);
         if role.get("rules").and_then(Value::as_array) == Some(&wanted) {
             continue;
         }
@@ -111,6 +94,52 @@ async fn aggregate(store: &Store, prefix: &str) -> Result<(), drover_store::Stor
         }
     }
     Ok(())
+}
+
+/// The rules an aggregated role holds: those of the roles its selectors
+/// match (in name order, without repeats), through aggregated roles it
+/// matches in turn. Computed from the roles that are not aggregated only,
+/// so roles that select each other settle instead of trading rules.
+fn aggregated_rules<'a>(
+    role: &Value,
+    roles: &std::collections::HashMap<&'a str, &'a Value>,
+    visited: &mut std::collections::HashSet<&'a str>,
+    out: &mut Vec<Value>,
+) {
+    let Some(selectors) = role
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let mut sources: Vec<(&&str, &&Value)> = roles
+        .iter()
+        .filter(|(n, r)| {
+            !visited.contains(**n)
+                && selectors
+                    .iter()
+                    .any(|sel| selector_matches(sel, &labels(r)))
+        })
+        .collect();
+    sources.sort_by_key(|(n, _)| **n);
+    for (name, source) in sources {
+        if source.get("aggregationRule").is_some() {
+            if visited.insert(*name) {
+                aggregated_rules(source, roles, visited, out);
+            }
+            continue;
+        }
+        for rule in source
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !out.contains(rule) {
+                out.push(rule.clone());
+            }
+        }
+    }
 }
 
 /// The group whose members bypass authorization.

@@ -194,6 +194,11 @@ pub(crate) async fn ensure_services(store: &Store, port: u16) -> Result<(), Stor
         }
         ensure(store, key, obj).await?;
     }
+    let (record, owner) = crate::services::kubernetes_record();
+    match store.create(&record, owner).await {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
     let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": "standard", "uid": meta::new_uid(), "creationTimestamp": meta::now_rfc3339(),
             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},

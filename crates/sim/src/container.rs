@@ -58,6 +58,8 @@ pub(crate) struct Container {
     dirs: BTreeSet<String>,
     cwd: String,
     last: i32,
+    /// How deep `sh -c` runs in `sh -c` (a limit stops runaway recursion).
+    depth: usize,
 }
 
 impl Container {
@@ -151,6 +153,7 @@ impl Container {
             dirs,
             cwd: workdir,
             last: 0,
+            depth: 0,
         }
     }
 
@@ -206,6 +209,16 @@ impl Container {
 
     /// Run one shell command line.
     pub(crate) fn sh(&mut self, line: &str) -> Output {
+        if self.depth >= 16 {
+            return Output::fail(2, "sh: too many nested shells\n");
+        }
+        self.depth += 1;
+        let out = self.run_line(line);
+        self.depth -= 1;
+        out
+    }
+
+    fn run_line(&mut self, line: &str) -> Output {
         let mut total = Output::default();
         for (op, command) in split_list(line) {
             let run = match op {
@@ -738,6 +751,9 @@ mod tests {
         assert_eq!(c.exec(&argv(&["sh", "-c", "nope"])).code, 127);
         assert_eq!(c.exec(&argv(&["sh", "-c", "exit 3"])).code, 3);
         assert_eq!(c.exec(&argv(&["ls", "/nope"])).code, 1);
+        // A shell that runs itself stops, rather than the process.
+        c.env.push(("X".into(), "sh -c \"$X\"".into()));
+        assert_eq!(c.exec(&argv(&["sh", "-c", "sh -c \"$X\""])).code, 2);
     }
 
     #[test]

@@ -167,16 +167,31 @@ async fn finalize_namespaces(store: &Store, api: &ApiServer) -> Result<bool, Sto
                     continue;
                 };
                 if drover_apiserver::object::finalizers(&obj).is_empty() {
-                    match store.delete(&item.key, None).await {
-                        Ok(_) => {
-                            // A Service's address and ports are freed with it.
-                            if r.info.plural == "services" && r.info.group.is_empty() {
-                                if let Ok(ops) = crate::services::release(store, &obj).await {
-                                    let _ = store.txn(&ops).await;
-                                }
+                    // A Service's address and ports are freed with it, in
+                    // the same transaction.
+                    let mut ops = vec![drover_store::Op::delete(
+                        item.key.clone(),
+                        item.mod_revision,
+                    )];
+                    if r.info.plural == "services" && r.info.group.is_empty() {
+                        match crate::services::release(store, &obj).await {
+                            Ok(more) => ops.extend(more),
+                            // The next pass tries again.
+                            Err(_) => {
+                                remaining += 1;
+                                continue;
                             }
                         }
-                        Err(StoreError::NotFound(_)) => {}
+                    }
+                    match store.txn(&ops).await {
+                        Ok(_) => {}
+                        Err(StoreError::NotFound(k)) if k == item.key => {}
+                        // Changed meanwhile: the next pass tries again.
+                        Err(
+                            StoreError::NotFound(_)
+                            | StoreError::Conflict { .. }
+                            | StoreError::AlreadyExists(_),
+                        ) => remaining += 1,
                         Err(e) => return Err(e),
                     }
                     continue;

@@ -1,13 +1,15 @@
 //! Events, as the control plane and kubelets record them: each is written
 //! in `core/v1` (what `kubectl get events` and `describe` read) and in
-//! `events.k8s.io/v1` (what newer clients read), and removed after an hour
-//! as kube-apiserver's `--event-ttl` does.
+//! `events.k8s.io/v1` (what newer clients read); the same event about the
+//! same object again only counts up; all are removed an hour after they
+//! were first seen, as kube-apiserver's `--event-ttl` does.
 
 use std::time::{Duration, SystemTime};
 
 use drover_core::meta;
 use drover_store::{ListOptions, Store, StoreError};
 use serde_json::{json, Value};
+use sha2::Digest;
 
 /// kube-apiserver's default `--event-ttl`.
 const TTL: Duration = Duration::from_secs(3600);
@@ -76,11 +78,20 @@ async fn write(store: &Store, object: &Value, e: &Event<'_>) -> Result<(), Store
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".to_owned());
     let now = SystemTime::now();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let event_name = format!("{name}.{:016x}", nanos as u64);
+    // The same event about the same object is one Event whose count grows,
+    // as kube's event correlator keeps it: its name comes from what it says.
+    let digest = sha2::Sha256::digest(
+        format!(
+            "{}\0{}\0{}\0{}\0{}",
+            s("/metadata/uid"),
+            e.reason,
+            e.message,
+            e.field_path.as_deref().unwrap_or_default(),
+            e.source.component()
+        )
+        .as_bytes(),
+    );
+    let event_name = format!("{name}.{}", hex::encode(&digest[..8]));
     let mut involved = json!({
         "kind": s("/kind"), "namespace": s("/metadata/namespace"), "name": name,
         "uid": s("/metadata/uid"), "apiVersion": s("/apiVersion"),
@@ -129,7 +140,44 @@ async fn write(store: &Store, object: &Value, e: &Event<'_>) -> Result<(), Store
             newer.to_string(),
         ),
     ];
-    store.create_all(&records).await.map(drop)
+    match store.create_all(&records).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists(_)) => repeat(store, &records, &stamp, &micro).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// An event seen again: its count and last time move on.
+async fn repeat(
+    store: &Store,
+    records: &[(String, String); 2],
+    stamp: &str,
+    micro: &str,
+) -> Result<(), StoreError> {
+    for (key, _) in records {
+        let Some(kv) = store.get(key).await? else {
+            continue;
+        };
+        let mut ev: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        if ev["apiVersion"] == "v1" {
+            ev["count"] = json!(ev["count"].as_i64().unwrap_or(1) + 1);
+            ev["lastTimestamp"] = json!(stamp);
+        } else {
+            let count = ev
+                .pointer("/series/count")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                + 1;
+            ev["series"] = json!({"count": count, "lastObservedTime": micro});
+            ev["deprecatedCount"] = json!(count);
+            ev["deprecatedLastTimestamp"] = json!(stamp);
+        }
+        match store.update(key, ev.to_string(), kv.mod_revision).await {
+            Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Sweep expired events every minute until the task is aborted.
@@ -232,6 +280,25 @@ mod tests {
         let newer: Value = serde_json::from_slice(&newer[0].value).unwrap();
         assert_eq!(newer["regarding"]["fieldPath"], "spec.containers{web}");
         assert_eq!(newer["note"], "Started container web");
+
+        // The same again counts up instead of adding another.
+        record(
+            &store,
+            &pod,
+            Event {
+                source: Source::Kubelet("n0"),
+                warning: false,
+                reason: "Started",
+                action: "",
+                message: "Started container web".into(),
+                field_path: Some("spec.containers{web}".into()),
+            },
+        )
+        .await;
+        let again = list("/registry/core/events/shop/").await;
+        assert_eq!(again.len(), 1);
+        let again: Value = serde_json::from_slice(&again[0].value).unwrap();
+        assert_eq!(again["count"], 2);
 
         assert_eq!(sweep(&store, SystemTime::now()).await.unwrap(), 0);
         let later = SystemTime::now() + TTL + Duration::from_secs(1);

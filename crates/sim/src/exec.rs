@@ -23,6 +23,8 @@ const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const CLOSE: u8 = 255;
+/// The longest line the simulated shell reads.
+const LINE_LIMIT: usize = 64 * 1024;
 
 struct Request_ {
     command: Vec<String>,
@@ -291,6 +293,12 @@ async fn shell(socket: &mut WebSocket, ctx: &mut Context) -> Result<Output, axum
                     }
                     socket.send(frame(STDOUT, b"exit\r\n")).await?;
                     return Ok(last);
+                }
+                // A line longer than a shell takes is dropped.
+                _ if line.len() >= LINE_LIMIT => {
+                    line.clear();
+                    let msg = b"\r\nsh: line too long\r\n";
+                    echo.extend_from_slice(msg);
                 }
                 b => {
                     line.push(b);

@@ -282,6 +282,14 @@ pub(crate) async fn count(
         Some(Target::Resource(info)) => Some(info),
         _ => None,
     };
+    // Only the kinds this server has: made-up paths add no series.
+    let info = info.filter(|i| {
+        state
+            .api
+            .registry()
+            .get(&i.group, &i.version, &i.resource)
+            .is_some()
+    });
     let resp = next.run(req).await;
     if let Some(info) = info {
         let scope = if !info.name.is_empty() {

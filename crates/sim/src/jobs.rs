@@ -158,7 +158,9 @@ async fn job_pass(
                     .and_then(meta::parse_rfc3339)
             })
             .unwrap_or(now);
-        let expires = done + Duration::from_secs(ttl);
+        let Some(expires) = done.checked_add(Duration::from_secs(ttl)) else {
+            return Ok(None);
+        };
         if now < expires {
             return Ok(Some(expires));
         }
@@ -228,7 +230,7 @@ async fn job_pass(
         .pointer("/spec/activeDeadlineSeconds")
         .and_then(Value::as_u64)
         .zip(start)
-        .map(|(secs, start)| start + Duration::from_secs(secs));
+        .and_then(|(secs, start)| start.checked_add(Duration::from_secs(secs)));
     let cond = |ty: &str, reason: &str, message: &str| json!({"type": ty, "status": "True", "reason": reason, "message": message, "lastProbeTime": stamp, "lastTransitionTime": stamp});
     let complete = match completions {
         Some(c) => succeeded_count >= c,
@@ -318,7 +320,7 @@ async fn job_pass(
             .pointer("/spec/ttlSecondsAfterFinished")
             .and_then(Value::as_u64)
         {
-            wake = Some(now + Duration::from_secs(ttl));
+            wake = now.checked_add(Duration::from_secs(ttl));
         }
     } else if suspended {
         for (k, _, p) in &active {
@@ -332,7 +334,12 @@ async fn job_pass(
         if condition(job, "Suspended") {
             status["conditions"] = json!([]);
         }
-        let remaining = completions.map_or(parallelism, |c| (c - succeeded_count).max(0));
+        // Without completions, the first success ends the work: no more pods.
+        let remaining = match completions {
+            Some(c) => (c - succeeded_count).max(0),
+            None if succeeded_count > 0 => 0,
+            None => parallelism,
+        };
         let want = parallelism.min(remaining);
         let mut taken: std::collections::BTreeSet<i64> = done_indexes.clone();
         taken.extend(active.iter().filter_map(|(_, _, p)| index_of(p)));

@@ -44,6 +44,33 @@ pub(crate) struct Builtin {
 }
 
 impl Builtin {
+    /// kube-apiserver's rule for aggregated ClusterRoles: their rules come
+    /// from other roles, so only who may escalate may set an
+    /// `aggregationRule`.
+    async fn may_aggregate(
+        &self,
+        ctx: &drover_apiserver::Context,
+        obj: &Value,
+    ) -> Result<(), drover_apiserver::ApiError> {
+        if ctx.user.groups.iter().any(|g| g == crate::authz::MASTERS) {
+            return Ok(());
+        }
+        let name = drover_apiserver::object::name(obj);
+        let attrs = drover_rbac::Attributes::resource(
+            "escalate",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            name,
+        );
+        if ctx.authorizer.authorize(&ctx.user, &attrs).await? {
+            return Ok(());
+        }
+        Err(drover_apiserver::ApiError::forbidden_because(format!(
+            "clusterroles.rbac.authorization.k8s.io {name:?} is forbidden: must have cluster-admin privileges to use the aggregationRule"
+        )))
+    }
+
     /// kube-apiserver's RBAC escalation check: a role may only state rules
     /// its author holds (or `escalate`), a binding may only grant a role
     /// whose rules its author holds in that scope (or `bind`).
@@ -154,6 +181,11 @@ impl Strategy for Builtin {
                     .unwrap_or(false)
                     .to_string()
             }
+            // kube compares status.succeeded, 0 when unset.
+            ("Job", "status.successful") => at("/status/succeeded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string(),
             ("Event", "source") => at("/source/component")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
@@ -211,6 +243,9 @@ impl Strategy for Builtin {
             }
             if self.kind == "CronJob" {
                 crate::jobs::validate_cronjob(obj)?;
+            }
+            if self.kind == "ClusterRole" && obj.get("aggregationRule").is_some() {
+                self.may_aggregate(ctx, obj).await?;
             }
             self.no_escalation(ctx, obj).await?;
             let ns = drover_apiserver::object::meta_str(obj, "namespace").to_owned();
@@ -302,6 +337,11 @@ impl Strategy for Builtin {
                         "cannot change roleRef",
                     )],
                 ));
+            }
+            if self.kind == "ClusterRole"
+                && new.get("aggregationRule") != old.get("aggregationRule")
+            {
+                self.may_aggregate(ctx, new).await?;
             }
             if new.get("rules") != old.get("rules") || new.get("roleRef") != old.get("roleRef") {
                 self.no_escalation(ctx, new).await?;

@@ -168,6 +168,9 @@ pub enum SimError {
     /// Certificates could not be made.
     #[error("cannot make the simulated cluster's certificates: {0}")]
     Certificates(String),
+    /// The ServiceAccount signing key could not be loaded or made.
+    #[error("cannot set up the ServiceAccount token signer: {0}")]
+    Signer(String),
     /// The audit log could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     AuditLog {
@@ -286,7 +289,7 @@ impl Sim {
         let signer = Arc::new(
             tokens::Signer::load_or_create(&store)
                 .await
-                .map_err(|e| SimError::Certificates(e.to_string()))?,
+                .map_err(|e| SimError::Signer(e.to_string()))?,
         );
         let authz = SimAuthorizer::new(store.clone());
         let authz_follow = authz.follow();

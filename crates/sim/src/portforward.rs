@@ -40,6 +40,10 @@ const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
 /// Largest header block or request the sim reads.
 const LIMIT: usize = 64 * 1024;
+/// Most ports one channel-protocol session forwards.
+const MAX_CHANNEL_PORTS: usize = 64;
+/// Most streams one SPDY session keeps open.
+const MAX_STREAMS: usize = 1024;
 
 /// The pod a session forwards to.
 #[derive(Clone)]
@@ -165,6 +169,12 @@ pub(crate) async fn portforward(pod: Value, req: Request) -> Result<Response, Ap
             return Err(ApiError::bad_request(
                 "query parameter \"port\" is required",
             ));
+        }
+        // Two channels per port, numbered in one byte.
+        if query_ports.len() > MAX_CHANNEL_PORTS {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_CHANNEL_PORTS} ports may be forwarded at once"
+            )));
         }
         return Ok(ws
             .protocols([CHANNEL_PROTOCOL])
@@ -459,11 +469,17 @@ impl Headers {
         let mut consumed = 0usize;
         loop {
             let before = self.inflate.total_in();
+            let produced = out.len();
             let result =
                 self.inflate
                     .decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync);
             consumed += (self.inflate.total_in() - before) as usize;
             match result {
+                // The zlib stream of a session never ends; one that does is
+                // broken, and what follows it can never be read.
+                Ok(flate2::Status::StreamEnd) => {
+                    return Err("the header stream ended".into());
+                }
                 Ok(_) => {}
                 Err(e) if e.needs_dictionary().is_some() => {
                     self.inflate
@@ -475,6 +491,10 @@ impl Headers {
             }
             if consumed >= block.len() && out.len() < out.capacity() {
                 break;
+            }
+            let progressed = self.inflate.total_in() != before || out.len() != produced;
+            if !progressed && out.len() < out.capacity() {
+                return Err("the header block does not decode".into());
             }
             if out.len() >= LIMIT {
                 return Err("header block too large".into());
@@ -581,6 +601,10 @@ async fn spdy_session(
                     let mut reply = stream.to_be_bytes().to_vec();
                     reply.extend(headers.write(&[]));
                     if out.send(control(SYN_REPLY, 0, &reply)).await.is_err() {
+                        return;
+                    }
+                    if inputs.len() >= MAX_STREAMS || pairs.len() >= MAX_STREAMS {
+                        tracing::debug!("port-forward: too many open streams");
                         return;
                     }
                     let request = h.get("requestid").cloned().unwrap_or_default();
@@ -735,6 +759,10 @@ async fn channels(target: Target, ports: Vec<u16>, mut socket: WebSocket) {
             continue;
         }
         let request = requests.entry(channel).or_default();
+        if request.len() + body.len() > LIMIT {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
         request.extend_from_slice(body);
         if request_complete(request) {
             let mut frame = vec![channel];

@@ -72,6 +72,14 @@ pub(crate) async fn allocate(
     // Cluster IP.
     let old_ip = old.map(|o| s(o, "/spec/clusterIP").to_owned());
     let given = s(svc, "/spec/clusterIP").to_owned();
+    if ty == "ExternalName" && !given.is_empty() && old_ip.as_deref() != Some(given.as_str()) {
+        return Err(invalid(
+            &name,
+            "spec.clusterIPs",
+            json!([given]),
+            "may not be set for ExternalName services",
+        ));
+    }
     if let Some(old_ip) = old_ip.filter(|ip| !ip.is_empty()) {
         if given.is_empty() {
             svc["spec"]["clusterIP"] = json!(old_ip);
@@ -192,7 +200,7 @@ pub(crate) async fn allocate(
     }
     // What an update gives up is freed in the same transaction.
     if let Some(old) = old {
-        ops.extend(deletes(store, dropped_ports(old, svc)).await?);
+        ops.extend(deletes(store, dropped_ports(old, svc), &owner).await?);
     }
     Ok(ops)
 }
@@ -215,16 +223,17 @@ fn dropped_ports(old: &Value, new: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The deletes of those of `keys` that exist (a record may be missing for
-/// a Service stored before addresses were recorded).
-async fn deletes(store: &Store, keys: Vec<String>) -> Result<Vec<Op>, ApiError> {
+/// The deletes of those of `keys` that exist and are held by `owner`
+/// (`ns/name`): a record may be missing for a Service stored before
+/// addresses were recorded, and another Service's is never touched.
+async fn deletes(store: &Store, keys: Vec<String>, owner: &str) -> Result<Vec<Op>, ApiError> {
     let mut ops = Vec::new();
     for key in keys {
         let kv = store
             .get(&key)
             .await
             .map_err(|_| ApiError::unavailable("the datastore is unavailable"))?;
-        if let Some(kv) = kv {
+        if let Some(kv) = kv.filter(|kv| kv.value.as_ref() == owner.as_bytes()) {
             ops.push(Op::delete(key, kv.mod_revision));
         }
     }
@@ -233,12 +242,17 @@ async fn deletes(store: &Store, keys: Vec<String>) -> Result<Vec<Op>, ApiError> 
 
 /// The deletes of every record a Service holds (on its deletion).
 pub(crate) async fn release(store: &Store, svc: &Value) -> Result<Vec<Op>, ApiError> {
+    let owner = format!(
+        "{}/{}",
+        s(svc, "/metadata/namespace"),
+        s(svc, "/metadata/name")
+    );
     let mut keys = dropped_ports(svc, &json!({}));
     let ip = s(svc, "/spec/clusterIP");
     if !ip.is_empty() && ip != "None" {
         keys.push(ip_key(ip));
     }
-    deletes(store, keys).await
+    deletes(store, keys, &owner).await
 }
 
 async fn free_ip(store: &Store) -> Result<String, ApiError> {
@@ -278,8 +292,13 @@ async fn free_port(store: &Store, also_taken: &[i64]) -> Result<i64, ApiError> {
     ))
 }
 
-/// The `kubernetes` Service in `default`, its address record, and its
-/// Endpoints and EndpointSlice pointing at the API server.
+/// The record that reserves the `kubernetes` Service's address.
+pub(crate) fn kubernetes_record() -> (String, &'static str) {
+    (ip_key(KUBERNETES_IP), "default/kubernetes")
+}
+
+/// The `kubernetes` Service in `default`, and its Endpoints and
+/// EndpointSlice pointing at the API server.
 pub(crate) fn kubernetes_service(api_port: u16) -> Vec<(String, Value)> {
     let svc = json!({
         "apiVersion": "v1", "kind": "Service",
@@ -309,7 +328,6 @@ pub(crate) fn kubernetes_service(api_port: u16) -> Vec<(String, Value)> {
             drover_core::keys::object("", "services", Some("default"), "kubernetes"),
             svc,
         ),
-        (ip_key(KUBERNETES_IP), json!("default/kubernetes")),
         (
             drover_core::keys::object("", "endpoints", Some("default"), "kubernetes"),
             endpoints,
@@ -497,7 +515,12 @@ pub(crate) async fn reconcile_endpoints(store: &Store) -> Result<(), StoreError>
         .map(|(_, _, svc)| s(svc, "/metadata/uid"))
         .collect();
     for (k, _, sl) in &slices {
-        if crate::workloads::controller_uid(sl).is_some_and(|u| !service_uids.contains(&u)) {
+        let ours = s(
+            sl,
+            "/metadata/labels/endpointslice.kubernetes.io~1managed-by",
+        ) == "endpointslice-controller.k8s.io";
+        if ours && crate::workloads::controller_uid(sl).is_some_and(|u| !service_uids.contains(&u))
+        {
             delete_quietly(store, k).await?;
         }
     }

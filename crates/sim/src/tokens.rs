@@ -184,10 +184,17 @@ pub(crate) async fn request(
         .map_err(|e| ApiError::from_store(e, subject))?
         .ok_or_else(|| ApiError::not_found(subject))?;
     let sa: Value = serde_json::from_slice(&sa.value).unwrap_or_default();
-    let seconds = body
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_SECONDS);
+    let seconds = match body.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => DEFAULT_SECONDS,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            invalid(
+                name,
+                "spec.expirationSeconds",
+                v.clone(),
+                "must be a positive number of seconds",
+            )
+        })?,
+    };
     if seconds > (1 << 32) {
         return Err(invalid(
             name,
@@ -257,6 +264,18 @@ pub(crate) async fn request(
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty()) {
+            if want != object_uid {
+                return Err(ApiError::conflict_because(
+                    drover_apiserver::error::Subject {
+                        group: "",
+                        resource: plural,
+                        name: bound_name,
+                    },
+                    &format!("the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"),
+                ));
+            }
+        }
         private[kind.to_lowercase()] = json!({"name": bound_name, "uid": object_uid});
     }
     let claims = json!({

@@ -16,8 +16,8 @@
 //! - Nothing new is created in a namespace that is missing or Terminating,
 //!   as the namespace lifecycle admission plugin refuses it.
 //!
-//! Every pass reads everything and writes only differences, so it may stop
-//! and restart at any point.
+//! Every pass reads everything and writes only differences (and the events
+//! of what it did), so it may stop and restart at any point.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -705,12 +705,13 @@ fn completion(pod: &Value) -> Option<(Duration, i64)> {
             .position(|w| w == word)
             .and_then(|i| words.get(i + 1))
             .and_then(|n| n.parse::<f64>().ok())
+            .filter(|n| n.is_finite())
     };
     let seconds = after("sleep").unwrap_or(1.0).clamp(0.0, 3600.0);
     let code = if words.first().map(String::as_str) == Some("false") {
         1
     } else {
-        after("exit").map_or(0, |c| c as i64)
+        after("exit").map_or(0, |c| (c as i64).clamp(0, 255))
     };
     Some((Duration::from_secs_f64(seconds), code))
 }
@@ -824,7 +825,9 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
         }
         started(store, &new, &node_name, !already_bound).await;
         if let Some((runs, _)) = completion(&new) {
-            let end = SystemTime::now() + runs;
+            let end = SystemTime::now()
+                .checked_add(runs)
+                .unwrap_or_else(SystemTime::now);
             next_end = Some(next_end.map_or(end, |n: SystemTime| n.min(end)));
         }
     }
@@ -899,7 +902,7 @@ async fn finish_if_due(
         return Ok(None);
     };
     let started = meta::parse_rfc3339(s(pod, "/status/startTime")).unwrap_or(UNIX_EPOCH);
-    let end = started + runs;
+    let end = started.checked_add(runs).unwrap_or(started);
     if SystemTime::now() < end {
         return Ok(Some(end));
     }
