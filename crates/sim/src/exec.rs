@@ -3,6 +3,8 @@
 //! channel byte first: 0 stdin, 1 stdout, 2 stderr, 3 the closing Status,
 //! 4 terminal resize, 255 "close this channel" (v5).
 //!
+//! `pods/attach` runs the container's own command line the same way.
+//!
 //! Commands run in a simulated container (`container`): a small
 //! BusyBox-like userland with kube's exit codes, reported as kube reports
 //! a non-zero exit (`NonZeroExitCode` with an `ExitCode` cause). `sh`
@@ -59,7 +61,32 @@ pub(crate) struct Stopping(pub(crate) tokio::sync::watch::Receiver<bool>);
 
 /// Upgrade the request and run the command.
 pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError> {
-    let args = parse(req.uri().query().unwrap_or_default());
+    session(pod, req, false).await
+}
+
+/// `pods/attach`: the container's own process, over the same protocol: its
+/// command and args (a shell when it has none), interactive with stdin.
+pub(crate) async fn attach(pod: Value, req: Request) -> Result<Response, ApiError> {
+    session(pod, req, true).await
+}
+
+/// The container's own command line: command then args; `sh` when the
+/// image's default is all it has.
+pub(crate) fn entrypoint(container: &Value) -> Vec<String> {
+    let words: Vec<String> = ["command", "args"]
+        .iter()
+        .flat_map(|f| container[*f].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    if words.is_empty() {
+        vec!["sh".to_owned()]
+    } else {
+        words
+    }
+}
+
+async fn session(pod: Value, req: Request, attach: bool) -> Result<Response, ApiError> {
+    let mut args = parse(req.uri().query().unwrap_or_default());
     let stopping = req.extensions().get::<Stopping>().cloned();
     let name = pod
         .pointer("/metadata/name")
@@ -90,6 +117,9 @@ pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError>
             container["name"]
         )));
     }
+    if attach {
+        args.command = entrypoint(&container);
+    }
     if args.command.is_empty() {
         return Err(ApiError::bad_request(
             "you must specify at least one command for the container",
@@ -107,6 +137,7 @@ pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError>
         container: Container::new(&pod, &container),
         stdin: args.stdin,
         tty: args.tty,
+        attach,
     };
     let command = args.command;
     Ok(upgrade
@@ -135,6 +166,9 @@ struct Context {
     container: Container,
     stdin: bool,
     tty: bool,
+    /// An attach: the stream ends as the process does, with no exit code
+    /// (kubectl reads the pod's state instead).
+    attach: bool,
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -192,7 +226,7 @@ async fn run(
     if !err.is_empty() {
         socket.send(frame(STDERR, err.as_bytes())).await?;
     }
-    let status = if code == 0 {
+    let status = if code == 0 || ctx.attach {
         json!({"metadata": {}, "status": "Success"})
     } else {
         json!({"metadata": {}, "status": "Failure", "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),

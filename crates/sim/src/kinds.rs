@@ -416,6 +416,7 @@ impl Strategy for Builtin {
             match (self.kind, subresource) {
                 ("Pod", "log") => crate::logs::stream(obj, req.uri().query().unwrap_or_default()),
                 ("Pod", "exec") => crate::exec::exec(obj, req).await,
+                ("Pod", "attach") => crate::exec::attach(obj, req).await,
                 ("Pod", "portforward") => crate::portforward::portforward(obj, req).await,
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
@@ -981,7 +982,7 @@ pub(crate) fn register(
                 name_prefix: None,
                 create_only: false,
                 streams: if kind == "Pod" {
-                    &["log", "exec", "portforward"]
+                    &["log", "exec", "attach", "portforward"]
                 } else {
                     &[]
                 },

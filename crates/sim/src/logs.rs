@@ -4,6 +4,10 @@
 //! `sinceSeconds`, `timestamps`, `limitBytes`, `follow` (then new lines keep
 //! coming until the client goes).
 //!
+//! A pod that runs to completion (a Job's, or one with a command and
+//! `restartPolicy` Never or OnFailure) logs instead what its command prints
+//! in the simulated container.
+//!
 //! Pod annotations tune it, for benchmarks: `sim.drover.io/log-interval-ms`
 //! (default 1000; 0 streams as fast as the client reads, following only)
 //! and `sim.drover.io/log-line-bytes` (pads each line to at least that size).
@@ -112,8 +116,36 @@ pub(crate) fn stream(pod: Value, query: &str) -> Result<Response, ApiError> {
             )))
         }
     };
-    let running = pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
-    if !running {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // A pod that runs to completion logs what its command printed.
+    if matches!(phase, "Running" | "Succeeded" | "Failed")
+        && crate::workloads::completion(&pod).is_some()
+    {
+        let spec = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["name"] == container.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        let out =
+            crate::container::Container::new(&pod, &spec).exec(&crate::exec::entrypoint(&spec));
+        let mut text = out.out + &out.err;
+        if let Some(n) = p.tail {
+            let lines: Vec<&str> = text.lines().collect();
+            text = lines[lines.len().saturating_sub(n as usize)..]
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        return Ok(axum::response::IntoResponse::into_response((
+            [(header::CONTENT_TYPE, "text/plain")],
+            text,
+        )));
+    }
+    if phase != "Running" {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));

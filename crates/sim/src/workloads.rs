@@ -667,7 +667,7 @@ fn required_node(pod: &Value) -> Option<String> {
 /// of Jobs, and other pods with `restartPolicy` Never or OnFailure that
 /// name a command. `sleep N` in the command runs N seconds (else one);
 /// `exit N` or `false` fails.
-fn completion(pod: &Value) -> Option<(Duration, i64)> {
+pub(crate) fn completion(pod: &Value) -> Option<(Duration, i64)> {
     if s(pod, "/spec/restartPolicy") == "Always" {
         return None;
     }

@@ -2274,3 +2274,70 @@ async fn drain_evicts_within_disruption_budgets() {
     let classes = e.ok(&["get", "priorityclasses", "-o", "name"]).await;
     assert!(classes.contains("system-node-critical"), "{classes}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_attaches_and_jobs_log_what_they_print() {
+    let e = env().await;
+    let out = e
+        .ok(&[
+            "run",
+            "-i",
+            "--rm",
+            "once",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "echo",
+            "hello from run",
+        ])
+        .await;
+    assert!(out.contains("hello from run"), "{out}");
+    // Attached to a shell, stdin runs in it.
+    let mut cmd = e.cmd(&[
+        "run",
+        "-i",
+        "--rm",
+        "shell",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+    ]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo typed in; hostname\n").unwrap();
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("typed in\nshell"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.ok(&[
+        "create",
+        "job",
+        "pi",
+        "--image=perl:5.34",
+        "--",
+        "sh",
+        "-c",
+        "echo 3.14159",
+    ])
+    .await;
+    e.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=20s",
+    ])
+    .await;
+    assert_eq!(e.ok(&["logs", "job/pi"]).await, "3.14159\n");
+}
