@@ -466,6 +466,15 @@ fn diff(
             let empty = Vec::new();
             let oa = o.and_then(Value::as_array).unwrap_or(&empty);
             let na = n.and_then(Value::as_array).unwrap_or(&empty);
+            // An empty list is a field of its own; a missing one is not.
+            let empty_list =
+                |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(Vec::is_empty);
+            if empty_list(o) != empty_list(n) {
+                changed.insert(path.clone());
+                if empty_list(o) {
+                    removed.insert(path.clone());
+                }
+            }
             match lists(&names_ref) {
                 ListType::Map(keys) if !keys.is_empty() => {
                     let index =
@@ -480,12 +489,6 @@ fn diff(
                         leaf(changed, removed, path);
                         return;
                     };
-                    if oa.is_empty() || na.is_empty() {
-                        // An empty list is a field of its own.
-                        if oa.is_empty() != na.is_empty() {
-                            changed.insert(path.clone());
-                        }
-                    }
                     let order = oa
                         .iter()
                         .chain(na.iter())
@@ -528,9 +531,6 @@ fn diff(
                             removed.insert(path.clone());
                         }
                         path.pop();
-                    }
-                    if oa.is_empty() != na.is_empty() && (oa.is_empty() || na.is_empty()) {
-                        changed.insert(path.clone());
                     }
                 }
                 _ => leaf(changed, removed, path),

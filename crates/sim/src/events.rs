@@ -1,8 +1,9 @@
 //! Events, as the control plane and kubelets record them: each is written
 //! in `core/v1` (what `kubectl get events` and `describe` read) and in
 //! `events.k8s.io/v1` (what newer clients read); the same event about the
-//! same object again only counts up; all are removed an hour after they
-//! were first seen, as kube-apiserver's `--event-ttl` does.
+//! same object again only counts up; each is removed an hour after it was
+//! last seen, as kube-apiserver's `--event-ttl` (renewed on each update)
+//! does.
 
 use std::time::{Duration, SystemTime};
 
@@ -194,7 +195,7 @@ pub(crate) fn spawn_sweep(store: Store) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Remove the events (both groups) created more than the TTL before `now`.
+/// Remove the events (both groups) last seen more than the TTL before `now`.
 pub(crate) async fn sweep(store: &Store, now: SystemTime) -> Result<usize, StoreError> {
     let mut removed = 0;
     for prefix in ["/registry/core/events/", "/registry/events.k8s.io/events/"] {
@@ -210,11 +211,17 @@ pub(crate) async fn sweep(store: &Store, now: SystemTime) -> Result<usize, Store
                 .await?;
             for kv in &page.items {
                 let ev: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                let created = ev
-                    .pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .and_then(meta::parse_rfc3339);
-                if created.is_some_and(|c| now.duration_since(c).unwrap_or_default() > TTL) {
+                // The TTL runs from the last time the event was seen.
+                let seen = [
+                    "/lastTimestamp",
+                    "/deprecatedLastTimestamp",
+                    "/series/lastObservedTime",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .filter_map(|p| ev.pointer(p).and_then(Value::as_str))
+                .find_map(meta::parse_rfc3339);
+                if seen.is_some_and(|c| now.duration_since(c).unwrap_or_default() > TTL) {
                     match store.delete(&kv.key, Some(kv.mod_revision)).await {
                         Ok(_) => removed += 1,
                         Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}

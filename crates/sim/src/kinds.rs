@@ -398,7 +398,9 @@ impl Strategy for Builtin {
                         .ok_or_else(|| drover_apiserver::ApiError::internal("no token signer"))?;
                     crate::tokens::request(&ctx.store, signer, namespace, name, body).await
                 }
-                ("Pod", "eviction") => crate::disruption::evict(&ctx.store, namespace, name).await,
+                ("Pod", "eviction") => {
+                    crate::disruption::evict(&ctx.store, namespace, name, &body).await
+                }
                 _ => Err(drover_apiserver::ApiError::method_not_allowed(subresource)),
             }
         })

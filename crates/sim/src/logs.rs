@@ -6,7 +6,7 @@
 //!
 //! A pod that runs to completion (a Job's, or one with a command and
 //! `restartPolicy` Never or OnFailure) logs instead what its command prints
-//! in the simulated container.
+//! in the simulated container, all at once (`tailLines` only; no follow).
 //!
 //! Pod annotations tune it, for benchmarks: `sim.drover.io/log-interval-ms`
 //! (default 1000; 0 streams as fast as the client reads, following only)

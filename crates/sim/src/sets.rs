@@ -63,7 +63,12 @@ pub(crate) async fn reconcile(
         .map(|(_, _, o)| s(o, "/metadata/uid"))
         .collect();
     for (key, _, r) in &history {
-        if controller_uid(r).is_some_and(|u| !owners.contains(u)) {
+        let ours = r
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| refs.iter().find(|o| o["controller"] == true))
+            .is_some_and(|o| matches!(o["kind"].as_str(), Some("StatefulSet" | "DaemonSet")));
+        if ours && controller_uid(r).is_some_and(|u| !owners.contains(u)) {
             match store.delete(key, None).await {
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e),

@@ -2258,6 +2258,17 @@ async fn drain_evicts_within_disruption_budgets() {
         r#"{"spec":{"minAvailable":1}}"#,
     ])
     .await;
+    // A server-side dry run evicts nothing.
+    e.ok(&["uncordon", &node]).await;
+    let out = e
+        .ok(&["drain", &node, "--ignore-daemonsets", "--dry-run=server"])
+        .await;
+    assert!(out.contains("(server dry run)"), "{out}");
+    let now = pods(&e, "app=web").await;
+    assert!(
+        now.len() == 2 && now.iter().any(|(_, _, n)| *n == node),
+        "{now:?}"
+    );
     let out = e
         .ok(&["drain", &node, "--ignore-daemonsets", "--timeout=20s"])
         .await;
