@@ -259,7 +259,8 @@ pub(crate) async fn evict(
                 // A pod that is not healthy: kube's IfHealthyBudget lets it go
                 // only while the budget is met (AlwaysAllow: always).
                 let always = s(&budget, "/spec/unhealthyPodEvictionPolicy") == "AlwaysAllow";
-                if !always && !(healthy >= desired && desired > 0) {
+                let budget_met = healthy >= desired && desired > 0;
+                if !(always || budget_met) {
                     return Err(refuse());
                 }
                 ops.push(Op::check(bkey, Some(brev)));
