@@ -816,22 +816,25 @@ pub fn apply(
         .filter(|e| !mine(e))
         .fold(FieldSet::default(), |acc, e| acc.union(&e.fields));
     let dropped = before.minus(&applied).minus(&others);
-    // Shallowest first: an item goes whole, its fields with it.
+    // Shallowest first: an item goes whole, its fields with it. Every path
+    // others own below something is known by its prefixes, and what was
+    // removed is looked up by its ancestors: linear in the paths.
     let mut paths: Vec<&Path> = dropped.0.iter().collect();
     paths.sort_by_key(|p| p.len());
-    let mut removed: Vec<&Path> = Vec::new();
+    let owned_prefixes: std::collections::HashSet<&[String]> = others
+        .0
+        .iter()
+        .flat_map(|o| (1..o.len()).map(move |n| &o[..n]))
+        .collect();
+    let mut removed: std::collections::HashSet<&[String]> = std::collections::HashSet::new();
     for p in paths {
-        if removed.iter().any(|r| p.starts_with(r)) {
+        if (1..p.len()).any(|n| removed.contains(&p[..n])) {
             continue;
         }
         // A dropped item that still has fields others own stays.
-        let owned_below = others
-            .0
-            .iter()
-            .any(|o| o.len() > p.len() && o.starts_with(p));
-        if !owned_below {
+        if !owned_prefixes.contains(p.as_slice()) {
             remove_at(&mut merged, p);
-            removed.push(p);
+            removed.insert(p.as_slice());
         }
     }
     let api_version = merged["apiVersion"].as_str().unwrap_or_default().to_owned();
@@ -857,28 +860,36 @@ pub fn apply(
 
 /// The message and causes of a 409 for `conflicts`, as kube words them.
 pub fn conflict_status(conflicts: &[Conflict]) -> (String, Vec<Value>) {
-    let lines: Vec<String> = conflicts
-        .iter()
-        .map(|c| {
-            format!(
-                "conflict with {:?} using {}: {}",
-                c.manager, c.api_version, c.field
-            )
-        })
-        .collect();
-    let message = if lines.len() == 1 {
-        format!("Apply failed with 1 conflict: {}", lines[0])
-    } else {
-        format!(
-            "Apply failed with {} conflicts: {}",
-            lines.len(),
-            lines.join("\n")
-        )
+    let who = |c: &Conflict| format!("{:?} using {}", c.manager, c.api_version);
+    // structured-merge-diff's wording: one conflict on one line; several
+    // grouped by manager, a field per line.
+    let detail = match conflicts {
+        [one] => format!("conflict with {}: {}", who(one), one.field),
+        many => {
+            let mut by_manager: std::collections::BTreeMap<String, Vec<&str>> =
+                std::collections::BTreeMap::new();
+            for c in many {
+                by_manager.entry(who(c)).or_default().push(&c.field);
+            }
+            by_manager
+                .iter()
+                .map(|(m, fields)| {
+                    let lines: Vec<String> = fields.iter().map(|f| format!("- {f}")).collect();
+                    format!("conflicts with {m}:\n{}", lines.join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
     };
+    let plural = if conflicts.len() == 1 { "" } else { "s" };
+    let message = format!(
+        "Apply failed with {} conflict{plural}: {detail}",
+        conflicts.len()
+    );
     let causes = conflicts
         .iter()
         .map(|c| {
-            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {:?} using {}", c.manager, c.api_version), "field": c.field})
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", who(c)), "field": c.field})
         })
         .collect();
     (message, causes)
@@ -1056,6 +1067,61 @@ mod tests {
         // The applier lost it, so its next apply conflicts.
         let err = apply(&edited, &deployment(2, "nginx"), &w1, false, &lists).unwrap_err();
         assert_eq!(err[0].manager, "kubectl-edit");
+    }
+
+    #[test]
+    fn several_conflicts_are_grouped_by_manager() {
+        let c = |f: &str| Conflict {
+            field: f.into(),
+            manager: "kubectl-edit".into(),
+            api_version: "apps/v1".into(),
+        };
+        let (message, causes) = conflict_status(&[c(".spec.replicas"), c(".spec.paused")]);
+        assert_eq!(
+            message,
+            "Apply failed with 2 conflicts: conflicts with \"kubectl-edit\" using apps/v1:\n- .spec.replicas\n- .spec.paused"
+        );
+        assert_eq!(causes.len(), 2);
+    }
+
+    #[test]
+    fn custom_kinds_say_their_list_types_in_the_schema() {
+        let schema = json!({"properties": {"spec": {"properties": {
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port"]},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set"},
+            "args": {"type": "array"}}}}});
+        assert_eq!(
+            from_schema(&schema, &["spec", "ports"]),
+            ListType::Map(vec!["port".into()])
+        );
+        assert_eq!(from_schema(&schema, &["spec", "tags"]), ListType::Set);
+        assert_eq!(from_schema(&schema, &["spec", "args"]), ListType::Atomic);
+    }
+
+    #[test]
+    fn past_ten_update_managers_the_oldest_fold_together() {
+        let mut obj =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        for n in 0..12 {
+            let old = obj.clone();
+            obj["data"][format!("k{n}")] = json!("v");
+            let w = Writer {
+                manager: &format!("m{n:02}"),
+                subresource: "",
+                has_status: false,
+            };
+            record_update(&old, &mut obj, &w, &lists);
+            // Distinct times, oldest first.
+            let mut list = entries(&obj);
+            for (i, e) in list.iter_mut().enumerate() {
+                e.time = format!("2026-01-01T00:00:{i:02}Z");
+            }
+            set_entries(&mut obj, list);
+        }
+        cap(&mut obj);
+        let list = entries(&obj);
+        assert_eq!(list.len(), MAX_UPDATE_MANAGERS);
+        assert!(list.iter().any(|e| e.manager == "ancient-changes"));
     }
 
     #[test]

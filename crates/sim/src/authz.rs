@@ -46,6 +46,16 @@ pub(crate) fn spawn_aggregation(store: Store) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// One aggregation pass now (at start, so the roles read whole from the
+/// first request on).
+pub(crate) async fn aggregate_now(store: &Store) -> Result<(), drover_store::StoreError> {
+    aggregate(
+        store,
+        &drover_core::keys::prefix(RBAC, "clusterroles", None),
+    )
+    .await
+}
+
 async fn aggregate(store: &Store, prefix: &str) -> Result<(), drover_store::StoreError> {
     let items = store
         .list(&ListOptions {

@@ -283,12 +283,21 @@ pub(crate) async fn count(
         _ => None,
     };
     // Only the kinds this server has: made-up paths add no series.
-    let info = info.filter(|i| {
-        state
+    let info = info.and_then(|mut i| {
+        let r = state
             .api
             .registry()
-            .get(&i.group, &i.version, &i.resource)
-            .is_some()
+            .get(&i.group, &i.version, &i.resource)?;
+        let kind = &r.info;
+        let served = i.subresource.is_empty()
+            || (i.subresource == "status" && kind.status)
+            || (i.subresource == "scale" && kind.scale)
+            || kind.streams.contains(&i.subresource.as_str())
+            || kind.actions.contains(&i.subresource.as_str());
+        if !served {
+            i.subresource = String::new();
+        }
+        Some(i)
     });
     let resp = next.run(req).await;
     if let Some(info) = info {

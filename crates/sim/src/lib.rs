@@ -4,9 +4,10 @@
 //! simulated clusters can run in one process.
 //!
 //! # Layout
-//! - `kinds`: the built-in kinds (core/v1, apps/v1, rbac/v1,
-//!   coordination/v1) over the generic resource API, with k8s-openapi
-//!   schemas and kubectl's columns.
+//! - `kinds`: the built-in kinds (core/v1, apps/v1, batch/v1, rbac/v1,
+//!   coordination/v1, discovery.k8s.io/v1, events.k8s.io/v1, networking/v1,
+//!   policy/v1, scheduling.k8s.io/v1, storage/v1) over the generic resource
+//!   API, with k8s-openapi schemas and kubectl's columns.
 //! - [`authz`]: RBAC as kube-apiserver evaluates it (`system:masters`
 //!   bypasses it; ClusterRole aggregation).
 //! - [`impersonation`]: `Impersonate-*` headers, checked as kube does.
@@ -59,8 +60,9 @@
 //!   the WebSocket channel protocol, to a small HTTP responder behind each
 //!   declared containerPort.
 //!
-//! Not yet simulated: attach, and traffic to Services (they have
-//! addresses, but nothing answers on them).
+//! Not yet simulated: CustomResourceDefinitions, kinds in several versions,
+//! and traffic to Services (they have addresses, but nothing answers on
+//! them).
 
 mod admission;
 mod audit;
@@ -257,6 +259,7 @@ impl Sim {
             .map(|i| format!("{}-node-{i}", args.name))
             .collect();
         controllers::ensure_leases(&store, &node_names).await?;
+        authz::aggregate_now(&store).await?;
 
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -505,6 +508,10 @@ fn router(state: Arc<SimState>, audit: Option<Arc<audit::AuditLog>>) -> Router {
         .route("/healthz", get(health::endpoint).with_state(state.clone()))
         .route("/livez", get(health::endpoint).with_state(state.clone()))
         .route("/readyz", get(health::endpoint).with_state(state.clone()))
+        .route(
+            "/healthz/{*check}",
+            get(health::single).with_state(state.clone()),
+        )
         .route(
             "/livez/{*check}",
             get(health::single).with_state(state.clone()),
