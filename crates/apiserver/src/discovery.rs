@@ -106,17 +106,11 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Result<Value, Ap
         }
         for action in i.actions {
             let mut entry = json!({"name": format!("{}/{action}", i.plural), "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["create"]});
-            // The subresources whose bodies are another kind say which, as
+            // Subresources whose bodies are another kind say which, as
             // kube's discovery does (kubectl drain looks for Eviction).
-            if let Some((group, kind)) = match *action {
-                "eviction" => Some(("policy", "Eviction")),
-                "token" if i.plural == "serviceaccounts" => {
-                    Some(("authentication.k8s.io", "TokenRequest"))
-                }
-                _ => None,
-            } {
+            if let Some((group, version, kind)) = r.strategy.action_kind(action) {
                 entry["group"] = json!(group);
-                entry["version"] = json!("v1");
+                entry["version"] = json!(version);
                 entry["kind"] = json!(kind);
             }
             list.push(entry);

@@ -552,11 +552,7 @@ impl ApiServer {
                 }
                 None => {
                     let lists = list_types(r);
-                    let writer = crate::managed::Writer {
-                        manager: q.manager(),
-                        subresource: "",
-                        has_status: r.info.status,
-                    };
+                    let writer = writer(r, q, "");
                     crate::managed::record_update(&Value::Null, &mut obj, &writer, &lists);
                 }
             }
@@ -734,11 +730,7 @@ impl ApiServer {
         }
         let config = self.apply_config(r, info, config)?;
         let lists = list_types(r);
-        let writer = crate::managed::Writer {
-            manager: q.manager(),
-            subresource: "",
-            has_status: r.info.status,
-        };
+        let writer = writer(r, q, "");
         let created = crate::managed::apply(&Value::Null, &config, &writer, force, &lists)
             .map_err(|conflicts| apply_conflict(r, info, &conflicts))?;
         let fields = created
@@ -835,11 +827,7 @@ impl ApiServer {
                 Kind::Apply(config) => {
                     let config = self.apply_config(r, info, config)?;
                     let lists = list_types(r);
-                    let writer = crate::managed::Writer {
-                        manager: q.manager(),
-                        subresource: &info.subresource,
-                        has_status: r.info.status,
-                    };
+                    let writer = writer(r, q, &info.subresource);
                     doc = crate::managed::apply(&doc, &config, &writer, force, &lists)
                         .map_err(|conflicts| apply_conflict(r, info, &conflicts))?;
                 }
@@ -1012,14 +1000,9 @@ impl ApiServer {
                 }
             }
             let lists = list_types(r);
-            let writer = crate::managed::Writer {
-                manager: q.manager(),
-                subresource: &info.subresource,
-                has_status: r.info.status,
-            };
+            let writer = writer(r, q, &info.subresource);
             crate::managed::record_update(old, &mut new, &writer, &lists);
         }
-        crate::managed::cap(&mut new);
         if new == *old && extra.is_empty() {
             return Ok(current.with_rv());
         }
@@ -1252,6 +1235,15 @@ impl ApiServer {
         }
         let meta = json!({"resourceVersion": listed.revision.to_string()});
         Ok(respond(StatusCode::OK, &list_of(r, meta, deleted), &[]))
+    }
+}
+
+/// Who writes, for field management: the request's field manager.
+fn writer<'a>(r: &Resource, q: &'a Query, subresource: &'a str) -> crate::managed::Writer<'a> {
+    crate::managed::Writer {
+        manager: q.manager(),
+        subresource,
+        has_status: r.info.status,
     }
 }
 

@@ -194,12 +194,13 @@ pub trait Strategy: Send + Sync + 'static {
     /// The value a field selector compares for `field` (a dotted path; a
     /// missing field is empty, booleans and numbers as text).
     fn field_value(&self, obj: &Value, field: &str) -> String {
-        let pointer = format!("/{}", field.replace('.', "/"));
-        match obj.pointer(&pointer) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(v) => v.to_string(),
-        }
+        crate::selector::field_text(obj, field)
+    }
+
+    /// The group, version and kind of an action subresource's body, when it
+    /// is not the kind itself (`pods/eviction` takes a policy/v1 Eviction).
+    fn action_kind(&self, _action: &str) -> Option<(&'static str, &'static str, &'static str)> {
+        None
     }
 
     /// Whether a create or update may leave out `apiVersion` and `kind`,

@@ -643,9 +643,11 @@ pub fn entries(obj: &Value) -> Vec<Entry> {
 }
 
 /// Write `entries` as the object's `metadata.managedFields` (dropping
-/// empty ones), in kube's order: Apply entries first, then by time.
-pub fn set_entries(obj: &mut Value, mut entries: Vec<Entry>) {
+/// empty ones, folding the oldest Update entries past ten), in kube's
+/// order: Apply entries first, then by time.
+fn set_entries(obj: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.fields.is_empty());
+    fold_ancient(&mut entries);
     entries.sort_by(|a, b| {
         (a.operation != "Apply", &a.time, &a.manager).cmp(&(
             b.operation != "Apply",
@@ -917,10 +919,10 @@ pub fn default_manager(user_agent: &str) -> String {
 /// oldest Update entries into one (`ancient-changes`).
 pub const MAX_UPDATE_MANAGERS: usize = 10;
 
-/// Fold the oldest Update entries past [`MAX_UPDATE_MANAGERS`] into one.
-pub fn cap(obj: &mut Value) {
-    let mut list = entries(obj);
-    let updates: Vec<usize> = list
+/// Fold the oldest Update entries past [`MAX_UPDATE_MANAGERS`] into one
+/// (done by every write of the list, [`set_entries`]).
+fn fold_ancient(list: &mut Vec<Entry>) {
+    let mut updates: Vec<usize> = list
         .iter()
         .enumerate()
         .filter(|(_, e)| e.operation == "Update")
@@ -929,9 +931,8 @@ pub fn cap(obj: &mut Value) {
     if updates.len() <= MAX_UPDATE_MANAGERS {
         return;
     }
-    let mut by_time: Vec<usize> = updates;
-    by_time.sort_by(|a, b| list[*a].time.cmp(&list[*b].time));
-    let fold: BTreeSet<usize> = by_time[..by_time.len() - MAX_UPDATE_MANAGERS + 1]
+    updates.sort_by(|a, b| list[*a].time.cmp(&list[*b].time));
+    let fold: BTreeSet<usize> = updates[..updates.len() - MAX_UPDATE_MANAGERS + 1]
         .iter()
         .copied()
         .collect();
@@ -942,13 +943,12 @@ pub fn cap(obj: &mut Value) {
         time = time.max(list[*i].time.clone());
     }
     let api_version = list[*fold.iter().next().expect("some")].api_version.clone();
-    let mut kept: Vec<Entry> = list
-        .drain(..)
-        .enumerate()
-        .filter(|(i, _)| !fold.contains(i))
-        .map(|(_, e)| e)
-        .collect();
-    kept.push(Entry {
+    let mut i = 0;
+    list.retain(|_| {
+        i += 1;
+        !fold.contains(&(i - 1))
+    });
+    list.push(Entry {
         manager: "ancient-changes".into(),
         operation: "Update".into(),
         api_version,
@@ -956,7 +956,6 @@ pub fn cap(obj: &mut Value) {
         subresource: String::new(),
         fields: ancient,
     });
-    set_entries(obj, kept);
 }
 
 #[cfg(test)]
@@ -1118,7 +1117,6 @@ mod tests {
             }
             set_entries(&mut obj, list);
         }
-        cap(&mut obj);
         let list = entries(&obj);
         assert_eq!(list.len(), MAX_UPDATE_MANAGERS);
         assert!(list.iter().any(|e| e.manager == "ancient-changes"));

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use crate::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +145,17 @@ fn is_label_token(s: &str) -> bool {
     s.chars().all(ok)
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// The text a field selector compares for `field` (a dotted path) of
+/// `obj`: strings as they are, numbers and booleans as JSON writes them,
+/// a missing field empty.
+pub fn field_text(obj: &Value, field: &str) -> String {
+    match obj.pointer(&format!("/{}", field.replace('.', "/"))) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
 }
 
 /// A parsed field selector over the fields a kind supports.

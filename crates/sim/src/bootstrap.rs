@@ -17,10 +17,7 @@ fn meta(name: &str, labels: Value) -> Value {
 }
 
 async fn ensure(store: &Store, key: String, obj: Value) -> Result<(), StoreError> {
-    match store.create(&key, obj.to_string()).await {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::workloads::create_if_absent(store, &key, &obj).await
 }
 
 fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {

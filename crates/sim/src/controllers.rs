@@ -111,12 +111,8 @@ async fn namespace_defaults(store: &Store, ca_pem: &str) -> Result<(), StoreErro
             ),
         ];
         for (key, obj) in wanted {
-            if store.get(&key).await?.is_some() {
-                continue;
-            }
-            match store.create(&key, obj.to_string()).await {
-                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
+            if store.get(&key).await?.is_none() {
+                crate::workloads::create_if_absent(store, &key, &obj).await?;
             }
         }
     }

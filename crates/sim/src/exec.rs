@@ -59,6 +59,16 @@ fn parse(query: &str) -> Request_ {
 #[derive(Clone)]
 pub(crate) struct Stopping(pub(crate) tokio::sync::watch::Receiver<bool>);
 
+/// Resolves when the simulator stops (never without a [`Stopping`]).
+pub(crate) async fn stopped(stopping: Option<Stopping>) {
+    match stopping {
+        Some(Stopping(mut rx)) => {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Upgrade the request and run the command.
 pub(crate) async fn exec(pod: Value, req: Request) -> Result<Response, ApiError> {
     session(pod, req, false).await
@@ -143,14 +153,7 @@ async fn session(pod: Value, req: Request, attach: bool) -> Result<Response, Api
     Ok(upgrade
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| async move {
-            let stopped = async move {
-                match stopping {
-                    Some(Stopping(mut rx)) => {
-                        let _ = rx.wait_for(|stopping| *stopping).await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let stopped = stopped(stopping);
             tokio::select! {
                 result = run(socket, command, context) => {
                     if let Err(e) = result {

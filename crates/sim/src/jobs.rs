@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use crate::events::{record, Event, Source};
 use crate::workloads::{
-    controller_uid, create_pod, delete_pod, list, new_meta, owner_ref, pod_from_template, ready, s,
-    write_if_changed, Created,
+    controller_uid, create_pod, delete_if_present, delete_pod, list, new_meta, owner_ref,
+    pod_from_template, ready, s, write_if_changed, Created,
 };
 
 const JOBS: &str = "/registry/batch/jobs/";
@@ -489,10 +489,7 @@ async fn cronjob(
         let skip = too_late || (policy == "Forbid" && !active.is_empty());
         if policy == "Replace" && !too_late {
             for (k, _, j) in &active {
-                match store.delete(k, None).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
+                delete_if_present(store, k).await?;
                 record(
                     store,
                     cj,
@@ -589,10 +586,7 @@ async fn cronjob(
         let done: Vec<&&(String, i64, Value)> =
             owned.iter().filter(|(_, _, j)| condition(j, ty)).collect();
         for (k, _, _) in done.iter().take(done.len().saturating_sub(keep)) {
-            match store.delete(k, None).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            delete_if_present(store, k).await?;
         }
     }
     if let Some(t) = owned

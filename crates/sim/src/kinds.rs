@@ -163,6 +163,14 @@ impl Strategy for Builtin {
         true
     }
 
+    fn action_kind(&self, action: &str) -> Option<(&'static str, &'static str, &'static str)> {
+        match (self.kind, action) {
+            ("Pod", "eviction") => Some(("policy", "v1", "Eviction")),
+            ("ServiceAccount", "token") => Some(("authentication.k8s.io", "v1", "TokenRequest")),
+            _ => None,
+        }
+    }
+
     fn name_column(&self) -> bool {
         self.kind != "Event"
     }
@@ -172,32 +180,19 @@ impl Strategy for Builtin {
     }
 
     fn field_value(&self, obj: &Value, field: &str) -> String {
-        let at = |p: &str| obj.pointer(p);
-        match (self.kind, field) {
-            // Booleans that kube compares as "false" when unset.
-            ("Pod", "spec.hostNetwork") | ("Node", "spec.unschedulable") => {
-                at(&format!("/{}", field.replace('.', "/")))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                    .to_string()
-            }
-            // kube compares status.succeeded, 0 when unset.
-            ("Job", "status.successful") => at("/status/succeeded")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                .to_string(),
-            ("Event", "source") => at("/source/component")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            _ => {
-                let pointer = format!("/{}", field.replace('.', "/"));
-                match at(&pointer) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(v) => v.to_string(),
-                }
-            }
+        use drover_apiserver::selector::field_text;
+        // Where kube's field names or unset values differ from the object's.
+        let (field, unset) = match (self.kind, field) {
+            ("Pod", "spec.hostNetwork") | ("Node", "spec.unschedulable") => (field, "false"),
+            ("Job", "status.successful") => ("status.succeeded", "0"),
+            ("Event", "source") => ("source.component", ""),
+            _ => (field, ""),
+        };
+        let text = field_text(obj, field);
+        if text.is_empty() {
+            unset.to_owned()
+        } else {
+            text
         }
     }
 

@@ -220,17 +220,9 @@ pub(crate) async fn portforward(pod: Value, req: Request) -> Result<Response, Ap
 }
 
 async fn until_stopped(stopping: Option<Stopping>, session: impl std::future::Future<Output = ()>) {
-    let stopped = async move {
-        match stopping {
-            Some(Stopping(mut rx)) => {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         () = session => {}
-        () = stopped => {}
+        () = crate::exec::stopped(stopping) => {}
     }
 }
 

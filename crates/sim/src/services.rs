@@ -19,7 +19,7 @@ use drover_store::{Op, Store, StoreError};
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::workloads::{list, owner_ref, s, write_if_changed};
+use crate::workloads::{create_if_absent, delete_if_present, list, owner_ref, s, write_if_changed};
 
 /// Where allocated cluster IPs are recorded.
 const IP_RECORDS: &str = "/sim/service-ips/";
@@ -470,7 +470,7 @@ pub(crate) async fn reconcile_endpoints(store: &Store) -> Result<(), StoreError>
         }
         match existing {
             Some((k, rev, old)) => write_if_changed(store, k, *rev, old, &ep).await?,
-            None => create_quietly(store, &ep_key, &ep).await?,
+            None => create_if_absent(store, &ep_key, &ep).await?,
         }
         // One EndpointSlice, owned by the Service.
         let uid = s(svc, "/metadata/uid");
@@ -505,7 +505,7 @@ pub(crate) async fn reconcile_endpoints(store: &Store) -> Result<(), StoreError>
                     Some(&ns),
                     s(&slice, "/metadata/name"),
                 );
-                create_quietly(store, &key, &slice).await?;
+                create_if_absent(store, &key, &slice).await?;
             }
         }
     }
@@ -521,7 +521,7 @@ pub(crate) async fn reconcile_endpoints(store: &Store) -> Result<(), StoreError>
         ) == "endpointslice-controller.k8s.io";
         if ours && crate::workloads::controller_uid(sl).is_some_and(|u| !service_uids.contains(&u))
         {
-            delete_quietly(store, k).await?;
+            delete_if_present(store, k).await?;
         }
     }
     for (k, _, ep) in &endpoints {
@@ -536,24 +536,10 @@ pub(crate) async fn reconcile_endpoints(store: &Store) -> Result<(), StoreError>
             .pointer("/metadata/annotations/endpoints.kubernetes.io~1last-change-trigger-time")
             .is_some();
         if ours {
-            delete_quietly(store, k).await?;
+            delete_if_present(store, k).await?;
         }
     }
     Ok(())
-}
-
-async fn create_quietly(store: &Store, key: &str, obj: &Value) -> Result<(), StoreError> {
-    match store.create(key, obj.to_string()).await {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-async fn delete_quietly(store: &Store, key: &str) -> Result<(), StoreError> {
-    match store.delete(key, None).await {
-        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

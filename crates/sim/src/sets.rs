@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use drover_store::{Store, StoreError};
 
 use crate::workloads::{
-    controller_uid, create_pod, delete_pod, i, list, pod_from_template, ready, s, template_hash,
-    write_if_changed, Created,
+    controller_uid, create_if_absent, create_pod, delete_if_present, delete_pod, i, list,
+    pod_from_template, ready, s, template_hash, write_if_changed, Created,
 };
 
 const STATEFULSETS: &str = "/registry/apps/statefulsets/";
@@ -69,10 +69,7 @@ pub(crate) async fn reconcile(
             .and_then(|refs| refs.iter().find(|o| o["controller"] == true))
             .is_some_and(|o| matches!(o["kind"].as_str(), Some("StatefulSet" | "DaemonSet")));
         if ours && controller_uid(r).is_some_and(|u| !owners.contains(u)) {
-            match store.delete(key, None).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            delete_if_present(store, key).await?;
         }
     }
     Ok(())
@@ -135,10 +132,7 @@ async fn revisions(
                 "revision": max_other + 1,
             });
             let key = drover_core::keys::object("apps", "controllerrevisions", Some(ns), &name);
-            match store.create(&key, revision.to_string()).await {
-                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
+            create_if_absent(store, &key, &revision).await?;
         }
     }
     let limit = owner
@@ -151,10 +145,7 @@ async fn revisions(
         .filter(|(_, _, r)| s(r, "/metadata/name") != name)
         .collect();
     for (key, _, _) in old.iter().take(old.len().saturating_sub(limit)) {
-        match store.delete(key, None).await {
-            Ok(_) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
+        delete_if_present(store, key).await?;
     }
     Ok(())
 }
@@ -311,11 +302,7 @@ async fn claims(store: &Store, sts: &Value, n: i64) -> Result<(), StoreError> {
             }
         }
         let spec = t.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let pvc = bound_claim(ns, &claim, labels, spec);
-        match store.create(&key, pvc.to_string()).await {
-            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
+        create_if_absent(store, &key, &bound_claim(ns, &claim, labels, spec)).await?;
     }
     Ok(())
 }

@@ -134,13 +134,10 @@ pub(crate) async fn write_if_changed(
     old: &Value,
     new: &Value,
 ) -> Result<(), StoreError> {
-    if old == new {
-        return Ok(());
+    if old != new {
+        write_changed(store, key, rev, new).await?;
     }
-    match store.update(key, new.to_string(), rev).await {
-        Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    Ok(())
 }
 
 pub(crate) fn template_hash(template: &Value) -> String {
@@ -411,6 +408,27 @@ async fn scaled(store: &Store, d: &Value, rs: &Value, from: i64, to: i64) {
         },
     )
     .await;
+}
+
+/// Create `key` unless something is there already (another pass, or a
+/// racing writer, made it).
+pub(crate) async fn create_if_absent(
+    store: &Store,
+    key: &str,
+    obj: &Value,
+) -> Result<(), StoreError> {
+    match store.create(key, obj.to_string()).await {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete `key` if it is still there.
+pub(crate) async fn delete_if_present(store: &Store, key: &str) -> Result<(), StoreError> {
+    match store.delete(key, None).await {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Write `new` over `key` read at `rev`; whether it was written (a
