@@ -19,7 +19,7 @@
 //! policy object in memory, so a rebuild reads no rows and parses no JSON
 //! (at ten thousand clusters that is thirty thousand objects per change).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use drover_apiserver::{ApiError, Authorizer};
@@ -483,6 +483,17 @@ impl Snapshot {
                     && s.matches(user)
             })
         }) || self.owns_cluster(user, cluster)
+    }
+
+    /// The projects of a cluster the user is bound to, in any role.
+    pub fn projects_bound(&self, user: &UserInfo, cluster: &str) -> BTreeSet<String> {
+        self.prtbs_by_cluster
+            .get(cluster)
+            .into_iter()
+            .flatten()
+            .filter(|(s, _, _)| s.matches(user))
+            .map(|(_, p, _)| p.clone())
+            .collect()
     }
 
     /// The cluster-context bindings in a cluster: (subject, template).

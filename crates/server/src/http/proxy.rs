@@ -23,7 +23,12 @@
 //!    when kube-apiserver restarts, so clients list and watch again.
 //!
 //! The downstream API server authorizes the impersonated user with the RBAC
-//! Drover projected there.
+//! Drover projected there. One answer is Drover's own: a JSON list of
+//! namespaces the cluster refuses the caller (a project member, who may
+//! `get` each namespace of their projects but list none) is listed again
+//! as the agent and narrowed to the namespaces Drover adopted into the
+//! projects the caller is bound to ([`own_namespaces`]), as Rancher's
+//! proxy does, so members see their namespaces and no others.
 
 use std::sync::Arc;
 
@@ -253,6 +258,16 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         }
         body = Body::from(bytes);
     }
+    // A plain JSON list of namespaces (not a watch, a table or protobuf).
+    let list_of_namespaces = parts.method == axum::http::Method::GET
+        && path.split('?').next() == Some("/api/v1/namespaces")
+        && !path.contains("watch=")
+        && parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|a| !a.contains("as=Table") && !a.contains("protobuf"));
+    let list_path = path.clone();
     let mut out = axum::http::Request::builder()
         .method(parts.method)
         .uri(path)
@@ -301,6 +316,9 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             return e.into_response_for(&cluster);
         }
     };
+    if resp.status() == StatusCode::FORBIDDEN && list_of_namespaces {
+        return own_namespaces(&state, &snapshot, &identity.user, &cluster, &list_path).await;
+    }
     if let Some((write, decision)) = membership {
         // The cluster accepted the write: now, and only now, the namespace's
         // project is recorded, for the UID the cluster answered with.
@@ -353,6 +371,95 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         body = super::sessions::Revocable::wrap(body, registration);
     }
     Response::from_parts(parts, body)
+}
+
+/// Largest list of namespaces read for [`own_namespaces`].
+const MAX_NAMESPACE_LIST: usize = 64 * 1024 * 1024;
+
+/// A list of namespaces the cluster refused the caller: listed again as
+/// the agent, keeping the namespaces Drover adopted (record and UID
+/// agreeing) into projects the caller is bound to. Nothing else of the
+/// agent's answer reaches the caller; with no such project the refusal
+/// stands.
+async fn own_namespaces(
+    state: &AppState,
+    snapshot: &drover_auth::policy::Snapshot,
+    user: &drover_rbac::UserInfo,
+    cluster: &str,
+    path: &str,
+) -> Response {
+    let forbidden = || {
+        ApiError::forbidden_because(format!(
+            "namespaces is forbidden: User {:?} cannot list resource \"namespaces\" in API group \"\" at the cluster scope",
+            user.name
+        ))
+        .into_response()
+    };
+    let projects = snapshot.projects_bound(user, cluster);
+    if projects.is_empty() {
+        return forbidden();
+    }
+    let records = match namespaces::records(&state.store, cluster).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let req = axum::http::Request::builder()
+        .method(axum::http::Method::GET)
+        .uri(path)
+        .version(axum::http::Version::HTTP_11)
+        .header(header::HOST, "kubernetes.default.svc")
+        .header(header::ACCEPT, "application/json")
+        .body(Body::empty())
+        .expect("a valid request");
+    let resp = match state.dialer.send(cluster, req).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response_for(cluster),
+    };
+    if !resp.status().is_success() {
+        return forbidden();
+    }
+    let Ok(bytes) = axum::body::to_bytes(resp.into_body(), MAX_NAMESPACE_LIST).await else {
+        return ApiError::new(
+            502,
+            "BadGateway",
+            "the cluster's list of namespaces was too large",
+        )
+        .into_response();
+    };
+    let Ok(mut list) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return ApiError::new(
+            502,
+            "BadGateway",
+            "the cluster's list of namespaces was not JSON",
+        )
+        .into_response();
+    };
+    let own = |ns: &serde_json::Value| {
+        let name = ns["metadata"]["name"].as_str().unwrap_or_default();
+        let uid = ns["metadata"]["uid"].as_str().unwrap_or_default();
+        let annotated = ns["metadata"]["annotations"][namespaces::PROJECT_ANNOTATION]
+            .as_str()
+            .and_then(|a| a.split_once(':'))
+            .filter(|(c, _)| *c == cluster)
+            .map(|(_, p)| p);
+        records.get(name).is_some_and(|(record, _)| {
+            record.is_for(uid)
+                && projects.contains(&record.project)
+                && annotated == Some(record.project.as_str())
+        })
+    };
+    if let Some(items) = list["items"].as_array_mut() {
+        items.retain(own);
+    }
+    if let Some(meta) = list["metadata"].as_object_mut() {
+        meta.remove("continue");
+        meta.remove("remainingItemCount");
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        list.to_string(),
+    )
+        .into_response()
 }
 
 /// What a namespace moved into a project with a quota uses now, counted
