@@ -4,12 +4,18 @@
 //   DROVER_URL            https://127.0.0.1:PORT
 //   DROVER_PASSWORD       the admin password
 //   DROVER_CLUSTER        a cluster imported (Active) before the test
+//   DROVER_PROJECT        its project "team" (namespace team-ns), where
+//                         users pm (project member) and ro (read-only)
+//                         are bound, each with the password
+//                         "<name> has a long password"
 //   DROVER_CHROMIUM       the browser
 //   DROVER_SCREENSHOTS    where to save screenshots
 //   DROVER_WORK           a scratch directory
 // When the test needs a cluster's agent started, it prints
 //   @@import <cluster-id> <the command the page shows>
-// and waits for the harness to answer "ok" on stdin.
+// and waits for the harness to answer "ok" on stdin; for kubectl against
+// DROVER_CLUSTER through Drover, as the admin, it prints
+//   @@kubectl <arguments>
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -153,7 +159,7 @@ try {
   await page.getByRole("button", { name: "Add member" }).click();
   await page.getByText("The member was added.").waitFor();
   const members = await page.locator("table.members").textContent();
-  assert.match(members, /bob\s*cluster-member/);
+  assert.match(members, /bob\s*Cluster Member/);
 
   say("downloading a kubeconfig that works with kubectl");
   const [download] = await Promise.all([
@@ -177,7 +183,7 @@ try {
   await page.locator('form[action$="/namespaces/ui-made/move"] button').click();
   await page.getByText("The namespace was moved.").waitFor();
   assert.doesNotMatch(await page.locator("#namespaces").textContent(), /ui-made/);
-  await page.getByRole("link", { name: /^Cluster / }).click();
+  await page.locator("nav.crumbs").getByRole("link", { name: XSS }).click();
   assert.match(await page.locator("#projects").textContent(), /System.*ui-made/s);
 
   say("quota usage as bars");
@@ -219,6 +225,256 @@ try {
   assert.match(await page.locator("dl.quota").textContent(), /2 of 20/);
   assert.equal(await page.getByRole("meter", { name: "pods used in team-ns" }).getAttribute("max"), "8");
   await shot("06-project-quota-edited");
+
+  // ---- The cluster explorer ------------------------------------------
+  const ex = `${url}/dashboard/clusters/${existing}/explore`;
+  const kubectl = async (args) => askHarness(`@@kubectl ${args}`);
+  const waitFor = async (what, check, ms = 30000) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (await check()) return;
+      assert.ok(Date.now() < deadline, `${what} within ${ms / 1000} s`);
+      await page.waitForTimeout(250);
+    }
+  };
+
+  say("the explorer: a deployment made with kubectl shows up live");
+  await page.goto(`${ex}/deployments?ns=team-ns`);
+  await page.getByRole("heading", { name: "Deployments" }).waitFor();
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await kubectl("create deployment web --image=nginx:1.25 -n team-ns");
+  await page.locator('#explorer tr[data-name="web"]').waitFor({ timeout: 20000 });
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, "the row came without a reload");
+  await waitFor("web 1/1 ready on the list", async () =>
+    /1\/1/.test(await page.locator('#explorer tr[data-name="web"]').textContent()));
+  await shot("10-explorer-deployments");
+
+  say("scaling to 3 shows 3 ready");
+  await page.locator('#explorer tr[data-name="web"] a').click();
+  await page.getByRole("heading", { name: /web/ }).waitFor();
+  await page.getByLabel("Replicas").fill("3");
+  await page.getByRole("button", { name: "Scale" }).click();
+  await page.getByText("The new scale was saved.").waitFor();
+  await waitFor("3 of 3 ready", async () => {
+    await page.reload();
+    return (await page.locator("#ready").textContent()).trim() === "3 of 3";
+  });
+  assert.equal(await page.locator("#pods tbody tr").count(), 3);
+  await shot("11-deployment-scaled");
+
+  say("changing the image, then rolling back to revision 1 after the diff");
+  await page.getByLabel("Image").fill("nginx:1.26");
+  await page.getByRole("button", { name: "Change image" }).click();
+  await page.getByText("The image was changed").waitFor();
+  await waitFor("revision 2", async () => {
+    await page.reload();
+    return (await page.locator("#revision").textContent()).trim() === "2";
+  });
+  assert.equal((await page.locator("#images").textContent()).trim(), "nginx:1.26");
+  await page.getByRole("link", { name: "Review rollback to revision 1" }).click();
+  const diff = await page.locator("#diff").textContent();
+  assert.match(diff, /^- +- image: nginx:1\.26$/m, diff);
+  assert.match(diff, /^\+ +- image: nginx:1\.25$/m, diff);
+  await shot("12-rollback-diff");
+  await page.getByRole("button", { name: "Roll back to revision 1" }).click();
+  await page.getByText("The rollback was started.").waitFor();
+  await waitFor("revision 3 with the first image", async () => {
+    await page.reload();
+    return (await page.locator("#revision").textContent()).trim() === "3"
+      && (await page.locator("#images").textContent()).trim() === "nginx:1.25";
+  });
+  const deploymentUrl = page.url().split("?")[0];
+
+  say("a pod's log tail shows new lines as they come");
+  await page.locator("#pods tbody tr a").first().click();
+  await page.locator("#log-lines div").first().waitFor({ timeout: 20000 });
+  const before = await page.locator("#log-lines div").count();
+  await waitFor("a new log line", async () => (await page.locator("#log-lines div").count()) > before, 30000);
+  const lastLine = await page.locator("#log-lines div").last().textContent();
+  await page.getByLabel("Search the tail").fill(lastLine.slice(0, 40));
+  assert.ok(await page.locator("#log-lines div:not([hidden])").count() >= 1, "the search shows matching lines");
+  await page.getByLabel("Search the tail").fill("");
+  await page.getByLabel("Previous instance").check();
+  await page.locator("#log-error").getByText(/previous terminated container/).waitFor();
+  await page.getByLabel("Previous instance").uncheck();
+  await shot("13-pod-logs");
+  const podUrl = page.url().split("?")[0];
+
+  say("a shell runs echo hello");
+  await page.getByRole("button", { name: "Open a shell" }).click();
+  const rows = page.locator("#terminal .xterm-rows");
+  await waitFor("the shell's prompt", async () => /# $/m.test((await rows.innerText().catch(() => "")).trimEnd() + " "));
+  await page.keyboard.type("echo hello");
+  await page.keyboard.press("Enter");
+  await waitFor("hello on a line of its own", async () =>
+    (await rows.innerText()).split("\n").some((l) => l.trim() === "hello"));
+  await shot("14-pod-shell");
+
+  say("a YAML edit with an invalid field is refused in place, and nothing changes");
+  await page.goto(`${deploymentUrl}/yaml`);
+  const original = await page.getByLabel(/^YAML of deployment web/).inputValue();
+  const rv = original.match(/resourceVersion: '?"?(\d+)/)[1];
+  const edited = original.replace(/\nspec:\n/, "\nspec:\n  bogusField: true\n");
+  assert.notEqual(edited, original);
+  await page.getByLabel(/^YAML of deployment web/).fill(edited);
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#yaml-error").getByText(/unknown field "spec\.bogusField"/).waitFor();
+  assert.equal(await page.getByLabel(/^YAML of deployment web/).inputValue(), edited, "the edit is kept");
+  assert.equal(await page.locator("header nav").count(), 1, "inside the normal page");
+  await shot("15-yaml-refused");
+  await page.goto(`${deploymentUrl}/yaml`);
+  const afterEdit = await page.getByLabel(/^YAML of deployment web/).inputValue();
+  assert.equal(afterEdit.match(/resourceVersion: '?"?(\d+)/)[1], rv, "the deployment did not change");
+  assert.doesNotMatch(afterEdit, /bogusField/);
+
+  say("adding an existing member is refused, with the choice kept");
+  await page.goto(`${url}/dashboard/clusters/${existing}/projects/${process.env.DROVER_PROJECT}`);
+  const picker = page.getByLabel("User", { exact: true });
+  assert.equal(await picker.locator('option[value="pm"]').count(), 0, "members are left out of the picker");
+  // A picker from before pm was added (another tab) still offers pm.
+  await picker.evaluate((sel) => { const o = document.createElement("option"); o.value = "pm"; o.textContent = "pm"; sel.appendChild(o); });
+  await picker.selectOption("pm");
+  await page.getByLabel("Role", { exact: true }).selectOption("project-member");
+  await page.getByRole("button", { name: "Add member" }).click();
+  await page.locator("#member-error").getByText("pm is already a member with the role Project Member.").waitFor();
+  assert.equal(await page.getByLabel("User", { exact: true }).inputValue(), "pm", "the choice is kept");
+  assert.equal(await page.getByLabel("Role", { exact: true }).inputValue(), "project-member");
+  const memberNames = await page.locator("table.members tbody tr td:first-child").allTextContents();
+  assert.equal(memberNames.filter((n) => n.trim() === "pm").length, 1, "still one binding");
+
+  say("a project member sees their project's namespaces only, and no admin actions");
+  const pmContext = await browser.newContext({ ignoreHTTPSErrors: true });
+  const pm = await pmContext.newPage();
+  const signIn = async (p, user) => {
+    await p.goto(`${url}/dashboard/login`);
+    await p.getByLabel("Username").fill(user);
+    await p.getByLabel("Password").fill(`${user} has a long password`);
+    await p.getByRole("button", { name: "Sign in" }).click();
+    await p.waitForURL(/\/dashboard\/clusters/);
+  };
+  await signIn(pm, "pm");
+  assert.equal(await pm.getByRole("link", { name: "Users" }).count(), 0, "no Users page");
+  await pm.goto(`${url}/dashboard/clusters/${existing}`);
+  assert.equal(await pm.getByRole("link", { name: "Delete cluster" }).count(), 0);
+  assert.equal(await pm.getByRole("link", { name: "Import command" }).count(), 0);
+  assert.equal(await pm.getByRole("button", { name: /^Remove / }).count(), 0, "no member removal");
+  await pm.goto(`${ex}/deployments`);
+  const options = await pm.locator("#ns option").allTextContents();
+  assert.deepEqual(options, ["All namespaces", "team-ns"], "only the project's namespace");
+  assert.match(await pm.locator("#explorer").textContent(), /web/);
+  await pm.screenshot({ path: path.join(shots, "16-member-explorer.png"), fullPage: true });
+  const pmCsrf = await pm.locator('input[name="_csrf"]').first().inputValue();
+  const forcedDelete = await pm.request.post(`${url}/dashboard/clusters/${existing}/delete`, { form: { _csrf: pmCsrf, confirm: existing } });
+  assert.equal(forcedDelete.status(), 403, "deleting the cluster is refused when forced");
+  const forcedUser = await pm.request.post(`${url}/dashboard/users`, { form: { _csrf: pmCsrf, username: "mallory", password: "mallory has a password" } });
+  assert.equal(forcedUser.status(), 403, "adding a user is refused when forced");
+  await pm.goto(`${url}/dashboard/users`);
+  assert.match(await pm.locator("main").textContent(), /Not allowed|forbidden/i);
+  await pmContext.close();
+
+  say("a read-only member sees no action at all, and a forced one is refused");
+  const roContext = await browser.newContext({ ignoreHTTPSErrors: true });
+  const ro = await roContext.newPage();
+  await signIn(ro, "ro");
+  await ro.goto(deploymentUrl);
+  for (const name of ["Scale", "Restart", "Change image", "Set variable", "Delete", "Edit YAML"]) {
+    assert.equal(await ro.getByRole("button", { name, exact: true }).count() + await ro.getByRole("link", { name, exact: true }).count(), 0, `no ${name}`);
+  }
+  assert.equal(await ro.getByRole("link", { name: /Review rollback/ }).count(), 0, "no rollback");
+  await ro.locator(".readonly").first().waitFor();
+  await ro.goto(`${ex}/deployments?ns=team-ns`);
+  assert.equal(await ro.getByRole("link", { name: "Import YAML" }).count(), 0);
+  await ro.goto(podUrl);
+  assert.equal(await ro.getByRole("button", { name: "Open a shell" }).count(), 0, "no shell");
+  await ro.screenshot({ path: path.join(shots, "17-read-only.png"), fullPage: true });
+  const roCsrf = await ro.locator('input[name="_csrf"]').first().inputValue();
+  const forcedScale = await ro.request.post(`${deploymentUrl}/scale`, { form: { _csrf: roCsrf, replicas: "0" } });
+  assert.equal(forcedScale.status(), 403, "scaling is refused when forced");
+  assert.match(await forcedScale.text(), /forbidden/);
+  const forcedRemove = await ro.request.post(`${deploymentUrl}/delete`, { form: { _csrf: roCsrf, confirm: "web" } });
+  assert.equal(forcedRemove.status(), 403, "deleting is refused when forced");
+  const forcedShell = await ro.evaluate(async (u) => new Promise((resolve) => {
+    const ws = new WebSocket(u.replace(/^http/, "ws") + "/shell", ["v4.channel.k8s.io"]);
+    ws.onopen = () => resolve("open");
+    ws.onerror = () => resolve("refused");
+  }), podUrl);
+  assert.equal(forcedShell, "refused", "a forced shell is refused");
+  await ro.goto(deploymentUrl);
+  assert.equal((await ro.locator("#ready").textContent()).trim(), "3 of 3", "nothing changed");
+  await roContext.close();
+
+  say("/ focuses the search, which finds projects and namespaces");
+  await page.goto(`${url}/dashboard/clusters`);
+  await page.locator("h1").click();
+  await page.keyboard.press("/");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "site-search");
+  await page.keyboard.type("team");
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/\/dashboard\/search\?q=team/);
+  assert.match(await page.locator("#found-projects").textContent(), /team/);
+  assert.match(await page.locator("#found-namespaces").textContent(), /team-ns/);
+
+  say("health at a glance");
+  assert.match(await page.goto(`${url}/dashboard/clusters`).then(() => page.locator("#health").textContent()), /nodes not Ready/);
+  await page.goto(`${url}/dashboard/clusters/${existing}`);
+  assert.match(await page.locator("#cpu-requested").textContent(), /of .* allocatable/);
+
+  const explorerPages = [`${ex}/deployments?ns=team-ns`, deploymentUrl, podUrl, `${deploymentUrl}/yaml`,
+    `${deploymentUrl}/rollback?revision=2`, `${ex}/pods?ns=team-ns`, `${ex}/events?ns=team-ns`, `${ex}/import?ns=team-ns`,
+    `${url}/dashboard/search?q=team`];
+
+  say("the explorer's pages: labels, keyboard and an accessibility check");
+  const axeContext = await browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true });
+  await axeContext.addCookies((await context.cookies()).filter((c) => c.name === "__Host-drover-session"));
+  const axePage = await axeContext.newPage();
+  for (const p of explorerPages) {
+    await axePage.goto(p);
+    const unlabeled = await axePage.evaluate(() =>
+      [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+        .filter((el) => el.labels.length === 0 && !el.getAttribute("aria-label"))
+        .map((el) => el.id || el.name));
+    assert.deepEqual(unlabeled, [], `unlabeled fields on ${p}`);
+    const unreachable = await axePage.evaluate(() =>
+      [...document.querySelectorAll("main button, main a[href]")].filter((el) => el.tabIndex < 0 || el.disabled).map((el) => el.textContent));
+    assert.deepEqual(unreachable, [], `actions not reachable by keyboard on ${p}`);
+    await axePage.addScriptTag({ path: path.resolve("node_modules/axe-core/axe.min.js") });
+    const result = await axePage.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+    const serious = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+    assert.deepEqual(serious.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target).join(" ")})`), [], `axe on ${p}`);
+  }
+  // The actions by keyboard: Tab reaches "Scale" on the deployment's page.
+  await axePage.goto(deploymentUrl);
+  let reached = false;
+  for (let i = 0; i < 60 && !reached; i++) {
+    await axePage.keyboard.press("Tab");
+    reached = await axePage.evaluate(() => document.activeElement.textContent === "Scale");
+  }
+  assert.ok(reached, "Tab reaches the Scale button");
+  await axeContext.close();
+
+  say("390 px wide and dark");
+  const darkContext = await browser.newContext({ ignoreHTTPSErrors: true, colorScheme: "dark", viewport: { width: 390, height: 844 } });
+  await darkContext.addCookies((await context.cookies()).filter((c) => c.name === "__Host-drover-session"));
+  const dark = await darkContext.newPage();
+  const allPages = [`${url}/dashboard/clusters`, `${url}/dashboard/clusters/${existing}`,
+    `${url}/dashboard/clusters/${existing}/projects/${process.env.DROVER_PROJECT}`, `${url}/dashboard/users`,
+    `${url}/dashboard/tokens`, `${url}/dashboard/settings`, ...explorerPages];
+  for (const p of allPages) {
+    await dark.goto(p);
+    const overflow = await dark.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    const wide = await dark.evaluate(() => [...document.querySelectorAll("body *")]
+      .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 1 && !el.closest(".scroll"))
+      .slice(0, 3).map((el) => el.tagName + (el.id ? "#" + el.id : "") + "." + el.className));
+    assert.ok(overflow <= 1, `${p} is ${overflow}px wider than a 390 px screen: ${wide}`);
+    const bg = await dark.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    assert.ok(r + g + b < 120, `${p} is dark (${bg})`);
+  }
+  await dark.goto(deploymentUrl);
+  await dark.screenshot({ path: path.join(shots, "18-narrow-deployment.png"), fullPage: true });
+  await dark.goto(`${url}/dashboard/clusters`);
+  await dark.screenshot({ path: path.join(shots, "19-dark-clusters.png"), fullPage: true });
+  await darkContext.close();
 
   say("API keys: the secret is shown once");
   await page.getByRole("link", { name: "API keys" }).click();

@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::*;
 
 /// How long the browser test may take before it is stopped.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(480);
 
 #[test]
 fn web_ui_in_a_real_browser() {
@@ -96,6 +96,23 @@ fn web_ui_in_a_real_browser() {
         );
         assert_eq!(code, 201, "{body}");
     }
+    // A project member and a read-only member of "team", for what each
+    // may see and do.
+    for (user, role) in [("pm", "project-member"), ("ro", "read-only")] {
+        m.user(&admin, user);
+        let (code, body) = m.http(
+            "POST",
+            &format!("{MGMT}/namespaces/{pid}/projectroletemplatebindings"),
+            Some(&admin),
+            Some(&serde_json::json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
+                "metadata": {"name": format!("{user}-binding")},
+                "spec": {"userName": user, "roleTemplateName": role, "projectName": format!("{c}:{pid}")}})),
+            &[],
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    // kubectl through Drover as the admin, for the explorer's steps.
+    let admin_kubeconfig = user_kubeconfig(&m, &admin, c, "ui-admin");
     // The cluster the browser imports.
     let sim2 = SimProc::start(m.dir.path(), "fresh", 3);
 
@@ -105,6 +122,7 @@ fn web_ui_in_a_real_browser() {
         .env("DROVER_URL", m.server.url(""))
         .env("DROVER_PASSWORD", ADMIN_PASSWORD)
         .env("DROVER_CLUSTER", &imp1.cluster)
+        .env("DROVER_PROJECT", pid)
         .env("DROVER_CHROMIUM", &chromium)
         .env("DROVER_SCREENSHOTS", &shots)
         .env("DROVER_WORK", m.dir.path())
@@ -138,6 +156,24 @@ fn web_ui_in_a_real_browser() {
     {
         output.push_str(&line);
         output.push('\n');
+        if let Some(args) = line.strip_prefix("@@kubectl ") {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&admin_kubeconfig)
+                .args(args.split_whitespace())
+                .output()
+                .unwrap();
+            let answer = if out.status.success() {
+                "ok".to_owned()
+            } else {
+                format!(
+                    "kubectl failed: {}",
+                    String::from_utf8_lossy(&out.stderr).replace('\n', " ")
+                )
+            };
+            writeln!(to_node, "{answer}").unwrap();
+            continue;
+        }
         let Some(rest) = line.strip_prefix("@@import ") else {
             continue;
         };
@@ -186,6 +222,16 @@ fn web_ui_in_a_real_browser() {
         "03-import",
         "04-cluster",
         "06-project",
+        "10-explorer-deployments",
+        "11-deployment-scaled",
+        "12-rollback-diff",
+        "13-pod-logs",
+        "14-pod-shell",
+        "15-yaml-refused",
+        "16-member-explorer",
+        "17-read-only",
+        "18-narrow-deployment",
+        "19-dark-clusters",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

@@ -1,5 +1,6 @@
 // Drover web UI: copy buttons, live cluster updates (server-sent events),
-// and the member pickers' directory search.
+// the member pickers' directory search, the explorer's live lists, a pod's
+// log tail and shell, and "/" to search.
 // Everything user-supplied is set with textContent, never as HTML.
 "use strict";
 
@@ -117,7 +118,154 @@ function principalSearch(input) {
   });
 }
 
+// An explorer list: on any change its watch reports, fetch the page again
+// and swap in its rows (rendered by the server, so escaped there).
+function liveList(table) {
+  let timer = null;
+  const refresh = async () => {
+    const res = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    const rows = doc.getElementById("explorer-rows");
+    const count = doc.getElementById("explorer-count");
+    if (rows) document.getElementById("explorer-rows").replaceWith(rows);
+    if (count) document.getElementById("explorer-count").replaceWith(count);
+  };
+  const source = new EventSource(table.dataset.watch);
+  source.addEventListener("change", () => {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 300);
+  });
+  source.addEventListener("reload", () => { source.close(); refresh(); });
+}
+
+// A pod's log tail: the last lines, then new ones as they come, for the
+// chosen container (or its previous instance); the search box shows only
+// the lines that hold its text.
+function logTail(section) {
+  const lines = document.getElementById("log-lines");
+  const error = document.getElementById("log-error");
+  const container = document.getElementById("log-container");
+  const previous = document.getElementById("log-previous");
+  const search = document.getElementById("log-search");
+  const follow = document.getElementById("log-follow");
+  const download = document.getElementById("log-download");
+  let source = null;
+  const matches = (el) => !search.value || el.textContent.toLowerCase().includes(search.value.toLowerCase());
+  const start = () => {
+    if (source) source.close();
+    lines.replaceChildren();
+    error.hidden = true;
+    const q = "?container=" + encodeURIComponent(container.value) +
+      (previous.checked ? "&previous=true" : "") + (follow.checked ? "" : "&follow=false");
+    download.href = section.dataset.src + "/download" + q;
+    source = new EventSource(section.dataset.src + q);
+    source.addEventListener("line", (e) => {
+      const atEnd = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
+      const div = document.createElement("div");
+      div.textContent = e.data;
+      div.hidden = !matches(div);
+      lines.appendChild(div);
+      while (lines.childElementCount > 5000) lines.firstElementChild.remove();
+      if (atEnd) lines.scrollTop = lines.scrollHeight;
+    });
+    source.addEventListener("failure", (e) => {
+      error.textContent = "The log cannot be read: " + e.data;
+      error.hidden = false;
+      source.close();
+    });
+    source.onerror = () => { if (!follow.checked) source.close(); };
+  };
+  search.addEventListener("input", () => {
+    for (const div of lines.children) div.hidden = !matches(div);
+  });
+  for (const el of [container, previous, follow]) el.addEventListener("change", start);
+  start();
+}
+
+// A pod's shell: xterm.js over the proxy's exec, in the v4.channel.k8s.io
+// protocol (a channel byte, then data: 0 stdin, 1 stdout, 2 stderr,
+// 3 status, 4 terminal size).
+function shell(section) {
+  const button = document.getElementById("shell-connect");
+  const error = document.getElementById("shell-error");
+  const container = document.getElementById("shell-container");
+  let term = null;
+  let ws = null;
+  let send = () => {};
+  button.addEventListener("click", () => {
+    if (ws) ws.close();
+    if (!term) {
+      term = new Terminal({ cols: 80, rows: 20, convertEol: false });
+      term.open(document.getElementById("terminal"));
+      term.onData((d) => send(0, d));
+      term.onResize(({ cols, rows }) => send(4, JSON.stringify({ Width: cols, Height: rows })));
+      // Follow the page's width (a cell is about 0.6 of the font's size).
+      const fit = () => {
+        const width = document.getElementById("terminal").clientWidth;
+        const cols = Math.max(20, Math.floor(width / (term.options.fontSize * 0.6)));
+        if (cols !== term.cols) term.resize(cols, term.rows);
+      };
+      window.addEventListener("resize", fit);
+      fit();
+    }
+    term.reset();
+    error.hidden = true;
+    const url = new URL(section.dataset.src + "?container=" + encodeURIComponent(container.value), window.location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(url, ["v4.channel.k8s.io"]);
+    ws.binaryType = "arraybuffer";
+    const enc = new TextEncoder();
+    const socket = ws;
+    send = (channel, text) => {
+      const data = enc.encode(text);
+      const frame = new Uint8Array(data.length + 1);
+      frame[0] = channel;
+      frame.set(data, 1);
+      if (socket.readyState === WebSocket.OPEN) socket.send(frame);
+    };
+    const resize = () => send(4, JSON.stringify({ Width: term.cols, Height: term.rows }));
+    ws.onopen = () => { resize(); term.focus(); };
+    ws.onmessage = (e) => {
+      const bytes = new Uint8Array(e.data);
+      if (bytes.length === 0) return;
+      if (bytes[0] === 1 || bytes[0] === 2) term.write(bytes.subarray(1));
+      if (bytes[0] === 3) {
+        const status = JSON.parse(new TextDecoder().decode(bytes.subarray(1)) || "{}");
+        if (status.status && status.status !== "Success") {
+          error.textContent = status.message || "The shell ended with an error.";
+          error.hidden = false;
+        }
+      }
+    };
+    ws.onclose = (e) => {
+      term.write("\r\n[the shell has ended]\r\n");
+      if (e.code !== 1000 && e.code !== 1005) {
+        error.textContent = "The shell closed (" + e.code + (e.reason ? ": " + e.reason : "") + ").";
+        error.hidden = false;
+      }
+    };
+  });
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
+  const t = e.target;
+  if (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName) || t.closest(".xterm")) return;
+  const search = document.getElementById("site-search");
+  if (search) {
+    e.preventDefault();
+    search.focus();
+  }
+});
+
 document.addEventListener("DOMContentLoaded", () => {
+  const explorer = document.getElementById("explorer");
+  if (explorer && explorer.dataset.watch) liveList(explorer);
+  const logs = document.getElementById("logs");
+  if (logs) logTail(logs);
+  const sh = document.getElementById("shell");
+  if (sh && typeof Terminal === "function") shell(sh);
   for (const input of document.querySelectorAll("input[data-principal-search]")) {
     principalSearch(input);
   }

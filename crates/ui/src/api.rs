@@ -63,6 +63,15 @@ impl Api {
         }
     }
 
+    /// Hand a whole request (a WebSocket upgrade included) to the API as it
+    /// is; its answer as it comes.
+    pub(crate) async fn forward(&self, req: Request<Body>) -> Response {
+        match self.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
     /// A JSON request; a non-2xx answer becomes the matching [`UiError`].
     pub(crate) async fn call(
         &self,

@@ -30,6 +30,9 @@ pub(crate) enum UiError {
     /// A form value the UI itself refuses.
     #[error("{0}")]
     BadRequest(String),
+    /// Something the UI does not show.
+    #[error("{0}")]
+    NotFound(String),
     /// Something that should not happen.
     #[error("{0}")]
     Internal(String),
@@ -66,6 +69,7 @@ impl UiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

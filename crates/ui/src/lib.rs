@@ -22,12 +22,15 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub(crate) mod access;
 pub(crate) mod api;
 pub(crate) mod error;
+mod explorer;
 mod pages;
 pub(crate) mod session;
 pub(crate) mod view;
 
+use explorer::{list, object, stream, yaml};
 use pages::{admin, auth, clusters, members, projects, providers};
 
 /// A certificate the server uses, as the settings page lists it.
@@ -173,6 +176,66 @@ pub fn router(api: Router, tls: Arc<dyn ServerTls>, server_url: String) -> Route
             post(providers::set_enabled),
         )
         .route("/dashboard/principals", get(providers::search))
+        .route("/dashboard/search", get(pages::search::search))
+        .route("/dashboard/clusters/{id}/explore", get(list::home))
+        .route(
+            "/dashboard/clusters/{id}/explore/import",
+            get(yaml::import_page).post(yaml::import),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}",
+            get(list::list),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/watch",
+            get(list::watch),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/pods/{ns}/{name}/log",
+            get(stream::tail),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/pods/{ns}/{name}/log/download",
+            get(stream::download),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/pods/{ns}/{name}/shell",
+            get(stream::shell),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}",
+            get(object::page),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/yaml",
+            get(yaml::edit_page).post(yaml::save),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/scale",
+            post(object::scale),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/restart",
+            post(object::restart),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/image",
+            post(object::image),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/env",
+            post(object::env),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/rollback",
+            get(object::rollback_page).post(object::rollback),
+        )
+        .route(
+            "/dashboard/clusters/{id}/explore/{resource}/{ns}/{name}/delete",
+            get(object::delete_page).post(object::delete),
+        )
+        .route("/dashboard/static/xterm.js", get(xterm_js))
+        .route("/dashboard/static/xterm.css", get(xterm_css))
         .layer(axum::middleware::from_fn(session::check_csrf))
         .layer(axum::middleware::from_fn(session::security_headers))
         .with_state(ui)
@@ -205,5 +268,27 @@ async fn js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         include_str!("../assets/app.js"),
+    )
+}
+
+/// The terminal of a pod's shell: xterm.js, vendored (see
+/// `assets/vendor/xterm/README.md`).
+async fn xterm_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../assets/vendor/xterm/xterm.js"),
+    )
+}
+
+async fn xterm_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../assets/vendor/xterm/xterm.css"),
     )
 }

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::access::Rules;
 use crate::api::Api;
 use crate::error::UiError;
 use crate::Ui;
@@ -114,6 +115,9 @@ pub(crate) struct Session {
     pub csrf: String,
     /// Their user name, as the API knows it.
     pub user: String,
+    /// What they may do in the management API, in the namespace of the
+    /// page's cluster (asked once per page).
+    pub rules: Rules,
 }
 
 impl Session {
@@ -129,10 +133,22 @@ impl FromRequestParts<Arc<Ui>> for Session {
     async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Self, UiError> {
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(UiError::SignedOut)?;
         let user = whoami(&ui.api, &token).await?;
+        // `/dashboard/clusters/{id}/…`: the cluster's namespace holds its
+        // members and projects.
+        let namespace = parts
+            .uri
+            .path()
+            .strip_prefix("/dashboard/clusters/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| !id.is_empty() && *id != "events" && *id != "new")
+            .unwrap_or("default")
+            .to_owned();
+        let rules = Rules::management(&ui.api, &token, &namespace).await;
         Ok(Session {
             csrf: csrf_for(&token),
             token,
             user,
+            rules,
         })
     }
 }
@@ -154,19 +170,24 @@ pub(crate) async fn whoami(api: &Api, token: &str) -> Result<String, UiError> {
         .ok_or(UiError::SignedOut)
 }
 
+/// The policy of a page whose terminal (xterm.js) sets inline styles:
+/// the same as every page's, with inline styles allowed.
+pub(crate) const TERMINAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Headers every UI answer carries: a strict Content-Security-Policy (no
 /// inline script or style, nothing from elsewhere, no framing), no caching
 /// of pages that may hold secrets, no MIME sniffing, no referrer.
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    // A page may carry a policy of its own (the pod page's terminal sets
+    // its styles inline); scripts stay this site's own everywhere.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+        ));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -31,10 +31,16 @@ pub(crate) fn page(title: &str, session: &Session, section: Section, main: Marku
                 nav aria-label="Main" {
                     ul {
                         (link("/dashboard/clusters", "Clusters", Section::Clusters))
-                        (link("/dashboard/users", "Users", Section::Users))
+                        @if session.rules.allows("list", "management.drover.io", "users") {
+                            (link("/dashboard/users", "Users", Section::Users))
+                        }
                         (link("/dashboard/tokens", "API keys", Section::Tokens))
                         (link("/dashboard/settings", "Settings", Section::Settings))
                     }
+                }
+                form.search method="get" action="/dashboard/search" role="search" {
+                    label.sr for="site-search" { "Search clusters, projects and namespaces" }
+                    input #site-search name="q" type="search" placeholder="Search ( / )" autocomplete="off";
                 }
                 form.signout method="post" action="/dashboard/logout" {
                     (csrf(session))

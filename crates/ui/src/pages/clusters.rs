@@ -137,6 +137,32 @@ pub(crate) async fn list(
         url
     };
     let firing = super::alerts::firing(&ui, &session.token, |_| true).await;
+    // Health at a glance, over every cluster the user sees.
+    let all = list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let unhealthy = all
+        .iter()
+        .filter(|c| drover_core::api::cluster_state(c) != "Active")
+        .count();
+    let nodes_not_ready: u64 = all
+        .iter()
+        .map(|c| {
+            let n = c
+                .pointer("/status/nodeCount")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let r = c
+                .pointer("/status/nodesReady")
+                .and_then(Value::as_u64)
+                .unwrap_or(n);
+            n.saturating_sub(r)
+        })
+        .sum();
+    let may_import = session
+        .rules
+        .allows("create", "management.drover.io", "clusters");
     // New clusters appear live on the first, unfiltered page.
     let live_adds = page == 1 && needle.is_empty() && total < PAGE_SIZE;
     Ok(view::page(
@@ -146,9 +172,15 @@ pub(crate) async fn list(
         html! {
             div.heading {
                 h1 { "Clusters" }
-                a.button href="/dashboard/clusters/new" { "Import cluster" }
+                @if may_import {
+                    a.button href="/dashboard/clusters/new" { "Import cluster" }
+                }
             }
             (view::notice(notice_text(q.notice.as_deref())))
+            ul.health #health aria-label="Fleet health" {
+                li data-bad=(unhealthy > 0) { strong { (unhealthy) } " of " (all.len()) " clusters not Active" }
+                li data-bad=(nodes_not_ready > 0) { strong { (nodes_not_ready) } " nodes not Ready" }
+            }
             (super::alerts::section(&firing))
             form.filter method="get" action="/dashboard/clusters" role="search" {
                 label for="q" { "Filter by name" }
@@ -334,6 +366,19 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Markup, UiError> {
+    render_detail(&ui, &session, &id, q.notice.as_deref(), None).await
+}
+
+/// A cluster's page, with `refused` beside the member form when adding a
+/// member was refused.
+pub(crate) async fn render_detail(
+    ui: &Ui,
+    session: &Session,
+    id: &str,
+    notice: Option<&str>,
+    refused: Option<&members::Refused>,
+) -> Result<Markup, UiError> {
+    let (ui, session, id) = (ui, session, id.to_owned());
     let token = &session.token;
     let c = ui
         .api
@@ -359,47 +404,74 @@ pub(crate) async fn detail(
         .unwrap_or_default();
     let members_path = format!("{MGMT}/namespaces/{}/clusterroletemplatebindings", seg(&id));
     let bindings = ui.api.items(&members_path, token).await.unwrap_or_default();
+    let rules = &session.rules;
+    let may_members = rules.allows(
+        "create",
+        "management.drover.io",
+        "clusterroletemplatebindings",
+    );
+    let may_remove = rules.allows(
+        "delete",
+        "management.drover.io",
+        "clusterroletemplatebindings",
+    );
     let member_form = members::form(
-        &ui,
-        &session,
+        ui,
+        session,
         "cluster",
         &format!("/dashboard/clusters/{}/members", seg(&id)),
+        &bindings,
+        refused,
     )
     .await;
     let project_ids: Vec<&str> = projects.iter().map(|p| s(p, "/metadata/name")).collect();
-    let firing =
-        super::alerts::firing(&ui, token, |ns| ns == id || project_ids.contains(&ns)).await;
+    let firing = super::alerts::firing(ui, token, |ns| ns == id || project_ids.contains(&ns)).await;
     let base = format!("/dashboard/clusters/{}", seg(&id));
+    let pending = row.state == "Pending";
+    let requested = if pending {
+        None
+    } else {
+        requested(ui, token, &id).await
+    };
+    let may_import = rules.allows("get", "management.drover.io", "clusterregistrationtokens");
+    let may_delete = rules.allows("delete", "management.drover.io", "clusters");
+    let may_projects = rules.allows("create", "management.drover.io", "projects");
     Ok(view::page(
         &row.display,
-        &session,
+        session,
         Section::Clusters,
         html! {
             div.heading {
                 h1 { (row.display) }
                 div.actions {
+                    a.button href={ (base) "/explore" } { "Explore workloads" }
                     form method="post" action={ (base) "/kubeconfig" } {
-                        (view::csrf(&session))
-                        button type="submit" { "Download kubeconfig" }
+                        (view::csrf(session))
+                        button.secondary type="submit" { "Download kubeconfig" }
                     }
-                    a.button.secondary href={ (base) "/import" } { "Import command" }
-                    a.button.danger href={ (base) "/delete" } { "Delete cluster" }
+                    @if may_import {
+                        a.button.secondary href={ (base) "/import" } { "Import command" }
+                    }
+                    @if may_delete {
+                        a.button.danger href={ (base) "/delete" } { "Delete cluster" }
+                    }
                 }
             }
-            (view::notice(notice_text(q.notice.as_deref())))
+            (view::notice(notice_text(notice)))
             dl.summary {
                 dt { "State" } dd { span #cluster-state data-id=(row.id) { (view::badge(row.state)) } }
                 dt { "ID" } dd { code { (row.id) } }
                 dt { "Kubernetes version" } dd { (row.version) }
                 dt { "Nodes" } dd { (row.nodes) }
-                dt { "CPU" } dd { (row.cpu) }
-                dt { "Memory" } dd { (row.memory) }
+                dt { "CPU requested" } dd #cpu-requested { (usage(requested.map(|r| r.0), c.pointer("/status/allocatable/cpu"), view::cpu)) }
+                dt { "Memory requested" } dd #memory-requested { (usage(requested.map(|r| r.1), c.pointer("/status/allocatable/memory"), view::memory)) }
                 dt { "Last heartbeat" } dd { (view::since(s(&c, "/status/lastHeartbeat"))) }
             }
             (super::alerts::section(&firing))
             section aria-labelledby="nodes-h" {
                 h2 #nodes-h { "Nodes" }
                 @match &nodes {
+                    Err(_) if pending => p.waiting #waiting { "Waiting for the agent: run the import command on the cluster, and its nodes show here once it connects." }
                     Err(e) => p.error { "The nodes cannot be read now: " (e) }
                     Ok(nodes) => div.scroll { table #nodes {
                         thead { tr {
@@ -430,19 +502,88 @@ pub(crate) async fn detail(
                         }
                     } }
                 } }
-                form.inline method="post" action={ (base) "/projects" } {
-                    (view::csrf(&session))
-                    (view::text_field("New project name", "displayName", true))
-                    button type="submit" { "Create project" }
+                @if may_projects {
+                    form.inline method="post" action={ (base) "/projects" } {
+                        (view::csrf(session))
+                        (view::text_field("New project name", "displayName", true))
+                        button type="submit" { "Create project" }
+                    }
                 }
             }
             section aria-labelledby="members-h" {
                 h2 #members-h { "Members" }
-                (members::table(&session, &bindings, &format!("{base}/members")))
-                (member_form)
+                (members::table(session, &bindings, &format!("{base}/members"), may_remove))
+                @if may_members { (member_form) }
             }
         },
     ))
+}
+
+/// CPU (millicores) and memory (milli-bytes) that the pods not yet
+/// finished request, as kube's scheduler counts them (the larger of the
+/// containers' sum and any init container).
+async fn requested(ui: &Ui, token: &str, id: &str) -> Option<(i128, i128)> {
+    let pods = ui
+        .api
+        .items(
+            &format!(
+                "/k8s/clusters/{}/api/v1/pods?fieldSelector={}",
+                seg(id),
+                seg("status.phase!=Succeeded,status.phase!=Failed")
+            ),
+            token,
+        )
+        .await
+        .ok()?;
+    let q = |c: &Value, r: &str| {
+        c.pointer(&format!("/resources/requests/{r}"))
+            .and_then(Value::as_str)
+            .and_then(drover_core::quantity::parse)
+            .unwrap_or(0)
+    };
+    let sum = |list: &Value, r: &str| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| q(c, r))
+            .sum::<i128>()
+    };
+    let max = |list: &Value, r: &str| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| q(c, r))
+            .max()
+            .unwrap_or(0)
+    };
+    Some(pods.iter().fold((0, 0), |(cpu, mem), p| {
+        let spec = &p["spec"];
+        (
+            cpu + sum(&spec["containers"], "cpu").max(max(&spec["initContainers"], "cpu")),
+            mem + sum(&spec["containers"], "memory").max(max(&spec["initContainers"], "memory")),
+        )
+    }))
+}
+
+/// "1.5 of 40 (4%)": requested against allocatable.
+fn usage(
+    requested: Option<i128>,
+    allocatable: Option<&Value>,
+    show: fn(Option<&str>) -> String,
+) -> Markup {
+    let alloc = allocatable.and_then(Value::as_str);
+    let Some(req) = requested else {
+        return html! { "–" };
+    };
+    let req_text = format!("{req}m");
+    let total = alloc.and_then(drover_core::quantity::parse).unwrap_or(0);
+    let share = if total > 0 { req * 100 / total } else { 0 };
+    html! {
+        (show(Some(&req_text))) " of " (show(alloc)) " allocatable"
+        @if total > 0 {
+            " " meter min="0" max=(total) value=(req.min(total)) aria-label="share requested" {} " " (share) "%"
+        }
+    }
 }
 
 /// A project's display name, or its id.

@@ -1,11 +1,14 @@
 //! Members of a cluster or a project: role template bindings, listed,
 //! added (a local user, or a directory user or group found by name as one
-//! types, and a role template of the right context) and removed.
+//! types, and a role template of the right context) and removed. A member
+//! is added once per role: the binding's name is made from the subject and
+//! role, so adding the same pair again is refused by the server as a name
+//! that exists, and the form says so with the choice kept.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -18,9 +21,23 @@ use crate::session::Session;
 use crate::view::{self, s};
 use crate::Ui;
 
+/// A refused "Add member": what was chosen, and why not.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub user: String,
+    pub principal: String,
+    pub role: String,
+    pub message: String,
+}
+
 /// The bindings as a table, each with a remove button posting to
-/// `{action}/{binding}/delete`.
-pub(crate) fn table(session: &Session, bindings: &[Value], action: &str) -> Markup {
+/// `{action}/{binding}/delete` when `may_remove`.
+pub(crate) fn table(
+    session: &Session,
+    bindings: &[Value],
+    action: &str,
+    may_remove: bool,
+) -> Markup {
     html! {
         div.scroll { table.members {
             thead { tr { th scope="col" { "Member" } th scope="col" { "Role" } th scope="col" { span.sr { "Actions" } } } }
@@ -29,28 +46,59 @@ pub(crate) fn table(session: &Session, bindings: &[Value], action: &str) -> Mark
                 @let who = match (s(b, "/spec/userName"), s(b, "/spec/groupName")) { ("", g) => format!("group {g}"), (u, _) => u.to_owned() };
                 tr {
                     td { (who) }
-                    td { (s(b, "/spec/roleTemplateName")) }
-                    td {
+                    td { (role_label(s(b, "/spec/roleTemplateName"))) }
+                    td { @if may_remove {
                         form.inline method="post" action={ (action) "/" (seg(name)) "/delete" } {
                             (view::csrf(session))
                             button.secondary type="submit" aria-label={ "Remove " (who) " as " (s(b, "/spec/roleTemplateName")) } { "Remove" }
                         }
-                    }
+                    } }
                 }
             } }
         } }
     }
 }
 
-/// The add-member form: the users the caller may list (a name field
-/// otherwise), a directory search when a directory is enabled, and the
-/// role templates of `context` (`cluster`, `project`).
-pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str) -> Markup {
+/// One label per built-in role, wherever a role is named.
+pub(crate) fn role_label(name: &str) -> &str {
+    match name {
+        "cluster-owner" => "Cluster Owner",
+        "cluster-member" => "Cluster Member",
+        "project-owner" => "Project Owner",
+        "project-member" => "Project Member",
+        "read-only" => "Read-only",
+        other => other,
+    }
+}
+
+/// The add-member form: the users the caller may list who are not
+/// members yet (a name field otherwise), a directory search when a
+/// directory is enabled, and the role templates of `context` (`cluster`,
+/// `project`); a refused choice comes back selected, with the reason.
+pub(crate) async fn form(
+    ui: &Ui,
+    session: &Session,
+    context: &str,
+    action: &str,
+    existing: &[Value],
+    refused: Option<&Refused>,
+) -> Markup {
+    let members: Vec<&str> = existing.iter().map(|b| s(b, "/spec/userName")).collect();
+    let chosen = refused.map(|r| r.user.as_str()).unwrap_or_default();
     let users = ui
         .api
         .items(&format!("{MGMT}/users"), &session.token)
         .await
-        .ok();
+        .ok()
+        .map(|users| {
+            users
+                .into_iter()
+                .filter(|u| {
+                    let name = s(u, "/metadata/name");
+                    name == chosen || !members.contains(&name)
+                })
+                .collect::<Vec<_>>()
+        });
     let directory = super::auth::providers(ui)
         .await
         .iter()
@@ -72,16 +120,18 @@ pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str
                     Some(users) => select #member-user name="user" required[!directory] {
                         @if directory { option value="" { "(from the directory)" } }
                         @for u in users {
-                            option value=(s(u, "/metadata/name")) { (s(u, "/spec/username")) }
+                            @let name = s(u, "/metadata/name");
+                            option value=(name) selected[name == chosen] { (s(u, "/spec/username")) }
                         }
                     },
-                    None => input #member-user name="user" type="text" required[!directory];
+                    None => input #member-user name="user" type="text" required[!directory] value=(chosen);
                 }
             }
             @if directory {
                 div.field {
                     label for="member-principal" { "or a directory user or group" }
                     input #member-principal name="principal" type="search" list="member-principals"
+                        value=(refused.map(|r| r.principal.as_str()).unwrap_or_default())
                         autocomplete="off" placeholder="Type a name" data-principal-search="member-principals";
                     datalist #member-principals {}
                 }
@@ -91,13 +141,34 @@ pub(crate) async fn form(ui: &Ui, session: &Session, context: &str, action: &str
                 select #member-role name="role" required {
                     @for r in &roles {
                         @let name = s(r, "/metadata/name");
-                        option value=(name) { (match s(r, "/spec/displayName") { "" => name, d => d }) }
+                        option value=(name) selected[refused.is_some_and(|f| f.role == name)] { (role_label(match s(r, "/spec/displayName") { "" => name, d => d })) }
                     }
                 }
             }
-            button type="submit" { "Add member" }
+            button type="submit" aria-describedby=[refused.is_some().then_some("member-error")] { "Add member" }
+        }
+        @if let Some(r) = refused {
+            p.error #member-error role="alert" { (r.message) }
         }
     }
+}
+
+/// Whether a binding in `collection` already gives `who` (in `field`)
+/// the role `role`, whatever its name.
+async fn exists(
+    ui: &Ui,
+    token: &str,
+    collection: &str,
+    field: &str,
+    who: &str,
+    role: &str,
+) -> bool {
+    ui.api
+        .items(collection, token)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|b| s(b, &format!("/spec/{field}")) == who && s(b, "/spec/roleTemplateName") == role)
 }
 
 #[derive(Deserialize)]
@@ -110,6 +181,36 @@ pub(crate) struct NewMember {
 }
 
 impl NewMember {
+    /// The binding's name: the same for the same subject and role, so a
+    /// second add is refused as existing.
+    fn binding_name(&self, field: &str, who: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{field}\0{who}\0{}", self.role).as_bytes());
+        format!("m-{}", &hex::encode(digest)[..16])
+    }
+
+    /// The refusal to show with the form.
+    fn refused(&self, message: String) -> Refused {
+        Refused {
+            user: self.user.clone(),
+            principal: self.principal.clone(),
+            role: self.role.clone(),
+            message,
+        }
+    }
+
+    /// The words for a refusal of this add.
+    fn why(&self, who: &str, error: UiError) -> Result<String, UiError> {
+        match error {
+            UiError::Api { status: 409, .. } => Ok(format!(
+                "{who} is already a member with the role {}.",
+                role_label(&self.role)
+            )),
+            UiError::Api { message, .. } | UiError::BadRequest(message) => Ok(message),
+            other => Err(other),
+        }
+    }
+
     /// The binding's subject: a directory principal (a group's goes in
     /// `groupName`), else the local user.
     fn subject(&self) -> Result<(&'static str, &str), UiError> {
@@ -131,19 +232,42 @@ pub(crate) async fn add_to_cluster(
     Path(id): Path<String>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let (field, who) = form.subject()?;
+    let (field, who) = match form.subject() {
+        Ok(s) => s,
+        Err(e) => {
+            let r = form.refused(form.why("", e)?);
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                super::clusters::render_detail(&ui, &session, &id, None, Some(&r)).await?,
+            )
+                .into_response());
+        }
+    };
     let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ClusterRoleTemplateBinding",
-        "metadata": {"generateName": "m-"},
+        "metadata": {"name": form.binding_name(field, who)},
         "spec": {"roleTemplateName": form.role, "clusterName": id}});
     body["spec"][field] = json!(who);
-    ui.api
-        .call(
-            Method::POST,
-            &format!("{MGMT}/namespaces/{}/clusterroletemplatebindings", seg(&id)),
-            &session.token,
-            Some(&body),
+    let collection = format!("{MGMT}/namespaces/{}/clusterroletemplatebindings", seg(&id));
+    let added = match exists(&ui, &session.token, &collection, field, who, &form.role).await {
+        true => Err(UiError::Api {
+            status: 409,
+            message: String::new(),
+        }),
+        false => {
+            ui.api
+                .call(Method::POST, &collection, &session.token, Some(&body))
+                .await
+        }
+    };
+    if let Err(e) = added {
+        let status = e.status();
+        let r = form.refused(form.why(who, e)?);
+        return Ok((
+            status,
+            super::clusters::render_detail(&ui, &session, &id, None, Some(&r)).await?,
         )
-        .await?;
+            .into_response());
+    }
     Ok(Redirect::to(&format!(
         "/dashboard/clusters/{}?notice=member-added",
         seg(&id)
@@ -183,22 +307,45 @@ pub(crate) async fn add_to_project(
     Path((id, pid)): Path<(String, String)>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let (field, who) = form.subject()?;
+    let (field, who) = match form.subject() {
+        Ok(s) => s,
+        Err(e) => {
+            let r = form.refused(form.why("", e)?);
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                super::projects::render(&ui, &session, &id, &pid, None, Some(&r)).await?,
+            )
+                .into_response());
+        }
+    };
     let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
-        "metadata": {"generateName": "m-"},
+        "metadata": {"name": form.binding_name(field, who)},
         "spec": {"roleTemplateName": form.role, "projectName": format!("{id}:{pid}")}});
     body["spec"][field] = json!(who);
-    ui.api
-        .call(
-            Method::POST,
-            &format!(
-                "{MGMT}/namespaces/{}/projectroletemplatebindings",
-                seg(&pid)
-            ),
-            &session.token,
-            Some(&body),
+    let collection = format!(
+        "{MGMT}/namespaces/{}/projectroletemplatebindings",
+        seg(&pid)
+    );
+    let added = match exists(&ui, &session.token, &collection, field, who, &form.role).await {
+        true => Err(UiError::Api {
+            status: 409,
+            message: String::new(),
+        }),
+        false => {
+            ui.api
+                .call(Method::POST, &collection, &session.token, Some(&body))
+                .await
+        }
+    };
+    if let Err(e) = added {
+        let status = e.status();
+        let r = form.refused(form.why(who, e)?);
+        return Ok((
+            status,
+            super::projects::render(&ui, &session, &id, &pid, None, Some(&r)).await?,
         )
-        .await?;
+            .into_response());
+    }
     Ok(Redirect::to(&format!(
         "/dashboard/clusters/{}/projects/{}?notice=member-added",
         seg(&id),

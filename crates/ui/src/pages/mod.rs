@@ -7,3 +7,4 @@ pub(crate) mod clusters;
 pub(crate) mod members;
 pub(crate) mod projects;
 pub(crate) mod providers;
+pub(crate) mod search;

@@ -30,6 +30,20 @@ pub(crate) async fn detail(
     Path((id, pid)): Path<(String, String)>,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Markup, UiError> {
+    render(&ui, &session, &id, &pid, q.notice.as_deref(), None).await
+}
+
+/// A project's page, with `refused` beside the member form when adding a
+/// member was refused.
+pub(crate) async fn render(
+    ui: &Ui,
+    session: &Session,
+    id: &str,
+    pid: &str,
+    notice: Option<&str>,
+    refused: Option<&members::Refused>,
+) -> Result<Markup, UiError> {
+    let (id, pid) = (id.to_owned(), pid.to_owned());
     let token = &session.token;
     let project = ui
         .api
@@ -75,9 +89,42 @@ pub(crate) async fn detail(
         )
         .await
         .unwrap_or_default();
-    let firing = super::alerts::firing(&ui, token, |ns| ns == pid).await;
+    let firing = super::alerts::firing(ui, token, |ns| ns == pid).await;
     let base = format!("/dashboard/clusters/{}/projects/{}", seg(&id), seg(&pid));
-    let member_form = members::form(&ui, &session, "project", &format!("{base}/members")).await;
+    let member_form = members::form(
+        ui,
+        session,
+        "project",
+        &format!("{base}/members"),
+        &bindings,
+        refused,
+    )
+    .await;
+    let project_rules = crate::access::Rules::management(&ui.api, token, &pid).await;
+    let may_members = project_rules.allows(
+        "create",
+        "management.drover.io",
+        "projectroletemplatebindings",
+    );
+    let may_remove = project_rules.allows(
+        "delete",
+        "management.drover.io",
+        "projectroletemplatebindings",
+    );
+    let may_quota = session
+        .rules
+        .allows("update", "management.drover.io", "projects");
+    let cluster_name = crate::explorer::cluster_name(ui, token, &id).await;
+    // Owners and members of the project make namespaces in it (Drover
+    // decides, not the cluster's RBAC); cluster owners move them.
+    let may_namespaces = may_quota
+        || bindings.iter().any(|b| {
+            s(b, "/spec/userName") == session.user
+                && matches!(
+                    s(b, "/spec/roleTemplateName"),
+                    "project-owner" | "project-member"
+                )
+        });
     let limits: BTreeMap<String, String> = project
         .pointer("/spec/resourceQuota/limit")
         .and_then(Value::as_object)
@@ -89,12 +136,12 @@ pub(crate) async fn detail(
         .unwrap_or_default();
     Ok(view::page(
         project_name(&project),
-        &session,
+        session,
         Section::Clusters,
         html! {
-            p.crumbs { a href={ "/dashboard/clusters/" (seg(&id)) } { "Cluster " (id) } " › project" }
+            (crate::explorer::crumbs(&id, &cluster_name, &[(project_name(&project).to_owned(), None)]))
             h1 { (project_name(&project)) }
-            (view::notice(notice_text(q.notice.as_deref())))
+            (view::notice(notice_text(notice)))
             (super::alerts::section(&firing))
             section aria-labelledby="quota-h" {
                 h2 #quota-h { "Quota" }
@@ -122,7 +169,7 @@ pub(crate) async fn detail(
                         } }
                     }
                 }
-                (quota_form(&session, &format!("{base}/quota"), &project))
+                @if may_quota { (quota_form(session, &format!("{base}/quota"), &project)) }
             }
             section aria-labelledby="ns-h" {
                 h2 #ns-h { "Namespaces" }
@@ -130,13 +177,13 @@ pub(crate) async fn detail(
                     p.error { "The namespaces cannot be read now: " (e) }
                 }
                 div.scroll { table #namespaces {
-                    thead { tr { th scope="col" { "Namespace" } th scope="col" { "Move to project" } } }
+                    thead { tr { th scope="col" { "Namespace" } @if may_quota { th scope="col" { "Move to project" } } } }
                     tbody { @for ns in &mine {
                         tr {
-                            td { (ns) }
-                            td {
+                            td { a href={ "/dashboard/clusters/" (seg(&id)) "/explore?ns=" (seg(ns)) } { (ns) } }
+                            @if may_quota { td {
                                 form.inline method="post" action={ (base) "/namespaces/" (seg(ns)) "/move" } {
-                                    (view::csrf(&session))
+                                    (view::csrf(session))
                                     label.sr for={ "move-" (ns) } { "Project for " (ns) }
                                     select id={ "move-" (ns) } name="project" {
                                         @for p in &others {
@@ -145,20 +192,22 @@ pub(crate) async fn detail(
                                     }
                                     button.secondary type="submit" { "Move" }
                                 }
-                            }
+                            } }
                         }
                     } }
                 } }
-                form.inline method="post" action={ (base) "/namespaces" } {
-                    (view::csrf(&session))
-                    (view::text_field("New namespace", "name", true))
-                    button type="submit" { "Create namespace" }
+                @if may_namespaces {
+                    form.inline method="post" action={ (base) "/namespaces" } {
+                        (view::csrf(session))
+                        (view::text_field("New namespace", "name", true))
+                        button type="submit" { "Create namespace" }
+                    }
                 }
             }
             section aria-labelledby="members-h" {
                 h2 #members-h { "Members" }
-                (members::table(&session, &bindings, &format!("{base}/members")))
-                (member_form)
+                (members::table(session, &bindings, &format!("{base}/members"), may_remove))
+                @if may_members { (member_form) }
             }
         },
     ))
