@@ -13,12 +13,12 @@ use crate::CliError;
 /// `drover alerts …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum AlertsCommand {
-    /// List firing alerts: rule, where, condition, severity, since when
-    /// and what is affected.
+    /// List firing alerts: rule, where, condition, severity, since when and what is affected
     ///
     /// Examples:
     ///   drover alerts ls
     ///   drover alerts ls --all -o yaml
+    #[command(verbatim_doc_comment)]
     #[command(alias = "list")]
     Ls {
         /// Every rule, firing or not.
@@ -33,21 +33,22 @@ pub enum AlertsCommand {
 /// `drover notifiers …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum NotifiersCommand {
-    /// List notifiers (admins).
+    /// List notifiers (admins)
     ///
     /// Example:
     ///   drover notifiers ls
+    #[command(verbatim_doc_comment)]
     #[command(alias = "list")]
     Ls {
         /// How to print.
         #[command(flatten)]
         out: Output,
     },
-    /// Send a test message through a notifier and say how it went (exit 1
-    /// when it failed).
+    /// Send a test message through a notifier and say how it went (exit 1 when it failed)
     ///
     /// Example:
     ///   drover notifiers test ops-webhook
+    #[command(verbatim_doc_comment)]
     Test {
         /// The notifier.
         name: String,

@@ -16,12 +16,13 @@ use crate::CliError;
 /// `drover backup …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCommand {
-    /// Back up the server now (a one-shot Backup), or on a schedule.
+    /// Back up the server now (a one-shot Backup), or on a schedule
     ///
     /// Examples:
     ///   drover backup create --wait
     ///   drover backup create --location s3://backups/drover --encrypt --wait
     ///   drover backup create --name nightly --schedule "0 3 * * *" --retention 14
+    #[command(verbatim_doc_comment)]
     Create {
         /// Where the file goes: file:///DIR on the server, or
         /// s3://BUCKET/PREFIX (default: the server's DATA_DIR/backups).
@@ -46,11 +47,12 @@ pub enum BackupCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// List Backups and their state; with a location, the files there.
+    /// List Backups and their state; with a location, the files there
     ///
     /// Examples:
     ///   drover backup ls
     ///   drover backup ls s3://backups/drover
+    #[command(verbatim_doc_comment)]
     #[command(alias = "list")]
     Ls {
         /// A location to list the files of (read from here, not through
@@ -74,12 +76,12 @@ pub enum BackupCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Restore a backup into an empty datastore (no server running on it),
-    /// then start a server on it.
+    /// Restore a backup into an empty datastore (no server running on it), then start a server on it
     ///
     /// Examples:
     ///   drover backup restore ./nightly-…-r4242.drbk --data-dir /var/lib/drover
     ///   drover backup restore s3://backups/drover --datastore postgres://… --to-time 2026-11-26T10:15:00Z --log-archive s3://backups/drover-log
+    #[command(verbatim_doc_comment)]
     Restore {
         /// A backup file (local, file:///…, s3://…), or a location to take
         /// the newest backup from (before --to-time / --to-revision).

@@ -18,9 +18,7 @@ pub enum CertsCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Rotate Drover's own CA: trust a new CA beside the old, give every
-    /// connected agent its checksum, serve a certificate from it, then
-    /// retire the old. No cluster is imported again.
+    /// Rotate Drover's own CA: trust a new CA beside the old, give every connected agent its checksum, serve a certificate from it, then retire the old. No cluster is imported again
     ///
     /// Afterwards, run drover login again (it shows the new CA) and
     /// download kubeconfigs again: the old CA is no longer trusted.
@@ -29,6 +27,7 @@ pub enum CertsCommand {
     ///   drover certs rotate-ca
     ///   drover certs rotate-ca --force
     ///   drover certs rotate-ca --abort
+    #[command(verbatim_doc_comment)]
     RotateCa {
         /// Rotate even if a connected agent does not take the new checksum
         /// (its cluster then needs its import manifest applied again).

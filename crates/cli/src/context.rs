@@ -16,13 +16,13 @@ use crate::CliError;
 /// `drover context …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ContextCommand {
-    /// Make a cluster (and a project) current. Without an argument, on a
-    /// terminal, pick from a list.
+    /// Make a cluster (and a project) current. Without an argument, on a terminal, pick from a list
     ///
     /// Examples:
     ///   drover context switch prod-east
     ///   drover context switch prod-east/web
     ///   drover context switch
+    #[command(verbatim_doc_comment)]
     Switch {
         /// CLUSTER or CLUSTER/PROJECT, by name or id.
         target: Option<String>,

@@ -137,11 +137,12 @@ impl CliError {
 /// The CLI's commands (subcommands of `drover`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log in to a Drover server and make it current.
+    /// Log in to a Drover server and make it current
     ///
     /// Examples:
     ///   drover login https://drover.example.com --username alice
     ///   drover login https://127.0.0.1:8443 --token token-abcde:SECRET --cacert ca.pem
+    #[command(verbatim_doc_comment)]
     Login(login::LoginArgs),
     /// Log out: revoke the token on the server and forget it here.
     ///
@@ -151,18 +152,20 @@ pub enum Command {
     ///
     /// Example: drover whoami -o json
     Whoami(login::WhoamiArgs),
-    /// The current cluster and project.
+    /// The current cluster and project
     ///
     /// Examples:
     ///   drover context switch prod-east/web
     ///   drover context current
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Context(context::ContextCommand),
-    /// Clusters: list, show, create (import), remove.
+    /// Clusters: ls, get, create (import), rm, import-command
     ///
     /// Examples:
     ///   drover clusters ls
     ///   drover clusters create prod-east
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "cluster")]
     Clusters(resources::ClustersCommand),
     /// Print a kubeconfig that reaches a cluster through Drover.
@@ -173,30 +176,34 @@ pub enum Command {
     ///
     /// Example: drover kubectl get pods -A
     Kubectl(context::KubectlArgs),
-    /// Projects of a cluster, and their quotas.
+    /// Projects of a cluster, and their quotas
     ///
     /// Examples:
     ///   drover projects create web --cluster prod-east
     ///   drover projects quota web --limit pods=50 --namespace-default pods=10
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "project")]
     Projects(resources::ProjectsCommand),
-    /// Project secrets: copied into every namespace of their project.
+    /// Project secrets: copied into every namespace of their project
     ///
     /// Examples:
     ///   drover secrets create generic api --from-literal token=abc --project web
     ///   drover secrets ls --project web
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "secret")]
     Secrets(project_secrets::SecretsCommand),
-    /// Alerts firing across your clusters and projects.
+    /// Alerts firing across your clusters and projects
     ///
     /// Example:
     ///   drover alerts ls
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "alert")]
     Alerts(alerts::AlertsCommand),
-    /// Where alerts go (admins): list, and send a test message.
+    /// Where alerts go (admins): list, and send a test message
     ///
     /// Example:
     ///   drover notifiers test ops-webhook
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "notifier")]
     Notifiers(alerts::NotifiersCommand),
     /// Namespaces of a cluster and their projects.
@@ -214,11 +221,12 @@ pub enum Command {
     /// Example: drover users create bob --password-stdin < password.txt
     #[command(subcommand, alias = "user")]
     Users(resources::UsersCommand),
-    /// Authentication providers: LDAP, Active Directory, OIDC (admins).
+    /// Authentication providers: LDAP, Active Directory, OIDC (admins)
     ///
     /// Examples:
     ///   drover providers apply -f ldap.yaml
     ///   drover providers disable ldap
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "provider")]
     Providers(resources::ProvidersCommand),
     /// Your API tokens.
@@ -231,11 +239,12 @@ pub enum Command {
     /// Example: drover backup create --wait
     #[command(subcommand, alias = "backups")]
     Backup(backups::BackupCommand),
-    /// The server's certificates, and CA rotation (admins).
+    /// The server's certificates, and CA rotation (admins)
     ///
     /// Examples:
     ///   drover certs ls
     ///   drover certs rotate-ca
+    #[command(verbatim_doc_comment)]
     #[command(subcommand, alias = "cert")]
     Certs(certs::CertsCommand),
 }

@@ -42,12 +42,13 @@ pub enum SecretsCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Create a project secret, copied into every namespace of the project.
+    /// Create a project secret, copied into every namespace of the project
     ///
     /// Examples:
     ///   drover secrets create generic api --from-literal token=abc --from-file ca.crt --project web
     ///   drover secrets create tls web-cert --cert tls.crt --key tls.key --project web
     ///   drover secrets create docker-registry regcred --docker-server registry.example --docker-username ci --docker-password-stdin --project web < password.txt
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Create(CreateSecret),
     /// Remove a project secret (and its copies).

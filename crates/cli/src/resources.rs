@@ -215,13 +215,13 @@ pub enum ProjectsCommand {
         #[arg(long)]
         move_namespaces_to_default: bool,
     },
-    /// Show a project's quota, what its namespaces use and each one's
-    /// share; or change them.
+    /// Show a project's quota, what its namespaces use and each one's share; or change them
     ///
     /// Examples:
     ///   drover projects quota web
     ///   drover projects quota web --limit pods=50 --limit requests.cpu=8 --namespace-default pods=10
     ///   drover projects quota web --namespace-limit web-prod:pods=20
+    #[command(verbatim_doc_comment)]
     Quota(crate::project_secrets::QuotaArgs),
 }
 

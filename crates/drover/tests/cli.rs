@@ -392,3 +392,98 @@ fn the_cli_from_login_to_kubectl() {
     let recorded = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("context-picker.txt");
     std::fs::write(recorded, &screen).unwrap();
 }
+
+/// The commands under `path` that `drover <path> --help` lists.
+fn subcommands(path: &[String]) -> Vec<String> {
+    let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut listing = false;
+    for line in help.lines() {
+        if line == "Commands:" {
+            listing = true;
+            continue;
+        }
+        if listing {
+            match line
+                .strip_prefix("  ")
+                .and_then(|l| l.split_whitespace().next())
+            {
+                Some(name) if !line.starts_with("   ") => {
+                    if name != "help" {
+                        found.push(name.to_owned());
+                    }
+                }
+                Some(_) => {}
+                None => listing = false,
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_help_names_real_commands_with_one_example_per_line() {
+    // Every command path, from the top.
+    let mut paths: Vec<Vec<String>> = vec![Vec::new()];
+    let mut i = 0;
+    while i < paths.len() {
+        let path = paths[i].clone();
+        for sub in subcommands(&path) {
+            let mut p = path.clone();
+            p.push(sub);
+            paths.push(p);
+        }
+        i += 1;
+    }
+    assert!(paths.len() > 60, "found only {} commands", paths.len());
+    let known: std::collections::BTreeSet<String> = paths.iter().map(|p| p.join(" ")).collect();
+    let mut examples = 0;
+    for path in &paths {
+        let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        for line in help.lines() {
+            let text = line.trim();
+            assert!(
+                text.split_whitespace().filter(|w| *w == "drover").count() <= 1,
+                "`drover {}` --help runs examples together: {line:?}",
+                path.join(" ")
+            );
+            let example = text
+                .strip_prefix("Example: ")
+                .or_else(|| text.starts_with("drover ").then_some(text));
+            let Some(example) = example else { continue };
+            // A pipeline's drover part (`echo … | drover users create …`).
+            let Some(at) = example.find("drover ") else {
+                continue;
+            };
+            let example = &example[at..];
+            examples += 1;
+            // The example's command path (words up to the first argument
+            // that is not a command) must be a real one.
+            let words: Vec<&str> = example.split_whitespace().skip(1).collect();
+            let mut longest = String::new();
+            for n in 1..=words.len() {
+                let candidate = words[..n].join(" ");
+                if known.contains(&candidate) {
+                    longest = candidate;
+                }
+            }
+            assert!(
+                !longest.is_empty(),
+                "`drover {}` --help shows an example of no command: {example:?}",
+                path.join(" ")
+            );
+        }
+        if path.first().map(String::as_str) == Some("clusters") && path.len() == 1 {
+            assert!(!help.contains("show"), "`clusters` has no `show`: {help}");
+        }
+    }
+    assert!(examples > 40, "only {examples} examples found");
+    let top = Command::new(BIN).arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.contains("Clusters: ls, get, create (import), rm, import-command"),
+        "{top}"
+    );
+}
