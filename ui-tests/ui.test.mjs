@@ -220,6 +220,10 @@ try {
   await page.getByLabel("pods namespace default").fill("50");
   await page.getByRole("button", { name: "Save quota" }).click();
   await page.getByText(/must not exceed the project's limit/).waitFor();
+  // Refused in place: the page, its navigation and the input stay.
+  assert.equal(await page.getByLabel("pods namespace default").inputValue(), "50", "the input is kept");
+  assert.equal(await page.getByRole("link", { name: "API keys" }).count(), 1, "inside the normal page");
+  await shot("06-project-quota-refused");
   await page.goto(`${url}/dashboard/clusters/${existing}`);
   await page.getByRole("link", { name: "team" }).click();
   assert.match(await page.locator("dl.quota").textContent(), /2 of 20/);
@@ -563,7 +567,7 @@ try {
   await page.getByLabel(/to confirm/).fill("not the id");
   await page.getByRole("button", { name: "Delete cluster" }).click();
   await page.getByText(/type the cluster's id/).waitFor();
-  await page.goBack();
+  assert.equal(await page.getByLabel(/to confirm/).inputValue(), "not the id", "the input is kept");
   await page.getByLabel(/to confirm/).fill(id);
   await page.getByRole("button", { name: "Delete cluster" }).click();
   await page.getByText("The cluster is being removed.").waitFor();

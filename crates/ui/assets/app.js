@@ -248,6 +248,53 @@ function shell(section) {
   });
 }
 
+// Forms are sent in the background, so that a refusal shows beside its
+// form with what was entered kept, inside the page: a generic error page
+// (data-error-page) gives its message; any other answer replaces the page
+// (a redirect is followed). Forms marked data-native (sign-in, sign-out,
+// downloads) are sent as the browser does.
+function sendInPlace(form) {
+  form.addEventListener("submit", async (e) => {
+    if (form.method.toLowerCase() !== "post" || "native" in form.dataset) return;
+    e.preventDefault();
+    const body = new URLSearchParams(new FormData(form, e.submitter));
+    let res;
+    try {
+      res = await fetch(form.action, { method: "POST", body, credentials: "same-origin" });
+    } catch {
+      form.submit();
+      return;
+    }
+    const html = await res.text();
+    const doc = new DOMParser().parseFromString(html, "text/html");
+    const refused = doc.querySelector("main[data-error-page] #error-message");
+    if (!res.ok && refused) {
+      let note = form.nextElementSibling;
+      if (!note || !note.classList.contains("form-error")) {
+        note = document.createElement("p");
+        note.className = "error form-error";
+        note.setAttribute("role", "alert");
+        note.id = "form-error-" + Math.random().toString(36).slice(2);
+        form.after(note);
+      }
+      note.textContent = refused.textContent;
+      for (const el of form.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+        el.setAttribute("aria-describedby", note.id);
+      }
+      const first = form.querySelector("input:not([type=hidden]), select, textarea");
+      if (first) first.focus();
+      return;
+    }
+    if (res.redirected) {
+      window.location.assign(res.url);
+      return;
+    }
+    document.open();
+    document.write(html);
+    document.close();
+  });
+}
+
 document.addEventListener("keydown", (e) => {
   if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
   const t = e.target;
@@ -259,7 +306,8 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
-document.addEventListener("DOMContentLoaded", () => {
+function start() {
+  for (const form of document.querySelectorAll("form[method=post]")) sendInPlace(form);
   const explorer = document.getElementById("explorer");
   if (explorer && explorer.dataset.watch) liveList(explorer);
   const logs = document.getElementById("logs");
@@ -281,4 +329,12 @@ document.addEventListener("DOMContentLoaded", () => {
   if (single) {
     follow("", (row) => { if (row.id === single.dataset.id) setBadge(single, row.state); }, single.dataset.id);
   }
-});
+}
+
+// Once every deferred script (the terminal's too) has run; at once if the
+// page was written over a form's page after loading (sendInPlace).
+if (document.readyState === "complete") {
+  start();
+} else {
+  document.addEventListener("DOMContentLoaded", start);
+}

@@ -42,7 +42,7 @@ pub(crate) fn page(title: &str, session: &Session, section: Section, main: Marku
                     label.sr for="site-search" { "Search clusters, projects and namespaces" }
                     input #site-search name="q" type="search" placeholder="Search ( / )" autocomplete="off";
                 }
-                form.signout method="post" action="/dashboard/logout" {
+                form.signout method="post" action="/dashboard/logout" data-native {
                     (csrf(session))
                     span.who { "Signed in as " strong { (session.user) } }
                     button type="submit" { "Sign out" }
@@ -84,14 +84,26 @@ fn frame(title: &str, body: Markup) -> Markup {
     }
 }
 
-/// An error page.
+/// An error page, with the sections' links (who is signed in is not known
+/// here). A form sent from a page in the background (`app.js`) shows its
+/// message beside the form instead, the input kept.
 pub(crate) fn error_page(title: &str, message: &str) -> Markup {
-    bare(
+    frame(
         title,
         html! {
-            h1 { (title) }
-            p.error role="alert" { (message) }
-            p { a href="/dashboard/clusters" { "Back to the clusters" } }
+            header.top {
+                a.brand href="/dashboard/clusters" { "Drover" }
+                nav aria-label="Main" { ul {
+                    li { a href="/dashboard/clusters" { "Clusters" } }
+                    li { a href="/dashboard/tokens" { "API keys" } }
+                    li { a href="/dashboard/settings" { "Settings" } }
+                } }
+            }
+            main #main.narrow tabindex="-1" data-error-page {
+                h1 { (title) }
+                p.error #error-message role="alert" { (message) }
+                p { a href="/dashboard/clusters" { "Back to the clusters" } }
+            }
         },
     )
 }

@@ -63,7 +63,7 @@ fn login_form(csrf: &str, username: &str, error: Option<&str>, providers: &[Stri
             @if providers.iter().any(|p| p == "oidc") {
                 p { a.button #oidc href="/dashboard/login/oidc" { "Sign in with single sign-on" } }
             }
-            form method="post" action="/dashboard/login" {
+            form method="post" action="/dashboard/login" data-native {
                 input type="hidden" name=(CSRF_FIELD) value=(csrf);
                 @if password_providers.len() > 1 {
                     div.field {
@@ -303,7 +303,7 @@ fn password_form(session: &Session, error: Option<&str>, forced: bool) -> Markup
             h1 { "Change your password" }
             @if forced { p { "Your account must have a new password before you go on." } }
             @if let Some(e) = error { p.error role="alert" { (e) } }
-            form method="post" action="/dashboard/password" {
+            form method="post" action="/dashboard/password" data-native {
                 (view::csrf(session))
                 div.field {
                     label for="current" { "Current password" }

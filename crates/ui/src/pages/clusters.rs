@@ -445,7 +445,7 @@ pub(crate) async fn render_detail(
                 h1 { (row.display) }
                 div.actions {
                     a.button href={ (base) "/explore" } { "Explore workloads" }
-                    form method="post" action={ (base) "/kubeconfig" } {
+                    form method="post" action={ (base) "/kubeconfig" } data-native {
                         (view::csrf(session))
                         button.secondary type="submit" { "Download kubeconfig" }
                     }
