@@ -258,16 +258,18 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         }
         body = Body::from(bytes);
     }
-    // A plain JSON list of namespaces (not a watch, a table or protobuf).
-    let list_of_namespaces = parts.method == axum::http::Method::GET
-        && path.split('?').next() == Some("/api/v1/namespaces")
-        && !path.contains("watch=")
-        && parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|a| !a.contains("as=Table") && !a.contains("protobuf"));
-    let list_path = path.clone();
+    // A plain JSON list of namespaces (not a watch, a table or protobuf):
+    // the selectors it filters by, for [`own_namespaces`].
+    let list_of_namespaces = (parts.method == axum::http::Method::GET)
+        .then(|| namespace_list_selectors(&path))
+        .flatten()
+        .filter(|_| {
+            parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|a| !a.contains("as=Table") && !a.contains("protobuf"))
+        });
     let mut out = axum::http::Request::builder()
         .method(parts.method)
         .uri(path)
@@ -316,8 +318,8 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
             return e.into_response_for(&cluster);
         }
     };
-    if resp.status() == StatusCode::FORBIDDEN && list_of_namespaces {
-        return own_namespaces(&state, &snapshot, &identity.user, &cluster, &list_path).await;
+    if let Some(selectors) = list_of_namespaces.filter(|_| resp.status() == StatusCode::FORBIDDEN) {
+        return own_namespaces(&state, &snapshot, &identity.user, &cluster, &selectors).await;
     }
     if let Some((write, decision)) = membership {
         // The cluster accepted the write: now, and only now, the namespace's
@@ -373,6 +375,27 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
     Response::from_parts(parts, body)
 }
 
+/// For a list of namespaces (`/api/v1/namespaces`, no `watch` however
+/// spelled), its label and field selectors as a query to send on (nothing
+/// else of the caller's query: no paging, watching or timeouts).
+fn namespace_list_selectors(path: &str) -> Option<String> {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    if route != "/api/v1/namespaces" {
+        return None;
+    }
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "watch" => return None,
+            "labelSelector" | "fieldSelector" => {
+                out.append_pair(&k, &v);
+            }
+            _ => {}
+        }
+    }
+    Some(out.finish())
+}
+
 /// Largest list of namespaces read for [`own_namespaces`].
 const MAX_NAMESPACE_LIST: usize = 64 * 1024 * 1024;
 
@@ -386,7 +409,7 @@ async fn own_namespaces(
     snapshot: &drover_auth::policy::Snapshot,
     user: &drover_rbac::UserInfo,
     cluster: &str,
-    path: &str,
+    selectors: &str,
 ) -> Response {
     let forbidden = || {
         ApiError::forbidden_because(format!(
@@ -405,7 +428,11 @@ async fn own_namespaces(
     };
     let req = axum::http::Request::builder()
         .method(axum::http::Method::GET)
-        .uri(path)
+        .uri(if selectors.is_empty() {
+            "/api/v1/namespaces".to_owned()
+        } else {
+            format!("/api/v1/namespaces?{selectors}")
+        })
         .version(axum::http::Version::HTTP_11)
         .header(header::HOST, "kubernetes.default.svc")
         .header(header::ACCEPT, "application/json")
@@ -434,6 +461,10 @@ async fn own_namespaces(
         )
         .into_response();
     };
+    // Only a list goes back, narrowed; anything else is refused.
+    if list["kind"] != "NamespaceList" || !list["items"].is_array() {
+        return forbidden();
+    }
     let own = |ns: &serde_json::Value| {
         let name = ns["metadata"]["name"].as_str().unwrap_or_default();
         let uid = ns["metadata"]["uid"].as_str().unwrap_or_default();
@@ -599,6 +630,30 @@ mod tests {
 
     fn s(uri: &str) -> Option<(String, String)> {
         split(&uri.parse().unwrap()).map(|(c, p)| (c.to_owned(), p))
+    }
+
+    #[test]
+    fn only_plain_namespace_lists_are_narrowed() {
+        assert_eq!(
+            namespace_list_selectors("/api/v1/namespaces").as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            namespace_list_selectors(
+                "/api/v1/namespaces?limit=500&labelSelector=a%3Db&continue=x&timeoutSeconds=9"
+            )
+            .as_deref(),
+            Some("labelSelector=a%3Db")
+        );
+        for watch in ["?watch=true", "?%77atch=1", "?watch", "?limit=1&watch=0"] {
+            assert_eq!(
+                namespace_list_selectors(&format!("/api/v1/namespaces{watch}")),
+                None,
+                "{watch}"
+            );
+        }
+        assert_eq!(namespace_list_selectors("/api/v1/namespaces/x"), None);
+        assert_eq!(namespace_list_selectors("/api/v1/namespacesx"), None);
     }
 
     #[test]
