@@ -619,16 +619,54 @@ fn derived(column: &Column, obj: &Value) -> Value {
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
             Value::from(format!("{ready}/{}", arr_len("/spec/containers")))
         }
-        "#restarts" => Value::from(
-            obj.pointer("/status/containerStatuses")
+        // kubectl's: the restarts, and how long ago the last one was.
+        "#restarts" => {
+            let statuses = obj
+                .pointer("/status/containerStatuses")
                 .and_then(Value::as_array)
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| c["restartCount"].as_i64())
-                        .sum::<i64>()
-                })
-                .unwrap_or(0),
-        ),
+                .cloned()
+                .unwrap_or_default();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
+            let last = statuses
+                .iter()
+                .filter_map(|c| c.pointer("/lastState/terminated/finishedAt")?.as_str())
+                .max();
+            Value::from(match last {
+                Some(at) if restarts > 0 => {
+                    format!("{restarts} ({} ago)", drover_core::meta::age(at))
+                }
+                _ => restarts.to_string(),
+            })
+        }
+        // kubectl's: the first container's waiting or terminated reason
+        // over the phase, Terminating while deleted.
+        "#pod-status" => {
+            let mut reason = match s("/status/reason") {
+                r if r.is_empty() => s("/status/phase"),
+                r => r,
+            };
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for c in statuses.iter().rev() {
+                let waiting = c.pointer("/state/waiting/reason").and_then(Value::as_str);
+                let terminated = c
+                    .pointer("/state/terminated/reason")
+                    .and_then(Value::as_str);
+                if let Some(r) = waiting.or(terminated).filter(|r| !r.is_empty()) {
+                    reason = r.to_owned();
+                }
+            }
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                reason = "Terminating".to_owned();
+            }
+            Value::from(reason)
+        }
         "#ready-replicas" => Value::from(format!(
             "{}/{}",
             obj.pointer("/status/readyReplicas")
@@ -1061,8 +1099,8 @@ pub(crate) fn register(
         schema_for::<core::Pod>,
         vec![
             col("Ready", "string", "#pod-ready", 0),
-            col("Status", "string", "/status/phase", 0),
-            col("Restarts", "integer", "#restarts", 0),
+            col("Status", "string", "#pod-status", 0),
+            col("Restarts", "string", "#restarts", 0),
             col("Age", "date", "/metadata/creationTimestamp", 0),
             col("IP", "string", "#pod-ip", 1),
             col("Node", "string", "#node-name", 1),

@@ -31,7 +31,9 @@
 //!
 //! - `workloads`: Deployments → ReplicaSets → Pods (revisions as kube
 //!   numbers them, rollbacks included), the scheduler and kubelets (pods
-//!   bound, Running, and ended when they run to completion), garbage
+//!   bound, Running, ended when they run to completion, and restarted
+//!   after a back-off in `CrashLoopBackOff` when a command of a pod that
+//!   restarts Always ends with `exit`), garbage
 //!   collection by owner; `sets`: StatefulSets (ordered pods, claims) and
 //!   DaemonSets (a pod per node); `jobs`: Jobs and CronJobs;
 //!   `services`: ClusterIP and NodePort allocation, the `kubernetes`
@@ -42,7 +44,8 @@
 //!   `core/v1` and `events.k8s.io/v1`.
 //! - [`authz`] also runs ClusterRole aggregation.
 //!
-//! - `logs`: generated pod logs, with `-f`.
+//! - `logs`: generated pod logs, with `-f`; a command's output for pods
+//!   that run one to its end, and `--previous` after a restart.
 //!
 //! - `admission`: LimitRange defaults, ResourceQuota (with `status.used`)
 //!   and Pod Security admission, whose checks (`pod_security`) follow

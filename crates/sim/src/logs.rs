@@ -5,8 +5,11 @@
 //! coming until the client goes).
 //!
 //! A pod that runs to completion (a Job's, or one with a command and
-//! `restartPolicy` Never or OnFailure) logs instead what its command prints
-//! in the simulated container, all at once (`tailLines` only; no follow).
+//! `restartPolicy` Never or OnFailure), or one whose command crash-loops,
+//! logs instead what its command prints in the simulated container, all at
+//! once (`tailLines` only; no follow). `previous=true` reads the instance
+//! before the last restart (the same command's output), and is refused as
+//! kubelet refuses it when the container never restarted.
 //!
 //! Pod annotations tune it, for benchmarks: `sim.drover.io/log-interval-ms`
 //! (default 1000; 0 streams as fast as the client reads, following only)
@@ -33,6 +36,7 @@ struct Params {
     since: Option<u64>,
     timestamps: bool,
     limit_bytes: Option<u64>,
+    previous: bool,
 }
 
 fn params(query: &str) -> Result<Params, ApiError> {
@@ -43,6 +47,7 @@ fn params(query: &str) -> Result<Params, ApiError> {
         since: None,
         timestamps: false,
         limit_bytes: None,
+        previous: false,
     };
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let num = |v: &str| {
@@ -56,11 +61,7 @@ fn params(query: &str) -> Result<Params, ApiError> {
             "sinceSeconds" => p.since = Some(num(&v)?),
             "timestamps" => p.timestamps = v == "true" || v == "1",
             "limitBytes" => p.limit_bytes = Some(num(&v)?),
-            "previous" if v == "true" => {
-                return Err(ApiError::bad_request(
-                    "previous terminated container not found",
-                ))
-            }
+            "previous" => p.previous = v == "true" || v == "1",
             _ => {}
         }
     }
@@ -120,9 +121,26 @@ pub(crate) fn stream(pod: Value, query: &str) -> Result<Response, ApiError> {
         .pointer("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    // A pod that runs to completion logs what its command printed.
+    if p.previous {
+        let restarted = pod
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["name"] == container.as_str() && c.pointer("/lastState/terminated").is_some()
+            });
+        if !restarted {
+            return Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            )));
+        }
+    }
+    // A pod that runs to completion, or crash-loops, logs what its command
+    // printed (each instance the same).
     if matches!(phase, "Running" | "Succeeded" | "Failed")
-        && crate::workloads::completion(&pod).is_some()
+        && (crate::workloads::completion(&pod).is_some()
+            || crate::workloads::crash_loop(&pod).is_some())
     {
         let spec = pod
             .pointer("/spec/containers")

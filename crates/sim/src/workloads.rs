@@ -7,7 +7,10 @@
 //!   the Available/Progressing conditions `kubectl rollout status` reads.
 //! - ReplicaSet → Pods owned by it, created or removed to match replicas.
 //! - Scheduler and kubelet: a pod without a node is bound round-robin to a
-//!   node and reported Running and Ready with an IP from the node's CIDR.
+//!   node and reported Running and Ready with an IP from the node's CIDR;
+//!   a pod that runs to completion ends when its command does, and a
+//!   crash-looping one (restartPolicy Always, a command that `exit`s) is
+//!   restarted after kubelet's back-off, its last run in `lastState`.
 //! - Garbage collection: objects whose controller owner is gone are deleted.
 //!   An owner deleted with `propagationPolicy: Orphan` (the `orphan`
 //!   finalizer) first has its dependents' owner references removed; one
@@ -693,8 +696,32 @@ pub(crate) fn completion(pod: &Value) -> Option<(Duration, i64)> {
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|o| o.iter().any(|r| r["kind"] == "Job"));
-    let words: Vec<String> = pod
-        .pointer("/spec/containers")
+    let words = command_words(pod);
+    if words.is_empty() && !owned_by_job {
+        return None;
+    }
+    Some(run_of(&words))
+}
+
+/// How long the command of a pod with `restartPolicy` Always runs before
+/// it ends, and its exit code — only for a command that ends on its own
+/// (`exit N` or `false`); any other runs until the pod is deleted. The
+/// kubelet then restarts it after a back-off ([`restart_if_due`]).
+pub(crate) fn crash_loop(pod: &Value) -> Option<(Duration, i64)> {
+    if s(pod, "/spec/restartPolicy") != "Always" {
+        return None;
+    }
+    let words = command_words(pod);
+    words
+        .iter()
+        .any(|w| w == "exit" || w == "false")
+        .then(|| run_of(&words))
+}
+
+/// The words of a pod's commands and arguments, split at blanks and shell
+/// separators.
+fn command_words(pod: &Value) -> Vec<String> {
+    pod.pointer("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -713,10 +740,12 @@ pub(crate) fn completion(pod: &Value) -> Option<(Duration, i64)> {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
-        .collect();
-    if words.is_empty() && !owned_by_job {
-        return None;
-    }
+        .collect()
+}
+
+/// How long a command of these words runs (`sleep N`, else a second) and
+/// its exit code (`exit N`, 1 for `false`, else 0).
+fn run_of(words: &[String]) -> (Duration, i64) {
     let after = |word: &str| {
         words
             .iter()
@@ -731,13 +760,147 @@ pub(crate) fn completion(pod: &Value) -> Option<(Duration, i64)> {
     } else {
         after("exit").map_or(0, |c| (c as i64).clamp(0, 255))
     };
-    Some((Duration::from_secs_f64(seconds), code))
+    (Duration::from_secs_f64(seconds), code)
+}
+
+/// kubelet's back-off before restart `n` (1, 2…) of a container: 10 s,
+/// doubled each time, at most five minutes.
+fn back_off(n: i64) -> Duration {
+    Duration::from_secs(10u64.saturating_mul(1 << (n - 1).clamp(0, 5)).min(300))
+}
+
+/// The kubelet's restarts of a crash-looping pod ([`crash_loop`]): a
+/// running container whose command has ended is Terminated into
+/// `lastState`, its `restartCount` goes up and it waits in
+/// `CrashLoopBackOff` (the pod not Ready, a `BackOff` warning recorded);
+/// once the back-off has passed it runs again. Returns when the pod next
+/// needs this.
+async fn restart_if_due(
+    store: &Store,
+    key: &str,
+    rev: i64,
+    pod: &Value,
+) -> Result<Option<SystemTime>, StoreError> {
+    let Some((runs, code)) = crash_loop(pod) else {
+        return Ok(None);
+    };
+    let now = SystemTime::now();
+    let now_text = meta::rfc3339(now);
+    let mut new = pod.clone();
+    let mut due: Option<SystemTime> = None;
+    let mut backing_off = Vec::new();
+    let mut restarted = false;
+    let (name, ns, uid) = (
+        s(pod, "/metadata/name"),
+        s(pod, "/metadata/namespace"),
+        s(pod, "/metadata/uid"),
+    );
+    let statuses = new
+        .pointer_mut("/status/containerStatuses")
+        .and_then(Value::as_array_mut);
+    for c in statuses.into_iter().flatten() {
+        let restarts = c["restartCount"].as_i64().unwrap_or(0);
+        if let Some(started) = c
+            .pointer("/state/running/startedAt")
+            .and_then(Value::as_str)
+            .and_then(meta::parse_rfc3339)
+        {
+            let end = started.checked_add(runs).unwrap_or(started);
+            if now < end {
+                due = Some(due.map_or(end, |d| d.min(end)));
+                continue;
+            }
+            let container = c["name"].as_str().unwrap_or_default().to_owned();
+            let wait = back_off(restarts + 1);
+            c["lastState"] = json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": meta::rfc3339(started), "finishedAt": now_text, "containerID": c["containerID"]}});
+            c["restartCount"] = json!(restarts + 1);
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+            c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off {}s restarting failed container={container} pod={name}_{ns}({uid})", wait.as_secs())}});
+            backing_off.push(container);
+            let again = now.checked_add(wait).unwrap_or(now);
+            due = Some(due.map_or(again, |d| d.min(again)));
+        } else if c.pointer("/state/waiting/reason").and_then(Value::as_str)
+            == Some("CrashLoopBackOff")
+        {
+            let finished = c
+                .pointer("/lastState/terminated/finishedAt")
+                .and_then(Value::as_str)
+                .and_then(meta::parse_rfc3339)
+                .unwrap_or(now);
+            let again = finished.checked_add(back_off(restarts)).unwrap_or(finished);
+            if now < again {
+                due = Some(due.map_or(again, |d| d.min(again)));
+                continue;
+            }
+            c["state"] = json!({"running": {"startedAt": now_text}});
+            c["containerID"] = json!(format!("containerd://{}", meta::new_uid().replace('-', "")));
+            c["ready"] = json!(true);
+            c["started"] = json!(true);
+            restarted = true;
+            let end = now.checked_add(runs).unwrap_or(now);
+            due = Some(due.map_or(end, |d| d.min(end)));
+        }
+    }
+    if backing_off.is_empty() && !restarted {
+        return Ok(due);
+    }
+    let all_ready = new
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().all(|c| c["ready"] == json!(true)));
+    for c in new
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if matches!(c["type"].as_str(), Some("Ready" | "ContainersReady")) {
+            let status = if all_ready { "True" } else { "False" };
+            if c["status"] != status {
+                c["status"] = json!(status);
+                c["lastTransitionTime"] = json!(now_text);
+                if all_ready {
+                    c.as_object_mut().map(|m| m.remove("reason"));
+                } else {
+                    c["reason"] = json!("ContainersNotReady");
+                }
+            }
+        }
+    }
+    if !write_changed(store, key, rev, &new).await? {
+        return Ok(due);
+    }
+    let node = s(&new, "/spec/nodeName").to_owned();
+    for container in backing_off {
+        crate::events::record(
+            store,
+            &new,
+            crate::events::Event {
+                source: crate::events::Source::Kubelet(&node),
+                warning: true,
+                reason: "BackOff",
+                action: "",
+                message: format!(
+                    "Back-off restarting failed container {container} in pod {name}_{ns}({uid})"
+                ),
+                field_path: Some(format!("spec.containers{{{container}}}")),
+            },
+        )
+        .await;
+    }
+    if restarted {
+        started(store, &new, &node, false).await;
+    }
+    Ok(due)
 }
 
 /// The scheduler and the kubelets: bind each new pod to a node (the least
 /// used, or the one it must run on), start it (Running and Ready, with the
-/// events kube records), and end pods that run to completion. Returns when
-/// the next pod is due to end.
+/// events kube records), end pods that run to completion and restart
+/// crash-looping containers. Returns when the next pod is due to change.
 async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreError> {
     let nodes = list(store, NODES).await?;
     if nodes.is_empty() {
@@ -758,7 +921,11 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
         match s(&pod, "/status/phase") {
             "Succeeded" | "Failed" => continue,
             "Running" if pod.pointer("/spec/nodeName").is_some() => {
-                if let Some(end) = finish_if_due(store, &key, rev, &pod).await? {
+                let due = match finish_if_due(store, &key, rev, &pod).await? {
+                    Some(end) => Some(end),
+                    None => restart_if_due(store, &key, rev, &pod).await?,
+                };
+                if let Some(end) = due {
                     next_end = Some(next_end.map_or(end, |n: SystemTime| n.min(end)));
                 }
                 continue;
@@ -842,7 +1009,7 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
             continue;
         }
         started(store, &new, &node_name, !already_bound).await;
-        if let Some((runs, _)) = completion(&new) {
+        if let Some((runs, _)) = completion(&new).or_else(|| crash_loop(&new)) {
             let end = SystemTime::now()
                 .checked_add(runs)
                 .unwrap_or_else(SystemTime::now);

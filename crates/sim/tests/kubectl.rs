@@ -2352,3 +2352,76 @@ async fn run_attaches_and_jobs_log_what_they_print() {
     .await;
     assert_eq!(e.ok(&["logs", "job/pi"]).await, "3.14159\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_looping_containers_restart_and_keep_their_previous_logs() {
+    let e = env().await;
+    // kubectl run makes a Pod that restarts Always.
+    e.ok(&[
+        "run",
+        "crasher",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo starting up; sleep 1; exit 3",
+    ])
+    .await;
+    e.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/crasher",
+        "--timeout=20s",
+    ])
+    .await;
+    // Not restarted yet: kubelet's refusal.
+    let (code, _, err) = e.kubectl(&["logs", "crasher", "--previous"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("previous terminated container \"crasher\" in pod \"crasher\" not found"),
+        "{err}"
+    );
+    assert_eq!(e.ok(&["logs", "crasher"]).await, "starting up\n");
+    // The command ends after a second: Terminated into lastState, then
+    // CrashLoopBackOff, and the restart count goes up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let pod = loop {
+        let out = e.ok(&["get", "pod", "crasher", "-o", "json"]).await;
+        let pod: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if pod["status"]["containerStatuses"][0]["restartCount"] == 1 {
+            break pod;
+        }
+        assert!(std::time::Instant::now() < deadline, "no restart: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let c = &pod["status"]["containerStatuses"][0];
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff", "{c}");
+    assert_eq!(c["ready"], false);
+    let table = e.ok(&["get", "pod", "crasher"]).await;
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    assert!(table.contains("0/1"), "{table}");
+    assert_eq!(
+        e.ok(&["logs", "crasher", "--previous"]).await,
+        "starting up\n"
+    );
+    let events = e
+        .ok(&["events", "--for", "pod/crasher", "--types", "Warning"])
+        .await;
+    assert!(
+        events.contains("Back-off restarting failed container crasher"),
+        "{events}"
+    );
+    // After the ten-second back-off it runs again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = e.ok(&["get", "pod", "crasher", "-o", "json"]).await;
+        let pod: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if pod["status"]["containerStatuses"][0]["state"]["running"].is_object() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not restarted: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
