@@ -114,6 +114,10 @@ pub struct ClusterStatus {
     /// How many nodes are Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes_ready: Option<u32>,
+    /// Pods failing: phase Failed or Unknown, or Pending for more than
+    /// five minutes (counted at each heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_failing: Option<u32>,
     /// Summed node capacity (`cpu`, `memory`, `pods`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capacity: BTreeMap<String, String>,

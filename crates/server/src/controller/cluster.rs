@@ -10,8 +10,8 @@
 //!   renewal.
 //!   While connected: `version`, `nodeCount`, `nodesReady`, summed
 //!   `capacity` and `allocatable` from a node watch (whose nodes the
-//!   cluster's alert rules read too), and `lastHeartbeat` every
-//!   [`HEARTBEAT`]. The first status is written after the first
+//!   cluster's alert rules read too), and `lastHeartbeat` and
+//!   `podsFailing` ([`pods_failing`]) every [`HEARTBEAT`]. The first status is written after the first
 //!   projection, so a cluster is Ready only once its members can use it.
 //! - Projection: global admins and the cluster's owners as `cluster-admin`
 //!   bindings, the templates in use, a binding per subject and namespace,
@@ -118,7 +118,12 @@ impl Status<'_> {
         }
     }
 
-    async fn connected(&self, version: &str, sums: &NodeSums) -> Result<(), SessionError> {
+    async fn connected(
+        &self,
+        version: &str,
+        sums: &NodeSums,
+        failing: Option<u32>,
+    ) -> Result<(), SessionError> {
         let now = meta::now_rfc3339();
         self.write(|obj, status| {
             if !drover_apiserver::object::is_deleting(obj) {
@@ -135,6 +140,9 @@ impl Status<'_> {
             status.version = Some(version.to_owned());
             status.node_count = Some(sums.count as u32);
             status.nodes_ready = Some(sums.ready as u32);
+            if failing.is_some() {
+                status.pods_failing = failing;
+            }
             status.capacity = sums.capacity.clone();
             status.allocatable = sums.allocatable.clone();
             status.last_heartbeat = Some(now.clone());
@@ -190,6 +198,39 @@ impl Status<'_> {
         })
         .await
     }
+}
+
+/// How long a pod may stay Pending before it counts as failing.
+const PENDING_TOO_LONG: Duration = Duration::from_secs(300);
+
+/// The cluster's failing pods: Failed or Unknown, or Pending for more than
+/// [`PENDING_TOO_LONG`]. Only pods not Running or Succeeded are listed (a
+/// field selector), so a healthy cluster answers with an empty list.
+/// `None` when the cluster cannot tell (the count is then left as it was).
+async fn pods_failing(client: &Client) -> Option<u32> {
+    let list = client
+        .get("/api/v1/pods?fieldSelector=status.phase%21%3DRunning%2Cstatus.phase%21%3DSucceeded")
+        .await
+        .map_err(|e| tracing::debug!(cluster = client.cluster(), error = %e, "cannot count failing pods"))
+        .ok()?;
+    let now = std::time::SystemTime::now();
+    let count = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(
+            |p| match p.pointer("/status/phase").and_then(Value::as_str) {
+                Some("Failed" | "Unknown") => true,
+                _ => p
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+                    .and_then(meta::parse_rfc3339)
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age > PENDING_TOO_LONG),
+            },
+        )
+        .count();
+    Some(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
 /// What the nodes add up to.
@@ -707,7 +748,8 @@ async fn session(
         .await?;
     // Ready only once Drover's RBAC is in the cluster, so that a cluster
     // shown Active is one its members can use.
-    status.connected(&version, &sums).await?;
+    let mut failing = pods_failing(client).await;
+    status.connected(&version, &sums, failing).await?;
 
     let mut node_events = client
         .watch(&format!(
@@ -764,7 +806,7 @@ async fn session(
                     let now = sum(&nodes);
                     if now != sums {
                         sums = now;
-                        status.connected(&version, &sums).await?;
+                        status.connected(&version, &sums, failing).await?;
                     }
                 }
             }
@@ -855,7 +897,10 @@ async fn session(
                     return Ok(());
                 }
             }
-            _ = heartbeat.tick() => status.connected(&version, &sums).await?,
+            _ = heartbeat.tick() => {
+                failing = pods_failing(client).await.or(failing);
+                status.connected(&version, &sums, failing).await?;
+            }
             _ = usage_flush.tick(), if projector.reported.usage_pending() => {
                 projector.report_usage(&scope, &observed).await?;
             }
