@@ -15,7 +15,7 @@
 //   @@import <cluster-id> <the command the page shows>
 // and waits for the harness to answer "ok" on stdin; for kubectl against
 // DROVER_CLUSTER through Drover, as the admin, it prints
-//   @@kubectl <arguments>
+//   @@kubectl <arguments>            (or a JSON array of them)
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -314,6 +314,20 @@ try {
     (await rows.innerText()).split("\n").some((l) => l.trim() === "hello"));
   await shot("14-pod-shell");
 
+  say("a crash-looping pod: its restarts, and the previous instance's log");
+  await kubectl(JSON.stringify(["run", "crasher", "-n", "team-ns", "--image=busybox", "--", "sh", "-c", "echo from the first run; sleep 1; exit 3"]));
+  await page.goto(`${ex}/pods/team-ns/crasher`);
+  await waitFor("a restart", async () => {
+    await page.reload();
+    return (await page.locator("#containers tbody tr td").nth(4).textContent()).trim() !== "0";
+  });
+  assert.match(await page.locator("#pod-status").textContent(), /CrashLoopBackOff/);
+  await page.getByLabel("Previous instance").check();
+  await page.locator("#log-lines div", { hasText: "from the first run" }).waitFor();
+  await shot("14-pod-previous-log");
+  await page.goto(`${ex}/pods?ns=team-ns`);
+  assert.match(await page.locator('#explorer tr[data-name="crasher"]').getAttribute("class"), /warn/, "the failing pod is highlighted");
+
   say("a YAML edit with an invalid field is refused in place, and nothing changes");
   await page.goto(`${deploymentUrl}/yaml`);
   const original = await page.getByLabel(/^YAML of deployment web/).inputValue();
@@ -330,6 +344,20 @@ try {
   const afterEdit = await page.getByLabel(/^YAML of deployment web/).inputValue();
   assert.equal(afterEdit.match(/resourceVersion: '?"?(\d+)/)[1], rv, "the deployment did not change");
   assert.doesNotMatch(afterEdit, /bogusField/);
+
+  say("Import YAML: every document is checked first, then created");
+  await page.goto(`${ex}/configmaps?ns=team-ns`);
+  await page.getByRole("link", { name: "Import YAML" }).click();
+  await page.getByLabel("Namespace (for documents that name none)").selectOption("team-ns");
+  const bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imported-one\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: imported-two\nnotAField: true\n";
+  await page.getByLabel("YAML", { exact: true }).fill(bad);
+  await page.getByRole("button", { name: "Import" }).click();
+  await page.locator("#yaml-error").getByText(/document 2 .*unknown field "notAField".*nothing was created/).waitFor();
+  assert.equal(await page.getByLabel("YAML", { exact: true }).inputValue(), bad, "the YAML is kept");
+  await page.getByLabel("YAML", { exact: true }).fill(bad.replace("notAField: true\n", ""));
+  await page.getByRole("button", { name: "Import" }).click();
+  await page.locator('#explorer tr[data-name="imported-two"]').waitFor();
+  assert.equal(await page.locator('#explorer tr[data-name="imported-one"]').count(), 1);
 
   say("adding an existing member is refused, with the choice kept");
   await page.goto(`${url}/dashboard/clusters/${existing}/projects/${process.env.DROVER_PROJECT}`);

@@ -121,16 +121,19 @@ pub async fn run(args: UiArgs) -> Result<Value, BenchError> {
     let last = args.clusters.div_ceil(50).max(1);
     let mut pages = vec![
         (
+            "first",
             "first page",
             "/dashboard/clusters".to_owned(),
             "<table id=\"clusters\"",
         ),
         (
+            "filtered",
             "filtered (\"cluster 0999\")",
             "/dashboard/clusters?q=cluster+0999".to_owned(),
             "<table id=\"clusters\"",
         ),
         (
+            "last",
             "last page",
             format!("/dashboard/clusters?page={last}"),
             "<table id=\"clusters\"",
@@ -144,11 +147,13 @@ pub async fn run(args: UiArgs) -> Result<Value, BenchError> {
         let (cluster, imp, agent) =
             explorer_cluster(&server, dir.path(), args.pods, args.parallel).await?;
         pages.push((
+            "explorer_pods_namespace",
             "explorer pods, one namespace",
             format!("/dashboard/clusters/{cluster}/explore/pods?ns=bench"),
             "<table id=\"explorer\"",
         ));
         pages.push((
+            "explorer_pods_all",
             "explorer pods, all namespaces",
             format!("/dashboard/clusters/{cluster}/explore/pods"),
             "<table id=\"explorer\"",
@@ -158,7 +163,7 @@ pub async fn run(args: UiArgs) -> Result<Value, BenchError> {
     }
     let mut rows = Vec::new();
     let mut figures = serde_json::Map::new();
-    for (label, path, table) in pages {
+    for (key, label, path, table) in pages {
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..args.repeat.max(1) {
@@ -181,12 +186,7 @@ pub async fn run(args: UiArgs) -> Result<Value, BenchError> {
         let (p50, max) = (percentile(&times, 50.0), times[times.len() - 1]);
         rows.push((label, p50, max, bytes));
         figures.insert(
-            label
-                .split([' ', ','])
-                .filter(|w| !w.is_empty())
-                .take(3)
-                .collect::<Vec<_>>()
-                .join("_"),
+            key.to_owned(),
             json!({"path": path, "p50_ms": round3(p50), "max_ms": round3(max), "bytes": bytes}),
         );
     }

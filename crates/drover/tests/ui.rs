@@ -157,10 +157,13 @@ fn web_ui_in_a_real_browser() {
         output.push_str(&line);
         output.push('\n');
         if let Some(args) = line.strip_prefix("@@kubectl ") {
+            // Words, or a JSON array of them (for arguments with spaces).
+            let args: Vec<String> = serde_json::from_str(args)
+                .unwrap_or_else(|_| args.split_whitespace().map(str::to_owned).collect());
             let out = Command::new("kubectl")
                 .arg("--kubeconfig")
                 .arg(&admin_kubeconfig)
-                .args(args.split_whitespace())
+                .args(&args)
                 .output()
                 .unwrap();
             let answer = if out.status.success() {
@@ -227,6 +230,7 @@ fn web_ui_in_a_real_browser() {
         "12-rollback-diff",
         "13-pod-logs",
         "14-pod-shell",
+        "14-pod-previous-log",
         "15-yaml-refused",
         "16-member-explorer",
         "17-read-only",

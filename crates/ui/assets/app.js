@@ -136,7 +136,8 @@ function liveList(table) {
     clearTimeout(timer);
     timer = setTimeout(refresh, 300);
   });
-  source.addEventListener("reload", () => { source.close(); refresh(); });
+  // The watch cannot resume (its resourceVersion is gone): start over.
+  source.addEventListener("reload", () => { source.close(); window.location.reload(); });
 }
 
 // A pod's log tail: the last lines, then new ones as they come, for the
@@ -163,7 +164,7 @@ function logTail(section) {
     source.addEventListener("line", (e) => {
       const atEnd = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
       const div = document.createElement("div");
-      div.textContent = e.data;
+      div.textContent = JSON.parse(e.data);
       div.hidden = !matches(div);
       lines.appendChild(div);
       while (lines.childElementCount > 5000) lines.firstElementChild.remove();
@@ -174,6 +175,7 @@ function logTail(section) {
       error.hidden = false;
       source.close();
     });
+    source.addEventListener("end", () => source.close());
     source.onerror = () => { if (!follow.checked) source.close(); };
   };
   search.addEventListener("input", () => {

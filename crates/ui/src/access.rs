@@ -23,6 +23,9 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rules {
     rules: Vec<Rule>,
+    /// The server could not tell everything (another authorizer decides
+    /// too): nothing is hidden, and the server still decides.
+    incomplete: bool,
 }
 
 impl Rules {
@@ -84,24 +87,28 @@ impl Rules {
                 named: r["resourceNames"].as_array().is_some_and(|n| !n.is_empty()),
             })
             .collect();
-        Rules { rules }
+        Rules {
+            rules,
+            incomplete: review.pointer("/status/incomplete") == Some(&Value::Bool(true)),
+        }
     }
 
     /// Whether `verb` on `resource` (`pods`, `pods/exec`) of `group` is
     /// allowed for every object of the kind.
     pub(crate) fn allows(&self, verb: &str, group: &str, resource: &str) -> bool {
         let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
-        self.rules.iter().any(|r| {
-            !r.named
-                && any(&r.verbs, verb)
-                && any(&r.groups, group)
-                && (any(&r.resources, resource)
-                    || resource.split_once('/').is_some_and(|(kind, sub)| {
-                        r.resources
-                            .iter()
-                            .any(|x| x == &format!("{kind}/*") || x == &format!("*/{sub}"))
-                    }))
-        })
+        self.incomplete
+            || self.rules.iter().any(|r| {
+                !r.named
+                    && any(&r.verbs, verb)
+                    && any(&r.groups, group)
+                    && (any(&r.resources, resource)
+                        || resource.split_once('/').is_some_and(|(kind, sub)| {
+                            r.resources
+                                .iter()
+                                .any(|x| x == &format!("{kind}/*") || x == &format!("*/{sub}"))
+                        }))
+            })
     }
 }
 

@@ -31,6 +31,10 @@ pub(crate) const CSRF_FIELD: &str = "_csrf";
 /// Largest form accepted.
 const MAX_FORM: usize = 64 * 1024;
 
+/// Largest form carrying YAML (an object's edit, Import YAML): its text
+/// URL-encoded.
+const MAX_YAML_FORM: usize = 2 * 1024 * 1024;
+
 /// A cookie's value from the request headers.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -76,8 +80,14 @@ pub(crate) async fn check_csrf(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
-        return UiError::BadRequest(format!("the form is larger than {MAX_FORM} bytes"))
+    let path = parts.uri.path();
+    let limit = if path.ends_with("/yaml") || path.ends_with("/explore/import") {
+        MAX_YAML_FORM
+    } else {
+        MAX_FORM
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return UiError::BadRequest(format!("the form is larger than {limit} bytes"))
             .into_response();
     };
     let given = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
@@ -170,6 +180,16 @@ pub(crate) async fn whoami(api: &Api, token: &str) -> Result<String, UiError> {
         .ok_or(UiError::SignedOut)
 }
 
+/// Every page's policy: nothing inline, nothing from elsewhere, no framing.
+const STRICT_CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Marks a page whose terminal (xterm.js) sets inline styles (a response
+/// extension): it gets [`TERMINAL_CSP`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TerminalPage;
+
 /// The policy of a page whose terminal (xterm.js) sets inline styles:
 /// the same as every page's, with inline styles allowed.
 pub(crate) const TERMINAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -180,14 +200,14 @@ pub(crate) const TERMINAL_CSP: &str = "default-src 'none'; script-src 'self'; st
 /// of pages that may hold secrets, no MIME sniffing, no referrer.
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    // The pod page's terminal sets its styles inline; scripts stay this
+    // site's own everywhere, and no other answer sets its own policy.
+    let terminal = resp.extensions().get::<TerminalPage>().is_some();
     let h = resp.headers_mut();
-    // A page may carry a policy of its own (the pod page's terminal sets
-    // its styles inline); scripts stay this site's own everywhere.
-    h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(if terminal { TERMINAL_CSP } else { STRICT_CSP }),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -105,6 +105,8 @@ pub(crate) async fn list(
     let mut next = String::new();
     let mut rv = String::new();
     let mut watch_ns = None;
+    // Lists of several namespaces show the first page of each.
+    let mut truncated = false;
     if !q.ns.is_empty() || q.project.is_empty() {
         let mut path = format!("{}?limit={PAGE}", kind.collection(&id, &q.ns));
         if !q.cont.is_empty() {
@@ -121,21 +123,29 @@ pub(crate) async fn list(
                 }
             }
             Err(UiError::Api { status: 403, .. }) if q.ns.is_empty() => {
-                objects = each(&ui, token, kind, &id, &shown_ns, &mut failure).await;
+                let got = each(&ui, token, kind, &id, &shown_ns, &mut failure).await;
+                (objects, truncated) = (got.objects, got.more);
                 if let [only] = shown_ns[..] {
                     watch_ns = Some(only.to_owned());
+                    rv = got.rv;
                 }
             }
             Err(e) => failure = Some(e.to_string()),
         }
     } else {
-        objects = each(&ui, token, kind, &id, &shown_ns, &mut failure).await;
+        let got = each(&ui, token, kind, &id, &shown_ns, &mut failure).await;
+        (objects, truncated) = (got.objects, got.more);
     }
     if kind.resource == "events" {
         objects.sort_by(|a, b| last_seen(b).cmp(last_seen(a)));
     }
     // What the user may do here, for the "Import YAML" button.
-    let rules = Rules::cluster(&ui.api, token, &id, shown_ns.first().copied().unwrap_or("")).await;
+    let here_ns = if q.ns.is_empty() {
+        shown_ns.first().copied().unwrap_or("")
+    } else {
+        q.ns.as_str()
+    };
+    let rules = Rules::cluster(&ui.api, token, &id, here_ns).await;
     let may_create = rules.allows("create", kind.group, kind.resource);
     let here = |cont: &str| {
         let mut url = format!(
@@ -200,7 +210,10 @@ pub(crate) async fn list(
             @if let Some(f) = &failure {
                 p.error role="alert" { "The " (kind.label.to_lowercase()) " cannot be read: " (f) }
             }
-            p.count #explorer-count { (count_text(objects.len(), kind)) }
+            p.count #explorer-count {
+                (count_text(objects.len(), kind))
+                @if truncated { " (the first " (PAGE) " of each namespace: choose a namespace to page through all)" }
+            }
             div.scroll {
                 table #explorer data-watch=[watch_url] {
                     thead { tr { @for c in columns(kind) { th scope="col" { (c) } } } }
@@ -219,6 +232,14 @@ pub(crate) async fn list(
     ))
 }
 
+/// The objects of `kind` in each of some namespaces: the first page of
+/// each, whether any had more, and the resourceVersion of the last list.
+struct Each {
+    objects: Vec<Value>,
+    more: bool,
+    rv: String,
+}
+
 /// The objects of `kind` in each of `namespaces` (a page of each).
 async fn each(
     ui: &Ui,
@@ -227,24 +248,28 @@ async fn each(
     cluster: &str,
     namespaces: &[&str],
     failure: &mut Option<String>,
-) -> Vec<Value> {
-    let mut objects = Vec::new();
+) -> Each {
+    let mut out = Each {
+        objects: Vec::new(),
+        more: false,
+        rv: String::new(),
+    };
     for ns in namespaces {
-        match ui
-            .api
-            .items(
-                &format!("{}?limit={PAGE}", kind.collection(cluster, ns)),
-                token,
-            )
-            .await
-        {
-            Ok(items) => objects.extend(items),
+        let path = format!("{}?limit={PAGE}", kind.collection(cluster, ns));
+        match ui.api.get(&path, token).await {
+            Ok(mut page) => {
+                out.more |= !s(&page, "/metadata/continue").is_empty();
+                out.rv = s(&page, "/metadata/resourceVersion").to_owned();
+                if let Value::Array(items) = page["items"].take() {
+                    out.objects.extend(items);
+                }
+            }
             // Namespaces the user sees but may not list this kind in.
             Err(UiError::Api { status: 403, .. }) => {}
             Err(e) => *failure = Some(e.to_string()),
         }
     }
-    objects
+    out
 }
 
 fn count_text(n: usize, kind: &Kind) -> String {

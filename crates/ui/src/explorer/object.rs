@@ -221,10 +221,7 @@ pub(crate) async fn render(
     let page = view::page(name, session, Section::Clusters, body);
     let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), page).into_response();
     if kind.resource == "pods" {
-        resp.headers_mut().insert(
-            axum::http::header::CONTENT_SECURITY_POLICY,
-            axum::http::HeaderValue::from_static(crate::session::TERMINAL_CSP),
-        );
+        resp.extensions_mut().insert(crate::session::TerminalPage);
     }
     Ok(resp)
 }

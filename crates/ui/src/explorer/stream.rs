@@ -1,5 +1,6 @@
 //! A pod's streams: its log tail as server-sent events (a `line` event per
-//! line, `failure` with the cluster's reason), the log as a download, and
+//! line, its text as a JSON string; `end` when the log ends; `failure`
+//! with the cluster's reason), the log as a download, and
 //! its shell — the browser's WebSocket, checked for this site's origin,
 //! handed to the proxy's `pods/exec` as the signed-in user, so the
 //! terminal speaks the `v4.channel.k8s.io` protocol with the cluster and
@@ -76,7 +77,15 @@ pub(crate) async fn tail(
         .is_success()
     {
         lines(resp.into_body().into_data_stream())
-            .map(|line| Ok(Event::default().event("line").data(line)))
+            .map(|line| {
+                let text = serde_json::Value::String(line).to_string();
+                Ok(Event::default().event("line").data(text))
+            })
+            // The log ended (the container did, or it was read whole): the
+            // page stops rather than reconnect and read it again.
+            .chain(futures::stream::once(async {
+                Ok(Event::default().event("end").data(""))
+            }))
             .boxed()
     } else {
         let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)

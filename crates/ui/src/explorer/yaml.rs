@@ -24,7 +24,7 @@ use crate::view::{self, s, Section};
 use crate::Ui;
 
 /// Largest YAML accepted from a form.
-const MAX_YAML: usize = 512 * 1024;
+const MAX_YAML: usize = 1024 * 1024;
 
 /// An object as YAML for editing: without `managedFields`, which the
 /// server keeps.
@@ -41,12 +41,42 @@ pub(crate) async fn edit_page(
     State(ui): State<Arc<Ui>>,
     session: Session,
     Path((id, resource, ns, name)): Path<(String, String, String, String)>,
+    Query(q): Query<RevealQuery>,
 ) -> Result<Response, UiError> {
     let kind = find(&resource)?;
     let o = ui
         .api
         .get(&kind.item(&id, &ns, &name), &session.token)
         .await?;
+    // A Secret's values show only when asked for, as on its page.
+    if kind.resource == "secrets" && q.reveal.is_none() {
+        let url = object_url(&id, &resource, &ns, &name);
+        let mut masked = o.clone();
+        for field in ["data", "stringData"] {
+            if let Some(m) = masked.get_mut(field).and_then(Value::as_object_mut) {
+                for v in m.values_mut() {
+                    *v = Value::String("(hidden)".into());
+                }
+            }
+        }
+        let cluster_name = super::cluster_name(&ui, &session.token, &id).await;
+        return Ok(view::page(
+            &name,
+            &session,
+            Section::Clusters,
+            html! {
+                (super::crumbs(&id, &cluster_name, &[
+                    (kind.label.to_owned(), Some(format!("{}/{}?ns={}", super::base(&id), kind.resource, seg(&ns)))),
+                    (name.clone(), Some(url.clone())),
+                    ("YAML".to_owned(), None),
+                ]))
+                h1 { (name) " as YAML" }
+                p { "The values are hidden. " a.button.secondary href={ (url) "/yaml?reveal=1" } { "Show the values (to edit)" } }
+                pre.yaml #yaml tabindex="0" aria-label={ "YAML of " (name) } { (to_yaml(&masked)) }
+            },
+        )
+        .into_response());
+    }
     render(
         &ui,
         &session,
@@ -114,6 +144,13 @@ async fn render(
         },
     );
     Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), page).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct RevealQuery {
+    /// Show a Secret's values.
+    #[serde(default)]
+    reveal: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +293,18 @@ async fn collection_of(
     let kind = s(o, "/kind");
     if api_version.is_empty() || kind.is_empty() {
         return Err("every document needs apiVersion and kind".into());
+    }
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    };
+    let valid = match api_version.split_once('/') {
+        Some((group, version)) => part(group) && part(version),
+        None => part(api_version),
+    };
+    if !valid {
+        return Err(format!("apiVersion {api_version:?} is not a group/version"));
     }
     let base = if api_version.contains('/') {
         format!("/k8s/clusters/{}/apis/{api_version}", seg(id))

@@ -160,6 +160,10 @@ pub(crate) async fn list(
             n.saturating_sub(r)
         })
         .sum();
+    let pods_failing: u64 = all
+        .iter()
+        .filter_map(|c| c.pointer("/status/podsFailing").and_then(Value::as_u64))
+        .sum();
     let may_import = session
         .rules
         .allows("create", "management.drover.io", "clusters");
@@ -180,6 +184,7 @@ pub(crate) async fn list(
             ul.health #health aria-label="Fleet health" {
                 li data-bad=(unhealthy > 0) { strong { (unhealthy) } " of " (all.len()) " clusters not Active" }
                 li data-bad=(nodes_not_ready > 0) { strong { (nodes_not_ready) } " nodes not Ready" }
+                li data-bad=(pods_failing > 0) title="Failed or Unknown, or Pending for over five minutes (a crash-looping pod is Running, and not counted)" { strong { (pods_failing) } " pods failing" }
             }
             (super::alerts::section(&firing))
             form.filter method="get" action="/dashboard/clusters" role="search" {
@@ -463,6 +468,7 @@ pub(crate) async fn render_detail(
                 dt { "ID" } dd { code { (row.id) } }
                 dt { "Kubernetes version" } dd { (row.version) }
                 dt { "Nodes" } dd { (row.nodes) }
+                dt { "Pods failing" } dd #pods-failing { (c.pointer("/status/podsFailing").and_then(Value::as_u64).map_or("–".to_owned(), |n| n.to_string())) }
                 dt { "CPU requested" } dd #cpu-requested { (usage(requested.map(|r| r.0), c.pointer("/status/allocatable/cpu"), view::cpu)) }
                 dt { "Memory requested" } dd #memory-requested { (usage(requested.map(|r| r.1), c.pointer("/status/allocatable/memory"), view::memory)) }
                 dt { "Last heartbeat" } dd { (view::since(s(&c, "/status/lastHeartbeat"))) }
