@@ -18,6 +18,7 @@
 //   @@kubectl <arguments>            (or a JSON array of them)
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { strict as assert } from "node:assert";
 import path from "node:path";
@@ -288,6 +289,36 @@ try {
       && (await page.locator("#images").textContent()).trim() === "nginx:1.25";
   });
   const deploymentUrl = page.url().split("?")[0];
+
+  say("a StatefulSet rolls back too, from its ControllerRevisions");
+  const stsFile = path.join(work, "db.yaml");
+  writeFileSync(stsFile, `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: team-ns}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: "postgres:15"}]}
+`);
+  await kubectl(JSON.stringify(["apply", "-f", stsFile]));
+  await kubectl(JSON.stringify(["set", "image", "statefulset/db", "db=postgres:16", "-n", "team-ns"]));
+  await page.goto(`${ex}/statefulsets/team-ns/db`);
+  await waitFor("two revisions of db", async () => {
+    await page.reload();
+    return (await page.locator("#revisions tbody tr").count()) === 2;
+  });
+  await page.getByRole("link", { name: "Review rollback to revision 1" }).click();
+  assert.match(await page.locator("#diff").textContent(), /^- +- image: postgres:16$/m);
+  await page.getByRole("button", { name: "Roll back to revision 1" }).click();
+  await page.getByText("The rollback was started.").waitFor();
+  await waitFor("db back on postgres:15", async () => {
+    await page.reload();
+    return (await page.locator("#images").textContent()).trim() === "postgres:15";
+  });
+  assert.match(await page.locator('#revisions tr[data-revision="3"]').textContent(), /current/);
 
   say("a pod's log tail shows new lines as they come");
   await page.locator("#pods tbody tr a").first().click();

@@ -394,15 +394,12 @@ async fn workload_sections(
     let may_scale = rules.allows("patch", kind.group, &format!("{}/scale", kind.resource))
         && matches!(kind.resource, "deployments" | "statefulsets");
     let may_update = rules.allows("update", kind.group, kind.resource);
-    let revisions = if kind.resource == "deployments" {
-        revisions(ui, token, id, o).await
+    let revisions = if has_revisions(kind) {
+        revisions(ui, token, id, kind, o).await
     } else {
         Vec::new()
     };
-    let current = s(
-        o,
-        "/metadata/annotations/deployment.kubernetes.io~1revision",
-    );
+    let current = current_revision(o, &revisions);
     let csrf = view::csrf(session);
     let value = |form: &str, field: &str, default: &str| {
         Refusal::value(refusal, form, field)
@@ -487,18 +484,18 @@ async fn workload_sections(
                 }
             }
         }
-        @if kind.resource == "deployments" {
+        @if has_revisions(kind) {
             section aria-labelledby="revisions-h" {
                 h2 #revisions-h { "Revisions" }
                 div.scroll { table #revisions {
                     thead { tr { th scope="col" { "Revision" } th scope="col" { "Images" } th scope="col" { "Change cause" } th scope="col" { "Created" } th scope="col" { span.sr { "Actions" } } } }
-                    tbody { @for rs in &revisions {
-                        @let rev = s(rs, "/metadata/annotations/deployment.kubernetes.io~1revision");
+                    tbody { @for r in &revisions {
+                        @let rev = r.number.as_str();
                         tr data-revision=(rev) {
                             td { (rev) @if rev == current { " (current)" } }
-                            td { (images(&rs["spec"]["template"]["spec"])) }
-                            td { (s(rs, "/metadata/annotations/kubernetes.io~1change-cause")) }
-                            td { (view::since(s(rs, "/metadata/creationTimestamp"))) }
+                            td { (images(&r.template["spec"])) }
+                            td { (r.change_cause) }
+                            td { (view::since(&r.created)) }
                             td { @if rev != current && may_update {
                                 a href={ (url) "/rollback?revision=" (seg(rev)) } { "Review rollback to revision " (rev) }
                             } }
@@ -542,40 +539,100 @@ fn env_table(template: &Value) -> Markup {
     }
 }
 
-/// A Deployment's ReplicaSets, newest revision first.
-async fn revisions(ui: &Ui, token: &str, id: &str, d: &Value) -> Vec<Value> {
-    let uid = s(d, "/metadata/uid");
-    let ns = s(d, "/metadata/namespace");
+/// One kept revision of a workload's pod template.
+struct Revision {
+    number: String,
+    /// The pod template, as the workload would take it back.
+    template: Value,
+    change_cause: String,
+    created: String,
+}
+
+/// Whether the workload keeps revisions (and rolls back).
+fn has_revisions(kind: &Kind) -> bool {
+    matches!(kind.resource, "deployments" | "statefulsets" | "daemonsets")
+}
+
+/// A workload's kept revisions, newest first: a Deployment's ReplicaSets,
+/// a StatefulSet's or DaemonSet's ControllerRevisions (owned by it).
+async fn revisions(ui: &Ui, token: &str, id: &str, kind: &Kind, o: &Value) -> Vec<Revision> {
+    let uid = s(o, "/metadata/uid");
+    let ns = s(o, "/metadata/namespace");
+    let of = if kind.resource == "deployments" {
+        "replicasets"
+    } else {
+        "controllerrevisions"
+    };
     let path = format!(
-        "/k8s/clusters/{}/apis/apps/v1/namespaces/{}/replicasets?labelSelector={}",
+        "/k8s/clusters/{}/apis/apps/v1/namespaces/{}/{of}?labelSelector={}",
         seg(id),
         seg(ns),
-        seg(&selector(&d["spec"]["selector"]["matchLabels"]))
+        seg(&selector(&o["spec"]["selector"]["matchLabels"]))
     );
-    let mut sets: Vec<Value> = ui
+    let mut kept: Vec<Revision> = ui
         .api
         .items(&path, token)
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|rs| {
-            rs["metadata"]["ownerReferences"]
+        .filter(|r| {
+            r["metadata"]["ownerReferences"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .any(|o| s(o, "/uid") == uid)
         })
+        .map(|r| {
+            let (number, mut template) = if of == "replicasets" {
+                (
+                    s(
+                        &r,
+                        "/metadata/annotations/deployment.kubernetes.io~1revision",
+                    )
+                    .to_owned(),
+                    r["spec"]["template"].clone(),
+                )
+            } else {
+                (
+                    r["revision"].to_string(),
+                    r["data"]["spec"]["template"].clone(),
+                )
+            };
+            if let Some(t) = template.as_object_mut() {
+                t.remove("$patch");
+            }
+            if let Some(labels) = template
+                .pointer_mut("/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                labels.remove("pod-template-hash");
+            }
+            Revision {
+                number,
+                template,
+                change_cause: s(&r, "/metadata/annotations/kubernetes.io~1change-cause").to_owned(),
+                created: s(&r, "/metadata/creationTimestamp").to_owned(),
+            }
+        })
         .collect();
-    let rev = |rs: &Value| {
-        s(
-            rs,
-            "/metadata/annotations/deployment.kubernetes.io~1revision",
-        )
-        .parse::<u64>()
-        .unwrap_or(0)
-    };
-    sets.sort_by_key(|rs| std::cmp::Reverse(rev(rs)));
-    sets
+    kept.sort_by_key(|r| std::cmp::Reverse(r.number.parse::<u64>().unwrap_or(0)));
+    kept
+}
+
+/// The revision a workload runs now: a Deployment's annotation, else the
+/// revision whose template is the workload's.
+fn current_revision(o: &Value, kept: &[Revision]) -> String {
+    match s(
+        o,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    ) {
+        "" => kept
+            .iter()
+            .find(|r| template_yaml(&r.template) == template_yaml(&o["spec"]["template"]))
+            .map(|r| r.number.clone())
+            .unwrap_or_default(),
+        n => n.to_owned(),
+    }
 }
 
 /// A pod's containers, log tail and shell.
@@ -943,28 +1000,24 @@ fn template_yaml(template: &Value) -> String {
     yaml_serde::to_string(&t).unwrap_or_default()
 }
 
-/// The ReplicaSet of revision `revision` of a Deployment.
+/// Revision `number` of a workload.
 async fn revision(
     ui: &Ui,
     token: &str,
     id: &str,
-    d: &Value,
-    revision: &str,
-) -> Result<Value, UiError> {
-    revisions(ui, token, id, d)
+    kind: &Kind,
+    o: &Value,
+    number: &str,
+) -> Result<Revision, UiError> {
+    revisions(ui, token, id, kind, o)
         .await
         .into_iter()
-        .find(|rs| {
-            s(
-                rs,
-                "/metadata/annotations/deployment.kubernetes.io~1revision",
-            ) == revision
-        })
-        .ok_or_else(|| UiError::NotFound(format!("revision {revision} is no longer kept")))
+        .find(|r| r.number == number)
+        .ok_or_else(|| UiError::NotFound(format!("revision {number} is no longer kept")))
 }
 
-/// `GET …/deployments/{ns}/{name}/rollback?revision=N`: the change a
-/// rollback makes, as a diff, before it is made.
+/// `GET …/{deployments|statefulsets|daemonsets}/{ns}/{name}/rollback?revision=N`:
+/// the change a rollback makes, as a diff, before it is made.
 pub(crate) async fn rollback_page(
     State(ui): State<Arc<Ui>>,
     session: Session,
@@ -972,14 +1025,17 @@ pub(crate) async fn rollback_page(
     Query(q): Query<RevisionQuery>,
 ) -> Result<Markup, UiError> {
     let kind = find(&resource)?;
-    if kind.resource != "deployments" {
-        return Err(UiError::NotFound("only Deployments roll back here".into()));
+    if !has_revisions(kind) {
+        return Err(UiError::NotFound(format!(
+            "{} keep no revisions",
+            kind.label
+        )));
     }
     let token = &session.token;
     let d = ui.api.get(&kind.item(&id, &ns, &name), token).await?;
-    let rs = revision(&ui, token, &id, &d, &q.revision).await?;
+    let r = revision(&ui, token, &id, kind, &d, &q.revision).await?;
     let now = template_yaml(&d["spec"]["template"]);
-    let then = template_yaml(&rs["spec"]["template"]);
+    let then = template_yaml(&r.template);
     let cluster_name = super::cluster_name(&ui, token, &id).await;
     let url = object_url(&id, &resource, &ns, &name);
     let diff = similar::TextDiff::from_lines(&now, &then);
@@ -1015,9 +1071,8 @@ pub(crate) async fn rollback_page(
     ))
 }
 
-/// `POST …/deployments/{ns}/{name}/rollback`: the revision's template back
-/// in the Deployment (which makes it the newest revision, as `kubectl
-/// rollout undo` does).
+/// `POST …/rollback`: the revision's template back in the workload (which
+/// makes it the newest revision, as `kubectl rollout undo` does).
 pub(crate) async fn rollback(
     State(ui): State<Arc<Ui>>,
     session: Session,
@@ -1028,16 +1083,15 @@ pub(crate) async fn rollback(
     let path = kind.item(&p.0, &p.2, &p.3);
     let token = session.token.clone();
     let action = async {
-        let mut d = ui.api.get(&path, &token).await?;
-        let rs = revision(&ui, &token, &p.0, &d, &f.revision).await?;
-        let mut template = rs["spec"]["template"].clone();
-        if let Some(labels) = template
-            .pointer_mut("/metadata/labels")
-            .and_then(Value::as_object_mut)
-        {
-            labels.remove("pod-template-hash");
+        if !has_revisions(kind) {
+            return Err(UiError::NotFound(format!(
+                "{} keep no revisions",
+                kind.label
+            )));
         }
-        d["spec"]["template"] = template;
+        let mut d = ui.api.get(&path, &token).await?;
+        let r = revision(&ui, &token, &p.0, kind, &d, &f.revision).await?;
+        d["spec"]["template"] = r.template;
         ui.api
             .call(Method::PUT, &path, &token, Some(&d))
             .await
