@@ -139,8 +139,7 @@ pub(crate) fn stream(pod: Value, query: &str) -> Result<Response, ApiError> {
     // A pod that runs to completion, or crash-loops, logs what its command
     // printed (each instance the same).
     if matches!(phase, "Running" | "Succeeded" | "Failed")
-        && (crate::workloads::completion(&pod).is_some()
-            || crate::workloads::crash_loop(&pod).is_some())
+        && (crate::workloads::completion(&pod).is_some() || crate::workloads::crash_loop(&pod))
     {
         let spec = pod
             .pointer("/spec/containers")

@@ -703,25 +703,48 @@ pub(crate) fn completion(pod: &Value) -> Option<(Duration, i64)> {
     Some(run_of(&words))
 }
 
-/// How long the command of a pod with `restartPolicy` Always runs before
-/// it ends, and its exit code — only for a command that ends on its own
-/// (`exit N` or `false`); any other runs until the pod is deleted. The
-/// kubelet then restarts it after a back-off ([`restart_if_due`]).
-pub(crate) fn crash_loop(pod: &Value) -> Option<(Duration, i64)> {
-    if s(pod, "/spec/restartPolicy") != "Always" {
-        return None;
-    }
-    let words = command_words(pod);
-    words
+/// Whether some container of a pod that restarts Always crash-loops
+/// ([`crash_loop_of`]).
+pub(crate) fn crash_loop(pod: &Value) -> bool {
+    s(pod, "/spec/restartPolicy") == "Always"
+        && pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| crash_loop_of(c).is_some()))
+}
+
+/// How long a container's command runs before it ends, and its exit code,
+/// when it ends on its own: a statement reached unconditionally (between
+/// `;` or lines, without `&&` or `||`) that is `exit [N]` or `false`, and
+/// no `sleep` without a finite time (`sleep infinity`). Any other command
+/// runs until the pod is deleted.
+pub(crate) fn crash_loop_of(container: &Value) -> Option<(Duration, i64)> {
+    let parts: Vec<String> = ["command", "args"]
         .iter()
-        .any(|w| w == "exit" || w == "false")
-        .then(|| run_of(&words))
+        .flat_map(|f| container[*f].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let text = parts.join(" ");
+    let ends = text.split([';', '\n']).any(|statement| {
+        let first = statement.split_whitespace().next().unwrap_or_default();
+        !statement.contains("&&")
+            && !statement.contains("||")
+            && (first == "exit" || first == "false")
+    });
+    let words = split_words(&parts);
+    let endless_sleep = words
+        .iter()
+        .position(|w| w == "sleep")
+        .and_then(|i| words.get(i + 1))
+        .is_some_and(|n| !n.parse::<f64>().is_ok_and(f64::is_finite));
+    (ends && !endless_sleep).then(|| run_of(&words))
 }
 
 /// The words of a pod's commands and arguments, split at blanks and shell
 /// separators.
 fn command_words(pod: &Value) -> Vec<String> {
-    pod.pointer("/spec/containers")
+    let parts: Vec<String> = pod
+        .pointer("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -734,6 +757,14 @@ fn command_words(pod: &Value) -> Vec<String> {
                     .filter_map(|v| v.as_str().map(str::to_owned))
             })
         })
+        .collect();
+    split_words(&parts)
+}
+
+/// Words split at blanks and shell separators.
+fn split_words(parts: &[String]) -> Vec<String> {
+    parts
+        .iter()
         .flat_map(|w| {
             w.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|')
                 .filter(|x| !x.is_empty())
@@ -763,43 +794,76 @@ fn run_of(words: &[String]) -> (Duration, i64) {
     (Duration::from_secs_f64(seconds), code)
 }
 
-/// kubelet's back-off before restart `n` (1, 2…) of a container: 10 s,
-/// doubled each time, at most five minutes.
+/// kubelet's back-off after the `n`th restart (1, 2…) of a container:
+/// 10 s, doubled each time, at most five minutes. (The first exit is
+/// restarted at once.)
 fn back_off(n: i64) -> Duration {
-    Duration::from_secs(10u64.saturating_mul(1 << (n - 1).clamp(0, 5)).min(300))
+    let doublings = n.saturating_sub(1).clamp(0, 5) as u32;
+    Duration::from_secs((10u64 << doublings).min(300))
 }
 
-/// The kubelet's restarts of a crash-looping pod ([`crash_loop`]): a
-/// running container whose command has ended is Terminated into
-/// `lastState`, its `restartCount` goes up and it waits in
-/// `CrashLoopBackOff` (the pod not Ready, a `BackOff` warning recorded);
-/// once the back-off has passed it runs again. Returns when the pod next
-/// needs this.
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`).
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{}s", secs / 60, secs % 60)
+    }
+}
+
+/// The kubelet's restarts of crash-looping containers ([`crash_loop_of`]),
+/// as kubelet runs them: a container whose command has ended goes into
+/// `lastState` (Terminated, its exit code); the first time it runs again at
+/// once, later ones wait in `CrashLoopBackOff` ([`back_off`], a `BackOff`
+/// warning recorded, the pod not Ready) and then run again; `restartCount`
+/// counts the runs started again. Returns when the pod next needs this.
 async fn restart_if_due(
     store: &Store,
     key: &str,
     rev: i64,
     pod: &Value,
 ) -> Result<Option<SystemTime>, StoreError> {
-    let Some((runs, code)) = crash_loop(pod) else {
+    if !crash_loop(pod) {
         return Ok(None);
-    };
+    }
     let now = SystemTime::now();
     let now_text = meta::rfc3339(now);
     let mut new = pod.clone();
     let mut due: Option<SystemTime> = None;
+    let mut soon = |at: SystemTime| due = Some(due.map_or(at, |d: SystemTime| d.min(at)));
     let mut backing_off = Vec::new();
-    let mut restarted = false;
+    let mut restarted = Vec::new();
     let (name, ns, uid) = (
         s(pod, "/metadata/name"),
         s(pod, "/metadata/namespace"),
         s(pod, "/metadata/uid"),
     );
+    let specs: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let statuses = new
         .pointer_mut("/status/containerStatuses")
         .and_then(Value::as_array_mut);
     for c in statuses.into_iter().flatten() {
-        let restarts = c["restartCount"].as_i64().unwrap_or(0);
+        let container = c["name"].as_str().unwrap_or_default().to_owned();
+        let Some((runs, code)) = specs
+            .iter()
+            .find(|sc| sc["name"] == container.as_str())
+            .and_then(crash_loop_of)
+        else {
+            continue;
+        };
+        let restarts = c["restartCount"].as_i64().unwrap_or(0).max(0);
+        let run_again = |c: &mut Value| {
+            c["state"] = json!({"running": {"startedAt": now_text}});
+            c["containerID"] = json!(format!("containerd://{}", meta::new_uid().replace('-', "")));
+            c["ready"] = json!(true);
+            c["started"] = json!(true);
+            c["restartCount"] = json!(restarts.saturating_add(1));
+        };
         if let Some(started) = c
             .pointer("/state/running/startedAt")
             .and_then(Value::as_str)
@@ -807,21 +871,24 @@ async fn restart_if_due(
         {
             let end = started.checked_add(runs).unwrap_or(started);
             if now < end {
-                due = Some(due.map_or(end, |d| d.min(end)));
+                soon(end);
                 continue;
             }
-            let container = c["name"].as_str().unwrap_or_default().to_owned();
-            let wait = back_off(restarts + 1);
             c["lastState"] = json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
                 "startedAt": meta::rfc3339(started), "finishedAt": now_text, "containerID": c["containerID"]}});
-            c["restartCount"] = json!(restarts + 1);
-            c["ready"] = json!(false);
-            c["started"] = json!(false);
-            c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
-                "message": format!("back-off {}s restarting failed container={container} pod={name}_{ns}({uid})", wait.as_secs())}});
-            backing_off.push(container);
-            let again = now.checked_add(wait).unwrap_or(now);
-            due = Some(due.map_or(again, |d| d.min(again)));
+            if restarts == 0 {
+                run_again(c);
+                restarted.push(container);
+                soon(now.checked_add(runs).unwrap_or(now));
+            } else {
+                let wait = back_off(restarts);
+                c["ready"] = json!(false);
+                c["started"] = json!(false);
+                c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                    "message": format!("back-off {} restarting failed container={container} pod={name}_{ns}({uid})", go_duration(wait))}});
+                backing_off.push(container);
+                soon(now.checked_add(wait).unwrap_or(now));
+            }
         } else if c.pointer("/state/waiting/reason").and_then(Value::as_str)
             == Some("CrashLoopBackOff")
         {
@@ -832,25 +899,25 @@ async fn restart_if_due(
                 .unwrap_or(now);
             let again = finished.checked_add(back_off(restarts)).unwrap_or(finished);
             if now < again {
-                due = Some(due.map_or(again, |d| d.min(again)));
+                soon(again);
                 continue;
             }
-            c["state"] = json!({"running": {"startedAt": now_text}});
-            c["containerID"] = json!(format!("containerd://{}", meta::new_uid().replace('-', "")));
-            c["ready"] = json!(true);
-            c["started"] = json!(true);
-            restarted = true;
-            let end = now.checked_add(runs).unwrap_or(now);
-            due = Some(due.map_or(end, |d| d.min(end)));
+            run_again(c);
+            restarted.push(container);
+            soon(now.checked_add(runs).unwrap_or(now));
         }
     }
-    if backing_off.is_empty() && !restarted {
+    if backing_off.is_empty() && restarted.is_empty() {
         return Ok(due);
     }
-    let all_ready = new
+    let waiting: Vec<String> = new
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().all(|c| c["ready"] == json!(true)));
+        .into_iter()
+        .flatten()
+        .filter(|c| c["ready"] != json!(true))
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
     for c in new
         .pointer_mut("/status/conditions")
         .and_then(Value::as_array_mut)
@@ -858,14 +925,24 @@ async fn restart_if_due(
         .flatten()
     {
         if matches!(c["type"].as_str(), Some("Ready" | "ContainersReady")) {
-            let status = if all_ready { "True" } else { "False" };
+            let status = if waiting.is_empty() { "True" } else { "False" };
             if c["status"] != status {
                 c["status"] = json!(status);
                 c["lastTransitionTime"] = json!(now_text);
-                if all_ready {
-                    c.as_object_mut().map(|m| m.remove("reason"));
+            }
+            if let Some(m) = c.as_object_mut() {
+                if waiting.is_empty() {
+                    m.remove("reason");
+                    m.remove("message");
                 } else {
-                    c["reason"] = json!("ContainersNotReady");
+                    m.insert("reason".into(), json!("ContainersNotReady"));
+                    m.insert(
+                        "message".into(),
+                        json!(format!(
+                            "containers with unready status: [{}]",
+                            waiting.join(" ")
+                        )),
+                    );
                 }
             }
         }
@@ -891,8 +968,8 @@ async fn restart_if_due(
         )
         .await;
     }
-    if restarted {
-        started(store, &new, &node, false).await;
+    if !restarted.is_empty() {
+        started(store, &new, &node, false, Some(&restarted)).await;
     }
     Ok(due)
 }
@@ -1008,8 +1085,17 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
         if !write_changed(store, &key, rev, &new).await? {
             continue;
         }
-        started(store, &new, &node_name, !already_bound).await;
-        if let Some((runs, _)) = completion(&new).or_else(|| crash_loop(&new)) {
+        started(store, &new, &node_name, !already_bound, None).await;
+        let crash_runs = new
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|_| crash_loop(&new))
+            .filter_map(crash_loop_of)
+            .map(|(runs, _)| runs)
+            .min();
+        if let Some(runs) = completion(&new).map(|(runs, _)| runs).or(crash_runs) {
             let end = SystemTime::now()
                 .checked_add(runs)
                 .unwrap_or_else(SystemTime::now);
@@ -1019,8 +1105,9 @@ async fn schedule_and_run(store: &Store) -> Result<Option<SystemTime>, StoreErro
     Ok(next_end)
 }
 
-/// The scheduler's and kubelet's events for a pod that just started.
-async fn started(store: &Store, pod: &Value, node: &str, scheduled: bool) {
+/// The scheduler's and kubelet's events for a pod that just started (or
+/// only for the containers `only` names, started again).
+async fn started(store: &Store, pod: &Value, node: &str, scheduled: bool, only: Option<&[String]>) {
     use crate::events::{record, Event, Source};
     if scheduled {
         record(
@@ -1048,6 +1135,9 @@ async fn started(store: &Store, pod: &Value, node: &str, scheduled: bool) {
         .flatten()
     {
         let name = c["name"].as_str().unwrap_or_default();
+        if only.is_some_and(|names| !names.iter().any(|n| n == name)) {
+            continue;
+        }
         let image = c["image"].as_str().unwrap_or_default();
         let path = format!("spec.containers{{{name}}}");
         for (reason, message) in [
@@ -1409,5 +1499,43 @@ mod tests {
             "a terminating namespace takes no new pods"
         );
         assert_eq!(in_ns("gone"), 0, "a missing namespace takes no new pods");
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+
+    fn container(command: &[&str]) -> Value {
+        json!({"name": "c", "command": command})
+    }
+
+    #[test]
+    fn only_commands_that_end_on_their_own_crash_loop() {
+        let ends = container(&["sh", "-c", "echo up; sleep 5; exit 3"]);
+        assert_eq!(crash_loop_of(&ends), Some((Duration::from_secs(5), 3)));
+        assert_eq!(
+            crash_loop_of(&container(&["false"])),
+            Some((Duration::from_secs(1), 1))
+        );
+        for runs_on in [
+            &["serve", "--leader-elect", "false"][..],
+            &["sh", "-c", "serve || exit 1"],
+            &["sh", "-c", "sleep infinity; exit 1"],
+            &["nginx", "-g", "daemon off;"],
+            &[],
+        ] {
+            assert_eq!(crash_loop_of(&container(runs_on)), None, "{runs_on:?}");
+        }
+    }
+
+    #[test]
+    fn back_off_doubles_to_five_minutes_as_go_prints_it() {
+        let waits: Vec<String> = (1..=7).map(|n| go_duration(back_off(n))).collect();
+        assert_eq!(
+            waits,
+            ["10s", "20s", "40s", "1m20s", "2m40s", "5m0s", "5m0s"]
+        );
+        assert_eq!(back_off(i64::MAX), Duration::from_secs(300));
     }
 }
