@@ -169,6 +169,8 @@ pub fn builtin_role_templates() -> Vec<(&'static str, RoleContext, &'static str,
                 // Bound in each namespace of the project, this lets a member
                 // `get` those namespaces (and no others).
                 PolicyRule::resource(&["get"], &[""], &["namespaces"]),
+                // Revision history, as kube's own edit and view roles.
+                PolicyRule::resource(read, &["apps"], &["controllerrevisions"]),
             ],
         ),
         (
@@ -178,6 +180,7 @@ pub fn builtin_role_templates() -> Vec<(&'static str, RoleContext, &'static str,
             vec![
                 PolicyRule::resource(read, workloads, &view_resources),
                 PolicyRule::resource(&["get"], &[""], &["namespaces"]),
+                PolicyRule::resource(read, &["apps"], &["controllerrevisions"]),
             ],
         ),
     ]

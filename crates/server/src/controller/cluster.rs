@@ -200,6 +200,9 @@ impl Status<'_> {
     }
 }
 
+/// How long counting failing pods may hold up a heartbeat.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a pod may stay Pending before it counts as failing.
 const PENDING_TOO_LONG: Duration = Duration::from_secs(300);
 
@@ -208,11 +211,24 @@ const PENDING_TOO_LONG: Duration = Duration::from_secs(300);
 /// field selector), so a healthy cluster answers with an empty list.
 /// `None` when the cluster cannot tell (the count is then left as it was).
 async fn pods_failing(client: &Client) -> Option<u32> {
-    let list = client
-        .get("/api/v1/pods?fieldSelector=status.phase%21%3DRunning%2Cstatus.phase%21%3DSucceeded")
-        .await
-        .map_err(|e| tracing::debug!(cluster = client.cluster(), error = %e, "cannot count failing pods"))
-        .ok()?;
+    let list = tokio::time::timeout(
+        COUNT_TIMEOUT,
+        client.get(
+            "/api/v1/pods?fieldSelector=status.phase%21%3DRunning%2Cstatus.phase%21%3DSucceeded",
+        ),
+    )
+    .await
+    .map_err(|_| {
+        tracing::debug!(
+            cluster = client.cluster(),
+            "counting failing pods timed out"
+        )
+    })
+    .ok()?
+    .map_err(
+        |e| tracing::debug!(cluster = client.cluster(), error = %e, "cannot count failing pods"),
+    )
+    .ok()?;
     let now = std::time::SystemTime::now();
     let count = list["items"]
         .as_array()

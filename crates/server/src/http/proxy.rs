@@ -258,8 +258,8 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
         }
         body = Body::from(bytes);
     }
-    // A plain JSON list of namespaces (not a watch, a table or protobuf):
-    // the selectors it filters by, for [`own_namespaces`].
+    // A list of namespaces whose caller takes JSON (not a watch): the
+    // selectors it filters by, for [`own_namespaces`].
     let list_of_namespaces = (parts.method == axum::http::Method::GET)
         .then(|| namespace_list_selectors(&path))
         .flatten()
@@ -268,7 +268,8 @@ pub(crate) async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) 
                 .headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
-                .is_none_or(|a| !a.contains("as=Table") && !a.contains("protobuf"))
+                // kubectl asks for a Table and takes plain JSON too.
+                .is_none_or(|a| a.contains("application/json") || a.contains("*/*"))
         });
     let mut out = axum::http::Request::builder()
         .method(parts.method)
