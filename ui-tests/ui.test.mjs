@@ -321,6 +321,7 @@ spec:
   assert.match(await page.locator('#revisions tr[data-revision="3"]').textContent(), /current/);
 
   say("a pod's log tail shows new lines as they come");
+  await page.goto(deploymentUrl);
   await page.locator("#pods tbody tr a").first().click();
   await page.locator("#log-lines div").first().waitFor({ timeout: 20000 });
   const before = await page.locator("#log-lines div").count();
@@ -348,11 +349,11 @@ spec:
   say("a crash-looping pod: its restarts, and the previous instance's log");
   await kubectl(JSON.stringify(["run", "crasher", "-n", "team-ns", "--image=busybox", "--", "sh", "-c", "echo from the first run; sleep 1; exit 3"]));
   await page.goto(`${ex}/pods/team-ns/crasher`);
-  await waitFor("a restart", async () => {
+  await waitFor("a restart, then a back-off", async () => {
     await page.reload();
-    return (await page.locator("#containers tbody tr td").nth(4).textContent()).trim() !== "0";
+    return (await page.locator("#containers tbody tr td").nth(4).textContent()).trim() !== "0"
+      && /CrashLoopBackOff/.test(await page.locator("#pod-status").textContent());
   });
-  assert.match(await page.locator("#pod-status").textContent(), /CrashLoopBackOff/);
   await page.getByLabel("Previous instance").check();
   await page.locator("#log-lines div", { hasText: "from the first run" }).waitFor();
   await shot("14-pod-previous-log");
@@ -556,7 +557,12 @@ spec:
   const listed = await page.content();
   assert.ok(listed.includes(keyName), "the key is listed");
   assert.ok(!listed.includes(secret.split(":")[1]), "the secret is not shown again");
-  await page.getByRole("button", { name: `Delete key ${keyName}` }).click();
+  await page.getByRole("link", { name: `Delete key ${keyName}` }).click();
+  await page.getByLabel(/to confirm/).fill("not the key");
+  await page.getByRole("button", { name: "Delete key" }).click();
+  await page.getByText(/type the key's name/).waitFor();
+  await page.getByLabel(/to confirm/).fill(keyName);
+  await page.getByRole("button", { name: "Delete key" }).click();
   await page.getByText("The API key was deleted.").waitFor();
   assert.ok(!(await page.content()).includes(keyName));
   const revoked = await page.request.post(`${url}/apis/authentication.k8s.io/v1/selfsubjectreviews`, {

@@ -98,8 +98,12 @@ fn web_ui_in_a_real_browser() {
     }
     // A project member and a read-only member of "team", for what each
     // may see and do.
+    let mut member_token = String::new();
     for (user, role) in [("pm", "project-member"), ("ro", "read-only")] {
-        m.user(&admin, user);
+        let token = m.user(&admin, user);
+        if user == "pm" {
+            member_token = token;
+        }
         let (code, body) = m.http(
             "POST",
             &format!("{MGMT}/namespaces/{pid}/projectroletemplatebindings"),
@@ -110,6 +114,25 @@ fn web_ui_in_a_real_browser() {
             &[],
         );
         assert_eq!(code, 201, "{body}");
+    }
+    // kubectl as the member lists the project's namespaces, and no other.
+    let pm_kubeconfig = user_kubeconfig(&m, &member_token, c, "pm");
+    for args in [&["get", "ns", "-o", "name"][..], &["get", "ns"]] {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&pm_kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} as pm: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("NAME")).collect();
+        assert_eq!(names.len(), 1, "{stdout}");
+        assert!(names[0].contains("team-ns"), "{stdout}");
     }
     // kubectl through Drover as the admin, for the explorer's steps.
     let admin_kubeconfig = user_kubeconfig(&m, &admin, c, "ui-admin");

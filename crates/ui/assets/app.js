@@ -252,9 +252,9 @@ function shell(section) {
 
 // Forms are sent in the background, so that a refusal shows beside its
 // form with what was entered kept, inside the page: a generic error page
-// (data-error-page) gives its message; any other answer replaces the page
-// (a redirect is followed). Forms marked data-native (sign-in, sign-out,
-// downloads) are sent as the browser does.
+// (data-error-page) gives its message; any other answer replaces the page,
+// at the address a redirect led to. Forms marked data-native (sign-in,
+// sign-out, downloads) are sent as the browser does.
 function sendInPlace(form) {
   form.addEventListener("submit", async (e) => {
     if (form.method.toLowerCase() !== "post" || "native" in form.dataset) return;
@@ -287,15 +287,17 @@ function sendInPlace(form) {
       if (first) first.focus();
       return;
     }
-    if (res.redirected) {
-      window.location.assign(res.url);
-      return;
-    }
+    // The answer (after any redirect, already followed) becomes the page,
+    // at its own address.
     document.open();
     document.write(html);
     document.close();
+    if (res.redirected) history.pushState(null, "", res.url);
   });
 }
+
+// Back to a page written over another (sendInPlace): load it afresh.
+window.addEventListener("popstate", () => window.location.reload());
 
 document.addEventListener("keydown", (e) => {
   if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;

@@ -156,7 +156,10 @@ pub fn router(api: Router, tls: Arc<dyn ServerTls>, server_url: String) -> Route
             "/dashboard/tokens",
             get(admin::tokens).post(admin::create_token),
         )
-        .route("/dashboard/tokens/{name}/delete", post(admin::delete_token))
+        .route(
+            "/dashboard/tokens/{name}/delete",
+            get(admin::delete_token_page).post(admin::delete_token),
+        )
         .route("/dashboard/settings", get(admin::settings))
         .route("/dashboard/settings/backups", post(admin::backup_now))
         .route(

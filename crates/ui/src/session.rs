@@ -33,7 +33,7 @@ const MAX_FORM: usize = 64 * 1024;
 
 /// Largest form carrying YAML (an object's edit, Import YAML): its text
 /// URL-encoded.
-const MAX_YAML_FORM: usize = 2 * 1024 * 1024;
+const MAX_YAML_FORM: usize = 3 * 1024 * 1024;
 
 /// A cookie's value from the request headers.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -179,6 +179,19 @@ pub(crate) fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// A future time as people read it (`in 29d`, or `2h ago` once past), the
+/// exact time on hover.
+pub(crate) fn until(rfc3339: &str) -> Markup {
+    let Some(at) = drover_core::meta::parse_rfc3339(rfc3339) else {
+        return html! { "–" };
+    };
+    let text = match at.duration_since(std::time::SystemTime::now()) {
+        Ok(left) => format!("in {}", drover_core::meta::human_duration(left)),
+        Err(_) => format!("{} ago", drover_core::meta::age(rfc3339)),
+    };
+    html! { time datetime=(rfc3339) title=(rfc3339) { (text) } }
+}
+
 /// A past time as people read it (`5m ago`), the exact time on hover.
 pub(crate) fn since(rfc3339: &str) -> Markup {
     if rfc3339.is_empty() {

@@ -626,7 +626,7 @@ pub(crate) async fn watch(
     let events = ui.api.watch(&path, &session.token).await?;
     let events = events.filter_map(|event| async move {
         match event["type"].as_str()? {
-            "ERROR" => Some(Ok(Event::default().event("reload").data(""))),
+            "ERROR" => Some(Ok(Event::default().event("reload").data("reload"))),
             "BOOKMARK" => None,
             _ => Some(Ok(Event::default()
                 .event("change")

@@ -394,10 +394,13 @@ async fn workload_sections(
     let may_scale = rules.allows("patch", kind.group, &format!("{}/scale", kind.resource))
         && matches!(kind.resource, "deployments" | "statefulsets");
     let may_update = rules.allows("update", kind.group, kind.resource);
-    let revisions = if has_revisions(kind) {
-        revisions(ui, token, id, kind, o).await
+    let (revisions, revisions_error) = if has_revisions(kind) {
+        match revisions(ui, token, id, kind, o).await {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let current = current_revision(o, &revisions);
     let csrf = view::csrf(session);
@@ -487,6 +490,9 @@ async fn workload_sections(
         @if has_revisions(kind) {
             section aria-labelledby="revisions-h" {
                 h2 #revisions-h { "Revisions" }
+                @if let Some(e) = &revisions_error {
+                    p.error { "The revisions cannot be read: " (e) }
+                }
                 div.scroll { table #revisions {
                     thead { tr { th scope="col" { "Revision" } th scope="col" { "Images" } th scope="col" { "Change cause" } th scope="col" { "Created" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for r in &revisions {
@@ -555,7 +561,13 @@ fn has_revisions(kind: &Kind) -> bool {
 
 /// A workload's kept revisions, newest first: a Deployment's ReplicaSets,
 /// a StatefulSet's or DaemonSet's ControllerRevisions (owned by it).
-async fn revisions(ui: &Ui, token: &str, id: &str, kind: &Kind, o: &Value) -> Vec<Revision> {
+async fn revisions(
+    ui: &Ui,
+    token: &str,
+    id: &str,
+    kind: &Kind,
+    o: &Value,
+) -> Result<Vec<Revision>, UiError> {
     let uid = s(o, "/metadata/uid");
     let ns = s(o, "/metadata/namespace");
     let of = if kind.resource == "deployments" {
@@ -572,8 +584,7 @@ async fn revisions(ui: &Ui, token: &str, id: &str, kind: &Kind, o: &Value) -> Ve
     let mut kept: Vec<Revision> = ui
         .api
         .items(&path, token)
-        .await
-        .unwrap_or_default()
+        .await?
         .into_iter()
         .filter(|r| {
             r["metadata"]["ownerReferences"]
@@ -616,7 +627,7 @@ async fn revisions(ui: &Ui, token: &str, id: &str, kind: &Kind, o: &Value) -> Ve
         })
         .collect();
     kept.sort_by_key(|r| std::cmp::Reverse(r.number.parse::<u64>().unwrap_or(0)));
-    kept
+    Ok(kept)
 }
 
 /// The revision a workload runs now: a Deployment's annotation, else the
@@ -1010,7 +1021,7 @@ async fn revision(
     number: &str,
 ) -> Result<Revision, UiError> {
     revisions(ui, token, id, kind, o)
-        .await
+        .await?
         .into_iter()
         .find(|r| r.number == number)
         .ok_or_else(|| UiError::NotFound(format!("revision {number} is no longer kept")))

@@ -84,7 +84,7 @@ pub(crate) async fn tail(
             // The log ended (the container did, or it was read whole): the
             // page stops rather than reconnect and read it again.
             .chain(futures::stream::once(async {
-                Ok(Event::default().event("end").data(""))
+                Ok(Event::default().event("end").data("end"))
             }))
             .boxed()
     } else {

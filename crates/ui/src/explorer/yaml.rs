@@ -52,6 +52,20 @@ pub(crate) async fn edit_page(
     if kind.resource == "secrets" && q.reveal.is_none() {
         let url = object_url(&id, &resource, &ns, &name);
         let mut masked = o.clone();
+        // kubectl apply keeps the whole object, values too, in an annotation.
+        if let Some(a) = masked
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            if a.remove("kubectl.kubernetes.io/last-applied-configuration")
+                .is_some()
+            {
+                a.insert(
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    Value::String("(hidden)".into()),
+                );
+            }
+        }
         for field in ["data", "stringData"] {
             if let Some(m) = masked.get_mut(field).and_then(Value::as_object_mut) {
                 for v in m.values_mut() {
@@ -295,7 +309,7 @@ async fn collection_of(
         return Err("every document needs apiVersion and kind".into());
     }
     let part = |p: &str| {
-        !p.is_empty()
+        p.starts_with(|c: char| c.is_ascii_alphanumeric())
             && p.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
     };

@@ -279,13 +279,10 @@ fn tokens_page(
                         td { code { (name) } @if name == session.token_name() { " (this session)" } }
                         td { (s(t, "/spec/description")) }
                         td { (s(t, "/spec/clusterName")) }
-                        td { (match s(t, "/status/expiresAt") { "" => "never", e => e }) }
+                        td { @match s(t, "/status/expiresAt") { "" => "never", e => (view::until(e)) } }
                         td {
                             @if name != session.token_name() {
-                                form.inline method="post" action={ "/dashboard/tokens/" (seg(name)) "/delete" } {
-                                    (view::csrf(session))
-                                    button.secondary type="submit" aria-label={ "Delete key " (name) } { "Delete" }
-                                }
+                                a href={ "/dashboard/tokens/" (seg(name)) "/delete" } aria-label={ "Delete key " (name) } { "Delete…" }
                             }
                         }
                     }
@@ -370,12 +367,46 @@ pub(crate) async fn create_token(
     ))
 }
 
+/// `GET /dashboard/tokens/{name}/delete`: confirm by typing the key's name.
+pub(crate) async fn delete_token_page(session: Session, Path(name): Path<String>) -> Markup {
+    view::page(
+        "Delete API key",
+        &session,
+        Section::Tokens,
+        html! {
+            h1 { "Delete API key " code { (name) } "?" }
+            p { "Whatever uses it stops working at once, open connections included." }
+            form method="post" action={ "/dashboard/tokens/" (seg(&name)) "/delete" } {
+                (view::csrf(&session))
+                div.field {
+                    label for="confirm" { "Type " strong { (name) } " to confirm" }
+                    input #confirm name="confirm" type="text" required autocomplete="off";
+                }
+                button.danger type="submit" { "Delete key" }
+                " "
+                a href="/dashboard/tokens" { "Cancel" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Confirm {
+    confirm: String,
+}
+
 /// `POST /dashboard/tokens/{name}/delete`.
 pub(crate) async fn delete_token(
     State(ui): State<Arc<Ui>>,
     session: Session,
     Path(name): Path<String>,
+    Form(form): Form<Confirm>,
 ) -> Result<Response, UiError> {
+    if form.confirm.trim() != name {
+        return Err(UiError::BadRequest(format!(
+            "type the key's name {name:?} to delete it"
+        )));
+    }
     ui.api
         .call(
             Method::DELETE,
@@ -536,7 +567,7 @@ fn backups_section(session: &Session, backups: &[Value]) -> Markup {
                         td { code { (s(b, "/spec/location")) } }
                         td { @if s(b, "/spec/schedule").is_empty() { "once" } @else { code { (s(b, "/spec/schedule")) } } }
                         td { span class={ "badge " (if state == "Ready" { "active" } else if state == "Failed" { "unavailable" } else { "pending" }) } data-state=(state) { (state) } }
-                        td { (s(b, "/status/lastBackupTime")) }
+                        td { (view::since(s(b, "/status/lastBackupTime"))) }
                         td { (b.pointer("/status/files").and_then(Value::as_array).map_or(0, Vec::len)) }
                         td.failure { @if state == "Failed" { (ready.map(|c| s(c, "/message")).unwrap_or_default()) } }
                     }

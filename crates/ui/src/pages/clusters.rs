@@ -256,7 +256,7 @@ pub(crate) async fn events(
         let object = &event["object"];
         if kind == "ERROR" {
             // Typically a resourceVersion too old: the page reloads.
-            return Some(Ok(Event::default().event("reload").data("")));
+            return Some(Ok(Event::default().event("reload").data("reload")));
         }
         let mut row = serde_json::to_value(Row::of(object)).ok()?;
         row["type"] = json!(kind);
@@ -390,18 +390,27 @@ pub(crate) async fn render_detail(
         .get(&format!("{MGMT}/clusters/{}", seg(&id)), token)
         .await?;
     let row = Row::of(&c);
-    let nodes = ui
-        .api
-        .items(&format!("/k8s/clusters/{}/api/v1/nodes", seg(&id)), token)
-        .await;
-    let namespaces = ui
-        .api
-        .items(
-            &format!("/k8s/clusters/{}/api/v1/namespaces", seg(&id)),
-            token,
-        )
-        .await
-        .unwrap_or_default();
+    // A cluster whose agent never connected has nothing to read yet (and
+    // the proxy would wait for its link).
+    let pending = row.state == "Pending";
+    let nodes = if pending {
+        Err(UiError::Internal("the agent has not connected".into()))
+    } else {
+        ui.api
+            .items(&format!("/k8s/clusters/{}/api/v1/nodes", seg(&id)), token)
+            .await
+    };
+    let namespaces = if pending {
+        Vec::new()
+    } else {
+        ui.api
+            .items(
+                &format!("/k8s/clusters/{}/api/v1/namespaces", seg(&id)),
+                token,
+            )
+            .await
+            .unwrap_or_default()
+    };
     let projects = ui
         .api
         .items(&format!("{MGMT}/namespaces/{}/projects", seg(&id)), token)
@@ -432,12 +441,12 @@ pub(crate) async fn render_detail(
     let project_ids: Vec<&str> = projects.iter().map(|p| s(p, "/metadata/name")).collect();
     let firing = super::alerts::firing(ui, token, |ns| ns == id || project_ids.contains(&ns)).await;
     let base = format!("/dashboard/clusters/{}", seg(&id));
-    let pending = row.state == "Pending";
     let requested = if pending {
         None
     } else {
         requested(ui, token, &id).await
     };
+    let role_labels = members::role_labels(ui, token).await;
     let may_import = rules.allows("get", "management.drover.io", "clusterregistrationtokens");
     let may_delete = rules.allows("delete", "management.drover.io", "clusters");
     let may_projects = rules.allows("create", "management.drover.io", "projects");
@@ -518,7 +527,7 @@ pub(crate) async fn render_detail(
             }
             section aria-labelledby="members-h" {
                 h2 #members-h { "Members" }
-                (members::table(session, &bindings, &format!("{base}/members"), may_remove))
+                (members::table(session, &bindings, &format!("{base}/members"), may_remove, &role_labels))
                 @if may_members { (member_form) }
             }
         },

@@ -5,6 +5,7 @@
 //! role, so adding the same pair again is refused by the server as a name
 //! that exists, and the form says so with the choice kept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -30,13 +31,33 @@ pub(crate) struct Refused {
     pub message: String,
 }
 
+/// Each role template's label (its display name, else its name), so a
+/// role reads the same in the table and the picker.
+pub(crate) async fn role_labels(ui: &Ui, token: &str) -> BTreeMap<String, String> {
+    ui.api
+        .items(&format!("{MGMT}/roletemplates"), token)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let name = s(r, "/metadata/name");
+            let label = match s(r, "/spec/displayName") {
+                "" => role_label(name),
+                d => d,
+            };
+            (name.to_owned(), label.to_owned())
+        })
+        .collect()
+}
+
 /// The bindings as a table, each with a remove button posting to
-/// `{action}/{binding}/delete` when `may_remove`.
+/// `{action}/{binding}/delete` when `may_remove`; roles by `labels`.
 pub(crate) fn table(
     session: &Session,
     bindings: &[Value],
     action: &str,
     may_remove: bool,
+    labels: &BTreeMap<String, String>,
 ) -> Markup {
     html! {
         div.scroll { table.members {
@@ -46,7 +67,8 @@ pub(crate) fn table(
                 @let who = match (s(b, "/spec/userName"), s(b, "/spec/groupName")) { ("", g) => format!("group {g}"), (u, _) => u.to_owned() };
                 tr {
                     td { (who) }
-                    td { (role_label(s(b, "/spec/roleTemplateName"))) }
+                    @let role = s(b, "/spec/roleTemplateName");
+                    td { (labels.get(role).map_or(role_label(role), String::as_str)) }
                     td { @if may_remove {
                         form.inline method="post" action={ (action) "/" (seg(name)) "/delete" } {
                             (view::csrf(session))

@@ -115,6 +115,7 @@ pub(crate) async fn render(
         .rules
         .allows("update", "management.drover.io", "projects");
     let cluster_name = crate::explorer::cluster_name(ui, token, &id).await;
+    let role_labels = members::role_labels(ui, token).await;
     // Owners and members of the project make namespaces in it (Drover
     // decides, not the cluster's RBAC); cluster owners move them.
     let may_namespaces = may_quota
@@ -206,7 +207,7 @@ pub(crate) async fn render(
             }
             section aria-labelledby="members-h" {
                 h2 #members-h { "Members" }
-                (members::table(session, &bindings, &format!("{base}/members"), may_remove))
+                (members::table(session, &bindings, &format!("{base}/members"), may_remove, &role_labels))
                 @if may_members { (member_form) }
             }
         },
