@@ -290,6 +290,19 @@ try {
   });
   const deploymentUrl = page.url().split("?")[0];
 
+  say("restart and an environment variable each make a rollout");
+  await page.getByRole("button", { name: "Restart" }).click();
+  await page.getByText("A restart was started.").waitFor();
+  await page.getByLabel("Variable").fill("GREETING");
+  await page.getByLabel("Value").fill("hello there");
+  await page.getByRole("button", { name: "Set variable" }).click();
+  await page.getByText("The environment was changed").waitFor();
+  assert.match(await page.locator("#env").textContent(), /GREETING\s*hello there/);
+  await waitFor("revision 5", async () => {
+    await page.reload();
+    return (await page.locator("#revision").textContent()).trim() === "5";
+  });
+
   say("a StatefulSet rolls back too, from its ControllerRevisions");
   const stsFile = path.join(work, "db.yaml");
   writeFileSync(stsFile, `apiVersion: apps/v1
@@ -485,7 +498,7 @@ spec:
 
   const explorerPages = [`${ex}/deployments?ns=team-ns`, deploymentUrl, podUrl, `${deploymentUrl}/yaml`,
     `${deploymentUrl}/rollback?revision=2`, `${ex}/pods?ns=team-ns`, `${ex}/events?ns=team-ns`, `${ex}/import?ns=team-ns`,
-    `${url}/dashboard/search?q=team`];
+    `${deploymentUrl}/delete`, `${ex}/statefulsets/team-ns/db`, `${ex}/secrets?ns=team-ns`, `${url}/dashboard/search?q=team`];
 
   say("the explorer's pages: labels, keyboard and an accessibility check");
   const axeContext = await browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true });
@@ -522,7 +535,8 @@ spec:
   const dark = await darkContext.newPage();
   const allPages = [`${url}/dashboard/clusters`, `${url}/dashboard/clusters/${existing}`,
     `${url}/dashboard/clusters/${existing}/projects/${process.env.DROVER_PROJECT}`, `${url}/dashboard/users`,
-    `${url}/dashboard/tokens`, `${url}/dashboard/settings`, ...explorerPages];
+    `${url}/dashboard/tokens`, `${url}/dashboard/settings`, `${url}/dashboard/clusters/new`,
+    `${url}/dashboard/clusters/${existing}/delete`, `${url}/dashboard/password`, ...explorerPages];
   for (const p of allPages) {
     await dark.goto(p);
     const overflow = await dark.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -247,6 +247,47 @@ impl NewMember {
     }
 }
 
+/// Bind the chosen subject to the chosen role in `collection` (a binding
+/// of `kind`, whose spec is `spec` and the subject), unless it holds the
+/// role there already; `None` when it was made, else the status and the
+/// refusal to show with the form.
+async fn add(
+    ui: &Ui,
+    session: &Session,
+    form: &NewMember,
+    kind: &str,
+    collection: &str,
+    mut spec: Value,
+) -> Result<Option<(StatusCode, Refused)>, UiError> {
+    let (field, who) = match form.subject() {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(Some((
+                StatusCode::BAD_REQUEST,
+                form.refused(form.why("", e)?),
+            )))
+        }
+    };
+    spec[field] = json!(who);
+    spec["roleTemplateName"] = json!(form.role);
+    let body = json!({"apiVersion": "management.drover.io/v1", "kind": kind,
+        "metadata": {"name": form.binding_name(field, who)}, "spec": spec});
+    let added = if exists(ui, &session.token, collection, field, who, &form.role).await {
+        Err(UiError::Api {
+            status: 409,
+            message: String::new(),
+        })
+    } else {
+        ui.api
+            .call(Method::POST, collection, &session.token, Some(&body))
+            .await
+    };
+    match added {
+        Ok(_) => Ok(None),
+        Err(e) => Ok(Some((e.status(), form.refused(form.why(who, e)?)))),
+    }
+}
+
 /// `POST /dashboard/clusters/{id}/members`.
 pub(crate) async fn add_to_cluster(
     State(ui): State<Arc<Ui>>,
@@ -254,47 +295,29 @@ pub(crate) async fn add_to_cluster(
     Path(id): Path<String>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let (field, who) = match form.subject() {
-        Ok(s) => s,
-        Err(e) => {
-            let r = form.refused(form.why("", e)?);
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                super::clusters::render_detail(&ui, &session, &id, None, Some(&r)).await?,
-            )
-                .into_response());
-        }
-    };
-    let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ClusterRoleTemplateBinding",
-        "metadata": {"name": form.binding_name(field, who)},
-        "spec": {"roleTemplateName": form.role, "clusterName": id}});
-    body["spec"][field] = json!(who);
     let collection = format!("{MGMT}/namespaces/{}/clusterroletemplatebindings", seg(&id));
-    let added = match exists(&ui, &session.token, &collection, field, who, &form.role).await {
-        true => Err(UiError::Api {
-            status: 409,
-            message: String::new(),
-        }),
-        false => {
-            ui.api
-                .call(Method::POST, &collection, &session.token, Some(&body))
-                .await
-        }
-    };
-    if let Err(e) = added {
-        let status = e.status();
-        let r = form.refused(form.why(who, e)?);
-        return Ok((
+    let spec = json!({"clusterName": id});
+    match add(
+        &ui,
+        &session,
+        &form,
+        "ClusterRoleTemplateBinding",
+        &collection,
+        spec,
+    )
+    .await?
+    {
+        None => Ok(Redirect::to(&format!(
+            "/dashboard/clusters/{}?notice=member-added",
+            seg(&id)
+        ))
+        .into_response()),
+        Some((status, r)) => Ok((
             status,
             super::clusters::render_detail(&ui, &session, &id, None, Some(&r)).await?,
         )
-            .into_response());
+            .into_response()),
     }
-    Ok(Redirect::to(&format!(
-        "/dashboard/clusters/{}?notice=member-added",
-        seg(&id)
-    ))
-    .into_response())
 }
 
 /// `POST /dashboard/clusters/{id}/members/{binding}/delete`.
@@ -329,51 +352,33 @@ pub(crate) async fn add_to_project(
     Path((id, pid)): Path<(String, String)>,
     Form(form): Form<NewMember>,
 ) -> Result<Response, UiError> {
-    let (field, who) = match form.subject() {
-        Ok(s) => s,
-        Err(e) => {
-            let r = form.refused(form.why("", e)?);
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                super::projects::render(&ui, &session, &id, &pid, None, Some(&r)).await?,
-            )
-                .into_response());
-        }
-    };
-    let mut body = json!({"apiVersion": "management.drover.io/v1", "kind": "ProjectRoleTemplateBinding",
-        "metadata": {"name": form.binding_name(field, who)},
-        "spec": {"roleTemplateName": form.role, "projectName": format!("{id}:{pid}")}});
-    body["spec"][field] = json!(who);
     let collection = format!(
         "{MGMT}/namespaces/{}/projectroletemplatebindings",
         seg(&pid)
     );
-    let added = match exists(&ui, &session.token, &collection, field, who, &form.role).await {
-        true => Err(UiError::Api {
-            status: 409,
-            message: String::new(),
-        }),
-        false => {
-            ui.api
-                .call(Method::POST, &collection, &session.token, Some(&body))
-                .await
-        }
-    };
-    if let Err(e) = added {
-        let status = e.status();
-        let r = form.refused(form.why(who, e)?);
-        return Ok((
+    let spec = json!({"projectName": format!("{id}:{pid}")});
+    match add(
+        &ui,
+        &session,
+        &form,
+        "ProjectRoleTemplateBinding",
+        &collection,
+        spec,
+    )
+    .await?
+    {
+        None => Ok(Redirect::to(&format!(
+            "/dashboard/clusters/{}/projects/{}?notice=member-added",
+            seg(&id),
+            seg(&pid)
+        ))
+        .into_response()),
+        Some((status, r)) => Ok((
             status,
             super::projects::render(&ui, &session, &id, &pid, None, Some(&r)).await?,
         )
-            .into_response());
+            .into_response()),
     }
-    Ok(Redirect::to(&format!(
-        "/dashboard/clusters/{}/projects/{}?notice=member-added",
-        seg(&id),
-        seg(&pid)
-    ))
-    .into_response())
 }
 
 /// `POST /dashboard/clusters/{id}/projects/{pid}/members/{binding}/delete`.
