@@ -31,9 +31,10 @@
 //!
 //! - `workloads`: Deployments → ReplicaSets → Pods (revisions as kube
 //!   numbers them, rollbacks included), the scheduler and kubelets (pods
-//!   bound, Running, ended when they run to completion, and restarted
-//!   after a back-off in `CrashLoopBackOff` when a command of a pod that
-//!   restarts Always ends with `exit`), garbage
+//!   bound, Running, ended when they run to completion, and restarted as
+//!   kubelet does — at once, then after a back-off in `CrashLoopBackOff` —
+//!   when a container of a pod that restarts Always reaches `exit`),
+//!   garbage
 //!   collection by owner; `sets`: StatefulSets (ordered pods, claims) and
 //!   DaemonSets (a pod per node); `jobs`: Jobs and CronJobs;
 //!   `services`: ClusterIP and NodePort allocation, the `kubernetes`

@@ -9,8 +9,9 @@
 //! - Scheduler and kubelet: a pod without a node is bound round-robin to a
 //!   node and reported Running and Ready with an IP from the node's CIDR;
 //!   a pod that runs to completion ends when its command does, and a
-//!   crash-looping one (restartPolicy Always, a command that `exit`s) is
-//!   restarted after kubelet's back-off, its last run in `lastState`.
+//!   crash-looping container (restartPolicy Always, a command that reaches
+//!   `exit` or `false`) is restarted as kubelet does: at once the first
+//!   time, then after its back-off, its last run in `lastState`.
 //! - Garbage collection: objects whose controller owner is gone are deleted.
 //!   An owner deleted with `propagationPolicy: Orphan` (the `orphan`
 //!   finalizer) first has its dependents' owner references removed; one
@@ -724,9 +725,15 @@ pub(crate) fn crash_loop_of(container: &Value) -> Option<(Duration, i64)> {
         .flat_map(|f| container[*f].as_array().cloned().unwrap_or_default())
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
-    let text = parts.join(" ");
+    // A shell's script is what follows `-c`; a program is known by its
+    // base name (`/bin/false`).
+    let text = match parts.iter().position(|p| p == "-c") {
+        Some(i) => parts[i + 1..].join(" "),
+        None => parts.join(" "),
+    };
     let ends = text.split([';', '\n']).any(|statement| {
         let first = statement.split_whitespace().next().unwrap_or_default();
+        let first = first.rsplit('/').next().unwrap_or(first);
         !statement.contains("&&")
             && !statement.contains("||")
             && (first == "exit" || first == "false")
@@ -786,7 +793,10 @@ fn run_of(words: &[String]) -> (Duration, i64) {
             .filter(|n| n.is_finite())
     };
     let seconds = after("sleep").unwrap_or(1.0).clamp(0.0, 3600.0);
-    let code = if words.first().map(String::as_str) == Some("false") {
+    // The program, or a shell script's first word (after `-c`).
+    let start = words.iter().position(|w| w == "-c").map_or(0, |i| i + 1);
+    let first = words.get(start).map(|w| w.rsplit('/').next().unwrap_or(w));
+    let code = if first == Some("false") {
         1
     } else {
         after("exit").map_or(0, |c| (c as i64).clamp(0, 255))
@@ -1514,6 +1524,14 @@ mod crash_tests {
     fn only_commands_that_end_on_their_own_crash_loop() {
         let ends = container(&["sh", "-c", "echo up; sleep 5; exit 3"]);
         assert_eq!(crash_loop_of(&ends), Some((Duration::from_secs(5), 3)));
+        assert_eq!(
+            crash_loop_of(&container(&["sh", "-c", "exit 1"])),
+            Some((Duration::from_secs(1), 1))
+        );
+        assert_eq!(
+            crash_loop_of(&container(&["/bin/false"])),
+            Some((Duration::from_secs(1), 1))
+        );
         assert_eq!(
             crash_loop_of(&container(&["false"])),
             Some((Duration::from_secs(1), 1))

@@ -1,8 +1,17 @@
 // Drover web UI: copy buttons, live cluster updates (server-sent events),
 // the member pickers' directory search, the explorer's live lists, a pod's
-// log tail and shell, and "/" to search.
+// log tail and shell, forms sent in the background so a refusal shows in
+// place, and "/" to search.
 // Everything user-supplied is set with textContent, never as HTML.
 "use strict";
+
+// The page's open streams, closed when another page is written over it
+// (sendInPlace): document.open() does not stop them.
+function keep(stream) {
+  window.droverStreams = window.droverStreams || [];
+  window.droverStreams.push(stream);
+  return stream;
+}
 
 function copyText(id, button) {
   const el = document.getElementById(id);
@@ -76,7 +85,7 @@ function applyRow(table, row) {
 function follow(rv, onRow, name) {
   let url = "/dashboard/clusters/events?rv=" + encodeURIComponent(rv);
   if (name) url += "&name=" + encodeURIComponent(name);
-  const source = new EventSource(url);
+  const source = keep(new EventSource(url));
   source.addEventListener("cluster", (e) => {
     const row = JSON.parse(e.data);
     onRow(row);
@@ -131,7 +140,7 @@ function liveList(table) {
     if (rows) document.getElementById("explorer-rows").replaceWith(rows);
     if (count) document.getElementById("explorer-count").replaceWith(count);
   };
-  const source = new EventSource(table.dataset.watch);
+  const source = keep(new EventSource(table.dataset.watch));
   source.addEventListener("change", () => {
     clearTimeout(timer);
     timer = setTimeout(refresh, 300);
@@ -160,7 +169,9 @@ function logTail(section) {
     const q = "?container=" + encodeURIComponent(container.value) +
       (previous.checked ? "&previous=true" : "") + (follow.checked ? "" : "&follow=false");
     download.href = section.dataset.src + "/download" + q;
-    source = new EventSource(section.dataset.src + q);
+    source = keep(new EventSource(section.dataset.src + q));
+    // A reconnect sends the tail again: start over rather than repeat it.
+    source.onopen = () => lines.replaceChildren();
     source.addEventListener("line", (e) => {
       const atEnd = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
       const div = document.createElement("div");
@@ -215,7 +226,7 @@ function shell(section) {
     error.hidden = true;
     const url = new URL(section.dataset.src + "?container=" + encodeURIComponent(container.value), window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(url, ["v4.channel.k8s.io"]);
+    ws = keep(new WebSocket(url, ["v4.channel.k8s.io"]));
     ws.binaryType = "arraybuffer";
     const enc = new TextEncoder();
     const socket = ws;
@@ -241,6 +252,7 @@ function shell(section) {
       }
     };
     ws.onclose = (e) => {
+      if (socket !== ws) return; // a shell since replaced by a new one
       term.write("\r\n[the shell has ended]\r\n");
       if (e.code !== 1000 && e.code !== 1005) {
         error.textContent = "The shell closed (" + e.code + (e.reason ? ": " + e.reason : "") + ").";
@@ -254,7 +266,7 @@ function shell(section) {
 // form with what was entered kept, inside the page: a generic error page
 // (data-error-page) gives its message; any other answer replaces the page,
 // at the address a redirect led to. Forms marked data-native (sign-in,
-// sign-out, downloads) are sent as the browser does.
+// sign-out, the password form, downloads) are sent as the browser does.
 function sendInPlace(form) {
   form.addEventListener("submit", async (e) => {
     if (form.method.toLowerCase() !== "post" || "native" in form.dataset) return;
@@ -287,17 +299,30 @@ function sendInPlace(form) {
       if (first) first.focus();
       return;
     }
+    // A page with a policy of its own (the pod page's terminal) is loaded
+    // afresh, since a written page keeps this one's policy.
+    if (res.redirected && doc.getElementById("shell")) {
+      window.location.assign(res.url);
+      return;
+    }
     // The answer (after any redirect, already followed) becomes the page,
     // at its own address.
+    for (const s of window.droverStreams || []) s.close();
+    window.droverStreams = [];
     document.open();
     document.write(html);
     document.close();
     if (res.redirected) history.pushState(null, "", res.url);
+    window.droverShown = window.location.pathname + window.location.search;
   });
 }
 
-// Back to a page written over another (sendInPlace): load it afresh.
-window.addEventListener("popstate", () => window.location.reload());
+// Back or forward to another page than the one shown (one written over
+// another by sendInPlace): load it. Moving within the page (#main) is not.
+window.droverShown = window.location.pathname + window.location.search;
+window.addEventListener("popstate", () => {
+  if (window.location.pathname + window.location.search !== window.droverShown) window.location.reload();
+});
 
 document.addEventListener("keydown", (e) => {
   if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;

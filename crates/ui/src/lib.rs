@@ -1,19 +1,23 @@
 //! Drover's web UI, under `/dashboard/`.
 //!
 //! Pages are rendered on the server (maud) and read and write through the
-//! management API in process, as the signed-in user ([`api`]); a little
-//! plain JavaScript (`assets/app.js`) copies commands and applies the
-//! clusters' live updates, which arrive as server-sent events. There is no
-//! front-end build step.
+//! management API and the cluster proxy in process, as the signed-in user
+//! ([`api`]); a little plain JavaScript (`assets/app.js`) copies commands,
+//! applies live updates (server-sent events), sends forms in the
+//! background so a refusal shows beside its form, and drives the pod log
+//! tail and the terminal (xterm.js, vendored in `assets/vendor/xterm`).
+//! There is no front-end build step.
 //!
 //! # Layout
 //! - [`api`]: the in-process API client.
 //! - [`session`]: the session cookie, CSRF tokens, security headers.
 //! - [`view`]: the page frame and shared pieces.
+//! - [`access`]: what the user may do (rules reviews), to hide the rest.
+//! - `explorer`: a cluster's workloads, pods, logs, shell and YAML.
 //! - `pages`: clusters (with the alerts firing), projects, members, users,
 //!   API keys, settings (with backups and "Back up now" for those who may
 //!   make them, notifiers and "Send test" for those who may see them),
-//!   sign-in.
+//!   sign-in, and search.
 
 use std::sync::Arc;
 

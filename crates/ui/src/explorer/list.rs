@@ -1,8 +1,8 @@
 //! A kind's objects: in one namespace, a project's namespaces or all of
 //! them, a page at a time as the cluster pages them (`limit` and
-//! `continue`), each row with its status at a glance, and kept live: the
-//! page follows a watch (server-sent events) and reloads its rows when
-//! something changes.
+//! `continue`), each row with its status at a glance; a list of one
+//! namespace or of all is kept live: the page follows a watch (server-sent
+//! events) and reloads its rows when something changes.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! sees and may do.
 //!
 //! - [`list`]: a kind's objects in a namespace or a project's namespaces,
-//!   paged by the cluster and kept live by a watch.
+//!   paged by the cluster and (one namespace, or all) kept live by a watch.
 //! - [`object`]: one object's page (a workload's pods, events, conditions
 //!   and revisions; a pod's containers, logs and shell) and its actions:
 //!   scale, restart, roll back after a diff, image and environment, delete.

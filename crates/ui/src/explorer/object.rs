@@ -3,8 +3,9 @@
 //! revisions, with scale, restart, image and environment forms and a
 //! rollback that shows the diff first; a pod adds its containers, a live
 //! log tail and a shell. Actions the user's role does not allow are not
-//! shown, and a refused action comes back on this page with the input
-//! kept and the cluster's reason beside the form.
+//! shown, and a refused form action comes back on this page with the input
+//! kept and the cluster's reason beside the form (a delete is confirmed on
+//! a page of its own).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! with a server-side dry run and strict field validation before it is
 //! saved, and a refusal is shown beside the text, which is kept), and
 //! "Import YAML": several documents created in a namespace, all checked by
-//! dry runs first, so a refused document creates nothing.
+//! dry runs first, so a document the cluster refuses creates nothing (a
+//! create failing after its dry run passed leaves the ones before it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,9 +1,10 @@
 //! Members of a cluster or a project: role template bindings, listed,
 //! added (a local user, or a directory user or group found by name as one
 //! types, and a role template of the right context) and removed. A member
-//! is added once per role: the binding's name is made from the subject and
-//! role, so adding the same pair again is refused by the server as a name
-//! that exists, and the form says so with the choice kept.
+//! is added once per role: a subject that holds the role already (in any
+//! binding) is refused, and the form says so with the choice kept; the new
+//! binding's name is made from the subject and role, so two adds at once
+//! cannot both succeed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
