@@ -5,24 +5,15 @@
 //! courtesy only: every action is still decided by the server.
 
 use axum::http::Method;
+use drover_rbac::{Attributes, PolicyRule};
 use serde_json::{json, Value};
 
 use crate::api::{seg, Api};
 
-/// One rule of a review: verbs on resources of API groups (`*` is any).
-#[derive(Debug, Clone, Default)]
-struct Rule {
-    verbs: Vec<String>,
-    groups: Vec<String>,
-    resources: Vec<String>,
-    /// Rules limited to named objects never allow a whole kind.
-    named: bool,
-}
-
 /// The rules the user holds in one namespace (cluster-wide ones included).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rules {
-    rules: Vec<Rule>,
+    rules: Vec<PolicyRule>,
     /// The server could not tell everything (another authorizer decides
     /// too): nothing is hidden, and the server still decides.
     incomplete: bool,
@@ -66,26 +57,15 @@ impl Rules {
         Rules::from_review(&review)
     }
 
-    /// The rules of a `SelfSubjectRulesReview` answer.
+    /// The rules of a `SelfSubjectRulesReview` answer (its resource rules
+    /// are RBAC's `PolicyRule`s).
     pub(crate) fn from_review(review: &Value) -> Rules {
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        };
         let rules = review
             .pointer("/status/resourceRules")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(|r| Rule {
-                verbs: strings(&r["verbs"]),
-                groups: strings(&r["apiGroups"]),
-                resources: strings(&r["resources"]),
-                named: r["resourceNames"].as_array().is_some_and(|n| !n.is_empty()),
-            })
+            .filter_map(|r| serde_json::from_value(r.clone()).ok())
             .collect();
         Rules {
             rules,
@@ -94,21 +74,12 @@ impl Rules {
     }
 
     /// Whether `verb` on `resource` (`pods`, `pods/exec`) of `group` is
-    /// allowed for every object of the kind.
+    /// allowed for every object of the kind (a rule limited to named
+    /// objects is not).
     pub(crate) fn allows(&self, verb: &str, group: &str, resource: &str) -> bool {
-        let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
-        self.incomplete
-            || self.rules.iter().any(|r| {
-                !r.named
-                    && any(&r.verbs, verb)
-                    && any(&r.groups, group)
-                    && (any(&r.resources, resource)
-                        || resource.split_once('/').is_some_and(|(kind, sub)| {
-                            r.resources
-                                .iter()
-                                .any(|x| x == &format!("{kind}/*") || x == &format!("*/{sub}"))
-                        }))
-            })
+        let (kind, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        let wanted = Attributes::resource(verb, group, kind, "", "").on_subresource(sub);
+        self.incomplete || self.rules.iter().any(|r| r.allows(&wanted))
     }
 }
 
@@ -125,7 +96,7 @@ mod tests {
     fn rules_allow_by_verb_group_and_resource() {
         let rules = Rules::from_review(&json!({"status": {"resourceRules": [
             {"verbs": ["get", "list"], "apiGroups": ["apps"], "resources": ["deployments"]},
-            {"verbs": ["*"], "apiGroups": [""], "resources": ["pods", "pods/*"]},
+            {"verbs": ["*"], "apiGroups": [""], "resources": ["pods", "pods/exec"]},
             {"verbs": ["delete"], "apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["one"]},
         ]}}));
         assert!(rules.allows("list", "apps", "deployments"));

@@ -28,12 +28,9 @@ pub(crate) const SESSION_COOKIE: &str = "__Host-drover-session";
 pub(crate) const LOGIN_COOKIE: &str = "__Host-drover-signin";
 /// The form field every POST carries.
 pub(crate) const CSRF_FIELD: &str = "_csrf";
-/// Largest form accepted.
-const MAX_FORM: usize = 64 * 1024;
-
-/// Largest form carrying YAML (an object's edit, Import YAML): its text
-/// URL-encoded.
-const MAX_YAML_FORM: usize = 3 * 1024 * 1024;
+/// Largest form accepted: an object's YAML edit or Import YAML holds up to
+/// 1 MiB of YAML, URL-encoded.
+const MAX_FORM: usize = 3 * 1024 * 1024;
 
 /// A cookie's value from the request headers.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -80,14 +77,8 @@ pub(crate) async fn check_csrf(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    let limit = if path.ends_with("/yaml") || path.ends_with("/explore/import") {
-        MAX_YAML_FORM
-    } else {
-        MAX_FORM
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return UiError::BadRequest(format!("the form is larger than {limit} bytes"))
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+        return UiError::BadRequest(format!("the form is larger than {MAX_FORM} bytes"))
             .into_response();
     };
     let given = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
@@ -160,6 +151,21 @@ impl FromRequestParts<Arc<Ui>> for Session {
             user,
             rules,
         })
+    }
+}
+
+/// The signed-in user's token alone, for the streams (live rows, log
+/// tails): the API calls they make authenticate it, and a stale one
+/// answers 401, which signs the browser out — no review per stream.
+pub(crate) struct Bearer(pub String);
+
+impl FromRequestParts<Arc<Ui>> for Bearer {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Ui>) -> Result<Self, UiError> {
+        cookie(&parts.headers, SESSION_COOKIE)
+            .map(Bearer)
+            .ok_or(UiError::SignedOut)
     }
 }
 

@@ -132,6 +132,29 @@ pub(crate) fn badge(state: &str) -> Markup {
     html! { span class=(class) data-state=(state) { (state) } }
 }
 
+/// A delete's confirmation: the form posting to `action` only once `name`
+/// is typed (the handler checks it again), and a way back to `cancel`.
+pub(crate) fn confirm_delete(
+    session: &Session,
+    action: &str,
+    name: &str,
+    button: &str,
+    cancel: &str,
+) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            (csrf(session))
+            div.field {
+                label for="confirm" { "Type " strong { (name) } " to confirm" }
+                input #confirm name="confirm" type="text" required autocomplete="off";
+            }
+            button.danger type="submit" { (button) }
+            " "
+            a href=(cancel) { "Cancel" }
+        }
+    }
+}
+
 /// A text field with its label.
 pub(crate) fn text_field(label: &str, name: &str, required: bool) -> Markup {
     let id = format!("f-{name}");

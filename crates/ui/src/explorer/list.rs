@@ -19,7 +19,7 @@ use crate::access::Rules;
 use crate::api::{seg, MGMT};
 use crate::error::UiError;
 use crate::pages::clusters::project_name;
-use crate::session::Session;
+use crate::session::{Bearer, Session};
 use crate::view::{self, s, Section};
 use crate::Ui;
 
@@ -613,7 +613,7 @@ pub(crate) struct WatchQuery {
 /// reloads its rows), `reload` when the watch cannot resume.
 pub(crate) async fn watch(
     State(ui): State<Arc<Ui>>,
-    session: Session,
+    Bearer(token): Bearer,
     Path((id, resource)): Path<(String, String)>,
     Query(q): Query<WatchQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
@@ -623,7 +623,7 @@ pub(crate) async fn watch(
         "{}?watch=true&resourceVersion={rv}",
         kind.collection(&id, &q.ns)
     );
-    let events = ui.api.watch(&path, &session.token).await?;
+    let events = ui.api.watch(&path, &token).await?;
     let events = events.filter_map(|event| async move {
         match event["type"].as_str()? {
             "ERROR" => Some(Ok(Event::default().event("reload").data("reload"))),

@@ -178,6 +178,27 @@ pub(crate) fn crumbs(
     }
 }
 
+/// Breadcrumbs of an object's page: Clusters › cluster › kind (its list in
+/// the object's namespace) › object, then `page` (`YAML`, `Delete`…) when
+/// it is a page of the object's own.
+pub(crate) fn object_crumbs(
+    cluster: &str,
+    cluster_name: &str,
+    kind: &Kind,
+    namespace: &str,
+    name: &str,
+    page: Option<&str>,
+) -> Markup {
+    let list = format!("{}/{}?ns={}", base(cluster), kind.resource, seg(namespace));
+    let url = object_url(cluster, kind.resource, namespace, name);
+    let mut trail = vec![(kind.label.to_owned(), Some(list))];
+    match page {
+        Some(p) => trail.extend([(name.to_owned(), Some(url)), (p.to_owned(), None)]),
+        None => trail.push((name.to_owned(), None)),
+    }
+    crumbs(cluster, cluster_name, &trail)
+}
+
 /// The kinds as a navigation bar, `current` marked.
 pub(crate) fn kinds_nav(cluster: &str, current: &str, namespace: &str) -> Markup {
     let query = if namespace.is_empty() {

@@ -173,12 +173,8 @@ pub(crate) async fn render(
         _ => false,
     };
     let top_error = r.filter(|_| !form_shown).map(|r| r.message.clone());
-    let list_url = format!("{}/{}?ns={}", super::base(id), kind.resource, seg(ns));
     let body = html! {
-        (super::crumbs(id, &cluster_name, &[
-            (kind.label.to_owned(), Some(list_url)),
-            (name.to_owned(), None),
-        ]))
+        (super::object_crumbs(id, &cluster_name, kind, ns, name, None))
         div.heading {
             h1 { span.kind { (kind.kind) " " } (name) }
             div.actions {
@@ -856,6 +852,26 @@ async fn patch(
         .map(|_| ())
 }
 
+/// A strategic merge patch of the workload's pod template (containers merge
+/// by name), as `kubectl set image|env` and `rollout restart` send.
+async fn patch_template(
+    ui: &Ui,
+    token: &str,
+    (id, resource, ns, name): &(String, String, String, String),
+    template: Value,
+) -> Result<(), UiError> {
+    let path = find(resource)?.item(id, ns, name);
+    let body = json!({"spec": {"template": template}});
+    patch(
+        ui,
+        token,
+        &path,
+        "application/strategic-merge-patch+json",
+        &body,
+    )
+    .await
+}
+
 #[derive(Deserialize)]
 pub(crate) struct ScaleForm {
     replicas: String,
@@ -898,17 +914,9 @@ pub(crate) async fn restart(
     session: Session,
     Path(p): ObjectPath,
 ) -> Result<Response, UiError> {
-    let kind = find(&p.1)?;
-    let path = kind.item(&p.0, &p.2, &p.3);
-    let body = json!({"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": drover_core::meta::now_rfc3339()}}}}});
-    let action = patch(
-        &ui,
-        &session.token,
-        &path,
-        "application/strategic-merge-patch+json",
-        &body,
-    );
+    let template = json!({"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": drover_core::meta::now_rfc3339()}}});
+    let action = patch_template(&ui, &session.token, &p, template);
     act(
         &ui,
         &session,
@@ -934,25 +942,17 @@ pub(crate) async fn image(
     Path(p): ObjectPath,
     Form(f): Form<ImageForm>,
 ) -> Result<Response, UiError> {
-    let kind = find(&p.1)?;
-    let path = kind.item(&p.0, &p.2, &p.3);
     let input = BTreeMap::from([
         ("container".to_owned(), f.container.clone()),
         ("image".to_owned(), f.image.clone()),
     ]);
-    let body = json!({"spec": {"template": {"spec": {"containers": [{"name": f.container, "image": f.image.trim()}]}}}});
+    let template =
+        json!({"spec": {"containers": [{"name": f.container, "image": f.image.trim()}]}});
     let action = async {
         if f.image.trim().is_empty() {
             return Err(UiError::BadRequest("Enter an image.".into()));
         }
-        patch(
-            &ui,
-            &session.token,
-            &path,
-            "application/strategic-merge-patch+json",
-            &body,
-        )
-        .await
+        patch_template(&ui, &session.token, &p, template).await
     };
     act(&ui, &session, p.clone(), "image", input, "image", action).await
 }
@@ -972,22 +972,14 @@ pub(crate) async fn env(
     Path(p): ObjectPath,
     Form(f): Form<EnvForm>,
 ) -> Result<Response, UiError> {
-    let kind = find(&p.1)?;
-    let path = kind.item(&p.0, &p.2, &p.3);
     let input = BTreeMap::from([
         ("container".to_owned(), f.container.clone()),
         ("name".to_owned(), f.name.clone()),
         ("value".to_owned(), f.value.clone()),
     ]);
-    let body = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": f.container, "env": [{"name": f.name.trim(), "value": f.value}]}]}}}});
-    let action = patch(
-        &ui,
-        &session.token,
-        &path,
-        "application/strategic-merge-patch+json",
-        &body,
-    );
+    let template = json!({"spec": {"containers": [
+        {"name": f.container, "env": [{"name": f.name.trim(), "value": f.value}]}]}});
+    let action = patch_template(&ui, &session.token, &p, template);
     act(&ui, &session, p.clone(), "env", input, "env", action).await
 }
 
@@ -1056,11 +1048,7 @@ pub(crate) async fn rollback_page(
         &session,
         Section::Clusters,
         html! {
-            (super::crumbs(&id, &cluster_name, &[
-                (kind.label.to_owned(), Some(format!("{}/{}?ns={}", super::base(&id), kind.resource, seg(&ns)))),
-                (name.clone(), Some(url.clone())),
-                ("Roll back".to_owned(), None),
-            ]))
+            (super::object_crumbs(&id, &cluster_name, kind, &ns, &name, Some("Roll back")))
             h1 { "Roll back " (name) " to revision " (q.revision) "?" }
             p { "The pod template changes as follows (" del { "− now" } ", " ins { "+ after" } "):" }
             pre.diff #diff aria-label="Changes" {
@@ -1138,22 +1126,9 @@ pub(crate) async fn delete_page(
         &session,
         Section::Clusters,
         html! {
-            (super::crumbs(&id, &cluster_name, &[
-                (kind.label.to_owned(), Some(format!("{}/{}?ns={}", super::base(&id), kind.resource, seg(&ns)))),
-                (name.clone(), Some(url.clone())),
-                ("Delete".to_owned(), None),
-            ]))
+            (super::object_crumbs(&id, &cluster_name, kind, &ns, &name, Some("Delete")))
             h1 { "Delete " (kind.noun()) " " (name) "?" }
-            form method="post" action={ (url) "/delete" } {
-                (view::csrf(&session))
-                div.field {
-                    label for="confirm" { "Type " strong { (name) } " to confirm" }
-                    input #confirm name="confirm" type="text" required autocomplete="off";
-                }
-                button.danger type="submit" { "Delete " (kind.noun()) }
-                " "
-                a href=(url) { "Cancel" }
-            }
+            (view::confirm_delete(&session, &format!("{url}/delete"), &name, &format!("Delete {}", kind.noun()), &url))
         },
     ))
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::find;
 use crate::api::seg;
 use crate::error::UiError;
-use crate::session::{cookie, Session, SESSION_COOKIE};
+use crate::session::{cookie, Bearer, SESSION_COOKIE};
 use crate::Ui;
 
 /// Lines of the tail a log view starts with.
@@ -59,7 +59,7 @@ fn log_path(id: &str, ns: &str, name: &str, q: &LogQuery) -> Result<String, UiEr
 /// new lines as they come (with `follow=true`).
 pub(crate) async fn tail(
     State(ui): State<Arc<Ui>>,
-    session: Session,
+    Bearer(token): Bearer,
     Path((id, ns, name)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
@@ -68,10 +68,7 @@ pub(crate) async fn tail(
     if q.follow.as_deref() != Some("false") {
         path.push_str("&follow=true");
     }
-    let resp = ui
-        .api
-        .send(Method::GET, &path, &session.token, None)
-        .await?;
+    let resp = ui.api.send(Method::GET, &path, &token, None).await?;
     let status = resp.status();
     let stream: futures::stream::BoxStream<'static, Result<Event, Infallible>> = if status
         .is_success()
@@ -148,13 +145,13 @@ where
 /// `GET …/pods/{ns}/{name}/log/download`: the log as a file.
 pub(crate) async fn download(
     State(ui): State<Arc<Ui>>,
-    session: Session,
+    Bearer(token): Bearer,
     Path((id, ns, name)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, UiError> {
     let mut path = log_path(&id, &ns, &name, &q)?;
     path.push_str(&format!("limitBytes={DOWNLOAD_BYTES}"));
-    let bytes = ui.api.bytes(Method::GET, &path, &session.token).await?;
+    let bytes = ui.api.bytes(Method::GET, &path, &token).await?;
     let file: String = format!("{name}-{}", q.container)
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')

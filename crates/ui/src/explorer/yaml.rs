@@ -80,11 +80,7 @@ pub(crate) async fn edit_page(
             &session,
             Section::Clusters,
             html! {
-                (super::crumbs(&id, &cluster_name, &[
-                    (kind.label.to_owned(), Some(format!("{}/{}?ns={}", super::base(&id), kind.resource, seg(&ns)))),
-                    (name.clone(), Some(url.clone())),
-                    ("YAML".to_owned(), None),
-                ]))
+                (super::object_crumbs(&id, &cluster_name, kind, &ns, &name, Some("YAML")))
                 h1 { (name) " as YAML" }
                 p { "The values are hidden. " a.button.secondary href={ (url) "/yaml?reveal=1" } { "Show the values (to edit)" } }
                 pre.yaml #yaml tabindex="0" aria-label={ "YAML of " (name) } { (to_yaml(&masked)) }
@@ -130,11 +126,7 @@ async fn render(
         session,
         Section::Clusters,
         html! {
-            (super::crumbs(id, &cluster_name, &[
-                (kind.label.to_owned(), Some(format!("{}/{}?ns={}", super::base(id), kind.resource, seg(ns)))),
-                (name.to_owned(), Some(url.clone())),
-                ("YAML".to_owned(), None),
-            ]))
+            (super::object_crumbs(id, &cluster_name, kind, ns, name, Some("YAML")))
             h1 { (name) " as YAML" }
             @if may_update {
                 form.yaml method="post" action={ (url) "/yaml" } {

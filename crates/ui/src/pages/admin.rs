@@ -376,16 +376,13 @@ pub(crate) async fn delete_token_page(session: Session, Path(name): Path<String>
         html! {
             h1 { "Delete API key " code { (name) } "?" }
             p { "Whatever uses it stops working at once, open connections included." }
-            form method="post" action={ "/dashboard/tokens/" (seg(&name)) "/delete" } {
-                (view::csrf(&session))
-                div.field {
-                    label for="confirm" { "Type " strong { (name) } " to confirm" }
-                    input #confirm name="confirm" type="text" required autocomplete="off";
-                }
-                button.danger type="submit" { "Delete key" }
-                " "
-                a href="/dashboard/tokens" { "Cancel" }
-            }
+            (view::confirm_delete(
+                &session,
+                &format!("/dashboard/tokens/{}/delete", seg(&name)),
+                &name,
+                "Delete key",
+                "/dashboard/tokens",
+            ))
         },
     )
 }

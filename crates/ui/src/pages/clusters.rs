@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::api::{seg, MGMT};
 use crate::error::UiError;
 use crate::pages::members;
-use crate::session::Session;
+use crate::session::{Bearer, Session};
 use crate::view::{self, s, Section};
 use crate::Ui;
 
@@ -241,7 +241,7 @@ pub(crate) struct EventsQuery {
 /// server-sent events carrying the new row.
 pub(crate) async fn events(
     State(ui): State<Arc<Ui>>,
-    session: Session,
+    Bearer(token): Bearer,
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
     let rv: String = q.rv.chars().filter(char::is_ascii_digit).collect();
@@ -250,7 +250,7 @@ pub(crate) async fn events(
         path.push_str("&fieldSelector=");
         path.push_str(&seg(&format!("metadata.name={}", q.name)));
     }
-    let watch = ui.api.watch(&path, &session.token).await?;
+    let watch = ui.api.watch(&path, &token).await?;
     let events = watch.filter_map(|event| async move {
         let kind = event["type"].as_str()?;
         let object = &event["object"];
@@ -693,16 +693,13 @@ pub(crate) async fn delete_page(
         html! {
             h1 { "Delete " (row.display) "?" }
             p { "Drover removes its agent and everything it made in the cluster, and revokes the cluster's tokens. The cluster itself keeps running." }
-            form method="post" action={ "/dashboard/clusters/" (seg(&id)) "/delete" } {
-                (view::csrf(&session))
-                div.field {
-                    label for="confirm" { "Type " strong { (row.id) } " to confirm" }
-                    input #confirm name="confirm" type="text" required autocomplete="off";
-                }
-                button.danger type="submit" { "Delete cluster" }
-                " "
-                a href={ "/dashboard/clusters/" (seg(&id)) } { "Cancel" }
-            }
+            (view::confirm_delete(
+                &session,
+                &format!("/dashboard/clusters/{}/delete", seg(&id)),
+                &row.id,
+                "Delete cluster",
+                &format!("/dashboard/clusters/{}", seg(&id)),
+            ))
         },
     ))
 }
